@@ -1,0 +1,318 @@
+"""Print vector IR as NumPy statements: broadcasting, einsum/matmul, keepdims, temporaries.
+
+Each array is addressed by a layout: a tuple of index symbols, ``None``
+for a broadcast (size-1) axis. NumPy broadcasts from the right, so a
+child only needs ``[:, None]`` for axes missing in the middle or at the
+end, a transpose when its axes come in another order, and reductions
+keep their dimensions when that lines them up for free.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from .ir import Contract, Elementwise, Leaf, Node, Reduce
+
+
+class ExprPrinter(NumPyPrinter):
+    """SymPy's NumPy printer with ``np.``, infix comparisons and ``np.where``."""
+
+    def __init__(self, helpers: set):
+        super().__init__({"fully_qualified_modules": False, "allow_unknown_functions": True})
+        self.helpers = helpers
+        self.ranks: dict = {}  # array code -> number of axes, to order terms
+
+    def _module_format(self, fqn, register=True):
+        return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
+
+    def _print_Add(self, expr, order=None):
+        """Positive terms first: ``x - m``, not ``-m + x``."""
+        def rank(term):
+            return max((self.ranks.get(s.name, 0) for s in term.free_symbols), default=0)
+
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), -rank(t)))
+        text = ""
+        for t in terms:
+            s = self._print(t)
+            if s.startswith("-"):
+                text += (" - " if text else "-") + s[1:]
+            else:
+                text += (" + " if text else "") + s
+        return text
+
+    def _print_Relational(self, expr):
+        return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
+
+    def _print_Piecewise(self, expr):
+        (value, cond), *rest = expr.args
+        other = sp.Piecewise(*rest) if rest[0][1] is not sp.true else rest[0][0]
+        return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"
+
+    def _print_Sigmoid(self, expr):
+        self.helpers.add("sigmoid")
+        return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_Iverson(self, expr):
+        return f"({self._print(expr.condition)})"
+
+    def _print_Symbol(self, expr):
+        return expr.name
+
+
+class Sigmoid(sp.Function):
+    """Marks ``1/(1 + exp(-a))`` so that it prints as the overflow-free helper."""
+
+
+class ArrayPrinter:
+    """Turns IR nodes into NumPy code, assigning shared subtrees to temporaries."""
+
+    def __init__(self, shape_kind: str, sizes: dict, leaves: dict):
+        self.shape_kind = shape_kind
+        self.sizes = sizes  # index symbol -> size expression
+        self.layouts = dict(leaves)  # variable name -> stored layout
+        self.lines: list[str] = []
+        self.helpers: set[str] = set()
+        self.temps: dict[Node, str] = {}
+        self.shared: set[Node] = set()
+        self.expr_printer = ExprPrinter(self.helpers)
+
+    # -- statements ---------------------------------------------------------
+
+    def plan(self, nodes):
+        """Find subtrees that occur more than once in ``nodes``: they become temporaries."""
+        counts = Counter()
+
+        def visit(node):
+            counts[node] += 1
+            if counts[node] > 1:
+                return
+            for child in _children(node):
+                visit(child)
+
+        for node in nodes:
+            visit(node)
+        self.shared |= {n for n, c in counts.items() if c > 1 and not isinstance(n, Leaf)
+                        and not (isinstance(n, Elementwise) and not n.axes)}
+
+    def assign(self, name: str, node: Node, axes: tuple):
+        """``name = <node laid out as axes>``."""
+        self.lines.append(f"{name} = {self.code(node, tuple(axes), top=True)}")
+        self.layouts[name] = tuple(axes)
+
+    # -- expressions ----------------------------------------------------------
+
+    def code(self, node: Node, layout: tuple, top: bool = False) -> str:
+        """Code for ``node``, broadcastable into ``layout``; parenthesised unless ``top``."""
+        if node in self.temps:
+            return self.align(self.temps[node], self.layouts[self.temps[node]], layout)
+        if node in self.shared:
+            name = self.fresh(node)
+            stored = self.natural_layout(node, layout)
+            self.lines.append(f"{name} = {self.code_direct(node, stored, top=True)}")
+            self.layouts[name] = stored
+            self.temps[node] = name
+            return self.align(name, stored, layout)
+        return self.code_direct(node, layout, top)
+
+    def natural_layout(self, node: Node, layout: tuple) -> tuple:
+        """Store a shared reduction with kept dimensions when that lines it up with its use."""
+        if isinstance(node, Reduce):
+            keep = self.keepdims_layout(node, layout)
+            if keep is not None:
+                return keep
+        return tuple(node.axes)
+
+    def code_direct(self, node: Node, layout: tuple, top: bool) -> str:
+        if isinstance(node, Leaf):
+            return self.align(node.name, self.layouts[node.name], layout, node.axes)
+        if isinstance(node, Elementwise):
+            return self.elementwise(node, layout, top)
+        if isinstance(node, Reduce):
+            return self.reduce(node, layout)
+        if isinstance(node, Contract):
+            return self.contract(node, layout, top)
+        raise TypeError(node)
+
+    def elementwise(self, node: Elementwise, layout: tuple, top: bool) -> str:
+        axes = layout if set(node.axes) <= set(layout) else tuple(node.axes)
+        subs = {}
+        terms = node.expr.args if isinstance(node.expr, sp.Add) else ()
+        for key, child in node.holes:
+            subs[key] = sp.Symbol(self.code(child, axes, top=key in terms))
+            self.expr_printer.ranks[subs[key].name] = len(child.axes)
+        text = self.expr_printer.doprint(node.expr.xreplace(subs))
+        if axes != layout:
+            text = self.align(f"({text})", axes, layout)
+        return text if top or _atomic(text) else f"({text})"
+
+    def reduce(self, node: Reduce, layout: tuple) -> str:
+        keep = self.keepdims_layout(node, layout)
+        child_axes = self.child_axes(node)
+        inner = self.code(node.arg, child_axes)
+        inner = inner if _atomic(inner) else f"({inner})"
+        reduced = [a for a in child_axes if a not in node.axes]
+        method = node.kind
+        if self.shape_kind == "flat":
+            return self.align(f"{inner}.{method}()", (), layout)
+        if not node.axes and self.shape_kind == "fixed":
+            return self.align(f"{inner}.{method}()", (), layout)
+        axis = self.axis_numbers(child_axes, reduced)
+        if keep is not None:
+            return f"{inner}.{method}(axis={axis}, keepdims=True)"
+        return self.align(f"{inner}.{method}(axis={axis})", tuple(node.axes), layout)
+
+    @staticmethod
+    def child_axes(node: Reduce) -> tuple:
+        return tuple(node.arg.axes)
+
+    def keepdims_layout(self, node: Reduce, layout: tuple):
+        """The layout of ``node`` reduced with ``keepdims``, if it lines up with ``layout``."""
+        if self.shape_kind == "flat":
+            return None
+        child = self.child_axes(node)
+        kept = tuple(a if a in node.axes else None for a in child)
+        return kept if None in kept and _fits(kept, layout) else None
+
+    def axis_numbers(self, axes: tuple, chosen) -> str:
+        if self.shape_kind == "leading":
+            nums = [axes.index(a) - len(axes) for a in chosen]
+        else:
+            nums = [axes.index(a) for a in chosen]
+        return str(nums[0]) if len(nums) == 1 else str(tuple(nums))
+
+    def contract(self, node: Contract, layout: tuple, top: bool) -> str:
+        out = tuple(node.axes)
+        args = list(node.args)
+        if len(args) == 2 and self.shape_kind == "fixed":
+            text = self.matmul(args, out)
+            if text is not None:
+                return self.align(text if top and tuple(layout) == out else f"({text})", out, layout)
+        letters = self.letters([out] + [a.axes for a in args])
+        spec = ",".join("".join(letters[i] for i in a.axes) for a in args) + "->" + "".join(letters[i] for i in out)
+        operands = ", ".join(self.code(a, tuple(a.axes), top=True) for a in args)
+        text = f"np.einsum('{spec}', {operands})"
+        return self.align(text, out, layout)
+
+    def matmul(self, args, out) -> str | None:
+        """``A @ B`` (with ``.T`` where needed) when the contraction is a matrix product."""
+        if len(out) != 2 or any(len(a.axes) != 2 for a in args):
+            return None
+        left = next((a for a in args if out[0] in a.axes and out[1] not in a.axes), None)
+        right = next((a for a in args if a is not left and out[1] in a.axes and out[0] not in a.axes), None)
+        if left is None or right is None:
+            return None
+        shared = set(left.axes) & set(right.axes)
+        if len(shared) != 1:
+            return None
+        (s,) = shared
+        a = self.code(left, (out[0], s))
+        b = self.code(right, (s, out[1]))
+        return f"{a} @ {b}"
+
+    def letters(self, axes_lists) -> dict:
+        seen = []
+        for axes in axes_lists:
+            for a in axes:
+                if a not in seen:
+                    seen.append(a)
+        out, used = {}, set()
+        for a in seen:
+            if self.shape_kind == "leading" and a == self.leading_axis():
+                out[a] = "..."
+                continue
+            letter = a.name[0] if a.name[0].isalpha() and a.name[0] not in used else \
+                next(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in used)
+            used.add(letter)
+            out[a] = letter
+        return out
+
+    def leading_axis(self):
+        return next(iter(self.sizes), None)
+
+    def fresh(self, node: Node) -> str:
+        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "e"}[type(node).__name__]
+        if isinstance(node, Reduce) and node.kind == "max":
+            stem = "m"
+        name, n = stem, 1
+        while name in self.layouts:
+            n += 1
+            name = f"{stem}{n}"
+        return name
+
+    # -- layout --------------------------------------------------------------
+
+    def align(self, text: str, have: tuple, want: tuple, axes: tuple | None = None) -> str:
+        """Index ``text`` (stored as ``have``) so that it broadcasts into ``want``.
+
+        ``axes`` renames the stored axes, for a leaf read with other indices.
+        """
+        have = tuple(axes) if axes is not None and len(axes) == len(have) else tuple(have)
+        want = tuple(want)
+        if self.shape_kind == "flat" or _fits(have, want):
+            return text
+        if None in have:  # drop kept dimensions first
+            text = f"{text}[{', '.join('0' if a is None else ':' for a in have)}]"
+            have = tuple(a for a in have if a is not None)
+            if _fits(have, want):
+                return text
+        order = sorted(have, key=want.index)
+        if list(order) != list(have):
+            perm = tuple(have.index(a) for a in order)
+            if len(have) == 2:
+                text = f"{text}.T"
+            elif self.shape_kind == "leading":
+                text = f"np.moveaxis({text}, {tuple(p - len(have) for p in perm)}, {tuple(range(-len(have), 0))})"
+            else:
+                text = f"{text}.transpose{perm}"
+            have = tuple(order)
+            if _fits(have, want):
+                return text
+        start = want.index(have[0])
+        slots = []
+        for a in want[start:]:
+            if a in have:
+                slots.append("..." if self.shape_kind == "leading" and a == self.leading_axis() else ":")
+            else:
+                slots.append("None")
+        return f"{text}[{', '.join(slots)}]"
+
+
+def _fits(have: tuple, want: tuple) -> bool:
+    """Does an array laid out as ``have`` broadcast into ``want`` as it is?"""
+    if len(have) > len(want):
+        return False
+    tail = want[len(want) - len(have):]
+    present = {a for a in have if a is not None}
+    for h, w in zip(have, tail):
+        if h is None:
+            if w in present:
+                return False
+        elif h != w:
+            return False
+    # Axes of ``want`` left of the tail must not be ones we hold.
+    return not (set(want[: len(want) - len(have)]) & present)
+
+
+def _children(node: Node):
+    if isinstance(node, Elementwise):
+        return [c for _, c in node.holes]
+    if isinstance(node, Reduce):
+        return [node.arg]
+    if isinstance(node, Contract):
+        return list(node.args)
+    return []
+
+
+def _atomic(text: str) -> bool:
+    """True when ``text`` needs no parentheses as an operand."""
+    depth = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in " +-*/@":
+            return False
+    return True

@@ -1,0 +1,178 @@
+"""A derivation, printed as a NumPy module with ``forward`` and ``backward``."""
+from __future__ import annotations
+
+import sympy as sp
+
+from derive.engine import Derivation
+from derive.op import DOMAINS
+from derive.rewrite import nodes, normalize
+from derive.symbols import Intermediate, IntermediateElement
+
+from .ir import Lowering, symbols_used
+from .numpy_code import ArrayPrinter
+from .stable import stabilize
+from .text import text
+
+UPSTREAM = "dout"
+
+
+def module_context(d: Derivation) -> dict:
+    """Everything the module template needs, as plain strings."""
+    op = d.op
+    names = {i.tensor: i.name for i in op.inputs}
+    names.update({node: node.name for node in op.intermediates})
+    if not op.is_loss:
+        names[d.upstream] = UPSTREAM
+
+    read = {e.base for g in d.gradients for e in nodes(g.expr) if isinstance(e, sp.Indexed)}
+    cached_inputs = [i for i in op.inputs if i.tensor in read]
+    cached_nodes = [n for n in op.intermediates if n in read]
+
+    # -- forward: each needed intermediate, made stable, then lowered -------------
+    definitions = []
+    for node in _needed(op, cached_nodes):
+        definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
+    names.update({node: node.name for node, _ in definitions})
+    lowering = Lowering(names)
+    forward_trees = [(node, lowering.lower(expr, tuple(node.index))) for node, expr in definitions]
+    fwd = ArrayPrinter(op.shape_kind, _leading(op), {i.name: tuple(range(i.tensor.rank)) for i in op.inputs})
+    fwd.plan([tree for _, tree in forward_trees])
+    for node, tree in forward_trees:
+        fwd.assign(node.name, tree, tuple(node.index))
+
+    # -- backward: one statement per gradient, shared subtrees computed once ------
+    leaves = {i.name: tuple(range(i.tensor.rank)) for i in cached_inputs}
+    leaves.update({n.name: tuple(n.index) for n in cached_nodes})
+    if not op.is_loss:
+        leaves[UPSTREAM] = tuple(range(len(op.output.index)))
+    bwd = ArrayPrinter(op.shape_kind, _leading(op), leaves)
+    backward_trees = [(g, lowering.lower(_dout(g.expr, d), tuple(g.index))) for g in d.gradients]
+    bwd.plan([tree for _, tree in backward_trees])
+    for g, tree in backward_trees:
+        bwd.assign(f"d{g.input.name}", tree, tuple(g.index))
+
+    backward_sizes = sorted(set().union(*(symbols_used(t) for _, t in backward_trees)) - {sp.Symbol(UPSTREAM)},
+                            key=str)
+    forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
+    flat = op.shape_kind == "flat" and op.inputs[0].shape[0] in forward_sizes
+    return {
+        "op": op,
+        "summary": op.doc.strip().splitlines()[0],
+        "details": "\n".join(op.doc.strip().splitlines()[1:]).strip(),
+        "signature": ", ".join([i.name for i in op.inputs] + (["*"] if op.hyper else [])
+                               + [f"{h.name}={h.default!r}" for h in op.hyper]),
+        "inputs": [_input_doc(op, i) for i in op.inputs],
+        "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
+        "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
+        "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_dout(g.expr, d))}"
+                              for g in d.gradients],
+        "checks": _checks(op, d),
+        "forward_lines": fwd.lines,
+        "output": op.output.name,
+        "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
+        "backward_sizes": [s.name for s in backward_sizes],
+        "backward_lines": bwd.lines,
+        "gradients": [g.input.name for g in d.gradients],
+        "helpers": sorted(fwd.helpers | bwd.helpers),
+        "is_loss": op.is_loss,
+        "sizes_line": _sizes_line(op),
+        "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
+    }
+
+
+def _needed(op, cached_nodes):
+    """Intermediates the forward computes: the output and what backward reads, in order."""
+    want = set(cached_nodes) | {op.output}
+    for node in reversed(op.intermediates):
+        if node in want:
+            want |= {e.base for e in sp.preorder_traversal(node.definition) if isinstance(e, IntermediateElement)}
+    return [n for n in op.intermediates if n in want]
+
+
+def _share_sum_bodies(node: Intermediate, expr: sp.Expr, earlier):
+    """Name a summand that also appears outside its sum, so it is computed once.
+
+    In ``exp(x_k - m) / sum_j exp(x_j - m)`` the numerator is the summand
+    with ``j`` read as ``k``: both become one array ``e``. A sum of a
+    summand named in an earlier statement reads that array.
+    """
+    out = []
+    sizes = dict(zip(node.index, node.shape))
+    for total in sorted({s for s in sp.preorder_traversal(expr) if isinstance(s, sp.Sum) and len(s.limits) == 1},
+                        key=sp.default_sort_key):
+        (j, lo, hi), body = total.limits[0], total.function
+        for shared, _ in earlier + out:
+            for pos, i in enumerate(shared.index):
+                if shared.definition.xreplace({i: j}) == body:
+                    index = tuple(j if p == pos else x for p, x in enumerate(shared.index))
+                    expr = expr.xreplace({total: sp.Sum(shared[index], (j, lo, hi))})
+                    break
+        for k in node.index:
+            if sizes[k] != hi - lo + 1 or k in body.free_symbols:
+                continue
+            twin = body.xreplace({j: k})
+            if not expr.xreplace({total: sp.S.Zero}).has(twin):
+                continue
+            index = tuple(i for i in node.index if i in twin.free_symbols)
+            shared = Intermediate("e" if isinstance(body, sp.exp) else "u", index,
+                                  tuple(sizes[i] for i in index), twin)
+            renamed = tuple(j if i == k else i for i in index)
+            expr = expr.xreplace({total: sp.Sum(shared[renamed], (j, lo, hi))}).xreplace({twin: shared[index]})
+            out.append((shared, twin))
+            break
+    return out + [(node, expr)]
+
+
+def _checks(op, d: Derivation) -> list[str]:
+    """Runtime checks of the assumptions the derivation used (a simplex sums to 1)."""
+    used = any(s.name == "apply identities" for g in d.gradients for s in g.steps)
+    if not used:
+        return []
+    return [f'_simplex("{i.name}", {i.name})' for i in op.inputs if i.domain == "simplex"]
+
+
+def _leading(op) -> dict:
+    """The index that stands for any number of leading axes (``...``)."""
+    if op.shape_kind != "leading" or not op.output.index:
+        return {}
+    return {op.output.index[0]: "..."}
+
+
+def _spec(op, inp) -> str:
+    names = [str(s) for s in inp.shape]
+    if op.shape_kind == "flat":
+        return "*"
+    if op.shape_kind == "leading":
+        return " ".join(["..."] + names[1:])
+    return " ".join(names)
+
+
+def _input_doc(op, inp) -> dict:
+    if op.shape_kind == "flat":
+        shape = "any shape" if inp is op.inputs[0] else f"the shape of {op.inputs[0].name}"
+    elif op.shape_kind == "leading":
+        shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")"
+    else:
+        shape = "(" + ", ".join(str(s) for s in inp.shape) + ("," if inp.tensor.rank == 1 else "") + ")"
+    return {"name": inp.name, "shape": shape, "domain": DOMAINS[inp.domain], "differentiable": inp.differentiable}
+
+
+def _sizes_line(op) -> str:
+    specs = ", ".join(f'("{i.name}", {i.name}, "{_spec(op, i)}")' for i in op.inputs)
+    skip = 1 if op.shape_kind == "leading" else 0
+    names = [] if op.shape_kind == "flat" else \
+        [str(s) for s in op.sizes if any(s in i.shape[skip:] for i in op.inputs)]
+    if not names:
+        return f"_sizes({specs})"
+    return f"{', '.join(names)}{',' if len(names) == 1 else ''} = _sizes({specs})"
+
+
+def _index(index) -> str:
+    return f"[{', '.join(str(i) for i in index)}]" if index else ""
+
+
+def _dout(expr, d: Derivation):
+    """The gradient with the upstream gradient named as in the code."""
+    if d.op.is_loss:
+        return expr.xreplace({d.upstream: sp.Symbol(UPSTREAM)})
+    return expr

@@ -1,0 +1,56 @@
+"""Rewrites that keep the forward pass finite where the naive formula overflows.
+
+Both are exact identities, applied to the index form before lowering:
+
+* ``1/(1 + exp(-a))`` is marked ``Sigmoid(a)``, printed as a helper that
+  never exponentiates a positive number;
+* every ``sum_j exp(a_j)`` is shifted by ``m = max_j a_j``: the sum
+  becomes ``exp(m) sum_j exp(a_j - m)``, each ``exp(a_k)`` beside it
+  becomes ``exp(a_k - m) exp(m)``; the ``exp(m)`` cancel in a softmax,
+  and ``log(exp(m) s)`` becomes ``m + log(s)`` in a log-sum-exp.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from derive.symbols import Maximum, fresh_index, symbols_in
+
+from .numpy_code import Sigmoid
+
+
+def stabilize(expr: sp.Expr) -> sp.Expr:
+    expr = expr.replace(_is_logistic, lambda e: Sigmoid(-e.base.args[1].args[0] if e.base.args[0] == 1
+                                                        else -e.base.args[0].args[0]))
+    for total in sorted({s for s in sp.preorder_traversal(expr) if _is_sum_of_exp(s)}, key=sp.default_sort_key):
+        expr = _shift(expr, total)
+    return expr
+
+
+def _is_logistic(e) -> bool:
+    if not (isinstance(e, sp.Pow) and e.exp == -1 and isinstance(e.base, sp.Add) and len(e.base.args) == 2):
+        return False
+    one, other = sorted(e.base.args, key=lambda a: a != 1)
+    return one == 1 and isinstance(other, sp.exp)
+
+
+def _is_sum_of_exp(e) -> bool:
+    return isinstance(e, sp.Sum) and len(e.limits) == 1 and isinstance(e.function, sp.exp)
+
+
+def _shift(expr: sp.Expr, total: sp.Sum) -> sp.Expr:
+    (j, lo, hi), arg = total.limits[0], total.function.args[0]
+    jm = fresh_index(j, symbols_in(expr))  # the max binds its own index
+    m = Maximum(arg.xreplace({j: jm}), jm, lo, hi)
+    hole = sp.Dummy("total")
+    expr = expr.xreplace({total: hole})
+
+    def same_family(e):
+        return isinstance(e, sp.exp) and any(e.args[0] == arg.xreplace({j: k}) for k in e.args[0].free_symbols)
+
+    expr = expr.replace(same_family, lambda e: sp.exp(e.args[0] - m) * sp.exp(m))
+    expr = expr.xreplace({hole: sp.exp(m) * sp.Sum(sp.exp(arg - m), (j, lo, hi))})
+
+    def log_of_shifted(e):
+        return isinstance(e, sp.log) and isinstance(e.args[0], sp.Mul) and sp.exp(m) in e.args[0].args
+
+    return expr.replace(log_of_shifted, lambda e: m + sp.log(e.args[0] / sp.exp(m)))

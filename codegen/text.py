@@ -1,0 +1,31 @@
+"""Plain-text formulas for docstrings and ``derive list``: ``sum_j(W[k, j]*x[n, j]) + b[k]``."""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.str import StrPrinter
+
+
+class TextPrinter(StrPrinter):
+    def _print_Sum(self, expr):
+        body = self._print(expr.function)
+        for v, _, _ in expr.limits:
+            body = f"sum_{v}({body})"
+        return body
+
+    def _print_Indexed(self, expr):
+        return f"{expr.base.label}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+    def _print_Iverson(self, expr):
+        return f"[{self._print(expr.condition)}]"
+
+    def _print_Piecewise(self, expr):
+        parts = [f"{self._print(v)} if {self._print(c)}" if c is not sp.true else f"{self._print(v)} otherwise"
+                 for v, c in expr.args]
+        return "(" + "; ".join(parts) + ")"
+
+    def _print_Symbol(self, expr):
+        return expr.name
+
+
+def text(expr: sp.Expr) -> str:
+    return TextPrinter({"order": "none"}).doprint(expr)

@@ -1,0 +1,180 @@
+"""Two independent proofs that a derived gradient is right (../shared/GRADCHECK.md).
+
+* ``brute_force``: at tiny explicit sizes, unroll the forward definition,
+  differentiate it element by element with SymPy, and show that the
+  index-form gradient equals it exactly (the difference cancels to 0).
+* ``finite_differences``: run the generated NumPy code in float64 and
+  compare ``backward`` with central differences of ``sum(forward * dout)``.
+"""
+from __future__ import annotations
+
+import itertools
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .engine import Derivation
+from .op import Op
+from .rewrite import inline
+
+STEP = 1e-6
+RTOL, ATOL = 1e-5, 1e-7
+
+
+# -- sizes and sample inputs -----------------------------------------------
+
+def example_sizes(op: Op, small: bool = False) -> dict:
+    """Concrete sizes for checks: distinct small numbers, so a transposed index shows."""
+    values = itertools.cycle((2, 3, 1, 4) if small else (3, 4, 2, 5))
+    sizes = {s: next(values) for s in op.sizes}
+    sizes.update({s: v for s, v in op.test_sizes.items() if s in sizes} if not small else {})
+    return sizes
+
+
+def example_shape(op: Op, inp, sizes: dict, leading=(2,)) -> tuple:
+    """The array shape of an input at these sizes (leading ops get extra leading axes)."""
+    shape = tuple(int(sp.sympify(s).subs(sizes)) for s in inp.shape)
+    if op.shape_kind == "flat":
+        return (2, shape[0] // 2) if shape[0] % 2 == 0 else shape
+    if op.shape_kind == "leading":
+        return tuple(leading) + shape
+    return shape
+
+
+def sample(op: Op, sizes: dict, rng: np.random.Generator, dtype=np.float64, leading=(2,)) -> dict:
+    """Random inputs from each input's domain, away from kinks and poles."""
+    arrays = {}
+    for inp in op.inputs:
+        shape = example_shape(op, inp, sizes, leading)
+        arrays[inp.name] = _draw(inp.domain, shape, rng).astype(dtype)
+    return arrays
+
+
+def _draw(domain: str, shape, rng) -> np.ndarray:
+    if domain == "real":
+        return rng.standard_normal(shape)
+    if domain == "nonzero":
+        return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.1, 2.0, shape)
+    if domain == "positive":
+        return rng.uniform(0.5, 2.0, shape)
+    if domain == "probability":
+        return rng.uniform(0.05, 0.95, shape)
+    if domain == "simplex":
+        p = rng.uniform(0.1, 1.0, shape)
+        return p / p.sum(axis=-1, keepdims=True)
+    if domain == "mask":
+        return rng.integers(0, 2, shape).astype(float)
+    raise ValueError(f"domain: unknown {domain!r}")
+
+
+def hyper_values(op: Op, case: int = 0) -> dict:
+    """The ``case``-th test value of each hyper-parameter (its default for case 0)."""
+    return {h.name: (h.cases[case % len(h.cases)] if h.cases else h.default) for h in op.hyper}
+
+
+# -- the generated module ---------------------------------------------------
+
+def load(name: str, source: str) -> types.ModuleType:
+    """Run generated source (our own, never user text) as a module."""
+    module = types.ModuleType(f"generated.{name}")
+    exec(compile(source, f"<generated {name}>", "exec"), module.__dict__)
+    return module
+
+
+@dataclass
+class FiniteDifference:
+    """Per input: the largest relative error, and whether every element is within tolerance."""
+
+    errors: dict
+    passed: bool
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values(), default=0.0)
+
+
+def finite_differences(op: Op, module, inputs: dict, hyper: dict, seed: int = 0) -> FiniteDifference:
+    """Central differences of ``L = sum(forward(...) * dout)`` against ``backward``, in float64."""
+    rng = np.random.default_rng(seed)
+    out, cache = module.forward(**inputs, **hyper)
+    dout = 1.0 if op.is_loss else rng.standard_normal(np.shape(out))
+    grads = module.backward(dout, cache)
+
+    def objective(arrays):
+        value, _ = module.forward(**arrays, **hyper)
+        return float(np.sum(np.asarray(value) * dout))
+
+    errors, passed = {}, True
+    for inp in op.differentiable:
+        base = inputs[inp.name]
+        numeric = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            h = STEP * max(1.0, abs(base[idx]))
+            plus, minus = dict(inputs), dict(inputs)
+            plus[inp.name], minus[inp.name] = base.copy(), base.copy()
+            plus[inp.name][idx] += h
+            minus[inp.name][idx] -= h
+            numeric[idx] = (objective(plus) - objective(minus)) / (2 * h)
+        analytic = grads[inp.name]
+        scale = np.maximum(np.abs(analytic), np.abs(numeric))
+        rel = np.where(scale > 0, np.abs(analytic - numeric) / np.where(scale > 0, scale, 1), 0.0)
+        errors[inp.name] = float(rel.max()) if rel.size else 0.0
+        passed &= bool(np.all(np.abs(analytic - numeric) <= ATOL + RTOL * np.abs(numeric)))
+    return FiniteDifference(errors, passed)
+
+
+# -- the brute-force symbolic proof -----------------------------------------
+
+def brute_force(d: Derivation, sizes: dict) -> list[str]:
+    """Every element where the derived gradient differs from SymPy's unrolled derivative."""
+    op = d.op
+    sizes = {s: sp.Integer(v) for s, v in sizes.items()}
+    y = op.output
+    forward = inline(y.definition)
+    if op.is_loss:
+        objective = d.upstream * _unroll(forward, {}, sizes)
+    else:
+        objective = sp.S.Zero
+        for idx in itertools.product(*(range(int(s.subs(sizes))) for s in y.shape)):
+            at = dict(zip(y.index, idx))
+            objective += d.upstream[idx] * _unroll(forward, at, sizes)
+    constraint = _simplex_constraint(op, sizes)
+    wrong = []
+    for g in d.gradients:
+        derived = inline(g.expr)
+        shape = [int(sp.sympify(s).subs(sizes)) for s in g.input.shape]
+        for idx in itertools.product(*(range(n) for n in shape)):
+            element = g.input.tensor[idx]
+            expected = sp.diff(objective, element)
+            got = _unroll(derived, dict(zip(g.index, idx)), sizes)
+            if not is_zero((expected - got).xreplace(constraint)):
+                wrong.append(f"d/d{element}: derived {got} != brute force {expected}")
+    return wrong
+
+
+def _simplex_constraint(op: Op, sizes: dict) -> dict:
+    """Each simplex row's last entry as 1 minus the others: the assumption, made explicit."""
+    rule = {}
+    for inp in op.inputs:
+        if inp.domain == "simplex":
+            *lead, last = [int(sp.sympify(s).subs(sizes)) for s in inp.shape]
+            for idx in itertools.product(*(range(n) for n in lead)):
+                rest = sum(inp.tensor[(*idx, k)] for k in range(last - 1))
+                rule[inp.tensor[(*idx, last - 1)]] = 1 - rest
+    return rule
+
+
+def _unroll(expr: sp.Expr, at: dict, sizes: dict) -> sp.Expr:
+    """``expr`` at explicit indices and sizes, every sum written out."""
+    expr = expr.xreplace({**sizes, **{k: sp.Integer(v) for k, v in at.items()}})
+    return expr.doit()
+
+
+def is_zero(expr: sp.Expr) -> bool:
+    """Exact zero test: piecewise branches one by one, exponentials as a rational function."""
+    expr = sp.piecewise_fold(expr)
+    if isinstance(expr, sp.Piecewise):
+        return all(is_zero(branch) for branch, _ in expr.args)
+    return sp.cancel(sp.together(expr.rewrite(sp.exp))) == 0

@@ -1,0 +1,126 @@
+"""Kronecker delta elimination: ``sum_j f(j) [j = q]  ->  f(q)``, range conditions kept.
+
+SymPy's own ``doit()`` wraps each solution in ``Piecewise`` range guards
+that block further elimination and is slow (sympy#12751); dropping the
+guards is worse: an index solved through an affine expression such as
+``p = a - i s`` is only a solution when it lies in the summation range.
+This routine solves each delta for the summation index, substitutes, and
+keeps the condition as an Iverson bracket unless the ranges of the free
+indices already imply it.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy import KroneckerDelta
+
+from .symbols import Iverson, rebuild
+
+Ranges = dict  # index symbol -> (lo, hi), inclusive
+
+
+def eliminate_deltas(expr: sp.Expr, ranges: Ranges) -> sp.Expr:
+    """Eliminate every delta that a summation index can absorb."""
+    if not expr.has(KroneckerDelta):
+        return expr
+    if isinstance(expr, sp.Sum):
+        inner = dict(ranges)
+        inner.update({v: (lo, hi) for v, lo, hi in expr.limits})
+        body = eliminate_deltas(expr.function, inner)
+        limits = list(expr.limits)
+        for pos, (v, lo, hi) in enumerate(limits):
+            outer = dict(ranges)
+            outer.update({w: (a, b) for w, a, b in limits[pos + 1:]})
+            body = _sum_over(body, v, lo, hi, outer)
+        return body
+    if not expr.args:
+        return expr
+    return rebuild(expr, (eliminate_deltas(a, ranges) for a in expr.args))
+
+
+def make_sum(term: sp.Expr, v: sp.Symbol, lo, hi) -> sp.Expr:
+    """``Sum(term, (v, lo, hi))`` with the factors that do not depend on ``v`` pulled out."""
+    inside, outside = [], []
+    for f in sp.Mul.make_args(term):
+        (inside if v in f.free_symbols else outside).append(f)
+    if not inside:
+        return sp.Mul(*outside) * (hi - lo + 1)
+    return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), (v, lo, hi))
+
+
+def _sum_over(body: sp.Expr, v: sp.Symbol, lo, hi, ranges: Ranges) -> sp.Expr:
+    body = _hoist_deltas(body)
+    if not any(v in d.free_symbols for d in body.atoms(KroneckerDelta)):
+        return make_sum(body, v, lo, hi)
+    expanded = sp.expand(body, deep=False, power_base=False, power_exp=False,
+                         log=False, multinomial=False)
+    out = []
+    for term in sp.Add.make_args(expanded):
+        factors = [_unpower_delta(f) for f in sp.Mul.make_args(term)]
+        delta = next((f for f in factors if isinstance(f, KroneckerDelta) and v in f.free_symbols
+                      and sp.Poly(f.args[0] - f.args[1], v).degree() == 1), None)
+        if delta is None:
+            out.append(make_sum(sp.Mul(*factors), v, lo, hi))
+            continue
+        rest = sp.Mul(*(f for f in factors if f is not delta))
+        solution, conditions = _solve_affine(delta.args[0] - delta.args[1], v)
+        conditions.append(sp.And(solution >= lo, solution <= hi))
+        bracket = sp.Mul(*(Iverson(c) for c in conditions if not _implied(c, ranges)))
+        out.append(bracket * rest.subs(v, solution))
+    return sp.Add(*out)
+
+
+def _unpower_delta(f: sp.Expr) -> sp.Expr:
+    """A delta is 0 or 1, so any positive power of it is itself."""
+    if isinstance(f, sp.Pow) and isinstance(f.base, KroneckerDelta) and f.exp.is_positive:
+        return f.base
+    return f
+
+
+def _hoist_deltas(expr: sp.Expr) -> sp.Expr:
+    """Move a delta that every non-zero branch of a ``Piecewise`` shares outside it."""
+    def hoist(pw):
+        values = [e for e, _ in pw.args if e != 0]
+        if not values:
+            return pw
+        common = set.intersection(*({f for f in sp.Mul.make_args(e) if isinstance(f, KroneckerDelta)}
+                                    for e in values))
+        if not common:
+            return pw
+        shared = sp.Mul(*sorted(common, key=sp.default_sort_key))
+        return shared * sp.Piecewise(*((sp.cancel(e / shared) if e != 0 else e, c) for e, c in pw.args))
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), hoist)
+
+
+def _solve_affine(expr: sp.Expr, v: sp.Symbol):
+    """Solve ``a v + c = 0`` for ``v``; for ``|a| != 1`` the solution must be whole."""
+    a, c = sp.Poly(expr, v).all_coeffs()
+    if a in (1, -1):
+        return sp.expand(-c / a), []
+    return sp.expand(-c / a), [sp.Eq(sp.Mod(-c, a), 0)]
+
+
+def _implied(cond: sp.Basic, ranges: Ranges) -> bool:
+    """True when ``cond`` (lo <= e <= hi) follows from the ranges of the indices in it."""
+    parts = cond.args if isinstance(cond, sp.And) else (cond,)
+    for part in parts:
+        if not isinstance(part, (sp.GreaterThan, sp.LessThan)):
+            return False
+        big, small = (part.lhs, part.rhs) if isinstance(part, sp.GreaterThan) else (part.rhs, part.lhs)
+        low = _bound(big - small, ranges, lowest=True)
+        if low is None or not (low.is_nonnegative or sp.simplify(low) == 0):
+            return False
+    return True
+
+
+def _bound(expr: sp.Expr, ranges: Ranges, lowest: bool):
+    """The least (or greatest) value of an expression affine in ranged indices, else None."""
+    expr = sp.expand(expr)
+    total = expr
+    for v in sorted(expr.free_symbols & set(ranges), key=str):
+        coeff = expr.coeff(v)
+        if coeff.free_symbols & set(ranges) or not coeff.is_number:
+            return None
+        lo, hi = ranges[v]
+        pick = lo if (coeff > 0) == lowest else hi
+        total = total.subs(v, pick)
+    return sp.expand(total)

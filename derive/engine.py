@@ -1,0 +1,171 @@
+"""From a forward definition to its backward pass: one vector-Jacobian product per input.
+
+For an op with output ``y`` and an upstream gradient ``g = dE/dy`` we form
+``L = sum g * y`` and differentiate it by one generic element of each
+input (the notes' recipe); the chain rule across layers is ``chain.py``'s
+job. Every result passes the same fixed pipeline, recorded step by step
+so that LaTeX can show the derivation and tests can check each step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sympy as sp
+
+from . import rewrite
+from .deltas import eliminate_deltas
+from .op import Input, Op
+from .symbols import Intermediate, Tensor, avoid_capture, bound_indices, rename_bound
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a derivation: what was done, and the expression after it."""
+
+    name: str
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """``dE/d input[index]`` for one input, with the steps that led to it."""
+
+    input: Input
+    index: tuple
+    steps: tuple[Step, ...]
+
+    @property
+    def expr(self) -> sp.Expr:
+        return self.steps[-1].expr
+
+    @property
+    def element(self) -> sp.Expr:
+        return self.input.tensor[self.index] if self.index else self.input.tensor
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Everything the emitters print: the forward definitions and one gradient per input."""
+
+    op: Op
+    upstream: sp.Expr
+    gradients: tuple[Gradient, ...]
+    identities: tuple[tuple[sp.Expr, sp.Expr], ...]
+
+    @property
+    def forward(self) -> tuple[Intermediate, ...]:
+        return self.op.intermediates
+
+    def gradient(self, name: str) -> Gradient:
+        for g in self.gradients:
+            if g.input.name == name:
+                return g
+        raise ValueError(f"wrt: {self.op.name} has no gradient for {name!r}; "
+                         f"it has {[g.input.name for g in self.gradients]}")
+
+    def upstream_at(self, index) -> sp.Expr:
+        return self.upstream[index] if index else self.upstream
+
+
+def upstream_of(op: Op) -> sp.Expr:
+    """The gradient arriving at the output: ``g[n, k]``, or the scalar ``g`` of a loss."""
+    if op.is_loss:
+        return sp.Symbol("g")
+    return Tensor("g", *op.output.shape)
+
+
+@lru_cache(maxsize=None)
+def derive(op: Op) -> Derivation:
+    """Derive every differentiable input's gradient of ``op``."""
+    identities = tuple(op.assumptions())
+    for lhs, rhs in op.theorems:
+        if not rewrite.prove(lhs, rhs):
+            raise ValueError(f"{op.name}: cannot prove the identity {lhs} = {rhs} from the definitions")
+        identities += ((lhs, rhs),)
+    g = upstream_of(op)
+    gradients = tuple(_gradient(op, inp, g, identities) for inp in op.differentiable)
+    return Derivation(op, g, gradients, identities)
+
+
+def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
+    index = display_index(op, inp)
+    y = op.output
+    if op.is_loss:
+        objective = g * y.definition
+    else:
+        objective = sp.Sum(g[y.index] * y[y.index], *[(i, 0, s - 1) for i, s in zip(y.index, y.shape)])
+    objective = avoid_capture(objective, set(index))
+    element = inp.tensor[index]
+    ranges = {i: (0, s - 1) for i, s in zip(index, inp.shape)}
+
+    steps = [Step("chain rule", sp.Derivative(objective, element))]
+    expr = rewrite.drop_empty_sums(sp.diff(objective, element))
+    steps.append(Step("differentiate", expr))
+    expr = rewrite.normalize(eliminate_deltas(expr, ranges))
+    steps.append(Step("eliminate deltas", expr))
+    folded = rewrite.fold(expr, op.intermediates)
+    if folded != expr:
+        steps.append(Step("fold intermediates", folded))
+    expr = folded
+    if identities:
+        used = rewrite.normalize(rewrite.apply_identities(expr, identities))
+        if used != expr:
+            steps.append(Step("apply identities", used))
+        expr = used
+    final = rewrite.textbook(expr)
+    if final != expr:
+        steps.append(Step("textbook form", final))
+    named = tuple(Step(s.name, readable(s.expr, op, set(index))) for s in steps)
+    return Gradient(inp, index, named)
+
+
+def display_index(op: Op, inp: Input) -> tuple:
+    """The indices the forward definition writes this input with (``w[k, j]``), else fresh ones."""
+    found = [sub.indices for node in op.intermediates for sub in sp.preorder_traversal(node.definition)
+             if isinstance(sub, sp.Indexed) and sub.base == inp.tensor
+             and all(isinstance(i, sp.Symbol) for i in sub.indices) and len(set(sub.indices)) == len(sub.indices)]
+    free = {i for node in op.intermediates for i in node.index}
+    found.sort(key=lambda idx: not set(idx) <= free)  # prefer the output's own letters
+    if found:
+        return tuple(found[0])
+    letters = [sp.Symbol(c, integer=True) for c in "pqrsuv"]
+    return tuple(letters[: inp.tensor.rank])
+
+
+def readable(expr: sp.Expr, op: Op, free: set) -> sp.Expr:
+    """Rename bound indices to letters a reader expects.
+
+    A renamed index (``k_1``) becomes a letter the op's definition sums
+    over if one is free, else ``k'``; an original one keeps its name
+    unless it is taken.
+    """
+    letters = {}  # the op's own letters, by the size they run over
+    for node in op.intermediates:
+        letters.update({i: s for i, s in zip(node.index, node.shape)})
+        for sub in sp.preorder_traversal(node.definition):
+            if isinstance(sub, sp.Sum):
+                letters.update({v: hi + 1 for v, lo, hi in sub.limits})
+
+    renames = {}
+
+    def choose(v, size, taken):
+        base = v.name.split("_")[0]
+        options = [] if "_" in v.name else [v]
+        options += [i for i, s in letters.items() if s == size and i != v]
+        options += [sp.Symbol(base + "'" * m, integer=True) for m in range(1, 4)]
+        return next(p for p in options if p not in taken and "_" not in p.name)
+
+    def visit(node, taken):
+        if isinstance(node, sp.Indexed):
+            return
+        if isinstance(node, sp.Sum):
+            taken = set(taken)
+            for v, lo, hi in reversed(node.limits):
+                renames.setdefault(v, choose(v, hi - lo + 1, taken))
+                taken.add(renames[v])
+        for a in node.args:
+            visit(a, taken)
+
+    visit(expr, set(free) | {s for s in expr.free_symbols if s.is_integer})
+    return rename_bound(expr, renames)

@@ -1,0 +1,150 @@
+"""What an op is: its inputs, hyper-parameters and forward definition. Nothing else.
+
+An op module under ``derive/ops/`` builds one ``Op``; the registry collects
+them, and derivation, LaTeX, code and tests all follow from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .symbols import Intermediate, Tensor
+
+#: How an input's test values are drawn (and what the generated code may assume).
+DOMAINS = {
+    "real": "any real number",
+    "nonzero": "a real number away from the kink at 0",
+    "positive": "a positive number",
+    "probability": "a probability in (0, 1)",
+    "simplex": "a probability vector over the last axis (entries > 0, summing to 1)",
+    "mask": "0 or 1",
+}
+
+#: What the first size of an input stands for in the generated code.
+SHAPE_KINDS = {
+    "fixed": "every axis is one size symbol",
+    "flat": "the only size symbol counts all elements (any shape)",
+    "leading": "the first size symbol covers any number of leading axes",
+}
+
+
+@dataclass(frozen=True)
+class Input:
+    """One forward argument: a tensor, whether it gets a gradient, where its values lie."""
+
+    tensor: Tensor
+    differentiable: bool = True
+    domain: str = "real"
+    #: How the article writes one element (``w`` for ``W``) and the whole array.
+    element: str | None = None
+    matrix: str | None = None
+
+    def __post_init__(self):
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain: unknown {self.domain!r}, expected one of {sorted(DOMAINS)}")
+
+    @property
+    def name(self) -> str:
+        return self.tensor.name
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.tensor.shape)
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A keyword-only hyper-parameter with its default and the values tests try."""
+
+    symbol: sp.Symbol
+    default: float | int
+    cases: tuple = ()
+    doc: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.symbol.name
+
+
+@dataclass(frozen=True)
+class Op:
+    """A layer type, given by its forward definition alone."""
+
+    name: str
+    doc: str
+    inputs: tuple[Input, ...]
+    #: The output as an intermediate: its definition is the forward pass. A loss has index ().
+    output: Intermediate
+    #: Intermediates the forward computes besides those inside ``output``
+    #: (such as the probabilities of softmax + cross-entropy), used to fold results.
+    extra: tuple[Intermediate, ...] = ()
+    hyper: tuple[Hyper, ...] = ()
+    shape_kind: str = "fixed"
+    #: Identities the derivation may use, proven from the definitions first: (lhs, rhs).
+    theorems: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    #: The PyTorch function with the same semantics, for cross-checks.
+    pytorch: str = ""
+    #: How the article names the gradient arriving at the output.
+    upstream: str = "g"
+    #: Small sizes for tests and checks, by size name.
+    test_sizes: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self):
+        if self.shape_kind not in SHAPE_KINDS:
+            raise ValueError(f"shape_kind: unknown {self.shape_kind!r}")
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: duplicate input names {names}")
+
+    @property
+    def is_loss(self) -> bool:
+        return not self.output.index
+
+    @property
+    def differentiable(self) -> tuple[Input, ...]:
+        return tuple(i for i in self.inputs if i.differentiable)
+
+    def input(self, name: str) -> Input:
+        for i in self.inputs:
+            if i.name == name:
+                return i
+        raise ValueError(f"input: {self.name} has no input {name!r}; it has {[i.name for i in self.inputs]}")
+
+    @property
+    def intermediates(self) -> tuple[Intermediate, ...]:
+        """Every intermediate, in an order where each comes after those it uses."""
+        order: list[Intermediate] = []
+
+        def visit(node):
+            for sub in sp.preorder_traversal(node.definition):
+                if isinstance(sub, Intermediate) and sub not in order and sub != node:
+                    visit(sub)
+            if node not in order:
+                order.append(node)
+
+        for node in (*self.extra, self.output):
+            visit(node)
+        return tuple(order)
+
+    @property
+    def sizes(self) -> tuple[sp.Symbol, ...]:
+        """The size symbols, in order of first appearance."""
+        seen: list[sp.Symbol] = []
+        for shape in [i.shape for i in self.inputs] + [node.shape for node in self.intermediates]:
+            for s in shape:
+                for sym in sorted(sp.sympify(s).free_symbols, key=str):
+                    if sym not in seen and sym not in {h.symbol for h in self.hyper}:
+                        seen.append(sym)
+        return tuple(seen)
+
+    def assumptions(self) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
+        """Identities that the inputs' domains guarantee (a simplex sums to 1)."""
+        found = []
+        for inp in self.inputs:
+            if inp.domain == "simplex":
+                *lead, last = inp.shape
+                idx = [sp.Symbol(f"a{i}", integer=True) for i in range(len(lead))]
+                k = sp.Symbol("a_last", integer=True)
+                found.append((sp.Sum(inp.tensor[(*idx, k)], (k, 0, last - 1)), sp.S.One))
+        return tuple(found)

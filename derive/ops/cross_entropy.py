@@ -1,0 +1,17 @@
+"""Cross-entropy of predicted probabilities against targets, averaged over the batch."""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+N, K = sizes("N K")
+n, k = indices("n k")
+y, t = Tensor("y", N, K), Tensor("t", N, K)
+
+OP = Op(
+    name="cross_entropy",
+    doc=__doc__,
+    inputs=(Input(y, domain="probability"), Input(t, differentiable=False, domain="probability")),
+    output=Intermediate("E", (), (), -sp.Sum(t[n, k] * sp.log(y[n, k]), (k, 0, K - 1), (n, 0, N - 1)) / N),
+    pytorch="F.nll_loss(log(y), labels)",
+)

@@ -1,0 +1,20 @@
+"""The leaky ReLU: the input where positive, else alpha times it (slope alpha at 0, as in PyTorch)."""
+import sympy as sp
+
+from derive.op import Hyper, Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+(S,) = sizes("S")
+(i,) = indices("i")
+x = Tensor("x", S)
+alpha = sp.Symbol("alpha", positive=True)
+
+OP = Op(
+    name="leaky_relu",
+    doc=__doc__,
+    inputs=(Input(x, domain="nonzero"),),
+    output=Intermediate("y", (i,), (S,), sp.Piecewise((x[i], x[i] > 0), (alpha * x[i], True))),
+    hyper=(Hyper(alpha, 0.01, cases=(0.01, 0.2), doc="slope for negative inputs"),),
+    shape_kind="flat",
+    pytorch="F.leaky_relu",
+)

@@ -1,0 +1,21 @@
+"""Fully connected layer (全连接层): output node k sums its weighted inputs, plus a bias.
+
+This is the article's ``net_k``; weights are indexed later node first (``w_{kj}``).
+"""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+N, D, M = sizes("N D M")
+n, j, k = indices("n j k")
+x, W, b = Tensor("x", N, D), Tensor("W", M, D), Tensor("b", M)
+
+OP = Op(
+    name="linear",
+    doc=__doc__,
+    inputs=(Input(x), Input(W, element="w", matrix="W"), Input(b)),
+    output=Intermediate("net", (n, k), (N, M), sp.Sum(W[k, j] * x[n, j], (j, 0, D - 1)) + b[k]),
+    pytorch="F.linear",
+    upstream=r"\delta",
+)

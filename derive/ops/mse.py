@@ -1,0 +1,18 @@
+"""Mean squared error over all elements."""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+(S,) = sizes("S")
+(i,) = indices("i")
+y, t = Tensor("y", S), Tensor("t", S)
+
+OP = Op(
+    name="mse",
+    doc=__doc__,
+    inputs=(Input(y), Input(t, differentiable=False)),
+    output=Intermediate("E", (), (), sp.Sum((y[i] - t[i]) ** 2, (i, 0, S - 1)) / S),
+    shape_kind="flat",
+    pytorch="F.mse_loss",
+)

@@ -1,0 +1,18 @@
+"""The rectified linear unit: the input where positive, else 0 (gradient 0 at 0, as in PyTorch)."""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+(S,) = sizes("S")
+(i,) = indices("i")
+x = Tensor("x", S)
+
+OP = Op(
+    name="relu",
+    doc=__doc__,
+    inputs=(Input(x, domain="nonzero"),),
+    output=Intermediate("y", (i,), (S,), sp.Piecewise((x[i], x[i] > 0), (0, True))),
+    shape_kind="flat",
+    pytorch="F.relu",
+)

@@ -1,0 +1,18 @@
+"""The logistic sigmoid, the article's activation f."""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+(S,) = sizes("S")
+(i,) = indices("i")
+x = Tensor("x", S)
+
+OP = Op(
+    name="sigmoid",
+    doc=__doc__,
+    inputs=(Input(x),),
+    output=Intermediate("y", (i,), (S,), 1 / (1 + sp.exp(-x[i]))),
+    shape_kind="flat",
+    pytorch="torch.sigmoid",
+)

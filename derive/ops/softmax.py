@@ -1,0 +1,18 @@
+"""Softmax over the last axis: positive outputs that sum to 1."""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+N, K = sizes("N K")
+n, k, j = indices("n k j")
+x = Tensor("x", N, K)
+
+OP = Op(
+    name="softmax",
+    doc=__doc__,
+    inputs=(Input(x),),
+    output=Intermediate("y", (n, k), (N, K), sp.exp(x[n, k]) / sp.Sum(sp.exp(x[n, j]), (j, 0, K - 1))),
+    shape_kind="leading",
+    pytorch="F.softmax(x, -1)",
+)

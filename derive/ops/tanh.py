@@ -1,0 +1,18 @@
+"""The hyperbolic tangent activation."""
+import sympy as sp
+
+from derive.op import Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+(S,) = sizes("S")
+(i,) = indices("i")
+x = Tensor("x", S)
+
+OP = Op(
+    name="tanh",
+    doc=__doc__,
+    inputs=(Input(x),),
+    output=Intermediate("y", (i,), (S,), sp.tanh(x[i])),
+    shape_kind="flat",
+    pytorch="torch.tanh",
+)

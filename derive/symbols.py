@@ -1,0 +1,257 @@
+"""The vocabulary an op is written in: sizes, indices, tensors, intermediates.
+
+Everything is index notation with symbolic sizes (``IndexedBase`` inputs,
+``Sum`` over symbolic bounds), the form in which SymPy differentiates layers
+reliably (see ../shared/SYMPY-NOTES.md).
+"""
+from __future__ import annotations
+
+import itertools
+
+import sympy as sp
+from sympy.core.function import Function
+from sympy.tensor.indexed import Indexed, IndexedBase
+
+
+def sizes(names: str) -> tuple[sp.Symbol, ...]:
+    """Symbolic dimension sizes (positive integers), e.g. ``sizes("N D M")``."""
+    return tuple(sp.Symbol(name, integer=True, positive=True) for name in names.split())
+
+
+def indices(names: str) -> tuple[sp.Symbol, ...]:
+    """Index symbols (integers); plain symbols print better than ``Idx``."""
+    return tuple(sp.Symbol(name, integer=True) for name in names.split())
+
+
+class Tensor(IndexedBase):
+    """An input array of the op, with its symbolic shape."""
+
+    def __new__(cls, name, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, sp.Tuple)):
+            shape = tuple(shape[0])  # unpickled
+        return super().__new__(cls, name, shape)
+
+    @property
+    def args(self):
+        # An atom to substitution: putting numbers for sizes into an expression
+        # must not turn x of shape (N, D) into a different tensor of shape (2, 3).
+        return self._args[:1]
+
+    def __getnewargs__(self):
+        return self._args
+
+    @property
+    def func(self):
+        # SymPy rebuilds nodes as node.func(*node.args): keep the hidden shape.
+        return lambda label: Tensor(label, *self.shape)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+class Intermediate(IndexedBase):
+    """A named value defined from the inputs, such as ``net``, ``mu`` or ``y``.
+
+    The definition is part of the object (its arguments), so two
+    intermediates are equal only if they mean the same thing, and SymPy's
+    caches cannot confuse the ``y`` of one op with the ``y`` of another.
+    Differentiation goes through the definition, but the value itself stays
+    opaque, so every result is written in terms of the named values.
+    """
+
+    def __new__(cls, name, index: tuple, shape: tuple, definition):
+        label = sp.Symbol(name) if isinstance(name, str) else name
+        if len(index) != len(shape):
+            raise ValueError(f"{label}: {len(index)} indices but {len(shape)} sizes")
+        obj = sp.Expr.__new__(cls, label, sp.Tuple(*index), sp.Tuple(*shape), sp.sympify(definition))
+        obj._shape = sp.Tuple(*shape)
+        obj._offset = sp.S.Zero
+        obj._strides = None
+        obj._name = str(label)
+        return obj
+
+    @property
+    def args(self):
+        # Generic traversals (xreplace, replace, subs, preorder_traversal) see an
+        # atom: renaming indices elsewhere must never rewrite a definition.
+        return self._args[:1]
+
+    def __getnewargs__(self):
+        return self._args
+
+    @property
+    def func(self):
+        # SymPy rebuilds nodes as node.func(*node.args): keep the hidden definition.
+        return lambda label: Intermediate(label, self.index, self.shape, self.definition)
+
+    @property
+    def index(self) -> tuple:
+        return tuple(self._args[1])
+
+    @property
+    def definition(self) -> sp.Expr:
+        return self._args[3]
+
+    def __getitem__(self, idx):
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if len(idx) != len(self.index):
+            raise IndexError(f"{self.name} takes {len(self.index)} indices, got {len(idx)}")
+        return IntermediateElement(self, *idx)
+
+    def at(self, *idx, avoid=frozenset()) -> sp.Expr:
+        """The definition written for the element at ``idx``.
+
+        Bound indices that clash with ``avoid`` (say, the indices of the
+        element we differentiate by) are renamed first.
+        """
+        return substitute_indices(avoid_capture(self.definition, avoid), dict(zip(self.index, idx)))
+
+
+class IntermediateElement(Indexed):
+    """``y[n, k]`` for an intermediate ``y``: differentiated through its definition."""
+
+    @property
+    def free_symbols(self):
+        own = super().free_symbols
+        inner = self.base.definition.free_symbols - set(self.base.index)
+        return own | inner
+
+    def _eval_derivative(self, wrt):
+        return sp.diff(self.base.at(*self.indices, avoid=wrt.free_symbols), wrt)
+
+
+class Iverson(Function):
+    """The Iverson bracket [condition]: 1 where it holds, 0 elsewhere.
+
+    It carries the range conditions that delta elimination produces through
+    an affine index, so that they are never dropped.
+    """
+
+    @classmethod
+    def eval(cls, cond):
+        if cond is sp.true:
+            return sp.S.One
+        if cond is sp.false:
+            return sp.S.Zero
+        return None
+
+    @property
+    def condition(self):
+        return self.args[0]
+
+    def _eval_is_nonnegative(self):
+        return True
+
+
+class Maximum(Function):
+    """``max`` over one axis: ``Maximum(body, index, lo, hi)``.
+
+    Only numerics use it: the max shift that keeps ``exp`` from overflowing.
+    """
+
+    @property
+    def body(self):
+        return self.args[0]
+
+    @property
+    def bound(self):
+        return self.args[1]
+
+    @property
+    def limits(self):
+        return self.args[1:]
+
+    @property
+    def free_symbols(self):
+        return (self.body.free_symbols - {self.bound}) | self.args[2].free_symbols | self.args[3].free_symbols
+
+    def _eval_derivative(self, wrt):
+        raise NotImplementedError("the max shift is for numerics, never differentiated")
+
+
+def fresh_index(hint: str, taken) -> sp.Symbol:
+    """An integer index named after ``hint`` (``k`` gives ``k_1``) and not in ``taken``.
+
+    Names are chosen, not counted, so that a derivation gives the same
+    symbols, and so the same bytes, whatever ran before it.
+    """
+    base = str(hint).split("_")[0]
+    names = {str(t) for t in taken}
+    for m in itertools.count(1):
+        name = f"{base}_{m}"
+        if name not in names:
+            return sp.Symbol(name, integer=True)
+
+
+def symbols_in(expr) -> set:
+    """Every symbol in ``expr``, bound or free."""
+    return set(sp.sympify(expr).atoms(sp.Symbol))
+
+
+def index_symbols(expr) -> set:
+    """The free indices of ``expr`` (integer symbols that are not sizes)."""
+    return {s for s in sp.sympify(expr).free_symbols
+            if isinstance(s, sp.Symbol) and s.is_integer and not s.is_positive}
+
+
+def bound_indices(expr: sp.Expr) -> set[sp.Symbol]:
+    """Every index bound by a ``Sum`` (or ``Maximum``) somewhere in ``expr``."""
+    found = set()
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Sum):
+            found.update(lim[0] for lim in node.limits)
+        elif isinstance(node, Maximum):
+            found.add(node.bound)
+    return found
+
+
+def substitute_indices(expr: sp.Expr, mapping: dict) -> sp.Expr:
+    """Replace free indices simultaneously, renaming bound ones that would be captured."""
+    if not mapping:
+        return expr
+    incoming = set().union(*(symbols_in(v) for v in mapping.values()))
+    expr = avoid_capture(expr, incoming | set(mapping))
+    return expr.xreplace({k: sp.sympify(v) for k, v in mapping.items()})
+
+
+def avoid_capture(expr: sp.Expr, avoid) -> sp.Expr:
+    """Rename the bound indices of ``expr`` that are among ``avoid``."""
+    clashes = bound_indices(expr) & set(avoid)
+    if not clashes:
+        return expr
+    taken = symbols_in(expr) | set(avoid)
+    renames = {}
+    for b in sorted(clashes, key=str):
+        renames[b] = fresh_index(b, taken | set(renames.values()))
+    return rename_bound(expr, renames)
+
+
+def rename_bound(expr: sp.Expr, renames: dict) -> sp.Expr:
+    """Rename the bound variables of sums (and maxima) in ``expr``."""
+    def visit(node):
+        if not node.args or isinstance(node, Intermediate):
+            return node
+        args = [visit(a) for a in node.args]
+        if isinstance(node, sp.Sum):
+            body, limits = args[0], args[1:]
+            new_limits = []
+            for lim in limits:
+                var = lim[0]
+                if var in renames:
+                    body = body.xreplace({var: renames[var]})
+                    lim = sp.Tuple(renames[var], *lim[1:])
+                new_limits.append(lim)
+            return sp.Sum(body, *new_limits)
+        if isinstance(node, Maximum):
+            body, var = args[0], args[1]
+            if var in renames:
+                return Maximum(body.xreplace({var: renames[var]}), renames[var], *args[2:])
+        return rebuild(node, args)
+    return visit(expr)
+
+
+def rebuild(node: sp.Basic, args) -> sp.Basic:
+    """``node`` with new arguments, or ``node`` itself when none changed."""
+    args = tuple(args)
+    return node if args == node.args else node.func(*args)
