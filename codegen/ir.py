@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.symbols import Iverson, Maximum, index_symbols
+from derive.symbols import Maximum, index_symbols
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class Lowering:
         def visit(sub):
             if isinstance(sub, (sp.Indexed, sp.Sum, Maximum)):
                 return hole(sub)
-            if not sub.args or isinstance(sub, Iverson) or is_scalar_expr(sub):
+            if not sub.args or is_scalar_expr(sub):
                 return sub
             return sub.func(*(visit(a) for a in sub.args))
 

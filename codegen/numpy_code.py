@@ -13,6 +13,8 @@ from collections import Counter
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
+from derive.symbols import Iverson, as_piecewise
+
 from .ir import Contract, Elementwise, Leaf, Node, Reduce
 
 
@@ -28,7 +30,9 @@ class ExprPrinter(NumPyPrinter):
         return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
 
     def _print_Add(self, expr, order=None):
-        """Positive terms first: ``x - m``, not ``-m + x``."""
+        """Positive terms first: ``x - m``, not ``-m + x``; bracketed branches as ``np.where``."""
+        if expr.has(Iverson):
+            return self._print(sp.piecewise_fold(as_piecewise(expr)))
         def rank(term):
             return max((self.ranks.get(s.name, 0) for s in term.free_symbols), default=0)
 
@@ -56,6 +60,11 @@ class ExprPrinter(NumPyPrinter):
 
     def _print_Iverson(self, expr):
         return f"({self._print(expr.condition)})"
+
+    def _print_Mul(self, expr):
+        if expr.has(Iverson):
+            return self._print(sp.piecewise_fold(as_piecewise(expr)))
+        return super()._print_Mul(expr)
 
     def _print_Symbol(self, expr):
         return expr.name

@@ -26,6 +26,18 @@ class TextPrinter(StrPrinter):
     def _print_Symbol(self, expr):
         return expr.name
 
+    def _print_Add(self, expr, order=None):
+        """Positive terms first, sums first among them: ``sum_j(...) + b[k]``, ``t - y``."""
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), not t.has(sp.Sum)))
+        out = ""
+        for t in terms:
+            s = self.parenthesize(t, 40) if not t.could_extract_minus_sign() else self._print(t)
+            if s.startswith("-"):
+                out += (" - " if out else "-") + s[1:]
+            else:
+                out += (" + " if out else "") + s
+        return out
+
 
 def text(expr: sp.Expr) -> str:
     return TextPrinter({"order": "none"}).doprint(expr)

@@ -48,7 +48,6 @@ def make_sum(term: sp.Expr, v: sp.Symbol, lo, hi) -> sp.Expr:
 
 
 def _sum_over(body: sp.Expr, v: sp.Symbol, lo, hi, ranges: Ranges) -> sp.Expr:
-    body = _hoist_deltas(body)
     if not any(v in d.free_symbols for d in body.atoms(KroneckerDelta)):
         return make_sum(body, v, lo, hi)
     expanded = sp.expand(body, deep=False, power_base=False, power_exp=False,
@@ -74,21 +73,6 @@ def _unpower_delta(f: sp.Expr) -> sp.Expr:
     if isinstance(f, sp.Pow) and isinstance(f.base, KroneckerDelta) and f.exp.is_positive:
         return f.base
     return f
-
-
-def _hoist_deltas(expr: sp.Expr) -> sp.Expr:
-    """Move a delta that every non-zero branch of a ``Piecewise`` shares outside it."""
-    def hoist(pw):
-        values = [e for e, _ in pw.args if e != 0]
-        if not values:
-            return pw
-        common = set.intersection(*({f for f in sp.Mul.make_args(e) if isinstance(f, KroneckerDelta)}
-                                    for e in values))
-        if not common:
-            return pw
-        shared = sp.Mul(*sorted(common, key=sp.default_sort_key))
-        return shared * sp.Piecewise(*((sp.cancel(e / shared) if e != 0 else e, c) for e, c in pw.args))
-    return expr.replace(lambda e: isinstance(e, sp.Piecewise), hoist)
 
 
 def _solve_affine(expr: sp.Expr, v: sp.Symbol):

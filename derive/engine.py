@@ -16,7 +16,7 @@ import sympy as sp
 from . import rewrite
 from .deltas import eliminate_deltas
 from .op import Input, Op
-from .symbols import Intermediate, Tensor, avoid_capture, bound_indices, rename_bound
+from .symbols import Intermediate, Tensor, avoid_capture, bound_indices, iverson_form, rename_bound
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,18 @@ def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     if op.is_loss:
         objective = g * y.definition
     else:
-        objective = sp.Sum(g[y.index] * y[y.index], *[(i, 0, s - 1) for i, s in zip(y.index, y.shape)])
+        objective = sp.Sum(g[y.index] * y[y.index], *reversed([(i, 0, s - 1) for i, s in zip(y.index, y.shape)]))
     objective = avoid_capture(objective, set(index))
     element = inp.tensor[index]
     ranges = {i: (0, s - 1) for i, s in zip(index, inp.shape)}
 
-    steps = [Step("chain rule", sp.Derivative(objective, element))]
-    expr = rewrite.drop_empty_sums(sp.diff(objective, element))
+    if op.is_loss:
+        chain = g * sp.Derivative(y.definition, element, evaluate=False)
+    else:  # sum over the output of (upstream gradient) * (local derivative)
+        chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base == y,
+                                  lambda e: sp.Derivative(e, element, evaluate=False))
+    steps = [Step("chain rule", chain)]
+    expr = iverson_form(rewrite.drop_empty_sums(sp.diff(objective, element)))
     steps.append(Step("differentiate", expr))
     expr = rewrite.normalize(eliminate_deltas(expr, ranges))
     steps.append(Step("eliminate deltas", expr))

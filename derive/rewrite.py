@@ -263,9 +263,15 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     """
     if not expr.has(sp.Piecewise, Iverson):
         factored = sp.factor(expr)
-        if len(list(nodes(factored))) < len(list(nodes(expr))):
+        if _size(factored) < _size(expr):
             expr = factored
     return fix_signs(expr)
+
+
+def _size(expr) -> int:
+    """Leaves, not counting signs and unit coefficients (``1 - y`` and ``y - 1`` tie)."""
+    return sum(1 for n in nodes(expr)
+               if isinstance(n, sp.Indexed) or not n.args and not (n.is_number and abs(n) == 1))
 
 
 def fix_signs(expr: sp.Expr) -> sp.Expr:

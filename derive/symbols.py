@@ -144,6 +144,29 @@ class Iverson(Function):
         return True
 
 
+def iverson_form(expr: sp.Expr) -> sp.Expr:
+    """Every ``Piecewise`` as a sum of Iverson-bracketed terms: ``a [c] + b [not c]``.
+
+    SymPy folds a ``Piecewise`` out of any ``Sum`` around it (each new
+    ``Sum`` runs ``piecewise_fold``), even when the condition depends on
+    the summation index: nested layers of ReLU came out wrong that way.
+    Iverson brackets are plain factors and stay where they are.
+    """
+    def convert(pw):
+        terms, earlier = [], sp.false
+        for value, cond in pw.args:
+            active = sp.And(cond, sp.Not(earlier)) if earlier is not sp.false else cond
+            terms.append(value * Iverson(active))
+            earlier = sp.Or(earlier, cond)
+        return sp.Add(*terms)
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), convert)
+
+
+def as_piecewise(expr: sp.Expr) -> sp.Expr:
+    """Iverson brackets back to ``Piecewise`` (for expressions without sums: checks, printing)."""
+    return expr.replace(lambda e: isinstance(e, Iverson), lambda e: sp.Piecewise((1, e.condition), (0, True)))
+
+
 class Maximum(Function):
     """``max`` over one axis: ``Maximum(body, index, lo, hi)``.
 

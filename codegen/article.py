@@ -1,0 +1,178 @@
+"""The article's own example, re-derived: part 1's equations and part 2's 3-2-2 network.
+
+Part 2 numbers the nodes 1..7 (inputs 1-3, hidden 4-5, outputs 6-7), names
+weights later node first (``w_{41}``) and folds each bias into the weights
+as ``w_{b_4}`` with a constant input 1. Every node equation here is the
+chain's forward definition at explicit indices, renamed to node numbers,
+never typed in; the tests evaluate them against the generated code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.chain import BATCH, ChainDerivation, chain, sample_form
+
+from .chain_tex import chain_blocks
+from .latex import words
+from .render import environment
+from .tex import Block, Equation
+
+ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
+SIZES = (3, 2, 2)  # input, hidden, output nodes
+f = sp.Function("f")
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """Node numbers and symbols of the article's network."""
+
+    inputs: tuple
+    hidden: tuple
+    outputs: tuple
+
+    @staticmethod
+    def of(sizes=SIZES) -> "NodeNetwork":
+        i, j, k = sizes
+        return NodeNetwork(tuple(range(1, i + 1)), tuple(range(i + 1, i + j + 1)),
+                           tuple(range(i + j + 1, i + j + k + 1)))
+
+
+def x(node):
+    return sp.Symbol(f"x_{node}")
+
+
+def y(node):
+    return sp.Symbol(f"y_{node}")
+
+
+def w(to, frm):
+    return sp.Symbol(f"w_{{{to}{frm}}}")
+
+
+def w_bias(to):
+    return sp.Symbol(f"w_{{b_{to}}}")
+
+
+def node_forward(c: ChainDerivation, net: NodeNetwork) -> list[tuple]:
+    """``(y_node, f(sum of weighted inputs))`` for every hidden and output node, from the chain."""
+    rows = []
+    for layer, sources, targets, source_symbol in ((c.layers[0], net.inputs, net.hidden, x),
+                                                   (c.layers[2], net.hidden, net.outputs, y)):
+        definition = next(rhs for lhs, rhs in c.forward if lhs.base == layer.output)
+        W, b, source = layer.tensors["W"], layer.tensors["b"], layer.tensors["x"]
+        for row, node in enumerate(targets):
+            at = definition.xreplace({BATCH: 0, layer.index[1]: row}).doit()
+            rename = {W[row, col]: w(node, s) for col, s in enumerate(sources)}
+            rename.update({source[0, col]: source_symbol(s) for col, s in enumerate(sources)})
+            rename[b[row]] = w_bias(node)
+            rows.append((y(node), f(at.xreplace(rename))))
+    return rows
+
+
+def weight_matrix(targets, sources) -> sp.Matrix:
+    """A layer's weights with the bias folded in as the first column (``w_{b_4}``)."""
+    return sp.Matrix([[w_bias(t)] + [w(t, s) for s in sources] for t in targets])
+
+
+def example_gradient(c: ChainDerivation, net: NodeNetwork) -> tuple:
+    """dE/dw_{64} from the chain's output-layer weight gradient at k = 6, j = 4."""
+    layer = c.layers[2]
+    q = next(q for q in c.parameters if q.layer is layer and q.lhs.variables[0].base == layer.tensors["W"])
+    expr = sample_form(q.expr)
+    k, j = layer.index[1], c.layers[1].index[1]
+    at = expr.xreplace({k: 0, j: 0})
+    rename = {e: sp.Symbol(rf"\delta_{net.outputs[0]}") for e in at.atoms(sp.Indexed) if "delta" in str(e.base)}
+    rename.update({e: y(net.hidden[0]) for e in at.atoms(sp.Indexed) if str(e.base).startswith("y")})
+    return w(net.outputs[0], net.hidden[0]), at.xreplace(rename)
+
+
+def part1(lang: str) -> list[Block]:
+    """Part 1's equations 1-8, with equation 2 shown equal to equation 1 under bias folding."""
+    wd = words(lang)
+    out, true, sample = wd["output layer"], wd["true"], wd["sample"]
+    hidden = wd["hidden layer"]
+    w1, w2, x1, x2, b, wb = sp.symbols("w_1 w_2 x_1 x_2 b w_b")
+    folded = sp.Matrix([wb, w1, w2]).dot(sp.Matrix([1, x1, x2]))
+    plain = w1 * x1 + w2 * x2 + b
+    assert sp.expand(folded.subs(wb, b) - plain) == 0  # equation 2 is equation 1
+    blocks = [
+        _eq(r"y=f(\vec{w}\vec{x}+b)", "y", f(plain)),
+        Block(text=_where(lang, r"\vec{w}=[w_1,w_2],\ \vec{x}=[x_1,x_2]")),
+        _eq(r"\vec{y}=f(\vec{w}\vec{x})", "y", f(folded)),
+        Block(text=_where(lang, r"\vec{w}=[w_b,w_1,w_2],\ \vec{x}=[1,x_1,x_2],\ \vec{y}=[y]")),
+        Block(text=("由于" if lang == "zh" else "Since ") + r"$w_b=b$" + ("：" if lang == "zh" else ":")),
+        _eq(r"\vec{w}\vec{x}=w_b\cdot 1+w_1x_1+w_2x_2=w_1x_1+w_2x_2+b", "wx", folded.subs(wb, b)),
+        _eq(rf"e=E(\overrightarrow{{y_{{{out}}}}},\overrightarrow{{y_{{{true}}}}})", "e", sp.Symbol("E")),
+        _eq(r"x_{new}=x_{old}-\eta\frac{df(x)}{dx}", "x_new", sp.Symbol("x_old")),
+        _eq(rf"\overrightarrow{{w_{{{out}new}}}}=\overrightarrow{{w_{{{out}old}}}}"
+            rf"-\eta\frac{{dE(w_{{{out}}})}}{{dw_{{{out}}}}}", "w_out", sp.Symbol("w_out")),
+        _eq(rf"\overrightarrow{{w_{{{hidden}new}}}}=\overrightarrow{{w_{{{hidden}old}}}}"
+            rf"-\eta\frac{{dE(w_{{{hidden}}})}}{{dw_{{{hidden}}}}}", "w_hidden", sp.Symbol("w_hidden")),
+        _eq(rf"W={wd['train']}(\sum\overrightarrow{{{sample}_i}})", "W", sp.Symbol("W")),
+        _eq(rf"\overrightarrow{{y_{{{out}}}}}={wd['infer']}(\overrightarrow{{{sample}_i}},W)", "y_out",
+            sp.Symbol("y")),
+    ]
+    return blocks
+
+
+def _where(lang, tex) -> str:
+    return f"其中${tex}$" if lang == "zh" else f"where ${tex}$"
+
+
+def _eq(tex, lhs, rhs) -> Block:
+    return Block(equation=Equation(tex, sp.Symbol(lhs), (rhs,)))
+
+
+def part2(lang: str, c: ChainDerivation | None = None) -> list[Block]:
+    """Part 2: the 3-2-2 network by node number, as matrices, then the derivation."""
+    c = c or chain(ARTICLE)
+    wd = words(lang)
+    net = NodeNetwork.of()
+    hidden, out = wd["hidden layer"], wd["output layer"]
+    blocks = []
+    for lhs, rhs in node_forward(c, net):
+        node = int(str(lhs).split("_")[1])
+        sources = net.inputs if node in net.hidden else net.hidden
+        src = "x" if node in net.hidden else "y"
+        vec_w = ",".join([rf"w_{{b_{node}}}"] + [rf"w_{{{node}{s}}}" for s in sources])
+        vec_x = ",".join(["1"] + [f"{src}_{s}" for s in sources])
+        inner = rf"\vec{{x}}" if src == "x" else rf"\overrightarrow{{y_{{{hidden}}}}}"
+        sum_tex = "+".join([rf"w_{{b_{node}}}"] + [rf"w_{{{node}{s}}}{src}_{s}" for s in sources])
+        tex = rf"y_{node}=f(\vec{{w_{node}}}^T\cdot {inner})=f({sum_tex})"
+        blocks.append(Block(equation=Equation(tex, lhs, (rhs,))))
+        blocks.append(Block(text=_where(lang, rf"\vec{{w_{node}}}=[{vec_w}]^T,\ {inner}=[{vec_x}]^T")))
+    for layer_name, targets, sources, src in ((hidden, net.hidden, net.inputs, x),
+                                              (out, net.outputs, net.hidden, y)):
+        W = weight_matrix(targets, sources)
+        column = sp.Matrix([1] + [src(s) for s in sources])
+        rows = r" \\ ".join(" & ".join(sp.latex(e) for e in W.row(r)) for r in range(W.rows))
+        inner = r"\vec{x}" if src is x else rf"\overrightarrow{{y_{{{hidden}}}}}"
+        tex = (rf"\overrightarrow{{y_{{{layer_name}}}}}=f(W_{{{layer_name}}}\cdot {inner}),\quad "
+               rf"W_{{{layer_name}}}=\begin{{bmatrix}} {rows} \end{{bmatrix}}")
+        value = (W * column).applyfunc(f)
+        blocks.append(Block(equation=Equation(tex, sp.Matrix([y(t) for t in targets]), (value,))))
+    blocks.append(Block(text=(r"其中$f$为sigmoid函数，$E=\frac{1}{2}\sum_k(t_k-y_k)^2$。下面按单个样本推导："
+                              if lang == "zh" else
+                              r"with $f$ the sigmoid and $E=\frac{1}{2}\sum_k(t_k-y_k)^2$; "
+                              r"the derivation below is for one sample:")))
+    blocks += chain_blocks(c, lang, sample=True)
+    blocks.append(Block(text=("例如，对于节点6和节点4之间的权重：" if lang == "zh"
+                              else "For example, the weight between nodes 6 and 4:")))
+    weight, grad = example_gradient(c, net)
+    eta = sp.Symbol("eta")
+    tex = (rf"\frac{{\partial E}}{{\partial {sp.latex(weight)}}}={sp.latex(grad)},\quad "
+           rf"{sp.latex(weight)}\leftarrow {sp.latex(weight)}-\eta {sp.latex(grad)}")
+    blocks.append(Block(equation=Equation(tex, weight, (grad, weight - eta * grad))))
+    return blocks
+
+
+def article_files() -> dict[str, str]:
+    """``latex/<lang>/article.tex`` for each language."""
+    c = chain(ARTICLE)
+    files = {}
+    for lang in ("en", "zh"):
+        files[f"latex/{lang}/article.tex"] = environment().get_template("article.tex.j2").render(
+            part1=part1(lang), part2=part2(lang, c), lang=lang)
+    return files

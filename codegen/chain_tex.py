@@ -1,0 +1,116 @@
+"""LaTeX for a chain: the forward pass, the backward pass step by step, the updates."""
+from __future__ import annotations
+
+import sympy as sp
+
+from derive.chain import ChainDerivation, display_name, sample_form
+from derive.rewrite import normalize
+
+from .latex import ArticleLatex, Notation, name_tex, words
+from .tex import Block, Equation
+
+ETA = sp.Symbol("eta")
+
+
+def chain_notation(c: ChainDerivation) -> Notation:
+    labels = {str(t.label) for lhs, _ in c.forward for t in _tensors(lhs)}
+    labels |= {str(t.label) for q in c.backward for t in _tensors(q.lhs) | _tensors(q.expr)}
+    labels |= {str(t.label) for t in c.inputs.values()}
+    elements = {lab: name_tex(display_name(lab)) for lab in labels}
+    return Notation(elements, {}, frozenset(lab for lab in labels if lab.startswith("delta")))
+
+
+def _tensors(expr) -> set:
+    return {e.base for e in sp.preorder_traversal(expr) if isinstance(e, sp.Indexed)}
+
+
+def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> list[Block]:
+    """The network's derivation; ``sample`` drops the batch index, as the article does."""
+    w = words(lang)
+    colon = "：" if lang == "zh" else ":"
+    printer = ArticleLatex(chain_notation(c), lang)
+    form = sample_form if sample else (lambda e: e)
+    blocks = [Block(text=f"{w['forward']}{colon}")]
+    for lhs, rhs in c.forward:
+        blocks.append(_equation(printer, form(lhs), (normalize(form(rhs), split=False),)))
+    blocks.append(Block(text=f"{w['backward']}{colon}"))
+    for q in c.backward:
+        if q.kind == "delta":
+            blocks.append(Block(text=_delta_sentence(printer, form, q, lang)))
+        rows = [form(q.chain)]
+        if len(q.factors) > 1:
+            factors = [form(f) for f in q.factors]
+            rows.append(_Product(*factors))
+            # The result in reading order: the local factors, then the sums (the article's form).
+            rows.append(_Product(*sorted(factors, key=lambda f: isinstance(f, sp.Sum))))
+        else:
+            rows.append(form(q.expr))
+        lhs = form(q.lhs)
+        if q.kind == "delta":
+            lhs = _Named(form(q.lhs), _partial_of(q, form))
+        blocks.append(_equation(printer, lhs, tuple(_dedupe(rows))))
+    blocks.append(Block(text=f"{w['update']}{colon}"))
+    for q in c.parameters:
+        element = form(q.lhs).variables[0]
+        update = element - ETA * form(q.expr)
+        blocks.append(Block(equation=Equation(
+            rf"{printer.doprint(element)} \leftarrow {printer.doprint(element)} - \eta {printer.doprint(form(q.lhs))}"
+            rf" = {printer.doprint(update)}", element, (update,))))
+    return blocks
+
+
+class _Product(sp.Basic):
+    """Factors printed side by side in chain order, not multiplied out."""
+
+
+class _Named(sp.Basic):
+    """``delta_k = dE/dnet_k``: a named quantity and its definition."""
+
+
+def _partial_of(q, form):
+    out = q.layer.output
+    return sp.Derivative(sp.Symbol("E"), form(out[q.layer.index]), evaluate=False)
+
+
+def _dedupe(rows):
+    out = []
+    for r in rows:
+        if not out or r != out[-1]:
+            out.append(r)
+    return out
+
+
+def _delta_sentence(printer, form, q, lang) -> str:
+    name = printer.doprint(form(q.lhs))
+    role = words(lang)[q.layer.role + " layer"] if q.layer.role in ("hidden", "output") else ""
+    if lang == "zh":
+        return f"${name}$为{role}节点的{words(lang)['error term']}："
+    return f"${name}$, the {words(lang)['error term']} of an {role} node:" if role.startswith("o") else \
+        f"${name}$, the {words(lang)['error term']} of a {role} node:"
+
+
+def _equation(printer: ArticleLatex, lhs, rows) -> Block:
+    def tex(e):
+        if isinstance(e, _Product):
+            last = len(e.args) - 1
+            return " ".join(_factor(printer, f, p == last) for p, f in enumerate(e.args))
+        if isinstance(e, _Named):
+            return f"{printer.doprint(e.args[0])} = {printer.doprint(e.args[1])}"
+        return printer.doprint(e)
+
+    exprs = tuple(sp.Mul(*r.args) if isinstance(r, _Product) else r for r in rows)
+    rows = _dedupe([tex(r) for r in rows])
+    left = tex(lhs)
+    if len(rows) == 1:
+        body = f"{left} = {rows[0]}"
+    else:
+        body = "\\begin{aligned}\n" + f"{left} &= {rows[0]}" + "".join(
+            f" \\\\\n&= {r}" for r in rows[1:]) + "\n\\end{aligned}"
+    plain = lhs.args[0] if isinstance(lhs, _Named) else lhs
+    return Block(equation=Equation(body, plain, exprs))
+
+
+def _factor(printer, f, last: bool) -> str:
+    """One factor of a product; a sum is bracketed unless nothing follows it."""
+    text = printer.doprint(f)
+    return rf"\left({text}\right)" if isinstance(f, sp.Add) or isinstance(f, sp.Sum) and not last else text

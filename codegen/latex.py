@@ -1,0 +1,398 @@
+"""LaTeX in the article's style: ``w_{kj}``, ``\\partial``, ``\\sum_k``, readable sign order.
+
+Two printers share one notation table: ``ArticleLatex`` prints index form
+from SymPy expressions; ``matrix_form`` prints the vector IR (the same IR
+the NumPy code is printed from) as matrix algebra, or ``None`` where no
+plain matrix form exists.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+
+from derive.symbols import Iverson, as_piecewise
+
+from .ir import Contract, Elementwise, Leaf, Node, Reduce
+
+#: How multi-letter names print.
+SPECIAL = {
+    "net": "net", "xhat": r"\hat{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
+    "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
+}
+
+WORDS = {
+    "en": {
+        "forward": "Forward pass", "backward": "Backward pass", "where": "where",
+        "otherwise": "otherwise", "upstream": "the gradient arriving at the output",
+        "layout": "Matrix form: rows index the batch; a gradient has its parameter's shape.",
+        "steps": "Derivation", "gradient": "Gradient with respect to",
+        "input layer": "input layer", "hidden layer": "hidden layer", "output layer": "output layer",
+        "true": "true", "sample": "sample", "train": "train", "infer": "infer",
+        "error term": "error term", "learning rate": "learning rate", "update": "Update",
+        "no matrix form": "no plain matrix form; the index form above is the definition",
+    },
+    "zh": {
+        "forward": "前向传播", "backward": "后向传播", "where": "其中",
+        "otherwise": "其他", "upstream": "输出端传来的梯度",
+        "layout": "矩阵形式：每行是一个样本；梯度与其参数形状相同。",
+        "steps": "推导", "gradient": "梯度",
+        "input layer": "输入层", "hidden layer": "隐藏层", "output layer": "输出层",
+        "true": "真实", "sample": "样本", "train": "训练", "infer": "推理",
+        "error term": "误差项", "learning rate": "学习率", "update": "更新",
+        "no matrix form": "没有简单的矩阵形式，以上标形式为准",
+    },
+}
+
+
+def words(lang: str) -> dict:
+    if lang not in WORDS:
+        raise ValueError(f"lang: expected one of {sorted(WORDS)}, got {lang!r}")
+    return WORDS[lang]
+
+
+def name_tex(name: str) -> str:
+    """A label as the article writes it: Greek and hatted names, ``net`` upright."""
+    if name in SPECIAL:
+        return SPECIAL[name]
+    return sp.latex(sp.Symbol(name))
+
+
+@dataclass(frozen=True)
+class Notation:
+    """How tensors print: element names (``w`` for ``W``), matrix names, the upstream symbol."""
+
+    elements: dict  # label -> TeX of one element's name
+    matrices: dict  # label -> TeX of the whole array
+    upstream: frozenset  # labels of upstream gradients, printed first in products
+
+    def element(self, label: str) -> str:
+        return self.elements.get(label, name_tex(label))
+
+    def matrix(self, label: str, rank: int) -> str:
+        if label in self.matrices:
+            return self.matrices[label]
+        tex = self.element(label)
+        if rank == 1:
+            return rf"\vec{{{tex}}}"
+        if len(label) == 1 and label.isalpha():
+            return label.upper()
+        if tex.startswith("\\") and tex[1:].isalpha():
+            return rf"\boldsymbol{{{tex}}}"
+        return rf"\mathbf{{{tex}}}"
+
+
+class ArticleLatex(LatexPrinter):
+    """SymPy's LaTeX printer, with the article's conventions."""
+
+    def __init__(self, notation: Notation, lang: str = "en"):
+        super().__init__({"order": "none"})
+        self.notation = notation
+        self.lang = lang
+
+    def _print_Symbol(self, expr, style="plain"):
+        return name_tex(expr.name) if expr.name in SPECIAL else super()._print_Symbol(expr)
+
+    def _print_Indexed(self, expr):
+        base = self.notation.element(str(expr.base.label))
+        idx = [self._print(i) for i in expr.indices]
+        plain = all(len(i.replace("'", "")) == 1 for i in idx)
+        sub = "".join(idx) if plain else ",".join(idx)
+        return f"{base}_{{{sub}}}"
+
+    def _print_IndexedBase(self, expr):
+        return self.notation.element(str(expr.label))
+
+    def _print_Sum(self, expr):
+        tex = self._print(expr.function)
+        if isinstance(expr.function, sp.Add):
+            tex = rf"\left({tex}\right)"
+        for v, _, _ in expr.limits:
+            tex = rf"\sum_{{{self._print(v)}}} {tex}"
+        return tex
+
+    def _print_KroneckerDelta(self, expr, exp=None):
+        return rf"[{self._print(expr.args[0])} = {self._print(expr.args[1])}]"
+
+    def _print_Iverson(self, expr):
+        return rf"\left[{self._print(expr.condition)}\right]"
+
+    def _print_Derivative(self, expr):
+        (var, _), = expr.variable_count
+        inner = expr.expr
+        if isinstance(inner, (sp.Indexed, sp.Symbol)):
+            return rf"\frac{{\partial {self._print(inner)}}}{{\partial {self._print(var)}}}"
+        return rf"\frac{{\partial}}{{\partial {self._print(var)}}}\left({self._print(inner)}\right)"
+
+    def _print_Piecewise(self, expr):
+        rows = []
+        for value, cond in expr.args:
+            when = rf"\text{{{words(self.lang)['otherwise']}}}" if cond is sp.true else self._print(cond)
+            rows.append(f"{self._print(value)} & {when}")
+        return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
+
+    def _print_Maximum(self, expr):
+        return rf"\max_{{{self._print(expr.bound)}}} {self._print(expr.body)}"
+
+    def _print_log(self, expr, exp=None):
+        arg = expr.args[0]
+        tex = self._print(arg) if isinstance(arg, (sp.Symbol, sp.Indexed)) else rf"\left({self._print(arg)}\right)"
+        return rf"\log {tex}" if exp is None else rf"\log^{{{exp}}} {tex}"
+
+    def _print_exp(self, expr, exp=None):
+        return rf"e^{{{self._print(expr.args[0])}}}"
+
+    def _print_Add(self, expr, order=None):
+        if _branches(expr):
+            return self._print(_branches(expr))
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), not t.has(sp.Sum)))
+        tex = ""
+        for term in terms:
+            if term.could_extract_minus_sign():
+                body = self._print(-term)
+                if isinstance(-term, sp.Add):
+                    body = rf"\left({body}\right)"
+                tex += f" - {body}" if tex else f"- {body}"
+            else:
+                tex += f" + {self._print(term)}" if tex else self._print(term)
+        return tex
+
+    def _print_Mul(self, expr):
+        if _branches(expr):
+            return self._print(_branches(expr))
+        if expr.could_extract_minus_sign():
+            return "- " + self._print_Mul_positive(-expr) if isinstance(-expr, sp.Mul) else "- " + self._print(-expr)
+        return self._print_Mul_positive(expr)
+
+    def _print_Mul_positive(self, expr):
+        coeff, factors = expr.as_coeff_mul()
+        num, den = [], []
+        for f in factors:
+            if isinstance(f, sp.Pow) and f.exp.is_number and f.exp.is_negative:
+                den.append(f.base if f.exp == -1 else sp.Pow(f.base, -f.exp))
+            else:
+                num.append(f)
+        p, q = sp.fraction(coeff)
+        if p != 1:
+            num.insert(0, p)
+        if q != 1:
+            den.insert(0, q)
+        num = sorted(num, key=self._factor_rank)
+        adds = [f for f in num if isinstance(f, (sp.Add, sp.Sum))] if den else []
+        front = [f for f in num if f not in adds]
+        tex = self._product(front) if front else ("1" if den else "")
+        if den:
+            tex = rf"\frac{{{tex}}}{{{self._product(sorted(den, key=self._factor_rank))}}}"
+        if adds:
+            tex += " " + self._product(adds)
+        return tex
+
+    def _factor_rank(self, f):
+        if f.is_number:
+            return (0, "")
+        if isinstance(f, sp.Symbol):
+            return (1, f.name)
+        if isinstance(f, sp.Indexed) and str(f.base.label) in self.notation.upstream:
+            return (1.5, "")
+        if isinstance(f, sp.Sum):
+            return (5, "")
+        if isinstance(f, sp.Add):
+            return (4, str(sp.default_sort_key(f)))
+        if isinstance(f, sp.Piecewise):
+            return (6, "")
+        if isinstance(f, sp.Derivative):  # chain-rule factors: after the sums they sit beside
+            return (7, str(sp.default_sort_key(f)))
+        if isinstance(f, (sp.Indexed, sp.Symbol)):
+            return (2, str(sp.default_sort_key(f)))
+        return (3, str(sp.default_sort_key(f)))
+
+    def _product(self, factors) -> str:
+        parts = []
+        for f in factors:
+            tex = self._print(f)
+            if isinstance(f, sp.Add) or (isinstance(f, sp.Sum) and len(factors) > 1 and f is not factors[-1]):
+                tex = rf"\left({tex}\right)"
+            parts.append(tex)
+        return " ".join(parts)
+
+    def _print_Pow(self, expr):
+        if expr.exp == sp.Rational(1, 2):
+            return rf"\sqrt{{{self._print(expr.base)}}}"
+        if expr.exp.is_number and expr.exp.is_negative:
+            return rf"\frac{{1}}{{{self._print(sp.Pow(expr.base, -expr.exp))}}}"
+        if isinstance(expr.base, sp.Function):
+            return super()._print_Pow(expr)
+        base = self._print(expr.base)
+        if not isinstance(expr.base, (sp.Symbol, sp.Indexed)) or "^" in base:
+            base = rf"\left({base}\right)"
+        return f"{base}^{{{self._print(expr.exp)}}}"
+
+
+def _branches(expr):
+    """``a [c] + b [not c]`` as ``Piecewise``, to print as cases; None if ``expr`` is not of that form.
+
+    Only for printing: a ``Piecewise`` never goes back into an expression
+    (see ``derive.symbols.iverson_form``).
+    """
+    if not expr.has(Iverson) or expr.has(sp.Sum):
+        return None
+    folded = sp.piecewise_fold(as_piecewise(expr))
+    return folded if isinstance(folded, sp.Piecewise) else None
+
+
+def latex(expr: sp.Expr, notation: Notation, lang: str = "en") -> str:
+    return ArticleLatex(notation, lang).doprint(expr)
+
+
+# -- matrix form, from the vector IR -------------------------------------------
+
+class MatrixForm:
+    """Prints IR nodes as matrix algebra; ``None`` where there is no plain form.
+
+    Axes map to matrix dimensions in the order of the target: a node laid
+    out as ``(n, k)`` is an N x K matrix, ``(k,)`` a column vector.
+    """
+
+    def __init__(self, notation: Notation, ranks: dict, printer: ArticleLatex):
+        self.notation = notation
+        self.ranks = ranks  # variable name -> rank
+        self.printer = printer
+
+    def print(self, node: Node, axes: tuple) -> str | None:
+        try:
+            return self._print(node, tuple(axes))
+        except _NoForm:
+            return None
+
+    def _print(self, node, axes) -> str:
+        if isinstance(node, Leaf):
+            return self._leaf(node, axes)
+        if isinstance(node, Contract):
+            return self._contract(node, axes)
+        if isinstance(node, Reduce):
+            return self._reduce(node, axes)
+        if isinstance(node, Elementwise):
+            return self._elementwise(node, axes)
+        raise _NoForm
+
+    def _leaf(self, node: Leaf, axes) -> str:
+        tex = self.notation.matrix(node.name, self.ranks.get(node.name, len(node.axes)))
+        have = tuple(node.axes)
+        if have == axes or len(have) == 1 and have[0] in axes and len(axes) == 1:
+            return tex
+        if len(have) == 2 and have == tuple(reversed(axes)):
+            return tex + "^{T}"
+        return self._broadcast(tex, have, axes)
+
+    def _broadcast(self, tex, have, axes) -> str:
+        if len(have) == 1 and len(axes) == 2:
+            if have[0] == axes[0]:
+                return rf"{tex}\mathbf{{1}}^{{T}}"
+            if have[0] == axes[1]:
+                return rf"\mathbf{{1}}{tex}^{{T}}"
+        if not have:
+            return tex
+        raise _NoForm
+
+    def _contract(self, node: Contract, axes) -> str:
+        out = tuple(node.axes)
+        if len({frozenset(a.axes) for a in node.args}) == 1:  # a Hadamard product, then a sum
+            whole = tuple(node.args[0].axes)
+            keys = [sp.Symbol(f"_c{i}") for i in range(len(node.args))]
+            product = Elementwise(whole, sp.Mul(*keys), tuple(zip(keys, node.args)))
+            return self._reduce(Reduce(out, "sum", product, sp.S.One), axes)
+        if len(node.args) != 2:
+            raise _NoForm
+        a, b = node.args
+        if len(out) == 2 and len(a.axes) == 2 and len(b.axes) == 2:
+            left = a if out[0] in a.axes else b
+            right = b if left is a else a
+            shared = (set(left.axes) & set(right.axes)).pop()
+            tex = f"{self._print(left, (out[0], shared))} {self._print(right, (shared, out[1]))}"
+            return tex if out == axes else self._reshape(tex, out, axes)
+        if len(out) == 1 and {len(a.axes), len(b.axes)} == {1, 2}:
+            mat, vec = (a, b) if len(a.axes) == 2 else (b, a)
+            shared = vec.axes[0]
+            tex = f"{self._print(mat, (out[0], shared))} {self._print(vec, (shared,))}"
+            return self._reshape(tex, out, axes)
+        raise _NoForm
+
+    def _reduce(self, node: Reduce, axes) -> str:
+        if node.kind != "sum" or len(node.arg.axes) != 2 or len(node.axes) != 1:
+            raise _NoForm
+        child = tuple(node.arg.axes)
+        kept = node.axes[0]
+        inner = self._print(node.arg, (kept, (set(child) - {kept}).pop()))
+        tex = rf"{inner}\mathbf{{1}}" if _atomic(inner) else rf"\left({inner}\right)\mathbf{{1}}"
+        return self._reshape(tex, (kept,), axes)
+
+    def _reshape(self, tex, have, axes) -> str:
+        if tuple(have) == tuple(axes):
+            return tex
+        if len(have) == 2 and tuple(have) == tuple(reversed(axes)):
+            return rf"\left({tex}\right)^{{T}}"
+        return self._broadcast(tex if _atomic(tex) else rf"\left({tex}\right)", tuple(have), tuple(axes))
+
+    def _elementwise(self, node: Elementwise, axes) -> str:
+        subs, arrays = {}, set()
+        for key, child in node.holes:
+            subs[key] = sp.Symbol(self._print(child, axes))
+            arrays.add(subs[key].name)
+        return _HadamardPrinter(self.printer, arrays).doprint(node.expr.xreplace(subs))
+
+
+class _NoForm(Exception):
+    pass
+
+
+_ATOM = re.compile(r"^(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+)(\^\{T\})?$")
+
+
+def _atomic(tex: str) -> bool:
+    """A single matrix name, perhaps transposed: needs no parentheses."""
+    return bool(_ATOM.match(tex))
+
+
+class _HadamardPrinter(ArticleLatex):
+    """Arithmetic on arrays: array products are Hadamard products, array quotients Hadamard quotients."""
+
+    def __init__(self, base: ArticleLatex, arrays: set):
+        super().__init__(base.notation, base.lang)
+        self.arrays = arrays
+
+    def _print_Symbol(self, expr, style="plain"):
+        return expr.name if expr.name in self.arrays else super()._print_Symbol(expr)
+
+    def _is_array(self, f) -> bool:
+        return any(s.name in self.arrays for s in f.free_symbols)
+
+    def _wrap(self, f) -> str:
+        tex = self._print(f)
+        return tex if _atomic(tex) or tex.startswith("e^") else rf"\left({tex}\right)"
+
+    def _print_Mul_positive(self, expr):
+        coeff, factors = expr.as_coeff_mul()
+        num, den = [], []
+        for f in factors:
+            if isinstance(f, sp.Pow) and f.exp.is_number and f.exp.is_negative:
+                den.append(f.base if f.exp == -1 else sp.Pow(f.base, -f.exp))
+            else:
+                num.append(f)
+        scalar = coeff * sp.Mul(*(f for f in num if not self._is_array(f))) / sp.Mul(*(f for f in den if not self._is_array(f)))
+        tex = "" if scalar == 1 else ArticleLatex._print_Mul_positive(self, scalar) if isinstance(scalar, sp.Mul) \
+            else self._print(scalar)
+        body = r" \odot ".join(self._wrap(f) for f in num if self._is_array(f)) or "1"
+        below = [f for f in den if self._is_array(f)]
+        if below:
+            quotient = r" \odot ".join(self._wrap(f) for f in below)
+            body += r" \oslash " + (quotient if len(below) == 1 else rf"\left({quotient}\right)")
+        return f"{tex} {body}".strip() if tex else body
+
+    def _print_Pow(self, expr):
+        if self._is_array(expr) and expr.exp == 2:
+            return rf"{self._wrap(expr.base)}^{{\circ 2}}"
+        if self._is_array(expr) and expr.exp == -1:
+            return rf"1 \oslash {self._wrap(expr.base)}"
+        return super()._print_Pow(expr)

@@ -1,0 +1,136 @@
+"""The LaTeX of one op's derivation: forward, the steps of each gradient, index and matrix form."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.engine import Derivation
+from derive.op import Op
+from derive.rewrite import normalize
+
+from .ir import Lowering
+from .latex import ArticleLatex, MatrixForm, Notation, words
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One displayed equation: its TeX and the SymPy expressions it shows (lhs, each rhs)."""
+
+    tex: str
+    lhs: sp.Expr
+    rhs: tuple
+
+    @property
+    def lines(self) -> tuple:
+        return tuple(self.rhs)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Prose or an equation, in document order."""
+
+    text: str = ""
+    equation: Equation | None = None
+
+
+def notation(op: Op) -> Notation:
+    """The op's printing names: ``w`` for ``W``, the upstream gradient as ``g`` or ``\\delta``."""
+    elements = {i.name: i.element for i in op.inputs if i.element}
+    elements["g"] = op.upstream
+    matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
+    if op.upstream == r"\delta":
+        matrices["g"] = r"\boldsymbol{\delta}"
+    return Notation(elements, matrices, frozenset({"g"}))
+
+
+def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
+    """What the reader sees: a loss's upstream gradient is 1 (E is the objective)."""
+    return expr.xreplace({d.upstream: sp.S.One}) if d.op.is_loss else expr
+
+
+def op_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Block]:
+    """The blocks of an op's derivation, in index form or in matrix form."""
+    if form not in ("index", "matrix"):
+        raise ValueError(f"form: expected 'index' or 'matrix', got {form!r}")
+    op, w = d.op, words(lang)
+    nt = notation(op)
+    printer = ArticleLatex(nt, lang)
+    colon = "：" if lang == "zh" else ":"
+    blocks = [Block(text=f"{w['forward']}{colon}")]
+    if form == "index":
+        for node in op.intermediates:
+            lhs = node[node.index] if node.index else sp.Symbol(node.name)
+            blocks.append(_eq(printer, lhs, (normalize(node.definition, split=False),)))
+    else:
+        blocks.append(Block(text=w["layout"]))
+        blocks += _matrix_blocks(d, nt, printer, w, forward=True)
+    blocks.append(Block(text=f"{w['backward']}{colon}"))
+    if not op.is_loss:
+        y = op.output
+        g = d.upstream[y.index]
+        blocks.append(Block(text=rf"{w['where']} ${printer.doprint(g)} = "
+                                 rf"\frac{{\partial E}}{{\partial {printer.doprint(y[y.index])}}}$"
+                                 + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）")))
+    if form == "index":
+        for grad in d.gradients:
+            steps = tuple(display(d, s.expr) for s in grad.steps)
+            blocks.append(_eq(printer, _partial(grad.element), _dedupe(steps)))
+    else:
+        blocks += _matrix_blocks(d, nt, printer, w, forward=False)
+    return blocks
+
+
+def _partial(element) -> sp.Expr:
+    return sp.Derivative(sp.Symbol("E"), element, evaluate=False)
+
+
+def _dedupe(steps) -> tuple:
+    out = []
+    for s in steps:
+        if not out or s != out[-1]:
+            out.append(s)
+    return tuple(out)
+
+
+def _eq(printer: ArticleLatex, lhs, rhs: tuple) -> Block:
+    lhs_tex = printer.doprint(lhs)
+    if len(rhs) == 1:
+        tex = f"{lhs_tex} = {printer.doprint(rhs[0])}"
+    else:
+        rows = [f"{lhs_tex} &= {printer.doprint(rhs[0])}"] + [f"&= {printer.doprint(r)}" for r in rhs[1:]]
+        tex = "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+    return Block(equation=Equation(tex, lhs, tuple(rhs)))
+
+
+def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forward: bool) -> list[Block]:
+    """The forward pass or each gradient as matrix algebra, printed from the same IR as the NumPy code."""
+    op = d.op
+    names = {i.tensor: i.name for i in op.inputs}
+    names.update({n: n.name for n in op.intermediates})
+    if not op.is_loss:
+        names[d.upstream] = "g"
+    ranks = {i.name: i.tensor.rank for i in op.inputs}
+    ranks.update({n.name: len(n.index) for n in op.intermediates})
+    lowering = Lowering(names)
+    matrix = MatrixForm(nt, ranks, printer)
+    blocks = []
+    for node in op.intermediates if forward else ():
+        if not node.index:
+            blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
+            continue
+        tex = matrix.print(lowering.lower(node.definition, tuple(node.index)), tuple(node.index))
+        if tex is not None:
+            lhs = nt.matrix(node.name, len(node.index))
+            blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
+    for grad in () if forward else d.gradients:
+        expr = display(d, grad.expr)
+        tex = matrix.print(lowering.lower(expr, tuple(grad.index)), tuple(grad.index))
+        wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
+        lhs = rf"\frac{{\partial E}}{{\partial {wrt}}}"
+        if tex is None:
+            blocks.append(Block(text=f"${lhs}$: {w['no matrix form']}"))
+        else:
+            blocks.append(Block(equation=Equation(f"{lhs} = {tex}", _partial(grad.element), (expr,))))
+    return blocks
+

@@ -1,0 +1,78 @@
+"""Training with the generated modules: a chain of ops, and the article's update rule.
+
+The backward pass here is nothing but the generated ``backward`` of each
+op called in reverse order: the chain rule across layers at run time.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .registry import get
+
+
+def sgd_step(params: dict, grads: dict, lr: float) -> None:
+    """The article's update, in place: ``w_new = w_old - eta * dE/dw`` (equations 4 to 6)."""
+    for name, value in params.items():
+        value -= lr * grads[name]
+
+
+@dataclass
+class Network:
+    """Ops in a chain, first layer first; each layer's parameters by input name.
+
+    ``forward`` takes the first input and the loss's extra inputs (the target ``t``).
+    """
+
+    ops: tuple
+    params: list = field(default_factory=list)  # one dict per layer
+
+    @staticmethod
+    def create(ops, widths, rng: np.random.Generator, dtype=np.float64) -> "Network":
+        """A network with Xavier-initialised weights for its linear layers, ``widths`` from input to output."""
+        params, w = [], iter(zip(widths, widths[1:]))
+        for name in ops:
+            if name == "linear":
+                d, m = next(w)
+                scale = np.sqrt(2.0 / (d + m))
+                params.append({"W": (rng.standard_normal((m, d)) * scale).astype(dtype),
+                               "b": np.zeros(m, dtype)})
+            else:
+                params.append({})
+        for name in ops:
+            get(name)  # unknown op names fail here, with the list of known ones
+        return Network(tuple(ops), params)
+
+    def modules(self):
+        return [importlib.import_module(f"generated.{name}") for name in self.ops]
+
+    def loss_and_grads(self, x: np.ndarray, **targets):
+        """Forward through every layer, then each generated backward in reverse order."""
+        caches, value = [], x
+        modules = self.modules()
+        for module, name, params in zip(modules, self.ops, self.params):
+            extra = targets if get(name).is_loss else {}
+            value, cache = module.forward(value, **params, **extra)
+            caches.append(cache)
+        grads = [None] * len(self.ops)
+        upstream = 1.0  # dE/dE
+        for pos in reversed(range(len(self.ops))):
+            g = modules[pos].backward(upstream, caches[pos])
+            first = get(self.ops[pos]).inputs[0].name
+            upstream = g[first]
+            grads[pos] = {k: v for k, v in g.items() if k != first}
+        return float(value), grads
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        value = x
+        for module, name, params in zip(self.modules(), self.ops, self.params):
+            if get(name).is_loss:
+                break
+            value, _ = module.forward(value, **params)
+        return value
+
+    def step(self, grads, lr: float) -> None:
+        for params, g in zip(self.params, grads):
+            sgd_step(params, g, lr)

@@ -1,0 +1,71 @@
+"""Bad input gets a ValueError or TypeError that names the argument: never a broadcasting surprise."""
+import numpy as np
+import pytest
+
+from derive import check
+
+
+def _call(module, op, inputs):
+    return module.forward(**inputs, **check.hyper_values(op))
+
+
+def test_wrong_rank_names_the_argument(op, module, rng):
+    if op.shape_kind == "flat":
+        pytest.skip("any shape is valid for an elementwise op")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    for inp in op.inputs:
+        bad = dict(inputs)
+        bad[inp.name] = inputs[inp.name][..., None, None] if op.shape_kind == "fixed" else np.float64(1.0)[()]
+        with pytest.raises(ValueError, match=rf"^{inp.name}: expected .*got"):
+            _call(module, op, bad)
+
+
+def test_mismatched_sizes_name_the_argument(op, module, rng):
+    if len(op.inputs) < 2:
+        pytest.skip("one input: nothing to mismatch")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    last = op.inputs[-1]
+    bad = dict(inputs)
+    bad[last.name] = np.concatenate([inputs[last.name], inputs[last.name]], axis=-1)
+    with pytest.raises(ValueError, match=rf"^{last.name}: expected .*got"):
+        _call(module, op, bad)
+
+
+def test_integer_and_mixed_dtypes_are_refused(op, module, rng):
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    first = op.inputs[0].name
+    with pytest.raises(TypeError, match=rf"^{first}: expected a float32 or float64"):
+        _call(module, op, {**inputs, first: inputs[first].astype(np.int64)})
+    if len(op.inputs) > 1:
+        other = op.inputs[1].name
+        with pytest.raises(TypeError, match=rf"^{other}: expected dtype"):
+            _call(module, op, {**inputs, other: inputs[other].astype(np.float32)})
+
+
+def test_dout_of_the_wrong_shape(op, module, rng):
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    out, cache = _call(module, op, inputs)
+    with pytest.raises(ValueError, match=r"^dout: expected"):
+        module.backward(np.ones(np.shape(out) + (2,)), cache)
+
+
+def test_a_loss_backward_takes_dout_1_by_default(op, module, rng):
+    if not op.is_loss:
+        pytest.skip("not a loss")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    _, cache = _call(module, op, inputs)
+    explicit = module.backward(1.0, cache)
+    for name, g in module.backward(cache=cache).items():
+        np.testing.assert_array_equal(g, explicit[name])
+
+
+def test_simplex_assumption_is_enforced(op, module, rng):
+    """An op whose gradient used 'each row sums to 1' refuses rows that do not."""
+    simplex = [i for i in op.inputs if i.domain == "simplex"]
+    if not simplex:
+        pytest.skip("no simplex input")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    bad = dict(inputs)
+    bad[simplex[0].name] = inputs[simplex[0].name] * 2
+    with pytest.raises(ValueError, match=rf"^{simplex[0].name}: each row must"):
+        _call(module, op, bad)
