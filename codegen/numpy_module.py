@@ -64,7 +64,7 @@ def module_context(d: Derivation) -> dict:
         "inputs": [_input_doc(op, i) for i in op.inputs],
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
-        "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_dout(g.expr, d))}"
+        "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
         "checks": _checks(op, d),
         "forward_lines": fwd.lines,
@@ -169,6 +169,14 @@ def _sizes_line(op) -> str:
 
 def _index(index) -> str:
     return f"[{', '.join(str(i) for i in index)}]" if index else ""
+
+
+def _named_dout(expr, d: Derivation):
+    """For docstrings: the upstream gradient written ``dout``, as the code calls it."""
+    if d.op.is_loss:
+        return _dout(expr, d)
+    return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base == d.upstream,
+                        lambda e: sp.IndexedBase(UPSTREAM)[e.indices])
 
 
 def _dout(expr, d: Derivation):

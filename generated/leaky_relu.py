@@ -5,7 +5,7 @@ Forward (index form):
     y[i] = (x[i] if x[i] > 0; alpha*x[i] otherwise)
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[i] = alpha*g[i]*[x[i] <= 0] + g[i]*[x[i] > 0]
+    dE/dx[i] = alpha*dout[i]*[x[i] <= 0] + dout[i]*[x[i] > 0]
 """
 import numpy as np
 

@@ -7,9 +7,9 @@ Forward (index form):
     net[n, k] = sum_j(W[k, j]*x[n, j]) + b[k]
 
 Backward (derived by SymPy; dout = dE/dnet):
-    dE/dx[n, j] = sum_k(W[k, j]*g[n, k])
-    dE/dW[k, j] = sum_n(g[n, k]*x[n, j])
-    dE/db[k] = sum_n(g[n, k])
+    dE/dx[n, j] = sum_k(dout[n, k]*W[k, j])
+    dE/dW[k, j] = sum_n(dout[n, k]*x[n, j])
+    dE/db[k] = sum_n(dout[n, k])
 """
 import numpy as np
 

@@ -5,7 +5,7 @@ Forward (index form):
     y[i] = (x[i] if x[i] > 0; 0 otherwise)
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[i] = g[i]*[x[i] > 0]
+    dE/dx[i] = dout[i]*[x[i] > 0]
 """
 import numpy as np
 

@@ -5,7 +5,7 @@ Forward (index form):
     y[i] = 1/(1 + exp(-x[i]))
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[i] = (1 - y[i])*g[i]*y[i]
+    dE/dx[i] = (1 - y[i])*dout[i]*y[i]
 """
 import numpy as np
 

@@ -5,7 +5,7 @@ Forward (index form):
     y[n, k] = exp(x[n, k])/sum_j(exp(x[n, j]))
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, k] = (g[n, k] - sum_j(g[n, j]*y[n, j]))*y[n, k]
+    dE/dx[n, k] = (dout[n, k] - sum_j(dout[n, j]*y[n, j]))*y[n, k]
 """
 import numpy as np
 

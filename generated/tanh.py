@@ -5,7 +5,7 @@ Forward (index form):
     y[i] = tanh(x[i])
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[i] = (1 - y[i]**2)*g[i]
+    dE/dx[i] = (1 - y[i]**2)*dout[i]
 """
 import numpy as np
 
