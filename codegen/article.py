@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive.chain import BATCH, ChainDerivation, chain, sample_form
+from derive.check import expand_sums
 
 from .chain_tex import chain_blocks
 from .latex import words
@@ -62,8 +63,9 @@ def node_forward(c: ChainDerivation, net: NodeNetwork) -> list[tuple]:
                                                    (c.layers[2], net.hidden, net.outputs, y)):
         definition = next(rhs for lhs, rhs in c.forward if lhs.base == layer.output)
         W, b, source = layer.tensors["W"], layer.tensors["b"], layer.tensors["x"]
+        widths = dict(zip(W.shape, (sp.Integer(len(targets)), sp.Integer(len(sources)))))
         for row, node in enumerate(targets):
-            at = definition.xreplace({BATCH: 0, layer.index[1]: row}).doit()
+            at = expand_sums(definition.xreplace({BATCH: 0, layer.index[1]: row, **widths}))
             rename = {W[row, col]: w(node, s) for col, s in enumerate(sources)}
             rename.update({source[0, col]: source_symbol(s) for col, s in enumerate(sources)})
             rename[b[row]] = w_bias(node)
@@ -96,7 +98,6 @@ def part1(lang: str) -> list[Block]:
     w1, w2, x1, x2, b, wb = sp.symbols("w_1 w_2 x_1 x_2 b w_b")
     folded = sp.Matrix([wb, w1, w2]).dot(sp.Matrix([1, x1, x2]))
     plain = w1 * x1 + w2 * x2 + b
-    assert sp.expand(folded.subs(wb, b) - plain) == 0  # equation 2 is equation 1
     blocks = [
         _eq(r"y=f(\vec{w}\vec{x}+b)", "y", f(plain)),
         Block(text=_where(lang, r"\vec{w}=[w_1,w_2],\ \vec{x}=[x_1,x_2]")),
