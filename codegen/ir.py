@@ -17,6 +17,7 @@ The NumPy printer and the matrix-form LaTeX printer both read this IR.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import sympy as sp
@@ -66,10 +67,14 @@ class Lowering:
     def __init__(self, names):
         self.names = names
 
-    def order(self, axes, first=()) -> tuple:
-        """A deterministic axis order: ``first`` as given, then by name."""
-        rest = sorted(set(axes) - set(first), key=str)
-        return tuple(a for a in first if a in axes) + tuple(rest)
+    def order(self, axes, first=(), expr=None) -> tuple:
+        """A deterministic axis order: ``first`` as given, then as the arrays in ``expr`` store them."""
+        seen = [a for a in first if a in axes]
+        if expr is not None:
+            for node in sp.preorder_traversal(expr):
+                if isinstance(node, sp.Indexed):
+                    seen += [i for i in node.indices if i in axes and i not in seen]
+        return tuple(seen) + tuple(sorted(set(axes) - set(seen), key=str))
 
     def lower(self, expr: sp.Expr, first=()) -> Node:
         if isinstance(expr, sp.Indexed):
@@ -106,10 +111,11 @@ class Lowering:
         free = set().union(*(index_symbols(f) for f in inside)) - summed
         axes = self.order(free, first)
         order = axes + tuple(v for v, _ in bound)
+        reduced_first = self.order(free | summed, (), body)  # the arrays' own order: no transpose
         if len(inside) >= 2 and not any(isinstance(f, sp.Pow) and f.exp.is_negative for f in inside):
             args = tuple(self.lower(f, order) for f in inside)
             return Contract(axes, args)
-        arg = self.lower(sp.Mul(*inside), order)
+        arg = self.lower(sp.Mul(*inside), reduced_first)
         return Reduce(axes, "sum", arg, size)
 
     def elementwise(self, expr: sp.Expr, first) -> Node:
@@ -134,7 +140,7 @@ class Lowering:
         body = visit(expr)
         if not holes:
             return Elementwise((), body, ())
-        axes = self.order(set().union(*(set(n.axes) for n in holes.values())), first)
+        axes = self.order(set().union(*(set(n.axes) for n in holes.values())), first, expr)
         if len(holes) == 1 and body == next(iter(holes)):
             return next(iter(holes.values()))
         return Elementwise(axes, body, tuple(holes.items()))
@@ -154,3 +160,43 @@ def symbols_used(node: Node) -> set:
         for child in node.args:
             found |= symbols_used(child)
     return found
+
+
+def canonical(node: Node) -> Node:
+    """``node`` with the axes it sums over renamed by position, so that sums that differ only
+    in the names of their bound indices (``sum_n g x`` and ``sum_n' g x``) compare equal."""
+    counter = itertools.count()
+
+    def appearance(n: Node) -> list:
+        seen = list(n.axes)
+        for kid in _kids(n):
+            seen += [a for a in appearance(kid) if a not in seen]
+        return seen
+
+    def visit(n: Node, mapping: dict) -> Node:
+        axes = tuple(mapping.get(a, a) for a in n.axes)
+        if isinstance(n, Leaf):
+            return Leaf(axes, n.name)
+        if isinstance(n, (Contract, Reduce)):
+            local = dict(mapping)
+            for a in appearance(n):
+                if a not in n.axes and a not in local:
+                    local[a] = sp.Symbol(f"_a{next(counter)}", integer=True)
+            if isinstance(n, Contract):
+                return Contract(axes, tuple(visit(c, local) for c in n.args))
+            return Reduce(axes, n.kind, visit(n.arg, local), n.size)
+        if isinstance(n, Elementwise):
+            return Elementwise(axes, n.expr, tuple((k, visit(c, mapping)) for k, c in n.holes))
+        return n
+
+    return visit(node, {})
+
+
+def _kids(node: Node):
+    if isinstance(node, Contract):
+        return node.args
+    if isinstance(node, Reduce):
+        return (node.arg,)
+    if isinstance(node, Elementwise):
+        return tuple(c for _, c in node.holes)
+    return ()

@@ -15,7 +15,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.symbols import Iverson, as_piecewise
 
-from .ir import Contract, Elementwise, Leaf, Node, Reduce
+from .ir import Contract, Elementwise, Leaf, Node, Reduce, canonical
 
 
 class ExprPrinter(NumPyPrinter):
@@ -77,9 +77,8 @@ class Sigmoid(sp.Function):
 class ArrayPrinter:
     """Turns IR nodes into NumPy code, assigning shared subtrees to temporaries."""
 
-    def __init__(self, shape_kind: str, sizes: dict, leaves: dict):
-        self.shape_kind = shape_kind
-        self.sizes = sizes  # index symbol -> size expression
+    def __init__(self, shape_kind: str, leaves: dict):
+        self.shape_kind = shape_kind  # "flat": one index stands for every axis; else one axis per index
         self.layouts = dict(leaves)  # variable name -> stored layout
         self.lines: list[str] = []
         self.helpers: set[str] = set()
@@ -94,8 +93,8 @@ class ArrayPrinter:
         counts = Counter()
 
         def visit(node):
-            counts[node] += 1
-            if counts[node] > 1:
+            counts[canonical(node)] += 1
+            if counts[canonical(node)] > 1:
                 return
             for child in _children(node):
                 visit(child)
@@ -114,14 +113,15 @@ class ArrayPrinter:
 
     def code(self, node: Node, layout: tuple, top: bool = False) -> str:
         """Code for ``node``, broadcastable into ``layout``; parenthesised unless ``top``."""
-        if node in self.temps:
-            return self.align(self.temps[node], self.layouts[self.temps[node]], layout)
-        if node in self.shared:
+        key = canonical(node)
+        if key in self.temps:
+            return self.align(self.temps[key], self.layouts[self.temps[key]], layout)
+        if key in self.shared:
             name = self.fresh(node)
             stored = self.natural_layout(node, layout)
             self.lines.append(f"{name} = {self.code_direct(node, stored, top=True)}")
             self.layouts[name] = stored
-            self.temps[node] = name
+            self.temps[key] = name
             return self.align(name, stored, layout)
         return self.code_direct(node, layout, top)
 
@@ -184,17 +184,15 @@ class ArrayPrinter:
         kept = tuple(a if a in node.axes else None for a in child)
         return kept if None in kept and _fits(kept, layout) else None
 
-    def axis_numbers(self, axes: tuple, chosen) -> str:
-        if self.shape_kind == "leading":
-            nums = [axes.index(a) - len(axes) for a in chosen]
-        else:
-            nums = [axes.index(a) for a in chosen]
+    @staticmethod
+    def axis_numbers(axes: tuple, chosen) -> str:
+        nums = [axes.index(a) for a in chosen]
         return str(nums[0]) if len(nums) == 1 else str(tuple(nums))
 
     def contract(self, node: Contract, layout: tuple, top: bool) -> str:
         out = tuple(node.axes)
         args = list(node.args)
-        if len(args) == 2 and self.shape_kind == "fixed":
+        if len(args) == 2:
             text = self.matmul(args, out)
             if text is not None:
                 return self.align(text if top and tuple(layout) == out else f"({text})", out, layout)
@@ -228,17 +226,11 @@ class ArrayPrinter:
                     seen.append(a)
         out, used = {}, set()
         for a in seen:
-            if self.shape_kind == "leading" and a == self.leading_axis():
-                out[a] = "..."
-                continue
             letter = a.name[0] if a.name[0].isalpha() and a.name[0] not in used else \
                 next(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in used)
             used.add(letter)
             out[a] = letter
         return out
-
-    def leading_axis(self):
-        return next(iter(self.sizes), None)
 
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "e"}[type(node).__name__]
@@ -271,8 +263,6 @@ class ArrayPrinter:
             perm = tuple(have.index(a) for a in order)
             if len(have) == 2:
                 text = f"{text}.T"
-            elif self.shape_kind == "leading":
-                text = f"np.moveaxis({text}, {tuple(p - len(have) for p in perm)}, {tuple(range(-len(have), 0))})"
             else:
                 text = f"{text}.transpose{perm}"
             have = tuple(order)
@@ -282,7 +272,7 @@ class ArrayPrinter:
         slots = []
         for a in want[start:]:
             if a in have:
-                slots.append("..." if self.shape_kind == "leading" and a == self.leading_axis() else ":")
+                slots.append(":")
             else:
                 slots.append("None")
         return f"{text}[{', '.join(slots)}]"

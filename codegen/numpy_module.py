@@ -35,7 +35,8 @@ def module_context(d: Derivation) -> dict:
     names.update({node: node.name for node, _ in definitions})
     lowering = Lowering(names)
     forward_trees = [(node, lowering.lower(expr, tuple(node.index))) for node, expr in definitions]
-    fwd = ArrayPrinter(op.shape_kind, _leading(op), {i.name: tuple(range(i.tensor.rank)) for i in op.inputs})
+    kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
+    fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs})
     fwd.plan([tree for _, tree in forward_trees])
     for node, tree in forward_trees:
         fwd.assign(node.name, tree, tuple(node.index))
@@ -45,7 +46,7 @@ def module_context(d: Derivation) -> dict:
     leaves.update({n.name: tuple(n.index) for n in cached_nodes})
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
-    bwd = ArrayPrinter(op.shape_kind, _leading(op), leaves)
+    bwd = ArrayPrinter(kind, leaves)
     backward_trees = [(g, lowering.lower(_dout(g.expr, d), tuple(g.index))) for g in d.gradients]
     bwd.plan([tree for _, tree in backward_trees])
     for g, tree in backward_trees:
@@ -63,6 +64,7 @@ def module_context(d: Derivation) -> dict:
                                + [f"{h.name}={h.default!r}" for h in op.hyper]),
         "inputs": [_input_doc(op, i) for i in op.inputs],
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
+        "hyper_checks": [(h.name, h.kind, h.valid) for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
@@ -76,6 +78,8 @@ def module_context(d: Derivation) -> dict:
         "helpers": sorted(fwd.helpers | bwd.helpers),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
+        "reshaped": _reshaped(op),
+        "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
     }
 
@@ -131,37 +135,46 @@ def _checks(op, d: Derivation) -> list[str]:
     return [f'_simplex("{i.name}", {i.name})' for i in op.inputs if i.domain == "simplex"]
 
 
-def _leading(op) -> dict:
-    """The index that stands for any number of leading axes (``...``)."""
-    if op.shape_kind != "leading" or not op.output.index:
-        return {}
-    return {op.output.index[0]: "..."}
+def _reshaped(op) -> list[str]:
+    """Inputs that are reshaped on the way in, and their gradients and the output on the way out.
+
+    A (..., D) op works on rows (-1, D); a (N, C, ...) op on (N, C, S). The
+    code in between only ever sees fixed ranks.
+    """
+    if op.shape_kind == "leading":
+        return [i.name for i in op.inputs if _has_leading(op, i)]
+    if op.shape_kind == "channels":
+        trailing = op.inputs[0].shape[-1]
+        return [i.name for i in op.inputs if trailing in i.shape]
+    return []
 
 
 def _spec(op, inp) -> str:
-    names = [str(s) for s in inp.shape]
-    if op.shape_kind == "flat":
-        return "*"
-    if op.shape_kind == "leading":
-        return " ".join(["..."] + names[1:])
-    return " ".join(names)
+    return "*" if op.shape_kind == "flat" else " ".join(str(s) for s in inp.shape)
+
+
+def _has_leading(op, inp) -> bool:
+    """Does this input carry the leading axes (``x`` of layer norm, not its ``gamma``)?"""
+    return op.shape_kind == "leading" and inp.shape[0] == op.inputs[0].shape[0]
 
 
 def _input_doc(op, inp) -> dict:
     if op.shape_kind == "flat":
         shape = "any shape" if inp is op.inputs[0] else f"the shape of {op.inputs[0].name}"
-    elif op.shape_kind == "leading":
+    elif _has_leading(op, inp):
         shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")"
+    elif inp.name in _reshaped(op):
+        shape = "(" + ", ".join(str(s) for s in inp.shape[:-1]) + ", ...), its trailing axes flattened to " \
+            + str(inp.shape[-1])
     else:
         shape = "(" + ", ".join(str(s) for s in inp.shape) + ("," if inp.tensor.rank == 1 else "") + ")"
-    return {"name": inp.name, "shape": shape, "domain": DOMAINS[inp.domain], "differentiable": inp.differentiable}
+    return {"name": inp.name, "shape": shape, "domain": DOMAINS[inp.domain], "differentiable": inp.differentiable,
+            "mask": inp.domain == "mask"}
 
 
 def _sizes_line(op) -> str:
     specs = ", ".join(f'("{i.name}", {i.name}, "{_spec(op, i)}")' for i in op.inputs)
-    skip = 1 if op.shape_kind == "leading" else 0
-    names = [] if op.shape_kind == "flat" else \
-        [str(s) for s in op.sizes if any(s in i.shape[skip:] for i in op.inputs)]
+    names = [] if op.shape_kind == "flat" else [str(s) for s in op.sizes if any(s in i.shape for i in op.inputs)]
     if not names:
         return f"_sizes({specs})"
     return f"{', '.join(names)}{',' if len(names) == 1 else ''} = _sizes({specs})"

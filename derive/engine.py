@@ -16,7 +16,8 @@ import sympy as sp
 from . import rewrite
 from .deltas import eliminate_deltas
 from .op import Input, Op
-from .symbols import Intermediate, Tensor, avoid_capture, bound_indices, iverson_form, rename_bound
+from .symbols import (Intermediate, Tensor, avoid_capture, bound_indices, fresh_scope, iverson_form,
+                      rename_bound)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ def derive(op: Op) -> Derivation:
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
+    with fresh_scope():
+        return _derive_gradient(op, inp, g, identities)
+
+
+def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     index = display_index(op, inp)
     y = op.output
     if op.is_loss:
@@ -107,7 +113,7 @@ def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     steps = [Step("chain rule", chain)]
     expr = iverson_form(rewrite.drop_empty_sums(sp.diff(objective, element)))
     steps.append(Step("differentiate", expr))
-    expr = rewrite.normalize(eliminate_deltas(expr, ranges))
+    expr = _eliminate(expr, ranges)
     steps.append(Step("eliminate deltas", expr))
     folded = rewrite.fold(expr, op.intermediates)
     if folded != expr:
@@ -123,6 +129,20 @@ def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
         steps.append(Step("textbook form", final))
     named = tuple(Step(s.name, readable(s.expr, op, set(index))) for s in steps)
     return Gradient(inp, index, named)
+
+
+def _eliminate(expr: sp.Expr, ranges) -> sp.Expr:
+    """Normalise and eliminate deltas until nothing changes.
+
+    A delta nested in a sum it does not depend on is pulled out by
+    normalising, and only then meets the sum that can absorb it.
+    """
+    for _ in range(8):
+        reduced = rewrite.normalize(eliminate_deltas(rewrite.normalize(expr), ranges))
+        if reduced == expr:
+            break
+        expr = reduced
+    return expr
 
 
 def display_index(op: Op, inp: Input) -> tuple:

@@ -26,6 +26,7 @@ SHAPE_KINDS = {
     "fixed": "every axis is one size symbol",
     "flat": "the only size symbol counts all elements (any shape)",
     "leading": "the first size symbol covers any number of leading axes",
+    "channels": "(N, C, ...): the last size symbol covers any number of trailing axes",
 }
 
 
@@ -61,10 +62,17 @@ class Hyper:
     default: float | int
     cases: tuple = ()
     doc: str = ""
+    #: The values allowed, as a Python condition on the name (``"0 <= p < 1"``); generated code checks it.
+    valid: str = ""
 
     @property
     def name(self) -> str:
         return self.symbol.name
+
+    @property
+    def kind(self) -> str:
+        """``int`` or ``float``, from the default; generated code converts to it."""
+        return "int" if isinstance(self.default, int) and not isinstance(self.default, bool) else "float"
 
 
 @dataclass(frozen=True)

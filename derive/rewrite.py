@@ -11,7 +11,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .deltas import make_sum
-from .symbols import Intermediate, IntermediateElement, Iverson, Tensor, rebuild, symbols_in
+from .symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, rebuild
 
 
 # -- sums ---------------------------------------------------------------------
@@ -69,14 +69,17 @@ def index_wilds(index) -> dict:
 def match(pattern: sp.Expr, expr: sp.Expr, wilds) -> dict | None:
     """Match ``expr`` against ``pattern``; sums match whatever their bound index is called."""
     if isinstance(pattern, sp.Sum):
-        if not isinstance(expr, sp.Sum) or len(expr.limits) != 1 or len(pattern.limits) != 1:
+        if not isinstance(expr, sp.Sum) or len(expr.limits) != len(pattern.limits):
             return None
-        (pv, plo, phi), (ev, elo, ehi) = pattern.limits[0], expr.limits[0]
-        if pv in expr.free_symbols:
-            return None
-        sub = match(sp.Tuple(pattern.function, plo, phi),
-                    sp.Tuple(expr.function.xreplace({ev: pv}), elo, ehi), wilds)
-        return sub
+        renames, bounds_p, bounds_e = {}, [], []
+        for (pv, plo, phi), (ev, elo, ehi) in zip(pattern.limits, expr.limits):
+            if pv in expr.free_symbols:
+                return None
+            renames[ev] = pv
+            bounds_p += [plo, phi]
+            bounds_e += [elo, ehi]
+        return match(sp.Tuple(pattern.function, *bounds_p),
+                     sp.Tuple(expr.function.xreplace(renames), *bounds_e), wilds)
     if isinstance(pattern, sp.Tuple):
         found: dict = {}
         for p, e in zip(pattern, expr):
@@ -189,7 +192,8 @@ def _inverse(definition, kernel):
 
     The round trip ``kernel -> value -> kernel`` must give the kernel back:
     ReLU's ``y = max(x, 0)`` has no inverse, and folding ``x`` into ``y``
-    there would be wrong for negative inputs.
+    there would be wrong for negative inputs. Nor may the inverse divide by
+    an input, which may be 0.
     """
     u, v = sp.Dummy("u", real=True), sp.Dummy("v", real=True)
     reduced = definition.xreplace({kernel: u})
@@ -201,6 +205,9 @@ def _inverse(definition, kernel):
     (solution,) = solutions
     if sp.cancel(sp.together(solution.xreplace({v: reduced}) - u)) != 0:
         return None
+    _, denominator = sp.fraction(sp.together(solution))
+    if any(isinstance(e, sp.Indexed) and isinstance(e.base, Tensor) for e in sp.preorder_traversal(denominator)):
+        return None  # dividing by an input is wrong where it is 0 (dropout's x)
     return lambda value: solution.xreplace({v: value})
 
 
@@ -235,15 +242,9 @@ def tidy_terms(expr: sp.Expr) -> sp.Expr:
 def apply_identities(expr: sp.Expr, identities) -> sp.Expr:
     """Replace each left-hand side (a sum, under any indices) by its right-hand side."""
     for lhs, rhs in identities:
-        free = sorted(lhs.free_symbols - {s for s in symbols_in(lhs) if not s.is_integer}
-                      - _sizes(lhs), key=str)
-        wilds = index_wilds(free)
+        wilds = index_wilds(sorted(index_symbols(lhs), key=str))
         expr = replace_pattern(expr, lhs.xreplace(wilds), rhs.xreplace(wilds), set(wilds.values()))
     return expr
-
-
-def _sizes(expr):
-    return {s for s in expr.free_symbols if s.is_positive}
 
 
 def prove(lhs: sp.Expr, rhs: sp.Expr) -> bool:

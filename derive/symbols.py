@@ -6,6 +6,8 @@ reliably (see ../shared/SYMPY-NOTES.md).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 
 import sympy as sp
@@ -60,8 +62,9 @@ class Intermediate(IndexedBase):
     opaque, so every result is written in terms of the named values.
     """
 
-    def __new__(cls, name, index: tuple, shape: tuple, definition):
-        label = sp.Symbol(name) if isinstance(name, str) else name
+    def __new__(cls, name, index: tuple, shape: tuple, definition, **assumptions):
+        """``assumptions`` (say ``positive=True``) hold for every element, as for ``IndexedBase``."""
+        label = sp.Symbol(name, **assumptions) if isinstance(name, str) else name
         if len(index) != len(shape):
             raise ValueError(f"{label}: {len(index)} indices but {len(shape)} sizes")
         obj = sp.Expr.__new__(cls, label, sp.Tuple(*index), sp.Tuple(*shape), sp.sympify(definition))
@@ -69,6 +72,7 @@ class Intermediate(IndexedBase):
         obj._offset = sp.S.Zero
         obj._strides = None
         obj._name = str(label)
+        IndexedBase._set_assumptions(obj, label.assumptions0)
         return obj
 
     @property
@@ -193,17 +197,39 @@ class Maximum(Function):
         raise NotImplementedError("the max shift is for numerics, never differentiated")
 
 
+#: Names handed out in the current derivation (see ``fresh_scope``).
+_handed_out: contextvars.ContextVar = contextvars.ContextVar("handed_out", default=None)
+
+
+@contextlib.contextmanager
+def fresh_scope():
+    """Within this block, no two fresh indices share a name, even in unrelated subexpressions.
+
+    An intermediate's definition is renamed where it is differentiated,
+    without sight of the sums around it; unique names keep a nested sum
+    from shadowing an outer one with the same bound index.
+    """
+    token = _handed_out.set(set())
+    try:
+        yield
+    finally:
+        _handed_out.reset(token)
+
+
 def fresh_index(hint: str, taken) -> sp.Symbol:
     """An integer index named after ``hint`` (``k`` gives ``k_1``) and not in ``taken``.
 
-    Names are chosen, not counted, so that a derivation gives the same
-    symbols, and so the same bytes, whatever ran before it.
+    Names are chosen, not counted globally, so that a derivation gives the
+    same symbols, and so the same bytes, whatever ran before it.
     """
     base = str(hint).split("_")[0]
-    names = {str(t) for t in taken}
+    handed_out = _handed_out.get()
+    names = {str(t) for t in taken} | (handed_out or set())
     for m in itertools.count(1):
         name = f"{base}_{m}"
         if name not in names:
+            if handed_out is not None:
+                handed_out.add(name)
             return sp.Symbol(name, integer=True)
 
 

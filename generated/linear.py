@@ -61,11 +61,22 @@ def _float_array(name, value, dtype=None):
     return array
 
 
+def _number(name, value, kind, condition="", holds=None):
+    """A hyper-parameter as a plain Python number (so that float32 arrays stay float32), checked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or kind is int and not float(value).is_integer():
+        raise TypeError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    value = kind(value)
+    if not np.isfinite(value) or holds is not None and not holds(value):
+        raise ValueError(f"{name}: expected {condition or 'a finite number'}, got {value!r}")
+    return value
+
+
 def _sizes(*specs):
     """Check each (name, array, spec) against the others; return the sizes by first appearance.
 
-    A spec names each axis ("N D"); "..." stands for any leading axes and "*"
-    for any shape, the same for every such argument.
+    A spec names each axis ("N D"); "*" stands for any shape, the same for
+    every such argument.
     """
     sizes, shared = {}, None
     for name, array, spec in specs:
@@ -75,20 +86,13 @@ def _sizes(*specs):
             if array.shape != shared:
                 raise ValueError(f"{name}: expected shape {shared} like the first input, got {array.shape}")
             continue
-        fixed = names[1:] if names[0] == "..." else names
-        wrong_rank = array.ndim < len(fixed) if names[0] == "..." else array.ndim != len(fixed)
-        if wrong_rank:
+        if array.ndim != len(names):
             raise ValueError(f"{name}: expected shape ({', '.join(names)}), got {array.shape}")
-        if names[0] == "...":
-            lead = array.shape[:array.ndim - len(fixed)]
-            shared = lead if shared is None else shared
-            if lead != shared:
-                raise ValueError(f"{name}: expected leading axes {shared} like the first input, got {array.shape}")
-        for size, length in zip(fixed, array.shape[array.ndim - len(fixed):]):
+        for size, length in zip(names, array.shape):
             if length == 0:
                 raise ValueError(f"{name}: axis {size} of shape {array.shape} is empty")
             if sizes.setdefault(size, length) != length:
-                expected = tuple(sizes.get(s, "?") for s in fixed)
+                expected = tuple(sizes.get(s, "?") for s in names)
                 raise ValueError(f"{name}: expected shape ({', '.join(names)}) = {expected}, got {array.shape}")
     return tuple(sizes.values())
 

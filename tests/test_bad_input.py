@@ -36,10 +36,33 @@ def test_integer_and_mixed_dtypes_are_refused(op, module, rng):
     first = op.inputs[0].name
     with pytest.raises(TypeError, match=rf"^{first}: expected a float32 or float64"):
         _call(module, op, {**inputs, first: inputs[first].astype(np.int64)})
-    if len(op.inputs) > 1:
-        other = op.inputs[1].name
-        with pytest.raises(TypeError, match=rf"^{other}: expected dtype"):
-            _call(module, op, {**inputs, other: inputs[other].astype(np.float32)})
+    floats = [i.name for i in op.inputs[1:] if i.domain != "mask"]  # a mask of any dtype is converted
+    if floats:
+        with pytest.raises(TypeError, match=rf"^{floats[0]}: expected dtype"):
+            _call(module, op, {**inputs, floats[0]: inputs[floats[0]].astype(np.float32)})
+
+
+def test_masks_take_bool_and_refuse_other_values(op, module, rng):
+    masks = [i.name for i in op.inputs if i.domain == "mask"]
+    if not masks:
+        pytest.skip("no mask input")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    as_bool = {**inputs, masks[0]: inputs[masks[0]].astype(bool)}
+    np.testing.assert_array_equal(_call(module, op, as_bool)[0], _call(module, op, inputs)[0])
+    with pytest.raises(ValueError, match=rf"^{masks[0]}: expected only 0 and 1"):
+        _call(module, op, {**inputs, masks[0]: inputs[masks[0]] * 2 + 0.5})
+
+
+def test_hyper_parameters_are_checked(op, module, rng):
+    checked = [h for h in op.hyper if h.valid]
+    if not checked:
+        pytest.skip("no constrained hyper-parameter")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    for h in checked:
+        with pytest.raises(ValueError, match=rf"^{h.name}: expected"):
+            module.forward(**inputs, **{h.name: -5})
+        with pytest.raises(TypeError, match=rf"^{h.name}: expected"):
+            module.forward(**inputs, **{h.name: "0.5"})
 
 
 def test_dout_of_the_wrong_shape(op, module, rng):

@@ -14,7 +14,7 @@ OP = Op(
     doc=__doc__,
     inputs=(Input(x, domain="nonzero"),),
     output=Intermediate("y", (i,), (S,), sp.Piecewise((x[i], x[i] > 0), (alpha * x[i], True))),
-    hyper=(Hyper(alpha, 0.01, cases=(0.01, 0.2), doc="slope for negative inputs"),),
+    hyper=(Hyper(alpha, 0.01, cases=(0.01, 0.2), doc="slope for negative inputs", valid="alpha >= 0"),),
     shape_kind="flat",
     pytorch="F.leaky_relu",
 )

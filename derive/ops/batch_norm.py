@@ -1,0 +1,33 @@
+"""Batch normalization in training mode (BN层): each channel normalised by its batch mean and variance.
+
+The statistics run over every axis but the channel axis: N for ``[N, C]``
+input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
+``m = N S`` values per channel, biased variance, ``eps`` inside the root.
+"""
+import sympy as sp
+
+from derive.op import Hyper, Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+N, C, S = sizes("N C S")
+n, c, s = indices("n c s")
+x, gamma, beta = Tensor("x", N, C, S), Tensor("gamma", C), Tensor("beta", C)
+eps = sp.Symbol("eps", positive=True)
+m = N * S
+
+mu = Intermediate("mu", (c,), (C,), sp.Sum(x[n, c, s], (s, 0, S - 1), (n, 0, N - 1)) / m)
+xc = Intermediate("xc", (n, c, s), (N, C, S), x[n, c, s] - mu[c])
+var = Intermediate("var", (c,), (C,), sp.Sum(xc[n, c, s] ** 2, (s, 0, S - 1), (n, 0, N - 1)) / m)
+rstd = Intermediate("rstd", (c,), (C,), 1 / sp.sqrt(var[c] + eps), positive=True)
+xhat = Intermediate("xhat", (n, c, s), (N, C, S), xc[n, c, s] * rstd[c])
+
+OP = Op(
+    name="batch_norm",
+    doc=__doc__,
+    inputs=(Input(x), Input(gamma), Input(beta)),
+    output=Intermediate("y", (n, c, s), (N, C, S), gamma[c] * xhat[n, c, s] + beta[c]),
+    hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),
+    theorems=((sp.Sum(xhat[n, c, s], (s, 0, S - 1), (n, 0, N - 1)), sp.S.Zero),),
+    shape_kind="channels",
+    pytorch="F.batch_norm(x, None, None, gamma, beta, training=True)",
+)
