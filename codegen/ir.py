@@ -108,6 +108,8 @@ class Lowering:
             # normalize() keeps sums factored, but be safe: pull constants out.
             inner = sp.Sum(sp.Mul(*inside), *reversed([(v, 0, s - 1) for v, s in bound]))
             return self.elementwise(outside * inner, first)
+        if len(inside) == 1 and isinstance(inside[0], sp.Pow) and inside[0].exp == 2:
+            inside = [inside[0].base] * 2  # a sum of squares is a contraction: no squared temporary
         free = set().union(*(index_symbols(f) for f in inside)) - summed
         axes = self.order(free, first)
         order = axes + tuple(v for v, _ in bound)
@@ -200,3 +202,10 @@ def _kids(node: Node):
     if isinstance(node, Elementwise):
         return tuple(c for _, c in node.holes)
     return ()
+
+
+def leaf_names(node: Node) -> set:
+    """The named arrays ``node`` reads."""
+    if isinstance(node, Leaf):
+        return {node.name}
+    return set().union(set(), *(leaf_names(c) for c in _kids(node)))

@@ -104,10 +104,99 @@ class ArrayPrinter:
         self.shared |= {n for n, c in counts.items() if c > 1 and not isinstance(n, Leaf)
                         and not (isinstance(n, Elementwise) and not n.axes)}
 
-    def assign(self, name: str, node: Node, axes: tuple):
-        """``name = <node laid out as axes>``."""
-        self.lines.append(f"{name} = {self.code(node, tuple(axes), top=True)}")
-        self.layouts[name] = tuple(axes)
+    def assign(self, name: str, node: Node, axes: tuple, reusable=frozenset()):
+        """``name = <node laid out as axes>``, accumulated in place where that saves passes.
+
+        ``reusable`` names arrays nothing reads after this statement: one of
+        them scaled or shifted in place becomes ``name`` without a new array.
+        """
+        axes = tuple(axes)
+        if self.reuse(name, node, axes, reusable):
+            self.layouts[name] = axes
+            return
+        terms = self.accumulation(node, axes) if isinstance(node, Elementwise) else None
+        if terms is None:
+            self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
+        else:
+            for pos, (sign, term) in enumerate(terms):
+                code = self.code(term, axes, top=True)
+                if pos == 0:
+                    self.lines.append(f"{name} = {'-' if sign < 0 else ''}{code}")
+                else:
+                    self.lines.append(f"{name} {'-=' if sign < 0 else '+='} {code}")
+        self.layouts[name] = axes
+
+    def reuse(self, name: str, node: Node, axes: tuple, reusable) -> bool:
+        """``old *= small; name = old`` for ``name = old * small`` with ``old`` dead (so too ``+``)."""
+        if not isinstance(node, Elementwise) or not isinstance(node.expr, (sp.Mul, sp.Add)):
+            return False
+        holes = dict(node.holes)
+        for key, child in holes.items():
+            others = node.expr.func(*(a for a in node.expr.args if a != key))
+            if (isinstance(child, Leaf) and child.name in reusable and tuple(child.axes) == axes
+                    and self.layouts.get(child.name) == axes and key in node.expr.args
+                    and not any(set(c.axes) == set(axes) for k, c in holes.items()
+                                if k in others.free_symbols)):
+                rest = holes[others] if others in holes else Elementwise(
+                    tuple(a for a in axes if any(a in c.axes for k, c in holes.items() if k in others.free_symbols)),
+                    others, tuple((k, c) for k, c in holes.items() if k in others.free_symbols))
+                op = "*=" if isinstance(node.expr, sp.Mul) else "+="
+                self.lines.append(f"{child.name} {op} {self.code(rest, axes, top=True)}")
+                self.lines.append(f"{name} = {child.name}")
+                return True
+        return False
+
+    def accumulation(self, node: Elementwise, axes: tuple):
+        """``name = a*X + b*Y + c`` as ``name = X*a; name += Y*b; name += c``, or None.
+
+        The expression is expanded into terms, each a product of full-size
+        arrays times a coefficient of smaller arrays (per channel, per row);
+        the coefficients are computed on the small arrays, and the big ones
+        are touched once per term, in place. Used only when that takes no
+        more full-size operations than the expression as written.
+        """
+        holes = dict(node.holes)
+        big = {k for k, child in holes.items() if set(child.axes) == set(axes)}
+        if not big or set(node.axes) != set(axes):
+            return None
+        groups: dict = {}
+        for term in sp.Add.make_args(sp.expand(node.expr)):
+            part = sp.Mul(*(f for f in sp.Mul.make_args(term) if f.free_symbols & big))
+            groups[part] = groups.get(part, 0) + term / part
+        if len(groups) < 2 or _full_ops(sp.Add(*(p * c for p, c in groups.items())), big, expanded=True) \
+                > _full_ops(node.expr, big):
+            return None
+        ordered = sorted(groups.items(), key=lambda pc: (pc[0] == 1, pc[1].could_extract_minus_sign(),
+                                                          pc[1] == 1, sp.default_sort_key(pc[0])))
+        if ordered[0][0] == 1 or ordered[0][1] == 1 and isinstance(holes.get(ordered[0][0]), Leaf):
+            return None  # the first term must make a new array, never alias an input
+        out = []
+        for part, coeff in ordered:
+            sign = -1 if coeff.could_extract_minus_sign() else 1
+            coeff = sp.factor_terms(sign * coeff)
+            out.append((sign, self._term(node, part, coeff, holes)))
+        return out
+
+    @staticmethod
+    def _term(node: Elementwise, part, coeff, holes) -> Node:
+        """``part * coeff``: the coefficient is its own node, computed on the small arrays."""
+        def sub(expr, axes):
+            used = tuple((k, c) for k, c in holes.items() if k in expr.free_symbols)
+            if not used:
+                return Elementwise((), expr, ())
+            if len(used) == 1 and expr == used[0][0]:
+                return used[0][1]
+            have = set().union(*(set(c.axes) for _, c in used))
+            return Elementwise(tuple(a for a in axes if a in have), expr, used)
+
+        if part == 1:
+            return sub(coeff, node.axes)
+        small = sub(coeff, node.axes)
+        if coeff == 1 or set(small.axes) == set(node.axes):  # a full-size coefficient saves nothing
+            return sub(part * coeff, node.axes)
+        k = sp.Symbol("_coefficient")
+        return Elementwise(node.axes, part * k, tuple((h, c) for h, c in holes.items() if h in part.free_symbols)
+                           + ((k, small),))
 
     # -- expressions ----------------------------------------------------------
 
@@ -145,7 +234,8 @@ class ArrayPrinter:
         raise TypeError(node)
 
     def elementwise(self, node: Elementwise, layout: tuple, top: bool) -> str:
-        axes = layout if set(node.axes) <= set(layout) else tuple(node.axes)
+        # Arithmetic on smaller arrays is done at their size, then broadcast once.
+        axes = layout if set(node.axes) == set(layout) - {None} else tuple(node.axes)
         subs = {}
         terms = node.expr.args if isinstance(node.expr, sp.Add) else ()
         for key, child in node.holes:
@@ -192,6 +282,12 @@ class ArrayPrinter:
     def contract(self, node: Contract, layout: tuple, top: bool) -> str:
         out = tuple(node.axes)
         args = list(node.args)
+        if self.shape_kind == "flat":  # one index for every axis: a full dot product
+            if len(args) == 2 and not out:
+                a, b = (self.code(x, tuple(x.axes), top=True) for x in args)
+                return self.align(f"np.vdot({a}, {b})", (), layout)
+            product = " * ".join(self.code(x, tuple(x.axes)) for x in args)
+            return self.align(f"({product}).sum()" if not out else f"({product})", out, layout)
         if len(args) == 2:
             text = self.matmul(args, out)
             if text is not None:
@@ -276,6 +372,26 @@ class ArrayPrinter:
             else:
                 slots.append("None")
         return f"{text}[{', '.join(slots)}]"
+
+
+def _full_ops(expr: sp.Expr, big: set, expanded: bool = False) -> int:
+    """How many operations of ``expr`` produce a full-size array (holes in ``big`` are full size).
+
+    In an expanded sum each term's small factors are multiplied first
+    (``X * (a*b)``), so a term costs one product per full-size factor.
+    """
+    if not expr.free_symbols & big:
+        return 0
+    if isinstance(expr, sp.Add):
+        return sum(_full_ops(t, big, expanded) for t in expr.args) + len(expr.args) - 1
+    if isinstance(expr, sp.Mul):
+        full = [f for f in expr.args if f.free_symbols & big]
+        small = [f for f in expr.args if not f.free_symbols & big and f != -1]
+        scaled = (1 if small else 0) if expanded else sum(1 for _ in small)
+        return sum(_full_ops(f, big, expanded) for f in full) + len(full) - 1 + scaled
+    if expr in big:
+        return 0
+    return 1 + sum(_full_ops(a, big, expanded) for a in expr.args)
 
 
 def _fits(have: tuple, want: tuple) -> bool:

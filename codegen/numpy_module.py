@@ -8,7 +8,7 @@ from derive.op import DOMAINS
 from derive.rewrite import nodes, normalize
 from derive.symbols import Intermediate, IntermediateElement
 
-from .ir import Lowering, symbols_used
+from .ir import Lowering, leaf_names, symbols_used
 from .numpy_code import ArrayPrinter
 from .stable import stabilize
 from .text import text
@@ -38,8 +38,11 @@ def module_context(d: Derivation) -> dict:
     kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
     fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs})
     fwd.plan([tree for _, tree in forward_trees])
-    for node, tree in forward_trees:
-        fwd.assign(node.name, tree, tuple(node.index))
+    kept = {n.name for n in cached_nodes} | {op.output.name}
+    for pos, (node, tree) in enumerate(forward_trees):
+        later = {leaf for _, t in forward_trees[pos + 1:] for leaf in leaf_names(t)}
+        dead = {n.name for n, _ in forward_trees[:pos]} - later - kept
+        fwd.assign(node.name, tree, tuple(node.index), reusable=dead)
 
     # -- backward: one statement per gradient, shared subtrees computed once ------
     leaves = {i.name: tuple(range(i.tensor.rank)) for i in cached_inputs}

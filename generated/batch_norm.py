@@ -42,10 +42,12 @@ def forward(x, gamma, beta, *, eps=1e-05):
     N, C, S = _sizes(("x", x, "N C S"), ("gamma", gamma, "C"), ("beta", beta, "C"))
     mu = x.sum(axis=(0, 2))/(N*S)
     xc = x - mu[:, None]
-    var = (xc**2).sum(axis=(0, 2))/(N*S)
+    var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
     rstd = 1/np.sqrt(var + eps)
-    xhat = rstd[:, None]*xc
-    y = gamma[:, None]*xhat + beta[:, None]
+    xc *= rstd[:, None]
+    xhat = xc
+    y = gamma[:, None]*xhat
+    y += beta[:, None]
     cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
     return y.reshape(shape), cache
 
@@ -65,11 +67,13 @@ def backward(dout, cache):
     xhat = cache["xhat"]
     N = cache["N"]
     S = cache["S"]
-    s = dout.sum(axis=(0, 2), keepdims=True)
+    dx = (gamma*rstd)[:, None]*dout
     c = np.einsum('ncs,ncs->c', dout, xhat)
-    dx = gamma[:, None]*rstd[:, None]*(N*S*dout - c[:, None]*xhat - s)/(N*S)
+    dx -= (c*gamma*rstd/(N*S))[:, None]*xhat
+    s = dout.sum(axis=(0, 2))
+    dx -= (gamma*rstd*s/(N*S))[:, None]
     dgamma = c
-    dbeta = s[0, :, 0]
+    dbeta = s
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}
 
 

@@ -23,7 +23,8 @@ def forward(y, t):
     y = _float_array("y", y)
     t = _float_array("t", t, y.dtype)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
-    E = (1/2)*((t - y)**2).sum()/N
+    e = t - y
+    E = (1/2)*np.einsum('nk,nk->', e, e)/N
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N}
     return E, cache
 
@@ -42,7 +43,8 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     N = cache["N"]
-    dy = dout*(y - t)/N
+    dy = (dout/N)*y
+    dy -= (dout/N)*t
     return {"y": dy}
 
 

@@ -41,10 +41,12 @@ def forward(x, gamma, beta, *, eps=1e-05):
     N, D = _sizes(("x", x, "N D"), ("gamma", gamma, "D"), ("beta", beta, "D"))
     mu = x.sum(axis=1)/D
     xc = x - mu[:, None]
-    var = (xc**2).sum(axis=1)/D
+    var = np.einsum('nd,nd->n', xc, xc)/D
     rstd = 1/np.sqrt(var + eps)
-    xhat = rstd[:, None]*xc
-    y = gamma*xhat + beta
+    xc *= rstd[:, None]
+    xhat = xc
+    y = gamma*xhat
+    y += beta
     cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "D": D}
     return y.reshape(shape), cache
 
@@ -63,7 +65,9 @@ def backward(dout, cache):
     rstd = cache["rstd"]
     xhat = cache["xhat"]
     D = cache["D"]
-    dx = rstd[:, None]*(D*dout*gamma - np.einsum('d,nd,nd->n', gamma, dout, xhat)[:, None]*xhat - np.einsum('d,nd->n', gamma, dout)[:, None])/D
+    dx = dout*gamma*rstd[:, None]
+    dx -= (np.einsum('d,nd,nd->n', gamma, dout, xhat)*rstd/D)[:, None]*xhat
+    dx -= (np.einsum('d,nd->n', gamma, dout)*rstd/D)[:, None]
     dgamma = np.einsum('nd,nd->d', dout, xhat)
     dbeta = dout.sum(axis=0)
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}

@@ -29,7 +29,8 @@ def forward(x, W, b):
     W = _float_array("W", W, x.dtype)
     b = _float_array("b", b, x.dtype)
     N, D, M = _sizes(("x", x, "N D"), ("W", W, "M D"), ("b", b, "M"))
-    net = x @ W.T + b
+    net = x @ W.T
+    net += b
     cache = {"dtype": x.dtype, "shape": np.shape(net), "x": x, "W": W}
     return net, cache
 

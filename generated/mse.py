@@ -24,7 +24,8 @@ def forward(y, t):
     t = _float_array("t", t, y.dtype)
     _sizes(("y", y, "*"), ("t", t, "*"))
     S = y.size
-    E = ((y - t)**2).sum()/S
+    e = y - t
+    E = np.vdot(e, e)/S
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "S": S}
     return E, cache
 
@@ -43,7 +44,8 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     S = cache["S"]
-    dy = 2*dout*(y - t)/S
+    dy = (2*dout/S)*y
+    dy -= (2*dout/S)*t
     return {"y": dy}
 
 

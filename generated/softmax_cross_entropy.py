@@ -51,7 +51,8 @@ def backward(dout=1.0, cache=None):
     t = cache["t"]
     y = cache["y"]
     N = cache["N"]
-    dz = dout*(y - t)/N
+    dz = (dout/N)*y
+    dz -= (dout/N)*t
     return {"z": dz}
 
 
