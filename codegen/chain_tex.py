@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive.chain import ChainDerivation, display_name, sample_form
+from derive.chain import ChainDerivation, ChainProduct, display_name, sample_form
 from derive.rewrite import normalize
 
 from .latex import ArticleLatex, Notation, name_tex, words
@@ -13,11 +13,26 @@ ETA = sp.Symbol("eta")
 
 
 def chain_notation(c: ChainDerivation) -> Notation:
-    labels = {str(t.label) for lhs, _ in c.forward for t in _tensors(lhs)}
-    labels |= {str(t.label) for q in c.backward for t in _tensors(q.lhs) | _tensors(q.expr)}
-    labels |= {str(t.label) for t in c.inputs.values()}
-    elements = {lab: name_tex(display_name(lab)) for lab in labels}
-    return Notation(elements, {}, frozenset(lab for lab in labels if lab.startswith("delta")))
+    """Chain tensors by their article names; two that would print alike (the outputs of a
+    batch norm and of the ReLU after it, both ``y_j``) get the layer number as a superscript."""
+    tensors = {t for lhs, rhs in c.forward for t in _tensors(lhs) | _tensors(rhs)}
+    tensors |= {t for q in c.backward for t in _tensors(q.lhs) | _tensors(q.expr)}
+    tensors |= set(c.inputs.values())
+    letters = {}
+    for layer in c.layers:
+        for t in [layer.output, *layer.tensors.values()]:
+            if t is not None:
+                letters.setdefault(str(t.label), (layer.position, layer.index[-1] if layer.index else None))
+    elements, seen = {}, {}
+    for t in sorted(tensors, key=lambda t: (letters.get(str(t.label), (-1, None))[0], str(t.label))):
+        label = str(t.label)
+        base = name_tex(display_name(label))
+        key = (base, letters.get(label, (None, None))[1], len(t.shape or ()))
+        if key in seen and seen[key] != label and label in letters:
+            base = f"{base}^{{({letters[label][0] + 1})}}"
+        seen.setdefault(key, label)
+        elements[label] = base
+    return Notation(elements, {}, frozenset(lab for lab in elements if lab.startswith("delta")))
 
 
 def _tensors(expr) -> set:
@@ -40,9 +55,9 @@ def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> l
         rows = [form(q.chain)]
         if len(q.factors) > 1:
             factors = [form(f) for f in q.factors]
-            rows.append(_Product(*factors))
+            rows.append(ChainProduct(*factors))
             # The result in reading order: the local factors, then the sums (the article's form).
-            rows.append(_Product(*sorted(factors, key=lambda f: isinstance(f, sp.Sum))))
+            rows.append(ChainProduct(*sorted(factors, key=lambda f: isinstance(f, sp.Sum))))
         else:
             rows.append(form(q.expr))
         lhs = form(q.lhs)
@@ -57,10 +72,6 @@ def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> l
             rf"{printer.doprint(element)} \leftarrow {printer.doprint(element)} - \eta {printer.doprint(form(q.lhs))}"
             rf" = {printer.doprint(update)}", element, (update,))))
     return blocks
-
-
-class _Product(sp.Basic):
-    """Factors printed side by side in chain order, not multiplied out."""
 
 
 class _Named(sp.Basic):
@@ -91,15 +102,14 @@ def _delta_sentence(printer, form, q, lang) -> str:
 
 def _equation(printer: ArticleLatex, lhs, rows) -> Block:
     def tex(e):
-        if isinstance(e, _Product):
-            last = len(e.args) - 1
-            return " ".join(_factor(printer, f, p == last) for p, f in enumerate(e.args))
         if isinstance(e, _Named):
             return f"{printer.doprint(e.args[0])} = {printer.doprint(e.args[1])}"
         return printer.doprint(e)
 
-    exprs = tuple(sp.Mul(*r.args) if isinstance(r, _Product) else r for r in rows)
+    exprs = tuple(r.doit() if isinstance(r, ChainProduct) else r for r in rows)
     rows = _dedupe([tex(r) for r in rows])
+    if isinstance(lhs, _Named):  # "delta = dE/dnet = dE/dnet": say it once
+        rows = [r for r in rows if r != tex(lhs.args[1])] or rows
     left = tex(lhs)
     if len(rows) == 1:
         body = f"{left} = {rows[0]}"
@@ -110,7 +120,3 @@ def _equation(printer: ArticleLatex, lhs, rows) -> Block:
     return Block(equation=Equation(body, plain, exprs))
 
 
-def _factor(printer, f, last: bool) -> str:
-    """One factor of a product; a sum is bracketed unless nothing follows it."""
-    text = printer.doprint(f)
-    return rf"\left({text}\right)" if isinstance(f, sp.Add) or isinstance(f, sp.Sum) and not last else text

@@ -19,7 +19,7 @@ from .ir import Contract, Elementwise, Leaf, Node, Reduce
 
 #: How multi-letter names print.
 SPECIAL = {
-    "net": "net", "xhat": r"\hat{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
+    "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
 }
 

@@ -26,7 +26,7 @@ def module_context(d: Derivation) -> dict:
 
     read = {e.base for g in d.gradients for e in nodes(g.expr) if isinstance(e, sp.Indexed)}
     cached_inputs = [i for i in op.inputs if i.tensor in read]
-    cached_nodes = [n for n in op.intermediates if n in read]
+    cached_nodes = [n for n in op.intermediates if n in read or n in op.statistics]
 
     # -- forward: each needed intermediate, made stable, then lowered -------------
     definitions = []

@@ -8,6 +8,7 @@ import sympy as sp
 from derive.engine import Derivation
 from derive.op import Op
 from derive.rewrite import normalize
+from derive.symbols import IntermediateElement
 
 from .ir import Lowering
 from .latex import ArticleLatex, MatrixForm, Notation, words
@@ -45,8 +46,24 @@ def notation(op: Op) -> Notation:
 
 
 def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
-    """What the reader sees: a loss's upstream gradient is 1 (E is the objective)."""
-    return expr.xreplace({d.upstream: sp.S.One}) if d.op.is_loss else expr
+    """What the reader sees: a loss's upstream gradient is 1 (E is the objective), and
+    shorthand intermediates written out (batch norm's ``1/sqrt(var + eps)``)."""
+    if d.op.is_loss:
+        expr = expr.xreplace({d.upstream: sp.S.One})
+    return inline_shorthand(expr, d.op.intermediates)
+
+
+def shorthand(node) -> bool:
+    """An intermediate that only names a formula of one other (``rstd = 1/sqrt(var + eps)``)."""
+    arrays = {e for e in sp.preorder_traversal(node.definition) if isinstance(e, sp.Indexed)}
+    return bool(node.index) and not node.definition.has(sp.Sum) and len(arrays) == 1 \
+        and isinstance(next(iter(arrays)), IntermediateElement)
+
+
+def inline_shorthand(expr: sp.Expr, intermediates) -> sp.Expr:
+    names = {n for n in intermediates if shorthand(n)}
+    return expr.replace(lambda e: isinstance(e, IntermediateElement) and e.base in names,
+                        lambda e: e.base.at(*e.indices))
 
 
 def op_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Block]:

@@ -93,9 +93,8 @@ def chain(names, lr=sp.Symbol("eta", positive=True)) -> ChainDerivation:
 
 
 def _named_intermediates(op: Op):
-    """Intermediates other than the output that the op's gradients read (softmax's ``y`` in the loss)."""
-    read = {e.base for g in derive(op).gradients for e in sp.preorder_traversal(g.expr) if isinstance(e, sp.Indexed)}
-    return [n for n in op.intermediates if n in read and n is not op.output]
+    """The op's intermediates other than its output (batch norm's mu, var, xhat; the loss's y)."""
+    return [n for n in op.intermediates if n is not op.output and n.index]
 
 
 def _layers(ops):
@@ -118,6 +117,9 @@ def _layers(ops):
         if op.shape_kind == "flat":
             in_letters = {_bases(_op_index(op, first))[0]: current_index}
             sizes = {first.shape[0]: BATCH_SIZE * widths[boundary]}
+        elif op.shape_kind == "channels":  # (N, C, S) on (N, width): no trailing axes, S = 1
+            in_letters[_bases(_op_index(op, first))[-1]] = ()
+            sizes[first.shape[-1]] = sp.S.One
         if _changes_width(op):
             boundary += 1
         out_index = (BATCH, letters[boundary])
@@ -146,6 +148,8 @@ def _layers(ops):
         else:
             letters_map = dict(in_letters)
             letters_map.update(dict(zip(_bases(out_op_index), out_index)))
+            if op.shape_kind == "channels":
+                letters_map[_bases(out_op_index)[-1]] = ()
         for size, chain_size in zip(op.output.shape, [BATCH_SIZE, widths[boundary]]):
             sizes.setdefault(size, chain_size)
         _add_summed_letters(op, letters_map)
@@ -364,31 +368,68 @@ def _chain_index(layer, i):
 
 
 def _chain_form(vjp: sp.Expr, layer: Layer, up: _Upstream, out: Tensor, wrt) -> sp.Expr:
-    """The VJP with ``g[idx] * rest`` read as ``dE/dout[idx] * dout[idx]/dwrt``: the chain rule."""
-    marked = _instantiate(vjp, layer, lambda idx: _Marker(*idx))
+    """The chain rule as it reads: ``dE/dout[idx] * dout[idx]/dwrt``, summed where it must be.
 
-    def rewrite_term(term):
-        markers = [f for f in sp.Mul.make_args(term) if isinstance(f, _Marker)]
-        if len(markers) != 1:
-            return term
-        idx = markers[0].args
+    Where the VJP is one product with the upstream gradient (a fully
+    connected or elementwise layer), its sums are kept:
+    ``sum_k dE/dnet_k dnet_k/dy_j``. Otherwise (batch norm mixes the batch)
+    the sum runs over the output indices the upstream gradient is read at.
+    """
+    marked = rewrite.normalize(_instantiate(vjp, layer, lambda idx: _Marker(*idx)))
+
+    def local(idx):
         own = rewrite_indices(up.chain, dict(zip(up.index, idx)))
-        return own * sp.Derivative(out[idx], wrt, evaluate=False)
+        return ChainProduct(own, sp.Derivative(out[idx], wrt, evaluate=False))
 
-    def visit(node):
-        if isinstance(node, sp.Sum):
-            return sp.Sum(visit(node.function), *node.limits)
-        if isinstance(node, sp.Add):
-            return sp.Add(*(visit(a) for a in node.args))
-        if isinstance(node, sp.Piecewise):
-            return rewrite_term(node.args[0][0]) if node.args else node
-        return rewrite_term(node)
-
-    return visit(rewrite.normalize(marked))
+    body = marked
+    while isinstance(body, sp.Sum):
+        body = body.function
+    body = body.args[0][0] if isinstance(body, sp.Piecewise) else body
+    markers = [f for f in sp.Mul.make_args(body) if isinstance(f, _Marker)]
+    if not isinstance(body, sp.Add) and len(markers) == 1:
+        def visit(node):
+            if isinstance(node, sp.Sum):
+                return sp.Sum(visit(node.function), *node.limits)
+            return local(markers[0].args)
+        return visit(marked)
+    reads = {m.args for m in marked.atoms(_Marker)}
+    varying = [p for p in range(len(up.index)) if any(r[p] != up.index[p] for r in reads)]
+    primed = list(up.index)
+    for p in varying:
+        primed[p] = sp.Symbol(up.index[p].name + "'", integer=True)
+    form = local(tuple(primed))
+    for p in reversed(varying):
+        form = sp.Sum(form, (primed[p], 0, out.shape[p] - 1))
+    return form
 
 
 class _Marker(sp.Function):
     """Stands for the upstream gradient while the chain-rule form is built."""
+
+
+class ChainProduct(sp.Expr):
+    """Chain-rule factors kept in the order the chain rule reads them (a ``Mul`` would sort them)."""
+
+    is_commutative = True
+
+    def __new__(cls, *factors):
+        flat = []
+        for f in factors:
+            flat.extend(f.args if isinstance(f, ChainProduct) else [f])
+        return sp.Expr.__new__(cls, *flat)
+
+    def _latex(self, printer):
+        last = len(self.args) - 1
+        parts = []
+        for pos, f in enumerate(self.args):
+            tex = printer._print(f)
+            if isinstance(f, sp.Add) or isinstance(f, sp.Sum) and pos < last:
+                tex = rf"\left({tex}\right)"
+            parts.append(tex)
+        return " ".join(parts)
+
+    def doit(self, **hints):
+        return sp.Mul(*(a.doit(**hints) for a in self.args))
 
 
 def _index_of_input(layer):

@@ -16,8 +16,7 @@ import sympy as sp
 from . import rewrite
 from .deltas import eliminate_deltas
 from .op import Input, Op
-from .symbols import (Intermediate, Tensor, avoid_capture, bound_indices, fresh_scope, iverson_form,
-                      rename_bound)
+from .symbols import Intermediate, Tensor, avoid_capture, fresh_scope, iverson_form, rebuild
 
 
 @dataclass(frozen=True)
@@ -172,25 +171,28 @@ def readable(expr: sp.Expr, op: Op, free: set) -> sp.Expr:
             if isinstance(sub, sp.Sum):
                 letters.update({v: hi + 1 for v, lo, hi in sub.limits})
 
-    renames = {}
-
     def choose(v, size, taken):
         base = v.name.split("_")[0]
         options = [] if "_" in v.name else [v]
         options += [i for i, s in letters.items() if s == size and i != v]
-        options += [sp.Symbol(base + "'" * m, integer=True) for m in range(1, 4)]
+        options += [sp.Symbol(base + "'" * m, integer=True) for m in range(1, 6)]
         return next(p for p in options if p not in taken and "_" not in p.name)
 
-    def visit(node, taken):
+    def visit(node, taken, mapping):
+        """Rename sum by sum: a name is chosen where the sum is, among the names free there."""
         if isinstance(node, sp.Indexed):
-            return
+            return node.xreplace(mapping) if mapping else node
         if isinstance(node, sp.Sum):
-            taken = set(taken)
+            taken, mapping = set(taken), dict(mapping)
+            limits = []
             for v, lo, hi in reversed(node.limits):
-                renames.setdefault(v, choose(v, hi - lo + 1, taken))
-                taken.add(renames[v])
-        for a in node.args:
-            visit(a, taken)
+                new = choose(v, hi - lo + 1, taken)
+                taken.add(new)
+                mapping[v] = new
+                limits.append((new, lo.xreplace(mapping), hi.xreplace(mapping)))
+            return sp.Sum(visit(node.function, taken, mapping), *reversed(limits))
+        if not node.args:
+            return mapping.get(node, node)
+        return rebuild(node, (visit(a, taken, mapping) for a in node.args))
 
-    visit(expr, set(free) | {s for s in expr.free_symbols if s.is_integer})
-    return rename_bound(expr, renames)
+    return visit(expr, set(free) | {s for s in expr.free_symbols if s.is_integer}, {})

@@ -89,6 +89,8 @@ class Op:
     extra: tuple[Intermediate, ...] = ()
     hyper: tuple[Hyper, ...] = ()
     shape_kind: str = "fixed"
+    #: Intermediates the forward keeps in its cache for the caller (batch norm's mean and variance).
+    statistics: tuple[Intermediate, ...] = ()
     #: Identities the derivation may use, proven from the definitions first: (lhs, rhs).
     theorems: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
     #: The PyTorch function with the same semantics, for cross-checks.

@@ -19,6 +19,23 @@ def sgd_step(params: dict, grads: dict, lr: float) -> None:
         value -= lr * grads[name]
 
 
+def update_running_stats(running_mean, running_var, cache, momentum: float = 0.1):
+    """The running estimates batch norm uses at inference, updated as PyTorch does.
+
+    ``new = (1 - momentum) * old + momentum * batch``, with the batch variance
+    made unbiased (times ``m / (m - 1)``, ``m`` values per channel) for the
+    running variance, while the forward pass itself normalises by the biased
+    one. ``cache`` is what ``generated.batch_norm.forward`` returned. Returns
+    new arrays; the old ones are left as they are.
+    """
+    m = cache["N"] * cache["S"]
+    if m < 2:
+        raise ValueError("cache: the running variance needs at least 2 values per channel")
+    mean = (1 - momentum) * np.asarray(running_mean) + momentum * cache["mu"]
+    var = (1 - momentum) * np.asarray(running_var) + momentum * cache["var"] * (m / (m - 1))
+    return mean.astype(cache["dtype"]), var.astype(cache["dtype"])
+
+
 @dataclass
 class Network:
     """Ops in a chain, first layer first; each layer's parameters by input name.

@@ -4,6 +4,8 @@
 The statistics run over every axis but the channel axis: N for ``[N, C]``
 input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
 ``m = N S`` values per channel, biased variance, ``eps`` inside the root.
+The cache keeps the batch mean and variance for the running estimates
+(``derive.train.update_running_stats``).
 
 Forward (index form):
     mu[c] = sum_n(sum_s(x[n, c, s]))/(N*S)
@@ -48,7 +50,7 @@ def forward(x, gamma, beta, *, eps=1e-05):
     xhat = xc
     y = gamma[:, None]*xhat
     y += beta[:, None]
-    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
+    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "mu": mu, "var": var, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
     return y.reshape(shape), cache
 
 
@@ -63,6 +65,8 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     dout = _channels("dout", dout)
     gamma = cache["gamma"]
+    mu = cache["mu"]
+    var = cache["var"]
     rstd = cache["rstd"]
     xhat = cache["xhat"]
     N = cache["N"]

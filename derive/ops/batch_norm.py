@@ -3,6 +3,8 @@
 The statistics run over every axis but the channel axis: N for ``[N, C]``
 input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
 ``m = N S`` values per channel, biased variance, ``eps`` inside the root.
+The cache keeps the batch mean and variance for the running estimates
+(``derive.train.update_running_stats``).
 """
 import sympy as sp
 
@@ -28,6 +30,7 @@ OP = Op(
     output=Intermediate("y", (n, c, s), (N, C, S), gamma[c] * xhat[n, c, s] + beta[c]),
     hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),
     theorems=((sp.Sum(xhat[n, c, s], (s, 0, S - 1), (n, 0, N - 1)), sp.S.Zero),),
+    statistics=(mu, var),
     shape_kind="channels",
     pytorch="F.batch_norm(x, None, None, gamma, beta, training=True)",
 )

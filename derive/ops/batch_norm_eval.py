@@ -1,0 +1,31 @@
+"""Batch normalization in inference mode: each channel normalised by running statistics.
+
+PyTorch's ``training=False``: the running mean and variance, estimated during
+training (see ``derive.train.update_running_stats``), are inputs, not
+gradients' concern; only x, gamma and beta get gradients.
+"""
+import sympy as sp
+
+from derive.op import Hyper, Input, Op
+from derive.symbols import Intermediate, Tensor, indices, sizes
+
+N, C, S = sizes("N C S")
+n, c, s = indices("n c s")
+x, gamma, beta = Tensor("x", N, C, S), Tensor("gamma", C), Tensor("beta", C)
+running_mean, running_var = Tensor("running_mean", C), Tensor("running_var", C)
+eps = sp.Symbol("eps", positive=True)
+
+rstd = Intermediate("rstd", (c,), (C,), 1 / sp.sqrt(running_var[c] + eps), positive=True)
+xhat = Intermediate("xhat", (n, c, s), (N, C, S), (x[n, c, s] - running_mean[c]) * rstd[c])
+
+OP = Op(
+    name="batch_norm_eval",
+    doc=__doc__,
+    inputs=(Input(x), Input(gamma), Input(beta),
+            Input(running_mean, differentiable=False), Input(running_var, differentiable=False, domain="positive")),
+    output=Intermediate("y", (n, c, s), (N, C, S), gamma[c] * xhat[n, c, s] + beta[c]),
+    hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root",
+                 valid="eps > 0"),),
+    shape_kind="channels",
+    pytorch="F.batch_norm(x, running_mean, running_var, gamma, beta, training=False)",
+)
