@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from derive.symbols import Iverson, as_piecewise
+from derive.symbols import Iverson, as_piecewise, index_symbols
 
 from .ir import Contract, Elementwise, Leaf, Node, Reduce
 
@@ -28,6 +28,8 @@ WORDS = {
         "forward": "Forward pass", "backward": "Backward pass", "where": "where",
         "otherwise": "otherwise", "upstream": "the gradient arriving at the output",
         "layout": "Matrix form: rows index the batch; a gradient has its parameter's shape.",
+        "vector layout": "Vector form, for one row (layer norm) or one channel (batch norm): a vector holds "
+                         "its values, a scalar is that row's or channel's own.",
         "steps": "Derivation", "gradient": "Gradient with respect to",
         "input layer": "input layer", "hidden layer": "hidden layer", "output layer": "output layer",
         "true": "true", "sample": "sample", "train": "train", "infer": "infer",
@@ -38,6 +40,7 @@ WORDS = {
         "forward": "前向传播", "backward": "后向传播", "where": "其中",
         "otherwise": "其他", "upstream": "输出端传来的梯度",
         "layout": "矩阵形式：每行是一个样本；梯度与其参数形状相同。",
+        "vector layout": "向量形式，针对一行（层归一化）或一个通道（批归一化）：向量为其各个值，标量为该行或该通道的量。",
         "steps": "推导", "gradient": "梯度",
         "input layer": "输入层", "hidden layer": "隐藏层", "output layer": "输出层",
         "true": "真实", "sample": "样本", "train": "训练", "infer": "推理",
@@ -396,3 +399,81 @@ class _HadamardPrinter(ArticleLatex):
         if self._is_array(expr) and expr.exp == -1:
             return rf"1 \oslash {self._wrap(expr.base)}"
         return super()._print_Pow(expr)
+
+
+class VectorLatex(ArticleLatex):
+    """Vector form for one row (layer norm) or one channel (batch norm).
+
+    Indices in ``vector`` run along the vector; the others are fixed, so an
+    element indexed by them alone is a scalar (``\\mu``, ``\\gamma``).
+    A sum over the vector indices is an inner product (``\\vec{g}^T\\hat{\\vec{x}}``)
+    or a sum of entries (``\\mathbf{1}^T\\vec{g}``); products of vectors are
+    Hadamard products.
+    """
+
+    def __init__(self, notation: Notation, lang: str, vector: set):
+        super().__init__(notation, lang)
+        self.vector = {v.name for v in vector}
+
+    def _along(self, index) -> bool:
+        """An index the vector runs along, primed or not (``n``, ``n'``)."""
+        return isinstance(index, sp.Symbol) and index.name.rstrip("'") in self.vector
+
+    def _is_vector(self, expr) -> bool:
+        """Does ``expr`` still run along the vector (a sum over it is a scalar)?"""
+        return any(self._along(i) for i in index_symbols(expr))
+
+    def _print_Pow(self, expr):
+        if self._is_vector(expr.base) and expr.exp == 2:
+            return rf"{self._wrap(expr.base)}^{{\circ 2}}"
+        return super()._print_Pow(expr)
+
+    def _print_Indexed(self, expr):
+        base = self.notation.element(str(expr.base.label))
+        if not any(self._along(i) for i in expr.indices):
+            return base
+        if base.startswith(r"\hat{") or base.startswith(r"\tilde{"):
+            accent, inner = base[1:].split("{", 1)
+            return rf"\{accent}{{\vec{{{inner[:-1]}}}}}"
+        return rf"\vec{{{base}}}"
+
+    def _print_Sum(self, expr):
+        variables = {v.name.rstrip("'") for v, _, _ in expr.limits}
+        if variables != self.vector:
+            return super()._print_Sum(expr)
+        factors = sp.Mul.make_args(expr.function)
+        scalars = [f for f in factors if not self._is_vector(f)]
+        vectors = [f for f in factors if self._is_vector(f)]
+        head = ArticleLatex._product(self, scalars) + " " if scalars else ""
+        if len(vectors) == 1:
+            return head + rf"\mathbf{{1}}^{{T}} {self._wrap(vectors[0])}"
+        rest = r" \odot ".join(self._wrap(v) for v in vectors[1:])
+        rest = rest if len(vectors) == 2 else rf"\left({rest}\right)"
+        return head + rf"{self._wrap(vectors[0])}^{{T}} {rest}"
+
+    def _wrap(self, f) -> str:
+        tex = self._print(f)
+        return rf"\left({tex}\right)" if isinstance(f, (sp.Add, sp.Mul)) else tex
+
+    def _product(self, factors) -> str:
+        scalars = [f for f in factors if not self._is_vector(f)]
+        vectors = [f for f in factors if self._is_vector(f)]
+        head = " ".join(rf"\left({self._print(f)}\right)" if isinstance(f, (sp.Sum, sp.Add)) and vectors
+                        else ArticleLatex._product(self, [f]) for f in scalars)
+        body = r" \odot ".join(self._wrap(f) if not isinstance(f, sp.Sum) else self._print(f) for f in vectors)
+        return f"{head} {body}".strip()
+
+    def _print_Add(self, expr, order=None):
+        if not self._is_vector(expr):
+            return super()._print_Add(expr)
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
+        tex = ""
+        for term in terms:
+            negative = term.could_extract_minus_sign()
+            body = self._print(-term if negative else term)
+            if isinstance(-term if negative else term, sp.Add):
+                body = rf"\left({body}\right)"
+            if not self._is_vector(term):
+                body = rf"{body} \mathbf{{1}}" if " " not in body else rf"\left({body}\right) \mathbf{{1}}"
+            tex += (" - " if negative else " + ") + body if tex else ("- " + body if negative else body)
+        return tex

@@ -11,7 +11,7 @@ from derive.rewrite import normalize
 from derive.symbols import IntermediateElement
 
 from .ir import Lowering
-from .latex import ArticleLatex, MatrixForm, Notation, words
+from .latex import ArticleLatex, MatrixForm, Notation, VectorLatex, words
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ def op_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Bloc
         for node in op.intermediates:
             lhs = node[node.index] if node.index else sp.Symbol(node.name)
             blocks.append(_eq(printer, lhs, (normalize(node.definition, split=False),)))
+    elif vector_indices(op):
+        blocks += _vector_blocks(d, nt, lang, w, forward=True)
     else:
         blocks.append(Block(text=w["layout"]))
         blocks += _matrix_blocks(d, nt, printer, w, forward=True)
@@ -93,9 +95,36 @@ def op_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Bloc
         for grad in d.gradients:
             steps = tuple(display(d, s.expr) for s in grad.steps)
             blocks.append(_eq(printer, _partial(grad.element), _dedupe(steps)))
+    elif vector_indices(op):
+        blocks += _vector_blocks(d, nt, lang, w, forward=False)
     else:
         blocks += _matrix_blocks(d, nt, printer, w, forward=False)
     return blocks
+
+
+def vector_indices(op: Op) -> set:
+    """For per-row and per-channel ops, the indices a vector runs along (the others are fixed)."""
+    if op.shape_kind == "leading":
+        return {op.output.index[-1]}
+    if op.shape_kind == "channels":
+        return {op.output.index[0], op.output.index[-1]}
+    return set()
+
+
+def _vector_blocks(d: Derivation, nt: Notation, lang: str, w, forward: bool) -> list[Block]:
+    """The forward pass or the gradients for one row or one channel, as vectors."""
+    op = d.op
+    vector = vector_indices(op)
+    printer = VectorLatex(nt, lang, vector)
+    blocks = [Block(text=w["vector layout"])] if forward else []
+    for node in op.intermediates if forward else ():
+        lhs = node[node.index]
+        blocks.append(_eq(printer, lhs, (normalize(node.definition, split=False),)))
+    for grad in () if forward else d.gradients:
+        expr = display(d, grad.expr)
+        blocks.append(_eq(printer, _partial(grad.element), (expr,)))
+    return blocks
+
 
 
 def _partial(element) -> sp.Expr:

@@ -42,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: all)")
 
-    p = sub.add_parser("demo", help="train the article's 3-2-2 network with the generated code")
+    p = sub.add_parser("demo", help="train the article's 3-2-2 network (or another) with the generated code")
+    p.add_argument("--network", default="article", choices=("article", "bn"),
+                   help="article: linear,sigmoid,linear,sigmoid,half_sse; bn: with batch norm and ReLU")
     p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's own)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -154,7 +156,7 @@ def cmd_demo(args) -> int:
     from .demo import run
     if args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
-    run(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    run(epochs=args.epochs, lr=args.lr, seed=args.seed, network=args.network)
     return 0
 
 

@@ -14,6 +14,11 @@ from .train import Network
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 FEATURES = ("weight/kg", "height/cm", "age/years")
+#: Networks the demo trains: ops, widths (input first), learning rate.
+NETWORKS = {
+    "article": (ARTICLE, (3, 2, 2), 1.0),
+    "bn": (("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"), (3, 8, 2), 0.5),
+}
 
 
 def people(n: int, rng: np.random.Generator):
@@ -27,15 +32,23 @@ def people(n: int, rng: np.random.Generator):
     return x, t
 
 
-def run(epochs: int = 300, lr: float = 1.0, seed: int = 0, samples: int = 200, quiet: bool = False):
+def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int = 200, quiet: bool = False,
+        network: str = "article"):
     """Train full-batch with SGD; return the losses, first to last, and the final accuracy."""
+    if network not in NETWORKS:
+        raise ValueError(f"network: expected one of {sorted(NETWORKS)}, got {network!r}")
+    ops, widths, default_lr = NETWORKS[network]
+    lr = default_lr if lr is None else lr
     rng = np.random.default_rng(seed)
     x, t = people(samples, rng)
     x = (x - x.mean(axis=0)) / x.std(axis=0)
-    net = Network.create(ARTICLE, (3, 2, 2), rng)
+    net = Network.create(ops, widths, rng)
+    if not quiet:
+        print(f"{' -> '.join(ops)}, widths {widths}, learning rate {lr}")
     losses = []
     # disable=None: a bar on a terminal, none in a log file
-    bar = tqdm(range(epochs), desc="training 3-2-2", unit="epoch", disable=True if quiet else None, leave=False)
+    bar = tqdm(range(epochs), desc=f"training {network}", unit="epoch", disable=True if quiet else None,
+               leave=False)
     for epoch in bar:
         loss, grads = net.loss_and_grads(x, t=t)
         net.step(grads, lr)

@@ -50,12 +50,15 @@ class Network:
     def create(ops, widths, rng: np.random.Generator, dtype=np.float64) -> "Network":
         """A network with Xavier-initialised weights for its linear layers, ``widths`` from input to output."""
         params, w = [], iter(zip(widths, widths[1:]))
+        width = widths[0]
         for name in ops:
             if name == "linear":
-                d, m = next(w)
-                scale = np.sqrt(2.0 / (d + m))
-                params.append({"W": (rng.standard_normal((m, d)) * scale).astype(dtype),
-                               "b": np.zeros(m, dtype)})
+                d, width = next(w)
+                scale = np.sqrt(2.0 / (d + width))
+                params.append({"W": (rng.standard_normal((width, d)) * scale).astype(dtype),
+                               "b": np.zeros(width, dtype)})
+            elif name in ("batch_norm", "layer_norm"):
+                params.append({"gamma": np.ones(width, dtype), "beta": np.zeros(width, dtype)})
             else:
                 params.append({})
         for name in ops:

@@ -1,0 +1,108 @@
+"""Normalisation layers: both input layouts, huge means, a batch of one, running statistics, the compact form."""
+import numpy as np
+import pytest
+import sympy as sp
+
+from derive import check
+from derive.engine import derive
+from derive.registry import get
+from derive.train import update_running_stats
+from generated import batch_norm, batch_norm_eval, dropout, layer_norm
+
+
+def reference_batch_norm(x, gamma, beta, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    return gamma.reshape(shape) * (x - mean) / np.sqrt(var + eps) + beta.reshape(shape)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 4, 5)], ids=["NC", "NCL", "NCHW"])
+def test_batch_norm_on_every_layout(shape, rng):
+    x, gamma, beta = rng.standard_normal(shape), rng.standard_normal(3), rng.standard_normal(3)
+    out, _ = batch_norm.forward(x, gamma, beta)
+    assert out.shape == shape
+    np.testing.assert_allclose(out, reference_batch_norm(x, gamma, beta), rtol=1e-12, atol=1e-12)
+    op = get("batch_norm")
+    result = check.finite_differences(op, batch_norm, {"x": x, "gamma": gamma, "beta": beta}, {})
+    assert result.passed, result.errors
+
+
+def test_batch_norm_is_exact_for_a_huge_mean_and_a_tiny_spread(rng):
+    """x = 1e4 + 1e-3 z: the two-pass variance keeps the spread; the results equal those for z."""
+    z = rng.standard_normal((8, 2, 3))
+    gamma, beta = rng.standard_normal(2), rng.standard_normal(2)
+    dout = rng.standard_normal(z.shape)
+    out_big, cache_big = batch_norm.forward(1e4 + 1e-3 * z, gamma, beta)
+    out_small, cache_small = batch_norm.forward(1e-3 * z, gamma, beta, eps=1e-5)
+    exact = reference_batch_norm(np.longdouble(1e4) + np.longdouble(1e-3) * z.astype(np.longdouble),
+                                 gamma.astype(np.longdouble), beta.astype(np.longdouble))
+    np.testing.assert_allclose(out_big, exact.astype(np.float64), rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(out_big, out_small, rtol=1e-6, atol=1e-7)
+    grads_big, grads_small = batch_norm.backward(dout, cache_big), batch_norm.backward(dout, cache_small)
+    for name in grads_big:
+        np.testing.assert_allclose(grads_big[name], grads_small[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_batch_norm_float32_with_a_large_mean(rng):
+    x = (1e4 + rng.standard_normal((16, 4, 3))).astype(np.float32)
+    gamma, beta = np.ones(4, np.float32), np.zeros(4, np.float32)
+    out, cache = batch_norm.forward(x, gamma, beta)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, reference_batch_norm(x.astype(np.float64), gamma, beta), atol=5e-3)
+    assert all(g.dtype == np.float32 for g in batch_norm.backward(np.ones_like(out), cache).values())
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (7,), (2, 3, 7)], ids=["N=1", "one row", "3-d"])
+def test_layer_norm_on_any_leading_axes(shape, rng):
+    x, gamma, beta = rng.standard_normal(shape), rng.standard_normal(7), rng.standard_normal(7)
+    out, _ = layer_norm.forward(x, gamma, beta)
+    expected = gamma * (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) + beta
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    result = check.finite_differences(get("layer_norm"), layer_norm, {"x": x, "gamma": gamma, "beta": beta}, {})
+    assert result.passed, result.errors
+
+
+def test_layer_norm_with_a_huge_mean(rng):
+    z = rng.standard_normal((3, 6))
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    np.testing.assert_allclose(layer_norm.forward(1e4 + 1e-3 * z, gamma, beta)[0],
+                               layer_norm.forward(1e-3 * z, gamma, beta)[0], rtol=1e-6, atol=1e-7)
+
+
+def test_dropout_scales_what_it_keeps(rng):
+    x, mask = rng.standard_normal((4, 5)), rng.random((4, 5)) >= 0.3
+    out, cache = dropout.forward(x, mask, p=0.3)
+    np.testing.assert_array_equal(out, np.where(mask, x / 0.7, 0.0))
+    np.testing.assert_array_equal(dropout.backward(np.ones_like(x), cache)["x"], np.where(mask, 1 / 0.7, 0.0))
+
+
+def test_running_statistics_use_the_unbiased_variance(rng):
+    x = rng.standard_normal((5, 2, 3))
+    _, cache = batch_norm.forward(x, np.ones(2), np.zeros(2))
+    mean, var = update_running_stats(np.zeros(2), np.ones(2), cache, momentum=0.1)
+    np.testing.assert_allclose(mean, 0.1 * x.mean(axis=(0, 2)))
+    np.testing.assert_allclose(var, 0.9 + 0.1 * x.var(axis=(0, 2), ddof=1))
+    with pytest.raises(ValueError, match="cache"):
+        update_running_stats(np.zeros(2), np.ones(2), batch_norm.forward(x[:1, :, :1], np.ones(2), np.zeros(2))[1])
+
+
+def test_inference_mode_normalises_by_the_running_statistics(rng):
+    x, gamma, beta = rng.standard_normal((4, 3, 2)), rng.standard_normal(3), rng.standard_normal(3)
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    out, _ = batch_norm_eval.forward(x, gamma, beta, mean, var)
+    expected = gamma[:, None] * (x - mean[:, None]) / np.sqrt(var[:, None] + 1e-5) + beta[:, None]
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["batch_norm", "layer_norm"])
+def test_input_gradient_comes_out_compact(name):
+    """gamma rstd / m (m g - sum g - xhat sum g xhat): one product, three terms, no raw input, no variance."""
+    grad = derive(get(name)).gradient("x")
+    expr = grad.expr
+    assert isinstance(expr, sp.Mul)
+    (inner,) = [f for f in expr.args if isinstance(f, sp.Add)]
+    assert len(inner.args) == 3
+    names = {str(e.base.label) for e in sp.preorder_traversal(expr) if isinstance(e, sp.Indexed)}
+    assert names <= {"g", "gamma", "rstd", "xhat"}
+    assert [s.name for s in grad.steps][-2:] == ["apply identities", "textbook form"]

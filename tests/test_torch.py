@@ -1,0 +1,70 @@
+"""Each op against PyTorch's own function (CONTRACT.md's last column): forward and every gradient.
+
+PyTorch is an optional extra; without it these tests are skipped.
+"""
+import numpy as np
+import pytest
+
+from derive import check
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _ce(y, t):
+    return -(t * torch.log(y)).sum() / y.shape[0]
+
+
+#: op name -> torch function of the op's inputs (as tensors) and hyper-parameters.
+REFERENCE = {
+    "linear": lambda x, W, b: F.linear(x, W, b),
+    "sigmoid": lambda x: torch.sigmoid(x),
+    "tanh": lambda x: torch.tanh(x),
+    "relu": lambda x: F.relu(x),
+    "leaky_relu": lambda x, alpha: F.leaky_relu(x, alpha),
+    "softmax": lambda x: F.softmax(x, -1),
+    "half_sse": lambda y, t: 0.5 * F.mse_loss(y, t, reduction="sum") / y.shape[0],
+    "mse": lambda y, t: F.mse_loss(y, t),
+    "cross_entropy": _ce,
+    "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
+    "batch_norm": lambda x, gamma, beta, eps: F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps),
+    "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps: F.batch_norm(
+        x, running_mean, running_var, gamma, beta, training=False, eps=eps),
+    "layer_norm": lambda x, gamma, beta, eps: F.layer_norm(x, (x.shape[-1],), gamma, beta, eps),
+    "dropout": lambda x, mask, p: x * mask / (1 - p),
+}
+
+
+def test_every_op_has_a_reference(op):
+    assert op.name in REFERENCE, f"add {op.name}'s PyTorch function to REFERENCE"
+
+
+def test_forward_and_gradients_match_pytorch(op, module, rng):
+    if op.name not in REFERENCE:
+        pytest.skip("no reference yet")
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    hyper = check.hyper_values(op)
+    out, cache = module.forward(**inputs, **hyper)
+    tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable))
+               for k, v in inputs.items()}
+    expected = REFERENCE[op.name](*tensors.values(), *hyper.values())
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dout = np.asarray(1.0) if op.is_loss else rng.standard_normal(np.shape(out))
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(float(dout) if op.is_loss else dout, cache)
+    for inp in op.differentiable:
+        np.testing.assert_allclose(grads[inp.name], tensors[inp.name].grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=inp.name)
+
+
+def test_batch_norm_running_statistics_match_pytorch(rng):
+    from derive.train import update_running_stats
+    from generated import batch_norm
+    x = rng.standard_normal((4, 3, 5, 2))
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    _, cache = batch_norm.forward(x, np.ones(3), np.zeros(3))
+    new_mean, new_var = update_running_stats(mean, var, cache, momentum=0.2)
+    t_mean, t_var = torch.tensor(mean), torch.tensor(var)
+    F.batch_norm(torch.tensor(x), t_mean, t_var, training=True, momentum=0.2)
+    np.testing.assert_allclose(new_mean, t_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(new_var, t_var.numpy(), rtol=1e-12)
