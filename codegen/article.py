@@ -16,7 +16,7 @@ from derive.chain import BATCH, ChainDerivation, chain, sample_form
 from derive.check import expand_sums
 
 from .chain_tex import chain_blocks
-from .latex import words
+from .latex import math_text, words
 from .render import environment
 from .tex import Block, Equation
 
@@ -92,30 +92,42 @@ def example_gradient(c: ChainDerivation, net: NodeNetwork) -> tuple:
 
 def part1(lang: str) -> list[Block]:
     """Part 1's equations 1-8, with equation 2 shown equal to equation 1 under bias folding."""
+    return [b for _, blocks in part1_sections(lang) for b in blocks]
+
+
+def part1_sections(lang: str) -> list[tuple[str, list[Block]]]:
+    """Part 1 by the article's sections: the neuron, gradient descent, backpropagation, summary."""
     wd = words(lang)
-    out, true, sample = wd["output layer"], wd["true"], wd["sample"]
-    hidden = wd["hidden layer"]
+    out, true, sample = (math_text(wd[key]) for key in ("output layer", "true", "sample"))
+    hidden = math_text(wd["hidden layer"])
     w1, w2, x1, x2, b, wb = sp.symbols("w_1 w_2 x_1 x_2 b w_b")
     folded = sp.Matrix([wb, w1, w2]).dot(sp.Matrix([1, x1, x2]))
     plain = w1 * x1 + w2 * x2 + b
-    blocks = [
+    neuron = [
         _eq(r"y=f(\vec{w}\vec{x}+b)", "y", f(plain)),
         Block(text=_where(lang, r"\vec{w}=[w_1,w_2],\ \vec{x}=[x_1,x_2]")),
         _eq(r"\vec{y}=f(\vec{w}\vec{x})", "y", f(folded)),
         Block(text=_where(lang, r"\vec{w}=[w_b,w_1,w_2],\ \vec{x}=[1,x_1,x_2],\ \vec{y}=[y]")),
         Block(text=("由于" if lang == "zh" else "Since ") + r"$w_b=b$" + ("：" if lang == "zh" else ":")),
         _eq(r"\vec{w}\vec{x}=w_b\cdot 1+w_1x_1+w_2x_2=w_1x_1+w_2x_2+b", "wx", folded.subs(wb, b)),
+    ]
+    descent = [
         _eq(rf"e=E(\overrightarrow{{y_{{{out}}}}},\overrightarrow{{y_{{{true}}}}})", "e", sp.Symbol("E")),
         _eq(r"x_{new}=x_{old}-\eta\frac{df(x)}{dx}", "x_new", sp.Symbol("x_old")),
         _eq(rf"\overrightarrow{{w_{{{out}new}}}}=\overrightarrow{{w_{{{out}old}}}}"
             rf"-\eta\frac{{dE(w_{{{out}}})}}{{dw_{{{out}}}}}", "w_out", sp.Symbol("w_out")),
+    ]
+    backprop = [
         _eq(rf"\overrightarrow{{w_{{{hidden}new}}}}=\overrightarrow{{w_{{{hidden}old}}}}"
             rf"-\eta\frac{{dE(w_{{{hidden}}})}}{{dw_{{{hidden}}}}}", "w_hidden", sp.Symbol("w_hidden")),
-        _eq(rf"W={wd['train']}(\sum\overrightarrow{{{sample}_i}})", "W", sp.Symbol("W")),
-        _eq(rf"\overrightarrow{{y_{{{out}}}}}={wd['infer']}(\overrightarrow{{{sample}_i}},W)", "y_out",
+    ]
+    summary = [
+        _eq(rf"W={math_text(wd['train'])}(\sum\overrightarrow{{{sample}_i}})", "W", sp.Symbol("W")),
+        _eq(rf"\overrightarrow{{y_{{{out}}}}}={math_text(wd['infer'])}(\overrightarrow{{{sample}_i}},W)", "y_out",
             sp.Symbol("y")),
     ]
-    return blocks
+    return [("neuron", neuron), ("gradient descent", descent), ("backpropagation", backprop),
+            ("summary", summary)]
 
 
 def _where(lang, tex) -> str:
@@ -129,9 +141,14 @@ def _eq(tex, lhs, rhs) -> Block:
 def part2(lang: str, c: ChainDerivation | None = None) -> list[Block]:
     """Part 2: the 3-2-2 network by node number, as matrices, then the derivation."""
     c = c or chain(ARTICLE)
+    return node_blocks(lang, c) + chain_blocks(c, lang, sample=True) + example_blocks(lang, c)
+
+
+def node_blocks(lang: str, c: ChainDerivation) -> list[Block]:
+    """Each node's equation by node number, each layer as a matrix, then what f and E are."""
     wd = words(lang)
     net = NodeNetwork.of()
-    hidden, out = wd["hidden layer"], wd["output layer"]
+    hidden, out = math_text(wd["hidden layer"]), math_text(wd["output layer"])
     blocks = []
     for lhs, rhs in node_forward(c, net):
         node = int(str(lhs).split("_")[1])
@@ -158,9 +175,14 @@ def part2(lang: str, c: ChainDerivation | None = None) -> list[Block]:
                               if lang == "zh" else
                               r"with $f$ the sigmoid and $E=\frac{1}{2}\sum_k(t_k-y_k)^2$; "
                               r"the derivation below is for one sample:")))
-    blocks += chain_blocks(c, lang, sample=True)
-    blocks.append(Block(text=("例如，对于节点6和节点4之间的权重：" if lang == "zh"
-                              else "For example, the weight between nodes 6 and 4:")))
+    return blocks
+
+
+def example_blocks(lang: str, c: ChainDerivation) -> list[Block]:
+    """The gradient and update of one weight by node numbers: ``w_{64}``."""
+    net = NodeNetwork.of()
+    blocks = [Block(text=("例如，对于节点6和节点4之间的权重：" if lang == "zh"
+                          else "For example, the weight between nodes 6 and 4:"))]
     weight, grad = example_gradient(c, net)
     eta = sp.Symbol("eta")
     tex = (rf"\frac{{\partial E}}{{\partial {sp.latex(weight)}}}={sp.latex(grad)},\quad "
@@ -177,3 +199,84 @@ def article_files() -> dict[str, str]:
         files[f"latex/{lang}/article.tex"] = environment().get_template("article.tex.j2").render(
             part1=part1(lang), part2=part2(lang, c), lang=lang)
     return files
+
+
+def verify(c: ChainDerivation) -> list[str]:
+    """Part 1's claims that a program can check, checked against the ops and the chain; the failures.
+
+    (1) is one node of the fully connected layer; (2) is (1) with the bias
+    folded in; (3)'s objective reads only the output and the true values;
+    (5) and (6), gradient descent on each layer's weights, lower E by
+    eta |dE/dw|^2 to first order with the chain's gradients; (8)'s output
+    is a function of the sample and the weights. (4) and (7) define notation.
+    """
+    from derive.registry import get
+    problems = []
+    eq1, eq2, fold, *_ = [b.equation for b in part1("en") if b.equation]
+    w1, w2, x1, x2, b, wb = sp.symbols("w_1 w_2 x_1 x_2 b w_b")
+    linear = get("linear")
+    xs, W, bias = (i.tensor for i in linear.inputs)
+    n, k = linear.output.index
+    one_node = expand_sums(linear.output.definition.xreplace({n: 0, k: 0, xs.shape[1]: 2}))
+    one_node = one_node.xreplace({W[0, 0]: w1, W[0, 1]: w2, xs[0, 0]: x1, xs[0, 1]: x2, bias[0]: b})
+    if eq1.rhs[0] != f(one_node):
+        problems.append(f"(1) is not one node of the linear op: {one_node}")
+    if eq2.rhs[0].xreplace({wb: b}) != eq1.rhs[0]:
+        problems.append("(2) is not (1) with w_b = b")
+    if sp.expand(fold.rhs[0] - (w1 * x1 + w2 * x2 + b)) != 0:
+        problems.append("the folded product is not w_1 x_1 + w_2 x_2 + b")
+    objective = next(rhs for lhs, rhs in c.forward if lhs == sp.Symbol("E"))
+    output, truth = c.layers[-2].output, c.inputs["t"]
+    if {e.base for e in objective.atoms(sp.Indexed)} != {output, truth}:
+        problems.append("(3) the objective reads more than the output and the true values")
+    problems += _descent(c)
+    return problems
+
+
+def _descent(c: ChainDerivation) -> list[str]:
+    """One small gradient step on each layer's parameters, at sizes 3-2-2 and one sample."""
+    import numpy as np
+
+    from derive.chain import BATCH_SIZE
+    x = c.inputs["x"]
+    sizes = {BATCH_SIZE: 1, x.shape[1]: SIZES[0], c.layers[0].output.shape[1]: SIZES[1],
+             c.layers[2].output.shape[1]: SIZES[2]}
+    sizes = {s: sp.Integer(v) for s, v in sizes.items()}
+    rng = np.random.default_rng(0)
+
+    def elements(tensor):
+        shape = [int(sp.sympify(s).xreplace(sizes)) for s in tensor.shape]
+        return [tensor[idx] for idx in np.ndindex(*shape)]
+
+    tensors = list(c.inputs.values()) + [q.lhs.variables[0].base for q in c.parameters]
+    point = {e: sp.Float(rng.uniform(0.1, 0.9) if t == c.inputs["t"] else rng.uniform(-1, 1))
+             for t in tensors for e in elements(t)}
+
+    def forward(at):
+        values = dict(at)
+        for lhs, rhs in c.forward:
+            if isinstance(lhs, sp.Indexed):
+                for e in elements(lhs.base):
+                    local = rhs.xreplace(dict(zip(lhs.indices, e.indices))).xreplace(sizes)
+                    values[e] = sp.Float(expand_sums(local).xreplace(values))
+            else:
+                values[lhs] = sp.Float(expand_sums(rhs.xreplace(sizes)).xreplace(values))
+        return values
+
+    before = forward(point)
+    problems = []
+    for layer, name in ((c.layers[2], "(5) output"), (c.layers[0], "(6) hidden")):
+        grads = {}
+        for q in c.parameters:
+            if q.layer is layer:
+                element = q.lhs.variables[0]
+                for e in elements(element.base):
+                    at = q.expanded.xreplace(dict(zip(element.indices, e.indices))).xreplace(sizes)
+                    grads[e] = sp.Float(expand_sums(at).xreplace(before))
+        eta = sp.Float(1e-5)
+        after = forward({**point, **{e: point[e] - eta * g for e, g in grads.items()}})
+        drop = before[sp.Symbol("E")] - after[sp.Symbol("E")]
+        expected = eta * sum(g ** 2 for g in grads.values())
+        if not abs(drop / expected - 1) < 1e-2:
+            problems.append(f"{name} layer: a gradient step lowered E by {drop}, not by eta |g|^2 = {expected}")
+    return problems

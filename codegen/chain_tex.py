@@ -39,39 +39,61 @@ def _tensors(expr) -> set:
     return {e.base for e in sp.preorder_traversal(expr) if isinstance(e, sp.Indexed)}
 
 
+def chain_printer(c: ChainDerivation, lang: str = "en") -> ArticleLatex:
+    return ArticleLatex(chain_notation(c), lang)
+
+
+def form_of(sample: bool):
+    """The article's one-sample form, or the expressions as they are (batch index kept)."""
+    return sample_form if sample else (lambda e: e)
+
+
 def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> list[Block]:
     """The network's derivation; ``sample`` drops the batch index, as the article does."""
     w = words(lang)
     colon = "：" if lang == "zh" else ":"
-    printer = ArticleLatex(chain_notation(c), lang)
-    form = sample_form if sample else (lambda e: e)
+    printer = chain_printer(c, lang)
+    form = form_of(sample)
     blocks = [Block(text=f"{w['forward']}{colon}")]
-    for lhs, rhs in c.forward:
-        blocks.append(_equation(printer, form(lhs), (normalize(form(rhs), split=False),)))
+    blocks += forward_blocks(c, printer, form)
     blocks.append(Block(text=f"{w['backward']}{colon}"))
     for q in c.backward:
         if q.kind == "delta":
             blocks.append(Block(text=_delta_sentence(printer, form, q, lang)))
-        rows = [form(q.chain)]
-        if len(q.factors) > 1:
-            factors = [form(f) for f in q.factors]
-            rows.append(ChainProduct(*factors))
-            # The result in reading order: the local factors, then the sums (the article's form).
-            rows.append(ChainProduct(*sorted(factors, key=lambda f: isinstance(f, sp.Sum))))
-        else:
-            rows.append(form(q.expr))
-        lhs = form(q.lhs)
-        if q.kind == "delta":
-            lhs = _Named(form(q.lhs), _partial_of(q, form))
-        blocks.append(_equation(printer, lhs, tuple(_dedupe(rows))))
+        blocks.append(quantity_block(printer, form, q))
     blocks.append(Block(text=f"{w['update']}{colon}"))
-    for q in c.parameters:
-        element = form(q.lhs).variables[0]
-        update = element - ETA * form(q.expr)
-        blocks.append(Block(equation=Equation(
-            rf"{printer.doprint(element)} \leftarrow {printer.doprint(element)} - \eta {printer.doprint(form(q.lhs))}"
-            rf" = {printer.doprint(update)}", element, (update,))))
+    blocks += [update_block(printer, form, q) for q in c.parameters]
     return blocks
+
+
+def forward_blocks(c: ChainDerivation, printer: ArticleLatex, form) -> list[Block]:
+    """One equation per forward definition, in the chain's order."""
+    return [_equation(printer, form(lhs), (normalize(form(rhs), split=False),)) for lhs, rhs in c.forward]
+
+
+def quantity_block(printer: ArticleLatex, form, q) -> Block:
+    """A backward quantity: the chain rule, the factors' values, the result."""
+    rows = [form(q.chain)]
+    if len(q.factors) > 1:
+        factors = [form(f) for f in q.factors]
+        rows.append(ChainProduct(*factors))
+        # The result in reading order: the local factors, then the sums (the article's form).
+        rows.append(ChainProduct(*sorted(factors, key=lambda f: isinstance(f, sp.Sum))))
+    else:
+        rows.append(form(q.expr))
+    lhs = form(q.lhs)
+    if q.kind == "delta":
+        lhs = _Named(form(q.lhs), _partial_of(q, form))
+    return _equation(printer, lhs, tuple(_dedupe(rows)))
+
+
+def update_block(printer: ArticleLatex, form, q) -> Block:
+    """Gradient descent on one parameter: ``w <- w - eta dE/dw``."""
+    element = form(q.lhs).variables[0]
+    update = element - ETA * form(q.expr)
+    return Block(equation=Equation(
+        rf"{printer.doprint(element)} \leftarrow {printer.doprint(element)} - \eta {printer.doprint(form(q.lhs))}"
+        rf" = {printer.doprint(update)}", element, (update,)))
 
 
 class _Named(sp.Basic):
@@ -98,6 +120,11 @@ def _delta_sentence(printer, form, q, lang) -> str:
         return f"${name}$为{role}节点的{words(lang)['error term']}："
     return f"${name}$, the {words(lang)['error term']} of an {role} node:" if role.startswith("o") else \
         f"${name}$, the {words(lang)['error term']} of a {role} node:"
+
+
+def equation_block(printer: ArticleLatex, lhs, rows) -> Block:
+    """``lhs = row_1 = row_2 ...``, aligned when there are several rows."""
+    return _equation(printer, lhs, rows)
 
 
 def _equation(printer: ArticleLatex, lhs, rows) -> Block:

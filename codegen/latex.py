@@ -56,6 +56,12 @@ def words(lang: str) -> dict:
     return WORDS[lang]
 
 
+def math_text(word: str) -> str:
+    """A word inside maths (``W_{\\text{隐藏层}}``): upright, spaced, and set in the text font,
+    which is the only way CJK renders in pdfLaTeX/XeLaTeX maths and in KaTeX's strict mode."""
+    return rf"\text{{{word}}}"
+
+
 def name_tex(name: str) -> str:
     """A label as the article writes it: Greek and hatted names, ``net`` upright."""
     if name in SPECIAL:

@@ -70,36 +70,47 @@ def op_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Bloc
     """The blocks of an op's derivation, in index form or in matrix form."""
     if form not in ("index", "matrix"):
         raise ValueError(f"form: expected 'index' or 'matrix', got {form!r}")
-    op, w = d.op, words(lang)
-    nt = notation(op)
-    printer = ArticleLatex(nt, lang)
+    w = words(lang)
     colon = "：" if lang == "zh" else ":"
-    blocks = [Block(text=f"{w['forward']}{colon}")]
+    return ([Block(text=f"{w['forward']}{colon}")] + forward_blocks(d, lang, form)
+            + [Block(text=f"{w['backward']}{colon}")] + backward_blocks(d, lang, form))
+
+
+def forward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Block]:
+    """The forward definitions; in matrix form, preceded by the layout convention."""
+    nt = notation(d.op)
+    printer = ArticleLatex(nt, lang)
     if form == "index":
-        for node in op.intermediates:
-            lhs = node[node.index] if node.index else sp.Symbol(node.name)
-            blocks.append(_eq(printer, lhs, (normalize(node.definition, split=False),)))
-    elif vector_indices(op):
-        blocks += _vector_blocks(d, nt, lang, w, forward=True)
-    else:
-        blocks.append(Block(text=w["layout"]))
-        blocks += _matrix_blocks(d, nt, printer, w, forward=True)
-    blocks.append(Block(text=f"{w['backward']}{colon}"))
-    if not op.is_loss:
-        y = op.output
-        g = d.upstream[y.index]
-        blocks.append(Block(text=rf"{w['where']} ${printer.doprint(g)} = "
-                                 rf"\frac{{\partial E}}{{\partial {printer.doprint(y[y.index])}}}$"
-                                 + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）")))
+        return [_eq(printer, node[node.index] if node.index else sp.Symbol(node.name),
+                    (normalize(node.definition, split=False),)) for node in d.op.intermediates]
+    if vector_indices(d.op):
+        return _vector_blocks(d, nt, lang, words(lang), forward=True)
+    return [Block(text=words(lang)["layout"])] + _matrix_blocks(d, nt, printer, words(lang), forward=True)
+
+
+def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Block]:
+    """What the upstream gradient is called, then each gradient (its steps, or its matrix form)."""
+    printer = ArticleLatex(notation(d.op), lang)
+    blocks = [] if d.op.is_loss else [Block(text=upstream_sentence(d, printer, lang))]
     if form == "index":
-        for grad in d.gradients:
-            steps = tuple(display(d, s.expr) for s in grad.steps)
-            blocks.append(_eq(printer, _partial(grad.element), _dedupe(steps)))
-    elif vector_indices(op):
-        blocks += _vector_blocks(d, nt, lang, w, forward=False)
-    else:
-        blocks += _matrix_blocks(d, nt, printer, w, forward=False)
-    return blocks
+        return blocks + [gradient_block(d, printer, grad) for grad in d.gradients]
+    if vector_indices(d.op):
+        return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
+    return blocks + _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False)
+
+
+def upstream_sentence(d: Derivation, printer: ArticleLatex, lang: str) -> str:
+    """``where g_{nk} = dE/dy_{nk}``: the gradient arriving at the output."""
+    w, y = words(lang), d.op.output
+    g = d.upstream[y.index]
+    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial E}}{{\partial {printer.doprint(y[y.index])}}}$"
+            + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）"))
+
+
+def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
+    """``dE/d element`` = each recorded step of the engine, repeated rows dropped."""
+    steps = tuple(display(d, s.expr) for s in grad.steps)
+    return _eq(printer, _partial(grad.element), _dedupe(steps))
 
 
 def vector_indices(op: Op) -> set:

@@ -1,4 +1,4 @@
-"""The ``derive`` command: list, build, latex, code, check, demo.
+"""The ``derive`` command: list, build, latex, doc, code, check, demo.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or bad input (one line
 on stderr, never a traceback).
@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
+
+    p = sub.add_parser("doc", help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
+    p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
+    p.add_argument("--chain", help="comma-separated ops of a network, first layer first")
+    p.add_argument("--lang", default="en", choices=("en", "zh"))
+    p.add_argument("--format", choices=("md", "tex"), help="default: from the -o suffix, else md")
+    p.add_argument("-o", "--output", help="file to write; an SVG per picture is written beside Markdown "
+                                          "(default: print, without pictures)")
+    p.add_argument("--sizes", help="for --chain: nodes per layer in the network picture, e.g. 3,2,2")
+    p.add_argument("--title", help="the document's title (default: from the ops)")
 
     p = sub.add_parser("code", help="an op's generated NumPy module")
     p.add_argument("op")
@@ -119,6 +129,60 @@ def _print_chain(args) -> int:
     return 0
 
 
+def cmd_doc(args) -> int:
+    from pathlib import Path
+
+    from codegen import doc
+    if args.chain and args.ops:
+        raise UsageError("doc: give ops or --chain, not both")
+    if "article" in args.ops and len(args.ops) > 1:
+        raise UsageError("doc: 'article' stands alone")
+    if args.sizes and not args.chain:
+        raise UsageError("--sizes is for --chain")
+    out = Path(args.output) if args.output else None
+    fmt = args.format or ("tex" if out and out.suffix == ".tex" else "md")
+    if args.chain:
+        names = [n.strip() for n in args.chain.split(",") if n.strip()]
+        document = doc.chain_document(names, args.lang, _sizes(args.sizes), args.title)
+    elif args.ops == ["article"]:
+        document = doc.article_document(args.lang)
+    elif args.ops:
+        document = doc.ops_document(args.ops, args.lang, args.title)
+    else:
+        raise UsageError("doc: give ops (see 'derive list'), 'article', or --chain")
+    if args.title and args.ops == ["article"]:
+        document.title = args.title
+    if fmt == "tex":
+        _write(out, document.latex())
+        return 0
+    _write(out, document.markdown(out.stem if out else None))
+    for figure in document.figures if out else ():
+        _write(out.with_name(f"{out.stem}-{figure.name}.svg"), figure.picture.svg())
+    if not out and document.figures:
+        print("derive: note: pictures are written only with -o FILE.md", file=sys.stderr)
+    return 0
+
+
+def _sizes(text):
+    if not text:
+        return None
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UsageError(f"--sizes: expected whole numbers separated by commas, got {text!r}") from None
+    return sizes
+
+
+def _write(path, text: str):
+    if path is None:
+        print(text, end="")
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"-o: cannot write {path}: {error.strerror}") from None
+
+
 def cmd_code(args) -> int:
     from codegen.render import module_source
     from derive.engine import derive
@@ -160,5 +224,5 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "build": cmd_build, "latex": cmd_latex, "code": cmd_code,
+COMMANDS = {"list": cmd_list, "build": cmd_build, "latex": cmd_latex, "doc": cmd_doc, "code": cmd_code,
             "check": cmd_check, "demo": cmd_demo}

@@ -1,0 +1,758 @@
+"""Complete documents: a derivation written up in the article's structure, as Markdown or LaTeX.
+
+A ``Document`` is data: sections holding paragraphs, numbered equations and
+figures. Every equation is a ``codegen.tex.Equation`` printed from the SymPy
+expressions the engine or the chain derived; the document only numbers
+them, in order, and lets the prose cite earlier ones ("by equation (5)").
+Prose is a tuple of parts (text with inline ``$maths$``, ``Ref``,
+``Code``) so that each format renders citations and names its own way:
+``\\eqref`` in LaTeX, a literal "(5)" with a matching ``\\tag{5}`` in
+Markdown (KaTeX has no ``\\label``).
+"""
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from derive.chain import ChainDerivation, chain, sample_form
+from derive.engine import derive
+from derive.registry import get
+from derive.rewrite import normalize, textbook
+
+from . import chain_tex, figures
+from .figures import Label, tex_escape
+from .latex import ArticleLatex, words
+from .render import environment
+from .tex import Block, Equation, backward_blocks, forward_blocks, gradient_block, notation, upstream_sentence
+
+DOC_WORDS = {
+    "en": {
+        "contents": "Contents", "network": "The network", "forward": "Forward pass",
+        "backward": "Backward pass", "gradients": "Gradients", "updates": "Updates", "summary": "Summary",
+        "matrix": "Matrix form", "figure": "Figure", "equation": "equation", "equations": "equations",
+        "and": "and", "input layer": "input layer", "hidden layer": "hidden layer",
+        "output layer": "output layer", "objective": "objective", "nodes": "nodes", "scalar": "scalar",
+        "neuron": "The neuron", "gradient descent": "Gradient descent", "backpropagation": "Backpropagation",
+        "overview": "Part 1: overview", "fully connected": "Part 2: the fully connected layer",
+        "example": "An example", "shapes": "Tensor shapes",
+    },
+    "zh": {
+        "contents": "目录", "network": "网络", "forward": "前向传播", "backward": "后向传播",
+        "gradients": "梯度", "updates": "更新", "summary": "总结", "matrix": "矩阵形式", "figure": "图",
+        "equation": "式", "equations": "式", "and": "、", "input layer": "输入层", "hidden layer": "隐藏层",
+        "output layer": "输出层", "objective": "目标函数", "nodes": "个节点", "scalar": "标量",
+        "neuron": "神经元", "gradient descent": "梯度下降", "backpropagation": "后向传播",
+        "overview": "概览", "fully connected": "全连接层", "example": "举例", "shapes": "张量的形状",
+    },
+}
+
+#: How each engine step is named in prose (``derive.engine`` records these names).
+STEP_WORDS = {
+    "en": {"chain rule": "the chain rule", "differentiate": "differentiate",
+           "eliminate deltas": "eliminate the Kronecker deltas", "fold intermediates": "fold the intermediates back in",
+           "apply identities": "apply the identities the inputs guarantee", "textbook form": "tidy up"},
+    "zh": {"chain rule": "链式法则", "differentiate": "求导", "eliminate deltas": "消去克罗内克$\\delta$",
+           "fold intermediates": "代回中间量", "apply identities": "应用输入满足的恒等式", "textbook form": "整理"},
+}
+
+
+# -- the document model --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ref:
+    """A citation of an earlier equation, by label."""
+
+    label: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """A name from the code (an op name): set in monospace."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Para:
+    """A paragraph: text with inline ``$maths$``, ``Ref`` and ``Code`` parts."""
+
+    parts: tuple
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple  # of Para
+
+
+@dataclass(frozen=True)
+class Numbered:
+    """A displayed equation with its number and the label prose cites it by."""
+
+    number: int
+    label: str
+    equation: Equation
+
+
+@dataclass(frozen=True)
+class Display:
+    """A displayed equation without a number: a step of reasoning that no one cites."""
+
+    equation: Equation
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file stem suffix: "network", "shapes"
+    caption: str
+    picture: figures.Picture
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    items: list = field(default_factory=list)
+    sections: list = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    title: str
+    lang: str
+    intro: list
+    sections: list
+
+    def walk(self):
+        """Every item in reading order."""
+        yield from self.intro
+
+        def visit(section):
+            yield from section.items
+            for sub in section.sections:
+                yield from visit(sub)
+        for s in self.sections:
+            yield from visit(s)
+
+    @property
+    def equations(self) -> list[Numbered]:
+        return [i for i in self.walk() if isinstance(i, Numbered)]
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [i for i in self.walk() if isinstance(i, Figure)]
+
+    def markdown(self, stem: str | None = None, front_matter: bool = True) -> str:
+        """Markdown for Jekyll or cnblogs; figures are linked as ``<stem>-<name>.svg`` (left out without a stem)."""
+        return _render("doc.md.j2", self, _Markdown(self, stem), front_matter=front_matter)
+
+    def latex(self) -> str:
+        """A standalone LaTeX document: pdflatex for English, xelatex (ctex) for Chinese."""
+        return _render("doc.tex.j2", self, _Latex(self))
+
+
+class _Writer:
+    """Numbers equations in order and checks that prose only cites earlier ones."""
+
+    def __init__(self, lang: str):
+        self.lang = lang
+        self.numbers: dict[str, int] = {}
+
+    def equation(self, eq: Equation | Block, label: str | None = None) -> Numbered:
+        eq = eq.equation if isinstance(eq, Block) else eq
+        number = len(self.numbers) + 1
+        label = label or f"eq{number}"
+        if label in self.numbers:
+            raise ValueError(f"label: {label!r} is used twice")
+        self.numbers[label] = number
+        return Numbered(number, label, eq)
+
+    def cite(self, labels) -> tuple:
+        """``equations (3) and (5)`` / ``式(3)、(5)``: the parts of a citation, in number order."""
+        labels = sorted({lab for lab in labels if lab in self.numbers}, key=self.numbers.get)
+        if not labels:
+            return ()
+        w = DOC_WORDS[self.lang]
+        refs = [Ref(lab) for lab in labels]
+        if self.lang == "zh":
+            parts = ["式"]
+            for p, r in enumerate(refs):
+                parts += ([w["and"]] if p else []) + [r]
+            return tuple(parts)
+        parts = [f"{w['equation'] if len(refs) == 1 else w['equations']} "]
+        for p, r in enumerate(refs):
+            if p:
+                parts.append(" and " if p == len(refs) - 1 else ", ")
+            parts.append(r)
+        return tuple(parts)
+
+    def items(self, blocks, labels=None, unnumbered=()) -> list:
+        """Blocks to document items: text becomes a paragraph, an equation gets the next number
+        (or none, for the positions in ``unnumbered``)."""
+        out = []
+        labels = list(labels or [])
+        for position, b in enumerate(blocks):
+            if b.equation and position in unnumbered:
+                out.append(Display(b.equation))
+            elif b.equation:
+                out.append(self.equation(b, labels.pop(0) if labels else None))
+            elif b.text:
+                out.append(Para((b.text,)))
+        return out
+
+
+def _para(*parts) -> Para:
+    """A paragraph from strings, Refs, Codes and tuples of them (a citation)."""
+    flat = []
+    for p in parts:
+        flat += list(p) if isinstance(p, tuple) else [p]
+    return Para(tuple(flat))
+
+
+def _by(writer: _Writer, labels) -> Para:
+    """``By equation (5):`` / ``由式(5)：``, leading an equation that uses (5)."""
+    cite = writer.cite(labels)
+    return _para("由", cite, "：") if writer.lang == "zh" else _para("By ", cite, ":")
+
+
+# -- ops ------------------------------------------------------------------------------
+
+_CJK_NAME = re.compile(r"\s*[(（]([\u2e80-\u9fff]+)[)）]")
+
+
+def op_title(op, lang: str) -> str:
+    """An op's name for headings: in Chinese, led by its Chinese name if its docstring gives one (全连接层)."""
+    found = _CJK_NAME.search(op.doc.strip().splitlines()[0])
+    return f"{found.group(1)} {op.name}" if lang == "zh" and found else op.name
+
+
+def op_summary(op, lang: str) -> str:
+    """The first line of the op's docstring; in English without its Chinese name (pdflatex has no CJK)."""
+    first = op.doc.strip().splitlines()[0]
+    return first if lang == "zh" else _CJK_NAME.sub("", first)
+
+
+def ops_document(names, lang: str = "en", title: str | None = None) -> Document:
+    """Each op on its own: forward, the engine's steps for each gradient, matrix form, updates."""
+    words(lang)
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ValueError("ops: give at least one op")
+    ops = [get(n) for n in names]
+    writer = _Writer(lang)
+    if title is None:
+        title = ("神经网络前向和后向传播推导：" + "、".join(names)) if lang == "zh" else \
+            "Forward and backward propagation derived: " + ", ".join(names)
+    intro = [_para(
+        "下面每个公式都由 SymPy 从该层的前向定义推导而来（derive/ops 下的一个文件），"
+        "推导中没有手写任何后向公式。记号：$g$ 或 $\\delta$ 表示输出端传来的梯度 "
+        "$\\frac{\\partial E}{\\partial y}$，所以更新时减去梯度。"
+        if lang == "zh" else
+        "Every equation below was derived by SymPy from the layer's forward definition (one file under "
+        "derive/ops); no backward formula was typed in. Notation: $g$ or $\\delta$ is the gradient arriving "
+        "at the output, $\\frac{\\partial E}{\\partial y}$, so an update subtracts the gradient.")]
+    sections = [_op_section(op, writer, lang) for op in ops]
+    return Document(title, lang, intro, sections)
+
+
+def _op_section(op, writer: _Writer, lang: str) -> Section:
+    w, sw = DOC_WORDS[lang], STEP_WORDS[lang]
+    d = derive(op)
+    printer = ArticleLatex(notation(op), lang)
+    colon = "：" if lang == "zh" else ":"
+    summary = op_summary(op, lang)
+    section = Section(op_title(op, lang), op.name, [_para(Code(op.name), colon + " " * (lang == "en"), summary)])
+    forward = Section(w["forward"], f"{op.name}-forward")
+    labels = [f"{op.name}:{node.name}" for node in op.intermediates]
+    forward.items = writer.items(forward_blocks(d, lang, "index"), labels)
+    backward = Section(w["backward"], f"{op.name}-backward")
+    if not op.is_loss:
+        backward.items.append(_para(upstream_sentence(d, printer, lang)))
+    for grad in d.gradients:
+        block = gradient_block(d, printer, grad)
+        steps = [sw.get(s.name, s.name) for s in grad.steps]
+        element = printer.doprint(grad.element)
+        cite = writer.cite(labels)
+        if lang == "zh":
+            lead = _para(f"对${element}$求梯度：由", cite, "，依次" + "、".join(steps) + "：")
+        else:
+            lead = _para(f"The gradient with respect to ${element}$, from ", cite,
+                         ": " + ", ".join(steps) + ":")
+        backward.items += [lead, writer.equation(block, f"{op.name}:d{grad.input.name}")]
+    matrix = Section(w["matrix"], f"{op.name}-matrix")
+    matrix.items = writer.items(forward_blocks(d, lang, "matrix") + backward_blocks(d, lang, "matrix"))
+    section.sections = [forward, backward, matrix]
+    params = [g for g in d.gradients if g.input is not op.inputs[0]] if not op.is_loss else []
+    if params:
+        update = Section(w["updates"], f"{op.name}-updates")
+        eta = sp.Symbol("eta")
+        for grad in params:
+            element = grad.element
+            new = element - eta * grad.expr
+            tex = (rf"{printer.doprint(element)} \leftarrow {printer.doprint(element)} - \eta "
+                   rf"\frac{{\partial E}}{{\partial {printer.doprint(element)}}} = {printer.doprint(new)}")
+            update.items += [_by(writer, [f"{op.name}:d{grad.input.name}"]),
+                             writer.equation(Equation(tex, element, (new,)), f"{op.name}:update-{grad.input.name}")]
+        section.sections.append(update)
+    return section
+
+
+# -- chains -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Group:
+    """A column of the network: the layers whose outputs have the same width (linear, then its activation)."""
+
+    role: str  # "input", "hidden" or "output"
+    size: sp.Symbol
+    layers: tuple
+
+
+def groups(c: ChainDerivation) -> list[Group]:
+    x = c.inputs["x"]
+    found = [Group("input", x.shape[-1], ())]
+    for layer in c.layers:
+        if layer.op.is_loss:
+            continue
+        width = layer.output.shape[-1]
+        last = found[-1]
+        if width == last.size:
+            found[-1] = Group(last.role, last.size, last.layers + (layer,))
+        else:
+            found.append(Group(layer.role, width, (layer,)))
+    if len(found) > 1:  # the last column is the output layer, whatever its op called itself
+        found[-1] = Group("output", found[-1].size, found[-1].layers)
+    return found
+
+
+def _tensor_label(label: str) -> Label:
+    base, _, sub = label.partition("_")
+    return Label(base, sub if sub.isdigit() else "")
+
+
+def network_figure(c: ChainDerivation, lang: str, sizes=None) -> Figure | None:
+    """The layered graph with the article's node numbers and weight labels; None for a single column."""
+    cols = groups(c)
+    if len(cols) < 2:
+        return None
+    sizes = tuple(sizes) if sizes else (3,) + (2,) * (len(cols) - 1)
+    if len(sizes) != len(cols):
+        raise ValueError(f"sizes: this network has {len(cols)} layers of nodes, got {len(sizes)} sizes")
+    w = DOC_WORDS[lang]
+    columns = []
+    hidden = sum(g.role == "hidden" for g in cols)
+    count = 0
+    for g, n in zip(cols, sizes):
+        caption = w[f"{g.role} layer"]
+        if g.role == "hidden" and hidden > 1:
+            count += 1
+            caption += f" {count}"
+        acts = [layer.op.name for layer in g.layers if not _width_changes(layer)]
+        columns.append(figures.Column(caption, n, ", ".join(acts)))
+    element = next((i.element for g in cols[1:] for layer in g.layers[:1] for i in layer.op.inputs
+                    if i.element), "w")
+    picture = figures.network_picture(columns, element)
+    drawn = "、".join(map(str, sizes)) if lang == "zh" else ", ".join(map(str, sizes))
+    caption = (f"网络结构：节点按层编号，权重 $w_{{ts}}$ 的下标先写后一层的节点 $t$（图中各层画 {drawn} 个节点）"
+               if lang == "zh" else
+               f"The network: nodes numbered layer by layer; a weight $w_{{ts}}$ names the later node $t$ first "
+               f"(drawn with {drawn} nodes)")
+    return Figure("network", caption, picture)
+
+
+def _width_changes(layer) -> bool:
+    first = layer.tensors[layer.op.inputs[0].name]
+    return layer.output.shape[-1] != first.shape[-1]
+
+
+def shapes_figure(c: ChainDerivation, lang: str) -> Figure:
+    """Each tensor's shape from the input to the objective; parameters beside the op that reads them."""
+    w = DOC_WORDS[lang]
+    x = c.inputs["x"]
+    stages = []
+    for layer in c.layers:
+        params = tuple((_tensor_label(str(t.label)), figures.shape_label([str(s) for s in t.shape], w["scalar"]))
+                       for name, t in layer.tensors.items() if name != layer.op.inputs[0].name)
+        if layer.output is None:
+            out, shape = Label("E"), figures.shape_label([], w["scalar"])
+        else:
+            out = _tensor_label(str(layer.output.label))
+            shape = figures.shape_label([str(s) for s in layer.output.shape], w["scalar"])
+        stages.append(figures.Stage(layer.op.name, params, out, shape))
+    picture = figures.shapes_picture(Label("x"), figures.shape_label([str(s) for s in x.shape], w["scalar"]),
+                                     stages)
+    caption = ("张量的形状：从输入到目标函数，每行一个样本；每个梯度与其参数形状相同" if lang == "zh" else
+               "Tensor shapes from the input to the objective, one row per sample; "
+               "each gradient has its parameter's shape")
+    return Figure("shapes", caption, picture)
+
+
+def _network_description(c: ChainDerivation, lang: str) -> list:
+    """The layers, their sizes and activations, and the objective, as a list."""
+    w = DOC_WORDS[lang]
+    printer = chain_tex.chain_printer(c, lang)
+    items = []
+    for g in groups(c):
+        size = printer.doprint(g.size)
+        ops = [layer.op.name for layer in g.layers]
+        if g.role == "input":
+            text = (f"{w['input layer']}：${size}$ {w['nodes']}" if lang == "zh"
+                    else f"{w['input layer']}: ${size}$ {w['nodes']}")
+        else:
+            text = (f"{w[g.role + ' layer']}：${size}$ {w['nodes']}，" if lang == "zh"
+                    else f"{w[g.role + ' layer']}: ${size}$ {w['nodes']}, ")
+        parts = [text]
+        for p, name in enumerate(ops):
+            parts += [" → "] * bool(p) + [Code(name)]
+        items.append(Para(tuple(parts)))
+    loss = c.layers[-1]
+    if loss.op.is_loss:
+        rhs = next(r for lhs, r in c.forward if lhs == sp.Symbol("E"))
+        tex = printer.doprint(normalize(sample_form(rhs), split=False))
+        items.append(Para((f"{w['objective']}：" if lang == "zh" else f"{w['objective']}: ", Code(loss.op.name),
+                           f"，$E = {tex}$" if lang == "zh" else f", $E = {tex}$")))
+    return [Bullets(tuple(items))]
+
+
+def chain_sections(c: ChainDerivation, writer: _Writer, lang: str, sample: bool = True,
+                   anchor: str = "") -> list[Section]:
+    """Forward, backward (each chain-rule step citing what it uses), gradients with the error terms
+    substituted, updates, and a summary that points at each group of equations."""
+    w = DOC_WORDS[lang]
+    printer = chain_tex.chain_printer(c, lang)
+    form = chain_tex.form_of(sample)
+
+    forward = Section(w["forward"], anchor + "forward")
+    forward.items.append(_para("从输入层开始，逐层计算每层的输出，最后得到目标函数：" if lang == "zh" else
+                               "From the input layer, each layer's output in turn, then the objective:"))
+    for (lhs, _), block in zip(c.forward, chain_tex.forward_blocks(c, printer, form)):
+        forward.items.append(writer.equation(block, _label(lhs)))
+    first_forward = forward.items[1].label
+
+    backward = Section(w["backward"], anchor + "backward")
+    backward.items.append(_para(
+        "记$\\delta=\\frac{\\partial E}{\\partial net}$为误差项（输出层先算，再逐层向前），更新时减去梯度："
+        if lang == "zh" else
+        "Write $\\delta=\\frac{\\partial E}{\\partial net}$ for the error term (the output layer first, then "
+        "each layer before it); an update subtracts the gradient:"))
+    deltas = {}  # label of the tensor whose gradient is named -> equation label
+    for q in c.backward:
+        cite = writer.cite(_cited(q, deltas))
+        block = chain_tex.quantity_block(printer, form, q)
+        name = printer.doprint(form(q.lhs))
+        if q.kind == "delta":
+            role = words(lang)[q.layer.role + " layer"] if q.layer.role in ("hidden", "output") else ""
+            subject = (f"{role}节点的误差项${name}$" if lang == "zh" else
+                       f"the error term ${name}$ of {'an' if role.startswith('o') else 'a'} {role} node")
+            label = f"delta:{q.layer.output.label}"
+        elif q.kind == "gradient":
+            element = printer.doprint(form(q.lhs).variables[0])
+            subject = f"对参数${element}$的梯度" if lang == "zh" else f"the gradient with respect to ${element}$"
+            label = f"grad:{q.lhs.variables[0].base.label}"
+        else:
+            subject = "传回输入的梯度" if lang == "zh" else "the gradient passed back to the input"
+            label = "grad:input"
+        if lang == "zh":
+            lead = _para("由链式法则", ("及",) + cite if cite else (), f"，{subject}：")
+        else:
+            lead = _para("By the chain rule", (" and ",) + cite if cite else (), f", {subject}:")
+        backward.items += [lead, writer.equation(block, label)]
+        if q.kind == "delta":
+            deltas[str(q.layer.output.label)] = label
+
+    gradients = Section(w["gradients"], anchor + "gradients")
+    gradients.items.append(_para("把误差项代入，每个梯度只用前向传播算出的量表示：" if lang == "zh" else
+                                 "With the error terms substituted, each gradient in terms of the forward pass alone:"))
+    delta_of = {q.lhs.base: q.expr for q in c.backward if q.kind == "delta"}
+    for q in c.parameters:
+        lhs = form(q.lhs)
+        expanded = textbook(form(q.expanded))
+        rows = (form(q.expr), expanded) if form(q.expr) != expanded else (expanded,)
+        block = chain_tex.equation_block(printer, lhs, rows)
+        used = _deltas_used(q.expr, delta_of)
+        cited = [f"grad:{q.lhs.variables[0].base.label}"] + [f"delta:{_delta_layer(c, d)}" for d in used]
+        gradients.items += [_by(writer, cited), writer.equation(block, f"full:{q.lhs.variables[0].base.label}")]
+
+    updates = Section(w["updates"], anchor + "updates")
+    updates.items.append(_para("每个参数沿梯度的反方向走一步，$\\eta$为学习率：" if lang == "zh" else
+                               "Each parameter takes a step against its gradient, $\\eta$ the learning rate:"))
+    for q in c.parameters:
+        base = q.lhs.variables[0].base.label
+        updates.items += [_by(writer, [f"grad:{base}"]),
+                          writer.equation(chain_tex.update_block(printer, form, q), f"update:{base}")]
+
+    summary = Section(w["summary"], anchor + "summary")
+    last_forward = forward.items[-1].label
+    back = [i.label for i in backward.items if isinstance(i, Numbered)]
+    ups = [i.label for i in updates.items if isinstance(i, Numbered)]
+    if lang == "zh":
+        summary.items.append(_para("训练时对每个样本：先按式", Ref(first_forward), "–", Ref(last_forward),
+                                   "前向传播，再按式", Ref(back[0]), "–", Ref(back[-1]), "后向传播得到误差项和梯度，"
+                                   "最后按式", Ref(ups[0]), "–", Ref(ups[-1]), "更新参数。"))
+    else:
+        summary.items.append(_para("Training, for each sample: the forward pass by equations ", Ref(first_forward), "–",
+                                   Ref(last_forward), ", the backward pass by ", Ref(back[0]), "–", Ref(back[-1]),
+                                   " for the error terms and gradients, then the updates ", Ref(ups[0]), "–",
+                                   Ref(ups[-1]), "."))
+    return [forward, backward, gradients, updates, summary]
+
+
+def _label(lhs) -> str:
+    return str(lhs.base.label) if isinstance(lhs, sp.Indexed) else str(lhs)
+
+
+def _cited(q, deltas: dict) -> list[str]:
+    """What a chain-rule step uses: the error term behind each dE/d(...), the forward equation of each local factor."""
+    out = []
+    for node in sp.preorder_traversal(q.chain):
+        if not isinstance(node, sp.Derivative):
+            continue
+        num, var = node.expr, node.variables[0]
+        if num == sp.Symbol("E"):
+            label = deltas.get(str(var.base.label), "E") if isinstance(var, sp.Indexed) else "E"
+        else:
+            label = _label(num)
+        if label not in out:
+            out.append(label)
+    return out
+
+
+def _deltas_used(expr, delta_of: dict) -> list:
+    """The error-term tensors an expression reads, and those they read in turn (``delta_of``: tensor -> its expression)."""
+    found, todo = [], [expr]
+    while todo:
+        e = todo.pop()
+        for t in {x.base for x in e.atoms(sp.Indexed)}:
+            if t in delta_of and t not in found:
+                found.append(t)
+                todo.append(delta_of[t])
+    return found
+
+
+def _delta_layer(c: ChainDerivation, delta) -> str:
+    q = next(q for q in c.backward if q.kind == "delta" and q.lhs.base == delta)
+    return str(q.layer.output.label)
+
+
+def chain_document(names, lang: str = "en", sizes=None, title: str | None = None, sample: bool = True) -> Document:
+    """A network: described, drawn, derived forward and backward, with gradients and updates."""
+    words(lang)
+    names = [n for n in names]
+    c = chain(names)
+    w = DOC_WORDS[lang]
+    writer = _Writer(lang)
+    if title is None:
+        title = ("神经网络前向和后向传播推导：" if lang == "zh" else "Forward and backward propagation derived: ") + \
+            " → ".join(names)
+    intro = [_para(
+        "下面的网络由 SymPy 逐层推导：每层的梯度来自该层的前向定义，跨层的链式法则由程序完成，"
+        "每个公式都是推导结果的打印。" + ("按单个样本推导（去掉批次下标）。" if sample else "")
+        if lang == "zh" else
+        "The network below was derived by SymPy layer by layer: each layer's gradient from its forward "
+        "definition, the chain rule across layers by the program; every equation is a printed result."
+        + (" The derivation is for one sample (no batch index)." if sample else ""))]
+    network = Section(w["network"], "network", _network_description(c, lang))
+    picture = network_figure(c, lang, sizes)
+    if picture:
+        network.items.append(picture)
+    network.items.append(shapes_figure(c, lang))
+    return Document(title, lang, intro, [network] + chain_sections(c, writer, lang, sample))
+
+
+# -- the article ----------------------------------------------------------------------------
+
+def article_document(lang: str = "en") -> Document:
+    """Parts 1 and 2 of the article, re-derived; raises if any of the article's claims fails its check."""
+    from . import article
+    words(lang)
+    c = chain(article.ARTICLE)
+    problems = article.verify(c)
+    if problems:
+        raise ValueError("article: " + "; ".join(problems))
+    w = DOC_WORDS[lang]
+    writer = _Writer(lang)
+    title = ("神经网络前向和后向传播推导（一）（二）：概览与全连接层，由 SymPy 重新推导" if lang == "zh" else
+             "Forward and backward propagation of neural networks, parts 1 and 2: re-derived by SymPy")
+    intro = [_para(
+        "本文按原文的结构重写第一篇（概览）和第二篇（全连接层）。第二篇的每个公式都由 SymPy 从各层的前向定义推导；"
+        "第一篇中，式(1)(2)(3)(5)(6)由程序验证，式(4)(7)(8)是记号的定义。"
+        "我们记$\\delta=\\frac{\\partial E}{\\partial net}$，所以更新时减去梯度。"
+        if lang == "zh" else
+        "The article's first two parts (the overview; the fully connected layer), rewritten in its structure. "
+        "Every equation of part 2 was derived by SymPy from the layers' forward definitions; in part 1, "
+        "equations (1), (2), (3), (5) and (6) were checked by the program, (4), (7) and (8) define notation. "
+        "We write $\\delta=\\frac{\\partial E}{\\partial net}$, so an update subtracts the gradient.")]
+    part1 = Section(w["overview"], "overview")
+    notes = _part1_notes(lang)
+    for key, blocks in article.part1_sections(lang):
+        sub = Section(w[key], key.replace(" ", "-"))
+        # the bias-folding step is reasoning between (1) and (2), unnumbered so that (1)-(8) are the article's
+        fold = {p for p, b in enumerate(blocks) if b.equation and b.equation.lhs == sp.Symbol("wx")}
+        sub.items = notes.get(key, []) + writer.items(blocks, unnumbered=fold)
+        part1.sections.append(sub)
+    part2 = Section(w["fully connected"], "fully-connected")
+    network = Section(w["network"], "fc-network")
+    network.items.append(_para(
+        "一个三层网络：输入层的节点1、2、3，隐藏层的节点4、5，输出层的节点6、7；每个节点与前一层的每个节点相连。"
+        "权重的下标先写后一层的节点：$w_{41}$连接输入节点1和隐藏节点4。偏置并入权重，记为$w_{b_4}$。"
+        if lang == "zh" else
+        "A three-layer network: input nodes 1, 2, 3; hidden nodes 4, 5; output nodes 6, 7; every node is joined to "
+        "every node of the layer before. A weight names the later node first: $w_{41}$ joins input node 1 to "
+        "hidden node 4. Biases are folded into the weights as $w_{b_4}$."))
+    picture = network_figure(c, lang, article.SIZES)
+    network.items.append(Figure(picture.name, (
+        "三层网络：节点编号与权重" if lang == "zh" else "The three-layer network: node numbers and weights"),
+        picture.picture))
+    network.items.append(shapes_figure(c, lang))
+    network.items += writer.items(article.node_blocks(lang, c))
+    part2.sections = [network] + chain_sections(c, writer, lang, anchor="fc-")
+    example = Section(w["example"], "example")
+    blocks = article.example_blocks(lang, c)
+    example.items = [_para(blocks[0].text[:-1], "（" if lang == "zh" else " (",
+                           *(("由",) + writer.cite(["grad:W_2"]) if lang == "zh" else ("by ",) + writer.cite(["grad:W_2"])),
+                           "）：" if lang == "zh" else "):")]
+    example.items += writer.items(blocks[1:])
+    part2.sections.append(example)
+    return Document(title, lang, intro, [part1, part2])
+
+
+def _part1_notes(lang: str) -> dict:
+    """Our own short lead-ins to part 1's sections (the article's prose is not copied)."""
+    if lang == "zh":
+        return {
+            "neuron": [_para("一个神经元有一个偏置$b$和若干权重$w$，接受输入$x$，输出$y$，$f$为激活函数：")],
+            "gradient descent": [_para("目标函数度量输出与真实值的误差；沿梯度的反方向更新参数，$\\eta$为学习率：")],
+            "backpropagation": [_para("隐藏层的参数同样按梯度下降更新；它的梯度要从输出层反向逐层求出：")],
+            "summary": [_para("训练：前向传播、后向传播、更新参数；推理：只做前向传播：")],
+        }
+    return {
+        "neuron": [_para("A neuron has a bias $b$ and weights $w$; it takes inputs $x$ and gives $y$, "
+                         "$f$ being the activation:")],
+        "gradient descent": [_para("The objective measures the error of the output against the true value; "
+                                   "parameters move against the gradient, $\\eta$ being the learning rate:")],
+        "backpropagation": [_para("The hidden layer's parameters follow the same rule; their gradient is found "
+                                  "backwards, layer by layer, from the output:")],
+        "summary": [_para("Training: forward pass, backward pass, update; inference: the forward pass alone:")],
+    }
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+class _Format:
+    def __init__(self, doc: Document):
+        self.numbers = {n.label: n.number for n in doc.equations}
+
+    def item(self, item) -> dict:
+        if isinstance(item, Numbered):
+            return {"kind": "equation", "tex": item.equation.tex, "number": item.number}
+        if isinstance(item, Display):
+            return {"kind": "display", "tex": item.equation.tex}
+        if isinstance(item, Para):
+            return {"kind": "para", "text": self.para(item)}
+        if isinstance(item, Bullets):
+            return {"kind": "bullets", "entries": [self.para(p) for p in item.items]}
+        if isinstance(item, Figure):
+            return self.figure(item)
+        raise TypeError(f"item: unknown {type(item).__name__}")
+
+    def section(self, s: Section, depth: int = 1) -> dict:
+        return {"title": self.text(s.title), "anchor": s.anchor, "depth": depth,
+                "content": [self.item(i) for i in s.items],
+                "sections": [self.section(sub, depth + 1) for sub in s.sections]}
+
+
+class _Markdown(_Format):
+    def __init__(self, doc: Document, stem: str | None, embed: bool = False):
+        super().__init__(doc)
+        self.stem = stem
+        self.embed = embed
+        self.figure_count = 0
+
+    def text(self, text: str) -> str:
+        return text
+
+    def para(self, p: Para) -> str:
+        out = ""
+        for part in p.parts:
+            if isinstance(part, Ref):
+                out += f"({self.numbers[part.label]})"
+            elif isinstance(part, Code):
+                out += f"`{part.text}`"
+            else:
+                out += part.replace("``", "`")
+        return out
+
+    def figure(self, f: Figure) -> dict:
+        self.figure_count += 1
+        if self.embed:
+            data = base64.b64encode(f.picture.svg().encode("utf-8")).decode("ascii")
+            src = f"data:image/svg+xml;base64,{data}"
+        elif self.stem:
+            src = f"{self.stem}-{f.name}.svg"
+        else:
+            return {"kind": "none"}
+        return {"kind": "figure", "src": src, "caption": f.caption, "number": self.figure_count}
+
+
+class _Latex(_Format):
+    def text(self, text: str) -> str:
+        """Escape plain text, keep ``$maths$`` as it is."""
+        pieces = text.split("$")
+        return "$".join(tex_escape(p) if k % 2 == 0 else p for k, p in enumerate(pieces))
+
+    def para(self, p: Para) -> str:
+        out = ""
+        for part in p.parts:
+            if isinstance(part, Ref):
+                out += rf"\eqref{{eq:{self.numbers[part.label]}}}"
+            elif isinstance(part, Code):
+                out += rf"\texttt{{{tex_escape(part.text)}}}"
+            else:
+                out += self.text(part.replace("``", ""))
+        return out
+
+    def figure(self, f: Figure) -> dict:
+        return {"kind": "figure", "tikz": f.picture.tikz(), "caption": self.text(f.caption)}
+
+
+def _render(template: str, doc: Document, fmt: _Format, **extra) -> str:
+    return environment().get_template(template).render(
+        title=fmt.text(doc.title), lang=doc.lang, words=DOC_WORDS[doc.lang],
+        intro=[fmt.item(i) for i in doc.intro], sections=[fmt.section(s) for s in doc.sections], **extra)
+
+
+# -- notebooks -----------------------------------------------------------------------------
+
+class Shown:
+    """A derivation that displays itself in Jupyter as rendered equations (Markdown with maths)."""
+
+    def __init__(self, doc: Document):
+        self.document = doc
+
+    def _repr_markdown_(self) -> str:
+        fmt = _Markdown(self.document, None, embed=True)
+        return environment().get_template("doc.md.j2").render(
+            title=self.document.title, lang=self.document.lang, words=DOC_WORDS[self.document.lang],
+            intro=[fmt.item(i) for i in self.document.intro],
+            sections=[fmt.section(s) for s in self.document.sections], front_matter=False)
+
+    def _repr_latex_(self) -> str:
+        """Equations only, each numbered as in the document: for front ends that render text/latex."""
+        return "\n".join(rf"$$\begin{{equation}}{n.equation.tex}\tag{{{n.number}}}\end{{equation}}$$"
+                         for n in self.document.equations)
+
+    def __repr__(self) -> str:
+        return f"<derivation: {self.document.title} ({len(self.document.equations)} equations)>"
+
+
+def show(*names, chain: bool = False, lang: str = "en") -> Shown:
+    """``show("linear")``, ``show("linear", "sigmoid", "half_sse", chain=True)`` or ``show("article")``."""
+    if not names:
+        raise ValueError("names: give an op, several ops, or 'article'")
+    if names == ("article",):
+        return Shown(article_document(lang))
+    if chain:
+        return Shown(chain_document(names, lang))
+    return Shown(ops_document(names, lang))

@@ -1,0 +1,183 @@
+"""Documents through real tools: pdflatex (English), xelatex with ctex (Chinese), KaTeX (Markdown), pdftoppm.
+
+Without the tools these tests skip and say what to install; in CI (CI=true,
+where .ci/run installs them) a missing tool is a failure, so that nothing
+is skipped silently.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from codegen import doc
+from derive.registry import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+KATEX = ROOT / "tests" / "katex"
+
+
+def need(tool: str, how: str):
+    if shutil.which(tool) is None:
+        message = f"{tool} not found: {how} (.ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def need_katex():
+    need("node", "install Node.js")
+    if not (KATEX / "node_modules" / "katex").is_dir():
+        message = "KaTeX not installed: run `npm ci --prefix tests/katex` (.ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# -- LaTeX -------------------------------------------------------------------------------------
+
+def compile_tex(document, tmp_path: Path, name: str) -> Path:
+    """Runs until references settle (three at most: contents, then page numbers); fail on any error,
+    missing glyph or unresolved reference."""
+    engine = "xelatex" if document.lang == "zh" else "pdflatex"
+    need(engine, "apt-get install texlive-latex-base texlive-xetex texlive-lang-chinese")
+    source = tmp_path / f"{name}.tex"
+    source.write_text(document.latex(), encoding="utf-8")
+    for run in range(3):
+        result = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", source.name],
+                                cwd=tmp_path, capture_output=True, text=True, errors="replace", timeout=300)
+        log = (tmp_path / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+        assert result.returncode == 0, "\n".join(line for line in log.splitlines() if line.startswith("!"))[:2000]
+        if run and "Rerun to get" not in log:
+            break
+    assert "Missing character" not in log, re.findall(r"Missing character.*", log)[:5]
+    assert "There were undefined references" not in log and "Rerun to get" not in log
+    return tmp_path / f"{name}.pdf"
+
+
+def aux_equation_numbers(aux: Path) -> dict:
+    return {int(m[0]): int(m[1]) for m in re.findall(r"\\newlabel\{eq:(\d+)\}\{\{(\d+)\}", aux.read_text())}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_article_compiles_and_latex_numbers_equations_as_the_document_does(lang, tmp_path):
+    document = doc.article_document(lang)
+    pdf = compile_tex(document, tmp_path, f"article-{lang}")
+    numbers = aux_equation_numbers(pdf.with_suffix(".aux"))
+    assert numbers == {n.number: n.number for n in document.equations}
+    check_pages_are_not_blank(pdf)
+
+
+def test_a_chain_compiles_in_both_languages(tmp_path):
+    for lang in ("en", "zh"):
+        document = doc.chain_document(("linear", "relu", "linear", "leaky_relu", "linear", "mse"), lang)
+        compile_tex(document, tmp_path, f"chain-{lang}")
+
+
+def test_every_op_in_the_registry_compiles(tmp_path):
+    """All ops in one document, in English (pdflatex) and Chinese (xelatex): an op added later is covered."""
+    for lang in ("en", "zh"):
+        compile_tex(doc.ops_document(list(registry()), lang), tmp_path, f"ops-{lang}")
+
+
+# -- the PDF, looked at ----------------------------------------------------------------------------
+
+def check_pages_are_not_blank(pdf: Path):
+    """Each page as a greyscale image at 40 dpi: some ink (a page of text is about 2% non-white), not a solid block."""
+    need("pdftoppm", "apt-get install poppler-utils")
+    out = pdf.with_name(pdf.stem + "-page")
+    subprocess.run(["pdftoppm", "-r", "40", "-gray", str(pdf), str(out)], check=True, timeout=120)
+    pages = sorted(pdf.parent.glob(out.name + "*.pgm"))
+    assert len(pages) >= 4
+    for page in pages:
+        width, height, pixels = read_pgm(page)
+        ink = sum(1 for p in pixels if p < 200) / (width * height)
+        assert 0.004 < ink < 0.5, f"{page.name}: {ink:.2%} of the page is ink"
+
+
+def read_pgm(path: Path):
+    """A binary PGM (P5, 8 bit): width, height, pixel bytes."""
+    data = path.read_bytes()
+    fields = re.match(rb"P5\s+(\d+)\s+(\d+)\s+(\d+)\s", data)
+    width, height, top = (int(f) for f in fields.groups())
+    assert top == 255
+    pixels = data[fields.end():]
+    assert len(pixels) == width * height
+    return width, height, pixels
+
+
+def test_network_figure_is_drawn_on_its_page(tmp_path):
+    """The page with the TikZ network has lines and circles: much more ink than a page of text alone."""
+    need("pdftoppm", "apt-get install poppler-utils")
+    document = doc.article_document("en")
+    pdf = compile_tex(document, tmp_path, "figure")
+    subprocess.run(["pdftotext", str(pdf), str(tmp_path / "figure.txt")], check=True, timeout=60)
+    pages = (tmp_path / "figure.txt").read_text(errors="replace").split("\f")
+    page = next(p for p, text in enumerate(pages, 1) if "Figure 1" in text)
+    subprocess.run(["pdftoppm", "-r", "60", "-gray", "-f", str(page), "-l", str(page), str(pdf),
+                    str(tmp_path / "fig")], check=True, timeout=60)
+    width, height, pixels = read_pgm(next(tmp_path.glob("fig*.pgm")))
+    band = [pixels[r * width:(r + 1) * width] for r in range(height)]
+    dark_rows = sum(1 for row in band if sum(1 for p in row if p < 160) > 0.05 * width)
+    assert dark_rows > 10, "no wide drawing on the figure's page"
+
+
+# -- KaTeX ---------------------------------------------------------------------------------------------
+
+def maths_in_markdown(md: str) -> list[dict]:
+    """Every formula a blog would hand to KaTeX: $$ display blocks, then $inline$ maths in the prose."""
+    found = [{"tex": m, "display": True} for m in re.findall(r"^\$\$\n(.*?)\n\$\$$", md, re.S | re.M)]
+    prose = re.sub(r"^\$\$\n.*?\n\$\$$", "", md, flags=re.S | re.M)
+    prose = re.sub(r"`[^`]*`", "", re.sub(r"<!--.*?-->", "", prose))
+    found += [{"tex": m, "display": False} for m in re.findall(r"\$([^$\n]+)\$", prose)]
+    return found
+
+
+@lru_cache(maxsize=None)
+def _katex_failures(payload: str) -> str:
+    result = subprocess.run(["node", str(KATEX / "render.js")], input=payload, capture_output=True, text=True,
+                            timeout=120, cwd=KATEX)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def katex_failures(formulas: list[dict]) -> list:
+    return json.loads(_katex_failures(json.dumps(formulas)))
+
+
+def test_katex_catches_what_it_should():
+    """The harness itself: bare CJK in maths and \\label fail in strict mode; the same in \\text{} renders."""
+    need_katex()
+    failures = katex_failures([{"tex": r"y_{隐藏层}", "display": False}, {"tex": r"a \label{x}", "display": True},
+                               {"tex": r"y_{\text{隐藏层}}", "display": False}])
+    assert [f["tex"] for f in failures] == [r"y_{隐藏层}", r"a \label{x}"]
+
+
+@pytest.mark.parametrize("name, make", [
+    ("article-zh", lambda: doc.article_document("zh")),
+    ("article-en", lambda: doc.article_document("en")),
+    ("chain-zh", lambda: doc.chain_document(("linear", "softmax", "cross_entropy"), "zh")),
+    ("every-op-zh", lambda: doc.ops_document(list(registry()), "zh")),
+    ("every-op-en", lambda: doc.ops_document(list(registry()), "en")),
+])
+def test_markdown_renders_in_katex(name, make):
+    need_katex()
+    document = make()
+    formulas = maths_in_markdown(document.markdown("post"))
+    displays = [f for f in formulas if f["display"]]
+    assert len([f for f in displays if r"\begin{equation}" in f["tex"]]) == len(document.equations)
+    assert any(not f["display"] for f in formulas)
+    assert katex_failures(formulas) == []
+
+
+def test_notebook_display_renders_in_katex():
+    need_katex()
+    import derive
+    for shown in (derive.show("softmax_cross_entropy"), derive.show("linear", "sigmoid", "half_sse", chain=True)):
+        assert katex_failures(maths_in_markdown(shown._repr_markdown_())) == []
+        latex = [{"tex": m, "display": True} for m in re.findall(r"\$\$(.*?)\$\$", shown._repr_latex_(), re.S)]
+        assert len(latex) == len(shown.document.equations) and katex_failures(latex) == []
