@@ -133,7 +133,7 @@ def _equation(printer: ArticleLatex, lhs, rows) -> Block:
             return f"{printer.doprint(e.args[0])} = {printer.doprint(e.args[1])}"
         return printer.doprint(e)
 
-    exprs = tuple(r.doit() if isinstance(r, ChainProduct) else r for r in rows)
+    exprs = tuple(sp.Mul(*r.args) if isinstance(r, ChainProduct) else r for r in rows)
     rows = _dedupe([tex(r) for r in rows])
     if isinstance(lhs, _Named):  # "delta = dE/dnet = dE/dnet": say it once
         rows = [r for r in rows if r != tex(lhs.args[1])] or rows

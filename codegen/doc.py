@@ -219,7 +219,7 @@ def _by(writer: _Writer, labels) -> Para:
 
 # -- ops ------------------------------------------------------------------------------
 
-_CJK_NAME = re.compile(r"\s*[(（]([\u2e80-\u9fff]+)[)）]")
+_CJK_NAME = re.compile(r"\s*[(（]([A-Za-z]*[\u2e80-\u9fff]+)[)）]")
 
 
 def op_title(op, lang: str) -> str:

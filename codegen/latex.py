@@ -66,6 +66,8 @@ def name_tex(name: str) -> str:
     """A label as the article writes it: Greek and hatted names, ``net`` upright."""
     if name in SPECIAL:
         return SPECIAL[name]
+    if "_" in name:  # running_var: one name, not running with a subscript
+        return r"\mathrm{" + name.replace("_", r"\_") + "}"
     return sp.latex(sp.Symbol(name))
 
 

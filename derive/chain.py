@@ -429,7 +429,7 @@ class ChainProduct(sp.Expr):
         return " ".join(parts)
 
     def doit(self, **hints):
-        return sp.Mul(*(a.doit(**hints) for a in self.args))
+        return sp.Mul(*self.args)  # the product it stands for; its derivatives stay symbolic
 
 
 def _index_of_input(layer):

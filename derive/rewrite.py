@@ -199,7 +199,12 @@ def _inverse(definition, kernel):
     reduced = definition.xreplace({kernel: u})
     if reduced.has(sp.Piecewise):
         return None
-    solutions = sp.solve(sp.Eq(v, reduced), u)
+    if reduced.has(Iverson):
+        return None
+    try:
+        solutions = sp.solve(sp.Eq(v, reduced), u)
+    except (NotImplementedError, ValueError, TypeError, AttributeError):
+        return None
     if len(solutions) != 1 or solutions[0].has(sp.nan, sp.Piecewise):
         return None
     (solution,) = solutions

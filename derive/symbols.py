@@ -147,6 +147,10 @@ class Iverson(Function):
     def _eval_is_nonnegative(self):
         return True
 
+    def _eval_derivative(self, s):
+        # Piecewise constant: 0 wherever it is differentiable (ReLU's kink, a window's edge).
+        return sp.S.Zero
+
 
 def iverson_form(expr: sp.Expr) -> sp.Expr:
     """Every ``Piecewise`` as a sum of Iverson-bracketed terms: ``a [c] + b [not c]``.
