@@ -179,7 +179,7 @@ def cmd_verify(args) -> int:
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
-        from derive.verify import symbols
+        from derive.verification import symbols
         print(symbols(op, args.chain))
         return 0
     if text is None:
@@ -187,7 +187,7 @@ def cmd_verify(args) -> int:
     if text == "-":
         text = sys.stdin.read(F.MAX_CHARS + 1)
     F.parse(text, args.syntax)  # malformed input is refused before anything is derived
-    from derive.verify import verify
+    from derive.verification import verify
     try:
         verdict = verify(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax, seed=args.seed)
     except (UsageError, ValueError, KeyboardInterrupt):

@@ -204,7 +204,7 @@ sup_limit: SUP_ONE | SUP_OPEN expr "}"
      | PARTIAL factor            -> partial
      | PARTIAL                   -> partial_op
      | BEGIN_CASES case_row (ROWSEP case_row)* ROWSEP? END_CASES -> cases
-?func_arg: factor
+?func_arg: atom
 case_row: expr AMP condition
 ?condition: expr rel expr -> compare
           | TEXT               -> otherwise
@@ -298,7 +298,7 @@ LPAR: "("
 RPAR: ")"
 LBRACK: "["
 RBRACK: "]"
-NAME: /[A-Za-z][A-Za-z0-9_']*/
+NAME: /[A-Za-z][A-Za-z0-9']*(_[0-9]+)?/
 NUMBER: /\d+(\.\d+)?/
 %ignore /\s+/
 """
@@ -683,14 +683,14 @@ def check_size(text: str) -> None:
         if char in "([{":
             stack.append((char, column))
             if len(stack) > MAX_NESTING:
-                raise FormulaError(f"nested too deeply (at most {MAX_NESTING} levels)", column)
+                raise FormulaError(f"nested too deeply (at most {MAX_NESTING} levels)", column, text)
         elif char in ")]}":
             if not stack or stack[-1][0] != pairs[char]:
-                raise FormulaError(f"unbalanced '{char}'", column)
+                raise FormulaError(f"unbalanced '{char}'", column, text)
             stack.pop()
     if stack:
         char, column = stack[-1]
-        raise FormulaError(f"unbalanced '{char}' (never closed)", column)
+        raise FormulaError(f"unbalanced '{char}' (never closed)", column, text)
 
 
 def detect_syntax(text: str) -> str:

@@ -486,7 +486,23 @@ class Resolver:
         return Value(expr, (kept, (None, self.classes.of_size(ONE, "a column vector"))))
 
     def _Iverson(self, node: F.Iverson) -> Value:
+        delta = self._Iverson_of_indices(node.condition)
+        if delta is not None:
+            return Value(delta)
         return self._condition(node.condition, lambda rel: Iverson(rel))
+
+    def _Iverson_of_indices(self, compare: F.Compare):
+        """``[k = k']`` compares two index letters: a Kronecker delta, as the derivation prints it."""
+        sides = (compare.left, compare.right)
+        if compare.op != "=" or not all(self._is_letter(s) for s in sides):
+            return None
+        for s in sides:
+            self._class_of(s.word, s)
+        return sp.KroneckerDelta(index(sides[0].word), index(sides[1].word))
+
+    def _is_letter(self, node) -> bool:
+        return isinstance(node, F.Name) and node.indices is None and node.layer is None \
+            and len(node.word.rstrip("'")) == 1 and not self.table.named(node.word)
 
     def _condition(self, compare: F.Compare, wrap) -> Value:
         relations = {">": sp.Gt, "<": sp.Lt, ">=": sp.Ge, "<=": sp.Le, "=": sp.Eq, "!=": sp.Ne}

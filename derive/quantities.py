@@ -23,6 +23,7 @@ from .op import Op
 from .rewrite import inline
 
 PRECISION = 30
+ETA = sp.Symbol("eta")  # the learning rate, as the chain's update rules write it
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,22 @@ class World:
 
     # -- numbers --
 
-    def draw(self, sizes: dict, rng: np.random.Generator) -> dict:
-        """Random inputs, as exact two-decimal numbers, and every defined value computed from them."""
+    @property
+    def has_kinks(self) -> bool:
+        return any(domain == "nonzero" for _, domain in self.independent)
+
+    def draw(self, sizes: dict, rng: np.random.Generator, kinks: bool = False) -> dict:
+        """Random inputs, as exact two-decimal numbers, and every defined value computed from them.
+
+        ``kinks`` puts every input drawn away from a kink (ReLU's 0) onto it:
+        a formula that is right except at the kink is still wrong there.
+        """
         values = dict(self.constants)
         for base, domain in self.independent:
             shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
             sample = check._draw(domain, shape, rng)
+            if kinks and domain == "nonzero":
+                sample = np.zeros(shape)
             for idx in np.ndindex(*shape):
                 values[base[idx] if idx else base] = sp.Rational(round(float(sample[idx]) * 100), 100)
             if domain == "simplex":  # keep each row summing to 1 exactly
@@ -287,7 +298,8 @@ def chain_world(c: ChainDerivation) -> World:
     sizes = tuple(sorted({s for e in table.entries for s in e.shape}, key=lambda s: "NIJKHFEDC".find(s.name)))
     printer = ArticleLatex(chain_notation(c))
     return World(",".join(c.names), table, targets, independent, dependent, set(c.deltas), sizes,
-                 printer, simplex, {sp.Symbol("eta", positive=True): sp.Rational(1, 10)},
+                 printer, simplex, {ETA: sp.Rational(1, 10), **{h.symbol: sp.nsimplify(h.default)
+                                                               for layer in c.layers for h in layer.op.hyper}},
                  _chain_activations(c, printer))
 
 
@@ -331,6 +343,9 @@ def chain_table(c: ChainDerivation):
                 add(tensor, f"{inp.name} of the {where} ({layer.op.name})", "input", number(tensor.label))
         if layer.output is not None:
             add(layer.output, f"output of the {where} {layer.op.name}", "intermediate", number(layer.output.label))
+    for lhs, _ in c.forward:  # intermediates an op names inside itself (softmax's y in a loss)
+        if isinstance(lhs, sp.Indexed) and lhs.base not in by_tensor:
+            add(lhs.base, "intermediate", "intermediate", number(lhs.base.label))
     for q in c.backward:
         if q.kind == "delta":
             delta = q.lhs.base
@@ -343,7 +358,10 @@ def chain_table(c: ChainDerivation):
     for letter, size in sorted(letter_sizes.items()):
         meaning = "batch size" if letter == "n" else f"number of nodes indexed by {letter}"
         entries.append(Entry(size, (size.name,), meaning=meaning, kind="size"))
-    entries.append(Entry(sp.Symbol("eta", positive=True), ("eta",), meaning="learning rate", kind="constant"))
+    entries.append(Entry(ETA, ("eta",), meaning="learning rate", kind="constant"))
+    hyper = {h.symbol: h for layer in c.layers for h in layer.op.hyper}
+    for symbol, h in sorted(hyper.items(), key=lambda item: item[0].name):
+        entries.append(Entry(symbol, (h.name,), meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
     return Table(",".join(c.names), entries, letter_sizes, True, BATCH_SIZE), by_tensor
 
