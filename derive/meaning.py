@@ -163,7 +163,7 @@ class Resolver:
     """Turns one syntax tree into SymPy for a table: names to tensors, letters to indices, arrays to index form."""
 
     def __init__(self, table: Table, sample: bool, text: str = "", free_sizes: dict | None = None,
-                 derivatives: bool = False):
+                 derivatives: bool = False, quantity: str = "the gradient"):
         self.table = table
         self.sample = sample
         self.text = text
@@ -175,7 +175,7 @@ class Resolver:
         self.derivatives = derivatives
         self.sums = 0
         for letter, size in (free_sizes or {}).items():
-            self.free[letter] = self.classes.of_size(size, f"{letter} of the gradient")
+            self.free[letter] = self.classes.of_size(size, f"{letter} in {quantity}")
 
     # -- errors and bookkeeping --
 
@@ -196,7 +196,7 @@ class Resolver:
         base = letter.rstrip("'")
         sizes = self.table.letter_sizes
         if sizes is not None and base in sizes:
-            return self.classes.of_size(sizes[base], f"{base} (the article's letter)")
+            return self.classes.of_size(sizes[base], f"the article's {base}")
         return self.classes.new()
 
     def _placeholder(self, key) -> sp.Symbol:
@@ -572,7 +572,7 @@ class Resolver:
                                 f"the gradient {kinds.get(len(target_axes), 'an array')}")
         renames = {}
         for (i, key), (symbol, size) in zip(axes, target_axes):
-            self.classes.union(key, self.classes.of_size(size, f"the gradient's axis {symbol}"))
+            self.classes.union(key, self.classes.of_size(size, f"the result's axis {symbol}"))
             renames[i] = symbol
         return value.expr.xreplace(renames)
 

@@ -123,7 +123,6 @@ def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=No
     world = world_of(op, chain)
     tree = F.parse(formula, syntax)
     sample = sample_mode(world.table, tree)
-    *named, last = tree.parts
     designators = []
     formulas = []
     for position, part in enumerate(tree.parts):
@@ -367,7 +366,7 @@ def _resolve(world, target, letters, part, sample, text) -> Meaning:
     axes = target.axes(sample)
     written = tuple(letters) if letters is not None else want
     free_sizes = {u: size for u, (_, size) in zip(written, axes)}
-    resolver = Resolver(world.table, sample, text, free_sizes)
+    resolver = Resolver(world.table, sample, text, free_sizes, quantity=target.short(sample))
     meaning = resolver.finish(resolver.resolve(part), axes)
     if written != want:
         renames = {index(u): index(t) for u, t in zip(written, want)}
