@@ -18,7 +18,7 @@ import sympy as sp
 from . import check
 from .chain import BATCH_SIZE, ChainDerivation, display_name
 from .engine import Derivation, derive
-from .meaning import BATCH_INDEX, Entry, Table, index
+from .meaning import BATCH_INDEX, Entry, Table
 from .op import Op
 from .rewrite import inline
 
@@ -364,6 +364,3 @@ def chain_table(c: ChainDerivation):
         entries.append(Entry(symbol, (h.name,), meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
     return Table(",".join(c.names), entries, letter_sizes, True, BATCH_SIZE), by_tensor
-
-
-__all__ = ["Target", "World", "op_world", "chain_world", "index"]

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -398,7 +398,7 @@ class _Study:
                 out.append((symbol, self.meaning.ranges[letter]))
         return out
 
-    def _elements(self, sizes):
+    def elements(self, sizes):
         ranges = [(s, int(sp.sympify(n).xreplace(sizes))) for s, n in self.ranges()]
         every = list(itertools.product(*(range(n) for _, n in ranges)))
         if len(every) > MAX_ELEMENTS:
@@ -412,7 +412,7 @@ class _Study:
         first = None
         target_expr = self.target.expr
         for sizes in self.size_sets:
-            elements = self._elements(sizes)
+            elements = self.elements(sizes)
             expected_all, user_all = unroll(target_expr, sizes), unroll(self.meaning.expr, sizes)
             expected_forms = [at_index(expected_all, at) for at in elements]
             user_forms = [at_index(user_all, at) for at in elements]
@@ -587,7 +587,7 @@ def _equal_for_all_sizes(world, target, meaning) -> bool:
 def _equal_at(world, target, meaning, sizes, study) -> str | None:
     """The first level at which the difference cancels at every element: opaque, named, full; else None."""
     constraint = world.constraint(sizes)
-    elements = study._elements(sizes)
+    elements = study.elements(sizes)
     levels_used = []
     whole = unroll(target.expr - meaning.expr, sizes)
     for at in elements:
