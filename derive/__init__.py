@@ -1,4 +1,10 @@
-"""derive: backpropagation derived by machine. ``derive.show(...)`` displays a derivation in Jupyter."""
+"""derive: backpropagation derived by machine.
+
+``derive.show(...)`` displays a derivation in Jupyter; ``derive.verify(formula,
+op=..., wrt=...)`` checks a hand-derived formula (see ``derive.verification``).
+Both are imported on first use, so that ``import derive`` stays light for the
+command line.
+"""
 
 
 def show(*names, chain: bool = False, lang: str = "en"):
@@ -6,3 +12,13 @@ def show(*names, chain: bool = False, lang: str = "en"):
     "half_sse", chain=True)``, ``show("article", lang="zh")``. See ``codegen.doc.show``."""
     from codegen.doc import show as _show
     return _show(*names, chain=chain, lang=lang)
+
+
+def __getattr__(name):
+    if name == "verify":
+        from .verification import verify
+        return verify
+    if name == "Verdict":
+        from .verification import Verdict
+        return Verdict
+    raise AttributeError(f"module 'derive' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``derive`` command: list, build, latex, doc, code, check, demo.
+"""The ``derive`` command: list, build, latex, doc, code, check, verify, demo.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or bad input (one line
 on stderr, never a traceback).
@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: all)")
 
+    p = sub.add_parser("verify", help="check a formula derived by hand against the machine's derivation")
+    p.add_argument("items", nargs="*", metavar="OP FORMULA",
+                   help="an op name (or 'article') and the formula, LaTeX or plain ('-' reads it from standard "
+                        "input); with --chain, the formula alone")
+    p.add_argument("--wrt", help="the gradient: an input (W, x, b) or, for a chain, a quantity (delta_j, w_kj)")
+    p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
+    p.add_argument("--symbols", action="store_true", help="list the symbols a formula may use, and exit")
+    p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the random points")
+
     p = sub.add_parser("demo", help="train the article's 3-2-2 network (or another) with the generated code")
     p.add_argument("--network", default="article", choices=("article", "bn"),
                    help="article: linear,sigmoid,linear,sigmoid,half_sse; bn: with batch norm and ReLU")
@@ -63,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args, extra = _parser().parse_known_args(argv)
+        if extra:  # a formula may come after the options, or start with a minus sign
+            if args.command != "verify":
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+            args.items += extra
         return COMMANDS[args.command](args)
     except (UsageError, ValueError) as error:
         print(f"derive: error: {_one_line(error)}", file=sys.stderr)
@@ -216,6 +230,40 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_verify(args) -> int:
+    from derive import formula as F
+    items = [i for i in args.items if i != "--"]
+    if args.chain:
+        items.insert(0, None)
+    if len(items) > 2:
+        raise UsageError("verify: give one formula, in quotes")
+    op, text = (items + [None, None])[:2]
+    if args.chain and op is not None:
+        raise UsageError("give an op or --chain, not both")
+    if op is None and not args.chain:
+        raise UsageError("verify: give an op (see 'derive list'), 'article', or --chain")
+    if args.symbols:
+        if text is not None:
+            raise UsageError("--symbols takes no formula")
+        from derive.verification import symbols
+        print(symbols(op, args.chain))
+        return 0
+    if text is None:
+        raise UsageError("verify: give the formula to check (or --symbols to see the names it may use)")
+    if text == "-":
+        text = sys.stdin.read(F.MAX_CHARS + 1)
+    F.parse(text, args.syntax)  # malformed input is refused before anything is derived
+    from derive.verification import verify
+    try:
+        verdict = verify(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax, seed=args.seed)
+    except (UsageError, ValueError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # SymPy refusing something the grammar let through: still one line
+        raise UsageError(f"cannot check this formula: {type(error).__name__}: {error}") from None
+    print(verdict.report())
+    return verdict.exit_code
+
+
 def cmd_demo(args) -> int:
     from .demo import run
     if args.epochs < 1:
@@ -225,4 +273,4 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "build": cmd_build, "latex": cmd_latex, "doc": cmd_doc, "code": cmd_code,
-            "check": cmd_check, "demo": cmd_demo}
+            "check": cmd_check, "verify": cmd_verify, "demo": cmd_demo}

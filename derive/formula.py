@@ -1,0 +1,764 @@
+"""Read a formula a person typed: the article's LaTeX, or a plain-text syntax, into a small syntax tree.
+
+The grammars are our own (lark, LALR): user text is never handed to
+``eval``, ``sympify`` or ``parse_latex`` (../shared/SYMPY-NOTES.md), and
+``w_{kj}`` stays the element (k, j) of ``w``, distinct from ``w_{jk}``.
+The tree says only what was written; what each name means (which tensor,
+which index range) is ``derive.meaning``'s job. Input is refused before
+parsing when it is too long or nested too deeply, so that hostile text
+costs no time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+MAX_CHARS = 2000
+MAX_NESTING = 24
+
+
+class FormulaError(ValueError):
+    """The text is not a formula we can read; ``column`` (1-based) points at the trouble."""
+
+    def __init__(self, message: str, column: int | None = None, text: str = ""):
+        self.column = column
+        where = f" at column {column}" if column else ""
+        context = ""
+        if column and text:
+            start = max(0, column - 16)
+            snippet = text[start:column + 8].replace("\n", " ")
+            context = f' (near "{snippet}")'
+        super().__init__(f"formula: {message}{where}{context}")
+
+
+# -- the syntax tree -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Node:
+    pos: int  # 1-based column of the node's first character (0 when unknown)
+
+
+@dataclass(frozen=True)
+class Num(Node):
+    value: Fraction
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    """A symbol as written: ``w_{kj}`` is ``Name("w", ("k", "j"))``; ``W_2`` has ``layer=2``."""
+
+    word: str
+    indices: tuple | None = None
+    decorated: bool = False  # \vec, \mathbf, \boldsymbol: an array
+    layer: int | None = None
+
+
+@dataclass(frozen=True)
+class Ones(Node):
+    """``\\mathbf{1}``: a vector of ones whose length the product around it decides."""
+
+
+@dataclass(frozen=True)
+class Product(Node):
+    """Factors with the operators between them: ``juxt``, ``cdot``, ``times`` (products), ``odot``,
+    ``emul`` (elementwise), ``matmul``, ``div``, ``oslash``."""
+
+    factors: tuple
+    ops: tuple
+
+
+@dataclass(frozen=True)
+class Add(Node):
+    left: Node
+    right: Node
+    minus: bool
+
+
+@dataclass(frozen=True)
+class Neg(Node):
+    arg: Node
+
+
+@dataclass(frozen=True)
+class Pow(Node):
+    base: Node
+    exp: Node
+    elementwise: bool = False
+
+
+@dataclass(frozen=True)
+class Transpose(Node):
+    arg: Node
+
+
+@dataclass(frozen=True)
+class Sum(Node):
+    """``\\sum_{k}`` (full range), ``\\sum_{k=1}^{K}`` or ``sum(body, k)``."""
+
+    indices: tuple
+    body: Node
+    lower: Node | None = None
+    upper: Node | None = None
+
+
+@dataclass(frozen=True)
+class AxisSum(Node):
+    """Plain syntax ``sum(A, axis=0)``: the sum over one axis of an array."""
+
+    arg: Node
+    axis: int
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    """A function applied to an argument: ``exp``, ``log``, ``tanh``, ``sqrt``, ``sigma``..."""
+
+    func: str
+    arg: Node
+    power: Node | None = None  # \tanh^{2}(x)
+
+
+@dataclass(frozen=True)
+class Frac(Node):
+    num: Node
+    den: Node
+
+
+@dataclass(frozen=True)
+class Partial(Node):
+    """``\\partial E`` inside a fraction; ``arg`` is None for the operator ``\\frac{\\partial}{\\partial x}``."""
+
+    arg: Node | None
+
+
+@dataclass(frozen=True)
+class Compare(Node):
+    op: str  # > < >= <= = !=
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class Iverson(Node):
+    """``[x_i > 0]``: 1 where the condition holds, else 0."""
+
+    condition: Compare
+
+
+@dataclass(frozen=True)
+class Cases(Node):
+    """``\\begin{cases} a & c \\\\ b & \\text{otherwise} \\end{cases}``; a condition None is "otherwise"."""
+
+    rows: tuple
+
+
+@dataclass(frozen=True)
+class Equation(Node):
+    """``a = b = c``: one or more parts."""
+
+    parts: tuple
+
+
+# -- grammars ----------------------------------------------------------------
+
+LATEX_GRAMMAR = r"""
+start: part (EQ part)*
+?part: expr
+
+?expr: signed
+     | expr PLUS product   -> add
+     | expr MINUS product  -> sub
+?signed: product
+       | MINUS signed      -> neg
+       | PLUS signed       -> pos
+?product: factors
+        | factors MULOP? sum_op -> product_sum
+        | sum_op
+factors: factor (MULOP? factor)*
+sum_op: SUM sum_limits signed
+sum_limits: SUB_ONE                         -> limits_one
+          | SUB_OPEN index_list "}"         -> limits_list
+          | SUB_OPEN index_list EQ expr "}" sup_limit -> limits_range
+sup_limit: SUP_ONE | SUP_OPEN expr "}"
+
+?factor: atom
+       | atom SUP_ONE            -> sup_one
+       | atom SUP_OPEN expr "}"  -> sup_expr
+       | atom SUP_OPEN CIRC expr "}" -> sup_circ
+       | atom SUP_TOP            -> sup_top
+?atom: NUMBER                    -> number
+     | name
+     | LPAR expr RPAR            -> group
+     | LBRACE expr "}"           -> group
+     | LBRACK expr RBRACK        -> group
+     | LBRACK expr rel expr RBRACK -> iverson
+     | FRAC LBRACE expr "}" LBRACE expr "}" -> frac
+     | SQRT LBRACE expr "}"      -> sqrt
+     | FUNC func_arg             -> call
+     | FUNC SUP_OPEN expr "}" func_arg -> call_power
+     | FUNC SUP_ONE func_arg     -> call_power
+     | PARTIAL factor            -> partial
+     | PARTIAL                   -> partial_op
+     | BEGIN_CASES case_row (ROWSEP case_row)* ROWSEP? END_CASES -> cases
+?func_arg: atom
+case_row: expr AMP condition
+?condition: expr rel expr -> compare
+          | TEXT               -> otherwise
+name: NAME subscript?            -> plain_name
+    | GREEK subscript?           -> plain_name
+    | TEXT subscript?            -> text_name
+    | DECOR LBRACE decor_inner "}" subscript? -> decorated
+    | TOP                        -> top
+?decor_inner: NAME subscript? | GREEK subscript? | TEXT subscript? | NUMBER
+subscript: SUB_ONE               -> sub_one
+         | SUB_OPEN index_list "}" -> sub_list
+index_list: (NAME | NUMBER | COMMA)+
+?rel: REL | EQ
+
+EQ: "=" | "&=" | "& ="
+PLUS: "+"
+MINUS: "-"
+MULOP: /\\(cdot|times|odot|circ|oslash)(?![A-Za-z])/ | "*" | "/"
+REL: /\\(geq|ge|leq|le|neq|ne)(?![A-Za-z])/ | ">=" | "<=" | ">" | "<"
+AMP: "&"
+ROWSEP: "\\\\"
+COMMA: ","
+CIRC: /\\circ(?![A-Za-z])/
+SUM: /\\sum(\s*\\limits)?/
+FRAC: /\\[dt]?frac(?![A-Za-z])/
+SQRT: /\\sqrt(?![A-Za-z])/
+FUNC: /\\(exp|log|ln|tanh|sigma)(?![A-Za-z])/
+PARTIAL: /\\partial(?![A-Za-z])/
+BEGIN_CASES: /\\begin\s*\{\s*cases\s*\}/
+END_CASES: /\\end\s*\{\s*cases\s*\}/
+TEXT: /\\(text|mathrm|operatorname|textrm|rm|mathit)\s*\{[^{}]*\}/
+DECOR: /\\(vec|mathbf|boldsymbol|bm|overrightarrow|mathbold)(?![A-Za-z])/
+TOP: /\\(top|intercal)(?![A-Za-z])/
+GREEK.-1: /\\[A-Za-z]+/
+NAME: /[A-Za-z]+'*/
+NUMBER: /\d+(\.\d+)?/
+SUB_ONE: /_\s*[A-Za-z0-9]'*/
+SUB_OPEN: /_\s*\{/
+SUP_ONE: /\^\s*[A-Za-z0-9]/
+SUP_OPEN: /\^\s*\{/
+SUP_TOP: /\^\s*\\(top|intercal)/
+LPAR: "(" | /\\left\s*\(/ | /\\[bB]igg?l?\s*\(/
+RPAR: ")" | /\\right\s*\)/ | /\\[bB]igg?r?\s*\)/
+LBRACK: "[" | /\\left\s*\[/ | /\\[bB]igg?l?\s*\[/
+RBRACK: "]" | /\\right\s*\]/ | /\\[bB]igg?r?\s*\]/
+LBRACE: "{"
+SPACING: /\\(,|;|!|:| |quad|qquad|displaystyle|textstyle|left\.|right\.)/ | "~"
+%ignore SPACING
+%ignore /\s+/
+"""
+
+PLAIN_GRAMMAR = r"""
+start: expr (EQ expr)*
+
+?expr: term
+     | expr PLUS term      -> add
+     | expr MINUS term     -> sub
+?term: factor
+     | term STAR factor    -> emul
+     | term SLASH factor   -> div
+     | term AT factor      -> matmul
+?factor: power
+       | MINUS factor      -> neg
+       | PLUS factor       -> pos
+?power: postfix
+      | postfix POW factor -> power
+?postfix: atom
+        | postfix LBRACK index_list RBRACK -> index
+        | postfix DOT_T                    -> transpose
+?atom: NUMBER                        -> number
+     | NAME                          -> name
+     | NAME LPAR args RPAR           -> call
+     | LPAR expr RPAR                -> group
+     | LPAR expr REL expr RPAR       -> iverson
+args: arg (COMMA arg)*
+?arg: expr
+    | NAME EQ expr                   -> keyword
+index_list: NAME (COMMA NAME)*
+
+EQ: "="
+PLUS: "+"
+MINUS: "-"
+STAR: "*"
+SLASH: "/"
+AT: "@"
+POW: "**" | "^"
+DOT_T: ".T"
+REL: ">=" | "<=" | "==" | "!=" | ">" | "<"
+COMMA: ","
+LPAR: "("
+RPAR: ")"
+LBRACK: "["
+RBRACK: "]"
+NAME: /[A-Za-z][A-Za-z0-9']*(_[0-9]+)?/
+NUMBER: /\d+(\.\d+)?/
+%ignore /\s+/
+"""
+
+
+@lru_cache(maxsize=None)
+def _parser(syntax: str) -> Lark:
+    grammar = LATEX_GRAMMAR if syntax == "latex" else PLAIN_GRAMMAR
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+# -- tree -> syntax tree ---------------------------------------------------------
+
+FUNCTIONS = {"exp": "exp", "log": "log", "ln": "log", "tanh": "tanh", "sigma": "sigma", "sqrt": "sqrt",
+             "sigmoid": "sigma"}
+REL_OPS = {">": ">", "<": "<", r"\geq": ">=", r"\ge": ">=", r"\leq": "<=", r"\le": "<=", ">=": ">=",
+           "<=": "<=", "=": "=", "==": "=", r"\neq": "!=", r"\ne": "!=", "!=": "!="}
+OTHERWISE = {"otherwise", "else", "其他", "否则", "sonst"}
+MUL_OPS = {r"\cdot": "cdot", r"\times": "times", "*": "cdot", r"\odot": "odot", r"\circ": "odot",
+           r"\oslash": "oslash", "/": "div"}
+
+
+def _col(item) -> int:
+    if isinstance(item, Token):
+        return item.column or 0
+    if isinstance(item, Node):
+        return item.pos
+    if isinstance(item, Tree) and not item.meta.empty:
+        return item.meta.column
+    return 0
+
+
+def _number(token: Token) -> Num:
+    text = str(token)
+    if len(text.replace(".", "")) > 12:
+        raise FormulaError("number too long (12 digits at most)", token.column)
+    return Num(token.column, Fraction(text))
+
+
+def _indices(items) -> tuple:
+    """``kj`` -> (k, j); ``k'j`` -> (k', j); ``k,j`` -> (k, j); ``12`` -> (1, 2)."""
+    out: list[str] = []
+    for item in items:
+        if item.type == "COMMA":
+            continue
+        for char in str(item):
+            if char == "'":
+                out[-1] += "'"
+            else:
+                out.append(char)
+    return tuple(out)
+
+
+def _sub_one(token: Token) -> tuple:
+    return (str(token).lstrip("_").strip(),)
+
+
+class _Latex(Transformer):
+    """Lark's parse tree of the LaTeX grammar -> our syntax tree."""
+
+    def start(self, items):
+        parts = [i for i in items if not (isinstance(i, Token) and i.type == "EQ")]
+        return Equation(_col(parts[0]), tuple(parts))
+
+    def add(self, items):
+        return Add(_col(items[0]), items[0], items[2], minus=False)
+
+    def sub(self, items):
+        return Add(_col(items[0]), items[0], items[2], minus=True)
+
+    def neg(self, items):
+        return Neg(_col(items[0]), items[1])
+
+    def pos(self, items):
+        return items[1]
+
+    def factors(self, items):
+        factors, ops = [items[0]], []
+        pending = "juxt"
+        for item in items[1:]:
+            if isinstance(item, Token) and item.type == "MULOP":
+                pending = MUL_OPS[str(item)]
+                continue
+            factors.append(item)
+            ops.append(pending)
+            pending = "juxt"
+        if len(factors) == 1:
+            return factors[0]
+        return Product(_col(factors[0]), tuple(factors), tuple(ops))
+
+    def product_sum(self, items):
+        head, tail = items[0], items[-1]
+        op = MUL_OPS[str(items[1])] if len(items) == 3 else "juxt"
+        if isinstance(head, Product):
+            return Product(head.pos, head.factors + (tail,), head.ops + (op,))
+        return Product(_col(head), (head, tail), (op,))
+
+    def sum_op(self, items):
+        token, (indices, lower, upper), body = items
+        return Sum(token.column, indices, body, lower, upper)
+
+    def limits_one(self, items):
+        return _sub_one(items[0]), None, None
+
+    def limits_list(self, items):
+        return _indices(items[1].children), None, None
+
+    def limits_range(self, items):
+        indices = _indices(items[1].children)
+        return indices, items[3], items[4]
+
+    def sup_limit(self, items):
+        item = items[-1] if len(items) > 1 else items[0]
+        if isinstance(item, Token) and item.type == "SUP_ONE":
+            return _sup_one(item)
+        return item
+
+    def sup_one(self, items):
+        base, token = items
+        return _superscript(base, _sup_one(token), token.column)
+
+    def sup_expr(self, items):
+        base, token, exp = items
+        return _superscript(base, exp, token.column)
+
+    def sup_circ(self, items):
+        base, token, _, exp = items
+        return Pow(_col(base), base, exp, elementwise=True)
+
+    def sup_top(self, items):
+        return Transpose(_col(items[0]), items[0])
+
+    def number(self, items):
+        return _number(items[0])
+
+    def group(self, items):
+        return items[1]
+
+    def iverson(self, items):
+        _, left, rel, right, _ = items
+        return Iverson(_col(items[0]), Compare(_col(left), REL_OPS[_rel(rel)], left, right))
+
+    def frac(self, items):
+        return Frac(items[0].column, items[2], items[4])
+
+    def sqrt(self, items):
+        return Call(items[0].column, "sqrt", items[2])
+
+    def call(self, items):
+        token, arg = items
+        return Call(token.column, FUNCTIONS[str(token).lstrip("\\")], arg)
+
+    def call_power(self, items):
+        token, sup, *rest = items
+        power = _sup_one(sup) if isinstance(sup, Token) and sup.type == "SUP_ONE" else rest[0]
+        arg = rest[-1]
+        return Call(token.column, FUNCTIONS[str(token).lstrip("\\")], arg, power)
+
+    def partial(self, items):
+        return Partial(items[0].column, items[1])
+
+    def partial_op(self, items):
+        return Partial(items[0].column, None)
+
+    def cases(self, items):
+        rows = tuple(i for i in items if isinstance(i, tuple))
+        return Cases(items[0].column, rows)
+
+    def case_row(self, items):
+        return (items[0], items[2])
+
+    def compare(self, items):
+        left, rel, right = items
+        return Compare(_col(left), REL_OPS[_rel(rel)], left, right)
+
+    def otherwise(self, items):
+        word = _text_word(items[0])
+        if word.strip().lower() not in OTHERWISE:
+            raise FormulaError(f"a condition must compare two values or say \\text{{otherwise}}, not {word!r}",
+                               items[0].column)
+        return None
+
+    def plain_name(self, items):
+        token = items[0]
+        word = str(token).lstrip("\\")
+        indices = items[1] if len(items) > 1 else None
+        return _name(token.column, word, indices, decorated=False)
+
+    def text_name(self, items):
+        token = items[0]
+        indices = items[1] if len(items) > 1 else None
+        return _name(token.column, _text_word(token), indices, decorated=False)
+
+    def decorated(self, items):
+        token, _, inner, *rest = items
+        outer = rest[0] if rest else None
+        if isinstance(inner, Tree):  # a name with a subscript inside the braces: \vec{y_1}
+            head, sub = inner.children
+            word = _text_word(head) if head.type == "TEXT" else str(head).lstrip("\\")
+            return _name(token.column, word, sub, decorated=True)
+        word = _text_word(inner) if inner.type == "TEXT" else str(inner).lstrip("\\")
+        if inner.type == "NUMBER":
+            if str(inner) != "1":
+                raise FormulaError("only \\mathbf{1} (a vector of ones) may be a bold number", token.column)
+            return Ones(token.column)
+        return _name(token.column, word, outer, decorated=True)
+
+    def top(self, items):
+        return Name(items[0].column, "T")
+
+    def sub_one(self, items):
+        return _sub_one(items[0])
+
+    def sub_list(self, items):
+        return _indices(items[1].children)
+
+
+def _rel(token) -> str:
+    return " ".join(str(token).split())
+
+
+def _sup_one(token: Token) -> Node:
+    char = str(token).lstrip("^").strip()
+    if char.isdigit():
+        return Num(token.column, Fraction(char))
+    return Name(token.column, char)
+
+
+def _superscript(base: Node, exp: Node, column: int) -> Node:
+    if isinstance(exp, Name) and exp.word == "T" and exp.indices is None:
+        return Transpose(_col(base), base)
+    return Pow(_col(base), base, exp)
+
+
+def _text_word(token: Token) -> str:
+    text = str(token)
+    return text[text.index("{") + 1:-1].strip()
+
+
+def _name(column: int, word: str, indices, decorated: bool) -> Node:
+    """A name; a subscript of digits alone is a layer number (``W_2``), else it lists indices."""
+    if indices and all(i.isdigit() for i in indices):
+        return Name(column, word, None, decorated, layer=int("".join(indices)))
+    return Name(column, word, tuple(indices) if indices else None, decorated)
+
+
+class _Plain(Transformer):
+    """Lark's parse tree of the plain grammar -> our syntax tree."""
+
+    def start(self, items):
+        parts = [i for i in items if not (isinstance(i, Token) and i.type == "EQ")]
+        return Equation(_col(parts[0]), tuple(parts))
+
+    def add(self, items):
+        return Add(_col(items[0]), items[0], items[2], minus=False)
+
+    def sub(self, items):
+        return Add(_col(items[0]), items[0], items[2], minus=True)
+
+    def _binary(self, items, op):
+        left, right = items[0], items[2]
+        if isinstance(left, Product) and left.ops and not isinstance(left, _Grouped):
+            return Product(left.pos, left.factors + (right,), left.ops + (op,))
+        return Product(_col(left), (left, right), (op,))
+
+    def emul(self, items):
+        return self._binary(items, "emul")
+
+    def div(self, items):
+        return self._binary(items, "div")
+
+    def matmul(self, items):
+        return self._binary(items, "matmul")
+
+    def neg(self, items):
+        return Neg(_col(items[0]), items[1])
+
+    def pos(self, items):
+        return items[1]
+
+    def power(self, items):
+        return Pow(_col(items[0]), items[0], items[2])
+
+    def index(self, items):
+        base = items[0]
+        if not isinstance(base, Name) or base.indices is not None:
+            raise FormulaError("only a name can be indexed", _col(items[1]))
+        names = tuple(str(t) for t in items[2].children if t.type == "NAME")
+        return Name(base.pos, base.word, names, base.decorated, base.layer)
+
+    def transpose(self, items):
+        return Transpose(_col(items[0]), items[0])
+
+    def number(self, items):
+        return _number(items[0])
+
+    def name(self, items):
+        token = items[0]
+        word, _, layer = str(token).partition("_")
+        if layer.isdigit():
+            return Name(token.column, word, None, layer=int(layer))
+        return Name(token.column, str(token))
+
+    def group(self, items):
+        inner = items[1]
+        return _Grouped(inner.pos, inner.factors, inner.ops) if isinstance(inner, Product) else inner
+
+    def iverson(self, items):
+        _, left, rel, right, _ = items
+        return Iverson(_col(left), Compare(_col(left), REL_OPS[str(rel)], left, right))
+
+    def call(self, items):
+        token, _, args, _ = items
+        word = str(token)
+        positional = [a for a in args if not isinstance(a, tuple)]
+        keywords = dict(a for a in args if isinstance(a, tuple))
+        if word == "sum":
+            return _plain_sum(token, positional, keywords)
+        if word == "ones":
+            if positional or keywords:
+                raise FormulaError("ones takes no arguments: its length follows from the product", token.column)
+            return Ones(token.column)
+        if word == "transpose" and len(positional) == 1 and not keywords:
+            return Transpose(token.column, positional[0])
+        if word not in FUNCTIONS:
+            raise FormulaError(f"unknown function {word!r} (known: sum, ones, transpose, "
+                               f"{', '.join(sorted(FUNCTIONS))})", token.column)
+        if len(positional) != 1 or keywords:
+            raise FormulaError(f"{word} takes one argument", token.column)
+        return Call(token.column, FUNCTIONS[word], positional[0])
+
+    def args(self, items):
+        return [i for i in items if not (isinstance(i, Token) and i.type == "COMMA")]
+
+    def keyword(self, items):
+        return (str(items[0]), items[2])
+
+
+class _Grouped(Product):
+    """A parenthesised product: ``(a*b)*c`` keeps its own factor list."""
+
+
+def _plain_sum(token, positional, keywords) -> Node:
+    if "axis" in keywords:
+        axis = keywords.pop("axis")
+        if keywords or len(positional) != 1 or not isinstance(axis, Num) or axis.value not in (0, 1):
+            raise FormulaError("write sum(A, axis=0) or sum(A, axis=1)", token.column)
+        return AxisSum(token.column, positional[0], int(axis.value))
+    if keywords or len(positional) < 2:
+        raise FormulaError("write sum(expression, k) to sum over the index k", token.column)
+    body, *over = positional
+    names = []
+    for item in over:
+        if not (isinstance(item, Name) and item.indices is None and item.layer is None):
+            raise FormulaError("sum(expression, k): k must be an index letter", _col(item))
+        names.append(item.word)
+    return Sum(token.column, tuple(names), body)
+
+
+# -- entry point ---------------------------------------------------------------
+
+def check_size(text: str) -> None:
+    """Refuse, before parsing, what is too long, nested too deep or unbalanced."""
+    if not isinstance(text, str):
+        raise FormulaError(f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_CHARS:
+        raise FormulaError(f"too long ({len(text)} characters, at most {MAX_CHARS})")
+    if not text.strip():
+        raise FormulaError("empty")
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
+        column = next(i for i, c in enumerate(text) if ord(c) < 32 and c not in "\t\n\r") + 1
+        raise FormulaError("control character", column)
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[tuple[str, int]] = []
+    at = 0
+    while at < len(text):
+        char, column = text[at], at + 1
+        at += 1
+        if char == "\\":  # \{ \} \\ \, : the character after a backslash is no bracket
+            at += 1
+            continue
+        if char in "([{":
+            stack.append((char, column))
+            if len(stack) > MAX_NESTING:
+                raise FormulaError(f"nested too deeply (at most {MAX_NESTING} levels)", column, text)
+        elif char in ")]}":
+            if not stack or stack[-1][0] != pairs[char]:
+                raise FormulaError(f"unbalanced '{char}'", column, text)
+            stack.pop()
+    if stack:
+        char, column = stack[-1]
+        raise FormulaError(f"unbalanced '{char}' (never closed)", column, text)
+
+
+def detect_syntax(text: str) -> str:
+    """LaTeX if the text has a backslash, an underscore or a brace; else the plain syntax."""
+    return "latex" if any(c in text for c in "\\_{") else "plain"
+
+
+def parse(text: str, syntax: str = "auto") -> Equation:
+    """The syntax tree of ``text`` (``syntax``: ``latex``, ``plain`` or ``auto``)."""
+    if syntax not in ("auto", "latex", "plain"):
+        raise ValueError(f"syntax: expected 'auto', 'latex' or 'plain', got {syntax!r}")
+    check_size(text)
+    text = _strip_math_delimiters(text)
+    if syntax != "auto":
+        return _parse(text, syntax)
+    first = detect_syntax(text)
+    try:
+        return _parse(text, first)
+    except FormulaError as error:
+        other = "plain" if first == "latex" else "latex"
+        try:
+            return _parse(text, other)
+        except FormulaError:
+            raise error from None
+
+
+def _strip_math_delimiters(text: str) -> str:
+    """``$...$``, ``\\[...\\]`` and a trailing full stop or comma are not part of the formula."""
+    stripped = text.strip()
+    for left, right in (("$$", "$$"), ("$", "$"), (r"\[", r"\]"), (r"\(", r"\)")):
+        if stripped.startswith(left) and stripped.endswith(right) and len(stripped) > len(left) + len(right):
+            pad = text.index(left)
+            inner = stripped[len(left):-len(right)]
+            return " " * (pad + len(left)) + inner
+    return text.rstrip().rstrip(".,;") if stripped.endswith((".", ",", ";")) else text
+
+
+def _parse(text: str, syntax: str) -> Equation:
+    try:
+        tree = _parser(syntax).parse(text)
+        return (_Latex() if syntax == "latex" else _Plain()).transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, FormulaError):
+            raise FormulaError(*_split(error.orig_exc), text=text) from None
+        raise
+    except UnexpectedEOF:
+        raise FormulaError("the formula ends too early", len(text.rstrip()) + 1, text) from None
+    except UnexpectedCharacters as error:
+        raise FormulaError(_unexpected_character(text, error), error.column, text) from None
+    except UnexpectedToken as error:
+        token = error.token
+        if token.type == "$END":
+            raise FormulaError("the formula ends too early", len(text.rstrip()) + 1, text) from None
+        raise FormulaError(f"unexpected {str(token)!r}", token.column, text) from None
+    except UnexpectedInput as error:  # pragma: no cover - the three kinds above are all lark raises
+        raise FormulaError("cannot read this", getattr(error, "column", None), text) from None
+
+
+def _split(error: FormulaError):
+    message = str(error).removeprefix("formula: ")
+    if error.column:
+        message = message.split(" at column ")[0]
+    return message, error.column
+
+
+def _unexpected_character(text: str, error: UnexpectedCharacters) -> str:
+    at = error.pos_in_stream
+    if text[at] == "\\":
+        word = "\\" + "".join(c for c in text[at + 1:at + 20] if c.isalpha()).split(" ")[0]
+        return f"unknown command {word}"
+    return f"unexpected character {text[at]!r}"

@@ -1,0 +1,620 @@
+"""What a parsed formula means: its names looked up in a symbol table, the result as SymPy index form.
+
+A table lists the names a formula may use for one op (``x_{nj}``,
+``w_{kj}``, ``b_k``, the upstream ``\\delta_{nk}``, the sizes) or for a
+chain (``w_{kj}`` of the output layer, ``w_{ji}`` of the hidden layer,
+``\\delta_j``, ``y_k``...; there the article's index letters tell the
+layers apart). Index form and matrix form both end up as index form:
+``\\boldsymbol{\\delta}^T X`` becomes ``sum_n g[n, k] x[n, j]``.
+
+Index ranges are inferred from where each letter is used. A letter used
+where two different sizes meet (``\\sum_k \\delta_{nk} w_{jk}``: k runs over
+M in one and over D in the other) is recorded as a clash: such a formula
+is only defined when the sizes agree, which is the tell-tale of a
+transposed index.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from . import formula as F
+from .symbols import Iverson
+
+MAX_SUMS = 8
+MAX_EXPONENT = 16
+ONE = sp.S.One
+
+
+def index(letter: str) -> sp.Symbol:
+    return sp.Symbol(letter, integer=True)
+
+
+BATCH_INDEX = index("n")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A name a formula may use: a tensor (by element or as a whole), a size or a constant."""
+
+    value: object  # IndexedBase for arrays, Symbol for scalars
+    names: tuple  # the words that refer to it ("w", "W")
+    shape: tuple = ()  # size symbols (batch form)
+    letters: tuple = ()  # the article's index letter for each axis
+    meaning: str = ""
+    kind: str = "input"  # input, upstream, intermediate, error term, size, constant, objective
+    batch_axis: int | None = None
+    layer: int | None = None  # in a chain: the number in W_2, y_1, \delta_2
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def element(self, idx) -> sp.Expr:
+        return self.value[tuple(idx)] if idx else self.value
+
+    def shape_in(self, sample: bool) -> tuple:
+        return tuple(s for p, s in enumerate(self.shape) if not (sample and p == self.batch_axis))
+
+    def letters_in(self, sample: bool) -> tuple:
+        return tuple(c for p, c in enumerate(self.letters) if not (sample and p == self.batch_axis))
+
+    def tex(self, sample: bool = False) -> str:
+        from codegen.latex import name_tex
+        head = name_tex(self.names[0])
+        letters = self.letters_in(sample)
+        return f"{head}_{{{''.join(letters)}}}" if letters else head
+
+
+@dataclass
+class Table:
+    """The names of one op or chain, and how index letters relate to sizes."""
+
+    title: str
+    entries: list
+    #: For a chain, the article's letters name layers: letter -> size (i -> I). None for one op.
+    letter_sizes: dict | None = None
+    default_sample: bool = False
+    batch_size: sp.Symbol | None = None
+
+    def named(self, word: str) -> list:
+        return [e for e in self.entries if word in e.names]
+
+    @property
+    def sizes(self) -> list:
+        return [e.value for e in self.entries if e.kind == "size"]
+
+
+# -- resolved values ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Value:
+    """A scalar (``axes == ()``) or a 2-D array: each axis (index symbol or None for a unit axis, class)."""
+
+    expr: sp.Expr
+    axes: tuple = ()
+
+    @property
+    def is_array(self) -> bool:
+        return bool(self.axes)
+
+
+@dataclass
+class Meaning:
+    """A resolved formula: index form whose free indices are the letters it leaves free."""
+
+    expr: sp.Expr
+    free: tuple  # free index letters (the batch index of the single-sample form excluded)
+    sample: bool
+    clashes: list  # messages: where two different sizes meet
+    tied: list = field(default_factory=list)  # groups of sizes the formula forces to be equal
+    ranges: dict = field(default_factory=dict)  # free letter -> size
+
+
+class ShapeMismatch(Exception):
+    """A matrix formula whose result has another number of axes than the gradient: wrong, not malformed."""
+
+
+class _Classes:
+    """Union-find over index ranges: sizes, and unknown ranges that products and letters tie together."""
+
+    def __init__(self):
+        self.parent = {}
+        self.seen = {}  # root -> [(size, where)]
+        self.counter = itertools.count()
+
+    def new(self) -> int:
+        key = next(self.counter)
+        self.parent[key] = key
+        self.seen[key] = []
+        return key
+
+    def of_size(self, size, where: str) -> int:
+        key = self.new()
+        self.seen[key].append((size, where))
+        return key
+
+    def find(self, key):
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            self.parent[rb] = ra
+            self.seen[ra] += self.seen.pop(rb)
+        return ra
+
+    def sizes(self, key) -> list:
+        out = []
+        for size, _ in self.seen[self.find(key)]:
+            if size not in out:
+                out.append(size)
+        return out
+
+
+class Resolver:
+    """Turns one syntax tree into SymPy for a table: names to tensors, letters to indices, arrays to index form."""
+
+    def __init__(self, table: Table, sample: bool, text: str = "", free_sizes: dict | None = None,
+                 derivatives: bool = False, quantity: str = "the gradient"):
+        self.table = table
+        self.sample = sample
+        self.text = text
+        self.classes = _Classes()
+        self.free = {}  # free letter -> class
+        self.scopes: list[dict] = []
+        self.placeholders = {}  # placeholder symbol -> class
+        self.fresh = itertools.count()
+        self.derivatives = derivatives
+        self.sums = 0
+        for letter, size in (free_sizes or {}).items():
+            self.free[letter] = self.classes.of_size(size, f"{letter} in {quantity}")
+
+    # -- errors and bookkeeping --
+
+    def error(self, message: str, node: F.Node):
+        return F.FormulaError(message, node.pos or None, self.text)
+
+    def _class_of(self, letter: str, node) -> int:
+        for scope in reversed(self.scopes):
+            if letter in scope:
+                return scope[letter]
+        if self.sample and letter == BATCH_INDEX.name and self.table.batch_size is not None:
+            raise self.error("n is the batch index: the single-sample form leaves it out everywhere", node)
+        if letter not in self.free:
+            self.free[letter] = self._letter_class(letter)
+        return self.free[letter]
+
+    def _letter_class(self, letter: str) -> int:
+        base = letter.rstrip("'")
+        sizes = self.table.letter_sizes
+        if sizes is not None and base in sizes:
+            return self.classes.of_size(sizes[base], f"the article's {base}")
+        return self.classes.new()
+
+    def _placeholder(self, key) -> sp.Symbol:
+        symbol = sp.Symbol(f"_size{next(self.fresh)}", integer=True, positive=True)
+        self.placeholders[symbol] = key
+        return symbol
+
+    def _axis(self, key, index_symbol=None) -> tuple:
+        if index_symbol is None:
+            index_symbol = sp.Symbol(f"_a{next(self.fresh)}", integer=True)
+        return (index_symbol, key)
+
+    # -- the walk --
+
+    def resolve(self, node: F.Node) -> Value:
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise self.error(f"cannot use {type(node).__name__} here", node)
+        return method(node)
+
+    def _Num(self, node: F.Num) -> Value:
+        return Value(sp.Rational(node.value.numerator, node.value.denominator))
+
+    def _Name(self, node: F.Name) -> Value:
+        entry = self.lookup(node)
+        if entry is None:  # several letters written together: a product (ty_k is t y_k)
+            return self._split(node)
+        if entry.rank == 0:
+            if node.indices:
+                raise self.error(f"{node.word} takes no index", node)
+            return Value(entry.value)
+        rank = len(entry.shape_in(self.sample))
+        if node.indices is None:
+            return self._whole(entry, node)
+        if len(node.indices) != rank:
+            expected = "".join(entry.letters_in(self.sample))
+            raise self.error(f"{node.word} takes {rank} {'index' if rank == 1 else 'indices'} "
+                             f"(like {entry.names[0]}_{{{expected}}}), got {len(node.indices)}", node)
+        shape = entry.shape_in(self.sample)
+        idx = []
+        for letter, size in zip(node.indices, shape):
+            key = self._class_of(letter, node)
+            self.classes.union(key, self.classes.of_size(size, f"{letter} in {self._written(node)}"))
+            idx.append(index(letter))
+        return Value(entry.element(self._with_batch(entry, idx)))
+
+    def _with_batch(self, entry: Entry, idx: list) -> list:
+        if self.sample and entry.batch_axis is not None:
+            idx = list(idx)
+            idx.insert(entry.batch_axis, BATCH_INDEX)
+        return idx
+
+    def _written(self, node: F.Name) -> str:
+        return f"{node.word}_{{{''.join(node.indices)}}}" if node.indices else node.word
+
+    def _whole(self, entry: Entry, node) -> Value:
+        """A tensor as a whole (matrix form): rank 2 as is, rank 1 as a column."""
+        shape = entry.shape_in(self.sample)
+        if len(shape) > 2:
+            raise self.error(f"{node.word} has {len(shape)} axes: write it with indices", node)
+        axes = [self._axis(self.classes.of_size(s, f"axis {p + 1} of {node.word}")) for p, s in enumerate(shape)]
+        if len(axes) == 1:
+            axes.append((None, self.classes.of_size(ONE, "a column vector")))
+        return Value(entry.element(self._with_batch(entry, [a for a, _ in axes if a is not None])), tuple(axes))
+
+    def _split(self, node: F.Name) -> Value:
+        word = node.word
+        parts = [F.Name(node.pos + p, c) for p, c in enumerate(word[:-1])]
+        parts.append(F.Name(node.pos + len(word) - 1, word[-1], node.indices, node.decorated, node.layer))
+        values = [self.resolve(p) for p in parts]
+        out = values[0]
+        for v in values[1:]:
+            out = self._product(out, v, node)
+        return out
+
+    def lookup(self, node: F.Name) -> Entry | None:
+        """The entry ``node`` names, chosen by layer number or index letters; None for a product of letters."""
+        candidates = self.table.named(node.word)
+        if not candidates:
+            if len(node.word) > 1 and node.word.isalpha() and all(self.table.named(c) for c in node.word):
+                return None
+            raise self.error(f"unknown symbol {node.word!r}; 'derive verify ... --symbols' lists the names", node)
+        if node.layer is not None:
+            layered = [e for e in candidates if e.layer == node.layer]
+            if not layered:
+                have = sorted({e.layer for e in candidates if e.layer is not None})
+                hint = f" (layers: {', '.join(map(str, have))})" if have else \
+                    "; a digit subscript names a layer (W_2): write indices as letters"
+                raise self.error(f"{node.word}_{node.layer}: no such layer{hint}", node)
+            candidates = layered
+        if len(candidates) == 1:
+            return candidates[0]
+        if node.indices is None:
+            layers = ", ".join(f"{node.word}_{e.layer}" for e in candidates)
+            raise self.error(f"{node.word} is ambiguous here: write {layers}, or give indices", node)
+        return self._by_letters(node, candidates)
+
+    def _by_letters(self, node: F.Name, candidates) -> Entry:
+        """In a chain the letters say the layer: w_{kj} is the output layer's, w_{ji} the hidden one's."""
+        written = tuple(i.rstrip("'") for i in node.indices)
+        fitting = [e for e in candidates if len(e.letters_in(self.sample)) == len(written)]
+        exact = [e for e in fitting if e.letters_in(self.sample) == written]
+        if len(exact) == 1:
+            return exact[0]
+        reversed_ = [e for e in fitting if tuple(reversed(e.letters_in(self.sample))) == written]
+        if len(reversed_) == 1 and not exact:
+            return reversed_[0]  # a transposed index: the size clash reports it
+        known = self.table.letter_sizes or {}
+        partial = [e for e in fitting
+                   if all(w == c or w not in known for w, c in zip(written, e.letters_in(self.sample)))]
+        if len(partial) == 1:
+            return partial[0]
+        options = ", ".join(f"{node.word}_{{{''.join(e.letters_in(self.sample))}}}" for e in fitting)
+        raise self.error(f"{self._written(node)}: cannot tell which one is meant ({options}); "
+                         "use the article's letters i (input), j (hidden), k (output)", node)
+
+    def _Ones(self, node: F.Ones) -> Value:
+        return Value(ONE, (self._axis(self.classes.new()), (None, self.classes.of_size(ONE, "a column vector"))))
+
+    def _Add(self, node: F.Add) -> Value:
+        a, b = self.resolve(node.left), self.resolve(node.right)
+        return self._elementwise(a, b, (lambda x, y: x - y) if node.minus else (lambda x, y: x + y), node)
+
+    def _Neg(self, node: F.Neg) -> Value:
+        v = self.resolve(node.arg)
+        return Value(-v.expr, v.axes)
+
+    def _Product(self, node: F.Product) -> Value:
+        factors, ops = list(node.factors), list(node.ops)
+        out = None
+        p = 0
+        while p < len(factors):
+            factor = factors[p]
+            if self._is_operator(factor):  # \frac{\partial}{\partial x} applied to what follows
+                if p + 1 >= len(factors):
+                    raise self.error("a derivative operator needs something to act on", factor)
+                value = self._derivative(factors[p + 1], factor.den.arg, factor)
+                op = ops[p - 1] if p else None
+                p += 2
+            else:
+                value = self.resolve(factor)
+                op = ops[p - 1] if p else None
+                p += 1
+            out = value if out is None else self._combine(op, out, value, factor)
+        return out
+
+    def _is_operator(self, node) -> bool:
+        return isinstance(node, F.Frac) and isinstance(node.num, F.Partial) and node.num.arg is None \
+            and isinstance(node.den, F.Partial)
+
+    def _combine(self, op: str, a: Value, b: Value, node) -> Value:
+        if op in ("juxt", "cdot", "times", "matmul"):
+            return self._product(a, b, node)
+        if op in ("emul", "odot"):
+            return self._elementwise(a, b, lambda x, y: x * y, node)
+        if op in ("div", "oslash"):
+            return self._divide(a, b, node)
+        raise self.error(f"unknown operator {op}", node)  # pragma: no cover - the grammar has no other
+
+    def _product(self, a: Value, b: Value, node) -> Value:
+        """Scalar times anything, or a matrix product: the inner axes are summed over."""
+        if not a.is_array or not b.is_array:
+            return Value(a.expr * b.expr, a.axes or b.axes)
+        (a0, ka0), (a1, ka1) = a.axes
+        (b0, kb0), (b1, kb1) = b.axes
+        if (a1 is None) != (b0 is None):
+            raise self.error(f"cannot multiply a {self._shape(a)} array by a {self._shape(b)} one", node)
+        self.classes.union(ka1, kb0)
+        if a1 is None:  # an outer product
+            expr = a.expr * b.expr
+        else:
+            expr = sp.Sum(a.expr * b.expr.xreplace({b0: a1}), (a1, 0, self._placeholder(ka1) - 1))
+        axes = ((a0, ka0), (b1, kb1))
+        if a0 is None and b1 is None:
+            return Value(expr)
+        return Value(expr, axes)
+
+    def _shape(self, v: Value) -> str:
+        return "x".join("1" if i is None else "n" for i, _ in v.axes) or "scalar"
+
+    def _elementwise(self, a: Value, b: Value, fn, node) -> Value:
+        if not a.is_array or not b.is_array:
+            return Value(fn(a.expr, b.expr), a.axes or b.axes)
+        renames = {}
+        for (ai, ka), (bi, kb) in zip(a.axes, b.axes):
+            if (ai is None) != (bi is None):
+                raise self.error(f"the shapes differ: a {self._shape(a)} array and a {self._shape(b)} one", node)
+            self.classes.union(ka, kb)
+            if bi is not None:
+                renames[bi] = ai
+        return Value(fn(a.expr, b.expr.xreplace(renames)), a.axes)
+
+    def _divide(self, a: Value, b: Value, node) -> Value:
+        return self._elementwise(a, b, lambda x, y: x / y, node)
+
+    def _Pow(self, node: F.Pow) -> Value:
+        exponent = self.resolve(node.exp)
+        if exponent.is_array:
+            raise self.error("an exponent must be a number or a scalar", node.exp)
+        if exponent.expr.is_number and abs(exponent.expr) > MAX_EXPONENT:
+            raise self.error(f"exponent too large (at most {MAX_EXPONENT})", node.exp)
+        if isinstance(node.base, F.Name) and node.base.word == "e" and node.base.indices is None \
+                and not self.table.named("e"):
+            return Value(sp.exp(exponent.expr))
+        base = self.resolve(node.base)
+        return Value(base.expr ** exponent.expr, base.axes)
+
+    def _Transpose(self, node: F.Transpose) -> Value:
+        v = self.resolve(node.arg)
+        return Value(v.expr, tuple(reversed(v.axes))) if v.is_array else v
+
+    def _Call(self, node: F.Call) -> Value:
+        v = self.resolve(node.arg)
+        functions = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sqrt": sp.sqrt,
+                     "sigma": lambda z: 1 / (1 + sp.exp(-z))}
+        expr = functions[node.func](v.expr)
+        if node.power is not None:
+            power = self.resolve(node.power)
+            if power.is_array or (power.expr.is_number and abs(power.expr) > MAX_EXPONENT):
+                raise self.error("the power of a function must be a small number", node.power)
+            expr = expr ** power.expr
+        return Value(expr, v.axes)
+
+    def _Frac(self, node: F.Frac) -> Value:
+        if isinstance(node.num, F.Partial) or isinstance(node.den, F.Partial):
+            if not (isinstance(node.num, F.Partial) and isinstance(node.den, F.Partial)) or node.num.arg is None:
+                raise self.error("write a derivative as \\frac{\\partial E}{\\partial x}", node)
+            return self._derivative(node.num.arg, node.den.arg, node)
+        return self._divide(self.resolve(node.num), self.resolve(node.den), node)
+
+    def _derivative(self, of: F.Node, by: F.Node, node) -> Value:
+        if not self.derivatives:
+            raise self.error("a derivative on the right-hand side: write its value "
+                             "(a derivative may only name the quantity, on the left)", node)
+        a, b = self.resolve(of), self.resolve(by)
+        if a.is_array or b.is_array:
+            raise self.error("a derivative of arrays: write it by element", node)
+        return Value(sp.Derivative(a.expr, b.expr, evaluate=False))
+
+    def _Partial(self, node: F.Partial) -> Value:
+        raise self.error("\\partial belongs in a derivative \\frac{\\partial E}{\\partial x}", node)
+
+    def _Sum(self, node: F.Sum) -> Value:
+        self.sums += 1
+        if self.sums > MAX_SUMS:
+            raise self.error(f"too many sums (at most {MAX_SUMS})", node)
+        scope = {}
+        for letter in node.indices:
+            if letter in scope:
+                raise self.error(f"the sum names {letter} twice", node)
+            scope[letter] = self._letter_class(letter)
+        if node.upper is not None:
+            self._limits(node, scope)
+        self.scopes.append(scope)
+        try:
+            body = self.resolve(node.body)
+        finally:
+            self.scopes.pop()
+        expr = body.expr
+        for letter in reversed(node.indices):
+            expr = sp.Sum(expr, (index(letter), 0, self._placeholder(scope[letter]) - 1))
+        return Value(expr, body.axes)
+
+    def _limits(self, node: F.Sum, scope: dict):
+        """``\\sum_{k=1}^{K}`` or ``\\sum_{k=0}^{K-1}``: the full range, written out."""
+        if len(node.indices) != 1:
+            raise self.error("give limits for one index at a time", node)
+        lower = self.resolve(node.lower).expr
+        upper = self.resolve(node.upper).expr
+        sizes = set(self.table.sizes)
+        size = upper + 1 if lower == 0 else upper
+        if lower not in (0, 1) or size not in sizes:
+            raise self.error("a sum runs over a full range: \\sum_{k=1}^{K}, \\sum_{k=0}^{K-1} or \\sum_{k}", node)
+        letter = node.indices[0]
+        self.classes.union(scope[letter], self.classes.of_size(size, f"the limits of the sum over {letter}"))
+
+    def _AxisSum(self, node: F.AxisSum) -> Value:
+        v = self.resolve(node.arg)
+        if not v.is_array:
+            raise self.error("sum(A, axis=...) needs an array", node)
+        (i, ki), kept = v.axes[node.axis], v.axes[1 - node.axis]
+        if i is None:
+            return Value(v.expr, (kept, (None, self.classes.of_size(ONE, "a column vector"))))
+        expr = sp.Sum(v.expr, (i, 0, self._placeholder(ki) - 1))
+        if kept[0] is None:
+            return Value(expr)
+        return Value(expr, (kept, (None, self.classes.of_size(ONE, "a column vector"))))
+
+    def _Iverson(self, node: F.Iverson) -> Value:
+        delta = self._Iverson_of_indices(node.condition)
+        if delta is not None:
+            return Value(delta)
+        return self._condition(node.condition, lambda rel: Iverson(rel))
+
+    def _Iverson_of_indices(self, compare: F.Compare):
+        """``[k = k']`` compares two index letters: a Kronecker delta, as the derivation prints it."""
+        sides = (compare.left, compare.right)
+        if compare.op != "=" or not all(self._is_letter(s) for s in sides):
+            return None
+        for s in sides:
+            self._class_of(s.word, s)
+        return sp.KroneckerDelta(index(sides[0].word), index(sides[1].word))
+
+    def _is_letter(self, node) -> bool:
+        return isinstance(node, F.Name) and node.indices is None and node.layer is None \
+            and len(node.word.rstrip("'")) == 1 and not self.table.named(node.word)
+
+    def _condition(self, compare: F.Compare, wrap) -> Value:
+        relations = {">": sp.Gt, "<": sp.Lt, ">=": sp.Ge, "<=": sp.Le, "=": sp.Eq, "!=": sp.Ne}
+        return self._elementwise(self.resolve(compare.left), self.resolve(compare.right),
+                                 lambda a, b: wrap(relations[compare.op](a, b)), compare)
+
+    def _Cases(self, node: F.Cases) -> Value:
+        """Each row counts where its condition holds and no earlier one did: a sum of Iverson brackets."""
+        total, earlier = None, None
+        for value_node, cond in node.rows:
+            value = self.resolve(value_node)
+            if cond is None:
+                if earlier is None:
+                    raise self.error("a case 'otherwise' needs a case before it", node)
+                active = Value(sp.Not(earlier.expr), earlier.axes)
+            else:
+                condition = self._condition(cond, lambda rel: rel)
+                active = condition if earlier is None else self._elementwise(
+                    condition, earlier, lambda c, e: sp.And(c, sp.Not(e)), node)
+                earlier = condition if earlier is None else self._elementwise(
+                    earlier, condition, lambda e, c: sp.Or(e, c), node)
+            term = self._elementwise(value, active, lambda v, c: v * Iverson(c), node)
+            total = term if total is None else self._elementwise(total, term, lambda a, b: a + b, node)
+        return total
+
+    def _Equation(self, node: F.Equation) -> Value:
+        raise self.error("one formula at a time", node)
+
+    # -- the result --
+
+    def finish(self, value: Value, target_axes: tuple | None = None) -> Meaning:
+        """Sizes in place of placeholders; a matrix result laid onto the target's axes ``(index, size)``."""
+        expr = value.expr
+        if value.is_array:
+            expr = self._onto(value, target_axes)
+        unknown = [s for s, key in self.placeholders.items() if not self.classes.sizes(key)]
+        if unknown:
+            loose = [c for c, key in self.free.items() if not self.classes.sizes(key)]
+            raise F.FormulaError(f"cannot tell the range of {', '.join(loose) or 'a sum'}: "
+                                 "use it as an index of a tensor, or give the sum limits")
+        representative = {s: self.classes.sizes(key)[0] for s, key in self.placeholders.items()}
+        expr = expr.xreplace(representative)
+        clashes, tied = [], []
+        for root in sorted(self.classes.seen):
+            sizes = self.classes.sizes(root)
+            if len(sizes) > 1:
+                tied.append(sizes)
+                where = {}
+                for size, place in self.classes.seen[root]:
+                    where.setdefault(size, place)
+                clashes.append(" = ".join(f"{size} ({place})" for size, place in where.items()))
+        for letter, key in self.free.items():
+            if not self.classes.sizes(key):
+                raise F.FormulaError(f"cannot tell the range of the index {letter}")
+        free = tuple(sorted(c for c in self.free if index(c) in expr.free_symbols))
+        ranges = {c: self.classes.sizes(self.free[c])[0] for c in free}
+        return Meaning(expr, free, self.sample, clashes, tied, ranges)
+
+    def _onto(self, value: Value, target_axes):
+        """Rename a matrix result's axes to the target's indices, unifying sizes; vectors may be rows or columns."""
+        if target_axes is None:
+            raise F.FormulaError("a matrix formula needs to know the gradient's shape")
+        axes = [(i, k) for i, k in value.axes if i is not None]
+        if len(axes) != len(target_axes):
+            kinds = {0: "a scalar", 1: "a vector", 2: "a matrix"}
+            raise ShapeMismatch(f"the formula is {kinds.get(len(axes), 'an array')}, "
+                                f"the gradient {kinds.get(len(target_axes), 'an array')}")
+        renames = {}
+        for (i, key), (symbol, size) in zip(axes, target_axes):
+            self.classes.union(key, self.classes.of_size(size, f"the result's axis {symbol}"))
+            renames[i] = symbol
+        return value.expr.xreplace(renames)
+
+
+def sample_mode(table: Table, tree: F.Node) -> bool:
+    """Whether the formula is in the single-sample form: batched tensors written without the batch index."""
+    found = set()
+    for node in walk(tree):
+        if isinstance(node, F.Name) and node.indices is not None:
+            entries = table.named(node.word)
+            batched = [e for e in entries if e.batch_axis is not None]
+            if batched and len(batched) == len(entries):
+                ranks = {e.rank for e in batched}
+                if len(node.indices) in ranks:
+                    found.add(("batch", node))
+                elif len(node.indices) + 1 in ranks:
+                    found.add(("sample", node))
+    kinds = {k for k, _ in found}
+    if kinds == {"batch", "sample"}:
+        sample = next(n for k, n in found if k == "sample")
+        batch = next(n for k, n in found if k == "batch")
+        raise F.FormulaError(f"mixes the single-sample form ({sample.word}_{{{''.join(sample.indices)}}}) "
+                             f"and the batch form ({batch.word}_{{{''.join(batch.indices)}}})",
+                             sample.pos or None)
+    if kinds:
+        return kinds == {"sample"}
+    return table.default_sample
+
+
+def walk(node):
+    """Every syntax node under ``node``."""
+    yield node
+    if isinstance(node, F.Node):
+        for name in node.__dataclass_fields__:
+            child = getattr(node, name)
+            if isinstance(child, F.Node):
+                yield from walk(child)
+            elif isinstance(child, tuple):
+                for item in child:
+                    if isinstance(item, F.Node):
+                        yield from walk(item)
+                    elif isinstance(item, tuple):
+                        for sub in item:
+                            if isinstance(sub, F.Node):
+                                yield from walk(sub)

@@ -1,0 +1,366 @@
+"""What a hand-derived formula is checked against: an op's gradients, a chain's error terms and gradients.
+
+Each op or chain gives three things: a symbol table (the names a formula
+may use, in the article's notation), the targets (one per gradient or
+error term, as the machine derived them) and a world that can put numbers
+in: which tensors are independent (drawn at random, as small exact
+decimals) and which are defined from them (computed in order), and the
+same definitions symbolically, for exact proofs at small sizes.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from . import check
+from .chain import BATCH_SIZE, ChainDerivation, display_name
+from .engine import Derivation, derive
+from .meaning import BATCH_INDEX, Entry, Table
+from .op import Op
+from .rewrite import inline
+
+PRECISION = 30
+ETA = sp.Symbol("eta")  # the learning rate, as the chain's update rules write it
+
+
+@dataclass(frozen=True)
+class Target:
+    """One quantity: ``dE/dw_{kj}`` of an op, or a chain's ``\\delta_j``, as the machine derived it."""
+
+    entry: Entry  # the tensor it is the gradient of, or the error term itself
+    index: tuple  # its element's indices (batch form)
+    expr: sp.Expr  # in terms of the named quantities (the upstream of a loss is 1)
+    expanded: sp.Expr  # every error term written out (equal to expr for one op)
+    is_gradient: bool = True  # False for an error term, which names itself
+
+    def letters(self, sample: bool) -> tuple:
+        return tuple(str(i) for i in self.index if not (sample and i == BATCH_INDEX))
+
+    def axes(self, sample: bool) -> tuple:
+        """(index symbol, size) for each axis the formula must produce."""
+        return tuple((i, s) for p, (i, s) in enumerate(zip(self.index, self.entry.shape))
+                     if not (sample and p == self.entry.batch_axis))
+
+    def name(self, sample: bool) -> str:
+        element = self.entry.tex(sample)
+        return rf"\frac{{\partial E}}{{\partial {element}}}" if self.is_gradient else element
+
+    def short(self, sample: bool) -> str:
+        element = self.entry.tex(sample)
+        return f"dE/d{element}" if self.is_gradient else element
+
+
+@dataclass
+class World:
+    """An op or a chain, ready for numbers: the table, the targets, what is drawn and what is computed."""
+
+    title: str
+    table: Table
+    targets: list
+    independent: list  # (IndexedBase, domain)
+    dependent: list  # (IndexedBase, index, definition): each defined from what comes before
+    named: set  # bases of the dependents that are named results (error terms), expanded first
+    sizes: tuple  # size symbols, in the order size sets fill them
+    printer: object  # ArticleLatex for the machine's formulas
+    simplex: tuple = ()  # tensors whose rows sum to 1
+    constants: dict = field(default_factory=dict)  # hyper-parameters at their defaults, the learning rate
+    #: Local derivatives of the activations, (expression by element, its TeX): for the hint
+    #: "a missing activation-derivative factor".
+    activations: list = field(default_factory=list)
+    _definitions: dict = field(default_factory=dict)
+
+    # -- sizes --
+
+    def size_sets(self, tied: list, sample: bool, patterns=((2, 3, 4, 5, 3), (3, 2, 5, 4, 2), (4, 5, 2, 3, 4))):
+        """Small explicit sizes, distinct where possible (a transposed index shows), tied sizes equal."""
+        out = []
+        for pattern in patterns:
+            values = dict(zip(self.sizes, itertools.cycle(pattern)))
+            if sample and self.table.batch_size in values:
+                values[self.table.batch_size] = 1
+            for group in tied:
+                fixed = [s for s in group if s == 1]
+                first = 1 if fixed else values[min(group, key=self.sizes.index)]
+                for s in group:
+                    if s != 1:
+                        values[s] = first
+            out.append({s: sp.Integer(v) for s, v in values.items()})
+        unique = []
+        for sizes in out:
+            if sizes not in unique:
+                unique.append(sizes)
+        return unique
+
+    # -- numbers --
+
+    @property
+    def has_kinks(self) -> bool:
+        return any(domain == "nonzero" for _, domain in self.independent)
+
+    def draw(self, sizes: dict, rng: np.random.Generator, kinks: bool = False) -> dict:
+        """Random inputs, as exact two-decimal numbers, and every defined value computed from them.
+
+        ``kinks`` puts every input drawn away from a kink (ReLU's 0) onto it:
+        a formula that is right except at the kink is still wrong there.
+        """
+        values = dict(self.constants)
+        for base, domain in self.independent:
+            shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+            sample = check._draw(domain, shape, rng)
+            if kinks and domain == "nonzero":
+                sample = np.zeros(shape)
+            for idx in np.ndindex(*shape):
+                values[base[idx] if idx else base] = sp.Rational(round(float(sample[idx]) * 100), 100)
+            if domain == "simplex":  # keep each row summing to 1 exactly
+                *lead, last = shape
+                for idx in itertools.product(*(range(n) for n in lead)):
+                    rest = sum(values[base[(*idx, p)]] for p in range(last - 1))
+                    values[base[(*idx, last - 1)]] = 1 - rest
+        for base, idx_symbols, definition in self.dependent:
+            for idx, expr in self._elements(base, idx_symbols, definition, sizes):
+                values[base[idx]] = sp.N(expr.xreplace(values), PRECISION)
+        return values
+
+    def _elements(self, base, idx_symbols, definition, sizes):
+        shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+        definition = unroll(inline(definition), sizes)
+        for idx in itertools.product(*(range(n) for n in shape)):
+            yield idx, definition.xreplace({i: sp.Integer(v) for i, v in zip(idx_symbols, idx)})
+
+    # -- symbols --
+
+    def definitions(self, sizes: dict, level: str) -> dict:
+        """Element -> definition at these sizes: ``named`` writes out the error terms only, ``full`` everything."""
+        key = (tuple(sorted((str(k), int(v)) for k, v in sizes.items())), level)
+        if key not in self._definitions:
+            found = {}
+            for base, idx_symbols, definition in self.dependent:
+                if level == "named" and base not in self.named:
+                    continue
+                for idx, expr in self._elements(base, idx_symbols, definition, sizes):
+                    found[base[idx]] = expr.xreplace(found) if level == "full" else expr
+            self._definitions[key] = found
+        return self._definitions[key]
+
+    def constraint(self, sizes: dict) -> dict:
+        """Each simplex row's last entry as 1 minus the others: the assumption, made explicit."""
+        rule = {}
+        for base in self.simplex:
+            *lead, last = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+            for idx in itertools.product(*(range(n) for n in lead)):
+                rule[base[(*idx, last - 1)]] = 1 - sum(base[(*idx, p)] for p in range(last - 1))
+        return rule
+
+    def target(self, entry: Entry) -> Target:
+        for t in self.targets:
+            if t.entry is entry:
+                return t
+        raise ValueError(f"wrt: {entry.tex()} is not a quantity of {self.title}; "
+                         f"its quantities are {', '.join(t.short(self.table.default_sample) for t in self.targets)}")
+
+
+def unroll(expr: sp.Expr, sizes: dict) -> sp.Expr:
+    """``expr`` at explicit sizes with every sum written out; its free indices stay symbols.
+
+    Sums go first, indices after: a letter may be free in one place and
+    summed over in another (``\\delta_k \\sum_k ...``), and substituting
+    it into a sum's own variable would be wrong.
+    """
+    return check.expand_sums(expr.xreplace(sizes))
+
+
+def at(expr: sp.Expr, where: dict) -> sp.Expr:
+    return expr.xreplace({k: sp.Integer(v) for k, v in where.items()})
+
+
+# -- one op ----------------------------------------------------------------------
+
+def op_world(op: Op) -> World:
+    from codegen.latex import ArticleLatex
+    from codegen.tex import display, notation
+    d = derive(op)
+    table = op_table(op, d)
+    by_value = {e.value: e for e in table.entries}
+    targets = []
+    for grad in d.gradients:
+        expr = display(d, grad.expr)
+        targets.append(Target(by_value[grad.input.tensor], tuple(grad.index), expr, expr))
+    independent = [(inp.tensor, inp.domain) for inp in op.inputs]
+    if not op.is_loss:
+        independent.append((d.upstream, "real"))
+    dependent = [(node, tuple(node.index), node.definition) for node in op.intermediates if node.index]
+    simplex = tuple(inp.tensor for inp in op.inputs if inp.domain == "simplex")
+    constants = {h.symbol: sp.nsimplify(h.default) for h in op.hyper}
+    activations = []
+    if op.shape_kind == "flat" and not op.is_loss:
+        local = d.gradients[0].expr.xreplace({d.upstream[d.gradients[0].index]: sp.S.One})
+        activations.append((local, ArticleLatex(notation(op)).doprint(local)))
+    return World(op.name, table, targets, independent, dependent, set(), tuple(table.sizes),
+                 ArticleLatex(notation(op)), simplex, constants, activations)
+
+
+def op_table(op: Op, d: Derivation) -> Table:
+    """The names a formula about ``op`` may use, in the article's notation."""
+    from codegen.latex import name_tex
+    entries = []
+    batch = next((s for s in op.sizes if s.name == "N"), None)
+
+    def batch_axis(shape):
+        if batch is None or op.shape_kind == "flat":
+            return None
+        return next((p for p, s in enumerate(shape) if s == batch), None)
+
+    def names(*words):
+        out = []
+        for w in words:
+            for v in (w, w.upper() if len(w) == 1 else w):
+                if v not in out:
+                    out.append(v)
+        return tuple(out)
+
+    from .engine import display_index
+    for inp in op.inputs:
+        letters = tuple(str(i) for i in display_index(op, inp))
+        role = "input" if inp.differentiable else "input, no gradient"
+        entries.append(Entry(inp.tensor, names(inp.element or inp.name.lower(), inp.name), tuple(inp.shape),
+                             letters, f"{role} {inp.name} ({inp.domain})", "input", batch_axis(inp.shape)))
+    out = op.output
+    if not op.is_loss:
+        word = "delta" if op.upstream == r"\delta" else "g"
+        entries.append(Entry(d.upstream, names(word, "dout") if word == "g" else ("delta", "dout"),
+                             tuple(out.shape), tuple(str(i) for i in out.index),
+                             f"upstream gradient dE/d{name_tex(out.name)}", "upstream", batch_axis(out.shape)))
+    for node in op.intermediates:
+        if node.index:
+            entries.append(Entry(node, names(node.name), tuple(node.shape), tuple(str(i) for i in node.index),
+                                 "output" if node is out else "intermediate", "intermediate",
+                                 batch_axis(node.shape)))
+    for size in op.sizes:
+        entries.append(Entry(size, (size.name,), meaning=_size_meaning(size, entries), kind="size"))
+    for h in op.hyper:
+        entries.append(Entry(h.symbol, (h.name,), meaning=f"{h.doc} (default {h.default})", kind="constant"))
+    entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
+    _check_unique(entries)
+    return Table(op.name, entries, None, False, batch)
+
+
+def _size_meaning(size, entries) -> str:
+    uses = [f"{c} in {e.tex()}" for e in entries for c, s in zip(e.letters, e.shape) if s == size]
+    if size.name == "N":
+        return "batch size; " + ", ".join(uses[:2])
+    return "range of " + ", ".join(uses[:2]) if uses else "a size"
+
+
+def _check_unique(entries):
+    seen = {}
+    for e in entries:
+        for w in e.names:
+            if w in seen and (seen[w].layer is None or e.layer is None):
+                raise AssertionError(f"two entries are called {w!r}")  # a table bug, not user input
+            seen[w] = e
+
+
+# -- a chain ----------------------------------------------------------------------
+
+def chain_world(c: ChainDerivation) -> World:
+    from codegen.chain_tex import chain_notation
+    from codegen.latex import ArticleLatex
+    table, by_tensor = chain_table(c)
+    targets = []
+    for q in c.backward:
+        if q.kind == "delta":
+            entry, idx = by_tensor[q.lhs.base], tuple(q.lhs.indices)
+        else:
+            element = q.lhs.variables[0]
+            entry, idx = by_tensor[element.base], tuple(element.indices)
+        targets.append(Target(entry, idx, q.expr, q.expanded, is_gradient=q.kind != "delta"))
+    independent = []
+    for name, tensor in c.inputs.items():
+        domain = next((inp.domain for layer in c.layers for inp in layer.op.inputs
+                       if layer.tensors.get(inp.name) is tensor), "real")
+        independent.append((tensor, domain))
+    for layer in c.layers:
+        for inp in layer.op.inputs[1:]:
+            tensor = layer.tensors[inp.name]
+            if inp.differentiable:
+                independent.append((tensor, inp.domain))
+    dependent = []
+    for lhs, rhs in c.forward:
+        if isinstance(lhs, sp.Indexed):
+            dependent.append((lhs.base, tuple(lhs.indices), rhs))
+    for delta, (idx, expanded) in c.deltas.items():
+        dependent.append((delta, tuple(idx), expanded))
+    simplex = tuple(layer.tensors[inp.name] for layer in c.layers for inp in layer.op.inputs
+                    if inp.domain == "simplex")
+    sizes = tuple(sorted({s for e in table.entries for s in e.shape}, key=lambda s: "NIJKHFEDC".find(s.name)))
+    printer = ArticleLatex(chain_notation(c))
+    return World(",".join(c.names), table, targets, independent, dependent, set(c.deltas), sizes,
+                 printer, simplex, {ETA: sp.Rational(1, 10), **{h.symbol: sp.nsimplify(h.default)
+                                                               for layer in c.layers for h in layer.op.hyper}},
+                 _chain_activations(c, printer))
+
+
+def _chain_activations(c: ChainDerivation, printer) -> list:
+    """Each elementwise layer's local derivative at its own output index (``y_j (1 - y_j)``)."""
+    from .chain import _instantiate, sample_form
+    found = []
+    for layer in c.layers:
+        if layer.op.shape_kind == "flat" and not layer.op.is_loss:
+            grad = derive(layer.op).gradients[0]
+            local = _instantiate(grad.expr, layer, lambda idx: sp.S.One)
+            found.append((local, printer.doprint(sample_form(local))))
+    return found
+
+
+def chain_table(c: ChainDerivation):
+    """The chain's names: the article's letters (i input, j hidden, k output) tell the layers apart."""
+    entries, by_tensor = [], {}
+
+    def add(tensor, meaning, kind, layer=None, word=None):
+        word = word or display_name(str(tensor.label))
+        words = (word, word.upper()) if len(word) == 1 else (word,)
+        letters = tuple(s.name.lower() for s in tensor.shape)
+        entry = Entry(tensor, words, tuple(tensor.shape), letters, meaning, kind, 0 if letters[0] == "n" else None,
+                      layer)
+        entries.append(entry)
+        by_tensor[tensor] = entry
+
+    def number(label: str):
+        tail = str(label).rsplit("_", 1)[-1]
+        return int(tail) if tail.isdigit() else None
+
+    roles = {"hidden": "hidden layer", "output": "output layer"}
+    for name, tensor in c.inputs.items():
+        add(tensor, "input node" if name == "x" else "true value (target)", "input")
+    for layer in c.layers:
+        where = roles.get(layer.role, "loss")
+        for inp in layer.op.inputs[1:]:
+            tensor = layer.tensors[inp.name]
+            if inp.differentiable:
+                add(tensor, f"{inp.name} of the {where} ({layer.op.name})", "input", number(tensor.label))
+        if layer.output is not None:
+            add(layer.output, f"output of the {where} {layer.op.name}", "intermediate", number(layer.output.label))
+    for lhs, _ in c.forward:  # intermediates an op names inside itself (softmax's y in a loss)
+        if isinstance(lhs, sp.Indexed) and lhs.base not in by_tensor:
+            add(lhs.base, "intermediate", "intermediate", number(lhs.base.label))
+    for q in c.backward:
+        if q.kind == "delta":
+            delta = q.lhs.base
+            layer_number = number(q.layer.output.label)
+            add(delta, f"error term dE/dnet of the {roles.get(q.layer.role, '')} node", "error term",
+                layer_number, "delta")
+    letter_sizes = {}
+    for e in entries:
+        letter_sizes.update(dict(zip(e.letters, e.shape)))
+    for letter, size in sorted(letter_sizes.items()):
+        meaning = "batch size" if letter == "n" else f"number of nodes indexed by {letter}"
+        entries.append(Entry(size, (size.name,), meaning=meaning, kind="size"))
+    entries.append(Entry(ETA, ("eta",), meaning="learning rate", kind="constant"))
+    hyper = {h.symbol: h for layer in c.layers for h in layer.op.hyper}
+    for symbol, h in sorted(hyper.items(), key=lambda item: item[0].name):
+        entries.append(Entry(symbol, (h.name,), meaning=f"{h.doc} (default {h.default})", kind="constant"))
+    entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
+    return Table(",".join(c.names), entries, letter_sizes, True, BATCH_SIZE), by_tensor

@@ -1,0 +1,786 @@
+"""``derive verify``: is a formula derived by hand right, and if not, where does it go wrong?
+
+The formula is read by our own grammar (``derive.formula``), its names
+looked up in the op's or chain's table (``derive.meaning``), and compared
+with the machine's derivation (``derive.quantities``) in two ways:
+
+* numerically, at random inputs (exact two-decimal numbers, evaluated to
+  30 digits) and at several small sizes, over every element; a mismatch
+  is a concrete counterexample;
+* symbolically: first for all sizes at once (the index forms agree once
+  their sums are normalised), else exactly at small explicit sizes (the
+  difference cancels element by element, as ``check.brute_force`` does),
+  with a time limit.
+
+A wrong formula is then tried against the typical mistakes (a flipped
+sign, a transposed index, a missing activation derivative, a missing or
+extra 1/N, a sum over the wrong index) by changing one thing at a time
+and checking again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+
+from . import check
+from . import formula as F
+from .meaning import BATCH_INDEX, Meaning, Resolver, ShapeMismatch, index, sample_mode, walk
+from .quantities import Target, World, at as at_index, chain_world, op_world, unroll
+from .rewrite import canonical_bound, normalize
+from .symbols import substitute_indices
+
+ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
+POINTS = 2  # random points per size set
+MAX_ELEMENTS = 48  # elements compared per size set
+RTOL = 1e-12
+PROOF_SECONDS = 1.5
+HINT_SECONDS = 1.5
+
+
+# -- the result ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Counterexample:
+    """Where the formula and the derivation differ: sizes, the element, the inputs, both values."""
+
+    sizes: dict  # size name -> int
+    at: dict  # index letter -> int (counting from 0)
+    inputs: dict  # tensor name -> value (nested lists of numbers)
+    expected: complex
+    got: complex | None
+
+    def lines(self) -> list[str]:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
+        at = ", ".join(f"{k}={v}" for k, v in self.at.items()) or "-"
+        out = [f"  sizes: {sizes}", f"  element: {at} (indices count from 0)"]
+        for name, value in self.inputs.items():
+            out.append(f"  {name} = {value}")
+        out.append(f"  derived: {_number(self.expected)}")
+        out.append(f"  yours:   {_number(self.got) if self.got is not None else 'undefined (division by zero?)'}")
+        return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer: equivalent or not, how that was shown, and for a wrong formula a counterexample and hints."""
+
+    equivalent: bool
+    quantity: str  # what was checked, e.g. "dE/dw_{kj} of linear"
+    derived: str  # the machine's formula, LaTeX
+    formula: str  # what the user typed
+    form: str  # "index form", "matrix form", "one sample"...
+    proof: str = ""  # the symbolic proof, or why there is none
+    numeric: str = ""  # the numeric evidence
+    counterexample: Counterexample | None = None
+    hints: tuple = ()
+    reason: str = ""  # why not equivalent, when there is no counterexample or more to say
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.equivalent else 1
+
+    def report(self) -> str:
+        head = "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT"
+        lines = [f"{head}: {self.quantity} ({self.form})", f"  derived: {self.derived}"]
+        if self.equivalent:
+            lines += [f"  symbolic: {self.proof}", f"  numeric: {self.numeric}"]
+        else:
+            if self.reason:
+                lines.append(f"  {self.reason}")
+            if self.counterexample is not None:
+                lines.append("counterexample:")
+                lines += self.counterexample.lines()
+            for hint in self.hints:
+                lines.append(f"hint: {hint}")
+            if not self.hints:
+                lines.append("hint: none of the typical mistakes (sign, transposed index, activation derivative, "
+                             "1/N, sum index) explains the difference")
+        return "\n".join(lines)
+
+
+# -- the API ---------------------------------------------------------------------------
+
+def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=None, syntax: str = "auto",
+           seed: int = 0) -> Verdict:
+    """Check a hand-derived ``formula`` for a gradient of ``op`` (``wrt``: an input, e.g. ``"W"``) or of a
+    ``chain`` (op names, or ``"article"``; ``wrt``: a quantity such as ``"delta_j"`` or ``"w_kj"``).
+
+    ``wrt`` may be left out when the formula names its left-hand side
+    (``\\frac{\\partial E}{\\partial w_{kj}} = ...``). Malformed input raises
+    ``ValueError`` (``derive.formula.FormulaError``) naming the position.
+    """
+    start = time.perf_counter()
+    world = world_of(op, chain)
+    tree = F.parse(formula, syntax)
+    sample = sample_mode(world.table, tree)
+    designators = []
+    formulas = []
+    for position, part in enumerate(tree.parts):
+        found = _designator(world, part, sample, formula) if position < len(tree.parts) - 1 and not formulas \
+            else None
+        if found is None:
+            formulas.append(part)
+        else:
+            designators.append(found)
+    target, letters = _choose_target(world, wrt, designators, sample, formula)
+    verdicts = [_check_part(world, target, letters, part, sample, formula, seed) for part in formulas]
+    verdict = next((v for v in verdicts if not v.equivalent), verdicts[-1])
+    return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
+
+
+def symbols(op: str | None = None, chain=None) -> str:
+    """The names a formula may use for ``op`` or ``chain``, with their meaning and index ranges."""
+    world = world_of(op, chain)
+    table = world.table
+    sample = table.default_sample
+    lines = [f"Symbols for {world.title}" + (" (the article's single-sample form; add the batch index n "
+                                              "for the batch form)" if sample else "") + ":"]
+    for e in table.entries:
+        if e.kind in ("size", "constant", "objective"):
+            continue
+        ranges = ", ".join(f"{c} < {s}" for c, s in zip(e.letters_in(sample), e.shape_in(sample)))
+        whole = _array_name(e, sample)
+        lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else ""))
+    sizes = [e for e in table.entries if e.kind == "size"]
+    lines.append("  sizes: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in sizes))
+    consts = [e for e in table.entries if e.kind == "constant"]
+    if consts:
+        lines.append("  constants: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in consts))
+    lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in world.targets))
+    if not sample and table.batch_size is not None:
+        lines.append("One sample: leave out the batch index n everywhere (x_{j}, \\delta_{k}); then N = 1.")
+    lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid), \\sqrt; "
+                 "[x > 0] is 1 where it holds, else 0.")
+    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0).")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=32)
+def _op_world(name: str) -> World:
+    from .registry import get
+    return op_world(get(name))
+
+
+@lru_cache(maxsize=32)
+def _chain_world(names: tuple) -> World:
+    from .chain import chain as make_chain
+    return chain_world(make_chain(names))
+
+
+def world_of(op, chain) -> World:
+    if op == "article" and chain is None:
+        chain, op = ARTICLE, None
+    if (op is None) == (chain is None):
+        raise ValueError("op: give an op name or a chain, not both and not neither")
+    if op is not None:
+        return _op_world(op)
+    if chain == "article":
+        chain = ARTICLE
+    if isinstance(chain, str):
+        chain = [n.strip() for n in chain.split(",") if n.strip()]
+    return _chain_world(tuple(chain))
+
+
+def _array_name(entry, sample) -> str:
+    """How the article writes the whole array: W, X, \\boldsymbol{\\delta}, \\vec{b}, W_2, \\vec{y}_1."""
+    from codegen.latex import name_tex
+    rank = len(entry.shape_in(sample))
+    layer = f"_{entry.layer}" if entry.layer is not None else ""
+    upper = next((w for w in entry.names if len(w) == 1 and w.isupper()), None)
+    tex = name_tex(entry.names[0]) if entry.names[0] != "delta" else r"\delta"
+    if rank == 2:
+        return f"{upper}{layer}" if upper else rf"\boldsymbol{{{tex}}}{layer}"
+    if rank == 1:
+        return rf"\vec{{{tex}}}{layer}"
+    return ""
+
+
+def _wrt_name(target: Target, sample: bool) -> str:
+    """What --wrt accepts for a target: the op's input name, or the chain's quantity (delta_j, w_kj)."""
+    entry = target.entry
+    letters = "".join(target.letters(sample))
+    if entry.layer is None and hasattr(entry.value, "label") and target.is_gradient:
+        name = str(entry.value.label)
+        return f"{name} ({entry.names[0]}_{letters})" if name != entry.names[0] else f"{name}_{letters}"
+    return f"{entry.names[0]}_{letters}"
+
+
+# -- choosing the quantity -----------------------------------------------------------
+
+def _designator(world: World, part: F.Node, sample: bool, text: str):
+    """``\\frac{\\partial E}{\\partial w_{kj}}`` or an error term ``\\delta_j`` on the left: (entry, letters)."""
+    resolver = Resolver(world.table, sample, text)
+    if isinstance(part, F.Frac) and isinstance(part.num, F.Partial) and isinstance(part.den, F.Partial):
+        if not (isinstance(part.num.arg, F.Name) and part.num.arg.word == "E"):
+            raise F.FormulaError("the left-hand side must be a derivative of E", part.pos or None, text)
+        wrt = part.den.arg
+        if not isinstance(wrt, F.Name):
+            raise F.FormulaError("differentiate by one tensor element, such as w_{kj}", part.pos or None, text)
+        entry = resolver.lookup(wrt)
+        if entry is None:
+            raise F.FormulaError(f"unknown symbol {wrt.word!r}", wrt.pos or None, text)
+        return entry, wrt.indices, wrt
+    if isinstance(part, F.Name) and part.word in ("delta",):
+        entries = world.table.named(part.word)
+        if entries and all(e.kind == "error term" for e in entries):
+            return resolver.lookup(part), part.indices, part
+    return None
+
+
+def _choose_target(world: World, wrt, designators, sample, text):
+    """The quantity (from ``wrt`` and/or the left-hand side) and the letters the formula writes it with."""
+    chosen = []
+    if wrt is not None:
+        chosen.append(_wrt_target(world, wrt, sample) + (None,))
+    for entry, letters, node in designators:
+        chosen.append((_target_of(world, entry), letters, node))
+    if not chosen:
+        raise ValueError("wrt: say which gradient the formula is for (--wrt, e.g. "
+                         f"{', '.join(_wrt_name(t, sample) for t in world.targets)}), or write its left-hand side")
+    target = chosen[0][0]
+    for other, letters, node in chosen[1:]:
+        if other is not target:
+            raise F.FormulaError(f"the left-hand side names {other.short(sample)}, not {target.short(sample)}",
+                                 node.pos if node else None, text)
+    letters = next((l for _, l, _ in chosen if l is not None), None)
+    if letters is not None:
+        expected = target.letters(sample)
+        if len(letters) != len(expected):
+            raise F.FormulaError(f"{target.short(sample)} takes {len(expected)} indices", None, text)
+        if world.table.letter_sizes is not None and tuple(l.rstrip("'") for l in letters) != expected:
+            raise F.FormulaError(f"the left-hand side writes {''.join(letters)}; in the article's notation it is "
+                                 f"{target.short(sample)} (the later layer's node first)", None, text)
+    return target, letters
+
+
+def _lookup_either_form(world, node, sample, text):
+    """--wrt may name a chain's quantity as the article does (delta_j) even for a formula in batch form."""
+    try:
+        return Resolver(world.table, sample, text).lookup(node)
+    except F.FormulaError:
+        if sample or world.table.batch_size is None:
+            raise
+        return Resolver(world.table, True, text).lookup(node)
+
+
+def _target_of(world: World, entry) -> Target:
+    if entry.kind == "intermediate" and entry.names[0] == "net":  # dE/dnet_j is the error term delta_j
+        for t in world.targets:
+            if not t.is_gradient and t.entry.layer == entry.layer:
+                return t
+    return world.target(entry)
+
+
+def _wrt_target(world: World, wrt: str, sample: bool):
+    if not isinstance(wrt, str) or not wrt.strip():
+        raise ValueError("wrt: expected a name such as W, x, delta_j or w_kj")
+    text = wrt.strip()
+    for t in world.targets:  # an op input by name: W, x, b
+        if text in (t.entry.value.name if hasattr(t.entry.value, "name") else "",) and t.entry.layer is None:
+            return t, None
+    import re
+    match = re.fullmatch(r"(\\?[A-Za-z]+)_([A-Za-z']+)", text)
+    if match:
+        text = f"{match.group(1)}_{{{match.group(2)}}}"
+    try:
+        tree = F.parse(text, "latex")
+    except F.FormulaError as error:
+        raise ValueError(f"wrt: {str(error).removeprefix('formula: ')}") from None
+    part = tree.parts[0]
+    if len(tree.parts) != 1:
+        raise ValueError("wrt: name one quantity")
+    if isinstance(part, F.Frac):
+        found = _designator(world, F.Equation(1, (part, F.Num(0, 0))).parts[0], sample, text)
+        entry, letters = found[0], found[1]
+    elif isinstance(part, F.Name):
+        entry, letters = _lookup_either_form(world, part, sample, text), part.indices
+        if entry is None:
+            raise ValueError(f"wrt: unknown quantity {wrt!r}")
+    else:
+        raise ValueError(f"wrt: expected a name such as W, x, delta_j or w_kj, got {wrt!r}")
+    target = _target_of(world, entry)
+    if letters is not None and world.table.letter_sizes is not None:
+        written = tuple(l.rstrip("'") for l in letters)
+        if written not in (target.letters(True), target.letters(False)):
+            raise ValueError(f"wrt: {wrt} is {target.short(sample)} in the article's notation")
+        letters = None
+    return target, letters
+
+
+# -- checking one formula -------------------------------------------------------------
+
+def _check_part(world: World, target: Target, letters, part, sample, text, seed) -> Verdict:
+    derived = _derived_tex(world, target, sample)
+    form = ("matrix form" if _is_matrix(world, part) else "index form") + (", one sample" if sample else "")
+    base = dict(quantity=f"{target.short(sample)} of {world.title}", derived=derived, formula=text, form=form)
+    try:
+        meaning = _resolve(world, target, letters, part, sample, text)
+    except ShapeMismatch as error:
+        return Verdict(False, reason=f"{error}: the shapes differ", **base)
+    study = _Study(world, target, meaning, np.random.default_rng(seed))
+    mismatch = study.compare()
+    if mismatch is None and not meaning.clashes:
+        proof = _prove(world, target, meaning, study)
+        return Verdict(True, proof=proof, numeric=study.evidence(), **base)
+    hints = _hints(world, target, letters, meaning, part, sample, text, study)
+    reasons = []
+    if meaning.clashes:
+        reasons.append("the formula is only defined when some sizes agree: " + "; ".join(meaning.clashes))
+    extra = [c for c in meaning.free if c not in target.letters(sample)]
+    if extra:
+        reasons.append(f"free {'index' if len(extra) == 1 else 'indices'} {', '.join(extra)} not in "
+                       f"{target.short(sample)}")
+    return Verdict(False, counterexample=mismatch, hints=tuple(hints), reason="; ".join(reasons), **base)
+
+
+def _is_matrix(world, part) -> bool:
+    for node in walk(part):
+        if isinstance(node, (F.Transpose, F.Ones, F.AxisSum)):
+            return True
+        if isinstance(node, F.Name) and node.indices is None and node.word != "e":
+            entries = world.table.named(node.word)
+            if entries and entries[0].rank:
+                return True
+    return False
+
+
+def _derived_tex(world: World, target: Target, sample: bool) -> str:
+    from .chain import sample_form
+    expr = sample_form(target.expr) if sample else target.expr
+    return f"{target.name(sample)} = {world.printer.doprint(expr)}"
+
+
+def _resolve(world, target, letters, part, sample, text) -> Meaning:
+    """The formula's meaning, its free letters renamed to the target's (by the left-hand side, if given)."""
+    want = target.letters(sample)
+    axes = target.axes(sample)
+    written = tuple(letters) if letters is not None else want
+    free_sizes = {u: size for u, (_, size) in zip(written, axes)}
+    resolver = Resolver(world.table, sample, text, free_sizes, quantity=target.short(sample))
+    meaning = resolver.finish(resolver.resolve(part), axes)
+    if written != want:
+        renames = {index(u): index(t) for u, t in zip(written, want)}
+        meaning.expr = substitute_indices(meaning.expr, renames)
+        mapping = dict(zip(written, want))
+        meaning.free = tuple(sorted(mapping.get(c, c) for c in meaning.free))
+        meaning.ranges = {mapping.get(c, c): s for c, s in meaning.ranges.items()}
+    return meaning
+
+
+class _Study:
+    """The numeric comparison: size sets, random points, every element; kept for the hints."""
+
+    def __init__(self, world: World, target: Target, meaning: Meaning, rng):
+        self.world, self.target, self.meaning = world, target, meaning
+        self.sample = meaning.sample
+        self.size_sets = world.size_sets(meaning.tied, meaning.sample)
+        self.rng = rng
+        self.runs = []  # (sizes, elements [(at, unrolled target)], points [values], expected[p][e])
+        self.compared = 0
+        self.wrong_off_kinks = False  # a mismatch at a random point, not only at a kink
+
+    def ranges(self) -> list:
+        """(index symbol, size) for every index to run over: the target's and the formula's own free ones."""
+        out = list(zip(self.target.index, self.target.entry.shape))
+        for letter in self.meaning.free:
+            symbol = index(letter)
+            if symbol not in self.target.index:
+                out.append((symbol, self.meaning.ranges[letter]))
+        return out
+
+    def elements(self, sizes):
+        ranges = [(s, int(sp.sympify(n).xreplace(sizes))) for s, n in self.ranges()]
+        every = list(itertools.product(*(range(n) for _, n in ranges)))
+        if len(every) > MAX_ELEMENTS:
+            picked = self.rng.choice(len(every), MAX_ELEMENTS, replace=False)
+            every = [every[p] for p in sorted(picked)]
+        fixed = {BATCH_INDEX: 0} if self.sample else {}  # one sample: n = 0
+        return [{**fixed, **dict(zip((s for s, _ in ranges), idx))} for idx in every]
+
+    def compare(self) -> Counterexample | None:
+        """The first element where the formula and the derivation differ, or None."""
+        first = None
+        target_expr = self.target.expr
+        for sizes in self.size_sets:
+            elements = self.elements(sizes)
+            expected_all, user_all = unroll(target_expr, sizes), unroll(self.meaning.expr, sizes)
+            expected_forms = [at_index(expected_all, at) for at in elements]
+            user_forms = [at_index(user_all, at) for at in elements]
+            points, expected, got = [], [], []
+            kinks = [False] * POINTS + ([True] if self.world.has_kinks and not self.runs else [])
+            for at_kink in kinks:
+                values = self.world.draw(sizes, self.rng, kinks=at_kink)
+                points.append(values)
+                expected.append([_evaluate(e, values) for e in expected_forms])
+                got.append([_evaluate(u, values) for u in user_forms])
+                self.compared += len(elements)
+                wrong = [e for e in range(len(elements)) if not _close(expected[-1][e], got[-1][e])]
+                if wrong and not at_kink:
+                    self.wrong_off_kinks = True
+                if wrong and first is None:
+                    e = wrong[0]
+                    first = self._counterexample(sizes, elements[e], values, expected[-1][e], got[-1][e])
+            self.runs.append((sizes, elements, points, expected, got))
+            if first is not None and len(self.runs) >= 2:
+                break
+        return first
+
+    def matches(self, expr: sp.Expr) -> bool:
+        """Whether ``expr`` equals the target at every element and point already drawn."""
+        for sizes, elements, points, expected, _ in self.runs:
+            whole = unroll(expr, sizes)
+            forms = [at_index(whole, at) for at in elements]
+            for p, values in enumerate(points):
+                for e, form in enumerate(forms):
+                    if not _close(expected[p][e], _evaluate(form, values)):
+                        return False
+        return True
+
+    def evidence(self) -> str:
+        sets = "; ".join(", ".join(f"{k}={v}" for k, v in sizes.items()) for sizes, *_ in self.runs)
+        points = sum(len(points) for _, _, points, _, _ in self.runs)
+        return f"equal at {points} random points ({self.compared} element values) at sizes {sets}"
+
+    def _counterexample(self, sizes, at, values, expected, got) -> Counterexample:
+        inputs = {}
+        for base, _ in self.world.independent:
+            shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+            sample = self.sample and _batched(base, self.world)
+            array = np.empty(shape, dtype=object)
+            for idx in np.ndindex(*shape):
+                array[idx] = float(values[base[idx] if idx else base])
+            if sample:
+                array = array[0]
+            inputs[_input_name(base, self.world, self.sample)] = _nested(array)
+        shown = {str(k): v for k, v in at.items() if not (self.sample and k == BATCH_INDEX)}
+        size_names = {str(k): int(v) for k, v in sizes.items()
+                      if not (self.sample and k == self.world.table.batch_size)}
+        return Counterexample(size_names, shown, inputs, expected, got)
+
+
+def _batched(base, world) -> bool:
+    return any(e.value is base and e.batch_axis is not None for e in world.table.entries)
+
+
+def _input_name(base, world, sample) -> str:
+    entry = next((e for e in world.table.entries if e.value is base), None)
+    if entry is None:
+        return str(base)
+    layer = f" (layer {entry.layer})" if entry.layer is not None else ""
+    return f"{entry.tex(sample)}{layer}"
+
+
+def _nested(array):
+    if not isinstance(array, np.ndarray):
+        return round(float(array), 6)
+    if array.ndim == 0:
+        return round(float(array[()]), 6)
+    return [_nested(a) for a in array]
+
+
+def _evaluate(form: sp.Expr, values: dict):
+    number = sp.N(form.xreplace(values), 30)
+    if number.free_symbols or number.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        return None
+    try:
+        return complex(number)
+    except TypeError:
+        return None
+
+
+def _close(a, b) -> bool:
+    if a is None or b is None:
+        return False
+    return abs(a - b) <= RTOL * max(1.0, abs(a), abs(b))
+
+
+def _number(z) -> str:
+    if z is None:
+        return "undefined"
+    if abs(z.imag) > 1e-12:
+        return f"{z.real:.6g}{z.imag:+.6g}i"
+    return f"{z.real:.6g}"
+
+
+# -- the proof ------------------------------------------------------------------------
+
+class _Timeout(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Raise ``_Timeout`` after ``seconds`` (SIGALRM, main thread only; elsewhere no limit but the budget)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _prove(world: World, target: Target, meaning: Meaning, study: _Study) -> str:
+    """The strongest symbolic statement reached in the time limit."""
+    try:
+        with time_limit(PROOF_SECONDS):
+            if _equal_for_all_sizes(world, target, meaning):
+                return "equal for all sizes (the index forms agree once their sums are normalised)"
+            sizes = study.size_sets[0]
+            level = _equal_at(world, target, meaning, sizes, study)
+            names = ", ".join(f"{k}={v}" for k, v in sizes.items()
+                              if not (meaning.sample and k == world.table.batch_size))
+            if level is None:
+                return f"not shown: the difference does not cancel exactly at sizes {names} (numeric evidence only)"
+            how = {"opaque": "", "named": ", with the error terms written out",
+                   "full": ", with every intermediate written in terms of the inputs"}[level]
+            return f"exact at sizes {names}: the difference cancels at every element{how}"
+    except _Timeout:
+        return f"not reached within {PROOF_SECONDS} s (numeric evidence only)"
+
+
+def _one_sample_sizes(expr, world, sample):
+    if not sample or world.table.batch_size is None:
+        return expr
+    expr = expr.xreplace({world.table.batch_size: sp.S.One})
+    expr = expr.replace(lambda e: isinstance(e, sp.Sum) and any(lo == hi for _, lo, hi in e.limits), _collapse)
+    return expr.xreplace({BATCH_INDEX: sp.S.Zero})
+
+
+def _collapse(s: sp.Sum) -> sp.Expr:
+    body, limits = s.function, []
+    for v, lo, hi in s.limits:
+        if lo == hi:
+            body = body.xreplace({v: lo})
+        else:
+            limits.append((v, lo, hi))
+    return sp.Sum(body, *limits) if limits else body
+
+
+def _equal_for_all_sizes(world, target, meaning) -> bool:
+    for expr in dict.fromkeys((target.expr, target.expanded)):
+        difference = _one_sample_sizes(expr, world, meaning.sample) - \
+            _one_sample_sizes(meaning.expr, world, meaning.sample)
+        difference = normalize(sp.expand(normalize(difference)))
+        if sp.expand(canonical_bound(difference)) == 0:
+            return True
+    return False
+
+
+def _equal_at(world, target, meaning, sizes, study) -> str | None:
+    """The first level at which the difference cancels at every element: opaque, named, full; else None."""
+    constraint = world.constraint(sizes)
+    elements = study.elements(sizes)
+    levels_used = []
+    whole = unroll(target.expr - meaning.expr, sizes)
+    for at in elements:
+        difference = at_index(whole, at)
+        for level in ("opaque", "named", "full"):
+            expr = difference if level == "opaque" else difference.xreplace(world.definitions(sizes, level))
+            if level == "full":
+                expr = expr.xreplace(world.definitions(sizes, "full"))
+            expr = expr.xreplace(world.constants).xreplace(constraint)
+            if check.is_zero(expr):
+                levels_used.append(level)
+                break
+        else:
+            return None
+    order = ("opaque", "named", "full")
+    return max(levels_used, key=order.index) if levels_used else "opaque"
+
+
+# -- hints -------------------------------------------------------------------------------
+
+def _hints(world, target, letters, meaning, part, sample, text, study) -> list[str]:
+    """The typical mistake that explains the difference, if one does."""
+    if not study.wrong_off_kinks and not meaning.clashes:
+        return ["right except at the kink (inputs exactly 0), where the derivation follows PyTorch's convention"]
+    found = _ratio_hints(world, target, study)
+    if found:
+        return found
+    deadline = time.perf_counter() + HINT_SECONDS
+    drawn = [sizes for sizes, *_ in study.runs]
+    for description, variant in _variants(world, part, meaning, target, sample):
+        if time.perf_counter() > deadline:
+            break
+        try:
+            changed = _resolve(world, target, letters, variant, sample, text)
+        except (F.FormulaError, ShapeMismatch):
+            continue
+        if changed.clashes or not set(changed.free) <= set(target.letters(sample)):
+            continue
+        if world.size_sets(changed.tied, sample)[:len(drawn)] == drawn:
+            right = study.matches(changed.expr)
+        else:  # the change altered which sizes the formula ties together: draw afresh
+            right = _Study(world, target, changed, np.random.default_rng(0)).compare() is None
+        if right:
+            return [description]
+    return []
+
+
+def _ratio_hints(world, target, study) -> list[str]:
+    """Sign, a constant factor (1/N, 2) or an activation derivative: the ratio derived / yours says which."""
+    ratios = []  # (sizes, at, values, ratio)
+    for sizes, elements, points, expected, got in study.runs:
+        for p, values in enumerate(points):
+            for e, at in enumerate(elements):
+                a, b = expected[p][e], got[p][e]
+                if a is None or b is None or abs(b) < 1e-9 or abs(a) < 1e-9:
+                    continue
+                ratios.append((sizes, at, values, a / b))
+    if len(ratios) < 2:
+        return []
+    name = target.short(study.sample)
+    values_r = [r for *_, r in ratios]
+    if all(_close(r, values_r[0]) for r in values_r):
+        c = values_r[0]
+        if _close(c, -1):
+            return [f"sign flipped: your formula is -1 times {name}"]
+        sign = " and the sign is flipped" if c.real < 0 else ""
+        for k in (2, 4):
+            if _close(abs(c), k):
+                return [f"missing a factor {k}{sign}: {name} is {k} times your formula"]
+            if _close(abs(c), 1 / k):
+                return [f"a factor {k} too many{sign}: your formula is {k} times {name}"]
+    by_set = {}
+    for sizes, at, values, r in ratios:
+        by_set.setdefault(tuple(sizes.items()), []).append(r)
+    constant = all(all(_close(r, rs[0]) for r in rs) for rs in by_set.values())
+    if constant:
+        for size in world.sizes:
+            ok_missing = all(_close(abs(rs[0]), 1 / float(dict(k)[size])) for k, rs in by_set.items())
+            ok_extra = all(_close(abs(rs[0]), float(dict(k)[size])) for k, rs in by_set.items())
+            sign = " (and the sign is flipped)" if all(rs[0].real < 0 for rs in by_set.values()) else ""
+            if ok_missing and not ok_extra:
+                return [f"missing a factor 1/{size}{sign}: {name} is your formula divided by {size}"]
+            if ok_extra and not ok_missing:
+                return [f"an extra factor 1/{size}{sign}: {name} is {size} times your formula"]
+    for local, tex in world.activations:
+        letters = {str(i) for i in local.free_symbols if i.is_integer and not i.is_positive}
+        if not letters <= set(str(i) for i in target.index):
+            continue
+        factors = [_evaluate(at_index(unroll(local, sizes), at).xreplace(values), values)
+                   for sizes, at, values, _ in ratios]
+        if all(f is not None and _close(r, f) for f, (*_, r) in zip(factors, ratios)):
+            return [f"missing the activation derivative {tex}: {name} is your formula times it"]
+        if all(f is not None and abs(f) > 1e-12 and _close(1 / r, f) for f, (*_, r) in zip(factors, ratios)):
+            return [f"an extra activation-derivative factor {tex}: your formula is {name} times it"]
+        if all(f is not None and _close(-r, f) for f, (*_, r) in zip(factors, ratios)):
+            return [f"missing the activation derivative {tex}, and the sign is flipped"]
+    return []
+
+
+def _variants(world, part, meaning, target, sample):
+    """One change at a time: (what it means, the changed syntax tree)."""
+    letters_used = sorted({i.rstrip("'") for node in walk(part) if isinstance(node, F.Name) and node.indices
+                           for i in node.indices} | set(target.letters(sample)))
+    for node in walk(part):
+        if isinstance(node, F.Name) and node.indices and len(node.indices) >= 2:
+            swapped = dataclasses.replace(node, indices=tuple(reversed(node.indices)))
+            yield (f"transposed index: {_name_tex(node)} should be {_name_tex(swapped)}",
+                   _replace(part, node, swapped))
+    if _is_matrix(world, part):
+        yield ("the result is transposed: the gradient has its parameter's shape",
+               F.Transpose(part.pos, part))
+    for node in walk(part):
+        if isinstance(node, F.Transpose):
+            yield (f"a transpose too many: drop the ^T on {_describe(node.arg)}", _replace(part, node, node.arg))
+        elif isinstance(node, F.Name) and node.indices is None and _rank(world, node) == 2:
+            yield (f"a transpose missing: {_describe(node)} should be {_describe(node)}^T",
+                   _replace(part, node, F.Transpose(node.pos, node)))
+    extra = [c for c in meaning.free if c not in target.letters(sample)]
+    for node in walk(part):
+        if isinstance(node, F.Sum) and len(node.indices) == 1:
+            for letter in extra + [c for c in letters_used if c not in extra]:
+                if letter != node.indices[0]:
+                    moved = dataclasses.replace(node, indices=(letter,), lower=None, upper=None)
+                    yield (f"sum over the wrong index: \\sum_{{{node.indices[0]}}} should be \\sum_{{{letter}}}",
+                           _replace(part, node, moved))
+    for letter in extra:
+        yield (f"a missing sum over {letter}: {target.short(sample)} is \\sum_{{{letter}}} of your formula",
+               F.Sum(part.pos, (letter,), part))
+    for node in walk(part):
+        if isinstance(node, F.Sum):
+            yield (f"a sum too many: drop \\sum_{{{''.join(node.indices)}}}", _replace(part, node, node.body))
+
+
+def _rank(world, node) -> int:
+    entries = world.table.named(node.word)
+    return entries[0].rank if entries else 0
+
+
+def _name_tex(node: F.Name) -> str:
+    word = "\\" + node.word if node.word in ("delta", "alpha", "eta") else node.word
+    return f"{word}_{{{''.join(node.indices)}}}"
+
+
+def _describe(node) -> str:
+    if isinstance(node, F.Name):
+        return node.word + (f"_{node.layer}" if node.layer else "")
+    return "a factor"
+
+
+def _replace(tree, old, new):
+    """``tree`` with the node ``old`` (by identity) replaced by ``new``."""
+    if tree is old:
+        return new
+    if not isinstance(tree, F.Node):
+        return tree
+    changes = {}
+    for name in tree.__dataclass_fields__:
+        child = getattr(tree, name)
+        if isinstance(child, F.Node):
+            replaced = _replace(child, old, new)
+            if replaced is not child:
+                changes[name] = replaced
+        elif isinstance(child, tuple):
+            replaced = tuple(_replace(c, old, new) if isinstance(c, F.Node) else
+                             tuple(_replace(s, old, new) for s in c) if isinstance(c, tuple) else c
+                             for c in child)
+            if replaced != child:
+                changes[name] = replaced
+    return dataclasses.replace(tree, **changes) if changes else tree
+
+
+# -- reading without checking ------------------------------------------------------------
+
+def read(formula: str, op: str | None = None, wrt: str | None = None, chain=None, syntax: str = "auto",
+         derivatives: bool = False) -> sp.Expr:
+    """The SymPy index form a formula stands for, in the op's or chain's names (one sample: as ``chain.sample_form``).
+
+    With ``wrt`` the free indices are that gradient's and a matrix formula is
+    laid onto its axes; ``derivatives`` keeps ``\\frac{\\partial a}{\\partial b}``
+    as an unevaluated ``Derivative`` (for reading back what the tool printed).
+    """
+    from .chain import sample_form
+    world = world_of(op, chain)
+    tree = F.parse(formula, syntax)
+    if len(tree.parts) != 1:
+        raise F.FormulaError("read one expression at a time")
+    part = tree.parts[0]
+    sample = sample_mode(world.table, part)
+    axes, free_sizes = None, {}
+    if wrt is not None:
+        target, _ = _wrt_target(world, wrt, sample)
+        axes = target.axes(sample)
+        free_sizes = {t: size for t, (_, size) in zip(target.letters(sample), axes)}
+    resolver = Resolver(world.table, sample, formula, free_sizes, derivatives=derivatives)
+    expr = resolver.finish(resolver.resolve(part), axes).expr
+    return sample_form(expr) if sample else expr
