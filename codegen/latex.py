@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from derive.symbols import Iverson, as_piecewise, index_symbols
+from derive.symbols import Iverson, as_piecewise, index_symbols, rename_bound
 
 from .ir import Contract, Elementwise, Leaf, Node, Reduce
 
@@ -419,9 +419,12 @@ class VectorLatex(ArticleLatex):
     Hadamard products.
     """
 
-    def __init__(self, notation: Notation, lang: str, vector: set):
+    def __init__(self, notation: Notation, lang: str, vector: set, sizes: dict | None = None):
+        """``sizes``: each vector index's size, so that a sum over another letter with that range
+        (softmax's ``\\sum_j`` beside its ``k``) is read as a sum along the vector too."""
         super().__init__(notation, lang)
         self.vector = {v.name for v in vector}
+        self.sizes = {v.name: size for v, size in (sizes or {}).items()}
 
     def _along(self, index) -> bool:
         """An index the vector runs along, primed or not (``n``, ``n'``)."""
@@ -446,6 +449,7 @@ class VectorLatex(ArticleLatex):
         return rf"\vec{{{base}}}"
 
     def _print_Sum(self, expr):
+        expr = self._renamed_along(expr)
         variables = {v.name.rstrip("'") for v, _, _ in expr.limits}
         if variables != self.vector:
             return super()._print_Sum(expr)
@@ -458,6 +462,23 @@ class VectorLatex(ArticleLatex):
         rest = r" \odot ".join(self._wrap(v) for v in vectors[1:])
         rest = rest if len(vectors) == 2 else rf"\left({rest}\right)"
         return head + rf"{self._wrap(vectors[0])}^{{T}} {rest}"
+
+    def _renamed_along(self, expr: sp.Sum) -> sp.Sum:
+        """A sum whose letter runs over a vector index's whole range, renamed to that index (primed if taken)."""
+        taken = {s.name for s in expr.free_symbols}
+        renames = {}
+        for v, lo, hi in expr.limits:
+            if self._along(v):
+                continue
+            along = [u for u, size in self.sizes.items() if lo == 0 and sp.expand(hi - size + 1) == 0]
+            if len(along) != 1:
+                return expr
+            name = along[0]
+            while name in taken:
+                name += "'"
+            taken.add(name)
+            renames[v] = sp.Symbol(name, integer=True)
+        return rename_bound(expr, renames) if renames else expr
 
     def _wrap(self, f) -> str:
         tex = self._print(f)

@@ -126,7 +126,8 @@ def _vector_blocks(d: Derivation, nt: Notation, lang: str, w, forward: bool) -> 
     """The forward pass or the gradients for one row or one channel, as vectors."""
     op = d.op
     vector = vector_indices(op)
-    printer = VectorLatex(nt, lang, vector)
+    printer = VectorLatex(nt, lang, vector, {i: size for i, size in zip(op.output.index, op.output.shape)
+                                             if i in vector})
     blocks = [Block(text=w["vector layout"])] if forward else []
     for node in op.intermediates if forward else ():
         lhs = node[node.index]
