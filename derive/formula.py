@@ -10,6 +10,8 @@ costs no time.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -19,6 +21,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 MAX_CHARS = 2000
 MAX_NESTING = 24
+MAX_SIGNS = 100  # + and -: each nests the tree one level deeper
 
 
 class FormulaError(ValueError):
@@ -49,12 +52,25 @@ class Num(Node):
 
 @dataclass(frozen=True)
 class Name(Node):
-    """A symbol as written: ``w_{kj}`` is ``Name("w", ("k", "j"))``; ``W_2`` has ``layer=2``."""
+    """A symbol as written: ``w_{kj}`` is ``Name("w", ("k", "j"))``; ``W_2`` has ``layer=2``.
+
+    An index is a letter (``"k"``, ``"k'"``) or an ``IndexExpr`` (``x_{n, c, i s + p}``).
+    Accents are part of the word (``\\hat{x}``), as is a layer tag ``y^{(3)}``
+    (word ``y^(3)``), so that the symbol table decides what each means.
+    """
 
     word: str
     indices: tuple | None = None
     decorated: bool = False  # \vec, \mathbf, \boldsymbol: an array
     layer: int | None = None
+    arrow: bool = False  # \vec or \overrightarrow: a vector
+
+
+@dataclass(frozen=True)
+class IndexExpr(Node):
+    """An index that is not a plain letter: ``i s + p`` in ``x_{n, c, i s + p}``."""
+
+    expr: Node
 
 
 @dataclass(frozen=True)
@@ -143,10 +159,17 @@ class Compare(Node):
 
 
 @dataclass(frozen=True)
-class Iverson(Node):
-    """``[x_i > 0]``: 1 where the condition holds, else 0."""
+class All(Node):
+    """A chained comparison ``0 \\le a \\le K - 1``: every one of ``parts`` (each a ``Compare``) holds."""
 
-    condition: Compare
+    parts: tuple
+
+
+@dataclass(frozen=True)
+class Iverson(Node):
+    """``[x_i > 0]``: 1 where the condition (a ``Compare`` or ``All``) holds, else 0."""
+
+    condition: Node
 
 
 @dataclass(frozen=True)
@@ -186,36 +209,45 @@ sum_limits: SUB_ONE                         -> limits_one
 sup_limit: SUP_ONE | SUP_OPEN expr "}"
 
 ?factor: atom
-       | atom SUP_ONE            -> sup_one
-       | atom SUP_OPEN expr "}"  -> sup_expr
+       | atom SUP_ONE subscript?            -> sup_one
+       | atom SUP_OPEN expr "}" subscript?  -> sup_expr
        | atom SUP_OPEN CIRC expr "}" -> sup_circ
        | atom SUP_TOP            -> sup_top
+       | atom SUP_TAG subscript? -> tagged
 ?atom: NUMBER                    -> number
      | name
      | LPAR expr RPAR            -> group
      | LBRACE expr "}"           -> group
      | LBRACK expr RBRACK        -> group
-     | LBRACK expr rel expr RBRACK -> iverson
+     | LBRACK expr (rel expr)+ RBRACK -> iverson
      | FRAC LBRACE expr "}" LBRACE expr "}" -> frac
      | SQRT LBRACE expr "}"      -> sqrt
      | FUNC func_arg             -> call
      | FUNC SUP_OPEN expr "}" func_arg -> call_power
      | FUNC SUP_ONE func_arg     -> call_power
+     | FUNC subscript            -> plain_name
+     | FUNC SUP_OPEN expr "}" subscript? -> function_name_power
+     | FUNC SUP_ONE subscript?   -> function_name_power
      | PARTIAL factor            -> partial
      | PARTIAL                   -> partial_op
      | BEGIN_CASES case_row (ROWSEP case_row)* ROWSEP? END_CASES -> cases
 ?func_arg: atom
 case_row: expr AMP condition
-?condition: expr rel expr -> compare
+?condition: expr (rel expr)+ -> compare
           | TEXT               -> otherwise
-name: NAME subscript?            -> plain_name
-    | GREEK subscript?           -> plain_name
-    | TEXT subscript?            -> text_name
-    | DECOR LBRACE decor_inner "}" subscript? -> decorated
-    | TOP                        -> top
-?decor_inner: NAME subscript? | GREEK subscript? | TEXT subscript? | NUMBER
+?name: word
+     | TOP                        -> top
+?word: NAME subscript?            -> plain_name
+     | GREEK subscript?           -> plain_name
+     | TEXT subscript?            -> text_name
+     | DECOR LBRACE inner "}" subscript? -> decorated
+     | ACCENT LBRACE inner "}" subscript? -> accented
+?inner: word
+      | FUNC subscript?           -> plain_name
+      | NUMBER                    -> number
 subscript: SUB_ONE               -> sub_one
-         | SUB_OPEN index_list "}" -> sub_list
+         | SUB_OPEN sub_item (COMMA sub_item)* "}" -> sub_list
+?sub_item: expr
 index_list: (NAME | NUMBER | COMMA)+
 ?rel: REL | EQ
 
@@ -235,8 +267,9 @@ FUNC: /\\(exp|log|ln|tanh|sigma)(?![A-Za-z])/
 PARTIAL: /\\partial(?![A-Za-z])/
 BEGIN_CASES: /\\begin\s*\{\s*cases\s*\}/
 END_CASES: /\\end\s*\{\s*cases\s*\}/
-TEXT: /\\(text|mathrm|operatorname|textrm|rm|mathit)\s*\{[^{}]*\}/
+TEXT: /\\(text|mathrm|operatorname|textrm|rm|mathit)\s*\{([^{}\\]|\\.)*\}/
 DECOR: /\\(vec|mathbf|boldsymbol|bm|overrightarrow|mathbold)(?![A-Za-z])/
+ACCENT: /\\(hat|widehat|tilde|widetilde|bar|overline)(?![A-Za-z])/
 TOP: /\\(top|intercal)(?![A-Za-z])/
 GREEK.-1: /\\[A-Za-z]+/
 NAME: /[A-Za-z]+'*/
@@ -246,6 +279,7 @@ SUB_OPEN: /_\s*\{/
 SUP_ONE: /\^\s*[A-Za-z0-9]/
 SUP_OPEN: /\^\s*\{/
 SUP_TOP: /\^\s*\\(top|intercal)/
+SUP_TAG.2: /\^\s*\{\s*\(\s*\d+\s*\)\s*\}/
 LPAR: "(" | /\\left\s*\(/ | /\\[bB]igg?l?\s*\(/
 RPAR: ")" | /\\right\s*\)/ | /\\[bB]igg?r?\s*\)/
 LBRACK: "[" | /\\left\s*\[/ | /\\[bB]igg?l?\s*\[/
@@ -278,11 +312,11 @@ start: expr (EQ expr)*
      | NAME                          -> name
      | NAME LPAR args RPAR           -> call
      | LPAR expr RPAR                -> group
-     | LPAR expr REL expr RPAR       -> iverson
+     | LPAR expr (REL expr)+ RPAR    -> iverson
 args: arg (COMMA arg)*
 ?arg: expr
     | NAME EQ expr                   -> keyword
-index_list: NAME (COMMA NAME)*
+index_list: expr (COMMA expr)*
 
 EQ: "="
 PLUS: "+"
@@ -298,7 +332,7 @@ LPAR: "("
 RPAR: ")"
 LBRACK: "["
 RBRACK: "]"
-NAME: /[A-Za-z][A-Za-z0-9']*(_[0-9]+)?/
+NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+))*/
 NUMBER: /\d+(\.\d+)?/
 %ignore /\s+/
 """
@@ -319,6 +353,44 @@ REL_OPS = {">": ">", "<": "<", r"\geq": ">=", r"\ge": ">=", r"\leq": "<=", r"\le
 OTHERWISE = {"otherwise", "else", "其他", "否则", "sonst"}
 MUL_OPS = {r"\cdot": "cdot", r"\times": "times", "*": "cdot", r"\odot": "odot", r"\circ": "odot",
            r"\oslash": "oslash", "/": "div"}
+GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+         "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega", "Gamma", "Delta",
+         "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+#: Accents that make another name (``\bar{x}`` is not ``x``), by the word they are read as.
+ACCENTS = {"hat": "hat", "widehat": "hat", "tilde": "tilde", "widetilde": "tilde", "bar": "bar", "overline": "bar"}
+ARROWS = {"vec", "overrightarrow"}
+
+
+def name_text(word: str) -> str:
+    """A word as TeX: ``mu`` is ``\\mu``, ``sigma^2`` is ``\\sigma^{2}``, ``y^(3)`` is ``y^{(3)}``."""
+    if "^(" in word:
+        base, tag = word.split("^(", 1)
+        return f"{name_text(base)}^{{({tag.rstrip(')')}}}"
+    if "^" in word:
+        base, power = word.split("^", 1)
+        return f"{name_text(base)}^{{{power}}}"
+    return "\\" + word if word in GREEK else word
+
+
+def index_text(index) -> str:
+    """One index as written: a letter, or an index expression (``i s + p``)."""
+    if isinstance(index, str):
+        return index
+    return _unparse(index.expr)
+
+
+def _unparse(node: Node) -> str:
+    if isinstance(node, Num):
+        return str(node.value)
+    if isinstance(node, Name):
+        return name_text(node.word)
+    if isinstance(node, Neg):
+        return "-" + _unparse(node.arg)
+    if isinstance(node, Add):
+        return f"{_unparse(node.left)} {'-' if node.minus else '+'} {_unparse(node.right)}"
+    if isinstance(node, Product):
+        return " ".join(_unparse(f) for f in node.factors)
+    return "?"
 
 
 def _col(item) -> int:
@@ -344,16 +416,69 @@ def _indices(items) -> tuple:
     for item in items:
         if item.type == "COMMA":
             continue
-        for char in str(item):
-            if char == "'":
-                out[-1] += "'"
-            else:
-                out.append(char)
+        _split_letters(str(item), out)
     return tuple(out)
+
+
+def _split_letters(text: str, out: list) -> None:
+    for char in text:
+        if char == "'":
+            out[-1] += "'"
+        else:
+            out.append(char)
+
+
+def _index_items(items) -> tuple:
+    """A subscript's items: runs of letters (``kj``, ``n'c``) give one index per letter; anything
+    else (``i s + p``) is one ``IndexExpr``."""
+    out: list = []
+    for item in items:
+        if isinstance(item, Token):  # a comma
+            continue
+        letters = _letters(item)
+        if letters is None:
+            out.append(IndexExpr(item.pos, item))
+        else:
+            _split_letters(letters, out)
+    return tuple(out)
+
+
+def _letters(node) -> str | None:
+    """The letters a subscript item spells, or None if it is an expression."""
+    if isinstance(node, Num) and node.value.denominator == 1 and node.value >= 0:
+        return str(node.value)
+    if isinstance(node, Name) and node.indices is None and node.layer is None and not node.decorated \
+            and node.word.replace("'", "").isalpha() and node.word not in GREEK and node.word[0] != "'":
+        return node.word
+    if isinstance(node, Product) and all(op == "juxt" for op in node.ops):
+        parts = [_letters(f) for f in node.factors]
+        if all(p is not None and not p.isdigit() for p in parts):
+            return "".join(parts)
+    return None
 
 
 def _sub_one(token: Token) -> tuple:
     return (str(token).lstrip("_").strip(),)
+
+
+def _with_subscript(name: Node, indices, column: int) -> Node:
+    """``name`` with a subscript written after it (``\\hat{x}_{ncs}``, ``\\sigma^{2}_{c}``)."""
+    if indices is None:
+        return name
+    if isinstance(name, Pow) and not name.elementwise:
+        return dataclasses.replace(name, base=_with_subscript(name.base, indices, column))
+    if not isinstance(name, Name) or name.indices is not None or name.layer is not None:
+        raise FormulaError("a subscript must follow a name", column)
+    return _name(name.pos, name.word, indices, name.decorated, name.arrow)
+
+
+def _conditions(items) -> Node:
+    """``a < b`` or a chain ``0 \\le a \\le b`` (items: expr, rel, expr, rel, expr...)."""
+    parts = []
+    for at in range(1, len(items), 2):
+        left, rel, right = items[at - 1], items[at], items[at + 1]
+        parts.append(Compare(_col(left), REL_OPS[_rel(rel)], left, right))
+    return parts[0] if len(parts) == 1 else All(parts[0].pos, tuple(parts))
 
 
 class _Latex(Transformer):
@@ -417,12 +542,12 @@ class _Latex(Transformer):
         return item
 
     def sup_one(self, items):
-        base, token = items
-        return _superscript(base, _sup_one(token), token.column)
+        base, token, *sub = items
+        return _with_subscript(_superscript(base, _sup_one(token)), sub[0] if sub else None, token.column)
 
     def sup_expr(self, items):
-        base, token, exp = items
-        return _superscript(base, exp, token.column)
+        base, token, exp, *sub = items
+        return _with_subscript(_superscript(base, exp), sub[0] if sub else None, token.column)
 
     def sup_circ(self, items):
         base, token, _, exp = items
@@ -431,6 +556,15 @@ class _Latex(Transformer):
     def sup_top(self, items):
         return Transpose(_col(items[0]), items[0])
 
+    def tagged(self, items):
+        """``y^{(3)}``: a name told apart by a tag (the chain's layer number), not a power."""
+        base, token, *sub = items
+        if not isinstance(base, Name) or base.layer is not None:
+            raise FormulaError("a tag ^{(3)} must follow a name", token.column)
+        tag = "".join(c for c in str(token) if c.isdigit())
+        tagged = Name(base.pos, f"{base.word}^({tag})", base.indices, base.decorated, None, base.arrow)
+        return _with_subscript(tagged, sub[0] if sub else None, token.column)
+
     def number(self, items):
         return _number(items[0])
 
@@ -438,8 +572,7 @@ class _Latex(Transformer):
         return items[1]
 
     def iverson(self, items):
-        _, left, rel, right, _ = items
-        return Iverson(_col(items[0]), Compare(_col(left), REL_OPS[_rel(rel)], left, right))
+        return Iverson(_col(items[0]), _conditions(items[1:-1]))
 
     def frac(self, items):
         return Frac(items[0].column, items[2], items[4])
@@ -457,6 +590,13 @@ class _Latex(Transformer):
         arg = rest[-1]
         return Call(token.column, FUNCTIONS[str(token).lstrip("\\")], arg, power)
 
+    def function_name_power(self, items):
+        """``\\sigma^{2}_{c}``: not the sigmoid but a name (the variance), squared or so named."""
+        token, sup, *rest = items
+        exp = _sup_one(sup) if sup.type == "SUP_ONE" else rest.pop(0)
+        base = Name(token.column, str(token).lstrip("\\"))
+        return _with_subscript(Pow(token.column, base, exp), rest[0] if rest else None, sup.column)
+
     def partial(self, items):
         return Partial(items[0].column, items[1])
 
@@ -471,8 +611,7 @@ class _Latex(Transformer):
         return (items[0], items[2])
 
     def compare(self, items):
-        left, rel, right = items
-        return Compare(_col(left), REL_OPS[_rel(rel)], left, right)
+        return _conditions(items)
 
     def otherwise(self, items):
         word = _text_word(items[0])
@@ -484,6 +623,8 @@ class _Latex(Transformer):
     def plain_name(self, items):
         token = items[0]
         word = str(token).lstrip("\\")
+        if token.type in ("GREEK", "FUNC"):
+            word = {"varepsilon": "epsilon", "varrho": "rho", "vartheta": "theta", "varphi": "phi"}.get(word, word)
         indices = items[1] if len(items) > 1 else None
         return _name(token.column, word, indices, decorated=False)
 
@@ -493,18 +634,24 @@ class _Latex(Transformer):
         return _name(token.column, _text_word(token), indices, decorated=False)
 
     def decorated(self, items):
-        token, _, inner, *rest = items
-        outer = rest[0] if rest else None
-        if isinstance(inner, Tree):  # a name with a subscript inside the braces: \vec{y_1}
-            head, sub = inner.children
-            word = _text_word(head) if head.type == "TEXT" else str(head).lstrip("\\")
-            return _name(token.column, word, sub, decorated=True)
-        word = _text_word(inner) if inner.type == "TEXT" else str(inner).lstrip("\\")
-        if inner.type == "NUMBER":
-            if str(inner) != "1":
+        """``\\vec{y}_1``, ``\\boldsymbol{\\delta}``, ``\\vec{\\hat{x}}``, ``\\mathbf{1}``."""
+        token, _, inner, *sub = items
+        if isinstance(inner, Num):
+            if inner.value != 1 or sub:
                 raise FormulaError("only \\mathbf{1} (a vector of ones) may be a bold number", token.column)
             return Ones(token.column)
-        return _name(token.column, word, outer, decorated=True)
+        arrow = str(token).lstrip("\\") in ARROWS or inner.arrow
+        named = Name(token.column, inner.word, inner.indices, True, inner.layer, arrow)
+        return _with_subscript(named, sub[0] if sub else None, token.column)
+
+    def accented(self, items):
+        """``\\hat{x}``, ``\\bar{\\mu}``, ``\\hat{\\vec{x}}``: the accent makes another name."""
+        token, _, inner, *sub = items
+        if isinstance(inner, Num):
+            raise FormulaError("an accent needs a name", token.column)
+        word = f"\\{ACCENTS[str(token).lstrip(chr(92))]}{{{name_text(inner.word)}}}"
+        named = Name(token.column, word, inner.indices, inner.decorated, inner.layer, inner.arrow)
+        return _with_subscript(named, sub[0] if sub else None, token.column)
 
     def top(self, items):
         return Name(items[0].column, "T")
@@ -513,7 +660,7 @@ class _Latex(Transformer):
         return _sub_one(items[0])
 
     def sub_list(self, items):
-        return _indices(items[1].children)
+        return _index_items(items[1:])
 
 
 def _rel(token) -> str:
@@ -527,7 +674,7 @@ def _sup_one(token: Token) -> Node:
     return Name(token.column, char)
 
 
-def _superscript(base: Node, exp: Node, column: int) -> Node:
+def _superscript(base: Node, exp: Node) -> Node:
     if isinstance(exp, Name) and exp.word == "T" and exp.indices is None:
         return Transpose(_col(base), base)
     return Pow(_col(base), base, exp)
@@ -535,14 +682,14 @@ def _superscript(base: Node, exp: Node, column: int) -> Node:
 
 def _text_word(token: Token) -> str:
     text = str(token)
-    return text[text.index("{") + 1:-1].strip()
+    return text[text.index("{") + 1:-1].replace("\\_", "_").strip()
 
 
-def _name(column: int, word: str, indices, decorated: bool) -> Node:
+def _name(column: int, word: str, indices, decorated: bool, arrow: bool = False) -> Node:
     """A name; a subscript of digits alone is a layer number (``W_2``), else it lists indices."""
-    if indices and all(i.isdigit() for i in indices):
-        return Name(column, word, None, decorated, layer=int("".join(indices)))
-    return Name(column, word, tuple(indices) if indices else None, decorated)
+    if indices and all(isinstance(i, str) and i.isdigit() for i in indices):
+        return Name(column, word, None, decorated, layer=int("".join(indices)), arrow=arrow)
+    return Name(column, word, tuple(indices) if indices else None, decorated, arrow=arrow)
 
 
 class _Plain(Transformer):
@@ -586,8 +733,7 @@ class _Plain(Transformer):
         base = items[0]
         if not isinstance(base, Name) or base.indices is not None:
             raise FormulaError("only a name can be indexed", _col(items[1]))
-        names = tuple(str(t) for t in items[2].children if t.type == "NAME")
-        return Name(base.pos, base.word, names, base.decorated, base.layer)
+        return Name(base.pos, base.word, _index_items(items[2].children), base.decorated, base.layer)
 
     def transpose(self, items):
         return Transpose(_col(items[0]), items[0])
@@ -597,8 +743,8 @@ class _Plain(Transformer):
 
     def name(self, items):
         token = items[0]
-        word, _, layer = str(token).partition("_")
-        if layer.isdigit():
+        word, _, layer = str(token).rpartition("_")
+        if word and layer.isdigit():
             return Name(token.column, word, None, layer=int(layer))
         return Name(token.column, str(token))
 
@@ -607,8 +753,7 @@ class _Plain(Transformer):
         return _Grouped(inner.pos, inner.factors, inner.ops) if isinstance(inner, Product) else inner
 
     def iverson(self, items):
-        _, left, rel, right, _ = items
-        return Iverson(_col(left), Compare(_col(left), REL_OPS[str(rel)], left, right))
+        return Iverson(_col(items[1]), _conditions(items[1:-1]))
 
     def call(self, items):
         token, _, args, _ = items
@@ -661,7 +806,7 @@ def _plain_sum(token, positional, keywords) -> Node:
 # -- entry point ---------------------------------------------------------------
 
 def check_size(text: str) -> None:
-    """Refuse, before parsing, what is too long, nested too deep or unbalanced."""
+    """Refuse, before parsing, what is too long, nested too deep, too long a chain of terms or unbalanced."""
     if not isinstance(text, str):
         raise FormulaError(f"expected text, got {type(text).__name__}")
     if len(text) > MAX_CHARS:
@@ -671,6 +816,9 @@ def check_size(text: str) -> None:
     if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
         column = next(i for i, c in enumerate(text) if ord(c) < 32 and c not in "\t\n\r") + 1
         raise FormulaError("control character", column)
+    signs = sum(text.count(c) for c in "+-")
+    if signs > MAX_SIGNS:
+        raise FormulaError(f"too many + and - signs ({signs}, at most {MAX_SIGNS})")
     pairs = {")": "(", "]": "[", "}": "{"}
     stack: list[tuple[str, int]] = []
     at = 0
@@ -694,8 +842,12 @@ def check_size(text: str) -> None:
 
 
 def detect_syntax(text: str) -> str:
-    """LaTeX if the text has a backslash, an underscore or a brace; else the plain syntax."""
-    return "latex" if any(c in text for c in "\\_{") else "plain"
+    """LaTeX if the text has a backslash, a brace or an underscore (but not ``running_var[c]``); else plain."""
+    if any(c in text for c in "\\{"):
+        return "latex"
+    if "_" in text and not re.search(r"[A-Za-z0-9]_[A-Za-z0-9]+\[", text):
+        return "latex"
+    return "plain"
 
 
 def parse(text: str, syntax: str = "auto") -> Equation:

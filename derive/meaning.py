@@ -15,6 +15,7 @@ transposed index.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -23,7 +24,8 @@ import sympy as sp
 from . import formula as F
 from .symbols import Iverson
 
-MAX_SUMS = 8
+MAX_SUMS = 32
+MAX_SUM_DEPTH = 8
 MAX_EXPONENT = 16
 ONE = sp.S.One
 
@@ -40,13 +42,14 @@ class Entry:
     """A name a formula may use: a tensor (by element or as a whole), a size or a constant."""
 
     value: object  # IndexedBase for arrays, Symbol for scalars
-    names: tuple  # the words that refer to it ("w", "W")
+    names: tuple  # the words that refer to it ("w", "W", "\\hat{x}", "sigma^2")
     shape: tuple = ()  # size symbols (batch form)
     letters: tuple = ()  # the article's index letter for each axis
     meaning: str = ""
     kind: str = "input"  # input, upstream, intermediate, error term, size, constant, objective
     batch_axis: int | None = None
     layer: int | None = None  # in a chain: the number in W_2, y_1, \delta_2
+    written: str = ""  # its name as the printed derivation writes it (TeX), if not name_tex(names[0])
 
     @property
     def rank(self) -> int:
@@ -61,9 +64,13 @@ class Entry:
     def letters_in(self, sample: bool) -> tuple:
         return tuple(c for p, c in enumerate(self.letters) if not (sample and p == self.batch_axis))
 
-    def tex(self, sample: bool = False) -> str:
+    def head(self) -> str:
+        """Its name in TeX, without indices."""
         from codegen.latex import name_tex
-        head = name_tex(self.names[0])
+        return self.written or name_tex(self.names[0])
+
+    def tex(self, sample: bool = False) -> str:
+        head = self.head()
         letters = self.letters_in(sample)
         return f"{head}_{{{''.join(letters)}}}" if letters else head
 
@@ -78,6 +85,8 @@ class Table:
     letter_sizes: dict | None = None
     default_sample: bool = False
     batch_size: sp.Symbol | None = None
+    #: The letters the vector form runs along, outer first (batch norm: n and s, one channel's values).
+    vector_letters: tuple = ()
 
     def named(self, word: str) -> list:
         return [e for e in self.entries if word in e.names]
@@ -91,10 +100,16 @@ class Table:
 
 @dataclass(frozen=True)
 class Value:
-    """A scalar (``axes == ()``) or a 2-D array: each axis (index symbol or None for a unit axis, class)."""
+    """A scalar (``axes == ()``) or a 2-D array: each axis (index symbol or None for a unit axis, class).
+
+    In the vector form (``vec``: ``"col"`` or ``"row"``) a value runs along the
+    table's vector letters, which stay free in ``expr`` until an inner
+    product sums over them.
+    """
 
     expr: sp.Expr
     axes: tuple = ()
+    vec: str | None = None
 
     @property
     def is_array(self) -> bool:
@@ -163,9 +178,10 @@ class Resolver:
     """Turns one syntax tree into SymPy for a table: names to tensors, letters to indices, arrays to index form."""
 
     def __init__(self, table: Table, sample: bool, text: str = "", free_sizes: dict | None = None,
-                 derivatives: bool = False, quantity: str = "the gradient"):
+                 derivatives: bool = False, quantity: str = "the gradient", vector: bool = False):
         self.table = table
         self.sample = sample
+        self.vector = table.vector_letters if vector else ()
         self.text = text
         self.classes = _Classes()
         self.free = {}  # free letter -> class
@@ -212,10 +228,11 @@ class Resolver:
     # -- the walk --
 
     def resolve(self, node: F.Node) -> Value:
-        method = getattr(self, "_" + type(node).__name__, None)
-        if method is None:
-            raise self.error(f"cannot use {type(node).__name__} here", node)
-        return method(node)
+        for kind in type(node).__mro__:
+            method = getattr(self, "_" + kind.__name__, None)
+            if method is not None:
+                return method(node)
+        raise self.error(f"cannot use {type(node).__name__} here", node)
 
     def _Num(self, node: F.Num) -> Value:
         return Value(sp.Rational(node.value.numerator, node.value.denominator))
@@ -230,18 +247,62 @@ class Resolver:
             return Value(entry.value)
         rank = len(entry.shape_in(self.sample))
         if node.indices is None:
+            if self.vector:  # the vector form: the letters are implicit, the vector ones run along it
+                letters = entry.letters_in(self.sample)
+                value = self._element(entry, F.Name(node.pos, node.word, letters), letters)
+                return Value(value.expr, vec="col" if set(letters) & set(self.vector) else None)
             return self._whole(entry, node)
         if len(node.indices) != rank:
             expected = "".join(entry.letters_in(self.sample))
-            raise self.error(f"{node.word} takes {rank} {'index' if rank == 1 else 'indices'} "
-                             f"(like {entry.names[0]}_{{{expected}}}), got {len(node.indices)}", node)
-        shape = entry.shape_in(self.sample)
+            raise self.error(f"{F.name_text(node.word)} takes {rank} {'index' if rank == 1 else 'indices'} "
+                             f"(like {entry.tex()}_{{{expected}}}), got {len(node.indices)}", node)
+        return self._element(entry, node, node.indices)
+
+    def _element(self, entry: Entry, node: F.Name, indices) -> Value:
+        """One element; a letter's range is the axis's size, an index expression (``i s + p``) ties nothing."""
         idx = []
-        for letter, size in zip(node.indices, shape):
-            key = self._class_of(letter, node)
-            self.classes.union(key, self.classes.of_size(size, f"{letter} in {self._written(node)}"))
-            idx.append(index(letter))
+        for item, size in zip(indices, entry.shape_in(self.sample)):
+            if isinstance(item, F.IndexExpr):
+                idx.append(self._index_expr(item.expr))
+                continue
+            key = self._class_of(item, node)
+            self.classes.union(key, self.classes.of_size(size, f"{item} in {self._written(node)}"))
+            idx.append(index(item))
         return Value(entry.element(self._with_batch(entry, idx)))
+
+    def _index_expr(self, node: F.Node) -> sp.Expr:
+        """Index arithmetic: letters, numbers, sizes and constants (a stride), added and multiplied."""
+        if isinstance(node, F.Num):
+            return sp.Rational(node.value.numerator, node.value.denominator)
+        if isinstance(node, F.Name) and node.indices is None and node.layer is None and not node.decorated:
+            scalars = [e for e in self.table.named(node.word) if e.rank == 0]
+            if scalars:
+                return scalars[0].value
+            letters = []
+            F._split_letters(node.word, letters)
+            if all(c.rstrip("'").isalpha() and len(c.rstrip("'")) == 1 for c in letters) \
+                    and "".join(letters).replace("'", "") == node.word.replace("'", ""):
+                out = ONE
+                for letter in letters:
+                    found = [e for e in self.table.named(letter) if e.rank == 0]
+                    if found:
+                        out *= found[0].value
+                    else:
+                        self._class_of(letter, node)
+                        out *= index(letter)
+                return out
+        if isinstance(node, F.Neg):
+            return -self._index_expr(node.arg)
+        if isinstance(node, F.Add):
+            left, right = self._index_expr(node.left), self._index_expr(node.right)
+            return left - right if node.minus else left + right
+        if isinstance(node, F.Product) and all(op in ("juxt", "cdot", "times", "emul") for op in node.ops):
+            out = ONE
+            for factor in node.factors:
+                out *= self._index_expr(factor)
+            return out
+        raise self.error("an index is a letter, or letters, sizes and numbers added and multiplied "
+                         "(x_{n, c, i s + p})", node)
 
     def _with_batch(self, entry: Entry, idx: list) -> list:
         if self.sample and entry.batch_axis is not None:
@@ -250,7 +311,8 @@ class Resolver:
         return idx
 
     def _written(self, node: F.Name) -> str:
-        return f"{node.word}_{{{''.join(node.indices)}}}" if node.indices else node.word
+        word = F.name_text(node.word)
+        return f"{word}_{{{''.join(map(F.index_text, node.indices))}}}" if node.indices else word
 
     def _whole(self, entry: Entry, node) -> Value:
         """A tensor as a whole (matrix form): rank 2 as is, rank 1 as a column."""
@@ -278,25 +340,27 @@ class Resolver:
         if not candidates:
             if len(node.word) > 1 and node.word.isalpha() and all(self.table.named(c) for c in node.word):
                 return None
-            raise self.error(f"unknown symbol {node.word!r}; 'derive verify ... --symbols' lists the names", node)
+            raise self.error(f"unknown symbol {F.name_text(node.word)}; 'derive verify ... --symbols' lists "
+                             "the names", node)
         if node.layer is not None:
             layered = [e for e in candidates if e.layer == node.layer]
             if not layered:
                 have = sorted({e.layer for e in candidates if e.layer is not None})
                 hint = f" (layers: {', '.join(map(str, have))})" if have else \
                     "; a digit subscript names a layer (W_2): write indices as letters"
-                raise self.error(f"{node.word}_{node.layer}: no such layer{hint}", node)
+                raise self.error(f"{F.name_text(node.word)}_{node.layer}: no such layer{hint}", node)
             candidates = layered
         if len(candidates) == 1:
             return candidates[0]
         if node.indices is None:
-            layers = ", ".join(f"{node.word}_{e.layer}" for e in candidates)
-            raise self.error(f"{node.word} is ambiguous here: write {layers}, or give indices", node)
+            word = F.name_text(node.word)
+            layers = ", ".join(f"{word}_{e.layer}" for e in candidates)
+            raise self.error(f"{word} is ambiguous here: write {layers}, or give indices", node)
         return self._by_letters(node, candidates)
 
     def _by_letters(self, node: F.Name, candidates) -> Entry:
         """In a chain the letters say the layer: w_{kj} is the output layer's, w_{ji} the hidden one's."""
-        written = tuple(i.rstrip("'") for i in node.indices)
+        written = tuple(F.index_text(i).rstrip("'") for i in node.indices)
         fitting = [e for e in candidates if len(e.letters_in(self.sample)) == len(written)]
         exact = [e for e in fitting if e.letters_in(self.sample) == written]
         if len(exact) == 1:
@@ -309,11 +373,13 @@ class Resolver:
                    if all(w == c or w not in known for w, c in zip(written, e.letters_in(self.sample)))]
         if len(partial) == 1:
             return partial[0]
-        options = ", ".join(f"{node.word}_{{{''.join(e.letters_in(self.sample))}}}" for e in fitting)
+        options = ", ".join(f"{F.name_text(node.word)}_{{{''.join(e.letters_in(self.sample))}}}" for e in fitting)
         raise self.error(f"{self._written(node)}: cannot tell which one is meant ({options}); "
                          "use the article's letters i (input), j (hidden), k (output)", node)
 
     def _Ones(self, node: F.Ones) -> Value:
+        if self.vector:
+            return Value(ONE, vec="col")
         return Value(ONE, (self._axis(self.classes.new()), (None, self.classes.of_size(ONE, "a column vector"))))
 
     def _Add(self, node: F.Add) -> Value:
@@ -322,7 +388,7 @@ class Resolver:
 
     def _Neg(self, node: F.Neg) -> Value:
         v = self.resolve(node.arg)
-        return Value(-v.expr, v.axes)
+        return Value(-v.expr, v.axes, v.vec)
 
     def _Product(self, node: F.Product) -> Value:
         factors, ops = list(node.factors), list(node.ops)
@@ -358,8 +424,10 @@ class Resolver:
 
     def _product(self, a: Value, b: Value, node) -> Value:
         """Scalar times anything, or a matrix product: the inner axes are summed over."""
+        if a.vec and b.vec:
+            return self._inner(a, b, node)
         if not a.is_array or not b.is_array:
-            return Value(a.expr * b.expr, a.axes or b.axes)
+            return Value(a.expr * b.expr, a.axes or b.axes, a.vec or b.vec)
         (a0, ka0), (a1, ka1) = a.axes
         (b0, kb0), (b1, kb1) = b.axes
         if (a1 is None) != (b0 is None):
@@ -374,12 +442,27 @@ class Resolver:
             return Value(expr)
         return Value(expr, axes)
 
+    def _inner(self, a: Value, b: Value, node) -> Value:
+        """Vector form: a row times a column is an inner product, a sum over the vector letters."""
+        if (a.vec, b.vec) != ("row", "col"):
+            raise self.error("two vectors side by side: write \\odot for the elementwise product, "
+                             "or a^{T} b for the inner product", node)
+        expr = a.expr * b.expr
+        letters = [c for c in self.vector if index(c) in expr.free_symbols]
+        if not letters:
+            raise self.error("an inner product of two vectors of ones: write the count", node)
+        for letter in reversed(letters):  # nested as \sum_n \sum_s would be
+            expr = sp.Sum(expr, (index(letter), 0, self._placeholder(self._class_of(letter, node)) - 1))
+        return Value(expr)
+
     def _shape(self, v: Value) -> str:
         return "x".join("1" if i is None else "n" for i, _ in v.axes) or "scalar"
 
     def _elementwise(self, a: Value, b: Value, fn, node) -> Value:
+        if a.vec and b.vec and a.vec != b.vec:
+            raise self.error("a row vector and a column vector: transpose one of them", node)
         if not a.is_array or not b.is_array:
-            return Value(fn(a.expr, b.expr), a.axes or b.axes)
+            return Value(fn(a.expr, b.expr), a.axes or b.axes, a.vec or b.vec)
         renames = {}
         for (ai, ka), (bi, kb) in zip(a.axes, b.axes):
             if (ai is None) != (bi is None):
@@ -400,12 +483,16 @@ class Resolver:
             raise self.error(f"exponent too large (at most {MAX_EXPONENT})", node.exp)
         if isinstance(node.base, F.Name) and node.base.word == "e" and node.base.indices is None \
                 and not self.table.named("e"):
-            return Value(sp.exp(exponent.expr))
+            return Value(sp.exp(exponent.expr), vec=exponent.vec)
+        if exponent.vec:
+            raise self.error("an exponent must be a number or a scalar", node.exp)
         base = self.resolve(node.base)
-        return Value(base.expr ** exponent.expr, base.axes)
+        return Value(base.expr ** exponent.expr, base.axes, base.vec)
 
     def _Transpose(self, node: F.Transpose) -> Value:
         v = self.resolve(node.arg)
+        if v.vec:
+            return Value(v.expr, (), "row" if v.vec == "col" else "col")
         return Value(v.expr, tuple(reversed(v.axes))) if v.is_array else v
 
     def _Call(self, node: F.Call) -> Value:
@@ -418,7 +505,7 @@ class Resolver:
             if power.is_array or (power.expr.is_number and abs(power.expr) > MAX_EXPONENT):
                 raise self.error("the power of a function must be a small number", node.power)
             expr = expr ** power.expr
-        return Value(expr, v.axes)
+        return Value(expr, v.axes, v.vec)
 
     def _Frac(self, node: F.Frac) -> Value:
         if isinstance(node.num, F.Partial) or isinstance(node.den, F.Partial):
@@ -443,6 +530,8 @@ class Resolver:
         self.sums += 1
         if self.sums > MAX_SUMS:
             raise self.error(f"too many sums (at most {MAX_SUMS})", node)
+        if sum(map(len, self.scopes)) + len(node.indices) > MAX_SUM_DEPTH:
+            raise self.error(f"too many sums inside each other (at most {MAX_SUM_DEPTH})", node)
         scope = {}
         for letter in node.indices:
             if letter in scope:
@@ -458,7 +547,7 @@ class Resolver:
         expr = body.expr
         for letter in reversed(node.indices):
             expr = sp.Sum(expr, (index(letter), 0, self._placeholder(scope[letter]) - 1))
-        return Value(expr, body.axes)
+        return Value(expr, body.axes, body.vec)
 
     def _limits(self, node: F.Sum, scope: dict):
         """``\\sum_{k=1}^{K}`` or ``\\sum_{k=0}^{K-1}``: the full range, written out."""
@@ -491,23 +580,54 @@ class Resolver:
             return Value(delta)
         return self._condition(node.condition, lambda rel: Iverson(rel))
 
-    def _Iverson_of_indices(self, compare: F.Compare):
-        """``[k = k']`` compares two index letters: a Kronecker delta, as the derivation prints it."""
+    def _Iverson_of_indices(self, compare: F.Node):
+        """``[k = k']`` compares two index letters (running over the same range): a Kronecker delta, as
+        the derivation prints it."""
+        if not isinstance(compare, F.Compare):
+            return None
         sides = (compare.left, compare.right)
         if compare.op != "=" or not all(self._is_letter(s) for s in sides):
             return None
-        for s in sides:
-            self._class_of(s.word, s)
+        self.classes.union(*(self._class_of(s.word, s) for s in sides))  # two indices of the same axis
         return sp.KroneckerDelta(index(sides[0].word), index(sides[1].word))
 
     def _is_letter(self, node) -> bool:
         return isinstance(node, F.Name) and node.indices is None and node.layer is None \
             and len(node.word.rstrip("'")) == 1 and not self.table.named(node.word)
 
-    def _condition(self, compare: F.Compare, wrap) -> Value:
+    def _is_index_arithmetic(self, node) -> bool:
+        """A side of a condition on indices (``a + P - i s``): letters not in the table, sizes, numbers."""
+        letters = False
+        for sub in walk(node):
+            if isinstance(sub, F.Name):
+                if sub.indices is not None or sub.layer is not None or sub.decorated:
+                    return False
+                found = self.table.named(sub.word)
+                if found and any(e.rank for e in found):
+                    return False
+                letters = letters or not found
+            elif not isinstance(sub, (F.Num, F.Add, F.Neg, F.Product)):
+                return False
+        return letters
+
+    def _side(self, node) -> Value:
+        return Value(self._index_expr(node)) if self._is_index_arithmetic(node) else self.resolve(node)
+
+    def _relation(self, cond: F.Node) -> Value:
+        """A comparison, or a chain of them (``0 \\le a \\le K - 1``), as a SymPy condition."""
+        if isinstance(cond, F.All):
+            out = None
+            for part in cond.parts:
+                value = self._relation(part)
+                out = value if out is None else self._elementwise(out, value, lambda a, b: sp.And(a, b), cond)
+            return out
         relations = {">": sp.Gt, "<": sp.Lt, ">=": sp.Ge, "<=": sp.Le, "=": sp.Eq, "!=": sp.Ne}
-        return self._elementwise(self.resolve(compare.left), self.resolve(compare.right),
-                                 lambda a, b: wrap(relations[compare.op](a, b)), compare)
+        return self._elementwise(self._side(cond.left), self._side(cond.right),
+                                 lambda a, b: relations[cond.op](a, b), cond)
+
+    def _condition(self, cond: F.Node, wrap) -> Value:
+        value = self._relation(cond)
+        return Value(wrap(value.expr), value.axes, value.vec)
 
     def _Cases(self, node: F.Cases) -> Value:
         """Each row counts where its condition holds and no earlier one did: a sum of Iverson brackets."""
@@ -517,9 +637,9 @@ class Resolver:
             if cond is None:
                 if earlier is None:
                     raise self.error("a case 'otherwise' needs a case before it", node)
-                active = Value(sp.Not(earlier.expr), earlier.axes)
+                active = Value(sp.Not(earlier.expr), earlier.axes, earlier.vec)
             else:
-                condition = self._condition(cond, lambda rel: rel)
+                condition = self._relation(cond)
                 active = condition if earlier is None else self._elementwise(
                     condition, earlier, lambda c, e: sp.And(c, sp.Not(e)), node)
                 earlier = condition if earlier is None else self._elementwise(
@@ -536,6 +656,8 @@ class Resolver:
     def finish(self, value: Value, target_axes: tuple | None = None) -> Meaning:
         """Sizes in place of placeholders; a matrix result laid onto the target's axes ``(index, size)``."""
         expr = value.expr
+        if value.vec == "row":
+            raise ShapeMismatch("the formula is a row vector, the gradient a column vector")
         if value.is_array:
             expr = self._onto(value, target_axes)
         unknown = [s for s, key in self.placeholders.items() if not self.classes.sizes(key)]
@@ -594,12 +716,80 @@ def sample_mode(table: Table, tree: F.Node) -> bool:
     if kinds == {"batch", "sample"}:
         sample = next(n for k, n in found if k == "sample")
         batch = next(n for k, n in found if k == "batch")
-        raise F.FormulaError(f"mixes the single-sample form ({sample.word}_{{{''.join(sample.indices)}}}) "
-                             f"and the batch form ({batch.word}_{{{''.join(batch.indices)}}})",
-                             sample.pos or None)
+        raise F.FormulaError(f"mixes the single-sample form ({_written(sample)}) and the batch form "
+                             f"({_written(batch)})", sample.pos or None)
     if kinds:
         return kinds == {"sample"}
     return table.default_sample
+
+
+def _written(node: F.Name) -> str:
+    return f"{F.name_text(node.word)}_{{{''.join(map(F.index_text, node.indices))}}}"
+
+
+def vector_mode(table: Table, tree: F.Node, sample: bool) -> bool:
+    """Whether the formula is in the vector form (``\\vec{g}^{T} \\hat{\\vec{x}}``) of a per-row or
+    per-channel op: a tensor of two or more axes written whole, as a vector (or of three, at all)."""
+    if not table.vector_letters:
+        return False
+    for node in walk(tree):
+        if isinstance(node, F.Name) and node.indices is None and node.layer is None:
+            entries = table.named(node.word)
+            if entries and all(set(e.letters_in(sample)) & set(table.vector_letters) for e in entries):
+                rank = min(len(e.shape_in(sample)) for e in entries)
+                if rank >= 3 or (rank == 2 and node.arrow):
+                    return True
+    return False
+
+
+def name_key(tex: str) -> str | None:
+    """The word a printed name is read as (``\\hat{x}``, ``sigma^2`` for ``\\sigma^{2}``), or None."""
+    try:
+        node = F.parse(tex, "latex").parts[0]
+    except F.FormulaError:
+        return None
+    if isinstance(node, F.Pow) and isinstance(node.exp, F.Num) and not node.elementwise:
+        inner = name_key_of(node.base)
+        return f"{inner}^{node.exp.value}" if inner else None
+    return name_key_of(node)
+
+
+def name_key_of(node) -> str | None:
+    if isinstance(node, F.Name) and node.indices is None and node.layer is None:
+        return node.word
+    return None
+
+
+def canonical(table: Table, tree: F.Node) -> F.Node:
+    """``\\sigma^{2}_{c}`` as the name ``sigma^2`` (the variance) where the table has such a name and
+    no ``sigma``; anything else stays as written."""
+    def visit(node):
+        if isinstance(node, F.Pow) and not node.elementwise and isinstance(node.exp, F.Num) \
+                and isinstance(node.base, F.Name) and not table.named(node.base.word):
+            word = f"{node.base.word}^{node.exp.value}"
+            if table.named(word):
+                return dataclasses.replace(node.base, word=word)
+        return node
+    return transform(tree, visit)
+
+
+def transform(node, fn):
+    """``node`` rebuilt bottom-up with ``fn`` applied to every syntax node."""
+    if not isinstance(node, F.Node):
+        return node
+    changes = {}
+    for name in node.__dataclass_fields__:
+        child = getattr(node, name)
+        if isinstance(child, F.Node):
+            new = transform(child, fn)
+        elif isinstance(child, tuple):
+            new = tuple(transform(c, fn) if isinstance(c, F.Node) else
+                        tuple(transform(x, fn) for x in c) if isinstance(c, tuple) else c for c in child)
+        else:
+            continue
+        if new != child:
+            changes[name] = new
+    return fn(dataclasses.replace(node, **changes) if changes else node)
 
 
 def walk(node):

@@ -18,9 +18,8 @@ import sympy as sp
 from . import check
 from .chain import BATCH_SIZE, ChainDerivation, display_name
 from .engine import Derivation, derive
-from .meaning import BATCH_INDEX, Entry, Table
+from .meaning import BATCH_INDEX, Entry, Table, name_key
 from .op import Op
-from .rewrite import inline
 
 PRECISION = 30
 ETA = sp.Symbol("eta")  # the learning rate, as the chain's update rules write it
@@ -71,6 +70,7 @@ class World:
     #: "a missing activation-derivative factor".
     activations: list = field(default_factory=list)
     _definitions: dict = field(default_factory=dict)
+    _unrolled: dict = field(default_factory=dict)
 
     # -- sizes --
 
@@ -124,11 +124,18 @@ class World:
                 values[base[idx]] = sp.N(expr.xreplace(values), PRECISION)
         return values
 
-    def _elements(self, base, idx_symbols, definition, sizes):
-        shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
-        definition = unroll(inline(definition), sizes)
-        for idx in itertools.product(*(range(n) for n in shape)):
-            yield idx, definition.xreplace({i: sp.Integer(v) for i, v in zip(idx_symbols, idx)})
+    def _elements(self, base, idx_symbols, definition, sizes) -> list:
+        """Each element's index and its definition written out at these sizes (kept: every draw needs them).
+
+        Definitions refer to the dependents before them by element, as they are computed in that order.
+        """
+        key = (base, tuple(sorted((str(k), int(v)) for k, v in sizes.items())))
+        if key not in self._unrolled:
+            shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+            definition = unroll(definition, sizes)
+            self._unrolled[key] = [(idx, definition.xreplace({i: sp.Integer(v) for i, v in zip(idx_symbols, idx)}))
+                                   for idx in itertools.product(*(range(n) for n in shape))]
+        return self._unrolled[key]
 
     # -- symbols --
 
@@ -203,8 +210,11 @@ def op_world(op: Op) -> World:
 
 
 def op_table(op: Op, d: Derivation) -> Table:
-    """The names a formula about ``op`` may use, in the article's notation."""
+    """The names a formula about ``op`` may use: as the derivation prints them (``\\hat{x}``,
+    ``\\sigma^{2}``, ``\\epsilon``), by their labels (``xhat``, ``var``, ``eps``), upper case for a whole array."""
     from codegen.latex import name_tex
+    from codegen.tex import notation, vector_indices
+    printed = notation(op)
     entries = []
     batch = next((s for s in op.sizes if s.name == "N"), None)
 
@@ -213,11 +223,11 @@ def op_table(op: Op, d: Derivation) -> Table:
             return None
         return next((p for p, s in enumerate(shape) if s == batch), None)
 
-    def names(*words):
+    def names(tex, *words):
         out = []
-        for w in words:
-            for v in (w, w.upper() if len(w) == 1 else w):
-                if v not in out:
+        for w in (*words, name_key(tex)):
+            for v in (w, w.upper() if w and len(w) == 1 else w):
+                if v and v not in out:
                     out.append(v)
         return tuple(out)
 
@@ -225,26 +235,30 @@ def op_table(op: Op, d: Derivation) -> Table:
     for inp in op.inputs:
         letters = tuple(str(i) for i in display_index(op, inp))
         role = "input" if inp.differentiable else "input, no gradient"
-        entries.append(Entry(inp.tensor, names(inp.element or inp.name.lower(), inp.name), tuple(inp.shape),
-                             letters, f"{role} {inp.name} ({inp.domain})", "input", batch_axis(inp.shape)))
+        tex = printed.element(inp.name)
+        entries.append(Entry(inp.tensor, names(tex, name_key(tex) if inp.element else inp.name.lower(), inp.name),
+                             tuple(inp.shape), letters, f"{role} {inp.name} ({inp.domain})", "input",
+                             batch_axis(inp.shape), written=tex))
     out = op.output
     if not op.is_loss:
         word = "delta" if op.upstream == r"\delta" else "g"
-        entries.append(Entry(d.upstream, names(word, "dout") if word == "g" else ("delta", "dout"),
+        entries.append(Entry(d.upstream, names(op.upstream, word, "dout") if word == "g" else ("delta", "dout"),
                              tuple(out.shape), tuple(str(i) for i in out.index),
                              f"upstream gradient dE/d{name_tex(out.name)}", "upstream", batch_axis(out.shape)))
     for node in op.intermediates:
         if node.index:
-            entries.append(Entry(node, names(node.name), tuple(node.shape), tuple(str(i) for i in node.index),
-                                 "output" if node is out else "intermediate", "intermediate",
-                                 batch_axis(node.shape)))
+            entries.append(Entry(node, names(name_tex(node.name), node.name), tuple(node.shape),
+                                 tuple(str(i) for i in node.index), "output" if node is out else "intermediate",
+                                 "intermediate", batch_axis(node.shape)))
     for size in op.sizes:
         entries.append(Entry(size, (size.name,), meaning=_size_meaning(size, entries), kind="size"))
     for h in op.hyper:
-        entries.append(Entry(h.symbol, (h.name,), meaning=f"{h.doc} (default {h.default})", kind="constant"))
+        words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
+        entries.append(Entry(h.symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
     _check_unique(entries)
-    return Table(op.name, entries, None, False, batch)
+    vector = tuple(str(i) for i in op.output.index if i in vector_indices(op))
+    return Table(op.name, entries, None, False, batch, vector)
 
 
 def _size_meaning(size, entries) -> str:
@@ -316,15 +330,27 @@ def _chain_activations(c: ChainDerivation, printer) -> list:
 
 
 def chain_table(c: ChainDerivation):
-    """The chain's names: the article's letters (i input, j hidden, k output) tell the layers apart."""
+    """The chain's names: the article's letters (i input, j hidden, k output) tell the layers apart.
+
+    A tensor the printed chain tells apart by a tag (``y^{(3)}``, the ReLU after a
+    batch norm's ``y``) is named by that tag only.
+    """
+    from codegen.chain_tex import chain_notation
+    from codegen.latex import name_tex
+    printed = chain_notation(c)
     entries, by_tensor = [], {}
 
     def add(tensor, meaning, kind, layer=None, word=None):
         word = word or display_name(str(tensor.label))
-        words = (word, word.upper()) if len(word) == 1 else (word,)
+        tex = printed.element(str(tensor.label))
+        if tex == name_tex(word):
+            words = (word, word.upper()) if len(word) == 1 else (word,)
+            words += tuple(k for k in (name_key(tex),) if k and k not in words)
+        else:
+            words = (name_key(tex) or word,)
         letters = tuple(s.name.lower() for s in tensor.shape)
         entry = Entry(tensor, words, tuple(tensor.shape), letters, meaning, kind, 0 if letters[0] == "n" else None,
-                      layer)
+                      layer, written=tex)
         entries.append(entry)
         by_tensor[tensor] = entry
 
@@ -361,6 +387,7 @@ def chain_table(c: ChainDerivation):
     entries.append(Entry(ETA, ("eta",), meaning="learning rate", kind="constant"))
     hyper = {h.symbol: h for layer in c.layers for h in layer.op.hyper}
     for symbol, h in sorted(hyper.items(), key=lambda item: item[0].name):
-        entries.append(Entry(symbol, (h.name,), meaning=f"{h.doc} (default {h.default})", kind="constant"))
+        words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
+        entries.append(Entry(symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
     return Table(",".join(c.names), entries, letter_sizes, True, BATCH_SIZE), by_tensor

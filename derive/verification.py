@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import signal
 import threading
 import time
@@ -33,10 +34,11 @@ import sympy as sp
 
 from . import check
 from . import formula as F
-from .meaning import BATCH_INDEX, Meaning, Resolver, ShapeMismatch, index, sample_mode, walk
+from .meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, sample_mode, transform,
+                      vector_mode, walk)
 from .quantities import Target, World, at as at_index, chain_world, op_world, unroll
 from .rewrite import canonical_bound, normalize
-from .symbols import substitute_indices
+from .symbols import IntermediateElement, rebuild, substitute_indices
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 POINTS = 2  # random points per size set
@@ -104,7 +106,8 @@ class Verdict:
                 lines.append(f"hint: {hint}")
             if not self.hints:
                 lines.append("hint: none of the typical mistakes (sign, transposed index, activation derivative, "
-                             "1/N, sum index) explains the difference")
+                             "1/N or another count, sum index, one term missing, extra or wrong) explains the "
+                             "difference")
         return "\n".join(lines)
 
 
@@ -121,7 +124,7 @@ def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=No
     """
     start = time.perf_counter()
     world = world_of(op, chain)
-    tree = F.parse(formula, syntax)
+    tree = canonical(world.table, F.parse(formula, syntax))
     sample = sample_mode(world.table, tree)
     designators = []
     formulas = []
@@ -149,18 +152,24 @@ def symbols(op: str | None = None, chain=None) -> str:
         if e.kind in ("size", "constant", "objective"):
             continue
         ranges = ", ".join(f"{c} < {s}" for c, s in zip(e.letters_in(sample), e.shape_in(sample)))
-        whole = _array_name(e, sample)
+        whole = _array_name(e, sample, table)
         lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else ""))
     sizes = [e for e in table.entries if e.kind == "size"]
     lines.append("  sizes: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in sizes))
     consts = [e for e in table.entries if e.kind == "constant"]
     if consts:
         lines.append("  constants: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in consts))
+    if table.vector_letters:
+        along = ", ".join(table.vector_letters)
+        lines.append(f"Vector form (as `derive latex {world.title} --form matrix` prints it): a whole name runs "
+                     f"along {along} if it has {'that index' if len(table.vector_letters) == 1 else 'those indices'}, "
+                     f"else it is a scalar; \\vec{{a}}^{{T}} \\vec{{b}} and \\mathbf{{1}}^{{T}} \\vec{{a}} sum along "
+                     f"{along}; \\odot is elementwise.")
     lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in world.targets))
     if not sample and table.batch_size is not None:
         lines.append("One sample: leave out the batch index n everywhere (x_{j}, \\delta_{k}); then N = 1.")
-    lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid), \\sqrt; "
-                 "[x > 0] is 1 where it holds, else 0.")
+    lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid; \\sigma^{2}_{c} is a name), "
+                 "\\sqrt; [x > 0] and [0 \\le a \\le K - 1] are 1 where they hold, else 0.")
     lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0).")
     return "\n".join(lines)
 
@@ -191,18 +200,31 @@ def world_of(op, chain) -> World:
     return _chain_world(tuple(chain))
 
 
-def _array_name(entry, sample) -> str:
-    """How the article writes the whole array: W, X, \\boldsymbol{\\delta}, \\vec{b}, W_2, \\vec{y}_1."""
-    from codegen.latex import name_tex
+def _array_name(entry, sample, table) -> str:
+    """How the article writes the whole array: W, X, \\boldsymbol{\\delta}, \\vec{b}, W_2, \\vec{y}_1; in the
+    vector form of a per-row or per-channel op, \\hat{\\vec{x}} along the vector or \\gamma, a scalar."""
     rank = len(entry.shape_in(sample))
-    layer = f"_{entry.layer}" if entry.layer is not None else ""
+    if table.vector_letters:
+        along = set(entry.letters_in(sample)) & set(table.vector_letters)
+        return (_decorated(entry.head(), r"\vec") if along else entry.head()) if rank else ""
+    shared = sum(1 for e in table.entries if set(e.names) & set(entry.names)) > 1
+    layer = f"_{entry.layer}" if entry.layer is not None and shared else ""
     upper = next((w for w in entry.names if len(w) == 1 and w.isupper()), None)
-    tex = name_tex(entry.names[0]) if entry.names[0] != "delta" else r"\delta"
     if rank == 2:
-        return f"{upper}{layer}" if upper else rf"\boldsymbol{{{tex}}}{layer}"
+        return f"{upper}{layer}" if upper else _decorated(entry.head(), r"\boldsymbol") + layer
     if rank == 1:
-        return rf"\vec{{{tex}}}{layer}"
+        return _decorated(entry.head(), r"\vec") + layer
     return ""
+
+
+def _decorated(tex: str, command: str) -> str:
+    """``command`` around a printed name, inside its accent and before its superscript:
+    ``\\vec{\\sigma}^{2}``, ``\\hat{\\vec{x}}``, ``\\vec{y}^{(3)}``."""
+    base, sup = re.fullmatch(r"(.+?)((?:\^\{[^{}]*\})?)", tex).groups()
+    accent = re.fullmatch(r"\\(hat|tilde|bar)\{(.+)\}", base)
+    if accent:
+        return rf"\{accent[1]}{{{command}{{{accent[2]}}}}}{sup}"
+    return f"{command}{{{base}}}{sup}"
 
 
 def _wrt_name(target: Target, sample: bool) -> str:
@@ -254,6 +276,8 @@ def _choose_target(world: World, wrt, designators, sample, text):
                                  node.pos if node else None, text)
     letters = next((l for _, l, _ in chosen if l is not None), None)
     if letters is not None:
+        if not all(isinstance(l, str) for l in letters):
+            raise F.FormulaError("the left-hand side's indices must be letters", None, text)
         expected = target.letters(sample)
         if len(letters) != len(expected):
             raise F.FormulaError(f"{target.short(sample)} takes {len(expected)} indices", None, text)
@@ -321,7 +345,7 @@ def _wrt_target(world: World, wrt: str, sample: bool):
 
 def _check_part(world: World, target: Target, letters, part, sample, text, seed) -> Verdict:
     derived = _derived_tex(world, target, sample)
-    form = ("matrix form" if _is_matrix(world, part) else "index form") + (", one sample" if sample else "")
+    form = _form(world, part, sample) + (", one sample" if sample else "")
     base = dict(quantity=f"{target.short(sample)} of {world.title}", derived=derived, formula=text, form=form)
     try:
         meaning = _resolve(world, target, letters, part, sample, text)
@@ -341,6 +365,12 @@ def _check_part(world: World, target: Target, letters, part, sample, text, seed)
         reasons.append(f"free {'index' if len(extra) == 1 else 'indices'} {', '.join(extra)} not in "
                        f"{target.short(sample)}")
     return Verdict(False, counterexample=mismatch, hints=tuple(hints), reason="; ".join(reasons), **base)
+
+
+def _form(world, part, sample) -> str:
+    if vector_mode(world.table, part, sample):
+        return "vector form"
+    return "matrix form" if _is_matrix(world, part) else "index form"
 
 
 def _is_matrix(world, part) -> bool:
@@ -366,7 +396,8 @@ def _resolve(world, target, letters, part, sample, text) -> Meaning:
     axes = target.axes(sample)
     written = tuple(letters) if letters is not None else want
     free_sizes = {u: size for u, (_, size) in zip(written, axes)}
-    resolver = Resolver(world.table, sample, text, free_sizes, quantity=target.short(sample))
+    resolver = Resolver(world.table, sample, text, free_sizes, quantity=target.short(sample),
+                        vector=vector_mode(world.table, part, sample))
     meaning = resolver.finish(resolver.resolve(part), axes)
     if written != want:
         renames = {index(u): index(t) for u, t in zip(written, want)}
@@ -575,13 +606,43 @@ def _collapse(s: sp.Sum) -> sp.Expr:
 
 
 def _equal_for_all_sizes(world, target, meaning) -> bool:
-    for expr in dict.fromkeys((target.expr, target.expanded)):
-        difference = _one_sample_sizes(expr, world, meaning.sample) - \
-            _one_sample_sizes(meaning.expr, world, meaning.sample)
+    """The index forms agree once normalised: as written, with the error terms written out, or with
+    every intermediate defined without a sum written out (``\\rho`` as ``1/\\sqrt{\\sigma^2 + \\epsilon}``,
+    ``\\hat{x}`` as ``\\tilde{x} \\rho``), sums such as ``\\mu`` and ``\\sigma^2`` kept by name."""
+    pairs = [(expr, meaning.expr) for expr in dict.fromkeys((target.expr, target.expanded))]
+    pairs.append((_without_local_names(target.expr), _without_local_names(meaning.expr)))
+    for derived, yours in pairs:
+        difference = _one_sample_sizes(derived, world, meaning.sample) - \
+            _one_sample_sizes(yours, world, meaning.sample)
         difference = normalize(sp.expand(normalize(difference)))
-        if sp.expand(canonical_bound(difference)) == 0:
+        if sp.expand(canonical_bound(_sum_order(difference))) == 0:
             return True
     return False
+
+
+def _sum_order(expr: sp.Expr) -> sp.Expr:
+    """Sums nested over fixed ranges in one order, by range: ``\\sum_n \\sum_s`` and ``\\sum_s \\sum_n`` alike."""
+    def visit(node):
+        if not node.args or isinstance(node, sp.Indexed):
+            return node
+        if not isinstance(node, sp.Sum):
+            return rebuild(node, (visit(a) for a in node.args))
+        limits, body = list(node.limits), node.function
+        while isinstance(body, sp.Sum):  # Sum(Sum(f, inner), outer): the first limit is innermost
+            limits, body = list(body.limits) + limits, body.function
+        variables = {v for v, _, _ in limits}
+        if not any((lo.free_symbols | hi.free_symbols) & variables for _, lo, hi in limits):
+            limits.sort(key=lambda limit: (str(limit[2]), str(limit[1])))
+        return sp.Sum(visit(body), *limits)
+    return visit(expr)
+
+
+def _without_local_names(expr: sp.Expr) -> sp.Expr:
+    def local(e):
+        return isinstance(e, IntermediateElement) and not e.base.definition.has(sp.Sum)
+    while expr.has(IntermediateElement) and any(local(e) for e in sp.preorder_traversal(expr)):
+        expr = expr.replace(local, lambda e: e.base.at(*e.indices))
+    return expr
 
 
 def _equal_at(world, target, meaning, sizes, study) -> str | None:
@@ -616,10 +677,14 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     if found:
         return found
     deadline = time.perf_counter() + HINT_SECONDS
+    terms = _Terms(world, target, meaning, study) if not meaning.clashes else None
+    found = terms.one_off() if terms else []
+    if found:
+        return found
     drawn = [sizes for sizes, *_ in study.runs]
     for description, variant in _variants(world, part, meaning, target, sample):
         if time.perf_counter() > deadline:
-            break
+            return []
         try:
             changed = _resolve(world, target, letters, variant, sample, text)
         except (F.FormulaError, ShapeMismatch):
@@ -632,11 +697,57 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
             right = _Study(world, target, changed, np.random.default_rng(0)).compare() is None
         if right:
             return [description]
-    return []
+    return terms.replaced(deadline) if terms else []
+
+
+class _Terms:
+    """The formula and the derivation as sums of terms (products multiplied out at the top level only):
+    one term missing, one too many, one with its sign flipped, or one written wrong."""
+
+    MAX_TERMS = 6
+
+    def __init__(self, world, target, meaning, study):
+        self.world, self.meaning, self.study = world, meaning, study
+        self.derived = _terms(target.expr)
+        self.yours = _terms(meaning.expr)
+
+    def tex(self, term) -> str:
+        from .chain import sample_form
+        return self.world.printer.doprint(sample_form(term) if self.study.sample else term)
+
+    def one_off(self) -> list[str]:
+        if len(self.derived) > self.MAX_TERMS or len(self.yours) > self.MAX_TERMS:
+            return []
+        yours = self.meaning.expr
+        for term in self.derived if len(self.derived) > 1 else ():
+            if self.study.matches(yours + term):
+                return [f"a term missing: {self.tex(term)}"]
+        for term in self.yours if len(self.yours) > 1 else ():
+            if self.study.matches(yours - term):
+                return [f"a term too many: {self.tex(term)}"]
+            if self.study.matches(yours - 2 * term):
+                return [f"the sign of a term is flipped: {self.tex(term)}"]
+        return []
+
+    def replaced(self, deadline) -> list[str]:
+        if len(self.derived) < 2 or len(self.derived) > self.MAX_TERMS or len(self.yours) > self.MAX_TERMS:
+            return []
+        for wrong in self.yours:
+            for right in self.derived:
+                if time.perf_counter() > deadline:
+                    return []
+                if self.study.matches(self.meaning.expr - wrong + right):
+                    return [f"one term is wrong: {self.tex(wrong)} should be {self.tex(right)}"]
+        return []
+
+
+def _terms(expr: sp.Expr) -> tuple:
+    return sp.Add.make_args(sp.expand_mul(expr, deep=False))
 
 
 def _ratio_hints(world, target, study) -> list[str]:
-    """Sign, a constant factor (1/N, 2) or an activation derivative: the ratio derived / yours says which."""
+    """Sign, a count (1/N, 1/(N S)), an activation derivative or a factor of the derivation (1/(1 - p), 2):
+    the ratio derived / yours says which."""
     ratios = []  # (sizes, at, values, ratio)
     for sizes, elements, points, expected, got in study.runs:
         for p, values in enumerate(points):
@@ -649,48 +760,107 @@ def _ratio_hints(world, target, study) -> list[str]:
         return []
     name = target.short(study.sample)
     values_r = [r for *_, r in ratios]
-    if all(_close(r, values_r[0]) for r in values_r):
-        c = values_r[0]
-        if _close(c, -1):
-            return [f"sign flipped: your formula is -1 times {name}"]
-        sign = " and the sign is flipped" if c.real < 0 else ""
-        for k in (2, 4):
-            if _close(abs(c), k):
-                return [f"missing a factor {k}{sign}: {name} is {k} times your formula"]
-            if _close(abs(c), 1 / k):
-                return [f"a factor {k} too many{sign}: your formula is {k} times {name}"]
+    if all(_close(r, values_r[0]) for r in values_r) and _close(values_r[0], -1):
+        return [f"sign flipped: your formula is -1 times {name}"]
+    return (_count_hint(world, ratios, name) or _multiplier_hint(world, target, study.meaning, ratios, name, study.sample)
+            or _constant_hint(values_r, name))
+
+
+def _count_hint(world, ratios, name) -> list[str]:
+    """A ratio that is constant for each size set and follows a size, or a product of two (N S)."""
     by_set = {}
     for sizes, at, values, r in ratios:
         by_set.setdefault(tuple(sizes.items()), []).append(r)
-    constant = all(all(_close(r, rs[0]) for r in rs) for rs in by_set.values())
-    if constant:
-        for size in world.sizes:
-            ok_missing = all(_close(abs(rs[0]), 1 / float(dict(k)[size])) for k, rs in by_set.items())
-            ok_extra = all(_close(abs(rs[0]), float(dict(k)[size])) for k, rs in by_set.items())
-            sign = " (and the sign is flipped)" if all(rs[0].real < 0 for rs in by_set.values()) else ""
-            if ok_missing and not ok_extra:
-                return [f"missing a factor 1/{size}{sign}: {name} is your formula divided by {size}"]
-            if ok_extra and not ok_missing:
-                return [f"an extra factor 1/{size}{sign}: {name} is {size} times your formula"]
+    if not all(all(_close(r, rs[0]) for r in rs) for rs in by_set.values()):
+        return []
+    counts = [(size,) for size in world.sizes] + list(itertools.combinations(world.sizes, 2))
+    for count in counts:
+        def value(key):
+            return float(np.prod([float(dict(key)[s]) for s in count]))
+        ok_missing = all(_close(abs(rs[0]), 1 / value(k)) for k, rs in by_set.items())
+        ok_extra = all(_close(abs(rs[0]), value(k)) for k, rs in by_set.items())
+        sign = " (and the sign is flipped)" if all(rs[0].real < 0 for rs in by_set.values()) else ""
+        written = " ".join(str(s) for s in count)
+        over = f"1/{written}" if len(count) == 1 else f"1/({written})"
+        if ok_missing and not ok_extra:
+            return [f"missing a factor {over}{sign}: {name} is your formula divided by {written}"]
+        if ok_extra and not ok_missing:
+            return [f"an extra factor {over}{sign}: {name} is {written} times your formula"]
+    return []
+
+
+def _multiplier_hint(world, target, meaning, ratios, name, sample) -> list[str]:
+    """The ratio is an activation derivative, or one or two factors of the derived product (``\\frac{1}{1 - p}``).
+
+    A multiplier that makes the formula equal symbolically, not only at the
+    points drawn, wins: dropout's mask is 0 or 1, so ``mask/(1-p)`` and
+    ``1/(1-p)`` fit the same points, but only the second is the mistake.
+    """
+    fitting = []
+    cache = {}
+    for message, multiplier in _multipliers(world, target, name, sample):
+        if _fits(multiplier, ratios, cache):
+            if _exactly(world, target, meaning, multiplier, sample):
+                return [message]
+            fitting.append(message)
+    return fitting[:1]
+
+
+def _multipliers(world, target, name, sample):
+    """(hint, m) with derived = yours * m: the activation derivatives, then the derived product's factors."""
+    from .chain import sample_form
     for local, tex in world.activations:
         letters = {str(i) for i in local.free_symbols if i.is_integer and not i.is_positive}
-        if not letters <= set(str(i) for i in target.index):
-            continue
-        factors = [_evaluate(at_index(unroll(local, sizes), at).xreplace(values), values)
-                   for sizes, at, values, _ in ratios]
-        if all(f is not None and _close(r, f) for f, (*_, r) in zip(factors, ratios)):
-            return [f"missing the activation derivative {tex}: {name} is your formula times it"]
-        if all(f is not None and abs(f) > 1e-12 and _close(1 / r, f) for f, (*_, r) in zip(factors, ratios)):
-            return [f"an extra activation-derivative factor {tex}: your formula is {name} times it"]
-        if all(f is not None and _close(-r, f) for f, (*_, r) in zip(factors, ratios)):
-            return [f"missing the activation derivative {tex}, and the sign is flipped"]
+        if letters <= set(str(i) for i in target.index):
+            yield f"missing the activation derivative {tex}: {name} is your formula times it", local
+            yield f"an extra activation-derivative factor {tex}: your formula is {name} times it", 1 / local
+            yield f"missing the activation derivative {tex}, and the sign is flipped", -local
+    factors = [f for f in sp.Mul.make_args(target.expr) if f not in (sp.S.One, sp.S.NegativeOne)]
+    if len(factors) < 2:
+        return
+    for factor in factors + [a * b for a, b in itertools.combinations(factors, 2)]:
+        tex = world.printer.doprint(sample_form(factor) if sample else factor)
+        yield f"missing the factor {tex}: {name} is your formula times it", factor
+        yield f"missing the factor {tex}, and the sign is flipped", -factor
+        yield f"a factor {tex} too many: your formula is {name} times it", 1 / factor
+        yield f"a factor {tex} too many, and the sign is flipped", -1 / factor
+
+
+def _fits(multiplier, ratios, cache) -> bool:
+    for sizes, at, values, ratio in ratios:
+        key = (multiplier, tuple(sizes.items()))
+        if key not in cache:
+            cache[key] = unroll(multiplier, sizes)
+        value = _evaluate(at_index(cache[key], at), values)
+        if value is None or not _close(value, ratio):
+            return False
+    return True
+
+
+def _exactly(world, target, meaning, multiplier, sample) -> bool:
+    """Whether derived = yours * multiplier once the index forms are normalised."""
+    difference = _one_sample_sizes(target.expr, world, sample) - \
+        _one_sample_sizes(meaning.expr * multiplier, world, sample)
+    return sp.expand(canonical_bound(normalize(sp.expand(normalize(difference))))) == 0
+
+
+def _constant_hint(values_r, name) -> list[str]:
+    if not all(_close(r, values_r[0]) for r in values_r):
+        return []
+    c = values_r[0]
+    sign = " and the sign is flipped" if c.real < 0 else ""
+    for k in (2, 4):
+        if _close(abs(c), k):
+            return [f"missing a factor {k}{sign}: {name} is {k} times your formula"]
+        if _close(abs(c), 1 / k):
+            return [f"a factor {k} too many{sign}: your formula is {k} times {name}"]
     return []
 
 
 def _variants(world, part, meaning, target, sample):
     """One change at a time: (what it means, the changed syntax tree)."""
     letters_used = sorted({i.rstrip("'") for node in walk(part) if isinstance(node, F.Name) and node.indices
-                           for i in node.indices} | set(target.letters(sample)))
+                           for i in node.indices if isinstance(i, str)} | set(target.letters(sample)))
     for node in walk(part):
         if isinstance(node, F.Name) and node.indices and len(node.indices) >= 2:
             swapped = dataclasses.replace(node, indices=tuple(reversed(node.indices)))
@@ -705,6 +875,15 @@ def _variants(world, part, meaning, target, sample):
         elif isinstance(node, F.Name) and node.indices is None and _rank(world, node) == 2:
             yield (f"a transpose missing: {_describe(node)} should be {_describe(node)}^T",
                    _replace(part, node, F.Transpose(node.pos, node)))
+    sizes = [e.names[0] for e in world.table.entries if e.kind == "size"]
+    for size in sizes:
+        if any(isinstance(node, F.Name) and node.word == size and node.indices is None for node in walk(part)):
+            for other in sizes:
+                if other != size:
+                    yield (f"the count: {size} should be {size} {other} wherever it appears",
+                           transform(part, lambda node: F.Product(node.pos, (node, F.Name(node.pos, other)), ("juxt",))
+                                     if isinstance(node, F.Name) and node.word == size and node.indices is None
+                                     else node))
     extra = [c for c in meaning.free if c not in target.letters(sample)]
     for node in walk(part):
         if isinstance(node, F.Sum) and len(node.indices) == 1:
@@ -727,13 +906,12 @@ def _rank(world, node) -> int:
 
 
 def _name_tex(node: F.Name) -> str:
-    word = "\\" + node.word if node.word in ("delta", "alpha", "eta") else node.word
-    return f"{word}_{{{''.join(node.indices)}}}"
+    return f"{F.name_text(node.word)}_{{{''.join(map(F.index_text, node.indices))}}}"
 
 
 def _describe(node) -> str:
     if isinstance(node, F.Name):
-        return node.word + (f"_{node.layer}" if node.layer else "")
+        return F.name_text(node.word) + (f"_{node.layer}" if node.layer else "")
     return "a factor"
 
 
@@ -771,7 +949,7 @@ def read(formula: str, op: str | None = None, wrt: str | None = None, chain=None
     """
     from .chain import sample_form
     world = world_of(op, chain)
-    tree = F.parse(formula, syntax)
+    tree = canonical(world.table, F.parse(formula, syntax))
     if len(tree.parts) != 1:
         raise F.FormulaError("read one expression at a time")
     part = tree.parts[0]
@@ -781,6 +959,7 @@ def read(formula: str, op: str | None = None, wrt: str | None = None, chain=None
         target, _ = _wrt_target(world, wrt, sample)
         axes = target.axes(sample)
         free_sizes = {t: size for t, (_, size) in zip(target.letters(sample), axes)}
-    resolver = Resolver(world.table, sample, formula, free_sizes, derivatives=derivatives)
+    resolver = Resolver(world.table, sample, formula, free_sizes, derivatives=derivatives,
+                        vector=vector_mode(world.table, part, sample))
     expr = resolver.finish(resolver.resolve(part), axes).expr
     return sample_form(expr) if sample else expr

@@ -15,6 +15,8 @@ from derive.verification import read, symbols, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 A = "article"
+BN_X = (r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
+        r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)")
 
 # (op or chain, --wrt, formula, equivalent?, a word the hint must contain or None)
 TABLE = [
@@ -58,13 +60,83 @@ TABLE = [
     ("sigmoid", "x", r"g_i", False, "activation derivative"),
     ("sigmoid", "x", r"g_i y_i (y_i - 1)", False, "sign"),
     ("tanh", "x", r"g_i (1 - y_i^2)", True, None),
-    # normalisation and dropout
+    # batch norm: the compact form, written several ways (index, vector, plain), and its typical mistakes
+    ("batch_norm", "x", BN_X, True, None),
+    ("batch_norm", "x", r"\frac{\gamma_{c}}{N S \sqrt{\epsilon + \sigma^{2}_{c}}} \left(N S g_{ncs} - \hat{x}_{ncs} "
+     r"\sum_{n'} \sum_{s'} g_{n'cs'} \hat{x}_{n'cs'} - \sum_{n'} \sum_{s'} g_{n'cs'}\right)", True, None),
+    ("batch_norm", "x", r"\gamma_c \rho_c \left(g_{ncs} - \frac{1}{NS}\sum_n\sum_s g_{ncs} - \frac{\hat{x}_{ncs}}{N S}"
+     r"\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", True, None),
+    ("batch_norm", "x", r"\frac{\gamma_c}{\sqrt{\sigma_c^2 + \varepsilon}}\left(g_{ncs} - \frac{1}{N S}\sum_{n,s} g_{ncs}"
+     r"\right) - \frac{\gamma_c \tilde{x}_{ncs}}{N S (\sigma^2_c + \epsilon)^{3/2}} \sum_n \sum_s g_{ncs} \tilde{x}_{ncs}",
+     True, None),
+    ("batch_norm", None, r"\frac{\partial E}{\partial \vec{x}} = \frac{\gamma}{N S \sqrt{\epsilon + \sigma^{2}}} \left(N S "
+     r"\vec{g} - \left(\vec{g}^{T} \hat{\vec{x}}\right) \hat{\vec{x}} - \left(\mathbf{1}^{T} \vec{g}\right) "
+     r"\mathbf{1}\right)", True, None),
+    ("batch_norm", "x", r"\gamma \rho (\vec{g} - \frac{1}{N S}(\mathbf{1}^T \vec{g}) \mathbf{1} - \frac{1}{N S}"
+     r"(\vec{\hat{x}}^T \vec{g}) \vec{\hat{x}})", True, None),
+    ("batch_norm", "x", "gamma[c]*rstd[c]*(g[n,c,s] - sum(sum(g[n,c,s], n), s)/(N*S) "
+     "- xhat[n,c,s]*sum(sum(g[n,c,s]*xhat[n,c,s], n), s)/(N*S))", True, None),
+    ("batch_norm", "x", r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs}\right)",
+     False, "a term missing: - \\frac{\\gamma_{c} \\hat{x}_{ncs}}"),
+    ("batch_norm", "x", r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} + "
+     r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", False, "sign of a term"),
+    ("batch_norm", "x", r"\frac{\gamma_c}{\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
+     r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", False, "missing a factor 1/(N S)"),
+    ("batch_norm", "x", r"\frac{\gamma_c}{N\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
+     r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", False, "missing a factor 1/S"),
+    ("batch_norm", "x", r"\frac{\gamma_c}{N\sqrt{\sigma^2_c+\epsilon}}\left(N g_{ncs} - \sum_n\sum_s g_{ncs} - "
+     r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", False, "N should be N S"),
+    ("batch_norm", "x", r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
+     r"\hat{x}_{ncs}\sum_n g_{ncs}\hat{x}_{ncs}\right)", False, None),
+    ("batch_norm", "gamma", r"\sum_n \sum_s g_{ncs} \hat{x}_{ncs}", True, None),
+    ("batch_norm", "gamma", r"\vec{g}^{T} \hat{\vec{x}}", True, None),
+    ("batch_norm", "gamma", r"\sum_n \sum_s g_{ncs} \tilde{x}_{ncs} \rho_c", True, None),
+    ("batch_norm", "gamma", r"\sum_n \sum_s \frac{g_{ncs} (x_{ncs} - \mu_c)}{\sqrt{\sigma^{2}_{c} + \epsilon}}", True, None),
+    ("batch_norm", "gamma", r"\sum_n \sum_s g_{ncs} x_{ncs}", False, None),
+    ("batch_norm", "gamma", r"\sum_n g_{ncs} \hat{x}_{ncs}", False, "missing sum over s"),
     ("batch_norm", "beta", r"\sum_n \sum_s g_{ncs}", True, None),
+    ("batch_norm", "beta", r"\mathbf{1}^{T} \vec{g}", True, None),
     ("batch_norm", "beta", r"\sum_n g_{ncs}", False, "missing sum over s"),
+    # batch norm at inference: running statistics are inputs
+    ("batch_norm_eval", "x", r"g_{ncs} \gamma_c \rho_c", True, None),
+    ("batch_norm_eval", "x", r"\frac{\gamma_c g_{ncs}}{\sqrt{\bar{\sigma}^{2}_{c} + \epsilon}}", True, None),
+    ("batch_norm_eval", "x", r"\frac{\gamma_c g_{ncs}}{\sqrt{\mathrm{running\_var}_c + \epsilon}}", True, None),
+    ("batch_norm_eval", "x", "gamma[c]*g[n,c,s]/sqrt(running_var[c] + eps)", True, None),
+    ("batch_norm_eval", "x", r"\gamma \rho \vec{g}", True, None),
+    ("batch_norm_eval", "x", r"g_{ncs} \gamma_c", False, "missing the factor \\rho_{c}"),
+    ("batch_norm_eval", "x", r"\gamma_c \rho_c \left(g_{ncs} - \frac{1}{N S}\sum_n\sum_s g_{ncs} - \frac{\hat{x}_{ncs}}{N S}"
+     r"\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", False, None),
+    ("batch_norm_eval", "gamma", r"\sum_n \sum_s g_{ncs} (x_{ncs} - \bar{\mu}_c) \rho_c", True, None),
+    ("batch_norm_eval", "gamma", r"\sum_n \sum_s g_{ncs} \hat{x}_{ncs}", True, None),
+    ("batch_norm_eval", "gamma", r"\sum_n \sum_s g_{ncs} x_{ncs} \rho_c", False, None),
     ("batch_norm_eval", "beta", r"\sum_n \sum_s g_{ncs}", True, None),
+    # layer norm: each row by its own statistics; gamma inside the sums
+    ("layer_norm", "x", r"\frac{1}{D\sqrt{\sigma^2_n+\epsilon}}\left(D g_{nd}\gamma_d - \sum_{d'} g_{nd'}\gamma_{d'} - "
+     r"\hat{x}_{nd}\sum_{d'} g_{nd'}\gamma_{d'}\hat{x}_{nd'}\right)", True, None),
+    ("layer_norm", "x", r"\rho_n \left(g_{nd}\gamma_d - \frac{1}{D}\sum_{k} g_{nk}\gamma_{k} - \frac{\hat{x}_{nd}}{D}"
+     r"\sum_{k} g_{nk}\gamma_{k}\hat{x}_{nk}\right)", True, None),
+    ("layer_norm", "x", r"\frac{1}{D \sqrt{\epsilon + \sigma^{2}}} \left(D \vec{g} \odot \vec{\gamma} - \left(\vec{\gamma}^{T}"
+     r" \left(\vec{g} \odot \hat{\vec{x}}\right)\right) \hat{\vec{x}} - \left(\vec{\gamma}^{T} \vec{g}\right) "
+     r"\mathbf{1}\right)", True, None),
+    ("layer_norm", "x", r"\frac{\gamma_d}{D\sqrt{\sigma^2_n+\epsilon}}\left(D g_{nd} - \sum_{d'} g_{nd'} - "
+     r"\hat{x}_{nd}\sum_{d'} g_{nd'}\hat{x}_{nd'}\right)", False, None),
+    ("layer_norm", "x", r"\frac{1}{D\sqrt{\sigma^2_n+\epsilon}}\left(D g_{nd}\gamma_d - \sum_{d'} g_{nd'}\gamma_{d'}"
+     r"\right)", False, "a term missing"),
+    ("layer_norm", "x", r"\frac{1}{\sqrt{\sigma^2_n+\epsilon}}\left(D g_{nd}\gamma_d - \sum_{d'} g_{nd'}\gamma_{d'} - "
+     r"\hat{x}_{nd}\sum_{d'} g_{nd'}\gamma_{d'}\hat{x}_{nd'}\right)", False, "1/D"),
+    ("layer_norm", "gamma", r"\sum_n g_{nd} \hat{x}_{nd}", True, None),
+    ("layer_norm", "gamma", r"\sum_{n} \vec{g} \odot \hat{\vec{x}}", True, None),
+    ("layer_norm", "gamma", r"\sum_d g_{nd} \hat{x}_{nd}", False, "wrong index"),
     ("layer_norm", "beta", r"\sum_n g_{nd}", True, None),
+    ("layer_norm", "beta", r"\sum_n \vec{g}", True, None),
+    ("layer_norm", "beta", r"\sum_d g_{nd}", False, "wrong index"),
+    # dropout with an explicit mask
     ("dropout", "x", r"g_i mask_i/(1-p)", True, None),
-    ("dropout", "x", r"g_i mask_i", False, None),
+    ("dropout", "x", r"\frac{g_i \, \mathrm{mask}_i}{1 - p}", True, None),
+    ("dropout", "x", r"\frac{1}{1-p} \vec{g} \odot \vec{mask}", True, None),
+    ("dropout", "x", "g[i]*mask[i]/(1 - p)", True, None),
+    ("dropout", "x", r"g_i mask_i", False, "missing the factor \\frac{1}{1 - p}"),
+    ("dropout", "x", r"\frac{g_i}{1-p}", False, "missing the factor mask_{i}"),
     ("tanh", "x", r"g_i (1 - \tanh^2(x_i))", True, None),
     ("tanh", "x", r"g_i (1 - \tanh(x_i)^2)", True, None),
     ("tanh", "x", r"g_i", False, "activation derivative"),
@@ -78,6 +150,7 @@ TABLE = [
     ("softmax", "x", r"y_{nk}(g_{nk} - \sum_j g_{nj} y_{nj})", True, None),
     ("softmax", "x", r"y_{nk} g_{nk} - y_{nk}\sum_{k'} g_{nk'} y_{nk'}", True, None),
     ("softmax", "x", r"Y \odot (G - (G \odot Y)\mathbf{1}\mathbf{1}^T)", True, None),
+    ("softmax", "x", r"\vec{y} \odot \left(\vec{g} - \left(\vec{g}^{T} \vec{y}\right) \mathbf{1}\right)", True, None),
     ("softmax", "x", r"y_{nk}(g_{nk} - \sum_j g_{nj})", False, None),
     # losses
     ("half_sse", "y", r"\frac{1}{N}(y_{nk} - t_{nk})", True, None),
@@ -205,6 +278,13 @@ HOSTILE = [
     "x[i]]",
     "x_i +",
     r"\left( x_i",
+    "+".join(["x_i"] * 400),
+    "x_{" + "+".join(["i"] * 400) + "}",
+    "-" * 1500 + "x_i",
+    r"\hat{" * 20 + "x_i" + "}" * 20,
+    r"\sigma^{2}_{i}",
+    r"x_{i + \frac{1}{2}}",
+    r"y^{(3)}_i",
 ]
 
 
@@ -249,6 +329,78 @@ def test_the_left_hand_side_must_agree_with_wrt():
         verify(r"\frac{\partial E}{\partial w_{jk}} = \delta_k y_j", chain=A)
     with pytest.raises(ValueError, match="wrt"):
         verify(r"\delta_k y_j", chain=A)
+
+
+def test_every_name_an_op_prints_reads_back_as_its_element(op):
+    """Each tensor, intermediate and constant, written as the derivation prints it (``\\hat{x}_{ncs}``,
+    ``\\sigma^{2}_{c}``, ``\\bar{\\sigma}^{2}_{c}``, ``\\epsilon``), is that element: the names come from the printer."""
+    from derive.quantities import op_world
+    table = op_world(op).table
+    checked = 0
+    for entry in table.entries:
+        if entry.kind in ("size", "objective"):
+            continue
+        text = entry.tex()
+        expected = entry.element([sp.Symbol(c, integer=True) for c in entry.letters])
+        assert read(text, op=op.name) == expected, (text, entry.names)
+        if table.vector_letters and entry.rank:  # the vector form's whole name, as --symbols lists it
+            from derive.verification import _array_name
+            g = next(e for e in table.entries if e.kind == "upstream")
+            upstream = g.element([sp.Symbol(c, integer=True) for c in g.letters])
+            whole = read(rf"{_array_name(entry, False, table)} \odot \vec{{g}}", op=op.name)
+            assert whole == expected * upstream, entry.names
+        checked += 1
+    assert checked >= len(op.inputs)
+
+
+def test_names_as_people_write_them():
+    """The variance as sigma squared either way round, not the sigmoid; accents with or without the arrow;
+    \\mathrm with an escaped underscore; \\varepsilon; the chain's tag for a second y."""
+    var = read(r"\sigma^{2}_{c}", op="batch_norm")
+    assert str(var) == "var[c]" and var == read(r"\sigma_c^2", op="batch_norm") == read(r"\sigma^2_c", op="batch_norm")
+    assert read(r"\sigma(x_i)", op="sigmoid") == 1 / (1 + sp.exp(-read("x_i", op="sigmoid")))
+    running = read(r"\mathrm{running\_var}_{c}", op="batch_norm_eval")
+    assert str(running) == "running_var[c]" and running == read(r"\bar{\sigma}^{2}_{c}", op="batch_norm_eval")
+    assert read("running_var[c]", op="batch_norm_eval") == running
+    assert read(r"\varepsilon", op="batch_norm") == read(r"\epsilon", op="batch_norm") == read("eps", op="batch_norm")
+    xhat = read(r"\hat{x}_{ncs}", op="batch_norm")
+    assert str(xhat) == "xhat[n, c, s]" and xhat == read("xhat[n,c,s]", op="batch_norm")
+    assert read(r"\hat{\vec{x}}^{T} \vec{g}", op="batch_norm") == read(r"\vec{\hat{x}}^T \vec{g}", op="batch_norm")
+    assert str(read(r"\tilde{x}_{ncs} \rho_c \mu_c", op="batch_norm")) == "mu[c]*rstd[c]*xc[n, c, s]"
+    chain = ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")
+    assert str(read(r"y^{(3)}_{j} - y_{j}", chain=chain)) == "-y_1[j] + y_2[j]"
+    assert str(read(r"\hat{x}_{nj}", chain=chain)) == "xhat_2[n, j]"
+
+
+def test_vector_form_reads_inner_products_and_ones():
+    """Batch norm's vector form runs along n and s for one channel c: g^T xhat sums over both."""
+    inner = read(r"\vec{g}^{T} \hat{\vec{x}}", op="batch_norm")
+    assert sp.simplify(inner - read(r"\sum_n \sum_s g_{ncs} \hat{x}_{ncs}", op="batch_norm")) == 0
+    assert read(r"\mathbf{1}^{T} \vec{g}", op="batch_norm") == read(r"\sum_n \sum_s g_{ncs}", op="batch_norm")
+    assert read(r"\gamma \vec{g}", op="batch_norm") == read(r"\gamma_c g_{ncs}", op="batch_norm")
+    with pytest.raises(FormulaError, match="two vectors side by side"):
+        read(r"\vec{g} \hat{\vec{x}}", op="batch_norm")
+    with pytest.raises(FormulaError, match="row vector and a column"):
+        read(r"\vec{g}^T + \hat{\vec{x}}", op="batch_norm")
+
+
+def test_affine_indices_and_range_conditions_read_as_index_arithmetic():
+    """What a strided or padded layer prints (``x_{n, c, i s + p}``, ``[0 \\le a + P - i s \\le K - 1]``) reads
+    generically: index letters, sizes and numbers, added and multiplied; chained comparisons."""
+    from derive.symbols import Iverson
+    s = sp.Symbol("s", integer=True)
+    N, S = sp.Symbol("N", integer=True, positive=True), sp.Symbol("S", integer=True, positive=True)
+    flipped = read(r"g_{ncs} x_{n, c, S - 1 - s}", op="batch_norm")
+    assert str(flipped) == "g[n, c, s]*x[n, c, S - s - 1]"
+    assert read("g[n,c,s]*x[n, c, S - 1 - s]", op="batch_norm") == flipped
+    assert str(read(r"x_{n, c, 2 s + 1} g_{ncs}", op="batch_norm")) == "g[n, c, s]*x[n, c, 2*s + 1]"
+    bracket = read(r"g_{ncs} [0 \le N s + 1 - S \le S - 1]", op="batch_norm")
+    condition = sp.And(sp.Le(0, N * s + 1 - S), sp.Le(N * s + 1 - S, S - 1))
+    assert bracket == read("g[n,c,s]*(0 <= N*s + 1 - S <= S - 1)", op="batch_norm")
+    assert bracket.has(Iverson) and [i.args[0] for i in bracket.atoms(Iverson)] == [condition]
+    assert verify(r"\sum_n \sum_{s=0}^{S-1} g_{n, c, S - 1 - s}", op="batch_norm", wrt="beta").equivalent
+    assert verify(r"\sum_n \sum_s g_{ncs} [0 \le s \le S - 1]", op="batch_norm", wrt="beta").equivalent
+    assert not verify(r"\sum_n \sum_s g_{ncs} [1 \le s \le S - 1]", op="batch_norm", wrt="beta").equivalent
 
 
 def test_w_kj_and_w_jk_are_different_elements():
@@ -306,16 +458,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, stdin, tmp_path):
 # -- every emitted equation, read back -------------------------------------------------------
 
 def _rows(tex: str) -> list[str]:
-    """The right-hand side of each row of an emitted equation."""
+    """The parts of an emitted equation after its left-hand side: each ``=`` (or ``&=``) outside brackets."""
     if "\\begin{aligned}" in tex:
-        body = tex.split("\\begin{aligned}\n")[1].split("\n\\end{aligned}")[0]
-        return [row.split("&=", 1)[1].strip() for row in body.split(" \\\\\n")]
-    return [tex.rsplit(" = ", 1)[1]]
+        tex = tex.split("\\begin{aligned}\n")[1].split("\n\\end{aligned}")[0].replace(" \\\\\n", " ")
+    tex = tex.replace("&=", "=")
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(tex):
+        depth += char in "{([" and tex[at - 1] != "\\"
+        depth -= char in "})]" and tex[at - 1] != "\\"
+        if char == "=" and depth == 0:
+            parts.append(tex[start:at].strip())
+            start = at + 1
+    parts.append(tex[start:].strip())
+    return parts[1:]
 
 
 def _same(a, b) -> bool:
+    from derive.chain import ChainProduct
     from derive.check import is_zero
     from derive.rewrite import canonical_bound, normalize
+    a, b = (e.replace(lambda f: isinstance(f, ChainProduct), lambda f: sp.Mul(*f.args)) for e in (a, b))
     return sp.expand(canonical_bound(normalize(a)) - canonical_bound(normalize(b))) == 0 or is_zero(a - b)
 
 
@@ -337,23 +499,27 @@ def test_every_gradient_row_an_op_prints_reads_back_as_its_sympy_expression(op, 
 CHAINS = [("linear", "sigmoid", "linear", "sigmoid", "half_sse"),
           ("linear", "tanh", "linear", "softmax_cross_entropy"),
           ("linear", "relu", "linear", "leaky_relu", "linear", "mse"),
-          pytest.param(("linear", "softmax", "cross_entropy"), marks=pytest.mark.xfail(
-              strict=True, reason="chain_tex prints the internal _Marker in softmax's chain-rule row"))]
+          ("linear", "softmax", "cross_entropy"),
+          ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")]
 
 
-@pytest.mark.parametrize("names", CHAINS, ids=["article", "tanh-sce", "relu-mse", "softmax-ce"])
-def test_every_row_a_chain_prints_reads_back_as_its_sympy_expression(names):
-    """Forward, error terms, gradients and updates of the chain, one sample, as the article writes them."""
+@pytest.mark.parametrize("sample", [True, False], ids=["one-sample", "batch"])
+@pytest.mark.parametrize("names", CHAINS, ids=["article", "tanh-sce", "relu-mse", "softmax-ce", "bn-relu-sce"])
+def test_every_row_a_chain_prints_reads_back_as_its_sympy_expression(names, sample):
+    """Forward, error terms, gradients and updates of the chain, as the article writes them (one sample)
+    and with the batch index; ``\\delta_k = \\frac{\\partial E}{\\partial net_k} = ...`` names its definition first."""
     from codegen.chain_tex import chain_blocks
     from derive.chain import chain
     c = chain(names)
     checked = 0
-    for block in chain_blocks(c, "en"):
+    for block in chain_blocks(c, "en", sample=sample):
         eq = block.equation
         if eq is None:
             continue
         rows = _rows(eq.tex)
-        assert len(rows) == len(eq.rhs)
+        if len(rows) == len(eq.rhs) + 1:  # an error term: its definition, then the rows
+            assert isinstance(read(rows.pop(0), chain=names, derivatives=True), sp.Derivative), eq.tex
+        assert len(rows) == len(eq.rhs), eq.tex
         for text, expr in zip(rows, eq.rhs):
             assert _same(read(text, chain=names, derivatives=True), expr), (text, expr)
             checked += 1
