@@ -365,7 +365,7 @@ def name_text(word: str) -> str:
     """A word as TeX: ``mu`` is ``\\mu``, ``sigma^2`` is ``\\sigma^{2}``, ``y^(3)`` is ``y^{(3)}``."""
     if "^(" in word:
         base, tag = word.split("^(", 1)
-        return f"{name_text(base)}^{{({tag.rstrip(')')}}}"
+        return f"{name_text(base)}^{{({tag.rstrip(')')})}}"
     if "^" in word:
         base, power = word.split("^", 1)
         return f"{name_text(base)}^{{{power}}}"

@@ -338,7 +338,7 @@ class Resolver:
         """The entry ``node`` names, chosen by layer number or index letters; None for a product of letters."""
         candidates = self.table.named(node.word)
         if not candidates:
-            if len(node.word) > 1 and node.word.isalpha() and all(self.table.named(c) for c in node.word):
+            if self._letters_named(node.word):
                 return None
             raise self.error(f"unknown symbol {F.name_text(node.word)}; 'derive verify ... --symbols' lists "
                              "the names", node)
@@ -357,6 +357,10 @@ class Resolver:
             layers = ", ".join(f"{word}_{e.layer}" for e in candidates)
             raise self.error(f"{word} is ambiguous here: write {layers}, or give indices", node)
         return self._by_letters(node, candidates)
+
+    def _letters_named(self, word: str) -> bool:
+        """Several letters written together, each a name: a product (``ty_k`` is ``t y_k``)."""
+        return len(word) > 1 and word.isalpha() and all(self.table.named(c) for c in word)
 
     def _by_letters(self, node: F.Name, candidates) -> Entry:
         """In a chain the letters say the layer: w_{kj} is the output layer's, w_{ji} the hidden one's."""
@@ -486,6 +490,10 @@ class Resolver:
             return Value(sp.exp(exponent.expr), vec=exponent.vec)
         if exponent.vec:
             raise self.error("an exponent must be a number or a scalar", node.exp)
+        if isinstance(node.base, F.Name) and isinstance(node.exp, F.Num) and not self.table.named(node.base.word) \
+                and not self._letters_named(node.base.word):  # \sigma^{2}: a name, though not of this op
+            raise self.error(f"unknown symbol {F.name_text(f'{node.base.word}^{node.exp.value}')}; "
+                             "'derive verify ... --symbols' lists the names", node)
         base = self.resolve(node.base)
         return Value(base.expr ** exponent.expr, base.axes, base.vec)
 

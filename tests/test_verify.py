@@ -370,6 +370,10 @@ def test_names_as_people_write_them():
     chain = ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")
     assert str(read(r"y^{(3)}_{j} - y_{j}", chain=chain)) == "-y_1[j] + y_2[j]"
     assert str(read(r"\hat{x}_{nj}", chain=chain)) == "xhat_2[n, j]"
+    with pytest.raises(FormulaError, match=r"unknown symbol \\sigma\^\{2\}"):  # no batch variance at inference
+        read(r"\sigma^2_c", op="batch_norm_eval")
+    with pytest.raises(FormulaError, match=r"unknown symbol y\^\{\(3\)\}"):
+        read(r"y^{(3)}_{ncs}", op="batch_norm")
 
 
 def test_vector_form_reads_inner_products_and_ones():
