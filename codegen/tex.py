@@ -176,13 +176,14 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
         if not node.index:
             blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
             continue
-        tex = matrix.print(lowering.lower(node.definition, tuple(node.index)), tuple(node.index))
+        tex = matrix.print(lowering.statement(node.definition, tuple(node.index), tuple(node.shape)),
+                           tuple(node.index))
         if tex is not None:
             lhs = nt.matrix(node.name, len(node.index))
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
     for grad in () if forward else d.gradients:
         expr = display(d, grad.expr)
-        tex = matrix.print(lowering.lower(expr, tuple(grad.index)), tuple(grad.index))
+        tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial E}}{{\partial {wrt}}}"
         if tex is None:
