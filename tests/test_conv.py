@@ -141,3 +141,40 @@ def test_the_convolutional_network_matches_finite_differences(rng):
                 minus, _ = net.loss_and_grads(x, t=t)
                 value[idx] = old
                 assert grads[layer][name][idx] == pytest.approx((plus - minus) / 2e-6, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_full_convolution_reading_equals_the_gradient(padding, rng):
+    """The LaTeX's stride-1 form, evaluated from its own definitions, equals the generated backward."""
+    import sympy as sp
+
+    from codegen.explain import full_convolution
+    from derive.engine import derive
+    d = derive(get("conv2d"))
+    form = full_convolution(d, d.gradient("x"))
+    x, W, b = rng.standard_normal((2, 2, 4, 5)), rng.standard_normal((3, 2, 3, 2)), rng.standard_normal(3)
+    out, cache = conv2d.forward(x, W, b, padding=padding)
+    g = rng.standard_normal(out.shape)
+    expected = conv2d.backward(g, cache)["x"]
+    op = get("conv2d")
+    sizes = dict(zip(op.inputs[0].shape, x.shape)) | dict(zip(op.inputs[1].shape, W.shape))
+    pad_symbol = next(h.symbol for h in op.hyper if h.name == "padding")
+    (flip, kernel), (pad, shifted) = form.flipped, form.padded
+
+    def value(expr, at):
+        """An element of a display tensor, from its definition (0 outside the upstream gradient)."""
+        if expr.base == flip.base:
+            e = kernel.xreplace(dict(zip(flip.indices, at))).xreplace(sizes)
+            return W[tuple(int(i) for i in e.indices)]
+        e = shifted.xreplace(dict(zip(pad.indices, at))).xreplace(sizes | {pad_symbol: padding})
+        idx = tuple(int(i) for i in e.indices)
+        inside = all(0 <= i < n for i, n in zip(idx, g.shape))
+        return g[idx] if inside else 0.0
+
+    got = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        expr = check.expand_sums(form.gradient.xreplace(dict(zip(d.gradient("x").index, idx))).xreplace(
+            {s: sp.Integer(v) for s, v in sizes.items()}))
+        got[idx] = float(expr.replace(lambda e: isinstance(e, sp.Indexed),
+                                      lambda e: sp.Float(value(e, e.indices))))
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
