@@ -8,7 +8,7 @@ Forward (index form):
     y[n, c, i, j] = sum_p(sum_q(x[n, c, i*stride + p, j*stride + q]))/kernel**2
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_i([(h - i*stride >= 0) & (h - i*stride <= kernel - 1)]*sum_j(dout[n, c, i, j]*[(w - j*stride >= 0) & (w - j*stride <= kernel - 1)]))/kernel**2
+    dE/dx[n, c, h, w] = sum_i([0 <= h - i*stride <= kernel - 1]*sum_j(dout[n, c, i, j]*[0 <= w - j*stride <= kernel - 1]))/kernel**2
 """
 import numpy as np
 

@@ -5,11 +5,11 @@ Each output pixel (i, j) of output channel o sums the kernel times the
 input window that starts at (i s, j s) of the padded input, plus a bias.
 
 Forward (index form):
-    xp[n, c, h, w] = x[n, c, h - padding, w - padding]*[(h - padding >= 0) & (h - padding <= IH - 1)]*[(w - padding >= 0) & (w - padding <= IW - 1)]
+    xp[n, c, h, w] = x[n, c, h - padding, w - padding]*[0 <= h - padding <= IH - 1]*[0 <= w - padding <= IW - 1]
     y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride + p, j*stride + q]))) + b[o]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_o(sum_i([(h + padding - i*stride >= 0) & (h + padding - i*stride <= KH - 1)]*sum_j(dout[n, o, i, j]*W[o, c, h + padding - i*stride, padding + w - j*stride]*[(padding + w - j*stride >= 0) & (padding + w - j*stride <= KW - 1)])))
+    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding - i*stride <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding - i*stride, padding + w - j*stride]*[0 <= padding + w - j*stride <= KW - 1])))
     dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride + p, j*stride + q])))
     dE/db[o] = sum_n(sum_i(sum_j(dout[n, o, i, j])))
 """

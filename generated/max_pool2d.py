@@ -10,7 +10,7 @@ Forward (index form):
     y[n, c, i, j] = sum_p(sum_q(x[n, c, i*stride + p, j*stride + q]*mask[n, c, i, j, p, q]))
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_i([(h - i*stride >= 0) & (h - i*stride <= kernel - 1)]*sum_j(dout[n, c, i, j]*mask[n, c, i, j, h - i*stride, w - j*stride]*[(w - j*stride >= 0) & (w - j*stride <= kernel - 1)]))
+    dE/dx[n, c, h, w] = sum_i([0 <= h - i*stride <= kernel - 1]*sum_j(dout[n, c, i, j]*mask[n, c, i, j, h - i*stride, w - j*stride]*[0 <= w - j*stride <= kernel - 1]))
 """
 import numpy as np
 
