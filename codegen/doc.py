@@ -26,7 +26,8 @@ from . import chain_tex, figures
 from .figures import Label, tex_escape
 from .latex import ArticleLatex, words
 from .render import environment
-from .tex import Block, Equation, backward_blocks, forward_blocks, gradient_block, notation, upstream_sentence
+from .tex import (Block, Equation, backward_blocks, forward_blocks, full_convolution_blocks, gradient_block, notation,
+                  upstream_sentence)
 
 DOC_WORDS = {
     "en": {
@@ -281,6 +282,7 @@ def _op_section(op, writer: _Writer, lang: str) -> Section:
             lead = _para(f"The gradient with respect to ${element}$, from ", cite,
                          ": " + ", ".join(steps) + ":")
         backward.items += [lead, writer.equation(block, f"{op.name}:d{grad.input.name}")]
+    backward.items += writer.items(full_convolution_blocks(d, lang))
     matrix = Section(w["matrix"], f"{op.name}-matrix")
     matrix.items = writer.items(forward_blocks(d, lang, "matrix") + backward_blocks(d, lang, "matrix"))
     section.sections = [forward, backward, matrix]

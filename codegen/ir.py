@@ -17,12 +17,13 @@ The NumPy printer and the matrix-form LaTeX printer both read this IR.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.symbols import Maximum, index_symbols
+from derive.symbols import FirstMax, Iverson, Maximum, index_symbols, is_index
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,50 @@ class Elementwise(Node):
         return dict(self.holes)
 
 
+@dataclass(frozen=True)
+class Window(Node):
+    """Sliding windows: ``x[n, c, i s + p, j s + q]`` as an array with axes (n, c, i, j, p, q)."""
+
+    name: str
+    kernel: tuple  # the sizes of the window axes (p, q)
+    stride: sp.Expr
+
+
+@dataclass(frozen=True)
+class Mask(Node):
+    """A window's first maximum as a 0/1 array, laid out like the windows (max pooling)."""
+
+    window: Node
+
+
+@dataclass(frozen=True)
+class Pad(Node):
+    """An array with zeros around it: ``[0 <= h - P < H] x[n, c, h - P, w - P]``."""
+
+    name: str
+    before: tuple  # per axis
+    after: tuple
+
+
+@dataclass(frozen=True)
+class Scatter(Node):
+    """Windows summed back onto the image they came from (col2im).
+
+    ``out[..., a, b] = sum over (i, p) with a = i s + p - offset`` of
+    ``arg[..., p, q, i, j]``; ``arg`` is laid out (leading, p, q, i, j), so
+    that each kernel offset's slice is contiguous.
+    """
+
+    arg: Node
+    layout: tuple  # the axes arg is read in: (leading, p, q, i, j)
+    kernel: tuple  # the sizes of p, q
+    image: tuple  # the sizes of a, b
+    stride: sp.Expr
+    offset: sp.Expr
+
+
 def is_scalar_expr(expr: sp.Expr) -> bool:
-    return not any(isinstance(n, (sp.Indexed, sp.Sum, Maximum)) for n in sp.preorder_traversal(expr))
+    return not any(isinstance(n, (sp.Indexed, sp.Sum, Maximum, FirstMax)) for n in sp.preorder_traversal(expr))
 
 
 class Lowering:
@@ -66,6 +109,12 @@ class Lowering:
 
     def __init__(self, names):
         self.names = names
+        self.ranges: dict = {}  # index symbol -> size, for the statement being lowered
+
+    def statement(self, expr: sp.Expr, index: tuple, shape: tuple) -> Node:
+        """Lower the right-hand side of ``name[index] = expr`` (its indices run over ``shape``)."""
+        self.ranges = dict(zip(index, shape))
+        return self.lower(expr, tuple(index))
 
     def order(self, axes, first=(), expr=None) -> tuple:
         """A deterministic axis order: ``first`` as given, then as the arrays in ``expr`` store them."""
@@ -81,25 +130,47 @@ class Lowering:
             return self.leaf(expr)
         if isinstance(expr, sp.Sum):
             return self.sum(expr, first)
+        if isinstance(expr, FirstMax):
+            (u, v), (k, m), (p, q) = expr.bound, expr.kernel, expr.at
+            self.ranges.update({u: k, v: m})
+            window = self.lower(expr.window, first)
+            rename = {u: p, v: q}
+            return Mask(tuple(rename.get(a, a) for a in window.axes), window)
         if isinstance(expr, Maximum):
             arg = self.lower(expr.body, first)
             axes = tuple(a for a in arg.axes if a != expr.bound)
             return Reduce(axes, "max", arg, expr.limits[2] - expr.limits[1] + 1)
         return self.elementwise(expr, first)
 
-    def leaf(self, expr: sp.Indexed) -> Leaf:
+    def leaf(self, expr: sp.Indexed) -> Node:
         idx = expr.indices
-        if not all(isinstance(i, sp.Symbol) for i in idx) or len(set(idx)) != len(idx):
-            raise NotImplementedError(f"cannot vectorise the index {expr}")
-        return Leaf(tuple(idx), self.names[expr.base])
+        if all(isinstance(i, sp.Symbol) for i in idx) and len(set(idx)) == len(idx):
+            return Leaf(tuple(idx), self.names[expr.base])
+        windows = [_window_position(i) for i in idx]
+        plain = [i for i, w in zip(idx, windows) if w is None]
+        inner = [w for w in windows if w is not None]
+        if all(isinstance(i, sp.Symbol) for i in plain) and inner and all(w is not None for w in windows[len(plain):]) \
+                and len({w[2] for w in inner}) == 1:
+            axes = tuple(plain) + tuple(w[0] for w in inner) + tuple(w[1] for w in inner)
+            kernel = tuple(self.ranges[w[1]] for w in inner)
+            return Window(axes, self.names[expr.base], kernel, inner[0][2])
+        raise NotImplementedError(f"cannot vectorise the index {expr}")
 
     def sum(self, expr: sp.Sum, first) -> Node:
         # Gather directly nested sums: sum_i sum_j f is one contraction over (i, j).
         bound, body = [], expr  # outermost first
-        while isinstance(body, sp.Sum):
-            for v, lo, hi in reversed(body.limits):
+        while True:
+            if isinstance(body, sp.Sum):
+                inner, rest = body, sp.S.One
+            else:  # a product with one sum in it: sum_i [a] sum_j b is sum_i sum_j [a] b
+                sums = [f for f in sp.Mul.make_args(body) if isinstance(f, sp.Sum)]
+                if not isinstance(body, sp.Mul) or len(sums) != 1 \
+                        or {v for v, *_ in sums[0].limits} & body.free_symbols - sums[0].free_symbols:
+                    break
+                inner, rest = sums[0], body / sums[0]
+            for v, lo, hi in reversed(inner.limits):
                 bound.append((v, hi - lo + 1))
-            body = body.function
+            body = rest * inner.function
         summed = {v for v, _ in bound}
         size = sp.Mul(*(s for _, s in bound))
         inside = [f for f in sp.Mul.make_args(body) if f.free_symbols & summed]
@@ -108,6 +179,11 @@ class Lowering:
             # normalize() keeps sums factored, but be safe: pull constants out.
             inner = sp.Sum(sp.Mul(*inside), *reversed([(v, 0, s - 1) for v, s in bound]))
             return self.elementwise(outside * inner, first)
+        for v, size in bound:
+            self.ranges[v] = size
+        scatter = self.scatter(bound, inside, first)
+        if scatter is not None:
+            return scatter
         if len(inside) == 1 and isinstance(inside[0], sp.Pow) and inside[0].exp == 2:
             inside = [inside[0].base] * 2  # a sum of squares is a contraction: no squared temporary
         free = set().union(*(index_symbols(f) for f in inside)) - summed
@@ -120,7 +196,79 @@ class Lowering:
         arg = self.lower(sp.Mul(*inside), reduced_first)
         return Reduce(axes, "sum", arg, size)
 
+    def scatter(self, bound, inside, first) -> Node | None:
+        """``sum_i [0 <= a + P - i s <= K-1] f(..., a + P - i s, ...)``: windows summed back (col2im).
+
+        Each bracket ties a free index a (a pixel of the image) to a summed
+        one i (a window): the offset p = a + P - i s inside the window runs
+        over 0..K-1. Naming p turns the sum into "compute every window's
+        contribution, add each at its place".
+        """
+        summed = {v for v, _ in bound}
+        ties = []
+        for f in inside:
+            if isinstance(f, Iverson):
+                tie = _tie(f.condition, summed)
+                if tie is not None:
+                    ties.append((f, tie))
+        if not ties:
+            return None
+        rest = [f for f in inside if f not in {f for f, _ in ties}]
+        offsets, image, replace = [], [], {}
+        strides, shifts = set(), set()
+        taken = {str(x) for f in inside for x in f.free_symbols} | {str(v) for v, _ in bound}
+        letters = (c for c in "pqrsuvklm" if c not in taken)
+        for f, (a, i, stride, shift, expr, size) in sorted(ties, key=lambda t: str(t[1][0])):
+            p = sp.Symbol(next(letters), integer=True)  # the offset inside the window
+            replace[expr] = p
+            self.ranges[p] = size
+            offsets.append((a, i, p))
+            strides.add(stride)
+            shifts.add(shift)
+        if len(strides) != 1 or len(shifts) != 1:
+            return None
+        body = sp.Mul(*rest).xreplace(replace)
+        if any(a in body.free_symbols for a, _, _ in offsets):
+            return None
+        remaining = [(v, s) for v, s in bound if v not in {i for _, i, _ in offsets}]
+        image = tuple(self.ranges[a] for a, _, _ in offsets)
+        leading = tuple(x for x in self.order(index_symbols(body) - summed - {p for *_, p in offsets}, first))
+        layout = leading + tuple(p for *_, p in offsets) + tuple(i for _, i, _ in offsets)
+        inner = sp.Sum(body, *reversed([(v, 0, s - 1) for v, s in remaining])) if remaining else body
+        arg = self.lower(inner, layout)
+        axes = leading + tuple(a for a, _, _ in offsets)
+        kernel = tuple(self.ranges[p] for *_, p in offsets)
+        return Scatter(axes, arg, layout, kernel, image, strides.pop(), shifts.pop())
+
+    def pad(self, expr: sp.Expr) -> Node | None:
+        """``[0 <= h - P <= H - 1] x[..., h - P, ...]`` (brackets for every shifted index): zero padding."""
+        factors = sp.Mul.make_args(expr)
+        arrays = [f for f in factors if isinstance(f, sp.Indexed)]
+        brackets = [f for f in factors if isinstance(f, Iverson)]
+        if len(arrays) != 1 or len(arrays) + len(brackets) != len(factors) or not brackets:
+            return None
+        (array,) = arrays
+        covered = {_bracket(b.condition) for b in brackets}
+        axes, before, after = [], [], []
+        for pos, index in enumerate(array.indices):
+            own = [v for v in index_symbols(index)]
+            if len(own) != 1 or sp.expand(index).coeff(own[0]) != 1:
+                return None
+            shift = sp.expand(own[0] - index)
+            size = array.base.shape[pos]
+            if shift != 0 and (index, size) not in covered:
+                return None
+            axes.append(own[0])
+            before.append(shift)
+            after.append(self.ranges.get(own[0], size) - size - shift)
+        if len(covered) != sum(1 for b in before if b != 0):
+            return None
+        return Pad(tuple(axes), self.names[array.base], tuple(before), tuple(sp.simplify(a) for a in after))
+
     def elementwise(self, expr: sp.Expr, first) -> Node:
+        padded = self.pad(expr)
+        if padded is not None:
+            return padded
         holes = {}
 
         def hole(sub):
@@ -133,7 +281,7 @@ class Lowering:
             return key
 
         def visit(sub):
-            if isinstance(sub, (sp.Indexed, sp.Sum, Maximum)):
+            if isinstance(sub, (sp.Indexed, sp.Sum, Maximum, FirstMax)):
                 return hole(sub)
             if not sub.args or is_scalar_expr(sub):
                 return sub
@@ -148,6 +296,54 @@ class Lowering:
         return Elementwise(axes, body, tuple(holes.items()))
 
 
+def _window_position(index):
+    """``i s + p`` as (i, p, s): the window i (stride s) and the offset p inside it; else None."""
+    terms = sp.Add.make_args(index)
+    if len(terms) != 2:
+        return None
+    outer = [t for t in terms if isinstance(t, sp.Mul) and len(t.args) == 2]
+    inner = [t for t in terms if is_index(t)]
+    if len(outer) != 1 or len(inner) != 1:
+        return None
+    window = [a for a in outer[0].args if is_index(a)]
+    stride = [a for a in outer[0].args if a not in window]
+    if len(window) != 1 or len(stride) != 1:
+        return None
+    return window[0], inner[0], stride[0]
+
+
+def _bracket(cond):
+    """``0 <= e <= K - 1`` as (e, K); else None."""
+    parts = cond.args if isinstance(cond, sp.And) else (cond,)
+    low = high = None
+    for part in parts:
+        if isinstance(part, sp.GreaterThan) and part.rhs == 0:
+            low = part.lhs
+        elif isinstance(part, sp.LessThan) and part.lhs.is_number is False and part.rhs.is_number is not None:
+            high = (part.lhs, part.rhs)
+    if low is None or high is None or sp.expand(low - high[0]) != 0:
+        return None
+    return low, high[1] + 1
+
+
+def _tie(cond, summed):
+    """A bracket ``0 <= a + P - i s <= K-1`` as (a, i, s, P, the expression, K); else None."""
+    found = _bracket(cond)
+    if found is None:
+        return None
+    expr, size = found
+    free = [v for v in index_symbols(expr) if v not in summed]
+    tied = [v for v in index_symbols(expr) if v in summed]
+    if len(free) != 1 or len(tied) != 1:
+        return None
+    a, i = free[0], tied[0]
+    stride = -sp.expand(expr).coeff(i)
+    shift = sp.expand(expr - a + stride * i)
+    if sp.expand(expr).coeff(a) != 1 or not stride.free_symbols.isdisjoint({a, i}) or index_symbols(shift):
+        return None
+    return a, i, stride, shift, expr, size
+
+
 def symbols_used(node: Node) -> set:
     """Scalar symbols (sizes, hyper-parameters) the printed code of ``node`` refers to."""
     found = set()
@@ -158,6 +354,15 @@ def symbols_used(node: Node) -> set:
             found |= symbols_used(child)
     elif isinstance(node, Reduce):
         found |= symbols_used(node.arg)
+    elif isinstance(node, Mask):
+        found |= symbols_used(node.window)
+    elif isinstance(node, Window):
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.kernel)) | sp.sympify(node.stride).free_symbols
+    elif isinstance(node, Pad):
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.before + node.after))
+    elif isinstance(node, Scatter):
+        found |= symbols_used(node.arg) | set().union(*(sp.sympify(k).free_symbols for k in node.image + node.kernel)) \
+            | sp.sympify(node.stride).free_symbols | sp.sympify(node.offset).free_symbols
     elif isinstance(node, Contract):
         for child in node.args:
             found |= symbols_used(child)
@@ -177,18 +382,27 @@ def canonical(node: Node) -> Node:
 
     def visit(n: Node, mapping: dict) -> Node:
         axes = tuple(mapping.get(a, a) for a in n.axes)
-        if isinstance(n, Leaf):
-            return Leaf(axes, n.name)
-        if isinstance(n, (Contract, Reduce)):
+        if isinstance(n, (Leaf, Window, Pad)):
+            return dataclasses.replace(n, axes=axes)
+        if isinstance(n, (Contract, Reduce, Scatter)):
             local = dict(mapping)
             for a in appearance(n):
                 if a not in n.axes and a not in local:
                     local[a] = sp.Symbol(f"_a{next(counter)}", integer=True)
             if isinstance(n, Contract):
                 return Contract(axes, tuple(visit(c, local) for c in n.args))
-            return Reduce(axes, n.kind, visit(n.arg, local), n.size)
+            if isinstance(n, Scatter):
+                return dataclasses.replace(n, axes=axes, arg=visit(n.arg, local),
+                                           layout=tuple(local.get(a, a) for a in n.layout))
+            return dataclasses.replace(n, axes=axes, arg=visit(n.arg, local))
         if isinstance(n, Elementwise):
             return Elementwise(axes, n.expr, tuple((k, visit(c, mapping)) for k, c in n.holes))
+        if isinstance(n, Mask):
+            local = dict(mapping)
+            for a, b in zip(n.window.axes, n.axes):
+                if a != b:
+                    local[a] = mapping.get(b, b)
+            return Mask(axes, visit(n.window, local))
         return n
 
     return visit(node, {})
@@ -197,7 +411,9 @@ def canonical(node: Node) -> Node:
 def _kids(node: Node):
     if isinstance(node, Contract):
         return node.args
-    if isinstance(node, Reduce):
+    if isinstance(node, Mask):
+        return (node.window,)
+    if isinstance(node, (Reduce, Scatter)):
         return (node.arg,)
     if isinstance(node, Elementwise):
         return tuple(c for _, c in node.holes)
@@ -206,6 +422,8 @@ def _kids(node: Node):
 
 def leaf_names(node: Node) -> set:
     """The named arrays ``node`` reads."""
-    if isinstance(node, Leaf):
+    if isinstance(node, (Leaf, Window, Pad)):
         return {node.name}
+    if isinstance(node, Mask):
+        return leaf_names(node.window)
     return set().union(set(), *(leaf_names(c) for c in _kids(node)))

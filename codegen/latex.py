@@ -21,6 +21,8 @@ from .ir import Contract, Elementwise, Leaf, Node, Reduce
 SPECIAL = {
     "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
+    "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}",
+    "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
 }
 
 WORDS = {
@@ -128,7 +130,14 @@ class ArticleLatex(LatexPrinter):
         return rf"[{self._print(expr.args[0])} = {self._print(expr.args[1])}]"
 
     def _print_Iverson(self, expr):
-        return rf"\left[{self._print(expr.condition)}\right]"
+        cond = expr.condition
+        parts = cond.args if isinstance(cond, sp.And) else ()
+        if len(parts) == 2:  # 0 <= e <= K - 1
+            low = next((p for p in parts if isinstance(p, sp.GreaterThan) and p.rhs == 0), None)
+            high = next((p for p in parts if isinstance(p, sp.LessThan)), None)
+            if low is not None and high is not None and sp.expand(low.lhs - high.lhs) == 0:
+                return rf"\left[0 \leq {self._print(low.lhs)} \leq {self._print(high.rhs)}\right]"
+        return rf"\left[{self._print(cond)}\right]"
 
     def _print_Derivative(self, expr):
         (var, _), = expr.variable_count
@@ -143,6 +152,11 @@ class ArticleLatex(LatexPrinter):
             when = rf"\text{{{words(self.lang)['otherwise']}}}" if cond is sp.true else self._print(cond)
             rows.append(f"{self._print(value)} & {when}")
         return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
+
+    def _print_FirstMax(self, expr):
+        (u, v), (p, q) = expr.bound, expr.at
+        return (rf"\left[({self._print(p)}, {self._print(q)}) = \operatorname*{{arg\,max}}_{{({self._print(u)}, "
+                rf"{self._print(v)})}} {self._print(expr.window)}\right]")
 
     def _print_Maximum(self, expr):
         return rf"\max_{{{self._print(expr.bound)}}} {self._print(expr.body)}"
@@ -249,6 +263,8 @@ def _branches(expr):
     """
     if not expr.has(Iverson) or expr.has(sp.Sum):
         return None
+    if not any(e.condition.atoms(sp.Indexed) for e in expr.atoms(Iverson)):
+        return None  # conditions on indices alone (a window's range) read better as brackets
     folded = sp.piecewise_fold(as_piecewise(expr))
     return folded if isinstance(folded, sp.Piecewise) else None
 

@@ -15,7 +15,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.symbols import Iverson, as_piecewise
 
-from .ir import Contract, Elementwise, Leaf, Node, Reduce, canonical
+from .ir import Contract, Elementwise, Leaf, Mask, Node, Pad, Reduce, Scatter, Window, canonical
 
 
 class ExprPrinter(NumPyPrinter):
@@ -53,6 +53,12 @@ class ExprPrinter(NumPyPrinter):
         (value, cond), *rest = expr.args
         other = sp.Piecewise(*rest) if rest[0][1] is not sp.true else rest[0][0]
         return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"
+
+    def _print_floor(self, expr):
+        num, den = sp.fraction(expr.args[0])
+        if den != 1:  # sizes are integers: floor division keeps them integers
+            return f"({self._print(num)})//{self.parenthesize(den, 50)}"
+        return f"int(np.floor({self._print(expr.args[0])}))"
 
     def _print_Sigmoid(self, expr):
         self.helpers.add("sigmoid")
@@ -225,6 +231,24 @@ class ArrayPrinter:
     def code_direct(self, node: Node, layout: tuple, top: bool) -> str:
         if isinstance(node, Leaf):
             return self.align(node.name, self.layouts[node.name], layout, node.axes)
+        if isinstance(node, Window):
+            self.helpers.add("windows")
+            kernel = ", ".join(self.scalar(k) for k in node.kernel)
+            return self.align(f"_windows({node.name}, ({kernel}), {self.scalar(node.stride)})", node.axes, layout)
+        if isinstance(node, Mask):
+            self.helpers.add("first_max")
+            return self.align(f"_first_max_mask({self.code(node.window, tuple(node.window.axes), top=True)})",
+                              node.axes, layout)
+        if isinstance(node, Pad):
+            widths = ", ".join(f"({self.scalar(b)}, {self.scalar(a)})" for b, a in zip(node.before, node.after))
+            return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
+        if isinstance(node, Scatter):
+            self.helpers.add("col2im")
+            arg = self.code(node.arg, tuple(node.layout), top=True)
+            image = ", ".join(self.scalar(k) for k in node.image)
+            kernel = ", ".join(self.scalar(k) for k in node.kernel)
+            text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)})"
+            return self.align(text, node.axes, layout)
         if isinstance(node, Elementwise):
             return self.elementwise(node, layout, top)
         if isinstance(node, Reduce):
@@ -262,6 +286,9 @@ class ArrayPrinter:
             return f"{inner}.{method}(axis={axis}, keepdims=True)"
         return self.align(f"{inner}.{method}(axis={axis})", tuple(node.axes), layout)
 
+    def scalar(self, expr) -> str:
+        return self.expr_printer.doprint(sp.sympify(expr))
+
     @staticmethod
     def child_axes(node: Reduce) -> tuple:
         return tuple(node.arg.axes)
@@ -292,11 +319,44 @@ class ArrayPrinter:
             text = self.matmul(args, out)
             if text is not None:
                 return self.align(text if top and tuple(layout) == out else f"({text})", out, layout)
+        if len(args) == 2 and (len(out) > 2 or any(len(a.axes) > 2 for a in args)):
+            text = self.tensordot(args, out)
+            if text is not None:
+                return self.align(text, out, layout)
         letters = self.letters([out] + [a.axes for a in args])
         spec = ",".join("".join(letters[i] for i in a.axes) for a in args) + "->" + "".join(letters[i] for i in out)
         operands = ", ".join(self.code(a, tuple(a.axes), top=True) for a in args)
-        text = f"np.einsum('{spec}', {operands})"
+        big = len(out) > 2 or any(len(a.axes) > 2 for a in args)
+        text = f"np.einsum('{spec}', {operands}{', optimize=True' if big else ''})"
         return self.align(text, out, layout)
+
+    def tensordot(self, args, out) -> str | None:
+        """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).
+
+        tensordot copies ``a`` as (kept, summed) and ``b`` as (summed, kept);
+        a window view is copied fastest with its kernel offsets ahead of the
+        window positions, so it goes where that holds.
+        """
+        a, b = args
+        window = next((x for x in args if isinstance(x, Window)), None)
+        if window is not None:
+            other = b if window is a else a
+            offsets_summed = all(k in other.axes for k in window.axes[-len(window.kernel):])
+            a, b = (other, window) if offsets_summed else (window, other)
+        shared = [x for x in a.axes if x in b.axes]
+        if any(x in out for x in shared) or len(set(a.axes)) != len(a.axes) or len(set(b.axes)) != len(b.axes):
+            return None
+        left = [x for x in a.axes if x not in shared]
+        right = [x for x in b.axes if x not in shared]
+        if set(left + right) != set(out):
+            return None
+        axes = (tuple(a.axes.index(x) for x in shared), tuple(b.axes.index(x) for x in shared))
+        text = f"np.tensordot({self.code(a, tuple(a.axes), top=True)}, {self.code(b, tuple(b.axes), top=True)}, " \
+               f"axes=({_tuple(axes[0])}, {_tuple(axes[1])}))"
+        have = left + right
+        if have != list(out):
+            text += f".transpose{tuple(have.index(x) for x in out)}"
+        return text
 
     def matmul(self, args, out) -> str | None:
         """``A @ B`` (with ``.T`` where needed) when the contraction is a matrix product."""
@@ -329,7 +389,8 @@ class ArrayPrinter:
         return out
 
     def fresh(self, node: Node) -> str:
-        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "e"}[type(node).__name__]
+        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "e", "Window": "windows", "Pad": "padded",
+                "Scatter": "image", "Mask": "mask"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1
@@ -394,6 +455,10 @@ def _full_ops(expr: sp.Expr, big: set, expanded: bool = False) -> int:
     return 1 + sum(_full_ops(a, big, expanded) for a in expr.args)
 
 
+def _tuple(values) -> str:
+    return f"({values[0]},)" if len(values) == 1 else str(tuple(values))
+
+
 def _fits(have: tuple, want: tuple) -> bool:
     """Does an array laid out as ``have`` broadcast into ``want`` as it is?"""
     if len(have) > len(want):
@@ -413,7 +478,9 @@ def _fits(have: tuple, want: tuple) -> bool:
 def _children(node: Node):
     if isinstance(node, Elementwise):
         return [c for _, c in node.holes]
-    if isinstance(node, Reduce):
+    if isinstance(node, Mask):
+        return [node.window]
+    if isinstance(node, (Reduce, Scatter)):
         return [node.arg]
     if isinstance(node, Contract):
         return list(node.args)

@@ -34,7 +34,8 @@ def module_context(d: Derivation) -> dict:
         definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
     names.update({node: node.name for node, _ in definitions})
     lowering = Lowering(names)
-    forward_trees = [(node, lowering.lower(expr, tuple(node.index))) for node, expr in definitions]
+    forward_trees = [(node, lowering.statement(expr, tuple(node.index), tuple(node.shape)))
+                     for node, expr in definitions]
     kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
     fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs})
     fwd.plan([tree for _, tree in forward_trees])
@@ -50,7 +51,8 @@ def module_context(d: Derivation) -> dict:
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
     bwd = ArrayPrinter(kind, leaves)
-    backward_trees = [(g, lowering.lower(_dout(g.expr, d), tuple(g.index))) for g in d.gradients]
+    backward_trees = [(g, lowering.statement(_dout(g.expr, d), tuple(g.index), tuple(g.input.shape)))
+                      for g in d.gradients]
     bwd.plan([tree for _, tree in backward_trees])
     for g, tree in backward_trees:
         bwd.assign(f"d{g.input.name}", tree, tuple(g.index))
@@ -67,11 +69,11 @@ def module_context(d: Derivation) -> dict:
                                + [f"{h.name}={h.default!r}" for h in op.hyper]),
         "inputs": [_input_doc(op, i) for i in op.inputs],
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
-        "hyper_checks": [(h.name, h.kind, h.valid) for h in op.hyper],
+        "hyper_checks": [(h.name, h.kind, h.valid, h.default_to) for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
-        "checks": _checks(op, d),
+        "checks": _checks(op, d) + _output_size_checks(op),
         "forward_lines": fwd.lines,
         "output": op.output.name,
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
@@ -128,6 +130,20 @@ def _share_sum_bodies(node: Intermediate, expr: sp.Expr, earlier):
             out.append((shared, twin))
             break
     return out + [(node, expr)]
+
+
+def _output_size_checks(op) -> list[str]:
+    """Output sizes that follow from the others (a convolution's): an empty output is an error."""
+    own = set(op.sizes)
+    lines = []
+    for size in op.output.shape:
+        if size in own or not size.free_symbols:
+            continue
+        formula = text(size).replace("floor(", "(").replace(")/", ")//")
+        code = ArrayPrinter("fixed", {}).scalar(size)
+        lines.append(f"if {code} < 1:\n        raise ValueError(f\"{op.inputs[0].name}: the output would be empty: "
+                     f"{formula} = {{{code}}} (is the kernel larger than the padded input?)\")")
+    return lines
 
 
 def _checks(op, d: Derivation) -> list[str]:

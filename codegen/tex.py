@@ -11,6 +11,7 @@ from derive.rewrite import normalize
 from derive.symbols import IntermediateElement
 
 from .ir import Lowering
+from .explain import full_convolution
 from .latex import ArticleLatex, MatrixForm, Notation, VectorLatex, words
 
 
@@ -93,10 +94,35 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
     printer = ArticleLatex(notation(d.op), lang)
     blocks = [] if d.op.is_loss else [Block(text=upstream_sentence(d, printer, lang))]
     if form == "index":
-        return blocks + [gradient_block(d, printer, grad) for grad in d.gradients]
+        blocks += [gradient_block(d, printer, grad) for grad in d.gradients]
+        return blocks + full_convolution_blocks(d, lang)
     if vector_indices(d.op):
         return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
     return blocks + _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False)
+
+
+def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
+    """For a convolution: the input gradient at stride 1 as a full convolution with the flipped kernel."""
+    grads = [g for g in d.gradients if g.input is d.op.inputs[0]]
+    form = full_convolution(d, grads[0]) if grads else None
+    if form is None:
+        return []
+    nt = notation(d.op)
+    upstream = nt.element("g")
+    nt = Notation({**nt.elements, "flipped": r"\tilde{" + nt.element(form.flipped[1].base.name) + "}",
+                   "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream)
+    printer = ArticleLatex(nt, lang)
+    (flip, kernel), (pad, shifted) = form.flipped, form.padded
+    text = {"en": "For stride 1 the same gradient reads as a full convolution: the upstream gradient, padded "
+                  "with zeros, correlated with the kernel flipped in both directions:",
+            "zh": "当步长为1时，同一个梯度可以看作一次“完全卷积”：把补零后的上游梯度与上下左右翻转后的卷积核做互相关："}[lang]
+    outside = {"en": "zero where the index falls outside", "zh": "下标越界处为0"}[lang]
+    grad = grads[0]
+    return [Block(text=text),
+            _eq(printer, _partial(grad.element), (form.gradient,)),
+            _eq(printer, flip, (kernel,)),
+            Block(equation=Equation(f"{printer.doprint(pad)} = {printer.doprint(shifted)}"
+                                    rf"\quad\text{{({outside})}}", pad, (shifted,)))]
 
 
 def upstream_sentence(d: Derivation, printer: ArticleLatex, lang: str) -> str:
@@ -177,13 +203,14 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
         if not node.index:
             blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
             continue
-        tex = matrix.print(lowering.lower(node.definition, tuple(node.index)), tuple(node.index))
+        tex = matrix.print(lowering.statement(node.definition, tuple(node.index), tuple(node.shape)),
+                           tuple(node.index))
         if tex is not None:
             lhs = nt.matrix(node.name, len(node.index))
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
     for grad in () if forward else d.gradients:
         expr = display(d, grad.expr)
-        tex = matrix.print(lowering.lower(expr, tuple(grad.index)), tuple(grad.index))
+        tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial E}}{{\partial {wrt}}}"
         if tex is None:

@@ -16,7 +16,13 @@ class TextPrinter(StrPrinter):
         return f"{expr.base.label}[{', '.join(self._print(i) for i in expr.indices)}]"
 
     def _print_Iverson(self, expr):
-        return f"[{self._print(expr.condition)}]"
+        cond = expr.condition
+        parts = cond.args if isinstance(cond, sp.And) else ()
+        low = next((p for p in parts if isinstance(p, sp.GreaterThan) and p.rhs == 0), None)
+        high = next((p for p in parts if isinstance(p, sp.LessThan)), None)
+        if len(parts) == 2 and low is not None and high is not None and sp.expand(low.lhs - high.lhs) == 0:
+            return f"[0 <= {self._print(low.lhs)} <= {self._print(high.rhs)}]"
+        return f"[{self._print(cond)}]"
 
     def _print_Piecewise(self, expr):
         parts = [f"{self._print(v)} if {self._print(c)}" if c is not sp.true else f"{self._print(v)} otherwise"

@@ -78,6 +78,11 @@ def chain(names, lr=sp.Symbol("eta", positive=True)) -> ChainDerivation:
     for op in ops[:-1]:
         if op.is_loss:
             raise ValueError(f"chain: the loss {op.name!r} must come last")
+    for op in ops:
+        if op.shape_kind == "fixed" and len(op.inputs[0].shape) > 2:
+            raise ValueError(f"chain: {op.name} works on images (N, C, H, W); chains are derived for layers on "
+                             f"(batch, features), so derive {op.name} on its own (derive latex {op.name}); "
+                             f"'derive demo --network conv' trains an image network")
     layers, inputs = _layers(ops)
     result = ChainDerivation(names, layers, inputs)
     for layer in layers:

@@ -18,7 +18,7 @@ import sympy as sp
 from .engine import Derivation
 from .op import Op
 from .rewrite import inline
-from .symbols import as_piecewise
+from .symbols import FirstMax, as_piecewise
 
 STEP = 1e-6
 RTOL, ATOL = 1e-5, 1e-7
@@ -27,10 +27,15 @@ RTOL, ATOL = 1e-5, 1e-7
 # -- sizes and sample inputs -----------------------------------------------
 
 def example_sizes(op: Op, small: bool = False) -> dict:
-    """Concrete sizes for checks: distinct small numbers, so a transposed index shows."""
+    """Concrete sizes for checks: distinct small numbers, so a transposed index shows.
+
+    An op whose sizes must fit together (a kernel no larger than its image)
+    gives its own in ``test_sizes`` (and ``small_sizes`` for exact checks).
+    """
     values = itertools.cycle((2, 3, 1, 4) if small else (3, 4, 2, 5))
     sizes = {s: next(values) for s in op.sizes}
-    sizes.update({s: v for s, v in op.test_sizes.items() if s in sizes} if not small else {})
+    given = op.small_sizes if small else op.test_sizes
+    sizes.update({s: v for s, v in given.items() if s in sizes})
     return sizes
 
 
@@ -70,9 +75,18 @@ def _draw(domain: str, shape, rng) -> np.ndarray:
     raise ValueError(f"domain: unknown {domain!r}")
 
 
-def hyper_values(op: Op, case: int = 0) -> dict:
-    """The ``case``-th test value of each hyper-parameter (its default for case 0)."""
-    return {h.name: (h.cases[case % len(h.cases)] if h.cases else h.default) for h in op.hyper}
+def hyper_values(op: Op, case: int = 0, resolve: bool = False) -> dict:
+    """The ``case``-th test value of each hyper-parameter (its default for case 0).
+
+    With ``resolve``, a None that stands for another hyper-parameter (pooling's
+    stride) is replaced by that one's value, as the generated code does.
+    """
+    values = {h.name: (h.cases[case % len(h.cases)] if h.cases else h.default) for h in op.hyper}
+    if resolve:
+        for h in op.hyper:
+            if values[h.name] is None and h.default_to:
+                values[h.name] = values[h.default_to]
+    return values
 
 
 # -- the generated module ---------------------------------------------------
@@ -131,10 +145,19 @@ def finite_differences(op: Op, module, inputs: dict, hyper: dict, seed: int = 0)
 
 # -- the brute-force symbolic proof -----------------------------------------
 
-def brute_force(d: Derivation, sizes: dict) -> list[str]:
-    """Every element where the derived gradient differs from SymPy's unrolled derivative."""
+def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None) -> list[str]:
+    """Every element where the derived gradient differs from SymPy's unrolled derivative.
+
+    Integer hyper-parameters (stride, padding) shape the unrolled network and
+    get the values in ``hyper`` (their defaults otherwise); the others stay symbols.
+    """
     op = d.op
     sizes = {s: sp.Integer(v) for s, v in sizes.items()}
+    values = dict(hyper_values(op, resolve=True), **(hyper or {}))
+    for h in op.hyper:
+        if values.get(h.name) is None and h.default_to:
+            values[h.name] = values[h.default_to]
+    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.kind == "int"})
     y = op.output
     forward = inline(y.definition)
     if op.is_loss:
@@ -156,6 +179,18 @@ def brute_force(d: Derivation, sizes: dict) -> list[str]:
             if not is_zero((expected - got).xreplace(constraint)):
                 wrong.append(f"d/d{element}: derived {_short(got)} != brute force {_short(expected)}")
     return wrong
+
+
+def at_numbers(expr: sp.Expr, values: dict) -> sp.Expr:
+    """``expr`` with input values put in, primitives included (max pooling's mask takes its
+    window's values: 1 at the first maximum in row-major order, else 0)."""
+    def first_max(mask):
+        (u, v), (k, m), (a, b) = mask.bound, mask.kernel, mask.at
+        flat = [float(mask.window.xreplace({u: p, v: q}).xreplace(values))
+                for p in range(int(k)) for q in range(int(m))]
+        return sp.S.One if int(np.argmax(flat)) == int(a) * int(m) + int(b) else sp.S.Zero
+    return expr.replace(lambda e: isinstance(e, FirstMax), first_max).xreplace(
+        {k: sp.sympify(v) for k, v in values.items()})
 
 
 def _simplex_constraint(op: Op, sizes: dict) -> dict:

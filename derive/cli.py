@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
 
     p = sub.add_parser("demo", help="train the article's 3-2-2 network (or another) with the generated code")
-    p.add_argument("--network", default="article", choices=("article", "bn"),
-                   help="article: linear,sigmoid,linear,sigmoid,half_sse; bn: with batch norm and ReLU")
+    p.add_argument("--network", default="article", choices=("article", "bn", "conv"),
+                   help="article: linear,sigmoid,linear,sigmoid,half_sse; bn: with batch norm and ReLU; "
+                        "conv: conv2d,relu,max_pool2d,flatten,linear,softmax_cross_entropy on bars and stripes")
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's own)")
     p.add_argument("--seed", type=int, default=0)

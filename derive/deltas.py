@@ -108,3 +108,22 @@ def _bound(expr: sp.Expr, ranges: Ranges, lowest: bool):
         pick = lo if (coeff > 0) == lowest else hi
         total = total.subs(v, pick)
     return sp.expand(total)
+
+
+def drop_implied_brackets(expr: sp.Expr, ranges: Ranges) -> sp.Expr:
+    """Remove Iverson brackets whose condition the index ranges already guarantee.
+
+    ``[0 <= h <= H - 1]`` around the gradient of the input pixel h says
+    nothing new: h only runs over 0..H-1. Ranges of enclosing sums count.
+    """
+    def visit(node, ranges):
+        if isinstance(node, Iverson) and _implied(node.condition, ranges):
+            return sp.S.One
+        if isinstance(node, sp.Sum):
+            inner = dict(ranges)
+            inner.update({v: (lo, hi) for v, lo, hi in node.limits})
+            return sp.Sum(visit(node.function, inner), *node.limits)
+        if not node.args or isinstance(node, sp.Indexed):
+            return node
+        return rebuild(node, (visit(a, ranges) for a in node.args))
+    return visit(expr, ranges)

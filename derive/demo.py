@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .train import Network
+from .train import FLATTEN, Network
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 FEATURES = ("weight/kg", "height/cm", "age/years")
-#: Networks the demo trains: ops, widths (input first), learning rate.
+CONV = ("conv2d", "relu", "max_pool2d", FLATTEN, "linear", "softmax_cross_entropy")
+SIDE = 6  # pixels of a bars-and-stripes image
+#: Networks the demo trains: ops, widths (input first; the conv network's are in conv_network), learning rate.
 NETWORKS = {
     "article": (ARTICLE, (3, 2, 2), 1.0),
     "bn": (("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"), (3, 8, 2), 0.5),
+    "conv": (CONV, None, 0.5),
 }
 
 
@@ -32,6 +35,30 @@ def people(n: int, rng: np.random.Generator):
     return x, t
 
 
+def bars_and_stripes(n: int, rng: np.random.Generator):
+    """``n`` noisy images (n, 1, 6, 6): horizontal bars (class 0) or vertical stripes (class 1)."""
+    images = np.zeros((n, 1, SIDE, SIDE))
+    labels = rng.integers(0, 2, n)
+    for k in range(n):
+        lines = rng.random(SIDE) < 0.5
+        lines[rng.integers(SIDE)] = True  # at least one line
+        if labels[k] == 0:
+            images[k, 0, lines, :] = 1.0
+        else:
+            images[k, 0, :, lines] = 1.0
+    images += 0.3 * rng.standard_normal(images.shape)
+    return images, np.eye(2)[labels]
+
+
+def conv_network(rng: np.random.Generator) -> Network:
+    """conv2d (1 -> 4 channels, 3x3, padding 1) -> relu -> max_pool2d (2) -> flatten -> linear (36 -> 2)."""
+    pooled = 4 * (SIDE // 2) ** 2
+    params = [{"W": rng.standard_normal((4, 1, 3, 3)) * np.sqrt(2 / 9), "b": np.zeros(4)}, {}, {}, {},
+              {"W": rng.standard_normal((2, pooled)) * np.sqrt(2 / (pooled + 2)), "b": np.zeros(2)}, {}]
+    hyper = [{"padding": 1}, {}, {"kernel": 2}, {}, {}, {}]
+    return Network(CONV, params, hyper)
+
+
 def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int = 200, quiet: bool = False,
         network: str = "article"):
     """Train full-batch with SGD; return the losses, first to last, and the final accuracy."""
@@ -40,11 +67,17 @@ def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int 
     ops, widths, default_lr = NETWORKS[network]
     lr = default_lr if lr is None else lr
     rng = np.random.default_rng(seed)
-    x, t = people(samples, rng)
-    x = (x - x.mean(axis=0)) / x.std(axis=0)
-    net = Network.create(ops, widths, rng)
+    if network == "conv":
+        x, t = bars_and_stripes(samples, rng)
+        net = conv_network(rng)
+        ops, what = net.ops, f"{samples} bars-and-stripes images"
+    else:
+        x, t = people(samples, rng)
+        x = (x - x.mean(axis=0)) / x.std(axis=0)
+        net = Network.create(ops, widths, rng)
+        what = f"{samples} people ({', '.join(FEATURES)}; man or woman)"
     if not quiet:
-        print(f"{' -> '.join(ops)}, widths {widths}, learning rate {lr}")
+        print(f"{' -> '.join(ops)}, learning rate {lr}")
     losses = []
     # disable=None: a bar on a terminal, none in a log file
     bar = tqdm(range(epochs), desc=f"training {network}", unit="epoch", disable=True if quiet else None,
@@ -58,6 +91,5 @@ def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int 
             tqdm.write(f"epoch {epoch + 1:5d}  E = {loss:.5f}")
     accuracy = float(np.mean(net.predict(x).argmax(axis=1) == t.argmax(axis=1)))
     if not quiet:
-        print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; accuracy {accuracy:.0%} on {samples} people "
-              f"({', '.join(FEATURES)}; man or woman)")
+        print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; accuracy {accuracy:.0%} on {what}")
     return losses, accuracy

@@ -14,9 +14,10 @@ from functools import lru_cache
 import sympy as sp
 
 from . import rewrite
-from .deltas import eliminate_deltas
+from .deltas import drop_implied_brackets, eliminate_deltas
 from .op import Input, Op
-from .symbols import Intermediate, Tensor, avoid_capture, fresh_scope, iverson_form, rebuild
+from .symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index, iverson_form,
+                      rebuild)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     steps = [Step("chain rule", chain)]
     expr = iverson_form(rewrite.drop_empty_sums(sp.diff(objective, element)))
     steps.append(Step("differentiate", expr))
-    expr = _eliminate(expr, ranges)
+    expr = drop_implied_brackets(_eliminate(expr, ranges), ranges)
     steps.append(Step("eliminate deltas", expr))
     folded = rewrite.fold(expr, op.intermediates)
     if folded != expr:
@@ -145,10 +146,31 @@ def _eliminate(expr: sp.Expr, ranges) -> sp.Expr:
 
 
 def display_index(op: Op, inp: Input) -> tuple:
-    """The indices the forward definition writes this input with (``w[k, j]``), else fresh ones."""
-    found = [sub.indices for node in op.intermediates for sub in sp.preorder_traversal(node.definition)
-             if isinstance(sub, sp.Indexed) and sub.base == inp.tensor
-             and all(isinstance(i, sp.Symbol) for i in sub.indices) and len(set(sub.indices)) == len(sub.indices)]
+    """The indices the forward definition writes this input with (``w[k, j]``), else fresh ones.
+
+    An input read at shifted positions (``x[n, c, h - P, w - P]``) is named
+    by the index each position shifts (``n, c, h, w``).
+    """
+    used = {str(v) for node in op.intermediates for v in node.index} \
+        | {str(v) for node in op.intermediates for sub in sp.preorder_traversal(node.definition)
+           if isinstance(sub, sp.Indexed) for v in index_symbols(sub)}
+    spare = iter(c for c in "hwuvrt" if c not in used)
+
+    def main_index(i):
+        """The index a position shifts (``h`` of ``h - P``); a window position (``i s + p``) gets a
+        letter of its own (``h``), since neither i nor p names the pixel."""
+        if len(index_symbols(i)) == 2:
+            return sp.Symbol(next(spare, "z"), integer=True)
+        own = [v for v in sp.Add.make_args(i) if is_index(v)]
+        return own[0] if len(own) == 1 else None
+
+    found = []
+    for node in op.intermediates:
+        for sub in sp.preorder_traversal(node.definition):
+            if isinstance(sub, sp.Indexed) and sub.base == inp.tensor:
+                idx = tuple(main_index(i) for i in sub.indices)
+                if None not in idx and len(set(idx)) == len(idx):
+                    found.append(idx)
     free = {i for node in op.intermediates for i in node.index}
     found.sort(key=lambda idx: not set(idx) <= free)  # prefer the output's own letters
     if found:

@@ -64,6 +64,8 @@ class Hyper:
     doc: str = ""
     #: The values allowed, as a Python condition on the name (``"0 <= p < 1"``); generated code checks it.
     valid: str = ""
+    #: For a default of None: the hyper-parameter whose value it takes (pooling's stride is its kernel).
+    default_to: str = ""
 
     @property
     def name(self) -> str:
@@ -72,7 +74,8 @@ class Hyper:
     @property
     def kind(self) -> str:
         """``int`` or ``float``, from the default; generated code converts to it."""
-        return "int" if isinstance(self.default, int) and not isinstance(self.default, bool) else "float"
+        sample = self.default if self.default is not None else next((c for c in self.cases if c is not None), 0)
+        return "int" if isinstance(sample, int) and not isinstance(sample, bool) else "float"
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,10 @@ class Op:
     pytorch: str = ""
     #: How the article names the gradient arriving at the output.
     upstream: str = "g"
-    #: Small sizes for tests and checks, by size name.
+    #: Sizes for tests and checks, by size symbol, where the defaults do not fit together;
+    #: ``small_sizes`` for the exact (brute-force) checks.
     test_sizes: dict = field(default_factory=dict, hash=False, compare=False)
+    small_sizes: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:

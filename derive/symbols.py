@@ -175,6 +175,41 @@ def as_piecewise(expr: sp.Expr) -> sp.Expr:
     return expr.replace(lambda e: isinstance(e, Iverson), lambda e: sp.Piecewise((1, e.condition), (0, True)))
 
 
+class FirstMax(Function):
+    """1 where offset (p, q) holds its window's first maximum, else 0.
+
+    ``FirstMax(x[..., i s + p', j s + q'], p', q', K, L, p, q)``: the window
+    runs over the bound offsets p' < K, q' < L; (p, q) is the element asked
+    for. A primitive with a stated rule: piecewise constant, so its
+    derivative is 0 wherever it has one; ties go to the first maximum in
+    row-major order, as in PyTorch. Max pooling sums the window against it.
+    """
+
+    def _eval_derivative(self, s):
+        return sp.S.Zero
+
+    @property
+    def window(self):
+        return self.args[0]
+
+    @property
+    def bound(self):
+        return self.args[1:3]
+
+    @property
+    def kernel(self):
+        return self.args[3:5]
+
+    @property
+    def at(self):
+        return self.args[5:7]
+
+    @property
+    def free_symbols(self):
+        inner = self.window.free_symbols - set(self.bound)
+        return inner.union(*(a.free_symbols for a in self.args[3:]))
+
+
 class Maximum(Function):
     """``max`` over one axis: ``Maximum(body, index, lo, hi)``.
 
@@ -242,10 +277,14 @@ def symbols_in(expr) -> set:
     return set(sp.sympify(expr).atoms(sp.Symbol))
 
 
+def is_index(symbol) -> bool:
+    """An index: an integer symbol with no sign (sizes are positive, stride and padding have signs)."""
+    return isinstance(symbol, sp.Symbol) and symbol.is_integer and symbol.is_nonnegative is None
+
+
 def index_symbols(expr) -> set:
-    """The free indices of ``expr`` (integer symbols that are not sizes)."""
-    return {s for s in sp.sympify(expr).free_symbols
-            if isinstance(s, sp.Symbol) and s.is_integer and not s.is_positive}
+    """The free indices of ``expr``."""
+    return {s for s in sp.sympify(expr).free_symbols if is_index(s)}
 
 
 def bound_indices(expr: sp.Expr) -> set[sp.Symbol]:

@@ -36,15 +36,27 @@ def update_running_stats(running_mean, running_var, cache, momentum: float = 0.1
     return mean.astype(cache["dtype"]), var.astype(cache["dtype"])
 
 
+#: Not an op: a view of (N, C, H, W) as (N, C*H*W) between pooling and a linear layer (no maths to derive).
+FLATTEN = "flatten"
+
+
 @dataclass
 class Network:
-    """Ops in a chain, first layer first; each layer's parameters by input name.
+    """Ops in a chain, first layer first; each layer's parameters and hyper-parameters by name.
 
-    ``forward`` takes the first input and the loss's extra inputs (the target ``t``).
+    ``loss_and_grads`` takes the first input and the loss's extra inputs (the target ``t``).
     """
 
     ops: tuple
     params: list = field(default_factory=list)  # one dict per layer
+    hyper: list = field(default_factory=list)  # one dict per layer
+
+    def __post_init__(self):
+        for name in self.ops:
+            if name != FLATTEN:
+                get(name)  # unknown op names fail here, with the list of known ones
+        self.params = self.params or [{} for _ in self.ops]
+        self.hyper = self.hyper or [{} for _ in self.ops]
 
     @staticmethod
     def create(ops, widths, rng: np.random.Generator, dtype=np.float64) -> "Network":
@@ -61,24 +73,29 @@ class Network:
                 params.append({"gamma": np.ones(width, dtype), "beta": np.zeros(width, dtype)})
             else:
                 params.append({})
-        for name in ops:
-            get(name)  # unknown op names fail here, with the list of known ones
         return Network(tuple(ops), params)
 
     def modules(self):
-        return [importlib.import_module(f"generated.{name}") for name in self.ops]
+        return [None if name == FLATTEN else importlib.import_module(f"generated.{name}") for name in self.ops]
 
     def loss_and_grads(self, x: np.ndarray, **targets):
         """Forward through every layer, then each generated backward in reverse order."""
         caches, value = [], x
         modules = self.modules()
-        for module, name, params in zip(modules, self.ops, self.params):
+        for module, name, params, hyper in zip(modules, self.ops, self.params, self.hyper):
+            if module is None:
+                caches.append(value.shape)
+                value = value.reshape(len(value), -1)
+                continue
             extra = targets if get(name).is_loss else {}
-            value, cache = module.forward(value, **params, **extra)
+            value, cache = module.forward(value, **params, **extra, **hyper)
             caches.append(cache)
-        grads = [None] * len(self.ops)
+        grads = [{} for _ in self.ops]
         upstream = 1.0  # dE/dE
         for pos in reversed(range(len(self.ops))):
+            if modules[pos] is None:
+                upstream = upstream.reshape(caches[pos])
+                continue
             g = modules[pos].backward(upstream, caches[pos])
             first = get(self.ops[pos]).inputs[0].name
             upstream = g[first]
@@ -87,10 +104,13 @@ class Network:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         value = x
-        for module, name, params in zip(self.modules(), self.ops, self.params):
+        for module, name, params, hyper in zip(self.modules(), self.ops, self.params, self.hyper):
+            if module is None:
+                value = value.reshape(len(value), -1)
+                continue
             if get(name).is_loss:
                 break
-            value, _ = module.forward(value, **params)
+            value, _ = module.forward(value, **params, **hyper)
         return value
 
     def step(self, grads, lr: float) -> None:

@@ -156,7 +156,7 @@ def test_op_documents_show_the_engines_steps(op):
     document = doc.ops_document([op.name], "en")
     shown = [n.equation for n in document.equations if n.label.startswith(f"{op.name}:d")]
     expected = [b.equation for b in op_blocks(d, "en", "index") if b.equation
-                and isinstance(b.equation.lhs, sp.Derivative)]
+                and isinstance(b.equation.lhs, sp.Derivative)][:len(d.gradients)]
     assert shown == expected
     for eq, grad in zip(shown, d.gradients):
         assert eq.rhs[-1] == display(d, grad.expr)

@@ -32,6 +32,9 @@ REFERENCE = {
         x, running_mean, running_var, gamma, beta, training=False, eps=eps),
     "layer_norm": lambda x, gamma, beta, eps: F.layer_norm(x, (x.shape[-1],), gamma, beta, eps),
     "dropout": lambda x, mask, p: x * mask / (1 - p),
+    "conv2d": lambda x, W, b, stride, padding: F.conv2d(x, W, b, stride=stride, padding=padding),
+    "max_pool2d": lambda x, kernel, stride: F.max_pool2d(x, kernel, stride),
+    "avg_pool2d": lambda x, kernel, stride: F.avg_pool2d(x, kernel, stride),
 }
 
 

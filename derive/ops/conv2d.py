@@ -1,0 +1,36 @@
+"""2-D convolution layer (卷积层), cross-correlation as in PyTorch, with stride and zero padding.
+
+Each output pixel (i, j) of output channel o sums the kernel times the
+input window that starts at (i s, j s) of the padded input, plus a bias.
+"""
+import sympy as sp
+
+from derive.op import Hyper, Input, Op
+from derive.symbols import Intermediate, Iverson, Tensor, indices, sizes
+
+N, C, IH, IW, O, KH, KW = sizes("N C IH IW O KH KW")
+stride, pad = sp.Symbol("stride", integer=True, positive=True), sp.Symbol("padding", integer=True, nonnegative=True)
+OH = sp.floor((IH + 2 * pad - KH) / stride) + 1
+OW = sp.floor((IW + 2 * pad - KW) / stride) + 1
+n, c, o, i, j, p, q, h, w = indices("n c o i j p q h w")
+x, W, b = Tensor("x", N, C, IH, IW), Tensor("W", O, C, KH, KW), Tensor("b", O)
+
+# The padded input: zero outside the image, the padding made explicit.
+xp = Intermediate("xp", (n, c, h, w), (N, C, IH + 2 * pad, IW + 2 * pad),
+                  Iverson(sp.And(h - pad >= 0, h - pad <= IH - 1)) * Iverson(sp.And(w - pad >= 0, w - pad <= IW - 1))
+                  * x[n, c, h - pad, w - pad])
+
+OP = Op(
+    name="conv2d",
+    doc=__doc__,
+    inputs=(Input(x), Input(W, element="w"), Input(b)),
+    output=Intermediate("y", (n, o, i, j), (N, O, OH, OW),
+                        sp.Sum(W[o, c, p, q] * xp[n, c, i * stride + p, j * stride + q],
+                               (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, C - 1)) + b[o]),
+    hyper=(Hyper(stride, 1, cases=(1, 2), doc="step between windows", valid="stride >= 1"),
+           Hyper(pad, 0, cases=(0, 1), doc="zeros added on each side of the image", valid="padding >= 0")),
+    pytorch="F.conv2d(x, W, b, stride=stride, padding=padding)",
+    test_sizes={N: 2, C: 2, IH: 5, IW: 4, O: 3, KH: 3, KW: 2},
+    small_sizes={N: 1, C: 2, IH: 3, IW: 3, O: 2, KH: 2, KW: 2},
+    upstream=r"\delta",
+)

@@ -1,0 +1,35 @@
+"""2-D max pooling: each output pixel is the largest value of its kernel x kernel window.
+
+The gradient goes to the window's maximum, found by an argmax mask: a
+primitive with a stated rule (it is piecewise constant, derivative 0), whose
+tie rule is PyTorch's: the first maximum in the window, row by row, gets it.
+"""
+import sympy as sp
+
+from derive.op import Hyper, Input, Op
+from derive.symbols import FirstMax, Intermediate, Tensor, indices, sizes
+
+N, C, IH, IW = sizes("N C IH IW")
+kernel = sp.Symbol("kernel", integer=True, positive=True)
+stride = sp.Symbol("stride", integer=True, positive=True)
+OH, OW = sp.floor((IH - kernel) / stride) + 1, sp.floor((IW - kernel) / stride) + 1
+n, c, i, j, p, q, u, v = indices("n c i j p q u v")
+x = Tensor("x", N, C, IH, IW)
+
+mask = Intermediate("mask", (n, c, i, j, p, q), (N, C, OH, OW, kernel, kernel),
+                    FirstMax(x[n, c, i * stride + u, j * stride + v], u, v, kernel, kernel, p, q))
+
+OP = Op(
+    name="max_pool2d",
+    doc=__doc__,
+    inputs=(Input(x),),
+    output=Intermediate("y", (n, c, i, j), (N, C, OH, OW),
+                        sp.Sum(mask[n, c, i, j, p, q] * x[n, c, i * stride + p, j * stride + q],
+                               (q, 0, kernel - 1), (p, 0, kernel - 1))),
+    hyper=(Hyper(kernel, 2, cases=(2, 3), doc="the window's side", valid="kernel >= 1"),
+           Hyper(stride, None, cases=(None, 1), doc="step between windows; None: the kernel size",
+                 valid="stride >= 1", default_to="kernel")),
+    pytorch="F.max_pool2d(x, kernel, stride)",
+    test_sizes={N: 2, C: 2, IH: 6, IW: 5},
+    small_sizes={N: 1, C: 1, IH: 4, IW: 3},
+)
