@@ -416,11 +416,12 @@ def _indices(items) -> tuple:
     for item in items:
         if item.type == "COMMA":
             continue
-        _split_letters(str(item), out)
+        split_letters(str(item), out)
     return tuple(out)
 
 
-def _split_letters(text: str, out: list) -> None:
+def split_letters(text: str, out: list) -> None:
+    """``k'j`` -> k', j appended to ``out``."""
     for char in text:
         if char == "'":
             out[-1] += "'"
@@ -439,7 +440,7 @@ def _index_items(items) -> tuple:
         if letters is None:
             out.append(IndexExpr(item.pos, item))
         else:
-            _split_letters(letters, out)
+            split_letters(letters, out)
     return tuple(out)
 
 

@@ -87,6 +87,9 @@ class Table:
     batch_size: sp.Symbol | None = None
     #: The letters the vector form runs along, outer first (batch norm: n and s, one channel's values).
     vector_letters: tuple = ()
+    #: For one op, the range of each letter its definition sums over (pooling's p < K): the range of
+    #: a sum over that letter when nothing in the formula says it.
+    sum_ranges: dict = field(default_factory=dict)
 
     def named(self, word: str) -> list:
         return [e for e in self.entries if word in e.names]
@@ -190,6 +193,7 @@ class Resolver:
         self.fresh = itertools.count()
         self.derivatives = derivatives
         self.sums = 0
+        self.letters = None  # the letters the formula uses as indices (set at the first resolve)
         for letter, size in (free_sizes or {}).items():
             self.free[letter] = self.classes.of_size(size, f"{letter} in {quantity}")
 
@@ -228,6 +232,8 @@ class Resolver:
     # -- the walk --
 
     def resolve(self, node: F.Node) -> Value:
+        if self.letters is None:
+            self.letters = index_letters(node) | set(self.free)
         for kind in type(node).__mro__:
             method = getattr(self, "_" + kind.__name__, None)
             if method is not None:
@@ -238,6 +244,9 @@ class Resolver:
         return Value(sp.Rational(node.value.numerator, node.value.denominator))
 
     def _Name(self, node: F.Name) -> Value:
+        scalar = self._subscripted_scalar(node)
+        if scalar is not None:
+            return Value(scalar.value)
         entry = self.lookup(node)
         if entry is None:  # several letters written together: a product (ty_k is t y_k)
             return self._split(node)
@@ -270,16 +279,25 @@ class Resolver:
             idx.append(index(item))
         return Value(entry.element(self._with_batch(entry, idx)))
 
+    def _subscripted_scalar(self, node) -> Entry | None:
+        """``K_H``: a size or constant whose printed name has a subscript, not K indexed by H."""
+        key = name_key_of(node) if isinstance(node, F.Name) and node.indices else None
+        found = [e for e in self.table.named(key) if e.rank == 0] if key else []
+        return found[0] if found else None
+
     def _index_expr(self, node: F.Node) -> sp.Expr:
         """Index arithmetic: letters, numbers, sizes and constants (a stride), added and multiplied."""
         if isinstance(node, F.Num):
             return sp.Rational(node.value.numerator, node.value.denominator)
+        scalar = self._subscripted_scalar(node)
+        if scalar is not None:
+            return scalar.value
         if isinstance(node, F.Name) and node.indices is None and node.layer is None and not node.decorated:
             scalars = [e for e in self.table.named(node.word) if e.rank == 0]
             if scalars:
                 return scalars[0].value
             letters = []
-            F._split_letters(node.word, letters)
+            F.split_letters(node.word, letters)
             if all(c.rstrip("'").isalpha() and len(c.rstrip("'")) == 1 for c in letters) \
                     and "".join(letters).replace("'", "") == node.word.replace("'", ""):
                 out = ONE
@@ -552,6 +570,10 @@ class Resolver:
             body = self.resolve(node.body)
         finally:
             self.scopes.pop()
+        for letter, key in scope.items():
+            size = self.table.sum_ranges.get(letter.rstrip("'"))
+            if not self.classes.sizes(key) and size is not None:
+                self.classes.union(key, self.classes.of_size(size, f"the range of {letter} in {self.table.title}"))
         expr = body.expr
         for letter in reversed(node.indices):
             expr = sp.Sum(expr, (index(letter), 0, self._placeholder(scope[letter]) - 1))
@@ -589,32 +611,43 @@ class Resolver:
         return self._condition(node.condition, lambda rel: Iverson(rel))
 
     def _Iverson_of_indices(self, compare: F.Node):
-        """``[k = k']`` compares two index letters (running over the same range): a Kronecker delta, as
-        the derivation prints it."""
-        if not isinstance(compare, F.Compare):
+        """``[k = k']`` compares two index letters (running over the same range), ``[h = i s + p - P]``
+        index arithmetic: a Kronecker delta, as the derivation prints it."""
+        if not isinstance(compare, F.Compare) or compare.op != "=":
             return None
         sides = (compare.left, compare.right)
-        if compare.op != "=" or not all(self._is_letter(s) for s in sides):
-            return None
-        self.classes.union(*(self._class_of(s.word, s) for s in sides))  # two indices of the same axis
-        return sp.KroneckerDelta(index(sides[0].word), index(sides[1].word))
+        if all(self._is_letter(s) for s in sides):
+            self.classes.union(*(self._class_of(s.word, s) for s in sides))  # two indices of the same axis
+            return sp.KroneckerDelta(index(sides[0].word), index(sides[1].word))
+        if all(self._is_index_arithmetic(s) for s in sides):
+            return sp.KroneckerDelta(self._index_expr(sides[0]), self._index_expr(sides[1]))
+        return None
 
     def _is_letter(self, node) -> bool:
         return isinstance(node, F.Name) and node.indices is None and node.layer is None \
-            and len(node.word.rstrip("'")) == 1 and not self.table.named(node.word)
+            and len(node.word.rstrip("'")) == 1 and (not self.table.named(node.word) or node.word in self.letters)
 
     def _is_index_arithmetic(self, node) -> bool:
-        """A side of a condition on indices (``a + P - i s``): letters not in the table, sizes, numbers."""
+        """A side of a condition on indices (``h + P - i s``): index letters (``w`` too, where the formula
+        uses it as an index, though the weights are called w), sizes, constants and numbers."""
         letters = False
         for sub in walk(node):
             if isinstance(sub, F.Name):
+                if self._subscripted_scalar(sub) is not None:
+                    continue
                 if sub.indices is not None or sub.layer is not None or sub.decorated:
                     return False
-                found = self.table.named(sub.word)
-                if found and any(e.rank for e in found):
-                    return False
-                letters = letters or not found
-            elif not isinstance(sub, (F.Num, F.Add, F.Neg, F.Product)):
+                if any(e.rank == 0 for e in self.table.named(sub.word)):
+                    continue
+                chars = []
+                F.split_letters(sub.word, chars)
+                for char in chars:
+                    if any(e.rank == 0 for e in self.table.named(char)):
+                        continue
+                    if self.table.named(char) and char not in self.letters:
+                        return False
+                    letters = True
+            elif not isinstance(sub, (F.Num, F.Add, F.Neg, F.Product, F.IndexExpr)):
                 return False
         return letters
 
@@ -740,8 +773,9 @@ def vector_mode(table: Table, tree: F.Node, sample: bool) -> bool:
     per-channel op: a tensor of two or more axes written whole, as a vector (or of three, at all)."""
     if not table.vector_letters:
         return False
+    letters = index_letters(tree)
     for node in walk(tree):
-        if isinstance(node, F.Name) and node.indices is None and node.layer is None:
+        if isinstance(node, F.Name) and node.indices is None and node.layer is None and node.word not in letters:
             entries = table.named(node.word)
             if entries and all(set(e.letters_in(sample)) & set(table.vector_letters) for e in entries):
                 rank = min(len(e.shape_in(sample)) for e in entries)
@@ -763,8 +797,12 @@ def name_key(tex: str) -> str | None:
 
 
 def name_key_of(node) -> str | None:
-    if isinstance(node, F.Name) and node.indices is None and node.layer is None:
-        return node.word
+    """A name's word; a printed subscript is part of it (``K_H``, a kernel's height)."""
+    if isinstance(node, F.Name) and node.layer is None:
+        if node.indices is None:
+            return node.word
+        if all(isinstance(i, str) for i in node.indices):
+            return f"{node.word}_{''.join(node.indices)}"
     return None
 
 
@@ -798,6 +836,23 @@ def transform(node, fn):
         if new != child:
             changes[name] = new
     return fn(dataclasses.replace(node, **changes) if changes else node)
+
+
+def index_letters(tree) -> set:
+    """Every letter the formula uses as an index: in subscripts (also inside ``i s + p``) and sums."""
+    found = set()
+    for node in walk(tree):
+        if isinstance(node, F.Name) and node.indices:
+            found.update(i for i in node.indices if isinstance(i, str))
+        elif isinstance(node, F.IndexExpr):
+            for sub in walk(node.expr):
+                if isinstance(sub, F.Name) and sub.indices is None:
+                    letters = []
+                    F.split_letters(sub.word, letters)
+                    found.update(letters)
+        elif isinstance(node, F.Sum):
+            found.update(node.indices)
+    return found
 
 
 def walk(node):

@@ -9,7 +9,9 @@ same definitions symbolically, for exact proofs at small sizes.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +22,7 @@ from .chain import BATCH_SIZE, ChainDerivation, display_name
 from .engine import Derivation, derive
 from .meaning import BATCH_INDEX, Entry, Table, name_key
 from .op import Op
+from .symbols import FirstMax
 
 PRECISION = 30
 ETA = sp.Symbol("eta")  # the learning rate, as the chain's update rules write it
@@ -69,16 +72,27 @@ class World:
     #: Local derivatives of the activations, (expression by element, its TeX): for the hint
     #: "a missing activation-derivative factor".
     activations: list = field(default_factory=list)
+    #: Sizes the op says fit together (a kernel no larger than its image), one dict per size set.
+    given_sizes: list = field(default_factory=list)
+    #: The hyper-parameters' test values, one dict per case (stride 1 and 2, padding 0 and 1).
+    hyper_cases: list = field(default_factory=list)
     _definitions: dict = field(default_factory=dict)
     _unrolled: dict = field(default_factory=dict)
+    _points: dict = field(default_factory=dict)
+    _forms: dict = field(default_factory=dict)
+    _expected: dict = field(default_factory=dict)
 
     # -- sizes --
 
     def size_sets(self, tied: list, sample: bool, patterns=((2, 3, 4, 5, 3), (3, 2, 5, 4, 2), (4, 5, 2, 3, 4))):
-        """Small explicit sizes, distinct where possible (a transposed index shows), tied sizes equal."""
+        """Small explicit sizes, distinct where possible (a transposed index shows), tied sizes equal, or
+        those the op gives; each set with the next test values of the hyper-parameters."""
         out = []
-        for pattern in patterns:
+        for case, pattern in enumerate(patterns):
             values = dict(zip(self.sizes, itertools.cycle(pattern)))
+            if self.given_sizes:
+                values.update({s: v for s, v in self.given_sizes[case % len(self.given_sizes)].items()
+                               if s in values})
             if sample and self.table.batch_size in values:
                 values[self.table.batch_size] = 1
             for group in tied:
@@ -87,12 +101,25 @@ class World:
                 for s in group:
                     if s != 1:
                         values[s] = first
-            out.append({s: sp.Integer(v) for s, v in values.items()})
+            hyper = self.hyper_cases[case % len(self.hyper_cases)] if self.hyper_cases else {}
+            out.append({**{s: sp.Integer(v) for s, v in values.items()}, **hyper})
         unique = []
         for sizes in out:
             if sizes not in unique:
                 unique.append(sizes)
         return unique
+
+    def describe(self, sizes: dict, sample: bool = False) -> str:
+        """``N=2, C=3, S=4``, and the hyper-parameters' values if the op has any (``s=2, P=1``), by
+        the names the derivation prints."""
+        shown = ", ".join(f"{self.label(k)}={v}" for k, v in sizes.items()
+                          if k in self.sizes and not (sample and k == self.table.batch_size))
+        hyper = ", ".join(f"{self.label(k)}={float(v):g}" for k, v in sizes.items() if k not in self.sizes)
+        return f"{shown} ({hyper})" if hyper else shown
+
+    def label(self, symbol) -> str:
+        """A size or constant as the derivation prints it (``H`` for the image height ``IH``)."""
+        return next((e.head() for e in self.table.entries if e.value == symbol), str(symbol))
 
     # -- numbers --
 
@@ -106,7 +133,7 @@ class World:
         ``kinks`` puts every input drawn away from a kink (ReLU's 0) onto it:
         a formula that is right except at the kink is still wrong there.
         """
-        values = dict(self.constants)
+        values = {**self.constants, **{k: v for k, v in sizes.items() if k not in self.sizes}}
         for base, domain in self.independent:
             shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
             sample = check._draw(domain, shape, rng)
@@ -120,16 +147,39 @@ class World:
                     rest = sum(values[base[(*idx, p)]] for p in range(last - 1))
                     values[base[(*idx, last - 1)]] = 1 - rest
         for base, idx_symbols, definition in self.dependent:
+            primitive = definition.has(FirstMax)  # max pooling's argmax mask takes its window's numbers
             for idx, expr in self._elements(base, idx_symbols, definition, sizes):
-                values[base[idx]] = sp.N(expr.xreplace(values), PRECISION)
+                values[base[idx]] = sp.N(check.at_numbers(expr, values) if primitive else expr.xreplace(values),
+                                         PRECISION)
         return values
+
+    def point(self, sizes: dict, seed: int, number: int, kinks: bool = False) -> dict:
+        """The ``number``-th random point at these sizes: the same for every formula checked (kept)."""
+        key = (size_key(sizes), seed, number, kinks)
+        if key not in self._points:
+            rng = np.random.default_rng([seed, size_key(sizes), number, int(kinks)])
+            self._points[key] = self.draw(sizes, rng, kinks)
+        return self._points[key]
+
+    def expected(self, target: Target, sizes: dict, elements: list, values: dict, evaluate) -> list:
+        """The target's value at each element at the point ``values`` (from ``point``): kept, as every
+        formula checked against the same target needs the same numbers."""
+        at_key = tuple(tuple(sorted((str(k), int(v)) for k, v in element.items())) for element in elements)
+        forms_key = (id(target), size_key(sizes), at_key)
+        if forms_key not in self._forms:
+            whole = unroll(target.expr, sizes)
+            self._forms[forms_key] = [at(whole, element) for element in elements]
+        key = (*forms_key, id(values))
+        if key not in self._expected:
+            self._expected[key] = [evaluate(form) for form in self._forms[forms_key]]
+        return self._expected[key]
 
     def _elements(self, base, idx_symbols, definition, sizes) -> list:
         """Each element's index and its definition written out at these sizes (kept: every draw needs them).
 
         Definitions refer to the dependents before them by element, as they are computed in that order.
         """
-        key = (base, tuple(sorted((str(k), int(v)) for k, v in sizes.items())))
+        key = (base, size_key(sizes))
         if key not in self._unrolled:
             shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
             definition = unroll(definition, sizes)
@@ -141,7 +191,7 @@ class World:
 
     def definitions(self, sizes: dict, level: str) -> dict:
         """Element -> definition at these sizes: ``named`` writes out the error terms only, ``full`` everything."""
-        key = (tuple(sorted((str(k), int(v)) for k, v in sizes.items())), level)
+        key = (size_key(sizes), level)
         if key not in self._definitions:
             found = {}
             for base, idx_symbols, definition in self.dependent:
@@ -167,6 +217,11 @@ class World:
                 return t
         raise ValueError(f"wrt: {entry.tex()} is not a quantity of {self.title}; "
                          f"its quantities are {', '.join(t.short(self.table.default_sample) for t in self.targets)}")
+
+
+def size_key(sizes: dict) -> int:
+    """A number that names a size set (with its hyper-parameters), the same in every process."""
+    return zlib.crc32(repr(sorted((str(k), str(v)) for k, v in sizes.items())).encode())
 
 
 def unroll(expr: sp.Expr, sizes: dict) -> sp.Expr:
@@ -200,13 +255,18 @@ def op_world(op: Op) -> World:
         independent.append((d.upstream, "real"))
     dependent = [(node, tuple(node.index), node.definition) for node in op.intermediates if node.index]
     simplex = tuple(inp.tensor for inp in op.inputs if inp.domain == "simplex")
-    constants = {h.symbol: sp.nsimplify(h.default) for h in op.hyper}
+    cases = max((len(h.cases) for h in op.hyper), default=0)
+    hyper_cases = [{h.symbol: sp.nsimplify(values[h.name]) for h in op.hyper}
+                   for values in (check.hyper_values(op, case, resolve=True) for case in range(cases))]
+    defaults = check.hyper_values(op, resolve=True)
+    constants = {h.symbol: sp.nsimplify(defaults[h.name]) for h in op.hyper}
     activations = []
     if op.shape_kind == "flat" and not op.is_loss:
         local = d.gradients[0].expr.xreplace({d.upstream[d.gradients[0].index]: sp.S.One})
         activations.append((local, ArticleLatex(notation(op)).doprint(local)))
     return World(op.name, table, targets, independent, dependent, set(), tuple(table.sizes),
-                 ArticleLatex(notation(op)), simplex, constants, activations)
+                 ArticleLatex(notation(op)), simplex, constants, activations,
+                 [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases)
 
 
 def op_table(op: Op, d: Derivation) -> Table:
@@ -251,14 +311,27 @@ def op_table(op: Op, d: Derivation) -> Table:
                                  tuple(str(i) for i in node.index), "output" if node is out else "intermediate",
                                  "intermediate", batch_axis(node.shape)))
     for size in op.sizes:
-        entries.append(Entry(size, (size.name,), meaning=_size_meaning(size, entries), kind="size"))
+        words = tuple(dict.fromkeys(w for w in (size.name, name_key(name_tex(size.name))) if w))
+        entries.append(Entry(size, words, meaning=_size_meaning(size, entries), kind="size"))
     for h in op.hyper:
         words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
         entries.append(Entry(h.symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
+    entries = _printed_names_first(entries)
     _check_unique(entries)
     vector = tuple(str(i) for i in op.output.index if i in vector_indices(op))
-    return Table(op.name, entries, None, False, batch, vector)
+    return Table(op.name, entries, None, False, batch, vector, _sum_ranges(op))
+
+
+def _sum_ranges(op: Op) -> dict:
+    """Each letter the op's definitions sum over from 0, with its range, where that range is one."""
+    found = {}
+    for node in op.intermediates:
+        for sub in sp.preorder_traversal(node.definition):
+            if isinstance(sub, sp.Sum):
+                for v, lo, hi in sub.limits:
+                    found.setdefault(v.name, set()).add(hi + 1 if lo == 0 else None)
+    return {letter: sizes.pop() for letter, sizes in found.items() if len(sizes) == 1 and None not in sizes}
 
 
 def _size_meaning(size, entries) -> str:
@@ -266,6 +339,13 @@ def _size_meaning(size, entries) -> str:
     if size.name == "N":
         return "batch size; " + ", ".join(uses[:2])
     return "range of " + ", ".join(uses[:2]) if uses else "a size"
+
+
+def _printed_names_first(entries) -> list:
+    """A word the derivation prints for one entry is not another's alias: convolution's width W is
+    the size, though the weights are W in the code."""
+    printed = {name_key(e.head()): e for e in entries}
+    return [dataclasses.replace(e, names=tuple(w for w in e.names if printed.get(w, e) is e)) for e in entries]
 
 
 def _check_unique(entries):

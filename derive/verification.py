@@ -34,9 +34,9 @@ import sympy as sp
 
 from . import check
 from . import formula as F
-from .meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, sample_mode, transform,
-                      vector_mode, walk)
-from .quantities import Target, World, at as at_index, chain_world, op_world, unroll
+from .meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, index_letters, sample_mode,
+                      transform, vector_mode, walk)
+from .quantities import Target, World, at as at_index, chain_world, op_world, size_key, unroll
 from .rewrite import canonical_bound, normalize
 from .symbols import IntermediateElement, rebuild, substitute_indices
 
@@ -61,13 +61,13 @@ class Counterexample:
     got: complex | None
 
     def lines(self) -> list[str]:
-        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
+        sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sizes.items())
         at = ", ".join(f"{k}={v}" for k, v in self.at.items()) or "-"
         out = [f"  sizes: {sizes}", f"  element: {at} (indices count from 0)"]
         for name, value in self.inputs.items():
             out.append(f"  {name} = {value}")
         out.append(f"  derived: {_number(self.expected)}")
-        out.append(f"  yours:   {_number(self.got) if self.got is not None else 'undefined (division by zero?)'}")
+        out.append(f"  yours:   {_number(self.got) if self.got is not None else 'undefined (a division by zero, or an element outside its tensor)'}")
         return out
 
 
@@ -351,7 +351,7 @@ def _check_part(world: World, target: Target, letters, part, sample, text, seed)
         meaning = _resolve(world, target, letters, part, sample, text)
     except ShapeMismatch as error:
         return Verdict(False, reason=f"{error}: the shapes differ", **base)
-    study = _Study(world, target, meaning, np.random.default_rng(seed))
+    study = _Study(world, target, meaning, seed)
     mismatch = study.compare()
     if mismatch is None and not meaning.clashes:
         proof = _prove(world, target, meaning, study)
@@ -374,10 +374,11 @@ def _form(world, part, sample) -> str:
 
 
 def _is_matrix(world, part) -> bool:
+    letters = index_letters(part)  # a bracket's w is the column index, not the weights
     for node in walk(part):
         if isinstance(node, (F.Transpose, F.Ones, F.AxisSum)):
             return True
-        if isinstance(node, F.Name) and node.indices is None and node.word != "e":
+        if isinstance(node, F.Name) and node.indices is None and node.word != "e" and node.word not in letters:
             entries = world.table.named(node.word)
             if entries and entries[0].rank:
                 return True
@@ -411,11 +412,11 @@ def _resolve(world, target, letters, part, sample, text) -> Meaning:
 class _Study:
     """The numeric comparison: size sets, random points, every element; kept for the hints."""
 
-    def __init__(self, world: World, target: Target, meaning: Meaning, rng):
+    def __init__(self, world: World, target: Target, meaning: Meaning, seed: int):
         self.world, self.target, self.meaning = world, target, meaning
         self.sample = meaning.sample
         self.size_sets = world.size_sets(meaning.tied, meaning.sample)
-        self.rng = rng
+        self.seed = seed
         self.runs = []  # (sizes, elements [(at, unrolled target)], points [values], expected[p][e])
         self.compared = 0
         self.wrong_off_kinks = False  # a mismatch at a random point, not only at a kink
@@ -433,7 +434,8 @@ class _Study:
         ranges = [(s, int(sp.sympify(n).xreplace(sizes))) for s, n in self.ranges()]
         every = list(itertools.product(*(range(n) for _, n in ranges)))
         if len(every) > MAX_ELEMENTS:
-            picked = self.rng.choice(len(every), MAX_ELEMENTS, replace=False)
+            picked = np.random.default_rng([self.seed, size_key(sizes)]).choice(len(every), MAX_ELEMENTS,
+                                                                                  replace=False)
             every = [every[p] for p in sorted(picked)]
         fixed = {BATCH_INDEX: 0} if self.sample else {}  # one sample: n = 0
         return [{**fixed, **dict(zip((s for s, _ in ranges), idx))} for idx in every]
@@ -441,18 +443,17 @@ class _Study:
     def compare(self) -> Counterexample | None:
         """The first element where the formula and the derivation differ, or None."""
         first = None
-        target_expr = self.target.expr
         for sizes in self.size_sets:
             elements = self.elements(sizes)
-            expected_all, user_all = unroll(target_expr, sizes), unroll(self.meaning.expr, sizes)
-            expected_forms = [at_index(expected_all, at) for at in elements]
+            user_all = unroll(self.meaning.expr, sizes)
             user_forms = [at_index(user_all, at) for at in elements]
             points, expected, got = [], [], []
             kinks = [False] * POINTS + ([True] if self.world.has_kinks and not self.runs else [])
-            for at_kink in kinks:
-                values = self.world.draw(sizes, self.rng, kinks=at_kink)
+            for point, at_kink in enumerate(kinks):
+                values = self.world.point(sizes, self.seed, point, at_kink)
                 points.append(values)
-                expected.append([_evaluate(e, values) for e in expected_forms])
+                expected.append(self.world.expected(self.target, sizes, elements, values,
+                                                    lambda form: _evaluate(form, values)))
                 got.append([_evaluate(u, values) for u in user_forms])
                 self.compared += len(elements)
                 wrong = [e for e in range(len(elements)) if not _close(expected[-1][e], got[-1][e])]
@@ -478,7 +479,7 @@ class _Study:
         return True
 
     def evidence(self) -> str:
-        sets = "; ".join(", ".join(f"{k}={v}" for k, v in sizes.items()) for sizes, *_ in self.runs)
+        sets = "; ".join(self.world.describe(sizes) for sizes, *_ in self.runs)
         points = sum(len(points) for _, _, points, _, _ in self.runs)
         return f"equal at {points} random points ({self.compared} element values) at sizes {sets}"
 
@@ -494,7 +495,7 @@ class _Study:
                 array = array[0]
             inputs[_input_name(base, self.world, self.sample)] = _nested(array)
         shown = {str(k): v for k, v in at.items() if not (self.sample and k == BATCH_INDEX)}
-        size_names = {str(k): int(v) for k, v in sizes.items()
+        size_names = {self.world.label(k): (int(v) if k in self.world.sizes else float(v)) for k, v in sizes.items()
                       if not (self.sample and k == self.world.table.batch_size)}
         return Counterexample(size_names, shown, inputs, expected, got)
 
@@ -576,8 +577,7 @@ def _prove(world: World, target: Target, meaning: Meaning, study: _Study) -> str
                 return "equal for all sizes (the index forms agree once their sums are normalised)"
             sizes = study.size_sets[0]
             level = _equal_at(world, target, meaning, sizes, study)
-            names = ", ".join(f"{k}={v}" for k, v in sizes.items()
-                              if not (meaning.sample and k == world.table.batch_size))
+            names = world.describe(sizes, meaning.sample)
             if level is None:
                 return f"not shown: the difference does not cancel exactly at sizes {names} (numeric evidence only)"
             how = {"opaque": "", "named": ", with the error terms written out",
@@ -673,7 +673,7 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     """The typical mistake that explains the difference, if one does."""
     if not study.wrong_off_kinks and not meaning.clashes:
         return ["right except at the kink (inputs exactly 0), where the derivation follows PyTorch's convention"]
-    found = _ratio_hints(world, target, study)
+    found = _ratio_hints(world, target, study) or _outside(world, meaning, study)
     if found:
         return found
     deadline = time.perf_counter() + HINT_SECONDS
@@ -694,7 +694,7 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
         if world.size_sets(changed.tied, sample)[:len(drawn)] == drawn:
             right = study.matches(changed.expr)
         else:  # the change altered which sizes the formula ties together: draw afresh
-            right = _Study(world, target, changed, np.random.default_rng(0)).compare() is None
+            right = _Study(world, target, changed, study.seed).compare() is None
         if right:
             return [description]
     return terms.replaced(deadline) if terms else []
@@ -743,6 +743,26 @@ class _Terms:
 
 def _terms(expr: sp.Expr) -> tuple:
     return sp.Add.make_args(sp.expand_mul(expr, deep=False))
+
+
+def _outside(world, meaning, study) -> list[str]:
+    """Where the derivation has a value and the formula none: an element read outside its tensor?"""
+    for sizes, elements, points, expected, got in study.runs:
+        for p, e in itertools.product(range(len(points)), range(len(elements))):
+            if got[p][e] is None and expected[p][e] is not None:
+                form = at_index(unroll(meaning.expr, sizes), elements[e])
+                for element in sorted(form.atoms(sp.Indexed), key=str):
+                    shape = [int(sp.sympify(n).xreplace(sizes)) for n in element.base.shape]
+                    if all(i.is_Integer for i in element.indices) and \
+                            any(not 0 <= int(i) < n for i, n in zip(element.indices, shape)):
+                        entry = next((t for t in world.table.entries if t.value == element.base), None)
+                        name = entry.head() if entry else str(element.base)
+                        at = ",".join(str(i) for i in element.indices)
+                        return [f"your formula reads {name}_{{{at}}}, outside its range (sizes "
+                                f"{world.describe(sizes)}): a range bracket such as [0 \\le h - i s \\le K - 1] "
+                                "is missing, or an index is off"]
+                return []
+    return []
 
 
 def _ratio_hints(world, target, study) -> list[str]:
