@@ -25,18 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
 
     sub.add_parser("list", help="the built-in ops and their forward formulas")
+    cached = _Parser(add_help=False)
+    cached.add_argument("--no-cache", action="store_true",
+                        help="derive afresh: neither read nor write the derivation cache")
 
-    p = sub.add_parser("build", help="derive every op, write generated/, check each against finite differences")
+    p = sub.add_parser("build", parents=[cached],
+                       help="derive every op, write generated/, check each against finite differences")
     p.add_argument("--out", default=None, help="directory to write (default: the package's generated/)")
 
-    p = sub.add_parser("latex", help="an op's or a network's derivation as LaTeX")
+    p = sub.add_parser("latex", parents=[cached], help="an op's or a network's derivation as LaTeX")
     p.add_argument("op", nargs="?", help="an op name, or 'article' for the article's network")
     p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
 
-    p = sub.add_parser("code", help="an op's generated NumPy module")
+    p = sub.add_parser("code", parents=[cached], help="an op's generated NumPy module")
     p.add_argument("op")
 
     p = sub.add_parser("check", help="symbolic and finite-difference verification")
@@ -52,12 +56,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        with _derivation_cache(args):
+            return COMMANDS[args.command](args)
     except (UsageError, ValueError) as error:
         print(f"derive: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _derivation_cache(args):
+    """The on-disk derivation cache for commands that print derivations (``check`` always derives afresh)."""
+    from derive.cache import DerivationCache, using
+    wanted = hasattr(args, "no_cache") and not args.no_cache
+    return using(DerivationCache() if wanted else None)
 
 
 def _one_line(error) -> str:
@@ -78,6 +90,7 @@ def cmd_build(args) -> int:
     from pathlib import Path
 
     from codegen.build import GENERATED, build
+    from derive.cache import active
     start = time.perf_counter()
     rows = build(Path(args.out) if args.out else GENERATED)
     print(f"{'op':24} {'derived':8} {'generated':10} {'fd max rel err':>15}  check")
@@ -85,7 +98,10 @@ def cmd_build(args) -> int:
         status = "ok" if r.passed else "FAILED"
         generated = "written" if r.written else "unchanged"
         print(f"{r.op:24} {'yes':8} {generated:10} {r.fd_error:15.1e}  {status}")
-    print(f"{len(rows)} ops in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    store = active()
+    cached = (f"derivations: {store.hits} from the cache in {store.directory}, {store.misses} derived"
+              if store else "derivations: cache not used")
+    print(f"{len(rows)} ops in {time.perf_counter() - start:.1f} s ({cached})", file=sys.stderr)
     return 0 if all(r.passed for r in rows) else 1
 
 
