@@ -1,4 +1,4 @@
-"""The ``derive`` command: list, build, latex, code, check, demo.
+"""The ``derive`` command: list, build, latex, code, check, bench, demo.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or bad input (one line
 on stderr, never a traceback).
@@ -45,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: all)")
+
+    p = sub.add_parser("bench", help="time the generated code against PyTorch, HIPS autograd and bare NumPy, "
+                                     "and derive build cold and warm")
+    p.add_argument("ops", nargs="*", help="ops to benchmark (default: all with bench_sizes)")
+    p.add_argument("--dtype", default="both", choices=("float64", "float32", "both"))
+    p.add_argument("--rounds", type=int, default=15, help="interleaved repeats per measurement (default 15)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the size sweep")
+    p.add_argument("--no-build", action="store_true", help="skip timing derive build")
+    p.add_argument("--plot", metavar="FILE", help="write the size sweep as an SVG picture")
 
     p = sub.add_parser("demo", help="train the article's 3-2-2 network with the generated code")
     p.add_argument("--epochs", type=int, default=300)
@@ -166,6 +175,19 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench(args) -> int:
+    from benchmarks.run import run
+    from derive.registry import get
+    if args.rounds < 3:
+        raise UsageError("--rounds must be at least 3")
+    if args.plot and args.no_sweep:
+        raise UsageError("--plot draws the size sweep: drop --no-sweep")
+    ops = [get(name) for name in args.ops] or None
+    dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    met = run(ops, dtypes, args.rounds, sweep=not args.no_sweep, build=not args.no_build, plot=args.plot)
+    return 0 if met else 1
+
+
 def cmd_demo(args) -> int:
     from .demo import run
     if args.epochs < 1:
@@ -175,4 +197,4 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "build": cmd_build, "latex": cmd_latex, "code": cmd_code,
-            "check": cmd_check, "demo": cmd_demo}
+            "check": cmd_check, "bench": cmd_bench, "demo": cmd_demo}

@@ -89,6 +89,9 @@ class Op:
     upstream: str = "g"
     #: Small sizes for tests and checks, by size name.
     test_sizes: dict = field(default_factory=dict, hash=False, compare=False)
+    #: Realistic sizes for ``derive bench``, by size name (``{"N": 256, "D": 1024}``), plus
+    #: hyper-parameters other than their defaults (``"padding": 1``). Empty: not benchmarked.
+    bench_sizes: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:

@@ -1,0 +1,226 @@
+"""``derive bench``: generated code against its peers, ``derive build`` cold and warm, a size sweep.
+
+Everything runs in this one process (``derive build`` in fresh ones), with
+interleaved repeats; tables are Markdown, so that they paste into the README.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from derive.engine import derive_afresh
+from derive.registry import registry
+
+from . import references
+from .cases import Case, NotBenchmarked, bench_sizes
+from .derivation import measure
+from .svg import sweep_svg
+from .timing import interleaved, peak_memory
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+#: (op, peer, largest allowed generated/peer time ratio); every op must also beat autograd.
+FLOORS = (("linear", "bare", 1.1), ("conv2d", "torch", 1.5), ("batch_norm", "torch", 1.5),
+          ("softmax_cross_entropy", "torch", 2.0))
+BUILD_FLOORS = {"cold": 15.0, "warm": 2.0}
+SWEEP = (1 / 8, 1 / 4, 1 / 2, 1, 2)  # batch scales
+#: Largest relative difference from a peer that still counts as agreeing.
+AGREE = {np.float64: 1e-8, np.float32: 1e-3}
+
+
+@dataclass
+class Result:
+    """One op at one dtype: timings by peer, agreement with each reference, peak memory."""
+
+    case: Case
+    times: dict
+    differences: dict
+    memory: dict
+
+    def ratio(self, peer: str):
+        if peer not in self.times:
+            return None
+        return self.times["generated"].median / self.times[peer].median
+
+
+def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=True, plot=None, out=sys.stdout):
+    """Print every table for ``ops`` (default: the registry); write the sweep plot to ``plot`` if given.
+
+    Returns whether every floor that was measured is met.
+    """
+    ops = list(registry().values()) if ops is None else list(ops)
+    say = lambda *lines: print(*lines, sep="\n", file=out, flush=True)  # noqa: E731
+    say(*_machine(), "")
+
+    notes, results = [], []
+    for op in ops:
+        for dtype in dtypes:
+            try:
+                case = Case(op, DTYPES[dtype], *bench_sizes(op))
+            except NotBenchmarked as why:
+                notes.append(f"skipped {why}")
+                break
+            results.append(_measure(case, rounds))
+    for library in ("torch", "autograd"):
+        if not references.available(library):
+            notes.append(f"{library} is not installed (pip install -e '.[bench]'): its column is empty")
+    missing = [op.name for op in ops if op.bench_sizes and references.available("torch")
+               and not references.torch_reference(op.name)]
+    if missing:
+        notes.append(f"no PyTorch reference in benchmarks/references.py for {', '.join(missing)}")
+
+    say("## Forward + backward, generated NumPy against its peers", "", *_results_table(results), "")
+    for note in notes:
+        say(f"- {note}")
+    floor_rows = _floor_rows(results, ops)
+    build_times = None
+    if build:
+        build_times = measure()
+        say("", "## `derive build`, cold (empty cache) and warm (every derivation cached)", "",
+            *_build_table(build_times), "")
+        for kind, limit in BUILD_FLOORS.items():
+            seconds = getattr(build_times, kind)
+            floor_rows.append((f"`derive build` {kind}", "", f"{seconds:.1f} s", f"< {limit:g} s",
+                               "yes" if seconds < limit else "NO"))
+    say("", "## Floors", "", *_table(("floor", "dtype", "measured", "limit", "met"), floor_rows), "")
+    met = all(row[-1] != "NO" for row in floor_rows)
+
+    if sweep:
+        panels, rows = _sweep(ops, max(3, rounds // 3))
+        say("", "## Size sweep (float64): time grows with the batch, the derivation does not", "",
+            *_table(("op", "batch", "generated", "torch", "autograd", "bare", "derivation (once)"), rows), "")
+        if plot:
+            Path(plot).write_text(sweep_svg(panels, "Forward + backward time against batch size (float64), "
+                                                   "and the one-off symbolic derivation"), encoding="utf-8")
+            say(f"plot written to {plot}")
+    say(f"load average at the end: {_load()}")
+    return met
+
+
+def _measure(case: Case, rounds: int) -> Result:
+    peers = case.peers()
+    times = interleaved(peers, rounds)
+    differences = {p: case.disagreement(peers[p]) for p in ("torch", "autograd") if p in peers}
+    memory = {p: peak_memory(peers[p]) for p in ("generated", "autograd") if p in peers}
+    return Result(case, times, differences, memory)
+
+
+# -- tables ---------------------------------------------------------------------
+
+def _results_table(results) -> list[str]:
+    headers = ("op", "dtype", "inputs", "generated", "bare", "torch", "autograd",
+               "gen/bare", "gen/torch", "gen/autograd", "peak MiB gen (autograd)", "max diff torch, autograd")
+    rows = []
+    for r in results:
+        c = r.case
+        tolerance = AGREE[c.dtype]
+        diffs = ", ".join(f"{r.differences[p]:.0e}{'' if r.differences[p] <= tolerance else ' MISMATCH'}"
+                          if p in r.differences else "—" for p in ("torch", "autograd"))
+        memory = _mib(r.memory["generated"]) + (f" ({_mib(r.memory['autograd'])})" if "autograd" in r.memory else "")
+        rows.append((c.op.name, np.dtype(c.dtype).name, c.shapes,
+                     *(_time(r.times.get(p)) for p in ("generated", "bare", "torch", "autograd")),
+                     *(_ratio(r.ratio(p)) for p in ("bare", "torch", "autograd")), memory, diffs))
+    return _table(headers, rows)
+
+
+def _floor_rows(results, ops) -> list:
+    rows = []
+    names = {op.name for op in ops}
+    for op, peer, limit in FLOORS:
+        if op not in names:
+            continue
+        found = [r for r in results if r.case.op.name == op]
+        if not found:
+            rows.append((f"{op} vs {peer}", "", "not measured (no sizes or module)", f"<= {limit}x", "—"))
+        for r in found:
+            ratio = r.ratio(peer)
+            met = "—" if ratio is None else ("yes" if ratio <= limit else "NO")
+            rows.append((f"{op} vs {peer}", np.dtype(r.case.dtype).name, _ratio(ratio), f"<= {limit}x", met))
+    slower = [r for r in results if r.ratio("autograd") is not None and r.ratio("autograd") >= 1]
+    compared = [r for r in results if r.ratio("autograd") is not None]
+    if compared:
+        worst = max(compared, key=lambda r: r.ratio("autograd"))
+        rows.append(("every op faster than autograd", "both",
+                     f"slowest: {worst.case.op.name} {np.dtype(worst.case.dtype).name} {_ratio(worst.ratio('autograd'))}",
+                     "< 1x", "NO" if slower else "yes"))
+    return rows
+
+
+def _build_table(times) -> list[str]:
+    lines = _table(("op", "derive cold", "from cache (warm)", "code + LaTeX", "finite differences"),
+                   [(op, _s(s["cold"].get("derive")), _s(s["warm"].get("derive")), _s(s["warm"]["print"]),
+                     _s(s["warm"].get("check"))) for op, s in times.per_op.items()])
+    return lines + ["", f"Whole `derive build` (fresh interpreter, imports included): "
+                        f"cold {times.cold:.1f} s, warm {times.warm:.1f} s."]
+
+
+def _sweep(ops, rounds):
+    panels, rows = [], []
+    for op in ops:
+        try:
+            cases = [Case(op, np.float64, *bench_sizes(op, scale)) for scale in SWEEP]
+        except NotBenchmarked:
+            continue
+        start = time.perf_counter()
+        derive_afresh(op)
+        derivation = time.perf_counter() - start
+        batch = op.sizes[0]
+        lines = {}
+        for case in cases:
+            times = interleaved(case.peers(), rounds)
+            size = case.sizes[batch]
+            for peer, timing in times.items():
+                lines.setdefault(peer, []).append((size, timing.median))
+            lines.setdefault("derivation", []).append((size, derivation))
+            rows.append((op.name, f"{batch}={size}", *(_time(times.get(p)) for p in ("generated", "torch", "autograd",
+                                                                                       "bare")),
+                         f"{derivation:.2f} s"))
+        panels.append((op.name, f"batch {batch}", lines))
+    return panels, rows
+
+
+def _table(headers, rows) -> list[str]:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
+
+
+def _time(timing) -> str:
+    if timing is None:
+        return "—"
+    return f"{timing.median * 1e3:.3g} ms ±{timing.spread * 100:.0f}%"
+
+
+def _ratio(ratio) -> str:
+    return "—" if ratio is None else f"{ratio:.2f}x"
+
+
+def _s(seconds) -> str:
+    return "—" if seconds is None else f"{seconds:.2f} s"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.1f}"
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+
+
+def _machine() -> list[str]:
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+             f"NumPy {np.__version__}; load average at the start: {_load()}"]
+    if references.available("torch"):
+        import torch
+        lines.append(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads (its default)")
+    if references.available("autograd"):
+        from importlib.metadata import version
+        lines.append(f"HIPS autograd {version('autograd')}")
+    lines.append("Times are medians of interleaved rounds; ±: interquartile range over the median. "
+                 "gen/x: generated time over x's (below 1: generated is faster).")
+    return lines
