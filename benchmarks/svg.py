@@ -60,7 +60,7 @@ def _panel(ox, oy, op, batch_name, lines) -> list:
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{_seconds(10.0 ** decade)}</text>')
     for b in sorted(set(xs)):
-        out.append(f'<text x="{px(b):.1f}" y="{bottom + 14}" text-anchor="middle">{b}</text>')
+        out.append(f'<text x="{px(b):.1f}" y="{bottom + 14}" text-anchor="middle">{_count(b)}</text>')
     out.append(f'<text x="{(left + right) / 2}" y="{bottom + 30}" text-anchor="middle">{escape(batch_name)}</text>')
     for peer, points in lines.items():
         points = [(b, s) for b, s in sorted(points) if s > 0]
@@ -70,6 +70,14 @@ def _panel(ox, oy, op, batch_name, lines) -> list:
         out += [f'<circle cx="{px(b):.1f}" cy="{py(s):.1f}" r="2.5" fill="{COLORS[peer]}"/>'
                 for b, s in points if peer != "derivation"]
     return out
+
+
+def _count(n: int) -> str:
+    """A batch size that fits under its tick: 524288 as 524k."""
+    for suffix, factor in (("M", 1e6), ("k", 1e4)):
+        if n >= factor:
+            return f"{n / (factor if suffix == 'M' else 1e3):.3g}{suffix}"
+    return str(n)
 
 
 def _seconds(s: float) -> str:
