@@ -11,7 +11,7 @@ from html import escape
 COLORS = {"generated": "#1f77b4", "bare": "#7f7f7f", "torch": "#d62728", "autograd": "#2ca02c",
           "derivation": "#9467bd"}
 PANEL_W, PANEL_H, COLUMNS = 300, 220, 3
-LEFT, RIGHT, TOP, BOTTOM = 58, 12, 28, 40
+LEFT, RIGHT, TOP, BOTTOM = 58, 24, 28, 40
 HEADER = 70
 
 
