@@ -91,7 +91,8 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     met = all(row[-1] != "NO" for row in floor_rows)
 
     if sweep:
-        cold = {op: s["cold"]["derive"] for op, s in build_times.per_op.items()} if build_times else {}
+        cold = {op: s["cold"]["derive"] for op, s in build_times.per_op.items() if "derive" in s["cold"]} \
+            if build_times else {}
         panels, rows = _sweep(ops, max(3, rounds // 3), cold)
         say("", "## Size sweep (float64): time grows with the batch, the derivation does not", "",
             *_table(("op", "batch", "generated", "torch", "autograd", "bare", "derivation (once)"), rows), "")
@@ -228,6 +229,10 @@ def _machine() -> list[str]:
     if references.available("autograd"):
         from importlib.metadata import version
         lines.append(f"HIPS autograd {version('autograd')}")
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if busy > 0.5 * (os.cpu_count() or 1):
+        lines.append(f"WARNING: the machine is busy (load {busy:.2f} on {os.cpu_count()} cores): PyTorch's threads "
+                     "wait for each other when another process holds a core, and its times can grow tenfold.")
     lines.append("Times are medians of interleaved rounds; ±: interquartile range over the median. "
                  "gen/x: generated time over x's (below 1: generated is faster).")
     return lines
