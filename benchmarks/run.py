@@ -223,6 +223,7 @@ def _load() -> str:
 def _machine() -> list[str]:
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
              f"NumPy {np.__version__}; load average at the start: {_load()}"]
+    lines[0] += f", OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
     if references.available("torch"):
         import torch
         lines.append(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads (its default)")

@@ -2,12 +2,19 @@
 
 Each round runs every candidate once, in an order that rotates from round
 to round, so that a burst of load from elsewhere hits all of them alike.
-A sample repeats its candidate enough times to last about ``TARGET``
-seconds, with the garbage collector off (as ``timeit`` does).
+A sample starts with one untimed call (what the previous candidate left
+behind, such as another library's threads still spinning, is not counted)
+and repeats its candidate enough times to last about ``TARGET`` seconds,
+with the garbage collector off (as ``timeit`` does).
+
+NumPy's OpenBLAS threads spin for about 0.1 s after each matrix product
+before they sleep, holding the cores that PyTorch's threads need next:
+``quiet_blas()`` shortens that wait, and must run before NumPy is imported.
 """
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 import tracemalloc
@@ -54,7 +61,13 @@ def _calibrate(fn) -> int:
     return max(1, round(TARGET / max(once, 1e-9)))
 
 
+def quiet_blas() -> None:
+    """Let OpenBLAS threads sleep almost at once when idle (2^4 cycles, not 2^28); thread counts stay the defaults."""
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
 def _sample(fn, loops: int) -> float:
+    fn()
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -176,6 +176,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from benchmarks.timing import quiet_blas
+    quiet_blas()  # before NumPy loads OpenBLAS
     from benchmarks.run import run
     from derive.registry import get
     if args.rounds < 3:
