@@ -6,6 +6,7 @@ on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (``derive bench | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _derivation_cache(args):
