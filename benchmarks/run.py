@@ -56,6 +56,7 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     ops = list(registry().values()) if ops is None else list(ops)
     say = lambda *lines: print(*lines, sep="\n", file=out, flush=True)  # noqa: E731
     say(*_machine(), "")
+    others = OtherLoad()
 
     notes, results = [], []
     for op in ops:
@@ -100,7 +101,7 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
             Path(plot).write_text(sweep_svg(panels, "Forward + backward time against batch size (float64), "
                                                    "and the one-off symbolic derivation"), encoding="utf-8")
             say(f"plot written to {plot}")
-    say(f"load average at the end: {_load()}")
+    say(f"load average at the end: {_load()}; {others.report()}")
     return met
 
 
@@ -218,6 +219,37 @@ def _mib(n: int) -> str:
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+
+
+class OtherLoad:
+    """How busy other processes kept the machine since this was made: all CPU time less our own (Linux)."""
+
+    def __init__(self):
+        self.start = (time.perf_counter(), _busy_seconds(), _own_seconds())
+
+    def report(self) -> str:
+        busy = _busy_seconds()
+        if busy is None:
+            return "CPU time of other processes: unknown on this system"
+        wall, busy0, own0 = self.start
+        others = (busy - busy0) - (_own_seconds() - own0)
+        return (f"other processes used {max(others, 0.0) / (time.perf_counter() - wall):.2f} "
+                f"of {os.cpu_count()} cores on average during this run")
+
+
+def _busy_seconds():
+    """CPU seconds spent not idle, by every process, since boot (None where /proc/stat is missing)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _machine() -> list[str]:

@@ -159,6 +159,7 @@ def test_bench_prints_the_tables_and_draws_the_sweep(tmp_path):
                              "--no-build", "--plot", str(plot)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode in (0, 1), result.stderr  # 1: a floor was missed, which a busy machine may cause
     assert "| tanh " in result.stdout and "## Floors" in result.stdout and "## Size sweep" in result.stdout
+    assert "other processes used" in result.stdout
     ET.fromstring(plot.read_text())
 
 
