@@ -58,15 +58,13 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     say(*_machine(), "")
     others = OtherLoad()
 
-    notes, results = [], []
+    notes, cases = [], []
     for op in ops:
-        for dtype in dtypes:
-            try:
-                case = Case(op, DTYPES[dtype], *bench_sizes(op))
-            except NotBenchmarked as why:
-                notes.append(f"skipped {why}")
-                break
-            results.append(_measure(case, rounds))
+        try:
+            cases += [Case(op, DTYPES[dtype], *bench_sizes(op)) for dtype in dtypes]
+        except NotBenchmarked as why:
+            notes.append(f"skipped {why}")
+    results = _measure(cases, rounds)
     for library in ("torch", "autograd"):
         if not references.available(library):
             notes.append(f"{library} is not installed (pip install -e '.[bench]'): its column is empty")
@@ -105,12 +103,28 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     return met
 
 
-def _measure(case: Case, rounds: int) -> Result:
-    peers = case.peers()
-    times = interleaved(peers, rounds)
-    differences = {p: case.disagreement(peers[p]) for p in ("torch", "autograd") if p in peers}
-    memory = {p: peak_memory(peers[p]) for p in ("generated", "autograd") if p in peers}
-    return Result(case, times, differences, memory)
+def _measure(cases: list, rounds: int) -> list[Result]:
+    """Every case's peers timed in the same rounds, agreement and memory checked once each."""
+    peers = [case.peers() for case in cases]
+    times = _time_together(peers, rounds)
+    results = []
+    for case, found, timed in zip(cases, peers, times):
+        differences = {p: case.disagreement(found[p]) for p in ("torch", "autograd") if p in found}
+        memory = {p: peak_memory(found[p]) for p in ("generated", "autograd") if p in found}
+        results.append(Result(case, timed, differences, memory))
+    return results
+
+
+def _time_together(peers: list, rounds: int) -> list[dict]:
+    """Time the peers of all cases interleaved in one set of rounds.
+
+    A burst of load from elsewhere, lasting seconds, then spoils a few
+    rounds of every case (which the median ignores) rather than every
+    round of one case.
+    """
+    flat = interleaved({(number, name): fn for number, found in enumerate(peers) for name, fn in found.items()},
+                       rounds)
+    return [{name: flat[number, name] for name in found} for number, found in enumerate(peers)]
 
 
 # -- tables ---------------------------------------------------------------------
@@ -167,12 +181,15 @@ def _build_table(times) -> list[str]:
 
 def _sweep(ops, rounds, derivation_times):
     """Each op at every batch scale; its derivation time (from a cold build if measured) is one number."""
-    panels, rows = [], []
+    swept = []
     for op in ops:
         try:
-            cases = [Case(op, np.float64, *bench_sizes(op, scale)) for scale in SWEEP]
+            swept.append((op, [Case(op, np.float64, *bench_sizes(op, scale)) for scale in SWEEP]))
         except NotBenchmarked:
             continue
+    times = iter(_time_together([case.peers() for _, cases in swept for case in cases], rounds))
+    panels, rows = [], []
+    for op, cases in swept:
         derivation = derivation_times.get(op.name)
         if derivation is None:
             start = time.perf_counter()
@@ -181,12 +198,12 @@ def _sweep(ops, rounds, derivation_times):
         batch = op.sizes[0]
         lines = {}
         for case in cases:
-            times = interleaved(case.peers(), rounds)
+            timed = next(times)
             size = case.sizes[batch]
-            for peer, timing in times.items():
+            for peer, timing in timed.items():
                 lines.setdefault(peer, []).append((size, timing.median))
             lines.setdefault("derivation", []).append((size, derivation))
-            rows.append((op.name, f"{batch}={size}", *(_time(times.get(p)) for p in ("generated", "torch", "autograd",
+            rows.append((op.name, f"{batch}={size}", *(_time(timed.get(p)) for p in ("generated", "torch", "autograd",
                                                                                        "bare")),
                          _ms(derivation)))
         panels.append((op.name, f"batch {batch}", lines))

@@ -47,7 +47,7 @@ def interleaved(candidates: dict, rounds: int) -> dict[str, Timing]:
     names = list(candidates)
     loops = {name: _calibrate(candidates[name]) for name in names}
     samples = {name: [] for name in names}
-    for r in range(rounds):
+    for r in range(rounds if names else 0):
         gc.collect()
         for name in names[r % len(names):] + names[:r % len(names)]:
             samples[name].append(_sample(candidates[name], loops[name]))

@@ -125,6 +125,7 @@ def test_interleaved_timing_gives_one_sample_per_round_for_every_candidate():
     times = interleaved({"a": count("a"), "b": count("b")}, rounds=5)
     assert all(len(t.samples) == 5 and t.median > 0 for t in times.values())
     assert calls["a"] > 5 and calls["b"] > 5
+    assert interleaved({}, rounds=5) == {}
 
 
 def test_median_and_spread():
