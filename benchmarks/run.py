@@ -102,6 +102,9 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
                                                    "and the one-off symbolic derivation"), encoding="utf-8")
             say(f"plot written to {plot}")
     say(f"load average at the end: {_load()}; {others.report()}")
+    if (others.cores() or 0) > 0.2:
+        say("WARNING: other processes were busy during this run. PyTorch's threads wait for each other when "
+            "another process holds a core, and its times can grow tenfold: run again when the machine is quiet.")
     return met
 
 
@@ -259,14 +262,20 @@ class OtherLoad:
     def __init__(self):
         self.start = (time.perf_counter(), _busy_seconds(), _own_seconds())
 
-    def report(self) -> str:
+    def cores(self):
+        """How many cores other processes kept busy on average so far (None where unknown)."""
         busy = _busy_seconds()
         if busy is None:
-            return "CPU time of other processes: unknown on this system"
+            return None
         wall, busy0, own0 = self.start
         others = (busy - busy0) - (_own_seconds() - own0)
-        return (f"other processes used {max(others, 0.0) / (time.perf_counter() - wall):.2f} "
-                f"of {os.cpu_count()} cores on average during this run")
+        return max(others, 0.0) / (time.perf_counter() - wall)
+
+    def report(self) -> str:
+        cores = self.cores()
+        if cores is None:
+            return "CPU time of other processes: unknown on this system"
+        return f"other processes used {cores:.2f} of {os.cpu_count()} cores on average during this run"
 
 
 def _busy_seconds():
@@ -294,10 +303,6 @@ def _machine() -> list[str]:
     if references.available("autograd"):
         from importlib.metadata import version
         lines.append(f"HIPS autograd {version('autograd')}")
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if busy > 0.5 * (os.cpu_count() or 1):
-        lines.append(f"WARNING: the machine is busy (load {busy:.2f} on {os.cpu_count()} cores): PyTorch's threads "
-                     "wait for each other when another process holds a core, and its times can grow tenfold.")
     lines.append("Times are medians of interleaved rounds; ±: interquartile range over the median. "
                  "gen/x: generated time over x's (below 1: generated is faster).")
     return lines
