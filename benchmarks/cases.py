@@ -129,7 +129,7 @@ class Case:
         return run
 
     def disagreement(self, peer) -> float:
-        """The largest difference between the generated output and gradients and a peer's, relative to the peer's largest value."""
+        """The largest difference from a peer's output and gradients, relative to the peer's largest value."""
         out, grads = self._generated()
         other_out, other_grads = peer()
         return max(_relative(a, b) for a, b in [(out, other_out)] + [(grads[n], other_grads[n]) for n in grads])

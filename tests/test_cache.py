@@ -55,7 +55,8 @@ def test_the_definition_text_shows_what_srepr_hides():
 
 
 def test_keys_do_not_depend_on_the_hash_seed():
-    code = "from derive.cache import key; from derive.registry import registry; print([key(o) for o in registry().values()])"
+    code = ("from derive.cache import key; from derive.registry import registry; "
+            "print([key(o) for o in registry().values()])")
     outputs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outputs) == 1
