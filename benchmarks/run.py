@@ -78,6 +78,12 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     for note in notes:
         say(f"- {note}")
     floor_rows = _floor_rows(results, ops)
+    disagreeing = [f"{r.case.op.name} {np.dtype(r.case.dtype).name} vs {peer}" for r in results
+                   for peer, difference in r.differences.items() if not difference <= AGREE[r.case.dtype]]
+    if results:
+        floor_rows.append(("every peer computes what the generated code does", "",
+                           f"disagree: {', '.join(disagreeing)}" if disagreeing else "all agree",
+                           "1e-8 (float64), 1e-3 (float32)", "NO" if disagreeing else "yes"))
     build_times = None
     if build:
         build_times = measure()
@@ -141,7 +147,7 @@ def _results_table(results) -> list[str]:
     for r in results:
         c = r.case
         tolerance = AGREE[c.dtype]
-        diffs = ", ".join(f"{r.differences[p]:.0e}{'' if r.differences[p] <= tolerance else ' MISMATCH'}"
+        diffs = ", ".join(f"{r.differences[p]:.0e}{'' if r.differences[p] <= tolerance else ' DISAGREE'}"
                           if p in r.differences else "—" for p in ("torch", "autograd"))
         memory = _mib(r.memory["generated"]) + (f" ({_mib(r.memory['autograd'])})" if "autograd" in r.memory else "")
         rows.append((c.op.name, np.dtype(c.dtype).name, c.shapes,

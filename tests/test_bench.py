@@ -181,3 +181,13 @@ def test_per_op_build_stages_are_timed_for_every_op():
     assert set(stages) == set(registry()) | {"(article network)"}
     assert all(s["derive"] > 0 and s["print"] > 0 and s["check"] > 0 for name, s in stages.items()
                if name in registry())
+
+
+@needs_autograd
+def test_a_peer_that_computes_something_else_fails_the_run(monkeypatch):
+    import autograd.numpy as anp
+    monkeypatch.setattr(references, "autograd_reference", lambda name: lambda x: anp.tanh(x) * 1.01)
+    out = io.StringIO()
+    tanh = dataclasses.replace(get("tanh"), bench_sizes={"S": 64})
+    assert run([tanh], dtypes=("float64",), rounds=3, sweep=False, build=False, out=out) is False
+    assert "DISAGREE" in out.getvalue() and "disagree: tanh float64 vs autograd" in out.getvalue()
