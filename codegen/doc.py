@@ -286,7 +286,7 @@ def _op_section(op, writer: _Writer, lang: str) -> Section:
     matrix = Section(w["matrix"], f"{op.name}-matrix")
     matrix.items = writer.items(forward_blocks(d, lang, "matrix") + backward_blocks(d, lang, "matrix"))
     section.sections = [forward, backward, matrix]
-    params = [g for g in d.gradients if g.input is not op.inputs[0]] if not op.is_loss else []
+    params = [g for g in d.gradients if g.input != op.inputs[0]] if not op.is_loss else []
     if params:
         update = Section(w["updates"], f"{op.name}-updates")
         eta = sp.Symbol("eta")

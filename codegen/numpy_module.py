@@ -179,7 +179,7 @@ def _has_leading(op, inp) -> bool:
 
 def _input_doc(op, inp) -> dict:
     if op.shape_kind == "flat":
-        shape = "any shape" if inp is op.inputs[0] else f"the shape of {op.inputs[0].name}"
+        shape = "any shape" if inp == op.inputs[0] else f"the shape of {op.inputs[0].name}"
     elif _has_leading(op, inp):
         shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")"
     elif inp.name in _reshaped(op):

@@ -103,7 +103,7 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
 
 def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
     """For a convolution: the input gradient at stride 1 as a full convolution with the flipped kernel."""
-    grads = [g for g in d.gradients if g.input is d.op.inputs[0]]
+    grads = [g for g in d.gradients if g.input == d.op.inputs[0]]
     form = full_convolution(d, grads[0]) if grads else None
     if form is None:
         return []

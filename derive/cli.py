@@ -1,4 +1,4 @@
-"""The ``derive`` command: list, build, latex, doc, code, check, verify, demo.
+"""The ``derive`` command: list, build, latex, doc, code, check, verify, bench, demo.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or bad input (one line
 on stderr, never a traceback).
@@ -6,6 +6,7 @@ on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -25,18 +26,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
 
     sub.add_parser("list", help="the built-in ops and their forward formulas")
+    cached = _Parser(add_help=False)
+    cached.add_argument("--no-cache", action="store_true",
+                        help="derive afresh: neither read nor write the derivation cache")
 
-    p = sub.add_parser("build", help="derive every op, write generated/, check each against finite differences")
+    p = sub.add_parser("build", parents=[cached], help="derive every op, write generated/, check each against finite differences")
     p.add_argument("--out", default=None, help="directory to write (default: the package's generated/)")
 
-    p = sub.add_parser("latex", help="an op's or a network's derivation as LaTeX")
+    p = sub.add_parser("latex", parents=[cached], help="an op's or a network's derivation as LaTeX")
     p.add_argument("op", nargs="?", help="an op name, or 'article' for the article's network")
     p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
 
-    p = sub.add_parser("doc", help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
+    p = sub.add_parser("doc", parents=[cached], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
     p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
     p.add_argument("--chain", help="comma-separated ops of a network, first layer first")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
@@ -46,13 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="for --chain: nodes per layer in the network picture, e.g. 3,2,2")
     p.add_argument("--title", help="the document's title (default: from the ops)")
 
-    p = sub.add_parser("code", help="an op's generated NumPy module")
+    p = sub.add_parser("code", parents=[cached], help="an op's generated NumPy module")
     p.add_argument("op")
 
     p = sub.add_parser("check", help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: all)")
 
-    p = sub.add_parser("verify", help="check a formula derived by hand against the machine's derivation")
+    p = sub.add_parser("verify", parents=[cached], help="check a formula derived by hand against the machine's derivation")
     p.add_argument("items", nargs="*", metavar="OP FORMULA",
                    help="an op name (or 'article') and the formula, LaTeX or plain ('-' reads it from standard "
                         "input); with --chain, the formula alone")
@@ -61,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", action="store_true", help="list the symbols a formula may use, and exit")
     p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
+
+    p = sub.add_parser("bench", help="time the generated code against PyTorch, HIPS autograd and bare NumPy, "
+                                     "and derive build cold and warm")
+    p.add_argument("ops", nargs="*", help="ops to benchmark (default: all with bench_sizes)")
+    p.add_argument("--dtype", default="both", choices=("float64", "float32", "both"))
+    p.add_argument("--rounds", type=int, default=15, help="interleaved repeats per measurement (default 15)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the size sweep")
+    p.add_argument("--no-build", action="store_true", help="skip timing derive build")
+    p.add_argument("--plot", metavar="FILE", help="write the size sweep as an SVG picture")
 
     p = sub.add_parser("demo", help="train the article's 3-2-2 network (or another) with the generated code")
     p.add_argument("--network", default="article", choices=("article", "bn", "conv"),
@@ -79,12 +92,23 @@ def main(argv=None) -> int:
             if args.command != "verify":
                 raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
             args.items += extra
-        return COMMANDS[args.command](args)
+        with _derivation_cache(args):
+            return COMMANDS[args.command](args)
     except (UsageError, ValueError) as error:
         print(f"derive: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (``derive bench | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _derivation_cache(args):
+    """The on-disk derivation cache for commands that print derivations (``check`` always derives afresh)."""
+    from derive.cache import DerivationCache, using
+    wanted = hasattr(args, "no_cache") and not args.no_cache
+    return using(DerivationCache() if wanted else None)
 
 
 def _one_line(error) -> str:
@@ -105,6 +129,7 @@ def cmd_build(args) -> int:
     from pathlib import Path
 
     from codegen.build import GENERATED, build
+    from derive.cache import active
     start = time.perf_counter()
     rows = build(Path(args.out) if args.out else GENERATED)
     print(f"{'op':24} {'derived':8} {'generated':10} {'fd max rel err':>15}  check")
@@ -112,7 +137,10 @@ def cmd_build(args) -> int:
         status = "ok" if r.passed else "FAILED"
         generated = "written" if r.written else "unchanged"
         print(f"{r.op:24} {'yes':8} {generated:10} {r.fd_error:15.1e}  {status}")
-    print(f"{len(rows)} ops in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    store = active()
+    cached = (f"derivations: {store.hits} from the cache in {store.directory}, {store.misses} derived"
+              if store else "derivations: cache not used")
+    print(f"{len(rows)} ops in {time.perf_counter() - start:.1f} s ({cached})", file=sys.stderr)
     return 0 if all(r.passed for r in rows) else 1
 
 
@@ -265,6 +293,21 @@ def cmd_verify(args) -> int:
     return verdict.exit_code
 
 
+def cmd_bench(args) -> int:
+    from benchmarks.timing import quiet_blas
+    quiet_blas()  # before NumPy loads OpenBLAS
+    from benchmarks.run import run
+    from derive.registry import get
+    if args.rounds < 3:
+        raise UsageError("--rounds must be at least 3")
+    if args.plot and args.no_sweep:
+        raise UsageError("--plot draws the size sweep: drop --no-sweep")
+    ops = [get(name) for name in args.ops] or None
+    dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    met = run(ops, dtypes, args.rounds, sweep=not args.no_sweep, build=not args.no_build, plot=args.plot)
+    return 0 if met else 1
+
+
 def cmd_demo(args) -> int:
     from .demo import run
     if args.epochs < 1:
@@ -274,4 +317,4 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "build": cmd_build, "latex": cmd_latex, "doc": cmd_doc, "code": cmd_code,
-            "check": cmd_check, "verify": cmd_verify, "demo": cmd_demo}
+            "check": cmd_check, "verify": cmd_verify, "bench": cmd_bench, "demo": cmd_demo}

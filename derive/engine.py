@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import sympy as sp
 
-from . import rewrite
+from . import cache, rewrite
 from .deltas import drop_implied_brackets, eliminate_deltas
 from .op import Input, Op
 from .symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index, iverson_form,
@@ -78,7 +78,18 @@ def upstream_of(op: Op) -> sp.Expr:
 
 @lru_cache(maxsize=None)
 def derive(op: Op) -> Derivation:
-    """Derive every differentiable input's gradient of ``op``."""
+    """Derive every differentiable input's gradient of ``op`` (or load it from the active cache)."""
+    store = cache.active()
+    found = store.load(op) if store else None
+    if found is None:
+        found = derive_afresh(op)
+        if store:
+            store.store(op, found)
+    return found
+
+
+def derive_afresh(op: Op) -> Derivation:
+    """The derivation itself, without any cache."""
     identities = tuple(op.assumptions())
     for lhs, rhs in op.theorems:
         if not rewrite.prove(lhs, rhs):

@@ -104,6 +104,9 @@ class Op:
     #: ``small_sizes`` for the exact (brute-force) checks.
     test_sizes: dict = field(default_factory=dict, hash=False, compare=False)
     small_sizes: dict = field(default_factory=dict, hash=False, compare=False)
+    #: Realistic sizes for ``derive bench``, by size name (``{"N": 256, "D": 1024}``), plus
+    #: hyper-parameters other than their defaults (``"padding": 1``). Empty: not benchmarked.
+    bench_sizes: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:

@@ -87,7 +87,10 @@ def _sizes(*specs):
 
 
 def _sigmoid(a):
-    """1 / (1 + exp(-a)) without overflow: exp only ever sees -|a|."""
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+    """1 / (1 + exp(-a)) without overflow: exp only ever sees min(a, 0) and -|a|.
+
+    For a >= 0 this is 1 / (1 + exp(-a)); for a < 0, exp(a) / (1 + exp(a)).
+    No np.where: choosing per element costs more than a second exp.
+    """
+    return np.exp(np.minimum(a, 0)) / (1 + np.exp(-np.abs(a)))
 

@@ -11,6 +11,14 @@ from derive.registry import registry
 OPS = list(registry().values())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_derivation_cache(tmp_path_factory):
+    """Commands that tests run (``derive build`` in a subprocess too) use a temporary cache, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DERIVE_CACHE_DIR", str(tmp_path_factory.mktemp("derive-cache")))
+        yield
+
+
 def pytest_generate_tests(metafunc):
     if "op" in metafunc.fixturenames:
         metafunc.parametrize("op", OPS, ids=[op.name for op in OPS])

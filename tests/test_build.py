@@ -36,7 +36,7 @@ def test_build_is_byte_identical_across_hash_seeds(tmp_path):
     for seed in ("0", "12345"):
         out = tmp_path / seed
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run([sys.executable, "-m", "derive", "build", "--out", str(out)],
+        subprocess.run([sys.executable, "-m", "derive", "build", "--no-cache", "--out", str(out)],
                        cwd=ROOT, env=env, check=True, capture_output=True)
         trees.append({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
     assert trees[0] == trees[1]

@@ -65,3 +65,9 @@ def test_demo_trains_and_the_loss_falls():
     losses, accuracy = demo(epochs=200, quiet=True)
     assert losses[-1] < 0.5 * losses[0]
     assert accuracy > 0.8
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    result = subprocess.run(f"'{sys.executable}' -m derive list | head -1", shell=True, cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.stdout.count("\n") == 1 and result.stderr == ""

@@ -28,4 +28,5 @@ OP = Op(
     pytorch="F.avg_pool2d(x, kernel, stride)",
     test_sizes={N: 2, C: 2, IH: 6, IW: 5},
     small_sizes={N: 1, C: 1, IH: 4, IW: 3},
+    bench_sizes={"N": 32, "C": 8, "IH": 32, "IW": 32},
 )

@@ -29,4 +29,5 @@ OP = Op(
                  valid="eps > 0"),),
     shape_kind="channels",
     pytorch="F.batch_norm(x, running_mean, running_var, gamma, beta, training=False)",
+    bench_sizes={"N": 64, "C": 64, "S": 32 * 32},
 )

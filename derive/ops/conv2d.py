@@ -33,4 +33,5 @@ OP = Op(
     test_sizes={N: 2, C: 2, IH: 5, IW: 4, O: 3, KH: 3, KW: 2},
     small_sizes={N: 1, C: 2, IH: 3, IW: 3, O: 2, KH: 2, KW: 2},
     upstream=r"\delta",
+    bench_sizes={"N": 16, "C": 16, "IH": 32, "IW": 32, "O": 32, "KH": 3, "KW": 3, "padding": 1},
 )

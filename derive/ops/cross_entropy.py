@@ -14,4 +14,5 @@ OP = Op(
     inputs=(Input(y, domain="probability"), Input(t, differentiable=False, domain="probability")),
     output=Intermediate("E", (), (), -sp.Sum(t[n, k] * sp.log(y[n, k]), (k, 0, K - 1), (n, 0, N - 1)) / N),
     pytorch="F.nll_loss(log(y), labels)",
+    bench_sizes={"N": 1024, "K": 1000},
 )

@@ -20,4 +20,5 @@ OP = Op(
     output=Intermediate("y", (i,), (S,), x[i] * mask[i] / (1 - p)),
     hyper=(Hyper(p, 0.5, cases=(0.5, 0.1), doc="the probability of dropping an element", valid="0 <= p < 1"),),
     shape_kind="flat",
+    bench_sizes={"S": 256 * 1024},
 )

@@ -28,4 +28,5 @@ OP = Op(
     theorems=((sp.Sum(xhat[n, d], (d, 0, D - 1)), sp.S.Zero),),
     shape_kind="leading",
     pytorch="F.layer_norm(x, (D,), gamma, beta)",
+    bench_sizes={"N": 256, "D": 1024},
 )

@@ -17,4 +17,5 @@ OP = Op(
     hyper=(Hyper(alpha, 0.01, cases=(0.01, 0.2), doc="slope for negative inputs", valid="alpha >= 0"),),
     shape_kind="flat",
     pytorch="F.leaky_relu",
+    bench_sizes={"S": 256 * 1024},
 )

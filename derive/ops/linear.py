@@ -18,4 +18,5 @@ OP = Op(
     output=Intermediate("net", (n, k), (N, M), sp.Sum(W[k, j] * x[n, j], (j, 0, D - 1)) + b[k]),
     pytorch="F.linear",
     upstream=r"\delta",
+    bench_sizes={"N": 256, "D": 1024, "M": 1024},
 )

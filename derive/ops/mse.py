@@ -15,4 +15,5 @@ OP = Op(
     output=Intermediate("E", (), (), sp.Sum((y[i] - t[i]) ** 2, (i, 0, S - 1)) / S),
     shape_kind="flat",
     pytorch="F.mse_loss",
+    bench_sizes={"S": 1024 * 1000},
 )

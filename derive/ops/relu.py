@@ -15,4 +15,5 @@ OP = Op(
     output=Intermediate("y", (i,), (S,), sp.Piecewise((x[i], x[i] > 0), (0, True))),
     shape_kind="flat",
     pytorch="F.relu",
+    bench_sizes={"S": 256 * 1024},
 )

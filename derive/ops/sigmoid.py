@@ -15,4 +15,5 @@ OP = Op(
     output=Intermediate("y", (i,), (S,), 1 / (1 + sp.exp(-x[i]))),
     shape_kind="flat",
     pytorch="torch.sigmoid",
+    bench_sizes={"S": 256 * 1024},
 )

@@ -15,4 +15,5 @@ OP = Op(
     output=Intermediate("y", (n, k), (N, K), sp.exp(x[n, k]) / sp.Sum(sp.exp(x[n, j]), (j, 0, K - 1))),
     shape_kind="leading",
     pytorch="F.softmax(x, -1)",
+    bench_sizes={"N": 1024, "K": 1000},
 )

@@ -15,4 +15,5 @@ OP = Op(
     output=Intermediate("y", (i,), (S,), sp.tanh(x[i])),
     shape_kind="flat",
     pytorch="torch.tanh",
+    bench_sizes={"S": 256 * 1024},
 )

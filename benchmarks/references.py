@@ -1,0 +1,134 @@
+"""What a user would run instead of our generated code, keyed by op name.
+
+* ``torch_reference(name)``: the PyTorch function from the last column of
+  ``shared/CONTRACT.md``, with our argument and hyper-parameter names;
+  PyTorch's autograd computes its backward.
+* ``autograd_reference(name)``: the forward formula written with
+  ``autograd.numpy``; HIPS autograd computes its backward. This is a
+  reference for timing and cross-checking, not our product.
+* ``BARE``: the least work that computes the same thing, where there is a
+  clear one (``linear``: its three matrix products), as a floor to compare against.
+
+Both libraries are optional extras (``pip install -e '.[bench]'``); each
+lookup returns None when the library or the op's entry is missing. Adding
+an op here is one entry per table; its sizes live on the op (``bench_sizes``).
+"""
+from __future__ import annotations
+
+import importlib.util
+
+
+def available(library: str) -> bool:
+    """Whether an optional library can be imported (without importing it)."""
+    return importlib.util.find_spec(library) is not None
+
+
+def torch_reference(name: str):
+    """The PyTorch function for op ``name`` (keyword arguments named as the op's), or None."""
+    if not available("torch"):
+        return None
+    return _torch_table().get(name)
+
+
+def autograd_reference(name: str):
+    """The op's forward in ``autograd.numpy`` (keyword arguments named as the op's), or None."""
+    if not available("autograd"):
+        return None
+    return _autograd_table().get(name)
+
+
+def _torch_table() -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    return {
+        "linear": lambda x, W, b: F.linear(x, W, b),
+        "sigmoid": lambda x: torch.sigmoid(x),
+        "tanh": lambda x: torch.tanh(x),
+        "relu": lambda x: F.relu(x),
+        "leaky_relu": lambda x, alpha=0.01: F.leaky_relu(x, alpha),
+        "softmax": lambda x: F.softmax(x, -1),
+        "half_sse": lambda y, t: 0.5 * F.mse_loss(y, t, reduction="sum") / y.shape[0],
+        "mse": lambda y, t: F.mse_loss(y, t),
+        # The contract's F.nll_loss(log y, labels) needs one-hot targets; ours are any probabilities.
+        "cross_entropy": lambda y, t: -(t * torch.log(y)).sum() / y.shape[0],
+        "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
+        "conv2d": lambda x, W, b, stride=1, padding=0: F.conv2d(x, W, b, stride=stride, padding=padding),
+        "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
+        "avg_pool2d": lambda x, kernel=2, stride=None: F.avg_pool2d(x, kernel, stride),
+        "batch_norm": lambda x, gamma, beta, eps=1e-5: F.batch_norm(x, None, None, gamma, beta,
+                                                                    training=True, eps=eps),
+        "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps=1e-5: F.batch_norm(
+            x, running_mean, running_var, gamma, beta, training=False, eps=eps),
+        "layer_norm": lambda x, gamma, beta, eps=1e-5: F.layer_norm(x, x.shape[-1:], gamma, beta, eps),
+        "dropout": lambda x, mask, p=0.5: x * mask / (1 - p),  # PyTorch has no dropout with a given mask
+    }
+
+
+def _autograd_table() -> dict:
+    import autograd.numpy as anp
+
+    def log_softmax(z):
+        shifted = z - anp.max(z, axis=-1, keepdims=True)
+        return shifted - anp.log(anp.sum(anp.exp(shifted), axis=-1, keepdims=True))
+
+    def windows(x, kernel, stride):
+        """Every (i, j) offset of a kernel window, as strided slices of x: (kernel², N, C, Ho, Wo)."""
+        stride = stride or kernel
+        height = (x.shape[2] - kernel) // stride + 1
+        width = (x.shape[3] - kernel) // stride + 1
+        return anp.stack([x[:, :, i:i + stride * (height - 1) + 1:stride, j:j + stride * (width - 1) + 1:stride]
+                          for i in range(kernel) for j in range(kernel)])
+
+    def conv2d(x, W, b, stride=1, padding=0):
+        x = anp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), "constant")
+        _, _, kh, kw = W.shape
+        height = (x.shape[2] - kh) // stride + 1
+        width = (x.shape[3] - kw) // stride + 1
+        out = b[None, :, None, None]
+        for i in range(kh):
+            for j in range(kw):
+                patch = x[:, :, i:i + stride * (height - 1) + 1:stride, j:j + stride * (width - 1) + 1:stride]
+                out = out + anp.transpose(anp.tensordot(patch, W[:, :, i, j], axes=([1], [1])), (0, 3, 1, 2))
+        return out
+
+    def normalize(x, axes, eps):
+        mean = anp.mean(x, axis=axes, keepdims=True)
+        variance = anp.mean((x - mean) ** 2, axis=axes, keepdims=True)
+        return (x - mean) / anp.sqrt(variance + eps)
+
+    def batch_norm(x, gamma, beta, eps=1e-5):
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return gamma.reshape(shape) * normalize(x, axes, eps) + beta.reshape(shape)
+
+    return {
+        "linear": lambda x, W, b: anp.dot(x, W.T) + b,
+        "sigmoid": lambda x: 1 / (1 + anp.exp(-x)),
+        "tanh": lambda x: anp.tanh(x),
+        "relu": lambda x: anp.maximum(x, 0),
+        "leaky_relu": lambda x, alpha=0.01: anp.where(x > 0, x, alpha * x),
+        "softmax": lambda x: anp.exp(log_softmax(x)),
+        "half_sse": lambda y, t: 0.5 * anp.sum((t - y) ** 2) / y.shape[0],
+        "mse": lambda y, t: anp.mean((y - t) ** 2),
+        "cross_entropy": lambda y, t: -anp.sum(t * anp.log(y)) / y.shape[0],
+        "softmax_cross_entropy": lambda z, t: -anp.sum(t * log_softmax(z)) / z.shape[0],
+        "conv2d": conv2d,
+        "max_pool2d": lambda x, kernel=2, stride=None: anp.max(windows(x, kernel, stride), axis=0),
+        "avg_pool2d": lambda x, kernel=2, stride=None: anp.mean(windows(x, kernel, stride), axis=0),
+        "batch_norm": batch_norm,
+        "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps=1e-5: (
+            gamma[None, :, None] * (x - running_mean[None, :, None]) / anp.sqrt(running_var[None, :, None] + eps)
+            + beta[None, :, None]),
+        "layer_norm": lambda x, gamma, beta, eps=1e-5: gamma * normalize(x, (-1,), eps) + beta,
+        "dropout": lambda x, mask, p=0.5: x * mask / (1 - p),
+    }
+
+
+def _linear_products(x, W, b, dout):
+    """The three matrix products of a fully connected layer, nothing else (no bias, no checks)."""
+    return x @ W.T, dout @ W, dout.T @ x
+
+
+#: op name -> (what it is, a function of the op's inputs and ``dout``).
+BARE = {"linear": ("3 matrix products", _linear_products)}
