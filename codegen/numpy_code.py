@@ -25,6 +25,7 @@ class ExprPrinter(NumPyPrinter):
         super().__init__({"fully_qualified_modules": False, "allow_unknown_functions": True})
         self.helpers = helpers
         self.ranks: dict = {}  # array code -> number of axes, to order terms
+        self.arrays: set = set()  # the symbols that stand for arrays in the expression being printed
 
     def _module_format(self, fqn, register=True):
         return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
@@ -52,7 +53,32 @@ class ExprPrinter(NumPyPrinter):
     def _print_Piecewise(self, expr):
         (value, cond), *rest = expr.args
         other = sp.Piecewise(*rest) if rest[0][1] is not sp.true else rest[0][0]
+        if other == 0 and isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and value == cond.lhs:
+            return f"np.maximum({self._print(value)}, 0)"  # ReLU: NaN stays NaN, as in PyTorch
+        if other == 0:  # a mask: multiplying by it beats np.where's unpredictable branches
+            return f"{self.parenthesize(value, 50)}*({self._print(cond)})"
         return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"
+
+    def _print_Mul(self, expr):
+        if expr.has(Iverson):
+            return self._print(sp.piecewise_fold(as_piecewise(expr)))
+        arrays = [f for f in expr.args if f.free_symbols & self.arrays]
+        scalars = [f for f in expr.args if not f.free_symbols & self.arrays]
+        if arrays and len(scalars) > 1 or arrays and scalars and any(
+                isinstance(f, sp.Pow) and f.exp.is_negative for f in scalars):
+            # Scalars first, multiplied together: one pass over the arrays instead of one per scalar.
+            numerator, denominator = sp.fraction(sp.Mul(*scalars))
+            arrays_text = self.parenthesize(sp.Mul(*arrays), 50)
+            if numerator == 1:  # divide, not multiply by a reciprocal: the same bits as x/(1 - p)
+                return f"{arrays_text}/{self.parenthesize(denominator, 50)}"
+            factor = self._print(sp.Mul(*scalars))
+            return f"{arrays_text}*{factor if _atomic(factor) else f'({factor})'}"
+        return super()._print_Mul(expr)
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == -1:
+            return f"1/{self.parenthesize(expr.base, 60)}"
+        return super()._print_Pow(expr, rational)
 
     def _print_floor(self, expr):
         num, den = sp.fraction(expr.args[0])
@@ -67,10 +93,7 @@ class ExprPrinter(NumPyPrinter):
     def _print_Iverson(self, expr):
         return f"({self._print(expr.condition)})"
 
-    def _print_Mul(self, expr):
-        if expr.has(Iverson):
-            return self._print(sp.piecewise_fold(as_piecewise(expr)))
-        return super()._print_Mul(expr)
+
 
     def _print_Symbol(self, expr):
         return expr.name
@@ -89,6 +112,7 @@ class ArrayPrinter:
         self.lines: list[str] = []
         self.helpers: set[str] = set()
         self.temps: dict[Node, str] = {}
+        self.target: tuple = ()  # the axes of the statement being printed
         self.shared: set[Node] = set()
         self.expr_printer = ExprPrinter(self.helpers)
 
@@ -117,6 +141,7 @@ class ArrayPrinter:
         them scaled or shifted in place becomes ``name`` without a new array.
         """
         axes = tuple(axes)
+        self.target = axes
         if self.reuse(name, node, axes, reusable):
             self.layouts[name] = axes
             return
@@ -163,8 +188,8 @@ class ArrayPrinter:
         """
         holes = dict(node.holes)
         big = {k for k, child in holes.items() if set(child.axes) == set(axes)}
-        if not big or set(node.axes) != set(axes):
-            return None
+        if not big or set(node.axes) != set(axes) or node.expr.has(Iverson):
+            return None  # (bracketed branches print as one np.where)
         groups: dict = {}
         for term in sp.Add.make_args(sp.expand(node.expr)):
             part = sp.Mul(*(f for f in sp.Mul.make_args(term) if f.free_symbols & big))
@@ -265,6 +290,9 @@ class ArrayPrinter:
         for key, child in node.holes:
             subs[key] = sp.Symbol(self.code(child, axes, top=key in terms))
             self.expr_printer.ranks[subs[key].name] = len(child.axes)
+        # Only a statement's own full-size arrays gain from multiplying the scalars together first.
+        full = tuple(node.axes) == tuple(self.target)
+        self.expr_printer.arrays = {v for k, v in subs.items() if dict(node.holes)[k].axes} if full else set()
         text = self.expr_printer.doprint(node.expr.xreplace(subs))
         if axes != layout:
             text = self.align(f"({text})", axes, layout)
@@ -448,7 +476,7 @@ def _full_ops(expr: sp.Expr, big: set, expanded: bool = False) -> int:
     if isinstance(expr, sp.Mul):
         full = [f for f in expr.args if f.free_symbols & big]
         small = [f for f in expr.args if not f.free_symbols & big and f != -1]
-        scaled = (1 if small else 0) if expanded else sum(1 for _ in small)
+        scaled = 1 if small else 0  # the printer multiplies the small factors together first
         return sum(_full_ops(f, big, expanded) for f in full) + len(full) - 1 + scaled
     if expr in big:
         return 0

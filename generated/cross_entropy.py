@@ -42,7 +42,7 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     N = cache["N"]
-    dy = -dout*t/(N*y)
+    dy = (t/y)*(-dout/N)
     return {"y": dy}
 
 

@@ -28,7 +28,7 @@ def forward(x, mask, *, p=0.5):
     mask = _mask_array("mask", mask, x.dtype)
     p = _number("p", p, float, "0 <= p < 1", lambda p: 0 <= p < 1)
     _sizes(("x", x, "*"), ("mask", mask, "*"))
-    y = mask*x/(1 - p)
+    y = (mask*x)/(1 - p)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "p": p}
     return y, cache
 
@@ -44,7 +44,7 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     mask = cache["mask"]
     p = cache["p"]
-    dx = dout*mask/(1 - p)
+    dx = (dout*mask)/(1 - p)
     return {"x": dx}
 
 

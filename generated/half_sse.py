@@ -43,8 +43,7 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     N = cache["N"]
-    dy = (dout/N)*y
-    dy -= (dout/N)*t
+    dy = (y - t)*(dout/N)
     return {"y": dy}
 
 

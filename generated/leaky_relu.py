@@ -39,8 +39,7 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     x = cache["x"]
     alpha = cache["alpha"]
-    dx = np.where(x <= 0, (alpha)*dout, 0)
-    dx += np.where(x > 0, dout, 0)
+    dx = np.where(x > 0, dout, alpha*dout)
     return {"x": dx}
 
 

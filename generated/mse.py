@@ -44,8 +44,7 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     S = cache["S"]
-    dy = (2*dout/S)*y
-    dy -= (2*dout/S)*t
+    dy = (y - t)*(2*dout/S)
     return {"y": dy}
 
 

@@ -51,8 +51,7 @@ def backward(dout=1.0, cache=None):
     t = cache["t"]
     y = cache["y"]
     N = cache["N"]
-    dz = (dout/N)*y
-    dz -= (dout/N)*t
+    dz = (y - t)*(dout/N)
     return {"z": dz}
 
 
