@@ -354,8 +354,9 @@ class ArrayPrinter:
         letters = self.letters([out] + [a.axes for a in args])
         spec = ",".join("".join(letters[i] for i in a.axes) for a in args) + "->" + "".join(letters[i] for i in out)
         operands = ", ".join(self.code(a, tuple(a.axes), top=True) for a in args)
-        big = len(out) > 2 or any(len(a.axes) > 2 for a in args)
-        text = f"np.einsum('{spec}', {operands}{', optimize=True' if big else ''})"
+        # No optimize=True: its path search copies the arrays into BLAS calls that a sum of products
+        # (batch norm's sum of dout * xhat) does not need; matrix products go through @ and tensordot.
+        text = f"np.einsum('{spec}', {operands})"
         return self.align(text, out, layout)
 
     def tensordot(self, args, out) -> str | None:

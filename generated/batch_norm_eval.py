@@ -64,7 +64,7 @@ def backward(dout, cache):
     rstd = cache["rstd"]
     xhat = cache["xhat"]
     dx = dout*gamma[:, None]*rstd[:, None]
-    dgamma = np.einsum('ncs,ncs->c', dout, xhat, optimize=True)
+    dgamma = np.einsum('ncs,ncs->c', dout, xhat)
     dbeta = dout.sum(axis=(0, 2))
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}
 

@@ -35,7 +35,7 @@ def forward(x, *, kernel=2, stride=None):
     if (IW - kernel)//stride + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW - kernel)//stride) + 1 = {(IW - kernel)//stride + 1} (is the kernel larger than the padded input?)")
     mask = _first_max_mask(_windows(x, (kernel, kernel), stride))
-    y = np.einsum('ncijpq,ncijpq->ncij', _windows(x, (kernel, kernel), stride), mask, optimize=True)
+    y = np.einsum('ncijpq,ncijpq->ncij', _windows(x, (kernel, kernel), stride), mask)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "IH": IH, "IW": IW, "kernel": kernel, "stride": stride}
     return y, cache
 
