@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 
 import sympy as sp
@@ -420,10 +421,182 @@ def _kids(node: Node):
     return ()
 
 
-def leaf_names(node: Node) -> set:
-    """The named arrays ``node`` reads."""
+def leaf_names(node: Node, computed=frozenset()) -> set:
+    """The named arrays ``node`` reads, but not through the subtrees in ``computed`` (canonical
+    nodes already stored as temporaries)."""
+    if canonical(node) in computed:
+        return set()
     if isinstance(node, (Leaf, Window, Pad)):
         return {node.name}
+    return set().union(set(), *(leaf_names(c, computed) for c in _kids(node)))
+
+
+def subtrees(node: Node):
+    """``node`` and every node below it."""
+    yield node
+    for child in _kids(node):
+        yield from subtrees(child)
+
+
+def share_arithmetic(trees: list) -> list:
+    """Give arithmetic that several places compute over full arrays a node of its own.
+
+    ``e = exp(z - m)`` and ``E = sum t (z - m - log s)`` both compute ``z - m``
+    over the whole array; as one node, the printer stores it once. A part of
+    a longer sum counts (``z - m`` in ``z - m - log s``). Only pieces the
+    size of their statement's arrays are worth a name.
+    """
+    symbols: dict = {}  # canonical node -> stand-in symbol
+    nodes: dict = {}  # stand-in symbol -> node
+
+    def stand_in(node: Node) -> sp.Symbol:
+        key = canonical(node)
+        if key not in symbols:
+            symbols[key] = sp.Symbol(f"_n{len(symbols)}")
+            nodes[symbols[key]] = node
+        return symbols[key]
+
+    def spelled(node: Elementwise) -> sp.Expr:
+        return node.expr.xreplace({k: stand_in(c) for k, c in node.holes})
+
+    def pieces(node: Elementwise):
+        expr = spelled(node)
+        for sub in sp.preorder_traversal(expr):
+            if node.axes and _shareable(sub) and _axes_of(sub, nodes) == set(node.axes):
+                yield expr, sub
+
+    found = [(n, expr, sub) for n in _elementwise_nodes(trees) for expr, sub in pieces(n)]
+    counts = Counter(sub for _, _, sub in found)
+    sums = {sub for _, _, sub in found if isinstance(sub, sp.Add)}
+    for _, expr, sub in found:
+        if isinstance(sub, sp.Add):
+            counts.update(part for part in sums if set(part.args) < set(sub.args))
+    chosen = sorted((sub for sub, c in counts.items() if c > 1), key=lambda s: (-sp.count_ops(s), sp.default_sort_key(s)))
+    if not chosen:
+        return trees
+
+    axes_order = {}
+    for node, _, sub in found:
+        axes_order.setdefault(sub, tuple(a for a in node.axes if a in _axes_of(sub, nodes)))
+    named = {sub: sp.Symbol(f"_s{i}") for i, sub in enumerate(chosen)}
+
+    def name_parts(expr: sp.Expr, skip=None) -> sp.Expr:
+        for sub in chosen:
+            if sub == skip:
+                continue
+            expr = expr.xreplace({sub: named[sub]})
+            if isinstance(sub, sp.Add):
+                parts = set(sub.args)
+                expr = expr.replace(lambda e: isinstance(e, sp.Add) and parts < set(e.args),
+                                    lambda e: named[sub] + sp.Add(*(set(e.args) - parts)))
+        return expr
+
+    memo: dict = {}
+
+    def build(expr: sp.Expr, axes: tuple) -> Node:
+        holes = {}
+        for s in sorted(expr.free_symbols & (set(nodes) | set(named.values())), key=str):
+            holes[sp.Symbol(f"_h{len(holes)}")] = s
+        body = expr.xreplace({s: k for k, s in holes.items()})
+        children = tuple((k, shared(s)) for k, s in holes.items())
+        if len(children) == 1 and body == children[0][0]:
+            return children[0][1]
+        return Elementwise(axes, body, children)
+
+    def shared(s: sp.Symbol) -> Node:
+        if s not in memo:
+            sub = next((sub for sub, n in named.items() if n == s), None)
+            memo[s] = build(name_parts(sub, skip=sub), axes_order[sub]) if sub is not None else rewrite(nodes[s])
+        return memo[s]
+
+    def rewrite(node: Node) -> Node:
+        if isinstance(node, Elementwise):
+            return build(name_parts(spelled(node)), tuple(node.axes))
+        if isinstance(node, Contract):
+            return dataclasses.replace(node, args=tuple(rewrite(c) for c in node.args))
+        if isinstance(node, Mask):
+            return dataclasses.replace(node, window=rewrite(node.window))
+        if isinstance(node, (Reduce, Scatter)):
+            return dataclasses.replace(node, arg=rewrite(node.arg))
+        return node
+
+    return [rewrite(tree) for tree in trees]
+
+
+def _shareable(sub: sp.Expr) -> bool:
+    """Arithmetic worth naming: a sum, product or function of arrays, no conditions inside."""
+    if not isinstance(sub, (sp.Add, sp.Mul, sp.Pow, sp.exp, sp.log)) or sub.is_Mul and sub.args[0] == -1:
+        return False
+    return not any(isinstance(e, (sp.Piecewise, Iverson, sp.Rel)) or e.is_Boolean for e in sp.preorder_traversal(sub))
+
+
+def _axes_of(expr: sp.Expr, nodes: dict) -> set:
+    return set().union(set(), *(set(nodes[s].axes) for s in expr.free_symbols if s in nodes))
+
+
+def _elementwise_nodes(trees):
+    """Every Elementwise node in ``trees``, outermost first, each once."""
+    seen, out = set(), []
+
+    def visit(node):
+        if isinstance(node, Elementwise) and node not in seen:
+            seen.add(node)
+            out.append(node)
+        for child in _kids(node):
+            visit(child)
+
+    for tree in trees:
+        visit(tree)
+    return out
+
+
+def split_sums(node: Node) -> Node:
+    """``sum t (A - b)`` with ``b`` smaller than ``A`` as ``sum t A - sum t b``.
+
+    The sum of products reads its arrays in place; the difference as
+    written would be a full-size temporary (``u - log s`` in the
+    cross-entropy), made only to be summed. A shift by a maximum is never
+    split from what it shifts: that is what keeps ``exp`` and ``log`` stable.
+    """
+    if isinstance(node, Contract):
+        args = tuple(split_sums(a) for a in node.args)
+        for pos, arg in enumerate(args):
+            if isinstance(arg, Elementwise) and isinstance(arg.expr, sp.Add):
+                groups = _terms_by_axes(arg)
+                if groups is not None:
+                    rest = args[:pos] + args[pos + 1:]
+                    keys = [sp.Symbol(f"_h{i}") for i in range(len(groups))]
+                    return Elementwise(tuple(node.axes), sp.Add(*(c * k for k, (c, _) in zip(keys, groups))),
+                                       tuple((k, Contract(tuple(node.axes), (part,) + rest))
+                                             for k, (_, part) in zip(keys, groups)))
+        return dataclasses.replace(node, args=args)
+    if isinstance(node, Elementwise):
+        return dataclasses.replace(node, holes=tuple((k, split_sums(c)) for k, c in node.holes))
     if isinstance(node, Mask):
-        return leaf_names(node.window)
-    return set().union(set(), *(leaf_names(c) for c in _kids(node)))
+        return dataclasses.replace(node, window=split_sums(node.window))
+    if isinstance(node, (Reduce, Scatter)):
+        return dataclasses.replace(node, arg=split_sums(node.arg))
+    return node
+
+
+def _terms_by_axes(node: Elementwise):
+    """The terms of a sum grouped by the axes they span, as (number, node); None unless some span fewer."""
+    holes = dict(node.holes)
+    groups: dict = {}
+    for term in node.expr.args:
+        used = tuple((k, c) for k, c in node.holes if k in term.free_symbols)
+        if not used or any(isinstance(c, Reduce) and c.kind == "max" for _, c in used):
+            return None  # a constant term needs a count; a max shift stays with what it shifts
+        axes = frozenset().union(*(c.axes for _, c in used))
+        groups.setdefault(axes, []).append(term)
+    if len(groups) < 2 or all(axes == frozenset(node.axes) for axes in groups):
+        return None
+    out = []
+    for axes, terms in sorted(groups.items(), key=lambda g: (-len(g[0]), sp.default_sort_key(sp.Add(*g[1])))):
+        coeff, expr = sp.Add(*terms).as_coeff_Mul()
+        used = tuple((k, c) for k, c in node.holes if k in expr.free_symbols)
+        if len(used) == 1 and expr == used[0][0]:
+            out.append((coeff, holes[expr]))
+        else:
+            out.append((coeff, Elementwise(tuple(a for a in node.axes if a in axes), expr, used)))
+    return out

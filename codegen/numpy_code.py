@@ -106,9 +106,10 @@ class Sigmoid(sp.Function):
 class ArrayPrinter:
     """Turns IR nodes into NumPy code, assigning shared subtrees to temporaries."""
 
-    def __init__(self, shape_kind: str, leaves: dict):
+    def __init__(self, shape_kind: str, leaves: dict, statements=()):
         self.shape_kind = shape_kind  # "flat": one index stands for every axis; else one axis per index
         self.layouts = dict(leaves)  # variable name -> stored layout
+        self.statements = set(statements)  # names the statements will assign: no temporary takes them
         self.lines: list[str] = []
         self.helpers: set[str] = set()
         self.temps: dict[Node, str] = {}
@@ -418,12 +419,12 @@ class ArrayPrinter:
         return out
 
     def fresh(self, node: Node) -> str:
-        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "e", "Window": "windows", "Pad": "padded",
+        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
                 "Scatter": "image", "Mask": "mask"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1
-        while name in self.layouts:
+        while name in self.layouts or name in self.statements:
             n += 1
             name = f"{stem}{n}"
         return name

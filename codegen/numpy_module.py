@@ -8,7 +8,7 @@ from derive.op import DOMAINS
 from derive.rewrite import nodes, normalize
 from derive.symbols import Intermediate, IntermediateElement
 
-from .ir import Lowering, leaf_names, symbols_used
+from .ir import Lowering, canonical, leaf_names, share_arithmetic, split_sums, subtrees, symbols_used
 from .numpy_code import ArrayPrinter
 from .stable import stabilize
 from .text import text
@@ -34,14 +34,17 @@ def module_context(d: Derivation) -> dict:
         definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
     names.update({node: node.name for node, _ in definitions})
     lowering = Lowering(names)
-    forward_trees = [(node, lowering.statement(expr, tuple(node.index), tuple(node.shape)))
-                     for node, expr in definitions]
+    forward_trees = list(zip([node for node, _ in definitions], map(split_sums, share_arithmetic(
+        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions]))))
     kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
-    fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs})
+    fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs},
+                       [node.name for node, _ in definitions])
     fwd.plan([tree for _, tree in forward_trees])
     kept = {n.name for n in cached_nodes} | {op.output.name}
+    computed = set()  # shared subtrees stored by the statements so far: what they read is read
     for pos, (node, tree) in enumerate(forward_trees):
-        later = {leaf for _, t in forward_trees[pos + 1:] for leaf in leaf_names(t)}
+        computed |= {canonical(n) for n in subtrees(tree)} & fwd.shared
+        later = {leaf for _, t in forward_trees[pos + 1:] for leaf in leaf_names(t, computed)}
         dead = {n.name for n, _ in forward_trees[:pos]} - later - kept
         fwd.assign(node.name, tree, tuple(node.index), reusable=dead)
 
@@ -50,9 +53,9 @@ def module_context(d: Derivation) -> dict:
     leaves.update({n.name: tuple(n.index) for n in cached_nodes})
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
-    bwd = ArrayPrinter(kind, leaves)
-    backward_trees = [(g, lowering.statement(_dout(g.expr, d), tuple(g.index), tuple(g.input.shape)))
-                      for g in d.gradients]
+    bwd = ArrayPrinter(kind, leaves, [f"d{g.input.name}" for g in d.gradients])
+    backward_trees = list(zip(d.gradients, map(split_sums, share_arithmetic(
+        [lowering.statement(_dout(g.expr, d), tuple(g.index), tuple(g.input.shape)) for g in d.gradients]))))
     bwd.plan([tree for _, tree in backward_trees])
     for g, tree in backward_trees:
         bwd.assign(f"d{g.input.name}", tree, tuple(g.index))
@@ -80,7 +83,7 @@ def module_context(d: Derivation) -> dict:
         "backward_sizes": [s.name for s in backward_sizes],
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
-        "helpers": sorted(fwd.helpers | bwd.helpers),
+        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if _checks(op, d) else set())),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),

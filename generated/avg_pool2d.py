@@ -123,10 +123,3 @@ def _col2im(cols, kernel, image, stride, offset):
             canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride] += cols[..., p, q, :, :]
     return canvas[..., offset:offset + height, offset:offset + width]
 
-
-def _simplex(name, array):
-    """The derivation assumed each row sums to 1 (a probability vector): hold it to that."""
-    tolerance = np.sqrt(np.finfo(array.dtype).eps) * array.shape[-1]
-    if np.any(array < 0) or np.any(np.abs(array.sum(axis=-1) - 1) > tolerance):
-        raise ValueError(f"{name}: each row must be a probability vector (non-negative, summing to 1)")
-

@@ -23,8 +23,8 @@ def forward(y, t):
     y = _float_array("y", y)
     t = _float_array("t", t, y.dtype)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
-    e = t - y
-    E = (1/2)*np.einsum('nk,nk->', e, e)/N
+    u = t - y
+    E = (1/2)*np.einsum('nk,nk->', u, u)/N
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N}
     return E, cache
 

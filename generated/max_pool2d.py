@@ -134,10 +134,3 @@ def _first_max_mask(windows):
     first = flat.argmax(axis=-1)  # argmax returns the first of equal maxima
     return (np.arange(flat.shape[-1]) == first[..., None]).reshape(windows.shape).astype(windows.dtype)
 
-
-def _simplex(name, array):
-    """The derivation assumed each row sums to 1 (a probability vector): hold it to that."""
-    tolerance = np.sqrt(np.finfo(array.dtype).eps) * array.shape[-1]
-    if np.any(array < 0) or np.any(np.abs(array.sum(axis=-1) - 1) > tolerance):
-        raise ValueError(f"{name}: each row must be a probability vector (non-negative, summing to 1)")
-

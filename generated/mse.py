@@ -24,8 +24,8 @@ def forward(y, t):
     t = _float_array("t", t, y.dtype)
     _sizes(("y", y, "*"), ("t", t, "*"))
     S = y.size
-    e = y - t
-    E = np.vdot(e, e)/S
+    u = y - t
+    E = np.vdot(u, u)/S
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "S": S}
     return E, cache
 

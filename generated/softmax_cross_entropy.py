@@ -28,11 +28,12 @@ def forward(z, t):
     t = _float_array("t", t, z.dtype)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
     _simplex("t", t)
-    m = z.max(axis=1, keepdims=True)
-    e = np.exp(z - m)
-    s = e.sum(axis=1, keepdims=True)
-    y = e/s
-    E = -np.einsum('nk,nk->', z - m - np.log(s), t)/N
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,nk->', u, t) - np.einsum('n,nk->', np.log(s), t))/N
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "N": N}
     return E, cache
 
@@ -104,6 +105,6 @@ def _sizes(*specs):
 def _simplex(name, array):
     """The derivation assumed each row sums to 1 (a probability vector): hold it to that."""
     tolerance = np.sqrt(np.finfo(array.dtype).eps) * array.shape[-1]
-    if np.any(array < 0) or np.any(np.abs(array.sum(axis=-1) - 1) > tolerance):
+    if array.min() < 0 or np.any(np.abs(array.sum(axis=-1) - 1) > tolerance):
         raise ValueError(f"{name}: each row must be a probability vector (non-negative, summing to 1)")
 

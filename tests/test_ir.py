@@ -1,0 +1,53 @@
+"""The vector IR's rewrites for speed: they change what is stored, never what is computed."""
+import numpy as np
+import sympy as sp
+
+from codegen.ir import Contract, Elementwise, Leaf, Reduce, canonical, share_arithmetic, split_sums, subtrees
+from codegen.numpy_code import ArrayPrinter
+
+n, k, j = sp.symbols("n k j", integer=True)
+a, b, c = sp.symbols("_h0 _h1 _h2")
+z, t = Leaf((n, k), "z"), Leaf((n, k), "t")
+m = Reduce((n,), "max", Leaf((n, j), "z"), sp.Symbol("K"))
+s = Leaf((n,), "s")
+shifted = Elementwise((n, k), a - b, ((a, z), (b, m)))
+
+
+def full_size_arithmetic(tree):
+    return {canonical(x) for x in subtrees(tree) if isinstance(x, Elementwise) and set(x.axes) == {n, k}}
+
+
+def test_a_difference_two_statements_compute_becomes_one_node():
+    exp_of_shift = Elementwise((n, k), sp.exp(a - b), ((a, z), (b, m)))
+    log_softmax = Elementwise((n, k), a - b - sp.log(c), ((a, z), (b, m), (c, s)))
+    first, second = share_arithmetic([exp_of_shift, Contract((), (t, log_softmax))])
+    assert canonical(shifted) in full_size_arithmetic(first) & full_size_arithmetic(second)
+
+
+def test_statements_with_nothing_in_common_are_left_alone():
+    trees = [Elementwise((n, k), sp.exp(a), ((a, z),)), Elementwise((n, k), sp.log(a), ((a, t),))]
+    assert share_arithmetic(trees) == trees
+
+
+def test_a_sum_of_products_with_a_smaller_term_splits_and_keeps_its_value():
+    u = Leaf((n, k), "u")
+    tree = Contract((), (t, Elementwise((n, k), a - sp.log(b), ((a, u), (b, s)))))
+    split = split_sums(tree)
+    assert isinstance(split, Elementwise) and all(isinstance(x, Contract) for _, x in split.holes)
+    assert not full_size_arithmetic(split)  # no full-size temporary left to build
+    rng = np.random.default_rng(0)
+    arrays = {"t": rng.random((4, 5)), "u": rng.standard_normal((4, 5)), "s": rng.random(4) + 1}
+    assert np.isclose(_run(split, arrays), np.sum(arrays["t"] * (arrays["u"] - np.log(arrays["s"])[:, None])))
+
+
+def test_a_shift_by_the_maximum_stays_with_what_it_shifts():
+    tree = Contract((), (t, shifted))
+    assert split_sums(tree) == tree
+
+
+def _run(tree, arrays):
+    printer = ArrayPrinter("fixed", {"t": (n, k), "u": (n, k), "s": (n,)})
+    printer.assign("out", tree, ())
+    scope = {"np": np, **arrays}
+    exec("\n".join(printer.lines), scope)  # code the printer wrote from a fixed tree: no user text
+    return scope["out"]
