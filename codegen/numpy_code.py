@@ -147,7 +147,11 @@ class ArrayPrinter:
             self.layouts[name] = axes
             return
         terms = self.accumulation(node, axes) if isinstance(node, Elementwise) else None
-        if terms is None:
+        scaled = self.scaling(node, axes) if terms is None and isinstance(node, Elementwise) else None
+        if scaled is not None:
+            self.lines.append(f"{name} = {self.code(scaled[0], axes, top=True)}")
+            self.lines.append(f"{name} *= {self.code(scaled[1], axes, top=True)}")
+        elif terms is None:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
             for pos, (sign, term) in enumerate(terms):
@@ -208,6 +212,22 @@ class ArrayPrinter:
             coeff = sp.factor_terms(sign * coeff)
             out.append((sign, self._term(node, part, coeff, holes)))
         return out
+
+    def scaling(self, node: Elementwise, axes: tuple):
+        """``name = (y - t) * (dout/N)`` as ``name = y - t; name *= dout/N``: one new array, not two.
+
+        Returns (the full-size factor, the small one) when the full-size
+        factor is arithmetic (a new array, never an input to scale in place).
+        """
+        if not isinstance(node.expr, sp.Mul) or set(node.axes) != set(axes):
+            return None
+        holes = dict(node.holes)
+        big = {k for k, child in holes.items() if set(child.axes) == set(axes)}
+        full = [f for f in node.expr.args if f.free_symbols & big]
+        small = [f for f in node.expr.args if not f.free_symbols & big]
+        if len(full) != 1 or not small or full[0].is_Symbol or full[0].has(Iverson):
+            return None
+        return self._term(node, full[0], sp.S.One, holes), self._term(node, sp.S.One, sp.Mul(*small), holes)
 
     @staticmethod
     def _term(node: Elementwise, part, coeff, holes) -> Node:
@@ -295,7 +315,7 @@ class ArrayPrinter:
         full = tuple(node.axes) == tuple(self.target)
         self.expr_printer.arrays = {v for k, v in subs.items() if dict(node.holes)[k].axes} if full else set()
         text = self.expr_printer.doprint(node.expr.xreplace(subs))
-        if axes != layout:
+        if axes and axes != layout:
             text = self.align(f"({text})", axes, layout)
         return text if top or _atomic(text) else f"({text})"
 

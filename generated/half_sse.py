@@ -43,7 +43,8 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     N = cache["N"]
-    dy = (y - t)*(dout/N)
+    dy = y - t
+    dy *= dout/N
     return {"y": dy}
 
 

@@ -44,7 +44,8 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     S = cache["S"]
-    dy = (y - t)*(2*dout/S)
+    dy = y - t
+    dy *= 2*dout/S
     return {"y": dy}
 
 

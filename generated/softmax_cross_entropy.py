@@ -52,7 +52,8 @@ def backward(dout=1.0, cache=None):
     t = cache["t"]
     y = cache["y"]
     N = cache["N"]
-    dz = (y - t)*(dout/N)
+    dz = y - t
+    dz *= dout/N
     return {"z": dz}
 
 

@@ -37,7 +37,9 @@ def test_a_sum_of_products_with_a_smaller_term_splits_and_keeps_its_value():
     assert not full_size_arithmetic(split)  # no full-size temporary left to build
     rng = np.random.default_rng(0)
     arrays = {"t": rng.random((4, 5)), "u": rng.standard_normal((4, 5)), "s": rng.random(4) + 1}
-    assert np.isclose(_run(split, arrays), np.sum(arrays["t"] * (arrays["u"] - np.log(arrays["s"])[:, None])))
+    printer = ArrayPrinter("fixed", {"t": (n, k), "u": (n, k), "s": (n,)})
+    printer.assign("out", split, ())
+    assert np.isclose(_run(printer, arrays)["out"], np.sum(arrays["t"] * (arrays["u"] - np.log(arrays["s"])[:, None])))
 
 
 def test_a_shift_by_the_maximum_stays_with_what_it_shifts():
@@ -45,9 +47,22 @@ def test_a_shift_by_the_maximum_stays_with_what_it_shifts():
     assert split_sums(tree) == tree
 
 
-def _run(tree, arrays):
-    printer = ArrayPrinter("fixed", {"t": (n, k), "u": (n, k), "s": (n,)})
-    printer.assign("out", tree, ())
+def _run(printer, arrays):
     scope = {"np": np, **arrays}
     exec("\n".join(printer.lines), scope)  # code the printer wrote from a fixed tree: no user text
-    return scope["out"]
+    return scope
+
+
+def test_a_scaled_difference_is_one_new_array_and_leaves_its_inputs_alone():
+    dout, size = sp.symbols("dout N")
+    y = Leaf((n, k), "y")
+    tree = Elementwise((n, k), (a - b) * dout / size, ((a, y), (b, t)))
+    printer = ArrayPrinter("fixed", {"y": (n, k), "t": (n, k)})
+    printer.assign("dy", tree, (n, k))
+    assert printer.lines == ["dy = y - t", "dy *= dout/N"]
+    rng = np.random.default_rng(1)
+    arrays = {"y": rng.random((3, 4)), "t": rng.random((3, 4)), "dout": 0.5, "N": 3}
+    before = {name: np.copy(v) for name, v in arrays.items()}
+    scope = _run(printer, arrays)
+    assert np.allclose(scope["dy"], (before["y"] - before["t"]) * 0.5 / 3)
+    assert all(np.array_equal(arrays[name], before[name]) for name in ("y", "t"))
