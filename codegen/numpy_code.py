@@ -150,7 +150,7 @@ class ArrayPrinter:
         scaled = self.scaling(node, axes) if terms is None and isinstance(node, Elementwise) else None
         if scaled is not None:
             self.lines.append(f"{name} = {self.code(scaled[0], axes, top=True)}")
-            self.lines.append(f"{name} *= {self.code(scaled[1], axes, top=True)}")
+            self.lines.append(self.scale_in_place(name, scaled[1], axes))
         elif terms is None:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
@@ -225,10 +225,23 @@ class ArrayPrinter:
         big = {k for k, child in holes.items() if set(child.axes) == set(axes)}
         full = [f for f in node.expr.args if f.free_symbols & big]
         small = [f for f in node.expr.args if not f.free_symbols & big]
-        if len(full) != 1 or not small or full[0].is_Symbol or full[0].has(Iverson):
+        if len(full) != 1 or not small or full[0].has(Iverson):
+            return None
+        if full[0].is_Symbol and not self.fresh_array(holes[full[0]]):
             return None
         return self._term(node, full[0], sp.S.One, holes), self._term(node, sp.S.One, sp.Mul(*small), holes)
 
+    def scale_in_place(self, name: str, factor: Node, axes: tuple) -> str:
+        """``name *= factor``, or ``name /= d`` when the factor is a plain scalar ``1/d``."""
+        if isinstance(factor, Elementwise) and not factor.holes:
+            numerator, denominator = sp.fraction(factor.expr)
+            if numerator == 1 and denominator != 1:
+                return f"{name} /= {self.scalar(denominator)}"
+        return f"{name} *= {self.code(factor, axes, top=True)}"
+
+    def fresh_array(self, node: Node) -> bool:
+        """Whether ``node`` is a new image-size array (col2im's canvas), free to scale in place."""
+        return isinstance(node, Scatter) and canonical(node) not in self.shared
     @staticmethod
     def _term(node: Elementwise, part, coeff, holes) -> Node:
         """``part * coeff``: the coefficient is its own node, computed on the small arrays."""
@@ -290,10 +303,13 @@ class ArrayPrinter:
             return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
         if isinstance(node, Scatter):
             self.helpers.add("col2im")
-            arg = self.code(node.arg, tuple(node.layout), top=True)
+            factors = self.scatter_factors(node)
+            arg = self.code(factors[0], tuple(node.layout), top=True)
             image = ", ".join(self.scalar(k) for k in node.image)
             kernel = ", ".join(self.scalar(k) for k in node.kernel)
-            text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)})"
+            weights = f", {self.code(factors[1], tuple(node.layout), top=True)}" if len(factors) > 1 else ""
+            text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
+                   f"{weights})"
             return self.align(text, node.axes, layout)
         if isinstance(node, Elementwise):
             return self.elementwise(node, layout, top)
@@ -302,6 +318,18 @@ class ArrayPrinter:
         if isinstance(node, Contract):
             return self.contract(node, layout, top)
         raise TypeError(node)
+
+    def scatter_factors(self, node: Scatter) -> tuple:
+        """The windows scattered back, as (arg,) or, for a product of two arrays, (arg, weights):
+        col2im multiplies them offset by offset instead of making the full-size product first."""
+        arg = node.arg
+        if not isinstance(arg, Elementwise) or canonical(arg) in self.shared or len(arg.holes) != 2 \
+                or arg.expr != sp.Mul(*(k for k, _ in arg.holes)):
+            return (arg,)
+        (_, a), (_, b) = arg.holes
+        if set(b.axes) != set(node.layout):
+            a, b = b, a
+        return (a, b) if set(b.axes) == set(node.layout) else (arg,)
 
     def elementwise(self, node: Elementwise, layout: tuple, top: bool) -> str:
         # Arithmetic on smaller arrays is done at their size, then broadcast once.
@@ -326,6 +354,9 @@ class ArrayPrinter:
         inner = inner if _atomic(inner) else f"({inner})"
         reduced = [a for a in child_axes if a not in node.axes]
         method = node.kind
+        if isinstance(node.arg, Window) and method == "sum" and reduced == list(child_axes[-2:]):
+            self.helpers.add("offset_sum")
+            return self.align(f"_offset_sum({inner})", tuple(node.axes), layout)
         if self.shape_kind == "flat":
             return self.align(f"{inner}.{method}()", (), layout)
         if not node.axes and self.shape_kind == "fixed":
@@ -368,6 +399,14 @@ class ArrayPrinter:
             text = self.matmul(args, out)
             if text is not None:
                 return self.align(text if top and tuple(layout) == out else f"({text})", out, layout)
+        window = next((a for a in args if isinstance(a, Window)), None)
+        if len(args) == 2 and window is not None and args[0].axes == args[1].axes \
+                and list(out) == list(window.axes[:-2]):
+            self.helpers.add("offset_sum")
+            weights = args[1] if window is args[0] else args[0]
+            text = f"_offset_sum({self.code(window, tuple(window.axes), top=True)}, " \
+                   f"{self.code(weights, tuple(window.axes), top=True)})"
+            return self.align(text, out, layout)
         if len(args) == 2 and (len(out) > 2 or any(len(a.axes) > 2 for a in args)):
             text = self.tensordot(args, out)
             if text is not None:

@@ -121,20 +121,30 @@ def _windows(array, kernel, stride):
     return view[..., ::stride, ::stride, :, :]
 
 
-def _col2im(cols, kernel, image, stride, offset):
+def _col2im(cols, kernel, image, stride, offset, weights=None):
     """Windows back onto the image (..., KH, KW, OH, OW) -> (..., H, W): each adds at its place.
 
     Window (i, j) offset (p, q) lands on pixel (i stride + p - offset, j stride + q - offset);
     pixels outside the image (the padding) are dropped. One loop over the kernel offsets.
     A window value the same at every offset may come with kernel axes of size 1.
+    ``weights`` (laid out alike) multiplies the windows one offset at a time: no full-size product.
+    Windows that do not overlap (stride >= kernel) are written in, not added: half the traffic.
     """
     cols = np.broadcast_to(cols, (*cols.shape[:-4], *kernel, *cols.shape[-2:]))
     *lead, kh, kw, oh, ow = cols.shape
     height, width = image
     canvas = np.zeros((*lead, max(height + 2 * offset, (oh - 1) * stride + kh),
                        max(width + 2 * offset, (ow - 1) * stride + kw)), cols.dtype)
+    overlap = stride < kh or stride < kw
     for p in range(kh):
         for q in range(kw):
-            canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride] += cols[..., p, q, :, :]
+            pixels = canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride]
+            values = cols[..., p, q, :, :]
+            if weights is not None:
+                values = np.multiply(values, weights[..., p, q, :, :], out=None if overlap else pixels)
+            if overlap:
+                pixels += values
+            elif values is not pixels:
+                pixels[...] = values
     return canvas[..., offset:offset + height, offset:offset + width]
 

@@ -35,7 +35,7 @@ def forward(x, *, kernel=2, stride=None):
     if (IW - kernel)//stride + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW - kernel)//stride) + 1 = {(IW - kernel)//stride + 1} (is the kernel larger than the padded input?)")
     mask = _first_max_mask(_windows(x, (kernel, kernel), stride))
-    y = np.einsum('ncijpq,ncijpq->ncij', _windows(x, (kernel, kernel), stride), mask)
+    y = _offset_sum(_windows(x, (kernel, kernel), stride), mask)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "IH": IH, "IW": IW, "kernel": kernel, "stride": stride}
     return y, cache
 
@@ -54,7 +54,7 @@ def backward(dout, cache):
     IW = cache["IW"]
     kernel = cache["kernel"]
     stride = cache["stride"]
-    dx = _col2im(dout[:, :, None, None, :, :]*mask.transpose(0, 1, 4, 5, 2, 3), (kernel, kernel), (IH, IW), stride, 0)
+    dx = _col2im(dout[:, :, None, None, :, :], (kernel, kernel), (IH, IW), stride, 0, mask.transpose(0, 1, 4, 5, 2, 3))
     return {"x": dx}
 
 
@@ -110,27 +110,69 @@ def _windows(array, kernel, stride):
     return view[..., ::stride, ::stride, :, :]
 
 
-def _col2im(cols, kernel, image, stride, offset):
+def _offset_sum(windows, weights=None):
+    """Each window's sum (of its products with ``weights``, laid out alike): one whole-array
+    operation per kernel offset, as NumPy's reductions over axes this short are slow."""
+    kh, kw = windows.shape[-2:]
+    terms = (windows[..., p, q] if weights is None else windows[..., p, q] * weights[..., p, q]
+             for p in range(kh) for q in range(kw))
+    with np.errstate(invalid="ignore"):
+        total = next(terms)
+        total = total.copy() if weights is None else total  # a view of the input, or a new product
+        for term in terms:
+            total += term
+    if weights is not None and weights.dtype == bool and not np.isfinite(total).all():
+        # An infinity times a False is NaN; a mask means "leave out", so select instead.
+        total = sum(np.where(weights[..., p, q], windows[..., p, q], 0) for p in range(kh) for q in range(kw))
+    return total
+
+
+def _col2im(cols, kernel, image, stride, offset, weights=None):
     """Windows back onto the image (..., KH, KW, OH, OW) -> (..., H, W): each adds at its place.
 
     Window (i, j) offset (p, q) lands on pixel (i stride + p - offset, j stride + q - offset);
     pixels outside the image (the padding) are dropped. One loop over the kernel offsets.
     A window value the same at every offset may come with kernel axes of size 1.
+    ``weights`` (laid out alike) multiplies the windows one offset at a time: no full-size product.
+    Windows that do not overlap (stride >= kernel) are written in, not added: half the traffic.
     """
     cols = np.broadcast_to(cols, (*cols.shape[:-4], *kernel, *cols.shape[-2:]))
     *lead, kh, kw, oh, ow = cols.shape
     height, width = image
     canvas = np.zeros((*lead, max(height + 2 * offset, (oh - 1) * stride + kh),
                        max(width + 2 * offset, (ow - 1) * stride + kw)), cols.dtype)
+    overlap = stride < kh or stride < kw
     for p in range(kh):
         for q in range(kw):
-            canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride] += cols[..., p, q, :, :]
+            pixels = canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride]
+            values = cols[..., p, q, :, :]
+            if weights is not None:
+                values = np.multiply(values, weights[..., p, q, :, :], out=None if overlap else pixels)
+            if overlap:
+                pixels += values
+            elif values is not pixels:
+                pixels[...] = values
     return canvas[..., offset:offset + height, offset:offset + width]
 
 
 def _first_max_mask(windows):
-    """1 at each window's maximum, 0 elsewhere; on a tie the first in row-major order (PyTorch's rule)."""
-    flat = windows.reshape(*windows.shape[:-2], -1)
-    first = flat.argmax(axis=-1)  # argmax returns the first of equal maxima
-    return (np.arange(flat.shape[-1]) == first[..., None]).reshape(windows.shape).astype(windows.dtype)
+    """True at each window's maximum; on a tie the first in row-major order (PyTorch's rule).
+
+    Whole-array passes over the kernel offsets (argmax over a window's few values
+    is slow in NumPy); laid out offsets first, so that each offset's slice is contiguous.
+    """
+    *lead, kh, kw = windows.shape
+    offsets = [windows[..., p, q] for p in range(kh) for q in range(kw)]
+    top = offsets[0].copy()
+    for values in offsets[1:]:
+        np.maximum(top, values, out=top)
+    mask = np.empty((kh * kw, *top.shape), bool)
+    free = np.ones(top.shape, bool)  # windows whose maximum is not yet placed
+    for values, out in zip(offsets, mask):
+        np.logical_and(values == top, free, out=out)
+        free ^= out
+    if free.any():  # a NaN is its window's maximum, as argmax (and PyTorch) has it
+        first = windows.reshape(*top.shape, -1).argmax(axis=-1)
+        mask = np.moveaxis(np.arange(kh * kw) == first[..., None], -1, 0)
+    return np.moveaxis(mask.reshape(kh, kw, *top.shape), (0, 1), (-2, -1))
 

@@ -86,6 +86,19 @@ def test_max_pool_ties_go_to_the_first_maximum():
     np.testing.assert_array_equal(dx, tx.grad.numpy())
 
 
+@pytest.mark.parametrize("kernel, stride", [(2, None), (2, 1)], ids=["apart", "overlapping"])
+def test_max_pool_infinities_and_nan_as_the_definition_says(kernel, stride):
+    """A mask leaves values out (no inf * 0 = NaN): -inf beside a finite maximum, inf tied with inf, NaN wins."""
+    x = np.array([[[[-np.inf, 1.0, np.inf, np.inf],
+                    [2.0, -np.inf, np.inf, 0.0],
+                    [np.nan, 3.0, -np.inf, -np.inf],
+                    [4.0, 5.0, -np.inf, -np.inf]]]])
+    out, cache = max_pool2d.forward(x, kernel=kernel, stride=stride)
+    np.testing.assert_array_equal(out, reference_pool(x, kernel, stride or kernel, np.max))
+    dx = max_pool2d.backward(np.ones_like(out), cache)["x"]
+    assert dx.sum() == out.size and set(np.unique(dx)) <= set(range(out.size + 1))  # one pixel per window
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"W": np.ones((2, 3, 5, 5))}, ValueError, r"^x: the output would be empty"),
     ({"stride": 0}, ValueError, r"^stride: expected stride >= 1"),
