@@ -55,6 +55,13 @@ class ExprPrinter(NumPyPrinter):
         other = sp.Piecewise(*rest) if rest[0][1] is not sp.true else rest[0][0]
         if other == 0 and isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and value == cond.lhs:
             return f"np.maximum({self._print(value)}, 0)"  # ReLU: NaN stays NaN, as in PyTorch
+        slopes = (value / cond.lhs, other / cond.lhs) if isinstance(cond, sp.StrictGreaterThan) \
+            and cond.rhs == 0 and other != 0 else ()
+        if slopes and all(k.free_symbols.isdisjoint(self.arrays | cond.lhs.free_symbols) for k in slopes):
+            # Two slopes through 0 (leaky ReLU): max and min, exact, without np.where's branches.
+            x = self._print(cond.lhs)
+            return " + ".join(f"np.{m}imum({x}, 0)" if k == 1 else f"{self.parenthesize(k, 50)}*np.{m}imum({x}, 0)"
+                              for k, m in zip(slopes, ("max", "min")))
         if other == 0:  # a mask: multiplying by it beats np.where's unpredictable branches
             return f"{self.parenthesize(value, 50)}*({self._print(cond)})"
         return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"

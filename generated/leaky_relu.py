@@ -23,7 +23,7 @@ def forward(x, *, alpha=0.01):
     x = _float_array("x", x)
     alpha = _number("alpha", alpha, float, "alpha >= 0", lambda alpha: alpha >= 0)
     _sizes(("x", x, "*"))
-    y = np.where(x > 0, x, alpha*x)
+    y = np.maximum(x, 0) + alpha*np.minimum(x, 0)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "x": x, "alpha": alpha}
     return y, cache
 
