@@ -64,6 +64,10 @@ class ExprPrinter(NumPyPrinter):
                               for k, m in zip(slopes, ("max", "min")))
         if other == 0:  # a mask: multiplying by it beats np.where's unpredictable branches
             return f"{self.parenthesize(value, 50)}*({self._print(cond)})"
+        if all(_monomial(v) for v in (value, other)):
+            # Exact, as one of the two terms is 0 (for finite values), and faster than np.where.
+            test = self._print(cond)
+            return f"{self.parenthesize(value, 50)}*({test}) + {self.parenthesize(other, 50)}*~({test})"
         return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"
 
     def _print_Mul(self, expr):
@@ -594,3 +598,9 @@ def _atomic(text: str) -> bool:
         elif depth == 0 and ch in " +-*/@":
             return False
     return True
+
+
+def _monomial(expr: sp.Expr) -> bool:
+    """A product of symbols and numbers (no division, no function): finite wherever its factors are."""
+    return all(f.is_Symbol or f.is_Number or f.is_Pow and f.exp.is_Integer and f.exp > 0 and f.base.is_Symbol
+               for f in sp.Mul.make_args(expr))
