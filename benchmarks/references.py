@@ -7,7 +7,8 @@
   ``autograd.numpy``; HIPS autograd computes its backward. This is a
   reference for timing and cross-checking, not our product.
 * ``BARE``: the least work that computes the same thing, where there is a
-  clear one (``linear``: its three matrix products), as a floor to compare against.
+  clear one (``linear``: its three matrix products; ``batch_norm``: a careful
+  hand-written NumPy version), as a floor to compare against.
 
 Both libraries are optional extras (``pip install -e '.[bench]'``); each
 lookup returns None when the library or the op's entry is missing. Adding
@@ -16,6 +17,8 @@ an op here is one entry per table; its sizes live on the op (``bench_sizes``).
 from __future__ import annotations
 
 import importlib.util
+
+import numpy as np
 
 
 def available(library: str) -> bool:
@@ -130,5 +133,24 @@ def _linear_products(x, W, b, dout):
     return x @ W.T, dout @ W, dout.T @ x
 
 
+def _batch_norm_by_hand(x, gamma, beta, dout, eps=1e-5):
+    """Batch norm as a careful person writes it in NumPy (x laid out (N, C, S)): reductions through
+    einsum, every full-size update in place, two new arrays each way. Typed in by hand, as the
+    yardstick of what NumPy can do here; the product derives its own."""
+    m = x.shape[0] * x.shape[2]
+    xhat = x - (np.einsum("ncs->c", x) / m)[:, None]
+    rstd = 1 / np.sqrt(np.einsum("ncs,ncs->c", xhat, xhat) / m + eps)
+    xhat *= rstd[:, None]
+    y = xhat * gamma[:, None]
+    y += beta[:, None]
+    dbeta, dgamma = np.einsum("ncs->c", dout), np.einsum("ncs,ncs->c", dout, xhat)
+    k = gamma * rstd / m
+    dx = xhat * (-dgamma * k)[:, None]
+    dx += dout * (m * k)[:, None]
+    dx -= (dbeta * k)[:, None]
+    return y, dx, dgamma, dbeta
+
+
 #: op name -> (what it is, a function of the op's inputs and ``dout``).
-BARE = {"linear": ("3 matrix products", _linear_products)}
+BARE = {"linear": ("3 matrix products", _linear_products),
+        "batch_norm": ("hand-written NumPy", _batch_norm_by_hand)}

@@ -25,8 +25,8 @@ from .timing import interleaved, peak_memory
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 #: (op, peer, largest allowed generated/peer time ratio); every op must also beat autograd.
-FLOORS = (("linear", "bare", 1.1), ("conv2d", "torch", 1.5), ("batch_norm", "torch", 1.5),
-          ("softmax_cross_entropy", "torch", 2.0))
+FLOORS = (("linear", "bare", 1.1), ("conv2d", "torch", 1.5), ("max_pool2d", "torch", 1.5),
+          ("batch_norm", "torch", 1.5), ("layer_norm", "torch", 1.5), ("softmax_cross_entropy", "torch", 2.0))
 BUILD_FLOORS = {"cold": 15.0, "warm": 2.0}
 SWEEP = (1 / 8, 1 / 4, 1 / 2, 1, 2)  # batch scales
 #: Largest relative difference from a peer that still counts as agreeing.

@@ -77,6 +77,17 @@ def test_the_bare_products_are_what_linear_computes(rng):
     assert np.allclose(net + b, out) and np.allclose(dx, grads["x"]) and np.allclose(dW, grads["W"])
 
 
+def test_the_hand_written_batch_norm_is_what_batch_norm_computes(rng):
+    x, gamma, beta, dout = rng.standard_normal((4, 3, 5)) * 3 + 2, rng.standard_normal(3), \
+        rng.standard_normal(3), rng.standard_normal((4, 3, 5))
+    from generated import batch_norm
+    out, cache = batch_norm.forward(x, gamma, beta)
+    grads = batch_norm.backward(dout, cache)
+    y, dx, dgamma, dbeta = references.BARE["batch_norm"][1](x, gamma, beta, dout)
+    for mine, generated in ((y, out), (dx, grads["x"]), (dgamma, grads["gamma"]), (dbeta, grads["beta"])):
+        np.testing.assert_allclose(mine, generated, rtol=1e-10, atol=1e-12)
+
+
 # Ops whose references are ready before the ops are: PyTorch and autograd must agree on them.
 UPCOMING = {
     "conv2d": ({"x": (2, 3, 6, 5), "W": (4, 3, 3, 2), "b": (4,)}, [{"stride": 1, "padding": 1},
