@@ -82,13 +82,15 @@ def test_a_loss_backward_takes_dout_1_by_default(op, module, rng):
         np.testing.assert_array_equal(g, explicit[name])
 
 
-def test_simplex_assumption_is_enforced(op, module, rng):
-    """An op whose gradient used 'each row sums to 1' refuses rows that do not."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_simplex_assumption_is_enforced(op, module, rng, dtype):
+    """An op whose gradient used 'each row sums to 1' refuses rows that do not, in float32 too."""
     simplex = [i for i in op.inputs if i.domain == "simplex"]
     if not simplex:
         pytest.skip("no simplex input")
-    inputs = check.sample(op, check.example_sizes(op), rng)
+    inputs = check.sample(op, {**check.example_sizes(op), "K": 1000}, rng, dtype)
+    _call(module, op, inputs)  # rows that sum to 1 up to rounding pass
     bad = dict(inputs)
-    bad[simplex[0].name] = inputs[simplex[0].name] * 2
-    with pytest.raises(ValueError, match=rf"^{simplex[0].name}: each row must"):
+    bad[simplex[0].name] = inputs[simplex[0].name] * dtype(0.75)
+    with pytest.raises(ValueError, match=rf"^{simplex[0].name}: each row must sum to 1"):
         _call(module, op, bad)
