@@ -7,8 +7,8 @@
   ``autograd.numpy``; HIPS autograd computes its backward. This is a
   reference for timing and cross-checking, not our product.
 * ``BARE``: the least work that computes the same thing, where there is a
-  clear one (``linear``: its three matrix products; ``batch_norm``: a careful
-  hand-written NumPy version), as a floor to compare against.
+  clear one (``linear``: its three matrix products; the normalisations: a
+  careful hand-written NumPy version), as a floor to compare against.
 
 Both libraries are optional extras (``pip install -e '.[bench]'``); each
 lookup returns None when the library or the op's entry is missing. Adding
@@ -151,6 +151,23 @@ def _batch_norm_by_hand(x, gamma, beta, dout, eps=1e-5):
     return y, dx, dgamma, dbeta
 
 
+def _layer_norm_by_hand(x, gamma, beta, dout, eps=1e-5):
+    """Layer norm over rows (N, D) as a careful person writes it in NumPy; the yardstick, as above."""
+    D = x.shape[-1]
+    xhat = x - (x.sum(axis=1) / D)[:, None]
+    rstd = 1 / np.sqrt(np.einsum("nd,nd->n", xhat, xhat) / D + eps)
+    xhat *= rstd[:, None]
+    y = xhat * gamma
+    y += beta
+    g = dout * gamma
+    dx = xhat * (-np.einsum("nd,nd->n", g, xhat) / D)[:, None]
+    dx += g
+    dx -= (g.sum(axis=1) / D)[:, None]
+    dx *= rstd[:, None]
+    return y, dx, np.einsum("nd,nd->d", dout, xhat), dout.sum(axis=0)
+
+
 #: op name -> (what it is, a function of the op's inputs and ``dout``).
 BARE = {"linear": ("3 matrix products", _linear_products),
-        "batch_norm": ("hand-written NumPy", _batch_norm_by_hand)}
+        "batch_norm": ("hand-written NumPy", _batch_norm_by_hand),
+        "layer_norm": ("hand-written NumPy", _layer_norm_by_hand)}

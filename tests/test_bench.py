@@ -4,6 +4,7 @@ No test here times anything against a limit: floors belong to ``derive bench``, 
 PyTorch and HIPS autograd are optional; tests that need them skip without them.
 """
 import dataclasses
+import importlib
 import io
 import subprocess
 import sys
@@ -77,13 +78,15 @@ def test_the_bare_products_are_what_linear_computes(rng):
     assert np.allclose(net + b, out) and np.allclose(dx, grads["x"]) and np.allclose(dW, grads["W"])
 
 
-def test_the_hand_written_batch_norm_is_what_batch_norm_computes(rng):
-    x, gamma, beta, dout = rng.standard_normal((4, 3, 5)) * 3 + 2, rng.standard_normal(3), \
-        rng.standard_normal(3), rng.standard_normal((4, 3, 5))
-    from generated import batch_norm
-    out, cache = batch_norm.forward(x, gamma, beta)
-    grads = batch_norm.backward(dout, cache)
-    y, dx, dgamma, dbeta = references.BARE["batch_norm"][1](x, gamma, beta, dout)
+@pytest.mark.parametrize("name, shape", [("batch_norm", (4, 3, 5)), ("layer_norm", (4, 5))])
+def test_the_hand_written_normalisations_are_what_the_ops_compute(name, shape, rng):
+    x, dout = rng.standard_normal(shape) * 3 + 2, rng.standard_normal(shape)
+    features = shape[1] if name == "batch_norm" else shape[-1]  # per channel, or per feature of a row
+    gamma, beta = rng.standard_normal(features), rng.standard_normal(features)
+    module = importlib.import_module(f"generated.{name}")
+    out, cache = module.forward(x, gamma, beta)
+    grads = module.backward(dout, cache)
+    y, dx, dgamma, dbeta = references.BARE[name][1](x, gamma, beta, dout)
     for mine, generated in ((y, out), (dx, grads["x"]), (dgamma, grads["gamma"]), (dbeta, grads["beta"])):
         np.testing.assert_allclose(mine, generated, rtol=1e-10, atol=1e-12)
 
