@@ -48,13 +48,21 @@ def form_of(sample: bool):
     return sample_form if sample else (lambda e: e)
 
 
+def coupling_note(c: ChainDerivation, lang: str, sample: bool) -> list[Block]:
+    """Why the batch index stays when one sample was asked for and the network couples its samples."""
+    if not sample or not c.coupled_by:
+        return []
+    return [Block(text=words(lang)["coupled"].format(ops=", ".join(n.replace("_", " ") for n in c.coupled_by)))]
+
+
 def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> list[Block]:
-    """The network's derivation; ``sample`` drops the batch index, as the article does."""
+    """The network's derivation; ``sample`` drops the batch index, as the article does, where
+    the network treats each sample on its own (not through a batch norm)."""
     w = words(lang)
     colon = "：" if lang == "zh" else ":"
     printer = chain_printer(c, lang)
-    form = form_of(sample)
-    blocks = [Block(text=f"{w['forward']}{colon}")]
+    form = form_of(sample and not c.coupled_by)
+    blocks = coupling_note(c, lang, sample) + [Block(text=f"{w['forward']}{colon}")]
     blocks += forward_blocks(c, printer, form)
     blocks.append(Block(text=f"{w['backward']}{colon}"))
     for q in c.backward:

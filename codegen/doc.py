@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from derive.chain import ChainDerivation, chain, sample_form
+from derive.chain import ChainDerivation, chain
 from derive.engine import derive
 from derive.registry import get
 from derive.rewrite import normalize, textbook
@@ -391,7 +391,7 @@ def shapes_figure(c: ChainDerivation, lang: str) -> Figure:
     return Figure("shapes", caption, picture)
 
 
-def _network_description(c: ChainDerivation, lang: str) -> list:
+def _network_description(c: ChainDerivation, lang: str, form) -> list:
     """The layers, their sizes and activations, and the objective, as a list."""
     w = DOC_WORDS[lang]
     printer = chain_tex.chain_printer(c, lang)
@@ -412,7 +412,7 @@ def _network_description(c: ChainDerivation, lang: str) -> list:
     loss = c.layers[-1]
     if loss.op.is_loss:
         rhs = next(r for lhs, r in c.forward if lhs == sp.Symbol("E"))
-        tex = printer.doprint(normalize(sample_form(rhs), split=False))
+        tex = printer.doprint(normalize(form(rhs), split=False))
         items.append(Para((f"{w['objective']}：" if lang == "zh" else f"{w['objective']}: ", Code(loss.op.name),
                            f"，$E = {tex}$" if lang == "zh" else f", $E = {tex}$")))
     return [Bullets(tuple(items))]
@@ -424,6 +424,7 @@ def chain_sections(c: ChainDerivation, writer: _Writer, lang: str, sample: bool 
     substituted, updates, and a summary that points at each group of equations."""
     w = DOC_WORDS[lang]
     printer = chain_tex.chain_printer(c, lang)
+    sample = sample and not c.coupled_by  # a batch norm's network has no one-sample form
     form = chain_tex.form_of(sample)
 
     forward = Section(w["forward"], anchor + "forward")
@@ -490,11 +491,11 @@ def chain_sections(c: ChainDerivation, writer: _Writer, lang: str, sample: bool 
     back = [i.label for i in backward.items if isinstance(i, Numbered)]
     ups = [i.label for i in updates.items if isinstance(i, Numbered)]
     if lang == "zh":
-        summary.items.append(_para("训练时对每个样本：先按式", Ref(first_forward), "–", Ref(last_forward),
+        summary.items.append(_para(f"训练时对每个{'样本' if sample else '批次'}：先按式", Ref(first_forward), "–", Ref(last_forward),
                                    "前向传播，再按式", Ref(back[0]), "–", Ref(back[-1]), "后向传播得到误差项和梯度，"
                                    "最后按式", Ref(ups[0]), "–", Ref(ups[-1]), "更新参数。"))
     else:
-        summary.items.append(_para("Training, for each sample: the forward pass by equations ", Ref(first_forward), "–",
+        summary.items.append(_para(f"Training, for each {'sample' if sample else 'batch'}: the forward pass by equations ", Ref(first_forward), "–",
                                    Ref(last_forward), ", the backward pass by ", Ref(back[0]), "–", Ref(back[-1]),
                                    " for the error terms and gradients, then the updates ", Ref(ups[0]), "–",
                                    Ref(ups[-1]), "."))
@@ -543,6 +544,8 @@ def chain_document(names, lang: str = "en", sizes=None, title: str | None = None
     words(lang)
     names = [n for n in names]
     c = chain(names)
+    note = chain_tex.coupling_note(c, lang, sample)
+    sample = sample and not c.coupled_by
     w = DOC_WORDS[lang]
     writer = _Writer(lang)
     if title is None:
@@ -555,7 +558,8 @@ def chain_document(names, lang: str = "en", sizes=None, title: str | None = None
         "The network below was derived by SymPy layer by layer: each layer's gradient from its forward "
         "definition, the chain rule across layers by the program; every equation is a printed result."
         + (" The derivation is for one sample (no batch index)." if sample else ""))]
-    network = Section(w["network"], "network", _network_description(c, lang))
+    intro += [_para(block.text) for block in note]
+    network = Section(w["network"], "network", _network_description(c, lang, chain_tex.form_of(sample)))
     picture = network_figure(c, lang, sizes)
     if picture:
         network.items.append(picture)

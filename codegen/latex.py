@@ -37,6 +37,8 @@ WORDS = {
         "true": "true", "sample": "sample", "train": "train", "infer": "infer",
         "error term": "error term", "learning rate": "learning rate", "update": "Update",
         "no matrix form": "no plain matrix form; the index form above is the definition",
+        "coupled": "The {ops} layer couples the samples of a batch (its mean and variance are over the batch), so "
+                   "the batch index n stays: one sample alone would be normalised to 0.",
     },
     "zh": {
         "forward": "前向传播", "backward": "后向传播", "where": "其中",
@@ -48,6 +50,8 @@ WORDS = {
         "true": "真实", "sample": "样本", "train": "训练", "infer": "推理",
         "error term": "误差项", "learning rate": "学习率", "update": "更新",
         "no matrix form": "没有简单的矩阵形式，以上标形式为准",
+        "coupled": "{ops} 层把一个批次的样本联系在一起（均值和方差在整个批次上计算），所以保留批次下标 n："
+                   "单个样本会被归一化为 0。",
     },
 }
 

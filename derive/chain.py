@@ -68,6 +68,12 @@ class ChainDerivation:
     def parameters(self):
         return [q for q in self.backward if q.kind == "gradient"]
 
+    @property
+    def coupled_by(self) -> tuple:
+        """The layers that make a sample's result depend on the rest of its batch (batch norm).
+        With any, the article's one-sample form (no batch index, N = 1) is not this network's."""
+        return tuple(dict.fromkeys(layer.op.name for layer in self.layers if layer.op.couples_samples))
+
 
 def chain(names, lr=sp.Symbol("eta", positive=True)) -> ChainDerivation:
     """Derive a network given as op names, first layer first (``linear,sigmoid,...,half_sse``)."""

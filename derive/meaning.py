@@ -90,6 +90,9 @@ class Table:
     #: For one op, the range of each letter its definition sums over (pooling's p < K): the range of
     #: a sum over that letter when nothing in the formula says it.
     sum_ranges: dict = field(default_factory=dict)
+    #: The ops that make a sample's result depend on its batch (batch norm): with any, a formula
+    #: without the batch index has no meaning, and the single-sample form is refused.
+    coupled_by: tuple = ()
 
     def named(self, word: str) -> list:
         return [e for e in self.entries if word in e.names]
@@ -759,6 +762,10 @@ def sample_mode(table: Table, tree: F.Node) -> bool:
         batch = next(n for k, n in found if k == "batch")
         raise F.FormulaError(f"mixes the single-sample form ({_written(sample)}) and the batch form "
                              f"({_written(batch)})", sample.pos or None)
+    if kinds == {"sample"} and table.coupled_by:
+        sample = next(n for _, n in found)
+        raise F.FormulaError(f"{_written(sample)} leaves out the batch index, but {', '.join(table.coupled_by)} "
+                             f"couples the samples of a batch: write the batch index n", sample.pos or None)
     if kinds:
         return kinds == {"sample"}
     return table.default_sample

@@ -146,6 +146,16 @@ class Op:
         return tuple(order)
 
     @property
+    def couples_samples(self) -> bool:
+        """Whether a sample's result depends on the other samples of the batch (batch norm's
+        statistics sum over ``N``); a loss's sum over the batch adds results and does not count."""
+        batch = next((s for s in self.sizes if s.name == "N"), None)
+        nodes = [n for n in self.intermediates if not (self.is_loss and n is self.output)]
+        return batch is not None and any(
+            isinstance(sub, sp.Sum) and any(hi - lo + 1 == batch for _, lo, hi in sub.limits)
+            for n in nodes for sub in sp.preorder_traversal(n.definition))
+
+    @property
     def sizes(self) -> tuple[sp.Symbol, ...]:
         """The size symbols, in order of first appearance."""
         seen: list[sp.Symbol] = []

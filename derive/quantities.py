@@ -320,7 +320,8 @@ def op_table(op: Op, d: Derivation) -> Table:
     entries = _printed_names_first(entries)
     _check_unique(entries)
     vector = tuple(str(i) for i in op.output.index if i in vector_indices(op))
-    return Table(op.name, entries, None, False, batch, vector, _sum_ranges(op))
+    return Table(op.name, entries, None, False, batch, vector, _sum_ranges(op),
+                 (op.name,) if op.couples_samples else ())
 
 
 def _sum_ranges(op: Op) -> dict:
@@ -470,4 +471,5 @@ def chain_table(c: ChainDerivation):
         words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
         entries.append(Entry(symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
-    return Table(",".join(c.names), entries, letter_sizes, True, BATCH_SIZE), by_tensor
+    return Table(",".join(c.names), entries, letter_sizes, not c.coupled_by, BATCH_SIZE,
+                 coupled_by=c.coupled_by), by_tensor

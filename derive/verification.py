@@ -166,7 +166,10 @@ def symbols(op: str | None = None, chain=None) -> str:
                      f"else it is a scalar; \\vec{{a}}^{{T}} \\vec{{b}} and \\mathbf{{1}}^{{T}} \\vec{{a}} sum along "
                      f"{along}; \\odot is elementwise.")
     lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in world.targets))
-    if not sample and table.batch_size is not None:
+    if table.coupled_by:
+        lines.append(f"No one-sample form: {', '.join(table.coupled_by)} couples the samples of a batch, "
+                     "so every batched quantity keeps its batch index n.")
+    elif not sample and table.batch_size is not None:
         lines.append("One sample: leave out the batch index n everywhere (x_{j}, \\delta_{k}); then N = 1.")
     lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid; \\sigma^{2}_{c} is a name), "
                  "\\sqrt; [x > 0] and [0 \\le a \\le K - 1] are 1 where they hold, else 0.")

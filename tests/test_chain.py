@@ -11,7 +11,8 @@ ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 CHAINS = [ARTICLE,
           ("linear", "tanh", "linear", "softmax_cross_entropy"),
           ("linear", "relu", "linear", "leaky_relu", "linear", "mse"),
-          ("linear", "softmax", "cross_entropy")]
+          ("linear", "softmax", "cross_entropy"),
+          ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")]  # samples coupled
 
 
 def _sizes(c, batch):
@@ -82,3 +83,17 @@ def test_sgd_step_is_the_article_update():
     w = {"W": np.array([1.0, 2.0])}
     sgd_step(w, {"W": np.array([0.5, -1.0])}, lr=0.1)
     np.testing.assert_allclose(w["W"], [0.95, 2.1])
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_network_with_batch_norm_keeps_the_batch_index_and_says_why(lang):
+    """Batch norm couples the samples: the one-sample form (N = 1) would normalise every value to 0."""
+    from codegen.chain_tex import chain_blocks
+    coupled = chain(("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"))
+    assert coupled.coupled_by == ("batch_norm",) and chain(ARTICLE).coupled_by == ()
+    blocks = chain_blocks(coupled, lang)
+    assert "batch norm" in blocks[0].text and "n" in blocks[0].text
+    tex = "\n".join(b.equation.tex for b in blocks if b.equation)
+    assert r"\mu_{j} = \frac{1}{N} \sum_{n} net_{nj}" in tex and r"\delta_{nj}" in tex
+    article = "\n".join(b.equation.tex for b in chain_blocks(chain(ARTICLE), lang) if b.equation)
+    assert r"\delta_{j}" in article and "_{n" not in article

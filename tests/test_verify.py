@@ -15,6 +15,7 @@ from derive.verification import read, symbols, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 A = "article"
+BN_CHAIN = "linear,batch_norm,relu,linear,softmax_cross_entropy"
 CONV_X = (r"\sum_{o} \sum_{i} \left[0 \leq h + P - i s \leq K_H - 1\right] \sum_{j} \delta_{noij} "
           r"w_{o,c,h + P - i s,P + w - j s} \left[0 \leq P + w - j s \leq K_W - 1\right]")
 BN_X = (r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
@@ -226,11 +227,24 @@ TABLE = [
     (A, "b_j", r"\delta_j", True, None),
     (A, "x_i", r"\sum_j \delta_j w_{ji}", True, None),
     (A, "x_i", r"\sum_j \delta_j w_{ij}", False, "transposed index"),
+    # a network with batch norm: its samples are coupled, every batched quantity keeps n
+    (BN_CHAIN, "w_kj", r"\sum_n \delta_{nk} y^{(3)}_{nj}", True, None),
+    (BN_CHAIN, "delta_nj", r"\frac{\gamma_j \rho_j}{N} \left(N [y_{nj} > 0] \sum_k \delta_{nk} w_{kj} - \hat{x}_{nj} "
+     r"\sum_{m} \hat{x}_{mj} [y_{mj} > 0] \sum_k \delta_{mk} w_{kj} - \sum_m [y_{mj} > 0] \sum_k \delta_{mk} w_{kj}\right)",
+     True, None),
+    (BN_CHAIN, "delta_nj", r"\gamma_j \rho_j [y_{nj} > 0] \sum_k \delta_{nk} w_{kj}", False, None),  # as if one sample
 ]
 
 
 def _where(where):
-    return {"chain": where} if where == A else {"op": where}
+    return {"chain": where} if where in (A, BN_CHAIN) else {"op": where}
+
+
+@pytest.mark.parametrize("where, text", [(BN_CHAIN, r"\gamma_j \rho_j [y_j > 0] \sum_k \delta_k w_{kj}"),
+                                         ("batch_norm", r"\gamma_c \rho_c g_{cs}")])
+def test_the_one_sample_form_is_refused_where_batch_norm_couples_the_samples(where, text):
+    with pytest.raises(FormulaError, match="couples the samples of a batch: write the batch index n"):
+        verify(text, wrt="delta_nj" if where == BN_CHAIN else "x", **_where(where))
 
 
 @pytest.mark.parametrize("where, wrt, text, right, hint", TABLE, ids=[f"{w}:{t}" for w, _, t, _, _ in TABLE])
@@ -396,7 +410,7 @@ def test_names_as_people_write_them():
     assert read(r"\hat{\vec{x}}^{T} \vec{g}", op="batch_norm") == read(r"\vec{\hat{x}}^T \vec{g}", op="batch_norm")
     assert str(read(r"\tilde{x}_{ncs} \rho_c \mu_c", op="batch_norm")) == "mu[c]*rstd[c]*xc[n, c, s]"
     chain = ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")
-    assert str(read(r"y^{(3)}_{j} - y_{j}", chain=chain)) == "-y_1[j] + y_2[j]"
+    assert str(read(r"y^{(3)}_{nj} - y_{nj}", chain=chain)) == "-y_1[n, j] + y_2[n, j]"
     assert str(read(r"\hat{x}_{nj}", chain=chain)) == "xhat_2[n, j]"
     with pytest.raises(FormulaError, match=r"unknown symbol \\sigma\^\{2\}"):  # no batch variance at inference
         read(r"\sigma^2_c", op="batch_norm_eval")
