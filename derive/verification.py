@@ -38,7 +38,7 @@ from .meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, 
                       transform, vector_mode, walk)
 from .quantities import Target, World, at as at_index, chain_world, op_world, size_key, unroll
 from .rewrite import canonical_bound, normalize
-from .symbols import IntermediateElement, rebuild, substitute_indices
+from .symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild, substitute_indices
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 POINTS = 2  # random points per size set
@@ -470,14 +470,15 @@ class _Study:
                 break
         return first
 
-    def matches(self, expr: sp.Expr) -> bool:
-        """Whether ``expr`` equals the target at every element and point already drawn."""
-        for sizes, elements, points, expected, _ in self.runs:
+    def matches(self, expr: sp.Expr, yours: bool = False) -> bool:
+        """Whether ``expr`` equals the target (or, with ``yours``, the formula) at every element and
+        point already drawn."""
+        for sizes, elements, points, expected, got in self.runs:
             whole = unroll(expr, sizes)
             forms = [at_index(whole, at) for at in elements]
             for p, values in enumerate(points):
                 for e, form in enumerate(forms):
-                    if not _close(expected[p][e], _evaluate(form, values)):
+                    if not _close((got if yours else expected)[p][e], _evaluate(form, values)):
                         return False
         return True
 
@@ -676,7 +677,7 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     """The typical mistake that explains the difference, if one does."""
     if not study.wrong_off_kinks and not meaning.clashes:
         return ["right except at the kink (inputs exactly 0), where the derivation follows PyTorch's convention"]
-    found = _ratio_hints(world, target, study) or _outside(world, meaning, study)
+    found = _ratio_hints(world, target, study) or _outside(world, meaning, study) or _left_out(world, target, study)
     if found:
         return found
     deadline = time.perf_counter() + HINT_SECONDS
@@ -746,6 +747,34 @@ class _Terms:
 
 def _terms(expr: sp.Expr) -> tuple:
     return sp.Add.make_args(sp.expand_mul(expr, deep=False))
+
+
+def _left_out(world, target, study) -> list[str]:
+    """The derivation with one part left out gives your values: a hyper-parameter at 1 or 0 (the
+    stride forgotten), or a 0/1 factor as 1 (max pooling's mask, a range bracket)."""
+    constants = {e.value: e for e in world.table.entries if e.kind == "constant"}
+    tex = world.printer.doprint
+    def reads(expr, symbol, plain):  # in the indices and brackets, not in the sums' ranges (the sizes)
+        return expr.replace(lambda e: isinstance(e, (sp.Indexed, Iverson)) and symbol in e.free_symbols,
+                            lambda e: e.xreplace({symbol: plain}))
+
+    for symbol in sorted(target.expr.free_symbols & set(constants), key=str):
+        for plain in (1, 0):
+            try:
+                explained = study.matches(reads(target.expr, symbol, plain), yours=True)
+            except (TypeError, ValueError, ZeroDivisionError):
+                explained = False
+            if explained:
+                return [f"your formula is the derivation with {tex(symbol)} = {plain} in its indices: is "
+                        f"{tex(symbol)} ({constants[symbol].meaning.split(' (default')[0]}) left out?"]
+    switches = {a for a in sp.preorder_traversal(target.expr)
+                if isinstance(a, Iverson) or isinstance(a, sp.Indexed) and isinstance(a.base, Intermediate)
+                and isinstance(a.base.definition, FirstMax)}
+    for switch in sorted(switches, key=str):
+        if study.matches(target.expr.xreplace({switch: sp.S.One}), yours=True):
+            return [f"the factor {tex(switch)} is missing: it is 1 only where "
+                    + ("its condition holds" if isinstance(switch, Iverson) else "the window has its maximum")]
+    return []
 
 
 def _outside(world, meaning, study) -> list[str]:

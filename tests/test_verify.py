@@ -141,7 +141,7 @@ TABLE = [
     ("conv2d", "W", r"\sum_{n,i,j} \delta_{noij} x_{n, c, i s + p - P, j s + q - P} [0 \le i s + p - P \le H - 1] "
      r"[0 \le j s + q - P \le W - 1]", True, None),
     ("conv2d", "W", "sum(sum(sum(delta[n,o,i,j]*xp[n, c, i*s + p, j*s + q], n), i), j)", True, None),
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i + p,j + q}", False, None),
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i + p,j + q}", False, "s = 1"),  # no stride
     ("conv2d", "W", r"\frac{1}{N} \sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s + p,j s + q}", False, "1/N"),
     ("conv2d", "x", CONV_X, True, None),
     ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,h + P - i s,w + P - j s} [0 \le h + P - i s \le K_H - 1]"
@@ -158,7 +158,8 @@ TABLE = [
      r"\left[0 \leq w - j s \leq K - 1\right]", True, None),
     ("max_pool2d", "x", r"\sum_i \sum_j g_{ncij} \, \mathrm{mask}_{n, c, i, j, h - i s, w - j s} [0 \le h - i s \le K - 1] "
      r"[0 \le w - j s \le K - 1]", True, None),
-    ("max_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s \le K - 1] [0 \le w - j s \le K - 1]", False, None),
+    ("max_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s \le K - 1] [0 \le w - j s \le K - 1]", False,
+     "mask_{n,c,i,j,h - i s,w - j s} is missing"),
     # dropout with an explicit mask
     ("dropout", "x", r"g_i mask_i/(1-p)", True, None),
     ("dropout", "x", r"\frac{g_i \, \mathrm{mask}_i}{1 - p}", True, None),
