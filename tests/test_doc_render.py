@@ -161,6 +161,8 @@ def test_katex_catches_what_it_should():
     ("article-zh", lambda: doc.article_document("zh")),
     ("article-en", lambda: doc.article_document("en")),
     ("chain-zh", lambda: doc.chain_document(("linear", "softmax", "cross_entropy"), "zh")),
+    ("batch-norm-chain-en", lambda: doc.chain_document(
+        ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"), "en")),
     ("every-op-zh", lambda: doc.ops_document(list(registry()), "zh")),
     ("every-op-en", lambda: doc.ops_document(list(registry()), "en")),
 ])
