@@ -56,18 +56,16 @@ class ExprPrinter(NumPyPrinter):
         if other == 0 and isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and value == cond.lhs:
             return f"np.maximum({self._print(value)}, 0)"  # ReLU: NaN stays NaN, as in PyTorch
         slopes = (value / cond.lhs, other / cond.lhs) if isinstance(cond, sp.StrictGreaterThan) \
-            and cond.rhs == 0 and other != 0 else ()
+            and cond.rhs == 0 and other != 0 and any(self.ranks.get(s.name) for s in cond.lhs.free_symbols) else ()
         if slopes and all(k.free_symbols.isdisjoint(self.arrays | cond.lhs.free_symbols) for k in slopes):
-            # Two slopes through 0 (leaky ReLU): max and min, exact, without np.where's branches.
+            # Two slopes through 0 (leaky ReLU): max and min, exact (infinities too, as one of them is 0),
+            # without np.where's branches.
             x = self._print(cond.lhs)
             return " + ".join(f"np.{m}imum({x}, 0)" if k == 1 else f"{self.parenthesize(k, 50)}*np.{m}imum({x}, 0)"
-                              for k, m in zip(slopes, ("max", "min")))
+                              for k, m in zip(slopes, ("max", "min")) if k != 0)
         if other == 0:  # a mask: multiplying by it beats np.where's unpredictable branches
             return f"{self.parenthesize(value, 50)}*({self._print(cond)})"
-        if all(_monomial(v) for v in (value, other)):
-            # Exact, as one of the two terms is 0 (for finite values), and faster than np.where.
-            test = self._print(cond)
-            return f"{self.parenthesize(value, 50)}*({test}) + {self.parenthesize(other, 50)}*~({test})"
+        # Otherwise select: multiplying each branch by a mask would turn an infinite branch into NaN.
         return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"
 
     def _print_Mul(self, expr):
@@ -599,8 +597,3 @@ def _atomic(text: str) -> bool:
             return False
     return True
 
-
-def _monomial(expr: sp.Expr) -> bool:
-    """A product of symbols and numbers (no division, no function): finite wherever its factors are."""
-    return all(f.is_Symbol or f.is_Number or f.is_Pow and f.exp.is_Integer and f.exp > 0 and f.base.is_Symbol
-               for f in sp.Mul.make_args(expr))

@@ -144,8 +144,9 @@ def _output_size_checks(op) -> list[str]:
             continue
         formula = text(size).replace("floor(", "(").replace(")/", ")//")
         code = ArrayPrinter("fixed", {}).scalar(size)
+        image = "padded input" if any(h.name == "padding" for h in op.hyper) else "input"
         lines.append(f"if {code} < 1:\n        raise ValueError(f\"{op.inputs[0].name}: the output would be empty: "
-                     f"{formula} = {{{code}}} (is the kernel larger than the padded input?)\")")
+                     f"{formula} = {{{code}}} (is the kernel larger than the {image}?)\")")
     return lines
 
 

@@ -17,7 +17,7 @@ DOMAINS = {
     "nonzero": "a real number away from the kink at 0",
     "positive": "a positive number",
     "probability": "a probability in (0, 1)",
-    "simplex": "a probability vector over the last axis (entries > 0, summing to 1)",
+    "simplex": "a probability vector per row, summing to 1 (checked)",
     "mask": "0 or 1",
 }
 

@@ -95,12 +95,14 @@ class World:
                                if s in values})
             if sample and self.table.batch_size in values:
                 values[self.table.batch_size] = 1
-            for group in tied:
+            for group in tied:  # sizes a formula equates; a derived size (H + 2 P) cannot be set, only read
                 fixed = [s for s in group if s == 1]
-                first = 1 if fixed else values[min(group, key=self.sizes.index)]
-                for s in group:
-                    if s != 1:
-                        values[s] = first
+                free = [s for s in group if s in values]
+                if not free:
+                    continue
+                first = 1 if fixed else values[min(free, key=self.sizes.index)]
+                for s in free:
+                    values[s] = first
             hyper = self.hyper_cases[case % len(self.hyper_cases)] if self.hyper_cases else {}
             out.append({**{s: sp.Integer(v) for s, v in values.items()}, **hyper})
         unique = []

@@ -752,6 +752,8 @@ def _terms(expr: sp.Expr) -> tuple:
 def _left_out(world, target, study) -> list[str]:
     """The derivation with one part left out gives your values: a hyper-parameter at 1 or 0 (the
     stride forgotten), or a 0/1 factor as 1 (max pooling's mask, a range bracket)."""
+    if study.matches(sp.S.Zero, yours=True):  # a formula that is 0 matches any change that zeroes the derivation
+        return []
     constants = {e.value: e for e in world.table.entries if e.kind == "constant"}
     tex = world.printer.doprint
     def reads(expr, symbol, plain):  # in the indices and brackets, not in the sums' ranges (the sizes)

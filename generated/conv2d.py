@@ -130,7 +130,9 @@ def _col2im(cols, kernel, image, stride, offset, weights=None):
     ``weights`` (laid out alike) multiplies the windows one offset at a time: no full-size product.
     Windows that do not overlap (stride >= kernel) are written in, not added: half the traffic.
     """
-    cols = np.broadcast_to(cols, (*cols.shape[:-4], *kernel, *cols.shape[-2:]))
+    select = weights is not None and weights.dtype == bool and not np.isfinite(cols).all()  # inf * False is NaN
+    lead = np.broadcast_shapes(cols.shape[:-4], () if weights is None else weights.shape[:-4])
+    cols = np.broadcast_to(cols, (*lead, *kernel, *cols.shape[-2:]))
     *lead, kh, kw, oh, ow = cols.shape
     height, width = image
     canvas = np.zeros((*lead, max(height + 2 * offset, (oh - 1) * stride + kh),
@@ -140,7 +142,9 @@ def _col2im(cols, kernel, image, stride, offset, weights=None):
         for q in range(kw):
             pixels = canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride]
             values = cols[..., p, q, :, :]
-            if weights is not None:
+            if select:
+                values = np.where(weights[..., p, q, :, :], values, 0)
+            elif weights is not None:
                 values = np.multiply(values, weights[..., p, q, :, :], out=None if overlap else pixels)
             if overlap:
                 pixels += values

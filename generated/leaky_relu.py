@@ -39,7 +39,7 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     x = cache["x"]
     alpha = cache["alpha"]
-    dx = dout*(x > 0) + (alpha*dout)*~(x > 0)
+    dx = np.where(x > 0, dout, alpha*dout)
     return {"x": dx}
 
 

@@ -31,9 +31,9 @@ def forward(x, *, kernel=2, stride=None):
     stride = _number("stride", kernel if stride is None else stride, int, "stride >= 1", lambda stride: stride >= 1)
     N, C, IH, IW = _sizes(("x", x, "N C IH IW"))
     if (IH - kernel)//stride + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IH - kernel)//stride) + 1 = {(IH - kernel)//stride + 1} (is the kernel larger than the padded input?)")
+        raise ValueError(f"x: the output would be empty: ((IH - kernel)//stride) + 1 = {(IH - kernel)//stride + 1} (is the kernel larger than the input?)")
     if (IW - kernel)//stride + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IW - kernel)//stride) + 1 = {(IW - kernel)//stride + 1} (is the kernel larger than the padded input?)")
+        raise ValueError(f"x: the output would be empty: ((IW - kernel)//stride) + 1 = {(IW - kernel)//stride + 1} (is the kernel larger than the input?)")
     mask = _first_max_mask(_windows(x, (kernel, kernel), stride))
     y = _offset_sum(_windows(x, (kernel, kernel), stride), mask)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "IH": IH, "IW": IW, "kernel": kernel, "stride": stride}
@@ -136,7 +136,9 @@ def _col2im(cols, kernel, image, stride, offset, weights=None):
     ``weights`` (laid out alike) multiplies the windows one offset at a time: no full-size product.
     Windows that do not overlap (stride >= kernel) are written in, not added: half the traffic.
     """
-    cols = np.broadcast_to(cols, (*cols.shape[:-4], *kernel, *cols.shape[-2:]))
+    select = weights is not None and weights.dtype == bool and not np.isfinite(cols).all()  # inf * False is NaN
+    lead = np.broadcast_shapes(cols.shape[:-4], () if weights is None else weights.shape[:-4])
+    cols = np.broadcast_to(cols, (*lead, *kernel, *cols.shape[-2:]))
     *lead, kh, kw, oh, ow = cols.shape
     height, width = image
     canvas = np.zeros((*lead, max(height + 2 * offset, (oh - 1) * stride + kh),
@@ -146,7 +148,9 @@ def _col2im(cols, kernel, image, stride, offset, weights=None):
         for q in range(kw):
             pixels = canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride]
             values = cols[..., p, q, :, :]
-            if weights is not None:
+            if select:
+                values = np.where(weights[..., p, q, :, :], values, 0)
+            elif weights is not None:
                 values = np.multiply(values, weights[..., p, q, :, :], out=None if overlap else pixels)
             if overlap:
                 pixels += values
@@ -171,7 +175,7 @@ def _first_max_mask(windows):
     for values, out in zip(offsets, mask):
         np.logical_and(values == top, free, out=out)
         free ^= out
-    if free.any():  # a NaN is its window's maximum, as argmax (and PyTorch) has it
+    if free.any():  # a NaN is its window's maximum: the first one, as argmax has it (PyTorch's CPU kernel: the last)
         first = windows.reshape(*top.shape, -1).argmax(axis=-1)
         mask = np.moveaxis(np.arange(kh * kw) == first[..., None], -1, 0)
     return np.moveaxis(mask.reshape(kh, kw, *top.shape), (0, 1), (-2, -1))

@@ -19,7 +19,7 @@ def forward(z, t):
 
     Args:
         z: (N, K), float32 or float64.
-        t: (N, K), float32 or float64 (a probability vector over the last axis (entries > 0, summing to 1), no gradient).
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.

@@ -97,6 +97,8 @@ def test_max_pool_infinities_and_nan_as_the_definition_says(kernel, stride):
     np.testing.assert_array_equal(out, reference_pool(x, kernel, stride or kernel, np.max))
     dx = max_pool2d.backward(np.ones_like(out), cache)["x"]
     assert dx.sum() == out.size and set(np.unique(dx)) <= set(range(out.size + 1))  # one pixel per window
+    infinite = max_pool2d.backward(np.full_like(out, np.inf), cache)["x"]  # the mask selects: no inf * 0
+    np.testing.assert_array_equal(infinite, np.where(dx > 0, np.inf, 0.0))
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

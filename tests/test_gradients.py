@@ -115,3 +115,18 @@ def test_gradients_have_their_inputs_shape_and_dtype(op, module, rng):
     assert sorted(grads) == sorted(i.name for i in op.differentiable)
     for name, g in grads.items():
         assert g.shape == inputs[name].shape and g.dtype == inputs[name].dtype, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 2.0])
+def test_leaky_relu_selects_its_branch_even_where_the_other_overflows(dtype, alpha):
+    """max + slope * min and np.where pick a branch, so an infinite or overflowing other branch stays out."""
+    from generated import leaky_relu
+    x = np.array([np.inf, -np.inf, 3.0, -3.0, 1.0, -1.0, 3e38, -3e38], dtype)
+    dout = np.array([1, 1, np.inf, np.inf, 3e38, 3e38, 1, 1], dtype)
+    with np.errstate(all="ignore"):  # products overflow where they are not chosen (and 0 * -inf where alpha = 0)
+        y, cache = leaky_relu.forward(x, alpha=alpha)
+        dx = leaky_relu.backward(dout, cache)["x"]
+        np.testing.assert_array_equal(y, np.where(x > 0, x, dtype(alpha) * x))
+        np.testing.assert_array_equal(dx, np.where(x > 0, dout, dtype(alpha) * dout))
+    assert y.dtype == dx.dtype == dtype

@@ -142,6 +142,7 @@ TABLE = [
      r"[0 \le j s + q - P \le W - 1]", True, None),
     ("conv2d", "W", "sum(sum(sum(delta[n,o,i,j]*xp[n, c, i*s + p, j*s + q], n), i), j)", True, None),
     ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i + p,j + q}", False, "s = 1"),  # no stride
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,p,q}", False, "s = 0"),  # p ranges over K and H
     ("conv2d", "W", r"\frac{1}{N} \sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s + p,j s + q}", False, "1/N"),
     ("conv2d", "x", CONV_X, True, None),
     ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,h + P - i s,w + P - j s} [0 \le h + P - i s \le K_H - 1]"
@@ -239,6 +240,12 @@ TABLE = [
 
 def _where(where):
     return {"chain": where} if where in (A, BN_CHAIN) else {"op": where}
+
+
+def test_a_formula_that_is_zero_gets_no_left_out_hint():
+    """With K = 0 every bracket of the derivation is false: it 'explains' any zero formula, and says nothing."""
+    verdict = verify("0", op="max_pool2d", wrt="x")
+    assert not verdict.equivalent and not any("left out" in h for h in verdict.hints), verdict.report()
 
 
 @pytest.mark.parametrize("where, text", [(BN_CHAIN, r"\gamma_j \rho_j [y_j > 0] \sum_k \delta_k w_{kj}"),
