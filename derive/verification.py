@@ -731,6 +731,9 @@ class _Terms:
                 return [f"a term too many: {self.tex(term)}"]
             if self.study.matches(yours - 2 * term):
                 return [f"the sign of a term is flipped: {self.tex(term)}"]
+        for pair in itertools.combinations(self.derived, 2) if len(self.derived) > 2 else ():
+            if self.study.matches(yours + sum(pair)):  # batch norm's two batch terms, left out together
+                return [f"two terms missing: {self.tex(pair[0])} and {self.tex(pair[1])}"]
         return []
 
     def replaced(self, deadline) -> list[str]:

@@ -91,6 +91,7 @@ TABLE = [
      r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)", False, "N should be N S"),
     ("batch_norm", "x", r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
      r"\hat{x}_{ncs}\sum_n g_{ncs}\hat{x}_{ncs}\right)", False, None),
+    ("batch_norm", "x", r"\gamma_c \rho_c g_{ncs}", False, "two terms missing"),  # mean and variance taken as constants
     ("batch_norm", "gamma", r"\sum_n \sum_s g_{ncs} \hat{x}_{ncs}", True, None),
     ("batch_norm", "gamma", r"\vec{g}^{T} \hat{\vec{x}}", True, None),
     ("batch_norm", "gamma", r"\sum_n \sum_s g_{ncs} \tilde{x}_{ncs} \rho_c", True, None),
@@ -234,7 +235,8 @@ TABLE = [
     (BN_CHAIN, "delta_nj", r"\frac{\gamma_j \rho_j}{N} \left(N [y_{nj} > 0] \sum_k \delta_{nk} w_{kj} - \hat{x}_{nj} "
      r"\sum_{m} \hat{x}_{mj} [y_{mj} > 0] \sum_k \delta_{mk} w_{kj} - \sum_m [y_{mj} > 0] \sum_k \delta_{mk} w_{kj}\right)",
      True, None),
-    (BN_CHAIN, "delta_nj", r"\gamma_j \rho_j [y_{nj} > 0] \sum_k \delta_{nk} w_{kj}", False, None),  # as if one sample
+    (BN_CHAIN, "delta_nj", r"\gamma_j \rho_j [y_{nj} > 0] \sum_k \delta_{nk} w_{kj}", False,
+     "two terms missing"),  # as if each sample were on its own
 ]
 
 
