@@ -28,7 +28,7 @@ class FormulaError(ValueError):
     """The text is not a formula we can read; ``column`` (1-based) points at the trouble."""
 
     def __init__(self, message: str, column: int | None = None, text: str = ""):
-        self.column = column
+        self.column, self.message = column, message
         where = f" at column {column}" if column else ""
         context = ""
         if column and text:

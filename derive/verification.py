@@ -326,13 +326,18 @@ def _wrt_target(world: World, wrt: str, sample: bool):
     part = tree.parts[0]
     if len(tree.parts) != 1:
         raise ValueError("wrt: name one quantity")
-    if isinstance(part, F.Frac):
-        found = _designator(world, F.Equation(1, (part, F.Num(0, 0))).parts[0], sample, text)
-        entry, letters = found[0], found[1]
-    elif isinstance(part, F.Name):
-        entry, letters = _lookup_either_form(world, part, sample, text), part.indices
+    known = ", ".join(_wrt_name(t, sample) for t in world.targets)
+    try:
+        if isinstance(part, F.Frac):
+            found = _designator(world, F.Equation(1, (part, F.Num(0, 0))).parts[0], sample, text)
+            entry, letters = found[0], found[1]
+        elif isinstance(part, F.Name):
+            entry, letters = _lookup_either_form(world, part, sample, text), part.indices
+    except F.FormulaError as error:  # about the --wrt text, not the formula
+        raise ValueError(f"wrt: {error.message.split(';')[0]}; the quantities are {known}") from None
+    if isinstance(part, (F.Frac, F.Name)):
         if entry is None:
-            raise ValueError(f"wrt: unknown quantity {wrt!r}")
+            raise ValueError(f"wrt: unknown quantity {wrt!r}; the quantities are {known}")
     else:
         raise ValueError(f"wrt: expected a name such as W, x, delta_j or w_kj, got {wrt!r}")
     target = _target_of(world, entry)

@@ -581,3 +581,8 @@ def test_every_row_a_chain_prints_reads_back_as_its_sympy_expression(names, samp
             assert _same(read(text, chain=names, derivatives=True), expr), (text, expr)
             checked += 1
     assert checked >= 10
+
+
+def test_an_unknown_wrt_names_the_option_and_the_quantities():
+    with pytest.raises(ValueError, match=r"^wrt: unknown symbol Z; the quantities are x_nj, W \(w_kj\), b_k$"):
+        verify(r"\sum_n \delta_{nk}", op="linear", wrt="Z")
