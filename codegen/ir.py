@@ -600,3 +600,22 @@ def _terms_by_axes(node: Elementwise):
         else:
             out.append((coeff, Elementwise(tuple(a for a in node.axes if a in axes), expr, used)))
     return out
+
+
+def rows_sum_to_one(node: Node, names: set) -> Node:
+    """``sum_k t[n, k] f[n]`` as ``sum f[n]`` where each row of ``t`` sums to 1, an assumption the
+    module checks (``names``: such inputs, rows along their last axis): one pass over ``t`` fewer."""
+    if isinstance(node, Contract):
+        args = tuple(rows_sum_to_one(a, names) for a in node.args)
+        for pos, arg in enumerate(args):
+            rest = args[:pos] + args[pos + 1:]
+            if isinstance(arg, Leaf) and arg.name in names and rest and arg.axes[-1] not in node.axes \
+                    and not any(arg.axes[-1] in other.axes for other in rest):
+                if len(rest) > 1:
+                    return Contract(tuple(node.axes), rest)
+                return rest[0] if tuple(rest[0].axes) == tuple(node.axes) else Reduce(tuple(node.axes), "sum",
+                                                                                       rest[0], None)
+        return dataclasses.replace(node, args=args)
+    if isinstance(node, Elementwise):
+        return dataclasses.replace(node, holes=tuple((k, rows_sum_to_one(c, names)) for k, c in node.holes))
+    return node

@@ -8,7 +8,8 @@ from derive.op import DOMAINS
 from derive.rewrite import nodes, normalize
 from derive.symbols import Intermediate, IntermediateElement
 
-from .ir import Lowering, canonical, leaf_names, share_arithmetic, split_sums, subtrees, symbols_used
+from .ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
+                 symbols_used)
 from .numpy_code import ArrayPrinter
 from .stable import stabilize
 from .text import text
@@ -34,8 +35,11 @@ def module_context(d: Derivation) -> dict:
         definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
     names.update({node: node.name for node, _ in definitions})
     lowering = Lowering(names)
-    forward_trees = list(zip([node for node, _ in definitions], map(split_sums, share_arithmetic(
-        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions]))))
+    split = list(map(split_sums, share_arithmetic(
+        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions])))
+    simplex = {i.name for i in op.inputs if i.domain == "simplex"}
+    forward_trees = list(zip([node for node, _ in definitions], (rows_sum_to_one(t, simplex) for t in split)))
+    assumes_simplex = any(canonical(t) != canonical(s) for (_, t), s in zip(forward_trees, split))
     kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
     fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs},
                        [node.name for node, _ in definitions])
@@ -76,14 +80,14 @@ def module_context(d: Derivation) -> dict:
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
-        "checks": _checks(op, d) + _output_size_checks(op),
+        "checks": _checks(op, d, assumes_simplex) + _output_size_checks(op),
         "forward_lines": fwd.lines,
         "output": op.output.name,
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
         "backward_sizes": [s.name for s in backward_sizes],
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
-        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if _checks(op, d) else set())),
+        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if _checks(op, d, assumes_simplex) else set())),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),
@@ -150,9 +154,9 @@ def _output_size_checks(op) -> list[str]:
     return lines
 
 
-def _checks(op, d: Derivation) -> list[str]:
-    """Runtime checks of the assumptions the derivation used (a simplex sums to 1)."""
-    used = any(s.name == "apply identities" for g in d.gradients for s in g.steps)
+def _checks(op, d: Derivation, forward_assumes: bool) -> list[str]:
+    """Runtime checks of the assumptions the derivation (or the forward code) used: a simplex sums to 1."""
+    used = forward_assumes or any(s.name == "apply identities" for g in d.gradients for s in g.steps)
     if not used:
         return []
     return [f'_simplex("{i.name}", {i.name})' for i in op.inputs if i.domain == "simplex"]

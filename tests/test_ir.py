@@ -2,7 +2,8 @@
 import numpy as np
 import sympy as sp
 
-from codegen.ir import Contract, Elementwise, Leaf, Reduce, canonical, share_arithmetic, split_sums, subtrees
+from codegen.ir import (Contract, Elementwise, Leaf, Reduce, canonical, rows_sum_to_one, share_arithmetic,
+                        split_sums, subtrees)
 from codegen.numpy_code import ArrayPrinter
 
 n, k, j = sp.symbols("n k j", integer=True)
@@ -66,3 +67,20 @@ def test_a_scaled_difference_is_one_new_array_and_leaves_its_inputs_alone():
     scope = _run(printer, arrays)
     assert np.allclose(scope["dy"], (before["y"] - before["t"]) * 0.5 / 3)
     assert all(np.array_equal(arrays[name], before[name]) for name in ("y", "t"))
+
+
+def test_a_sum_over_the_rows_of_a_probability_input_is_dropped_only_where_it_is_one():
+    """sum_n sum_k t[n,k] log s[n] is sum_n log s[n] when t's rows sum to 1; t against a k-array stays."""
+    log_s = Elementwise((n,), sp.log(a), ((a, s),))
+    tree = Contract((), (log_s, t))
+    dropped = rows_sum_to_one(tree, {"t"})
+    assert isinstance(dropped, Reduce) and dropped.arg == log_s
+    assert rows_sum_to_one(tree, set()) == tree  # t not declared a probability input
+    against_k = Contract((), (t, Elementwise((n, k), sp.log(a), ((a, z),))))
+    assert rows_sum_to_one(against_k, {"t"}) == against_k
+    rng = np.random.default_rng(2)
+    rows = rng.random((4, 5))
+    arrays = {"t": rows / rows.sum(axis=1, keepdims=True), "s": rng.random(4) + 1}
+    printer = ArrayPrinter("fixed", {"t": (n, k), "s": (n,)})
+    printer.assign("out", dropped, ())
+    assert np.isclose(_run(printer, arrays)["out"], np.sum(arrays["t"] * np.log(arrays["s"])[:, None]))
