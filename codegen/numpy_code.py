@@ -251,6 +251,7 @@ class ArrayPrinter:
     def fresh_array(self, node: Node) -> bool:
         """Whether ``node`` is a new image-size array (col2im's canvas), free to scale in place."""
         return isinstance(node, Scatter) and canonical(node) not in self.shared
+
     @staticmethod
     def _term(node: Elementwise, part, coeff, holes) -> Node:
         """``part * coeff``: the coefficient is its own node, computed on the small arrays."""
@@ -596,4 +597,3 @@ def _atomic(text: str) -> bool:
         elif depth == 0 and ch in " +-*/@":
             return False
     return True
-

@@ -39,7 +39,7 @@ def module_context(d: Derivation) -> dict:
         [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions])))
     simplex = {i.name for i in op.inputs if i.domain == "simplex"}
     forward_trees = list(zip([node for node, _ in definitions], (rows_sum_to_one(t, simplex) for t in split)))
-    assumes_simplex = any(canonical(t) != canonical(s) for (_, t), s in zip(forward_trees, split))
+    checks = _checks(op, d, any(canonical(t) != canonical(s) for (_, t), s in zip(forward_trees, split)))
     kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
     fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs},
                        [node.name for node, _ in definitions])
@@ -80,14 +80,14 @@ def module_context(d: Derivation) -> dict:
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
-        "checks": _checks(op, d, assumes_simplex) + _output_size_checks(op),
+        "checks": checks + _output_size_checks(op),
         "forward_lines": fwd.lines,
         "output": op.output.name,
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
         "backward_sizes": [s.name for s in backward_sizes],
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
-        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if _checks(op, d, assumes_simplex) else set())),
+        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),
