@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from derive import check
-from derive.op import Op
+from derive.engine import check
+from derive.define.op import Op
 
 from . import references
 

@@ -54,12 +54,12 @@ def per_op_stages() -> dict:
     """Seconds per op for each stage of the build, with the cache in ``$DERIVE_CACHE_DIR``."""
     import numpy as np
 
-    from codegen.article import article_files
+    from codegen.document.article import article_files
     from codegen.render import module_source, op_latex
-    from derive import check
-    from derive.cache import DerivationCache, using
-    from derive.engine import derive
-    from derive.registry import registry
+    from derive.engine import check
+    from derive.engine.cache import DerivationCache, using
+    from derive.engine.derivation import derive
+    from derive.define.registry import registry
 
     stages = {}
     with using(DerivationCache()):

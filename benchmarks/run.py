@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from derive.engine import derive_afresh
-from derive.registry import registry
+from derive.engine.derivation import derive_afresh
+from derive.define.registry import registry
 
 from . import references
 from .cases import Case, NotBenchmarked, bench_sizes

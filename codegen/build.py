@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from derive import check
-from derive.engine import derive
-from derive.registry import registry
+from derive.engine import check
+from derive.engine.derivation import derive
+from derive.define.registry import registry
 
 from .render import module_source, op_latex
 
@@ -39,7 +39,7 @@ def outputs() -> dict[str, str]:
         files[f"{name}.py"] = module_source(d)
         for lang in LANGS:
             files[f"latex/{lang}/{name}.tex"] = op_latex(d, lang)
-    from .article import article_files  # the network pages need every op derived first
+    from codegen.document.article import article_files  # the network pages need every op derived first
     files.update(article_files())
     return dict(sorted(files.items()))
 

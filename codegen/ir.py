@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.symbols import FirstMax, Iverson, Maximum, index_symbols, is_index
+from derive.define.symbols import FirstMax, Iverson, Maximum, index_symbols, is_index
 
 
 @dataclass(frozen=True)

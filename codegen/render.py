@@ -5,10 +5,10 @@ from functools import lru_cache
 
 import jinja2
 
-from derive.engine import Derivation
+from derive.engine.derivation import Derivation
 
-from .numpy_module import module_context
-from .tex import op_blocks
+from codegen.module.context import module_context
+from codegen.latex.blocks import op_blocks
 
 
 @lru_cache(maxsize=None)

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
 def _derivation_cache(args):
     """The on-disk derivation cache for commands that print derivations (``check`` always derives afresh)."""
-    from derive.cache import DerivationCache, using
+    from derive.engine.cache import DerivationCache, using
     wanted = hasattr(args, "no_cache") and not args.no_cache
     return using(DerivationCache() if wanted else None)
 
@@ -117,7 +117,7 @@ def _one_line(error) -> str:
 
 def cmd_list(args) -> int:
     from codegen.text import text
-    from derive.registry import registry
+    from derive.define.registry import registry
     for name, op in registry().items():
         node = op.output
         index = f"[{', '.join(map(str, node.index))}]" if node.index else ""
@@ -129,7 +129,7 @@ def cmd_build(args) -> int:
     from pathlib import Path
 
     from codegen.build import GENERATED, build
-    from derive.cache import active
+    from derive.engine.cache import active
     start = time.perf_counter()
     rows = build(Path(args.out) if args.out else GENERATED)
     print(f"{'op':24} {'derived':8} {'generated':10} {'fd max rel err':>15}  check")
@@ -146,8 +146,8 @@ def cmd_build(args) -> int:
 
 def cmd_latex(args) -> int:
     from codegen.render import op_latex
-    from derive.engine import derive
-    from derive.registry import get
+    from derive.engine.derivation import derive
+    from derive.define.registry import get
     if args.chain and args.op:
         raise UsageError("give an op or --chain, not both")
     if args.chain or args.op == "article":
@@ -159,9 +159,9 @@ def cmd_latex(args) -> int:
 
 
 def _print_chain(args) -> int:
-    from codegen.article import part1, part2
-    from codegen.chain_tex import chain_blocks
-    from derive.chain import chain
+    from codegen.document.article import part1, part2
+    from codegen.latex.chain import chain_blocks
+    from derive.engine.chain import chain
     if args.op == "article":
         blocks = part1(args.lang) + part2(args.lang)
     else:
@@ -175,7 +175,7 @@ def _print_chain(args) -> int:
 def cmd_doc(args) -> int:
     from pathlib import Path
 
-    from codegen import doc
+    from codegen.document import document as doc
     if args.chain and args.ops:
         raise UsageError("doc: give ops or --chain, not both")
     if "article" in args.ops and len(args.ops) > 1:
@@ -228,8 +228,8 @@ def _write(path, text: str):
 
 def cmd_code(args) -> int:
     from codegen.render import module_source
-    from derive.engine import derive
-    from derive.registry import get
+    from derive.engine.derivation import derive
+    from derive.define.registry import get
     print(module_source(derive(get(args.op))), end="")
     return 0
 
@@ -238,9 +238,9 @@ def cmd_check(args) -> int:
     import numpy as np
 
     from codegen.render import module_source
-    from derive import check
-    from derive.engine import derive
-    from derive.registry import get, registry
+    from derive.engine import check
+    from derive.engine.derivation import derive
+    from derive.define.registry import get, registry
     names = args.ops or list(registry())
     ops = [get(n) for n in names]
     failed = False
@@ -260,7 +260,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from derive import formula as F
+    from derive.verifier import formula as F
     items = [i for i in args.items if i != "--"]
     if args.chain:
         items.insert(0, None)
@@ -274,7 +274,7 @@ def cmd_verify(args) -> int:
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
-        from derive.verification import symbols
+        from derive.verifier.verification import symbols
         print(symbols(op, args.chain))
         return 0
     if text is None:
@@ -282,7 +282,7 @@ def cmd_verify(args) -> int:
     if text == "-":
         text = sys.stdin.read(F.MAX_CHARS + 1)
     F.parse(text, args.syntax)  # malformed input is refused before anything is derived
-    from derive.verification import verify
+    from derive.verifier.verification import verify
     try:
         verdict = verify(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax, seed=args.seed)
     except (UsageError, ValueError, KeyboardInterrupt):
@@ -297,7 +297,7 @@ def cmd_bench(args) -> int:
     from benchmarks.timing import quiet_blas
     quiet_blas()  # before NumPy loads OpenBLAS
     from benchmarks.run import run
-    from derive.registry import get
+    from derive.define.registry import get
     if args.rounds < 3:
         raise UsageError("--rounds must be at least 3")
     if args.plot and args.no_sweep:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .registry import get
+from derive.define.registry import get
 
 
 def sgd_step(params: dict, grads: dict, lr: float) -> None:

@@ -5,8 +5,8 @@ import zlib
 import numpy as np
 import pytest
 
-from derive.engine import derive
-from derive.registry import registry
+from derive.engine.derivation import derive
+from derive.define.registry import registry
 
 OPS = list(registry().values())
 

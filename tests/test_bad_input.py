@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from derive import check
+from derive.engine import check
 
 
 def _call(module, op, inputs):

@@ -19,8 +19,8 @@ from benchmarks.cases import Case, NotBenchmarked, bench_sizes
 from benchmarks.run import run
 from benchmarks.svg import sweep_svg
 from benchmarks.timing import Timing, interleaved, peak_memory
-from derive import check
-from derive.registry import get
+from derive.engine import check
+from derive.define.registry import get
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_torch = pytest.mark.skipif(not references.available("torch"), reason="PyTorch is not installed")
@@ -190,7 +190,7 @@ def test_bad_bench_usage_is_one_line_and_exit_2(args, message):
 
 def test_per_op_build_stages_are_timed_for_every_op():
     from benchmarks.derivation import per_op_stages
-    from derive.registry import registry
+    from derive.define.registry import registry
     stages = per_op_stages()
     assert set(stages) == set(registry()) | {"(article network)"}
     assert all(s["derive"] > 0 and s["print"] > 0 and s["check"] > 0 for name, s in stages.items()

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from codegen.build import GENERATED, HEADER, outputs
-from derive.registry import registry
+from derive.define.registry import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

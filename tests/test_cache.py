@@ -10,10 +10,10 @@ from pathlib import Path
 import sympy as sp
 
 from codegen.render import module_source, op_latex
-from derive.cache import DerivationCache, definition_text, engine_version, key, using
-from derive.engine import derive, derive_afresh
-from derive.registry import get
-from derive.symbols import Intermediate
+from derive.engine.cache import DerivationCache, definition_text, engine_version, key, using
+from derive.engine.derivation import derive, derive_afresh
+from derive.define.registry import get
+from derive.define.symbols import Intermediate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def test_the_definition_text_shows_what_srepr_hides():
 
 
 def test_keys_do_not_depend_on_the_hash_seed():
-    code = ("from derive.cache import key; from derive.registry import registry; "
+    code = ("from derive.engine.cache import key; from derive.define.registry import registry; "
             "print([key(o) for o in registry().values()])")
     outputs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
@@ -64,10 +64,10 @@ def test_keys_do_not_depend_on_the_hash_seed():
 
 def test_editing_the_engine_changes_the_version(tmp_path):
     engine = tmp_path / "engine"
-    shutil.copytree(Path(sys.modules["derive.engine"].__file__).parent, engine)
+    shutil.copytree(Path(sys.modules["derive.engine.derivation"].__file__).parent.parent, engine, ignore=shutil.ignore_patterns("__pycache__"))
     before = engine_version.__wrapped__(engine)
     assert before == engine_version.__wrapped__(engine)
-    with open(engine / "rewrite.py", "a") as f:
+    with open(engine / "engine" / "rewrite.py", "a") as f:
         f.write("\n# a change\n")
     assert engine_version.__wrapped__(engine) != before
 

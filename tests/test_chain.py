@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import check
-from derive.chain import BATCH_SIZE, chain, sample_form
+from derive.engine import check
+from derive.engine.chain import BATCH_SIZE, chain, sample_form
 from derive.train import Network
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
@@ -88,7 +88,7 @@ def test_sgd_step_is_the_article_update():
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_a_network_with_batch_norm_keeps_the_batch_index_and_says_why(lang):
     """Batch norm couples the samples: the one-sample form (N = 1) would normalise every value to 0."""
-    from codegen.chain_tex import chain_blocks
+    from codegen.latex.chain import chain_blocks
     coupled = chain(("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"))
     assert coupled.coupled_by == ("batch_norm",) and chain(ARTICLE).coupled_by == ()
     blocks = chain_blocks(coupled, lang)

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from derive import check
-from derive.registry import get, registry
+from derive.engine import check
+from derive.define.registry import get, registry
 from generated import avg_pool2d, conv2d, max_pool2d
 
 GENERATED = Path(__file__).resolve().parent.parent / "generated"
@@ -163,8 +163,8 @@ def test_full_convolution_reading_equals_the_gradient(padding, rng):
     """The LaTeX's stride-1 form, evaluated from its own definitions, equals the generated backward."""
     import sympy as sp
 
-    from codegen.explain import full_convolution
-    from derive.engine import derive
+    from codegen.latex.explain import full_convolution
+    from derive.engine.derivation import derive
     d = derive(get("conv2d"))
     form = full_convolution(d, d.gradient("x"))
     x, W, b = rng.standard_normal((2, 2, 4, 5)), rng.standard_normal((3, 2, 3, 2)), rng.standard_normal(3)

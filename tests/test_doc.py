@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from codegen import doc
-from codegen.article import ARTICLE
-from codegen.chain_tex import chain_printer
-from codegen.tex import display, op_blocks
-from derive.chain import chain, sample_form
-from derive.check import expand_sums
-from derive.engine import derive
+from codegen.document import document as doc
+from codegen.document.article import ARTICLE
+from codegen.latex.chain import chain_printer
+from codegen.latex.blocks import display, op_blocks
+from derive.engine.chain import chain, sample_form
+from derive.engine.check import expand_sums
+from derive.engine.derivation import derive
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = ("linear", "tanh", "linear", "softmax_cross_entropy")
@@ -229,7 +229,7 @@ def test_article_document_checks_the_articles_claims():
     """Part 1's claims are checked when the document is made; a wrong gradient is caught."""
     import dataclasses
 
-    from codegen.article import verify
+    from codegen.document.article import verify
     c = chain(ARTICLE)
     assert verify(c) == []
     i = next(i for i, q in enumerate(c.backward) if q.kind == "gradient" and q.layer is c.layers[2])

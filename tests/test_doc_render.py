@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from codegen import doc
-from derive.registry import registry
+from codegen.document import document as doc
+from derive.define.registry import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 KATEX = ROOT / "tests" / "katex"

@@ -2,12 +2,12 @@
 import pytest
 import sympy as sp
 
-from derive import rewrite
-from derive.deltas import eliminate_deltas
-from derive.engine import derive
-from derive.op import Input, Op
-from derive.registry import get
-from derive.symbols import Intermediate, Iverson, Tensor, indices, sizes
+from derive.engine import rewrite
+from derive.engine.deltas import eliminate_deltas
+from derive.engine.derivation import derive
+from derive.define.op import Input, Op
+from derive.define.registry import get
+from derive.define.symbols import Intermediate, Iverson, Tensor, indices, sizes
 
 
 def gradient(name, wrt=None):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import check
+from derive.engine import check
 
 
 @pytest.mark.parametrize("case", [0, 1])
@@ -35,8 +35,8 @@ def test_forward_matches_lambdify_of_definition(op, module, rng):
 
 def _reference(op, sizes, inputs, hyper, precision=None):
     """The forward definition, unrolled at explicit sizes and evaluated by lambdify (or mpmath)."""
-    from derive.check import _unroll
-    from derive.rewrite import inline
+    from derive.engine.check import _unroll
+    from derive.engine.rewrite import inline
     node = op.output
     definition = inline(node.definition)
     subs_sizes = {s: sp.Integer(v) for s, v in sizes.items()}

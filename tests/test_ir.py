@@ -4,7 +4,7 @@ import sympy as sp
 
 from codegen.ir import (Contract, Elementwise, Leaf, Reduce, canonical, rows_sum_to_one, share_arithmetic,
                         split_sums, subtrees)
-from codegen.numpy_code import ArrayPrinter
+from codegen.module.printer import ArrayPrinter
 
 n, k, j = sp.symbols("n k j", integer=True)
 a, b, c = sp.symbols("_h0 _h1 _h2")

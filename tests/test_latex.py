@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from codegen.article import NodeNetwork, node_forward, part1, part2, weight_matrix, x, y
+from codegen.document.article import NodeNetwork, node_forward, part1, part2, weight_matrix, x, y
 from codegen.render import op_latex
-from codegen.tex import op_blocks
-from derive import check
-from derive.chain import chain
-from derive.rewrite import inline
-from derive.symbols import Tensor
+from codegen.latex.blocks import op_blocks
+from derive.engine import check
+from derive.engine.chain import chain
+from derive.engine.rewrite import inline
+from derive.define.symbols import Tensor
 
 
 def _evaluate(expr, op, sizes, values, at):
@@ -61,9 +61,9 @@ def test_each_row_of_each_derivation_equals_the_gradient(op, derivation, rng):
 
 
 def test_printed_tex_is_the_printer_output_of_the_expressions(op, derivation):
-    from codegen.latex import ArticleLatex
-    from codegen.tex import notation
-    from codegen.tex import full_convolution_blocks
+    from codegen.latex.notation import ArticleLatex
+    from codegen.latex.blocks import notation
+    from codegen.latex.blocks import full_convolution_blocks
     printer = ArticleLatex(notation(op), "en")
     explained = {b.equation for b in full_convolution_blocks(derivation, "en") if b.equation}  # own notation
     for block in op_blocks(derivation, "en", "index"):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import check
-from derive.engine import derive
-from derive.registry import get
+from derive.engine import check
+from derive.engine.derivation import derive
+from derive.define.registry import get
 from derive.train import update_running_stats
 from generated import batch_norm, batch_norm_eval, dropout, layer_norm
 

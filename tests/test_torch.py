@@ -5,7 +5,7 @@ PyTorch is an optional extra; without it these tests are skipped.
 import numpy as np
 import pytest
 
-from derive import check
+from derive.engine import check
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -10,8 +10,8 @@ import pytest
 import sympy as sp
 
 import derive
-from derive.formula import FormulaError, MAX_CHARS
-from derive.verification import read, symbols, verify
+from derive.verifier.formula import FormulaError, MAX_CHARS
+from derive.verifier.verification import read, symbols, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 A = "article"
@@ -274,7 +274,7 @@ def test_table_of_formulas(where, wrt, text, right, hint):
 
 def test_table_is_large_and_covers_every_op_and_every_mistake():
     assert len(TABLE) >= 60
-    from derive.registry import registry
+    from derive.define.registry import registry
     assert {w for w, *_ in TABLE} >= set(registry()) | {A}
     hints = {h for *_, h in TABLE if h}
     for mistake in ("sign", "transposed index", "activation derivative", "1/N", "wrong index"):
@@ -386,7 +386,7 @@ def test_the_left_hand_side_must_agree_with_wrt():
 def test_every_name_an_op_prints_reads_back_as_its_element(op):
     """Each tensor, intermediate and constant, written as the derivation prints it (``\\hat{x}_{ncs}``,
     ``\\sigma^{2}_{c}``, ``\\bar{\\sigma}^{2}_{c}``, ``\\epsilon``), is that element: the names come from the printer."""
-    from derive.quantities import op_world
+    from derive.verifier.quantities import op_world
     table = op_world(op).table
     checked = 0
     for entry in table.entries:
@@ -396,7 +396,7 @@ def test_every_name_an_op_prints_reads_back_as_its_element(op):
         expected = entry.element([sp.Symbol(c, integer=True) for c in entry.letters])
         assert read(text, op=op.name) == expected, (text, entry.names)
         if table.vector_letters and entry.rank:  # the vector form's whole name, as --symbols lists it
-            from derive.verification import _array_name
+            from derive.verifier.verification import _array_name
             g = next(e for e in table.entries if e.kind == "upstream")
             upstream = g.element([sp.Symbol(c, integer=True) for c in g.letters])
             whole = read(rf"{_array_name(entry, False, table)} \odot \vec{{g}}", op=op.name)
@@ -443,7 +443,7 @@ def test_vector_form_reads_inner_products_and_ones():
 def test_affine_indices_and_range_conditions_read_as_index_arithmetic():
     """What a strided or padded layer prints (``x_{n, c, i s + p}``, ``[0 \\le a + P - i s \\le K - 1]``) reads
     generically: index letters, sizes and numbers, added and multiplied; chained comparisons."""
-    from derive.symbols import Iverson
+    from derive.define.symbols import Iverson
     s = sp.Symbol("s", integer=True)
     N, S = sp.Symbol("N", integer=True, positive=True), sp.Symbol("S", integer=True, positive=True)
     flipped = read(r"g_{ncs} x_{n, c, S - 1 - s}", op="batch_norm")
@@ -530,9 +530,9 @@ def _rows(tex: str) -> list[str]:
 
 
 def _same(a, b) -> bool:
-    from derive.chain import ChainProduct
-    from derive.check import is_zero
-    from derive.rewrite import canonical_bound, normalize
+    from derive.engine.chain import ChainProduct
+    from derive.engine.check import is_zero
+    from derive.engine.rewrite import canonical_bound, normalize
     a, b = (e.replace(lambda f: isinstance(f, ChainProduct), lambda f: sp.Mul(*f.args)) for e in (a, b))
     return sp.expand(canonical_bound(normalize(a)) - canonical_bound(normalize(b))) == 0 or is_zero(a - b)
 
@@ -540,7 +540,7 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("form", ["index", "matrix"])
 def test_every_gradient_row_an_op_prints_reads_back_as_its_sympy_expression(op, derivation, form):
     """Each row of each gradient (chain rule, deltas, folded, final), parsed by the verifier's grammar."""
-    from codegen.tex import full_convolution_blocks, op_blocks
+    from codegen.latex.blocks import full_convolution_blocks, op_blocks
     explained = {b.equation for b in full_convolution_blocks(derivation, "en") if b.equation}  # own notation
     equations = [b.equation for b in op_blocks(derivation, "en", form)
                  if b.equation and isinstance(b.equation.lhs, sp.Derivative) and b.equation not in explained]
@@ -565,8 +565,8 @@ CHAINS = [("linear", "sigmoid", "linear", "sigmoid", "half_sse"),
 def test_every_row_a_chain_prints_reads_back_as_its_sympy_expression(names, sample):
     """Forward, error terms, gradients and updates of the chain, as the article writes them (one sample)
     and with the batch index; ``\\delta_k = \\frac{\\partial E}{\\partial net_k} = ...`` names its definition first."""
-    from codegen.chain_tex import chain_blocks
-    from derive.chain import chain
+    from codegen.latex.chain import chain_blocks
+    from derive.engine.chain import chain
     c = chain(names)
     checked = 0
     for block in chain_blocks(c, "en", sample=sample):

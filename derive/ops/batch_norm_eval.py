@@ -6,8 +6,8 @@ gradients' concern; only x, gamma and beta get gradients.
 """
 import sympy as sp
 
-from derive.op import Hyper, Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Hyper, Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 N, C, S = sizes("N C S")
 n, c, s = indices("n c s")

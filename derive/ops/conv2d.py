@@ -5,8 +5,8 @@ input window that starts at (i s, j s) of the padded input, plus a bias.
 """
 import sympy as sp
 
-from derive.op import Hyper, Input, Op
-from derive.symbols import Intermediate, Iverson, Tensor, indices, sizes
+from derive.define.op import Hyper, Input, Op
+from derive.define.symbols import Intermediate, Iverson, Tensor, indices, sizes
 
 N, C, IH, IW, O, KH, KW = sizes("N C IH IW O KH KW")
 stride, pad = sp.Symbol("stride", integer=True, positive=True), sp.Symbol("padding", integer=True, nonnegative=True)

@@ -1,8 +1,8 @@
 """Cross-entropy of predicted probabilities against targets, averaged over the batch."""
 import sympy as sp
 
-from derive.op import Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 N, K = sizes("N K")
 n, k = indices("n k")

@@ -5,8 +5,8 @@ deterministic and checkable; draw it as ``rng.random(x.shape) >= p``.
 """
 import sympy as sp
 
-from derive.op import Hyper, Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Hyper, Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")

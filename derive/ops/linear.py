@@ -4,8 +4,8 @@ This is the article's ``net_k``; weights are indexed later node first (``w_{kj}`
 """
 import sympy as sp
 
-from derive.op import Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 N, D, M = sizes("N D M")
 n, j, k = indices("n j k")

@@ -1,8 +1,8 @@
 """Mean squared error over all elements."""
 import sympy as sp
 
-from derive.op import Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")

@@ -1,8 +1,8 @@
 """The rectified linear unit: the input where positive, else 0 (gradient 0 at 0, as in PyTorch)."""
 import sympy as sp
 
-from derive.op import Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")

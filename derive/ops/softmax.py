@@ -1,8 +1,8 @@
 """Softmax over the last axis: positive outputs that sum to 1."""
 import sympy as sp
 
-from derive.op import Input, Op
-from derive.symbols import Intermediate, Tensor, indices, sizes
+from derive.define.op import Input, Op
+from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
 N, K = sizes("N K")
 n, k, j = indices("n k j")

@@ -13,9 +13,9 @@ from collections import Counter
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from derive.symbols import Iverson, as_piecewise
+from derive.define.symbols import Iverson, as_piecewise
 
-from .ir import Contract, Elementwise, Leaf, Mask, Node, Pad, Reduce, Scatter, Window, canonical
+from codegen.ir import Contract, Elementwise, Leaf, Mask, Node, Pad, Reduce, Scatter, Window, canonical
 
 
 class ExprPrinter(NumPyPrinter):

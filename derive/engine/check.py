@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from .engine import Derivation
-from .op import Op
-from .rewrite import inline
-from .symbols import FirstMax, as_piecewise
+from derive.engine.derivation import Derivation
+from derive.define.op import Op
+from derive.engine.rewrite import inline
+from derive.define.symbols import FirstMax, as_piecewise
 
 STEP = 1e-6
 RTOL, ATOL = 1e-5, 1e-7

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import rewrite
-from .op import Op
-from .registry import get
-from .engine import derive, display_index
-from .symbols import Intermediate, Tensor, substitute_indices
+from derive.engine import rewrite
+from derive.define.op import Op
+from derive.define.registry import get
+from derive.engine.derivation import derive, display_index
+from derive.define.symbols import Intermediate, Tensor, substitute_indices
 
 LETTERS = "kjihfedc"
 BATCH = sp.Symbol("n", integer=True)

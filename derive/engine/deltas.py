@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import KroneckerDelta
 
-from .symbols import Iverson, rebuild
+from derive.define.symbols import Iverson, rebuild
 
 Ranges = dict  # index symbol -> (lo, hi), inclusive
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .deltas import make_sum
-from .symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, rebuild
+from derive.engine.deltas import make_sum
+from derive.define.symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, rebuild
 
 
 # -- sums ---------------------------------------------------------------------

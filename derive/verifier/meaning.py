@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import formula as F
-from .symbols import Iverson
+from derive.verifier import formula as F
+from derive.define.symbols import Iverson
 
 MAX_SUMS = 32
 MAX_SUM_DEPTH = 8
@@ -66,7 +66,7 @@ class Entry:
 
     def head(self) -> str:
         """Its name in TeX, without indices."""
-        from codegen.latex import name_tex
+        from codegen.latex.notation import name_tex
         return self.written or name_tex(self.names[0])
 
     def tex(self, sample: bool = False) -> str:

@@ -13,10 +13,12 @@ from functools import lru_cache
 
 import sympy as sp
 
-from . import cache, rewrite
-from .deltas import drop_implied_brackets, eliminate_deltas
-from .op import Input, Op
-from .symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index, iverson_form,
+from derive.engine import cache
+
+from derive.engine import rewrite
+from derive.engine.deltas import drop_implied_brackets, eliminate_deltas
+from derive.define.op import Input, Op
+from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index, iverson_form,
                       rebuild)
 
 

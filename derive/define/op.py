@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .symbols import Intermediate, Tensor
+from derive.define.symbols import Intermediate, Tensor
 
 #: How an input's test values are drawn (and what the generated code may assume).
 DOMAINS = {

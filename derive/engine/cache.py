@@ -3,7 +3,7 @@
 An entry's key is a SHA-256 of everything a derivation depends on: the
 op's definition written out exactly (every tensor with its shape, every
 intermediate with its definition, the hyper-parameters and identities),
-the source of the engine's modules (every ``derive/*.py``: editing the
+the source of the engine's modules (every ``derive/**/*.py``: editing the
 engine invalidates every entry by itself), and the SymPy and Python
 versions. The value is the pickled ``Derivation``.
 
@@ -30,10 +30,10 @@ from pathlib import Path
 import sympy as sp
 from sympy.printing.repr import ReprPrinter
 
-from .op import Op
-from .symbols import Intermediate, Tensor
+from derive.define.op import Op
+from derive.define.symbols import Intermediate, Tensor
 
-ENGINE = Path(__file__).resolve().parent
+ENGINE = Path(__file__).resolve().parent.parent  # the derive package: definitions, engine, ops
 
 
 def default_directory() -> Path:
@@ -78,8 +78,8 @@ def definition_text(op: Op) -> str:
 def engine_version(engine: Path = ENGINE) -> str:
     """A hash of the engine's source files (``engine/*.py``) and the versions it runs on."""
     digest = hashlib.sha256(f"python {sys.version_info[:2]} sympy {sp.__version__}\n".encode())
-    for path in sorted(engine.glob("*.py")):
-        digest.update(f"{path.name}\n".encode())
+    for path in sorted(engine.rglob("*.py")):
+        digest.update(f"{path.relative_to(engine).as_posix()}\n".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive.symbols import Maximum, fresh_index, symbols_in
+from derive.define.symbols import Maximum, fresh_index, symbols_in
 
-from .numpy_code import Sigmoid
+from codegen.module.printer import Sigmoid
 
 
 def stabilize(expr: sp.Expr) -> sp.Expr:

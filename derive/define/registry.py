@@ -5,8 +5,8 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
-from . import ops
-from .op import Op
+from derive import ops
+from derive.define.op import Op
 
 
 @lru_cache(maxsize=None)

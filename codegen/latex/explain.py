@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.engine import Derivation, Gradient
-from derive.symbols import Iverson, Tensor, index_symbols
+from derive.engine.derivation import Derivation, Gradient
+from derive.define.symbols import Iverson, Tensor, index_symbols
 
 
 @dataclass(frozen=True)

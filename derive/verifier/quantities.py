@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from . import check
-from .chain import BATCH_SIZE, ChainDerivation, display_name
-from .engine import Derivation, derive
-from .meaning import BATCH_INDEX, Entry, Table, name_key
-from .op import Op
-from .symbols import FirstMax
+from derive.engine import check
+from derive.engine.chain import BATCH_SIZE, ChainDerivation, display_name
+from derive.engine.derivation import Derivation, derive
+from derive.verifier.meaning import BATCH_INDEX, Entry, Table, name_key
+from derive.define.op import Op
+from derive.define.symbols import FirstMax
 
 PRECISION = 30
 ETA = sp.Symbol("eta")  # the learning rate, as the chain's update rules write it
@@ -243,8 +243,8 @@ def at(expr: sp.Expr, where: dict) -> sp.Expr:
 # -- one op ----------------------------------------------------------------------
 
 def op_world(op: Op) -> World:
-    from codegen.latex import ArticleLatex
-    from codegen.tex import display, notation
+    from codegen.latex.notation import ArticleLatex
+    from codegen.latex.blocks import display, notation
     d = derive(op)
     table = op_table(op, d)
     by_value = {e.value: e for e in table.entries}
@@ -274,8 +274,8 @@ def op_world(op: Op) -> World:
 def op_table(op: Op, d: Derivation) -> Table:
     """The names a formula about ``op`` may use: as the derivation prints them (``\\hat{x}``,
     ``\\sigma^{2}``, ``\\epsilon``), by their labels (``xhat``, ``var``, ``eps``), upper case for a whole array."""
-    from codegen.latex import name_tex
-    from codegen.tex import notation, vector_indices
+    from codegen.latex.notation import name_tex
+    from codegen.latex.blocks import notation, vector_indices
     printed = notation(op)
     entries = []
     batch = next((s for s in op.sizes if s.name == "N"), None)
@@ -293,7 +293,7 @@ def op_table(op: Op, d: Derivation) -> Table:
                     out.append(v)
         return tuple(out)
 
-    from .engine import display_index
+    from derive.engine.derivation import display_index
     for inp in op.inputs:
         letters = tuple(str(i) for i in display_index(op, inp))
         role = "input" if inp.differentiable else "input, no gradient"
@@ -363,8 +363,8 @@ def _check_unique(entries):
 # -- a chain ----------------------------------------------------------------------
 
 def chain_world(c: ChainDerivation) -> World:
-    from codegen.chain_tex import chain_notation
-    from codegen.latex import ArticleLatex
+    from codegen.latex.chain import chain_notation
+    from codegen.latex.notation import ArticleLatex
     table, by_tensor = chain_table(c)
     targets = []
     for q in c.backward:
@@ -402,7 +402,7 @@ def chain_world(c: ChainDerivation) -> World:
 
 def _chain_activations(c: ChainDerivation, printer) -> list:
     """Each elementwise layer's local derivative at its own output index (``y_j (1 - y_j)``)."""
-    from .chain import _instantiate, sample_form
+    from derive.engine.chain import _instantiate, sample_form
     found = []
     for layer in c.layers:
         if layer.op.shape_kind == "flat" and not layer.op.is_loss:
@@ -418,8 +418,8 @@ def chain_table(c: ChainDerivation):
     A tensor the printed chain tells apart by a tag (``y^{(3)}``, the ReLU after a
     batch norm's ``y``) is named by that tag only.
     """
-    from codegen.chain_tex import chain_notation
-    from codegen.latex import name_tex
+    from codegen.latex.chain import chain_notation
+    from codegen.latex.notation import name_tex
     printed = chain_notation(c)
     entries, by_tensor = [], {}
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from derive.symbols import Iverson, as_piecewise, index_symbols, rename_bound
+from derive.define.symbols import Iverson, as_piecewise, index_symbols, rename_bound
 
-from .ir import Contract, Elementwise, Leaf, Node, Reduce
+from codegen.ir import Contract, Elementwise, Leaf, Node, Reduce
 
 #: How multi-letter names print.
 SPECIAL = {
@@ -263,7 +263,7 @@ def _branches(expr):
     """``a [c] + b [not c]`` as ``Piecewise``, to print as cases; None if ``expr`` is not of that form.
 
     Only for printing: a ``Piecewise`` never goes back into an expression
-    (see ``derive.symbols.iverson_form``).
+    (see ``derive.define.symbols.iverson_form``).
     """
     if not expr.has(Iverson) or expr.has(sp.Sum):
         return None

@@ -5,14 +5,14 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.engine import Derivation
-from derive.op import Op
-from derive.rewrite import normalize
-from derive.symbols import IntermediateElement
+from derive.engine.derivation import Derivation
+from derive.define.op import Op
+from derive.engine.rewrite import normalize
+from derive.define.symbols import IntermediateElement
 
-from .ir import Lowering
-from .explain import full_convolution
-from .latex import ArticleLatex, MatrixForm, Notation, VectorLatex, words
+from codegen.ir import Lowering
+from codegen.latex.explain import full_convolution
+from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, words
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.chain import BATCH, ChainDerivation, chain, sample_form
-from derive.check import expand_sums
+from derive.engine.chain import BATCH, ChainDerivation, chain, sample_form
+from derive.engine.check import expand_sums
 
-from .chain_tex import chain_blocks
-from .latex import math_text, words
-from .render import environment
-from .tex import Block, Equation
+from codegen.latex.chain import chain_blocks
+from codegen.latex.notation import math_text, words
+from codegen.render import environment
+from codegen.latex.blocks import Block, Equation
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 SIZES = (3, 2, 2)  # input, hidden, output nodes
@@ -210,7 +210,7 @@ def verify(c: ChainDerivation) -> list[str]:
     eta |dE/dw|^2 to first order with the chain's gradients; (8)'s output
     is a function of the sample and the weights. (4) and (7) define notation.
     """
-    from derive.registry import get
+    from derive.define.registry import get
     problems = []
     eq1, eq2, fold, *_ = [b.equation for b in part1("en") if b.equation]
     w1, w2, x1, x2, b, wb = sp.symbols("w_1 w_2 x_1 x_2 b w_b")
@@ -237,7 +237,7 @@ def _descent(c: ChainDerivation) -> list[str]:
     """One small gradient step on each layer's parameters, at sizes 3-2-2 and one sample."""
     import numpy as np
 
-    from derive.chain import BATCH_SIZE
+    from derive.engine.chain import BATCH_SIZE
     x = c.inputs["x"]
     sizes = {BATCH_SIZE: 1, x.shape[1]: SIZES[0], c.layers[0].output.shape[1]: SIZES[1],
              c.layers[2].output.shape[1]: SIZES[2]}

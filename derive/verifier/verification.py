@@ -1,8 +1,8 @@
 """``derive verify``: is a formula derived by hand right, and if not, where does it go wrong?
 
-The formula is read by our own grammar (``derive.formula``), its names
-looked up in the op's or chain's table (``derive.meaning``), and compared
-with the machine's derivation (``derive.quantities``) in two ways:
+The formula is read by our own grammar (``derive.verifier.formula``), its names
+looked up in the op's or chain's table (``derive.verifier.meaning``), and compared
+with the machine's derivation (``derive.verifier.quantities``) in two ways:
 
 * numerically, at random inputs (exact two-decimal numbers, evaluated to
   30 digits) and at several small sizes, over every element; a mismatch
@@ -32,13 +32,13 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from . import check
-from . import formula as F
-from .meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, index_letters, sample_mode,
+from derive.engine import check
+from derive.verifier import formula as F
+from derive.verifier.meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, index_letters, sample_mode,
                       transform, vector_mode, walk)
-from .quantities import Target, World, at as at_index, chain_world, op_world, size_key, unroll
-from .rewrite import canonical_bound, normalize
-from .symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild, substitute_indices
+from derive.verifier.quantities import Target, World, at as at_index, chain_world, op_world, size_key, unroll
+from derive.engine.rewrite import canonical_bound, normalize
+from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild, substitute_indices
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 POINTS = 2  # random points per size set
@@ -120,7 +120,7 @@ def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=No
 
     ``wrt`` may be left out when the formula names its left-hand side
     (``\\frac{\\partial E}{\\partial w_{kj}} = ...``). Malformed input raises
-    ``ValueError`` (``derive.formula.FormulaError``) naming the position.
+    ``ValueError`` (``derive.verifier.formula.FormulaError``) naming the position.
     """
     start = time.perf_counter()
     world = world_of(op, chain)
@@ -179,13 +179,13 @@ def symbols(op: str | None = None, chain=None) -> str:
 
 @lru_cache(maxsize=32)
 def _op_world(name: str) -> World:
-    from .registry import get
+    from derive.define.registry import get
     return op_world(get(name))
 
 
 @lru_cache(maxsize=32)
 def _chain_world(names: tuple) -> World:
-    from .chain import chain as make_chain
+    from derive.engine.chain import chain as make_chain
     return chain_world(make_chain(names))
 
 
@@ -394,7 +394,7 @@ def _is_matrix(world, part) -> bool:
 
 
 def _derived_tex(world: World, target: Target, sample: bool) -> str:
-    from .chain import sample_form
+    from derive.engine.chain import sample_form
     expr = sample_form(target.expr) if sample else target.expr
     return f"{target.name(sample)} = {world.printer.doprint(expr)}"
 
@@ -721,7 +721,7 @@ class _Terms:
         self.yours = _terms(meaning.expr)
 
     def tex(self, term) -> str:
-        from .chain import sample_form
+        from derive.engine.chain import sample_form
         return self.world.printer.doprint(sample_form(term) if self.study.sample else term)
 
     def one_off(self) -> list[str]:
@@ -870,7 +870,7 @@ def _multiplier_hint(world, target, meaning, ratios, name, sample) -> list[str]:
 
 def _multipliers(world, target, name, sample):
     """(hint, m) with derived = yours * m: the activation derivatives, then the derived product's factors."""
-    from .chain import sample_form
+    from derive.engine.chain import sample_form
     for local, tex in world.activations:
         letters = {str(i) for i in local.free_symbols if i.is_integer and not i.is_positive}
         if letters <= set(str(i) for i in target.index):
@@ -1009,7 +1009,7 @@ def read(formula: str, op: str | None = None, wrt: str | None = None, chain=None
     laid onto its axes; ``derivatives`` keeps ``\\frac{\\partial a}{\\partial b}``
     as an unevaluated ``Derivative`` (for reading back what the tool printed).
     """
-    from .chain import sample_form
+    from derive.engine.chain import sample_form
     world = world_of(op, chain)
     tree = canonical(world.table, F.parse(formula, syntax))
     if len(tree.parts) != 1:

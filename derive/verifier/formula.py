@@ -4,7 +4,7 @@ The grammars are our own (lark, LALR): user text is never handed to
 ``eval``, ``sympify`` or ``parse_latex`` (../shared/SYMPY-NOTES.md), and
 ``w_{kj}`` stays the element (k, j) of ``w``, distinct from ``w_{jk}``.
 The tree says only what was written; what each name means (which tensor,
-which index range) is ``derive.meaning``'s job. Input is refused before
+which index range) is ``derive.verifier.meaning``'s job. Input is refused before
 parsing when it is too long or nested too deeply, so that hostile text
 costs no time.
 """

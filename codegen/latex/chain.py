@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive.chain import ChainDerivation, ChainProduct, display_name, sample_form
-from derive.rewrite import normalize
+from derive.engine.chain import ChainDerivation, ChainProduct, display_name, sample_form
+from derive.engine.rewrite import normalize
 
-from .latex import ArticleLatex, Notation, name_tex, words
-from .tex import Block, Equation
+from codegen.latex.notation import ArticleLatex, Notation, name_tex, words
+from codegen.latex.blocks import Block, Equation
 
 ETA = sp.Symbol("eta")
 

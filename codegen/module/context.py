@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive.engine import Derivation
-from derive.op import DOMAINS
-from derive.rewrite import nodes, normalize
-from derive.symbols import Intermediate, IntermediateElement
+from derive.engine.derivation import Derivation
+from derive.define.op import DOMAINS
+from derive.engine.rewrite import nodes, normalize
+from derive.define.symbols import Intermediate, IntermediateElement
 
-from .ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
+from codegen.ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
                  symbols_used)
-from .numpy_code import ArrayPrinter
-from .stable import stabilize
-from .text import text
+from codegen.module.printer import ArrayPrinter
+from codegen.module.stable import stabilize
+from codegen.text import text
 
 UPSTREAM = "dout"
 

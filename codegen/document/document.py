@@ -1,7 +1,7 @@
 """Complete documents: a derivation written up in the article's structure, as Markdown or LaTeX.
 
 A ``Document`` is data: sections holding paragraphs, numbered equations and
-figures. Every equation is a ``codegen.tex.Equation`` printed from the SymPy
+figures. Every equation is a ``codegen.latex.blocks.Equation`` printed from the SymPy
 expressions the engine or the chain derived; the document only numbers
 them, in order, and lets the prose cite earlier ones ("by equation (5)").
 Prose is a tuple of parts (text with inline ``$maths$``, ``Ref``,
@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from derive.chain import ChainDerivation, chain
-from derive.engine import derive
-from derive.registry import get
-from derive.rewrite import normalize, textbook
+from derive.engine.chain import ChainDerivation, chain
+from derive.engine.derivation import derive
+from derive.define.registry import get
+from derive.engine.rewrite import normalize, textbook
 
-from . import chain_tex, figures
-from .figures import Label, tex_escape
-from .latex import ArticleLatex, words
-from .render import environment
-from .tex import (Block, Equation, backward_blocks, forward_blocks, full_convolution_blocks, gradient_block, notation,
+from codegen.latex import chain as chain_tex
+
+from codegen.document import figures
+from codegen.document.figures import Label, tex_escape
+from codegen.latex.notation import ArticleLatex, words
+from codegen.render import environment
+from codegen.latex.blocks import (Block, Equation, backward_blocks, forward_blocks, full_convolution_blocks, gradient_block, notation,
                   upstream_sentence)
 
 DOC_WORDS = {
@@ -50,7 +52,7 @@ DOC_WORDS = {
     },
 }
 
-#: How each engine step is named in prose (``derive.engine`` records these names).
+#: How each engine step is named in prose (``derive.engine.derivation`` records these names).
 STEP_WORDS = {
     "en": {"chain rule": "the chain rule", "differentiate": "differentiate",
            "eliminate deltas": "eliminate the Kronecker deltas", "fold intermediates": "fold the intermediates back in",
@@ -571,7 +573,7 @@ def chain_document(names, lang: str = "en", sizes=None, title: str | None = None
 
 def article_document(lang: str = "en") -> Document:
     """Parts 1 and 2 of the article, re-derived; raises if any of the article's claims fails its check."""
-    from . import article
+    from codegen.document import article
     words(lang)
     c = chain(article.ARTICLE)
     problems = article.verify(c)

@@ -1,0 +1,1 @@
+"""The engine: a forward definition in, its derivation out (gradients, steps, checks, networks)."""
