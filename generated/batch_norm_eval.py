@@ -11,7 +11,7 @@ Forward (index form):
     y[n, c, s] = beta[c] + gamma[c]*xhat[n, c, s]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, s] = gamma[c]*dout[n, c, s]*rstd[c]
+    dE/dx[n, c, s] = dout[n, c, s]*gamma[c]*rstd[c]
     dE/dgamma[c] = sum_n(sum_s(dout[n, c, s]*xhat[n, c, s]))
     dE/dbeta[c] = sum_n(sum_s(dout[n, c, s]))
 """

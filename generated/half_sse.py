@@ -24,7 +24,7 @@ def forward(y, t):
     t = _float_array("t", t, y.dtype)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
     u = t - y
-    E = (1/2)*np.einsum('nk,nk->', u, u)/N
+    E = 0.5*np.einsum('nk,nk->', u, u)/N
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N}
     return E, cache
 

@@ -13,7 +13,7 @@ Forward (index form):
     y[n, d] = beta[d] + gamma[d]*xhat[n, d]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, d] = (D*gamma[d]*dout[n, d] - xhat[n, d]*sum_d'(gamma[d']*dout[n, d']*xhat[n, d']) - sum_d'(gamma[d']*dout[n, d']))*rstd[n]/D
+    dE/dx[n, d] = (D*dout[n, d]*gamma[d] - xhat[n, d]*sum_d'(dout[n, d']*gamma[d']*xhat[n, d']) - sum_d'(dout[n, d']*gamma[d']))*rstd[n]/D
     dE/dgamma[d] = sum_n(dout[n, d]*xhat[n, d])
     dE/dbeta[d] = sum_n(dout[n, d])
 """

@@ -2,7 +2,7 @@
 """sigmoid: The logistic sigmoid, the article's activation f.
 
 Forward (index form):
-    y[i] = 1/(1 + exp(-x[i]))
+    y[i] = sigmoid(x[i])
 
 Backward (derived by SymPy; dout = dE/dy):
     dE/dx[i] = (1 - y[i])*dout[i]*y[i]

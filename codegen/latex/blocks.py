@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from derive.define.functions import used
 from derive.engine.derivation import Derivation
 from derive.define.op import Op
 from derive.engine.rewrite import normalize
@@ -83,10 +84,21 @@ def forward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list
     printer = ArticleLatex(nt, lang)
     if form == "index":
         return [_eq(printer, node[node.index] if node.index else sp.Symbol(node.name),
-                    (normalize(node.definition, split=False),)) for node in d.op.intermediates]
+                    (normalize(node.definition, split=False),)) for node in d.op.intermediates] \
+            + known_function_blocks(d, lang)
     if vector_indices(d.op):
         return _vector_blocks(d, nt, lang, words(lang), forward=True)
     return [Block(text=words(lang)["layout"])] + _matrix_blocks(d, nt, printer, words(lang), forward=True)
+
+
+def known_function_blocks(d: Derivation, lang: str) -> list[Block]:
+    """One line defining the known functions the derivation uses (σ, softplus, Φ, φ)."""
+    found = used(*(node.definition for node in d.op.intermediates), *(g.expr for g in d.gradients))
+    if not found:
+        return []
+    where = {"en": "where", "zh": "其中"}[lang]
+    parts = ", ".join(f"${f.tex}(a) = {f.definition_tex}$" for f in found)
+    return [Block(text=f"{where} {parts}.")]
 
 
 def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list[Block]:

@@ -16,6 +16,7 @@ from sympy.printing.latex import LatexPrinter
 from derive.define.symbols import Iverson, as_piecewise, index_symbols, rename_bound
 
 from codegen.ir import Contract, Elementwise, Leaf, Node, Reduce
+from codegen.module.printer import decimal_text
 
 #: How multi-letter names print.
 SPECIAL = {
@@ -129,6 +130,10 @@ class ArticleLatex(LatexPrinter):
         for v, _, _ in expr.limits:
             tex = rf"\sum_{{{self._print(v)}}} {tex}"
         return tex
+
+    def _print_Rational(self, expr):
+        decimal = decimal_text(expr, shortest_denominator=1000)  # 0.044715, but 1/2 stays a fraction
+        return decimal if decimal is not None else super()._print_Rational(expr)
 
     def _print_KroneckerDelta(self, expr, exp=None):
         return rf"[{self._print(expr.args[0])} = {self._print(expr.args[1])}]"

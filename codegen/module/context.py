@@ -1,16 +1,21 @@
 """A derivation, printed as a NumPy module with ``forward`` and ``backward``."""
 from __future__ import annotations
 
+import dataclasses
+
 import sympy as sp
 
 from derive.engine.derivation import Derivation
 from derive.define.op import DOMAINS
 from derive.engine.rewrite import nodes, normalize
-from derive.define.symbols import Intermediate, IntermediateElement
+from derive.define.functions import KnownFunction
+from derive.define.symbols import Intermediate, IntermediateElement, bound_indices, index_symbols
+from derive.engine.rewrite import index_wilds, replace_pattern
 
 from codegen.ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
                  symbols_used)
 from codegen.module.printer import ArrayPrinter
+from codegen.module import special
 from codegen.module.stable import stabilize
 from codegen.text import text
 
@@ -19,13 +24,13 @@ UPSTREAM = "dout"
 
 def module_context(d: Derivation) -> dict:
     """Everything the module template needs, as plain strings."""
-    op = d.op
+    op, gradient_exprs = cached_calls(d)
     names = {i.tensor: i.name for i in op.inputs}
     names.update({node: node.name for node in op.intermediates})
     if not op.is_loss:
         names[d.upstream] = UPSTREAM
 
-    read = {e.base for g in d.gradients for e in nodes(g.expr) if isinstance(e, sp.Indexed)}
+    read = {e.base for expr in gradient_exprs.values() for e in nodes(expr) if isinstance(e, sp.Indexed)}
     cached_inputs = [i for i in op.inputs if i.tensor in read]
     cached_nodes = [n for n in op.intermediates if n in read or n in op.statistics]
 
@@ -59,7 +64,8 @@ def module_context(d: Derivation) -> dict:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
     bwd = ArrayPrinter(kind, leaves, [f"d{g.input.name}" for g in d.gradients])
     backward_trees = list(zip(d.gradients, map(split_sums, share_arithmetic(
-        [lowering.statement(_dout(g.expr, d), tuple(g.index), tuple(g.input.shape)) for g in d.gradients]))))
+        [lowering.statement(_dout(gradient_exprs[g], d), tuple(g.index), tuple(g.input.shape))
+         for g in d.gradients]))))
     bwd.plan([tree for _, tree in backward_trees])
     for g, tree in backward_trees:
         bwd.assign(f"d{g.input.name}", tree, tuple(g.index))
@@ -88,12 +94,76 @@ def module_context(d: Derivation) -> dict:
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
         "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
+        "erfc_series": repr(special.erfc_series()),
+        "erf_taylor": repr(special.erf_taylor()),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
     }
+
+
+#: Functions worth computing once: what the forward computes, the backward reads from the cache.
+EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.erf, KnownFunction)
+
+
+def cached_calls(d: Derivation):
+    """The op with each expensive call that both passes compute named as an intermediate, and the
+    gradients reading it: SiLU's backward reads the forward's ``σ(x)``, GELU's its ``Φ(x)``.
+
+    Only calls whose indices are all the gradient's own (elementwise in them) are named.
+    """
+    op = d.op
+    exprs = {g: g.expr for g in d.gradients}
+    taken = {i.name for i in op.inputs} | {n.name for n in op.intermediates} | {UPSTREAM, "cache", "shape"}
+    definitions = {n: n.definition for n in op.intermediates}
+    named = []
+    for g in d.gradients:
+        ranges = dict(zip(g.index, g.input.shape))
+        bound = bound_indices(exprs[g])
+        for call in sorted({e for e in sp.preorder_traversal(exprs[g]) if isinstance(e, EXPENSIVE)},
+                           key=sp.default_sort_key):
+            index = tuple(i for i in g.index if i in call.free_symbols)
+            if index_symbols(call) - set(index) or index_symbols(call) & bound:
+                continue
+            wilds = index_wilds(index)
+            pattern = call.xreplace(wilds)
+            if not any(replace_pattern(e, pattern, sp.S.Zero, set(wilds.values())) != e
+                       for e in definitions.values()):
+                continue  # only the backward computes it: nothing to keep
+            name = _call_name(call, taken)
+            taken.add(name)
+            node = Intermediate(name, index, tuple(ranges[i] for i in index), call)
+            element = node[tuple(wilds[i] for i in index)]
+            named.append((pattern, element, set(wilds.values())))
+            exprs = {k: replace_pattern(e, pattern, element, set(wilds.values())) for k, e in exprs.items()}
+    if not named:
+        return op, exprs
+    renamed = {}
+    for node in op.intermediates:
+        definition = node.definition.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
+                                             lambda e: renamed[e.base][e.indices])
+        for pattern, element, wilds in named:
+            definition = replace_pattern(definition, pattern, element, wilds)
+        renamed[node] = Intermediate(node.label, node.index, node.shape, definition)
+    exprs = {k: e.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
+                          lambda e: renamed[e.base][e.indices]) for k, e in exprs.items()}
+    op = dataclasses.replace(op, output=renamed[op.output], extra=tuple(renamed[n] for n in op.extra),
+                             statistics=tuple(renamed[n] for n in op.statistics))
+    return op, exprs
+
+
+def _call_name(call, taken) -> str:
+    """``sigmoid_x`` for σ(x[i]), ``tanh_1`` for a tanh of something longer."""
+    head = getattr(call, "text", "") or type(call).__name__.lower()
+    arg = call.args[0]
+    stem = f"{head}_{arg.base.label}" if isinstance(arg, sp.Indexed) else f"{head}_1"
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}{n}" if isinstance(arg, sp.Indexed) else f"{head}_{n}"
+    return name
 
 
 def _needed(op, cached_nodes):

@@ -95,21 +95,53 @@ class ExprPrinter(NumPyPrinter):
             return f"({self._print(num)})//{self.parenthesize(den, 50)}"
         return f"int(np.floor({self._print(expr.args[0])}))"
 
+    # The known functions (derive.define.functions), each in a form that never overflows.
+
     def _print_Sigmoid(self, expr):
         self.helpers.add("sigmoid")
         return f"_sigmoid({self._print(expr.args[0])})"
 
+    def _print_Softplus(self, expr):
+        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_Phi(self, expr):
+        self.helpers.update({"normal_cdf", "erfc"})
+        return f"_normal_cdf({self._print(expr.args[0])})"
+
+    def _print_NormalPdf(self, expr):
+        return f"np.exp(-{self.parenthesize(expr.args[0] ** 2, 50)}/2)/np.sqrt(2*np.pi)"
+
+    def _print_erf(self, expr):
+        self.helpers.update({"erf", "erfc"})
+        return f"_erf({self._print(expr.args[0])})"
+
     def _print_Iverson(self, expr):
         return f"({self._print(expr.condition)})"
 
+    def _print_Rational(self, expr):
+        """A decimal constant as the user wrote it (0.044715), other fractions as divisions."""
+        decimal = decimal_text(expr)
+        return decimal if decimal is not None else super()._print_Rational(expr)
 
+    def parenthesize(self, item, level, strict=False):
+        if isinstance(item, sp.Rational) and item > 0 and decimal_text(item) is not None:
+            return decimal_text(item)  # a decimal is an atom: 0.5*x, not (0.5)*x
+        return super().parenthesize(item, level, strict)
 
     def _print_Symbol(self, expr):
         return expr.name
 
 
-class Sigmoid(sp.Function):
-    """Marks ``1/(1 + exp(-a))`` so that it prints as the overflow-free helper."""
+def decimal_text(value: sp.Rational, shortest_denominator: int = 1) -> str | None:
+    """``value`` as a finite decimal (``8943/200000`` is ``0.044715``), or None when it has none
+    or its denominator is below ``shortest_denominator`` (LaTeX keeps 1/2 a fraction)."""
+    q = int(value.q)
+    if q < shortest_denominator or q == 1:
+        return None
+    for prime in (2, 5):
+        while q % prime == 0:
+            q //= prime
+    return repr(float(value)) if q == 1 else None
 
 
 class ArrayPrinter:

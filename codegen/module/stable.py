@@ -1,9 +1,9 @@
 """Rewrites that keep the forward pass finite where the naive formula overflows.
 
-Both are exact identities, applied to the index form before lowering:
+The known functions (σ, softplus, Φ) are named by the engine and print
+in stable forms (derive.engine.prepare, codegen.module.printer). Here, an
+exact identity applied to the index form before lowering:
 
-* ``1/(1 + exp(-a))`` is marked ``Sigmoid(a)``, printed as a helper that
-  never exponentiates a positive number;
 * every ``sum_j exp(a_j)`` is shifted by ``m = max_j a_j``: the sum
   becomes ``exp(m) sum_j exp(a_j - m)``, each ``exp(a_k)`` beside it
   becomes ``exp(a_k - m) exp(m)``; the ``exp(m)`` cancel in a softmax,
@@ -15,22 +15,11 @@ import sympy as sp
 
 from derive.define.symbols import Maximum, fresh_index, symbols_in
 
-from codegen.module.printer import Sigmoid
-
 
 def stabilize(expr: sp.Expr) -> sp.Expr:
-    expr = expr.replace(_is_logistic, lambda e: Sigmoid(-e.base.args[1].args[0] if e.base.args[0] == 1
-                                                        else -e.base.args[0].args[0]))
     for total in sorted({s for s in sp.preorder_traversal(expr) if _is_sum_of_exp(s)}, key=sp.default_sort_key):
         expr = _shift(expr, total)
     return expr
-
-
-def _is_logistic(e) -> bool:
-    if not (isinstance(e, sp.Pow) and e.exp == -1 and isinstance(e.base, sp.Add) and len(e.base.args) == 2):
-        return False
-    one, other = sorted(e.base.args, key=lambda a: a != 1)
-    return one == 1 and isinstance(other, sp.exp)
 
 
 def _is_sum_of_exp(e) -> bool:

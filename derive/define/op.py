@@ -19,6 +19,7 @@ DOMAINS = {
     "probability": "a probability in (0, 1)",
     "simplex": "a probability vector per row, summing to 1 (checked)",
     "mask": "0 or 1",
+    "index": "an integer index into the axis of another input it selects from (no gradient)",
 }
 
 #: What the first size of an input stands for in the generated code.

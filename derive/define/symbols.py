@@ -26,12 +26,20 @@ def indices(names: str) -> tuple[sp.Symbol, ...]:
 
 
 class Tensor(IndexedBase):
-    """An input array of the op, with its symbolic shape."""
+    """An input array of the op, with its symbolic shape.
 
-    def __new__(cls, name, *shape):
+    Elements are real (so that ``|x|`` differentiates to ``sign(x)``), or
+    integers with ``integer=True`` (indices into another tensor, such as an
+    embedding's token ids).
+    """
+
+    def __new__(cls, name, *shape, integer=False):
         if len(shape) == 1 and isinstance(shape[0], (tuple, sp.Tuple)):
             shape = tuple(shape[0])  # unpickled
-        return super().__new__(cls, name, shape)
+        if isinstance(name, sp.Symbol):
+            return super().__new__(cls, name, shape)
+        kind = {"integer": True} if integer else {"real": True}
+        return super().__new__(cls, sp.Symbol(name, **kind), shape)
 
     @property
     def args(self):
@@ -122,7 +130,9 @@ class IntermediateElement(Indexed):
         return own | inner
 
     def _eval_derivative(self, wrt):
-        return sp.diff(self.base.at(*self.indices, avoid=wrt.free_symbols), wrt)
+        # Cases as Iverson brackets first: SymPy would fold a Piecewise out of the sum around this
+        # element, leaving its condition outside the sum it belongs to (a residual block's ReLU).
+        return sp.diff(iverson_form(self.base.at(*self.indices, avoid=wrt.free_symbols)), wrt)
 
 
 class Iverson(Function):

@@ -109,11 +109,13 @@ class DerivationCache:
             found = pickle.loads(path.read_bytes())
         except Exception:  # a damaged entry is a miss; deriving again overwrites it
             found = None
-        if getattr(found, "op", None) != op:
+        if getattr(found, "source", None) != op:
             self.misses += 1
             return None
         self.hits += 1
-        return replace(found, op=op)  # the live op, with its test and bench sizes
+        # The live op, with its test and bench sizes (not part of the key).
+        sizes = {f: getattr(op, f) for f in ("test_sizes", "small_sizes", "bench_sizes")}
+        return replace(found, source=op, op=replace(found.op, **sizes))
 
     def store(self, op: Op, derivation) -> None:
         """Write the entry atomically: a temporary file in the same directory, renamed into place."""

@@ -80,7 +80,7 @@ def chain(names, lr=sp.Symbol("eta", positive=True)) -> ChainDerivation:
     names = tuple(names)
     if not names:
         raise ValueError("chain: give at least one op")
-    ops = [get(n) for n in names]
+    ops = [derive(get(n)).op for n in names]  # the working forms, which the derivations are in
     for op in ops[:-1]:
         if op.is_loss:
             raise ValueError(f"chain: the loss {op.name!r} must come last")

@@ -18,23 +18,29 @@ from derive.define.symbols import Iverson, rebuild
 Ranges = dict  # index symbol -> (lo, hi), inclusive
 
 
-def eliminate_deltas(expr: sp.Expr, ranges: Ranges) -> sp.Expr:
-    """Eliminate every delta that a summation index can absorb."""
+def eliminate_deltas(expr: sp.Expr, ranges: Ranges, keep_shape: bool = False) -> sp.Expr:
+    """Eliminate every delta that a summation index can absorb.
+
+    With ``keep_shape``, a delta that multiplies a whole sum's body is
+    eliminated without expanding the body, which keeps the shape
+    differentiation gave it (the chain rule's factors); without it, bodies
+    are expanded into terms, which is what folding intermediates matches on.
+    """
     if not expr.has(KroneckerDelta):
         return expr
     if isinstance(expr, sp.Sum):
         inner = dict(ranges)
         inner.update({v: (lo, hi) for v, lo, hi in expr.limits})
-        body = eliminate_deltas(expr.function, inner)
+        body = eliminate_deltas(expr.function, inner, keep_shape)
         limits = list(expr.limits)
         for pos, (v, lo, hi) in enumerate(limits):
             outer = dict(ranges)
             outer.update({w: (a, b) for w, a, b in limits[pos + 1:]})
-            body = _sum_over(body, v, lo, hi, outer)
+            body = _sum_over(body, v, lo, hi, outer, keep_shape)
         return body
     if not expr.args:
         return expr
-    return rebuild(expr, (eliminate_deltas(a, ranges) for a in expr.args))
+    return rebuild(expr, (eliminate_deltas(a, ranges, keep_shape) for a in expr.args))
 
 
 def make_sum(term: sp.Expr, v: sp.Symbol, lo, hi) -> sp.Expr:
@@ -47,25 +53,50 @@ def make_sum(term: sp.Expr, v: sp.Symbol, lo, hi) -> sp.Expr:
     return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), (v, lo, hi))
 
 
-def _sum_over(body: sp.Expr, v: sp.Symbol, lo, hi, ranges: Ranges) -> sp.Expr:
+def _sum_over(body: sp.Expr, v: sp.Symbol, lo, hi, ranges: Ranges, keep_shape: bool = False) -> sp.Expr:
     if not any(v in d.free_symbols for d in body.atoms(KroneckerDelta)):
         return make_sum(body, v, lo, hi)
+    for delta in sorted(body.atoms(KroneckerDelta), key=sp.default_sort_key) if keep_shape else ():
+        if _solvable(delta, v) and body.xreplace({delta: sp.S.Zero}) == 0:
+            # The delta multiplies every term: since it is 0 or 1, body = delta * body(delta = 1),
+            # and the body keeps the shape differentiation gave it (the chain rule's factors).
+            return _substitute(body.xreplace({delta: sp.S.One}), delta, v, lo, hi, ranges)
     expanded = sp.expand(body, deep=False, power_base=False, power_exp=False,
                          log=False, multinomial=False)
     out = []
     for term in sp.Add.make_args(expanded):
         factors = [_unpower_delta(f) for f in sp.Mul.make_args(term)]
-        delta = next((f for f in factors if isinstance(f, KroneckerDelta) and v in f.free_symbols
-                      and sp.Poly(f.args[0] - f.args[1], v).degree() == 1), None)
+        delta = next((f for f in sorted(factors, key=_preference) if isinstance(f, KroneckerDelta)
+                      and _solvable(f, v)), None)
         if delta is None:
             out.append(make_sum(sp.Mul(*factors), v, lo, hi))
             continue
         rest = sp.Mul(*(f for f in factors if f is not delta))
-        solution, conditions = _solve_affine(delta.args[0] - delta.args[1], v)
-        conditions.append(sp.And(solution >= lo, solution <= hi))
-        bracket = sp.Mul(*(Iverson(c) for c in conditions if not _implied(c, ranges)))
-        out.append(bracket * rest.subs(v, solution))
+        out.append(_substitute(rest, delta, v, lo, hi, ranges))
     return sp.Add(*out)
+
+
+def _solvable(delta, v) -> bool:
+    """Does ``delta`` fix ``v`` by an affine equation (not through another tensor's element)?"""
+    if not isinstance(delta, KroneckerDelta) or v not in delta.free_symbols:
+        return False
+    difference = delta.args[0] - delta.args[1]
+    if any(v in e.free_symbols for e in difference.atoms(sp.Indexed)):
+        return False  # [idx_n = p] summed over n: a scatter, not an elimination
+    return sp.Poly(difference, v).degree() == 1
+
+
+def _preference(delta) -> bool:
+    """Deltas between plain indices first (a stable sort): their range conditions are known to hold."""
+    return delta.has(sp.Indexed)
+
+
+def _substitute(rest, delta, v, lo, hi, ranges) -> sp.Expr:
+    """``sum_v rest [delta]`` with ``v`` solved from the delta, its range condition kept as a bracket."""
+    solution, conditions = _solve_affine(delta.args[0] - delta.args[1], v)
+    conditions.append(sp.And(solution >= lo, solution <= hi))
+    bracket = sp.Mul(*(Iverson(c) for c in conditions if not _implied(c, ranges)))
+    return bracket * rest.subs(v, solution)
 
 
 def _unpower_delta(f: sp.Expr) -> sp.Expr:

@@ -13,13 +13,13 @@ from functools import lru_cache
 
 import sympy as sp
 
-from derive.engine import cache
-
-from derive.engine import rewrite
-from derive.engine.deltas import drop_implied_brackets, eliminate_deltas
 from derive.define.op import Input, Op
-from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index, iverson_form,
-                      rebuild)
+from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index,
+                                   iverson_form, rebuild)
+from derive.engine import budget, cache, rewrite
+from derive.engine.budget import attempt
+from derive.engine.deltas import drop_implied_brackets, eliminate_deltas
+from derive.engine.prepare import prepare
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Gradient:
     input: Input
     index: tuple
     steps: tuple[Step, ...]
+    #: Simplifications given up within their budget (the result before them stands, and is right).
+    abandoned: tuple[str, ...] = ()
 
     @property
     def expr(self) -> sp.Expr:
@@ -49,12 +51,17 @@ class Gradient:
 
 @dataclass(frozen=True)
 class Derivation:
-    """Everything the emitters print: the forward definitions and one gradient per input."""
+    """Everything the emitters print: the forward definitions and one gradient per input.
+
+    ``op`` is the working form the engine derived (``derive.engine.prepare``), ``source`` the op
+    as it was given: the same values, the working form with its known functions named.
+    """
 
     op: Op
     upstream: sp.Expr
     gradients: tuple[Gradient, ...]
     identities: tuple[tuple[sp.Expr, sp.Expr], ...]
+    source: Op | None = None
 
     @property
     def forward(self) -> tuple[Intermediate, ...]:
@@ -92,14 +99,17 @@ def derive(op: Op) -> Derivation:
 
 def derive_afresh(op: Op) -> Derivation:
     """The derivation itself, without any cache."""
-    identities = tuple(op.assumptions())
-    for lhs, rhs in op.theorems:
-        if not rewrite.prove(lhs, rhs):
-            raise ValueError(f"{op.name}: cannot prove the identity {lhs} = {rhs} from the definitions")
+    work = prepare(op)
+    identities = tuple(work.assumptions())
+    for lhs, rhs in work.theorems:
+        proven, why = attempt(lambda _: rewrite.prove(lhs, rhs), None)
+        if not proven:
+            raise ValueError(f"{op.name}: cannot prove the identity {lhs} = {rhs} from the definitions"
+                             + (f" (gave up after {why})" if why else ""))
         identities += ((lhs, rhs),)
-    g = upstream_of(op)
-    gradients = tuple(_gradient(op, inp, g, identities) for inp in op.differentiable)
-    return Derivation(op, g, gradients, identities)
+    g = upstream_of(work)
+    gradients = tuple(_gradient(work, inp, g, identities) for inp in work.differentiable)
+    return Derivation(work, g, gradients, identities, source=op)
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
@@ -123,35 +133,51 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     else:  # sum over the output of (upstream gradient) * (local derivative)
         chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base == y,
                                   lambda e: sp.Derivative(e, element, evaluate=False))
-    steps = [Step("chain rule", chain)]
-    expr = iverson_form(rewrite.drop_empty_sums(sp.diff(objective, element)))
-    steps.append(Step("differentiate", expr))
-    expr = drop_implied_brackets(_eliminate(expr, ranges), ranges)
-    steps.append(Step("eliminate deltas", expr))
-    folded = rewrite.fold(expr, op.intermediates)
-    if folded != expr:
-        steps.append(Step("fold intermediates", folded))
-    expr = folded
-    if identities:
-        used = rewrite.normalize(rewrite.apply_identities(expr, identities))
-        if used != expr:
-            steps.append(Step("apply identities", used))
-        expr = used
-    final = rewrite.textbook(expr)
-    if final != expr:
-        steps.append(Step("textbook form", final))
+    try:
+        with budget.bounded():
+            raw = iverson_form(rewrite.drop_empty_sums(sp.diff(iverson_form(objective), element)))
+            eliminated = [drop_implied_brackets(_eliminate(raw, ranges, keep_shape), ranges)
+                          for keep_shape in (False, True)]
+    except budget.Overrun as overrun:
+        raise ValueError(f"{op.name}: differentiating by {element} took over {overrun.what}; "
+                         f"'--step-budget SECONDS' allows more") from None
+    # Deltas eliminated two ways (terms expanded, or the chain rule's shape kept): the simpler result wins.
+    steps, abandoned = min((_simplified(e, op, identities) for e in dict.fromkeys(eliminated)),
+                           key=lambda found: rewrite.cost(found[0][-1].expr))
+    steps = [Step("chain rule", chain), Step("differentiate", raw)] + steps
     named = tuple(Step(s.name, readable(s.expr, op, set(index))) for s in steps)
-    return Gradient(inp, index, named)
+    return Gradient(inp, index, named, tuple(abandoned))
 
 
-def _eliminate(expr: sp.Expr, ranges) -> sp.Expr:
+def _simplified(expr: sp.Expr, op: Op, identities) -> tuple[list[Step], list[str]]:
+    """The simplification steps after delta elimination, each within its budget; the steps that
+    changed something, and those given up (their input stands, and is right)."""
+    steps, abandoned = [Step("eliminate deltas", expr)], []
+
+    def simplify(name, step):
+        nonlocal expr
+        result, why = attempt(step, expr)
+        if why:
+            abandoned.append(f"{name} (over {why})")
+        elif result != expr:
+            steps.append(Step(name, result))
+            expr = result
+
+    simplify("fold intermediates", lambda e: rewrite.fold(e, op.intermediates))
+    if identities:
+        simplify("apply identities", lambda e: rewrite.normalize(rewrite.apply_identities(e, identities)))
+    simplify("textbook form", rewrite.textbook)
+    return steps, abandoned
+
+
+def _eliminate(expr: sp.Expr, ranges, keep_shape: bool) -> sp.Expr:
     """Normalise and eliminate deltas until nothing changes.
 
     A delta nested in a sum it does not depend on is pulled out by
     normalising, and only then meets the sum that can absorb it.
     """
     for _ in range(8):
-        reduced = rewrite.normalize(eliminate_deltas(rewrite.normalize(expr), ranges))
+        reduced = rewrite.normalize(eliminate_deltas(rewrite.normalize(expr), ranges, keep_shape))
         if reduced == expr:
             break
         expr = reduced

@@ -163,10 +163,9 @@ def _folds(expr: sp.Expr, node: Intermediate):
     wilds = index_wilds(node.index)
     bound = {v for s in sp.preorder_traversal(definition) if isinstance(s, sp.Sum) for v, *_ in s.limits}
     for kernel in _kernels(definition, node.index, bound):
-        solved = _inverse(definition, kernel)
+        solved = _inverse(definition, kernel, node[node.index])
         if solved is None:
             continue
-        solved = solved(node[node.index])
         # Sums the solution mentions (softmax's denominator) are held aside
         # while substituting, or the substitution would reach inside them.
         placeholders = {}
@@ -187,19 +186,23 @@ def _folds(expr: sp.Expr, node: Intermediate):
         yield tidy_terms(rewritten)
 
 
-def _inverse(definition, kernel):
-    """``value -> kernel`` solving ``value = definition``, if that inverse is exact; else None.
+def _inverse(definition, kernel, value):
+    """The kernel in terms of ``value`` (the intermediate's element, defined as ``definition``),
+    if that inverse is exact and safe; else None.
 
-    The round trip ``kernel -> value -> kernel`` must give the kernel back:
-    ReLU's ``y = max(x, 0)`` has no inverse, and folding ``x`` into ``y``
-    there would be wrong for negative inputs. Nor may the inverse divide by
-    an input, which may be 0.
+    Only a kernel that occurs once, with none of its input elements
+    elsewhere, is solved for: its inverse is then a chain of one-variable
+    inverses, cheap and exact (a kernel that occurs several times, as ``x``
+    in the tanh GELU, sent SymPy's solver into a quartic for minutes). The round trip ``kernel -> value -> kernel`` must
+    give the kernel back: ReLU's ``y = max(x, 0)`` has no inverse, and
+    folding ``x`` into ``y`` there would be wrong for negative inputs. Nor
+    may the inverse divide by anything that can be 0 (SiLU's ``y``, dropout's
+    ``x``): the folded form would be NaN where the gradient is not.
     """
     u, v = sp.Dummy("u", real=True), sp.Dummy("v", real=True)
     reduced = definition.xreplace({kernel: u})
-    if reduced.has(sp.Piecewise):
-        return None
-    if reduced.has(Iverson):
+    elements = {e for e in kernel.atoms(sp.Indexed) if isinstance(e.base, Tensor)}
+    if reduced.count(u) != 1 or reduced.has(sp.Piecewise, Iverson) or reduced.has(*elements):
         return None
     try:
         solutions = sp.solve(sp.Eq(v, reduced), u)
@@ -210,10 +213,10 @@ def _inverse(definition, kernel):
     (solution,) = solutions
     if sp.cancel(sp.together(solution.xreplace({v: reduced}) - u)) != 0:
         return None
-    _, denominator = sp.fraction(sp.together(solution))
-    if any(isinstance(e, sp.Indexed) and isinstance(e.base, Tensor) for e in sp.preorder_traversal(denominator)):
-        return None  # dividing by an input is wrong where it is 0 (dropout's x)
-    return lambda value: solution.xreplace({v: value})
+    _, denominator = sp.fraction(sp.together(solution.xreplace({v: value})))
+    if any(f.is_zero is not False for f in sp.Mul.make_args(denominator)):
+        return None
+    return solution.xreplace({v: value})
 
 
 def _place(ctx, args, index):
@@ -265,13 +268,55 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     """Factor where that shortens, then put signs where a reader expects them.
 
     ``1 - y^2`` stays as it is; batch norm's terms share a factor and are
-    better factored; ``-y(y - 1)`` reads ``y(1 - y)``.
+    better factored; a common factor comes out without expanding the rest
+    (SiLU's ``σ(x)(1 + x(1 - σ(x)))``); ``-y(y - 1)`` reads ``y(1 - y)``.
+    Function arguments stay as the definition wrote them.
     """
-    if not expr.has(sp.Piecewise, Iverson):
-        factored = sp.factor(expr)
-        if _size(factored) < _size(expr):
-            expr = factored
+    candidates = [expr]
+    if not expr.has(sp.Piecewise, Iverson):  # cases read best term by term
+        candidates += [_outside_calls(common_factors, expr), _outside_calls(sp.factor, expr)]
+    expr = min(candidates, key=_size)  # the first of the shortest: factor only where it shortens
     return fix_signs(expr)
+
+
+def common_factors(expr: sp.Expr) -> sp.Expr:
+    """Each sum with the factors all its terms share taken out, nothing expanded:
+    ``σ + x σ (1 - σ)`` is ``σ (1 + x (1 - σ))``. Numbers come out only when every term has the same."""
+    def visit(node):
+        if not node.args or isinstance(node, (sp.Indexed, sp.Sum)):
+            return node
+        node = rebuild(node, (visit(a) for a in node.args))
+        if not isinstance(node, sp.Add):
+            return node
+        powers = [term.as_powers_dict() for term in node.args]
+        shared = {}
+        for base, exponent in powers[0].items():
+            if base.is_number or not all(base in p for p in powers[1:]):
+                continue
+            exponents = [p[base] for p in powers]
+            if all(e.is_positive and e.is_integer for e in exponents):
+                shared[base] = min(exponents)
+        coefficients = {term.as_coeff_Mul()[0] for term in node.args}
+        number = coefficients.pop() if len(coefficients) == 1 else sp.S.One
+        factor = number * sp.Mul(*(b ** e for b, e in shared.items()))
+        if factor == 1:
+            return node
+        return factor * sp.Add(*(term / factor for term in node.args))
+    return visit(expr)
+
+
+def _outside_calls(step, expr: sp.Expr) -> sp.Expr:
+    """``step(expr)`` with every function's argument left as the definition wrote it (factoring
+    inside ``tanh(x + a x^3)`` would only make the forward's ``tanh`` a different one)."""
+    calls = sorted({e for e in sp.preorder_traversal(expr) if isinstance(e, sp.Function) and e.args
+                    and not isinstance(e, Iverson)}, key=sp.default_sort_key)
+    held = {call: sp.Dummy(f"call{k}", **_assumptions(call)) for k, call in enumerate(calls)}
+    result = step(expr.xreplace(held))
+    return result.xreplace({v: k for k, v in held.items()})
+
+
+def _assumptions(call) -> dict:
+    return {"positive": True} if call.is_positive else {"real": True} if call.is_real else {}
 
 
 def _size(expr) -> int:

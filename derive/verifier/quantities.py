@@ -246,6 +246,7 @@ def op_world(op: Op) -> World:
     from codegen.latex.notation import ArticleLatex
     from codegen.latex.blocks import display, notation
     d = derive(op)
+    op = d.op  # the working form: the derivation's own intermediates
     table = op_table(op, d)
     by_value = {e.value: e for e in table.entries}
     targets = []
