@@ -11,6 +11,7 @@ from derive.engine.rewrite import normalize
 from derive.define.symbols import IntermediateElement
 
 from codegen.ir import Lowering
+from codegen.latex.breaking import fit
 from codegen.latex.explain import full_convolution
 from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, words
 
@@ -22,6 +23,9 @@ class Equation:
     tex: str
     lhs: sp.Expr
     rhs: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "tex", fit(self.tex))  # nothing runs off the page
 
     @property
     def lines(self) -> tuple:
