@@ -12,6 +12,7 @@ Markdown (KaTeX has no ``\\label``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -40,7 +41,8 @@ DOC_WORDS = {
         "output layer": "output layer", "objective": "objective", "nodes": "nodes", "scalar": "scalar",
         "neuron": "The neuron", "gradient descent": "Gradient descent", "backpropagation": "Backpropagation",
         "overview": "Part 1: overview", "fully connected": "Part 2: the fully connected layer",
-        "example": "An example", "shapes": "Tensor shapes",
+        "example": "An example", "shapes": "Tensor shapes", "neural network": "The neural network",
+        "references": "References", "worked example": "A worked example",
     },
     "zh": {
         "contents": "目录", "network": "网络", "forward": "前向传播", "backward": "后向传播",
@@ -49,15 +51,16 @@ DOC_WORDS = {
         "output layer": "输出层", "objective": "目标函数", "nodes": "个节点", "scalar": "标量",
         "neuron": "神经元", "gradient descent": "梯度下降", "backpropagation": "后向传播",
         "overview": "概览", "fully connected": "全连接层", "example": "举例", "shapes": "张量的形状",
+        "neural network": "神经网络", "references": "参考资料", "worked example": "数值算例",
     },
 }
 
 #: How each engine step is named in prose (``derive.engine.derivation`` records these names).
 STEP_WORDS = {
     "en": {"chain rule": "the chain rule", "differentiate": "differentiate",
-           "eliminate deltas": "eliminate the Kronecker deltas", "fold intermediates": "fold the intermediates back in",
+           "eliminate deltas": "sum out the index brackets $[a = b]$", "fold intermediates": "fold the intermediates back in",
            "apply identities": "apply the identities the inputs guarantee", "textbook form": "tidy up"},
-    "zh": {"chain rule": "链式法则", "differentiate": "求导", "eliminate deltas": "消去克罗内克$\\delta$",
+    "zh": {"chain rule": "链式法则", "differentiate": "求导", "eliminate deltas": "消去下标括号$[a = b]$",
            "fold intermediates": "代回中间量", "apply identities": "应用输入满足的恒等式", "textbook form": "整理"},
 }
 
@@ -76,6 +79,21 @@ class Code:
     """A name from the code (an op name): set in monospace."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class FigRef:
+    """A citation of a figure, by its name: ``Figure 1`` / ``图1``."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link: its text, and where it goes."""
+
+    text: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -226,15 +244,23 @@ _CJK_NAME = re.compile(r"\s*[(（]([A-Za-z]*[\u2e80-\u9fff]+)[)）]")
 
 
 def op_title(op, lang: str) -> str:
-    """An op's name for headings: in Chinese, led by its Chinese name if its docstring gives one (全连接层)."""
-    found = _CJK_NAME.search(op.doc.strip().splitlines()[0])
-    return f"{found.group(1)} {op.name}" if lang == "zh" and found else op.name
+    """An op's name for headings and labels: in Chinese, its Chinese name (``doc_zh`` up to the colon)."""
+    return op.doc_zh.split("：", 1)[0] if lang == "zh" and op.doc_zh else op.name
 
 
 def op_summary(op, lang: str) -> str:
-    """The first line of the op's docstring; in English without its Chinese name (pdflatex has no CJK)."""
-    first = op.doc.strip().splitlines()[0]
-    return first if lang == "zh" else _CJK_NAME.sub("", first)
+    """One sentence on the op: ``doc_zh`` after its name in Chinese; else the docstring's first line,
+    without its Chinese name (pdflatex has no CJK)."""
+    if lang == "zh" and op.doc_zh:
+        return op.doc_zh.split("：", 1)[-1]
+    return _CJK_NAME.sub("", op.doc.strip().splitlines()[0])
+
+
+def upstream_symbol(ops) -> str:
+    """One name for the gradient arriving at an output, for a whole document: the ops' own if they
+    agree (conv2d's ``\\delta``), else ``g``."""
+    names = {op.upstream for op in ops if not op.is_loss}
+    return names.pop() if len(names) == 1 else "g"
 
 
 def ops_document(names, lang: str = "en", title: str | None = None) -> Document:
@@ -246,23 +272,28 @@ def ops_document(names, lang: str = "en", title: str | None = None) -> Document:
     ops = [get(n) for n in names]
     writer = _Writer(lang)
     if title is None:
-        title = ("神经网络前向和后向传播推导：" + "、".join(names)) if lang == "zh" else \
+        title = ("神经网络前向和后向传播推导：" + "、".join(op_title(op, lang) for op in ops)) if lang == "zh" else \
             "Forward and backward propagation derived: " + ", ".join(names)
+    g = upstream_symbol(ops)
     intro = [_para(
-        "下面每个公式都由 SymPy 从该层的前向定义推导而来（derive/ops 下的一个文件），"
-        "推导中没有手写任何后向公式。记号：$g$ 或 $\\delta$ 表示输出端传来的梯度 "
-        "$\\frac{\\partial E}{\\partial y}$，所以更新时减去梯度。"
-        if lang == "zh" else
-        "Every equation below was derived by SymPy from the layer's forward definition (one file under "
-        "derive/ops); no backward formula was typed in. Notation: $g$ or $\\delta$ is the gradient arriving "
-        "at the output, $\\frac{\\partial E}{\\partial y}$, so an update subtracts the gradient.")]
-    sections = [_op_section(op, writer, lang) for op in ops]
+        "下面每个公式都由 SymPy 从该层的前向定义（",
+        Code("derive/ops"), " 下的一个文件）推导而来，推导中没有手写任何后向公式。"
+        f"记号：${g}$ 表示输出端传来的梯度 $\\frac{{\\partial E}}{{\\partial y}}$，所以更新时减去梯度；"
+        "$[a = b]$ 在 $a = b$ 时为 1，否则为 0。") if lang == "zh" else _para(
+        "Every equation below was derived by SymPy from the layer's forward definition (one file under ",
+        Code("derive/ops"), "); no backward formula was typed in. "
+        f"Notation: ${g}$ is the gradient arriving at the output, $\\frac{{\\partial E}}{{\\partial y}}$, so an "
+        "update subtracts the gradient; $[a = b]$ is 1 where $a = b$ and 0 elsewhere.")]
+    sections = [_op_section(op, writer, lang, g) for op in ops]
     return Document(title, lang, intro, sections)
 
 
-def _op_section(op, writer: _Writer, lang: str) -> Section:
+def _op_section(op, writer: _Writer, lang: str, upstream: str) -> Section:
     w, sw = DOC_WORDS[lang], STEP_WORDS[lang]
     d = derive(op)
+    if op.upstream != upstream:  # the document's one name for the upstream gradient
+        op = dataclasses.replace(op, upstream=upstream)
+        d = dataclasses.replace(d, op=op)
     printer = ArticleLatex(notation(op), lang)
     colon = "：" if lang == "zh" else ":"
     summary = op_summary(op, lang)
@@ -285,9 +316,12 @@ def _op_section(op, writer: _Writer, lang: str) -> Section:
                          ": " + ", ".join(steps) + ":")
         backward.items += [lead, writer.equation(block, f"{op.name}:d{grad.input.name}")]
     backward.items += writer.items(full_convolution_blocks(d, lang))
-    matrix = Section(w["matrix"], f"{op.name}-matrix")
-    matrix.items = writer.items(forward_blocks(d, lang, "matrix") + backward_blocks(d, lang, "matrix"))
-    section.sections = [forward, backward, matrix]
+    section.sections = [forward, backward]
+    matrix_blocks = forward_blocks(d, lang, "matrix") + backward_blocks(d, lang, "matrix")
+    if any(b.equation for b in matrix_blocks):  # no section that only says there is no matrix form
+        matrix = Section(w["matrix"], f"{op.name}-matrix")
+        matrix.items = writer.items(matrix_blocks)
+        section.sections.append(matrix)
     params = [g for g in d.gradients if g.input != op.inputs[0]] if not op.is_loss else []
     if params:
         update = Section(w["updates"], f"{op.name}-updates")
@@ -431,7 +465,8 @@ def chain_sections(c: ChainDerivation, writer: _Writer, lang: str, sample: bool 
 
     forward = Section(w["forward"], anchor + "forward")
     forward.items.append(_para("从输入层开始，逐层计算每层的输出，最后得到目标函数：" if lang == "zh" else
-                               "From the input layer, each layer's output in turn, then the objective:"))
+                               "The forward pass computes each layer's output in turn, from the input layer to "
+                               "the objective:"))
     for (lhs, _), block in zip(c.forward, chain_tex.forward_blocks(c, printer, form)):
         forward.items.append(writer.equation(block, _label(lhs)))
     first_forward = forward.items[1].label
@@ -594,25 +629,32 @@ def article_document(lang: str = "en") -> Document:
         "We write $\\delta=\\frac{\\partial E}{\\partial net}$, so an update subtracts the gradient.")]
     part1 = Section(w["overview"], "overview")
     notes = _part1_notes(lang)
+    picture = network_figure(c, lang, article.SIZES)
+    network_picture = Figure(picture.name, (
+        "三层网络：节点编号、权重与偏移" if lang == "zh" else "The three-layer network: node numbers, weights and biases"),
+        picture.picture)
     for key, blocks in article.part1_sections(lang):
         sub = Section(w[key], key.replace(" ", "-"))
         # the bias-folding step is reasoning between (1) and (2), unnumbered so that (1)-(8) are the article's
         fold = {p for p, b in enumerate(blocks) if b.equation and b.equation.lhs == sp.Symbol("wx")}
         sub.items = notes.get(key, []) + writer.items(blocks, unnumbered=fold)
         part1.sections.append(sub)
+        if key == "neuron":  # then the two sections of part 1 that have no equation
+            net = Section(w["neural network"], "neural-network", _network_notes(lang) + [network_picture])
+            forward = Section(w["forward"], "overview-forward", _forward_notes(lang))
+            part1.sections += [net, forward]
     part2 = Section(w["fully connected"], "fully-connected")
     network = Section(w["network"], "fc-network")
     network.items.append(_para(
-        "一个三层网络：输入层的节点1、2、3，隐藏层的节点4、5，输出层的节点6、7；每个节点与前一层的每个节点相连。"
-        "权重的下标先写后一层的节点：$w_{41}$连接输入节点1和隐藏节点4。偏置并入权重，记为$w_{b_4}$。"
-        if lang == "zh" else
-        "A three-layer network: input nodes 1, 2, 3; hidden nodes 4, 5; output nodes 6, 7; every node is joined to "
-        "every node of the layer before. A weight names the later node first: $w_{41}$ joins input node 1 to "
-        "hidden node 4. Biases are folded into the weights as $w_{b_4}$."))
-    picture = network_figure(c, lang, article.SIZES)
-    network.items.append(Figure(picture.name, (
-        "三层网络：节点编号与权重" if lang == "zh" else "The three-layer network: node numbers and weights"),
-        picture.picture))
+        "我们用", FigRef("network"), "中的三层网络：输入层的节点1、2、3，隐藏层的节点4、5，输出层的节点6、7；"
+        "每个节点与前一层的每个节点相连。权重的下标先写后一层的节点：$w_{41}$连接输入节点1和隐藏节点4。"
+        "偏移并入权重，记为$w_{b_4}$，它的输入是常数1（图中标为1的偏移节点）。", FigRef("shapes"),
+        "是各个张量的形状。") if lang == "zh" else _para(
+        "We use the three-layer network of ", FigRef("network"), ": input nodes 1, 2, 3; hidden nodes 4, 5; "
+        "output nodes 6, 7; every node is joined to every node of the layer before. A weight names the later "
+        "node first: $w_{41}$ joins input node 1 to hidden node 4. Each bias is folded into the weights as "
+        "$w_{b_4}$, the weight of a constant input 1 (the bias node marked 1 in the picture). ",
+        FigRef("shapes"), " shows the shape of each tensor."))
     network.items.append(shapes_figure(c, lang))
     network.items += writer.items(article.node_blocks(lang, c))
     part2.sections = [network] + chain_sections(c, writer, lang, anchor="fc-")
@@ -623,14 +665,42 @@ def article_document(lang: str = "en") -> Document:
                            "）：" if lang == "zh" else "):")]
     example.items += writer.items(blocks[1:])
     part2.sections.append(example)
-    return Document(title, lang, intro, [part1, part2])
+    references = Section(w["references"], "references", [Bullets(tuple(
+        _para(Link(text, url)) for text, url in article.references(lang)))])
+    return Document(title, lang, intro, [part1, part2, references])
+
+
+def _network_notes(lang: str) -> list:
+    """Part 1's section on the network, in our words."""
+    if lang == "zh":
+        return [_para("神经网络由若干层组成，每层由若干神经元组成。", FigRef("network"),
+                      "是本文用到的三层网络：最左边的输入层接收样本，最右边的输出层给出网络的输出，中间的是隐藏层；"
+                      "隐藏层和输出层都是全连接层，它们的每个节点与前一层的每个节点相连，另有一个输入恒为1的偏移节点。")]
+    return [_para("A neural network is made of layers, and each layer of neurons. ", FigRef("network"),
+                  " shows the three-layer network we use: the input layer on the left takes the sample, the output "
+                  "layer on the right gives the network's output, and the hidden layer lies between them. The hidden "
+                  "and output layers are fully connected: each of their nodes is joined to every node of the layer "
+                  "before, and to a bias node whose value is always 1.")]
+
+
+def _forward_notes(lang: str) -> list:
+    """Part 1's section on the forward pass, in our words."""
+    if lang == "zh":
+        return [_para("前向传播从输入层开始：输入层的输出传入隐藏层，算出$\\overrightarrow{y_{\\text{隐藏层}}}$；"
+                      "它再作为输出层的输入，算出$\\overrightarrow{y_{\\text{输出层}}}$，即整个网络的输出。"
+                      "训练时，后向传播要用到前向传播算出的每层输出；推理时，输出层的输出就是推理的结果。")]
+    return [_para("The forward pass starts at the input layer: its output goes into the hidden layer, which computes "
+                  "$\\overrightarrow{y_{\\text{hidden layer}}}$; that in turn is the output layer's input, which "
+                  "computes $\\overrightarrow{y_{\\text{output layer}}}$, the network's output. In training, the "
+                  "backward pass uses every layer's output from the forward pass; in inference, the output layer's "
+                  "output is the result.")]
 
 
 def _part1_notes(lang: str) -> dict:
     """Our own short lead-ins to part 1's sections (the article's prose is not copied)."""
     if lang == "zh":
         return {
-            "neuron": [_para("一个神经元有一个偏置$b$和若干权重$w$，接受输入$x$，输出$y$，$f$为激活函数：")],
+            "neuron": [_para("一个神经元有一个偏移$b$和若干权重$w$，接受输入$x$，输出$y$，$f$为激活函数：")],
             "gradient descent": [_para("目标函数度量输出与真实值的误差；沿梯度的反方向更新参数，$\\eta$为学习率：")],
             "backpropagation": [_para("隐藏层的参数同样按梯度下降更新；它的梯度要从输出层反向逐层求出：")],
             "summary": [_para("训练：前向传播、后向传播、更新参数；推理：只做前向传播：")],
@@ -651,6 +721,11 @@ def _part1_notes(lang: str) -> dict:
 class _Format:
     def __init__(self, doc: Document):
         self.numbers = {n.label: n.number for n in doc.equations}
+        self.figure_numbers = {f.name: k for k, f in enumerate(doc.figures, 1)}
+        self.lang = doc.lang
+
+    def figure_word(self) -> str:
+        return DOC_WORDS[self.lang]["figure"] + (" " if self.lang == "en" else "")
 
     def item(self, item) -> dict:
         if isinstance(item, Numbered):
@@ -658,7 +733,7 @@ class _Format:
         if isinstance(item, Display):
             return {"kind": "display", "tex": item.equation.tex}
         if isinstance(item, Para):
-            return {"kind": "para", "text": self.para(item)}
+            return {"kind": "para", "text": self.para(item), "lead": False}
         if isinstance(item, Bullets):
             return {"kind": "bullets", "entries": [self.para(p) for p in item.items]}
         if isinstance(item, Figure):
@@ -667,8 +742,15 @@ class _Format:
 
     def section(self, s: Section, depth: int = 1) -> dict:
         return {"title": self.text(s.title), "anchor": s.anchor, "depth": depth,
-                "content": [self.item(i) for i in s.items],
-                "sections": [self.section(sub, depth + 1) for sub in s.sections]}
+                "content": self.items(s.items), "sections": [self.section(sub, depth + 1) for sub in s.sections]}
+
+    def items(self, items) -> list[dict]:
+        """Each item; a paragraph that leads into an equation is marked to stay on its page."""
+        out = [self.item(i) for i in items]
+        for here, after in zip(out, out[1:]):
+            if here["kind"] == "para" and after["kind"] in ("equation", "display"):
+                here["lead"] = True
+        return out
 
 
 class _Markdown(_Format):
@@ -686,6 +768,10 @@ class _Markdown(_Format):
         for part in p.parts:
             if isinstance(part, Ref):
                 out += f"({self.numbers[part.label]})"
+            elif isinstance(part, FigRef):
+                out += f"{self.figure_word()}{self.figure_numbers[part.name]}"
+            elif isinstance(part, Link):
+                out += f"[{part.text}]({part.url})"
             elif isinstance(part, Code):
                 out += f"`{part.text}`"
             else:
@@ -715,6 +801,10 @@ class _Latex(_Format):
         for part in p.parts:
             if isinstance(part, Ref):
                 out += rf"\eqref{{eq:{self.numbers[part.label]}}}"
+            elif isinstance(part, FigRef):
+                out += self.figure_word().replace(" ", "~") + rf"\ref{{fig:{part.name}}}"
+            elif isinstance(part, Link):
+                out += self.text(part.text) + rf"\\ \url{{{part.url}}}"  # the address on a line of its own
             elif isinstance(part, Code):
                 out += rf"\texttt{{{tex_escape(part.text)}}}"
             else:
@@ -722,13 +812,13 @@ class _Latex(_Format):
         return out
 
     def figure(self, f: Figure) -> dict:
-        return {"kind": "figure", "tikz": f.picture.tikz(), "caption": self.text(f.caption)}
+        return {"kind": "figure", "tikz": f.picture.tikz(), "caption": self.text(f.caption), "name": f.name}
 
 
 def _render(template: str, doc: Document, fmt: _Format, **extra) -> str:
     return environment().get_template(template).render(
         title=fmt.text(doc.title), lang=doc.lang, words=DOC_WORDS[doc.lang],
-        intro=[fmt.item(i) for i in doc.intro], sections=[fmt.section(s) for s in doc.sections], **extra)
+        intro=fmt.items(doc.intro), sections=[fmt.section(s) for s in doc.sections], **extra)
 
 
 # -- notebooks -----------------------------------------------------------------------------

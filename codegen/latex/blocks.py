@@ -47,7 +47,24 @@ def notation(op: Op) -> Notation:
     matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
     if op.upstream == r"\delta":
         matrices["g"] = r"\boldsymbol{\delta}"
-    return Notation(elements, matrices, frozenset({"g"}))
+    return Notation(elements, matrices, frozenset({"g"}), _index_letters(op, elements))
+
+
+def _index_letters(op: Op, elements: dict) -> dict:
+    """Index letters that a tensor's elements are also called by (conv2d's column ``w`` beside its
+    kernel ``w``), each printed as the first letter free in the op."""
+    tensors = {elements.get(i.name, i.name) for i in op.inputs} | {n.name for n in op.intermediates}
+    letters = {s.name for node in op.intermediates for s in node.definition.free_symbols | set(node.index)
+               if isinstance(s, sp.Symbol) and s.is_integer}
+    letters |= {v.name for node in op.intermediates for e in sp.preorder_traversal(node.definition)
+                if isinstance(e, sp.Sum) for v, *_ in e.limits}
+    taken = tensors | letters
+    renamed = {}
+    for letter in sorted(letters & tensors):
+        free = next(c for c in "vuzrlm" if c not in taken)
+        renamed[letter] = free
+        taken.add(free)
+    return renamed
 
 
 def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
