@@ -16,9 +16,10 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import sympy as sp
 
-from derive.engine.chain import ChainDerivation, chain
+from derive.engine.chain import BATCH_SIZE, ChainDerivation, chain
 from derive.engine.derivation import derive
 from derive.define.registry import get
 from derive.engine.rewrite import normalize, textbook
@@ -42,7 +43,11 @@ DOC_WORDS = {
         "neuron": "The neuron", "gradient descent": "Gradient descent", "backpropagation": "Backpropagation",
         "overview": "Part 1: overview", "fully connected": "Part 2: the fully connected layer",
         "example": "An example", "shapes": "Tensor shapes", "neural network": "The neural network",
-        "references": "References", "worked example": "A worked example",
+        "references": "References", "worked example": "A worked example", "quantity": "Quantity",
+        "values": "Values (row by row)", "table": "Table", "example inputs": "Inputs and targets",
+        "example weights": "Parameters before the step", "example forward": "The forward pass",
+        "example deltas": "The error terms", "example gradients": "The gradients",
+        "example after": "After one step", "loss before": "$E$ before the step", "loss after": "$E$ after the step",
     },
     "zh": {
         "contents": "目录", "network": "网络", "forward": "前向传播", "backward": "后向传播",
@@ -51,7 +56,10 @@ DOC_WORDS = {
         "output layer": "输出层", "objective": "目标函数", "nodes": "个节点", "scalar": "标量",
         "neuron": "神经元", "gradient descent": "梯度下降", "backpropagation": "后向传播",
         "overview": "概览", "fully connected": "全连接层", "example": "举例", "shapes": "张量的形状",
-        "neural network": "神经网络", "references": "参考资料", "worked example": "数值算例",
+        "neural network": "神经网络", "references": "参考资料", "worked example": "数值算例", "quantity": "量",
+        "values": "数值（逐行）", "table": "表", "example inputs": "输入与目标值", "example weights": "更新前的参数",
+        "example forward": "前向传播", "example deltas": "误差项", "example gradients": "梯度",
+        "example after": "更新一步之后", "loss before": "更新前的$E$", "loss after": "更新后的$E$",
     },
 }
 
@@ -125,6 +133,15 @@ class Display:
 
 
 @dataclass(frozen=True)
+class Table:
+    """A table of numbers: its caption, the header and the rows (cells are text with inline maths)."""
+
+    caption: str
+    header: tuple
+    rows: tuple
+
+
+@dataclass(frozen=True)
 class Figure:
     name: str  # file stem suffix: "network", "shapes"
     caption: str
@@ -165,9 +182,15 @@ class Document:
     def figures(self) -> list[Figure]:
         return [i for i in self.walk() if isinstance(i, Figure)]
 
-    def markdown(self, stem: str | None = None, front_matter: bool = True) -> str:
-        """Markdown for Jekyll or cnblogs; figures are linked as ``<stem>-<name>.svg`` (left out without a stem)."""
-        return _render("doc.md.j2", self, _Markdown(self, stem), front_matter=front_matter)
+    def markdown(self, stem: str | None = None, flavor: str = "jekyll") -> str:
+        """Markdown for Jekyll (front matter) or cnblogs (none); figures are linked as ``<stem>-<name>.svg``
+        (left out without a stem). The maths is protected from a converter that knows no maths: each
+        display in an HTML block, which Markdown passes through as it is, and inline maths with the
+        characters Markdown would take (``\\,``, ``_``, ``*``) escaped, so that ``\\\\`` survives."""
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor: expected one of {sorted(FLAVORS)}, got {flavor!r}")
+        return _render("doc.md.j2", self, _Markdown(self, stem, protect=True), front_matter=flavor == "jekyll",
+                       protect=True)
 
     def latex(self) -> str:
         """A standalone LaTeX document: pdflatex for English, xelatex (ctex) for Chinese."""
@@ -387,7 +410,7 @@ def network_figure(c: ChainDerivation, lang: str, sizes=None) -> Figure | None:
         if g.role == "hidden" and hidden > 1:
             count += 1
             caption += f" {count}"
-        acts = [layer.op.name for layer in g.layers if not _width_changes(layer)]
+        acts = [op_title(layer.op, lang) for layer in g.layers if not _width_changes(layer)]
         columns.append(figures.Column(caption, n, ", ".join(acts)))
     element = next((i.element for g in cols[1:] for layer in g.layers[:1] for i in layer.op.inputs
                     if i.element), "w")
@@ -418,7 +441,7 @@ def shapes_figure(c: ChainDerivation, lang: str) -> Figure:
         else:
             out = _tensor_label(str(layer.output.label))
             shape = figures.shape_label([str(s) for s in layer.output.shape], w["scalar"])
-        stages.append(figures.Stage(layer.op.name, params, out, shape))
+        stages.append(figures.Stage(op_title(layer.op, lang), params, out, shape))
     picture = figures.shapes_picture(Label("x"), figures.shape_label([str(s) for s in x.shape], w["scalar"]),
                                      stages)
     caption = ("张量的形状：从输入到目标函数，每行一个样本；每个梯度与其参数形状相同" if lang == "zh" else
@@ -447,8 +470,7 @@ def _network_description(c: ChainDerivation, lang: str, form) -> list:
         items.append(Para(tuple(parts)))
     loss = c.layers[-1]
     if loss.op.is_loss:
-        rhs = next(r for lhs, r in c.forward if lhs == sp.Symbol("E"))
-        tex = printer.doprint(normalize(form(rhs), split=False))
+        tex = printer.doprint(chain_tex.objective_rows(c, form)[0])
         items.append(Para((f"{w['objective']}：" if lang == "zh" else f"{w['objective']}: ", Code(loss.op.name),
                            f"，$E = {tex}$" if lang == "zh" else f", $E = {tex}$")))
     return [Bullets(tuple(items))]
@@ -480,7 +502,7 @@ def chain_sections(c: ChainDerivation, writer: _Writer, lang: str, sample: bool 
     deltas = {}  # label of the tensor whose gradient is named -> equation label
     for q in c.backward:
         cite = writer.cite(_cited(q, deltas))
-        block = chain_tex.quantity_block(printer, form, q)
+        block = chain_tex.quantity_block(printer, form, q, c)
         name = printer.doprint(form(q.lhs))
         if q.kind == "delta":
             role = words(lang)[q.layer.role + " layer"] if q.layer.role in ("hidden", "output") else ""
@@ -494,10 +516,13 @@ def chain_sections(c: ChainDerivation, writer: _Writer, lang: str, sample: bool 
         else:
             subject = "传回输入的梯度" if lang == "zh" else "the gradient passed back to the input"
             label = "grad:input"
+        identity = chain_tex.identity_sentence(c, form, printer, lang) if chain_tex.loss_steps(c, form, q) else ""
         if lang == "zh":
-            lead = _para("由链式法则", ("及",) + cite if cite else (), f"，{subject}：")
+            lead = _para("由链式法则", ("及",) + cite if cite else (), f"，{subject}" +
+                         (f"（{identity}）" if identity else "") + "：")
         else:
-            lead = _para("By the chain rule", (" and ",) + cite if cite else (), f", {subject}:")
+            lead = _para("By the chain rule", (" and ",) + cite if cite else (), f", {subject}" +
+                         (f" ({identity})" if identity else "") + ":")
         backward.items += [lead, writer.equation(block, label)]
         if q.kind == "delta":
             deltas[str(q.layer.output.label)] = label
@@ -576,7 +601,95 @@ def _delta_layer(c: ChainDerivation, delta) -> str:
     return str(q.layer.output.label)
 
 
-def chain_document(names, lang: str = "en", sizes=None, title: str | None = None, sample: bool = True) -> Document:
+# -- a worked example ------------------------------------------------------------------------
+
+def _numbers(array) -> str:
+    """Each value as inline maths, row after row (``;`` between rows of a matrix or between samples)."""
+    array = np.atleast_1d(np.asarray(array, dtype=float))
+    rows = array.reshape(-1, array.shape[-1]) if array.ndim > 1 else array[None, :]
+    return "; ".join(", ".join(f"${_number(v)}$" for v in row) for row in rows)
+
+
+def _number(v: float) -> str:
+    """Four significant digits; a power of ten below 0.0001."""
+    text = f"{v:.4g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+
+
+def _element_of(c: ChainDerivation, tensor, form):
+    """How the document writes one element of a tensor (``w_{kj}``, ``net_{j}``): as its equations index it."""
+    for lhs, rhs in c.forward:
+        for e in [lhs, *sp.preorder_traversal(rhs)]:
+            if isinstance(e, sp.Indexed) and e.base == tensor:
+                return form(e)
+    for q in c.backward:
+        element = q.lhs.variables[0] if isinstance(q.lhs, sp.Derivative) else q.lhs
+        if isinstance(element, sp.Indexed) and element.base == tensor:
+            return form(element)
+    return tensor
+
+
+def example_section(c: ChainDerivation, writer: _Writer, lang: str, nodes, sample: bool, anchor: str = "") -> Section:
+    """One training step on concrete numbers, as tables; computed by the generated code and checked
+    against this document's equations at the same numbers (``codegen.document.example``)."""
+    from codegen.document.example import one_step
+    step = one_step(c, nodes)
+    w = DOC_WORDS[lang]
+    form = chain_tex.form_of(sample and not c.coupled_by)
+    printer = chain_tex.chain_printer(c, lang)
+
+    def name(tensor) -> str:
+        return f"${printer.doprint(_element_of(c, tensor, form))}$"
+
+    def table(caption, rows):
+        return Table(caption, (w["quantity"], w["values"]), tuple(rows))
+
+    grad_name = {q.lhs.variables[0].base: f"${printer.doprint(form(q.lhs))}$" for q in c.parameters}
+    modules = sorted({f"generated/{layer.op.name}.py" for layer in c.layers})
+    code = []
+    for p, m in enumerate(modules):
+        code += ["、" if lang == "zh" else ", "] * bool(p) + [Code(m)]
+    checked = [_label(lhs) for lhs, _ in c.forward] + [
+        f"delta:{q.layer.output.label}" if q.kind == "delta" else f"grad:{q.lhs.variables[0].base.label}"
+        for q in c.backward if q.kind in ("delta", "gradient")]
+    checked = sorted((lab for lab in checked if lab in writer.numbers), key=writer.numbers.get)
+    first, last = checked[0], checked[-1]
+    samples = step.sizes[BATCH_SIZE]
+    section = Section(w["worked example"], anchor + "worked-example")
+    if lang == "zh":
+        section.items.append(_para(
+            f"取学习率$\\eta = {step.lr}$，" + (f"一个批次{samples}个样本，" if samples > 1 else "一个样本，") +
+            "输入、权重和目标值取两位小数。表中的每个数都由生成的代码（", *code, "）算出；"
+            f"同一组数代入式", Ref(first), "–", Ref(last), f"所得的值与之相同（比较了{step.checked}个数，"
+            "相对误差不超过$10^{-9}$）。"))
+    else:
+        section.items.append(_para(
+            f"Take the learning rate $\\eta = {step.lr}$, " + (f"a batch of {samples} samples" if samples > 1 else
+                                                              "one sample") +
+            ", and inputs, weights and targets with two decimals. Every number in the tables was computed by the "
+            "generated code (", *code, "); equations ", Ref(first), "–", Ref(last),
+            f" give the same values at the same numbers ({step.checked} numbers compared, relative error at most "
+            "$10^{-9}$)."))
+    section.items.append(table(w["example inputs"], [(name(t), _numbers(v)) for t, v in step.inputs.items()]))
+    section.items.append(table(w["example weights"], [(name(t), _numbers(v)) for t, v in step.params.items()]))
+    section.items.append(table(w["example forward"], [(name(t) if t != sp.Symbol("E") else "$E$", _numbers(v))
+                                                      for t, v in step.forward.items()]))
+    section.items.append(table(w["example deltas"], [(name(t), _numbers(v)) for t, v in step.deltas.items()]))
+    section.items.append(table(w["example gradients"], [(grad_name[t], _numbers(v)) for t, v in step.grads.items()]))
+    after = [(name(t), _numbers(v)) for t, v in step.updated.items()]
+    after += [(w["loss before"], _numbers(step.loss)), (w["loss after"], _numbers(step.loss_after))]
+    section.items.append(table(w["example after"], after))
+    section.items.append(_para(
+        f"一步之后，$E$从${_number(step.loss)}$降到${_number(step.loss_after)}$。" if lang == "zh" else
+        f"After one step, $E$ falls from ${_number(step.loss)}$ to ${_number(step.loss_after)}$."))
+    return section
+
+
+def chain_document(names, lang: str = "en", sizes=None, title: str | None = None, sample: bool = True,
+                   example: bool = False) -> Document:
     """A network: described, drawn, derived forward and backward, with gradients and updates."""
     words(lang)
     names = [n for n in names]
@@ -601,12 +714,16 @@ def chain_document(names, lang: str = "en", sizes=None, title: str | None = None
     if picture:
         network.items.append(picture)
     network.items.append(shapes_figure(c, lang))
-    return Document(title, lang, intro, [network] + chain_sections(c, writer, lang, sample))
+    sections = [network] + chain_sections(c, writer, lang, sample)
+    if example:
+        nodes = tuple(sizes) if sizes else (3,) + (2,) * (len(groups(c)) - 1)
+        sections.append(example_section(c, writer, lang, nodes, sample))
+    return Document(title, lang, intro, sections)
 
 
 # -- the article ----------------------------------------------------------------------------
 
-def article_document(lang: str = "en") -> Document:
+def article_document(lang: str = "en", example: bool = False) -> Document:
     """Parts 1 and 2 of the article, re-derived; raises if any of the article's claims fails its check."""
     from codegen.document import article
     words(lang)
@@ -658,6 +775,7 @@ def article_document(lang: str = "en") -> Document:
     network.items.append(shapes_figure(c, lang))
     network.items += writer.items(article.node_blocks(lang, c))
     part2.sections = [network] + chain_sections(c, writer, lang, anchor="fc-")
+    example_wanted = example
     example = Section(w["example"], "example")
     blocks = article.example_blocks(lang, c)
     example.items = [_para(blocks[0].text[:-1], "（" if lang == "zh" else " (",
@@ -665,6 +783,8 @@ def article_document(lang: str = "en") -> Document:
                            "）：" if lang == "zh" else "):")]
     example.items += writer.items(blocks[1:])
     part2.sections.append(example)
+    if example_wanted:
+        part2.sections.append(example_section(c, writer, lang, article.SIZES, True, anchor="fc-"))
     references = Section(w["references"], "references", [Bullets(tuple(
         _para(Link(text, url)) for text, url in article.references(lang)))])
     return Document(title, lang, intro, [part1, part2, references])
@@ -723,6 +843,7 @@ class _Format:
         self.numbers = {n.label: n.number for n in doc.equations}
         self.figure_numbers = {f.name: k for k, f in enumerate(doc.figures, 1)}
         self.lang = doc.lang
+        self.table_count = 0
 
     def figure_word(self) -> str:
         return DOC_WORDS[self.lang]["figure"] + (" " if self.lang == "en" else "")
@@ -738,6 +859,11 @@ class _Format:
             return {"kind": "bullets", "entries": [self.para(p) for p in item.items]}
         if isinstance(item, Figure):
             return self.figure(item)
+        if isinstance(item, Table):
+            self.table_count += 1
+            return {"kind": "table", "caption": self.text(item.caption), "number": self.table_count,
+                    "header": [self.text(h) for h in item.header],
+                    "rows": [[self.text(cell) for cell in row] for row in item.rows]}
         raise TypeError(f"item: unknown {type(item).__name__}")
 
     def section(self, s: Section, depth: int = 1) -> dict:
@@ -753,15 +879,38 @@ class _Format:
         return out
 
 
+FLAVORS = ("jekyll", "cnblogs")
+_MARKDOWN_PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def protect_inline(tex: str) -> str:
+    """Inline maths that a plain Markdown converter gives back unchanged: a backslash before punctuation
+    doubled (Markdown would eat it), ``_`` and ``*`` escaped (Markdown would emphasise)."""
+    out = []
+    for k, ch in enumerate(tex):
+        nxt = tex[k + 1] if k + 1 < len(tex) else ""
+        if ch == "\\" and nxt in _MARKDOWN_PUNCTUATION:
+            out.append("\\\\")
+        elif ch in "_*":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class _Markdown(_Format):
-    def __init__(self, doc: Document, stem: str | None, embed: bool = False):
+    def __init__(self, doc: Document, stem: str | None, embed: bool = False, protect: bool = False):
         super().__init__(doc)
         self.stem = stem
         self.embed = embed
+        self.protect = protect
         self.figure_count = 0
 
     def text(self, text: str) -> str:
-        return text
+        if not self.protect:
+            return text
+        pieces = text.split("$")
+        return "$".join(protect_inline(p) if k % 2 else p for k, p in enumerate(pieces))
 
     def para(self, p: Para) -> str:
         out = ""
@@ -775,7 +924,7 @@ class _Markdown(_Format):
             elif isinstance(part, Code):
                 out += f"`{part.text}`"
             else:
-                out += part.replace("``", "`")
+                out += self.text(part.replace("``", "`"))
         return out
 
     def figure(self, f: Figure) -> dict:
@@ -787,7 +936,7 @@ class _Markdown(_Format):
             src = f"{self.stem}-{f.name}.svg"
         else:
             return {"kind": "none"}
-        return {"kind": "figure", "src": src, "caption": f.caption, "number": self.figure_count}
+        return {"kind": "figure", "src": src, "caption": self.text(f.caption), "number": self.figure_count}
 
 
 class _Latex(_Format):
@@ -833,8 +982,8 @@ class Shown:
         fmt = _Markdown(self.document, None, embed=True)
         return environment().get_template("doc.md.j2").render(
             title=self.document.title, lang=self.document.lang, words=DOC_WORDS[self.document.lang],
-            intro=[fmt.item(i) for i in self.document.intro],
-            sections=[fmt.section(s) for s in self.document.sections], front_matter=False)
+            intro=fmt.items(self.document.intro),
+            sections=[fmt.section(s) for s in self.document.sections], front_matter=False, protect=False)
 
     def _repr_latex_(self) -> str:
         """Equations only, each numbered as in the document: for front ends that render text/latex."""

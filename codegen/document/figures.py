@@ -75,6 +75,7 @@ class Arrow:
     x2: float
     y2: float
     head: bool = True
+    dashed: bool = False  # the bias's edges
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Picture:
         for s in self.shapes:
             if isinstance(s, Arrow):
                 head = ' marker-end="url(#head)"' if s.head else ""
+                head += ' stroke-dasharray="5,3"' if s.dashed else ""
                 out.append(f'<line x1="{_n(s.x1)}" y1="{_n(s.y1)}" x2="{_n(s.x2)}" y2="{_n(s.y2)}" '
                            f'stroke="#333" stroke-width="1.2"{head}/>')
             elif isinstance(s, Circle):
@@ -117,7 +119,7 @@ class Picture:
         out = [rf"\begin{{tikzpicture}}[x={_n3(scale)}pt,y=-{_n3(scale)}pt,>=stealth]"]
         for s in self.shapes:
             if isinstance(s, Arrow):
-                style = "->, thick" if s.head else "thin"
+                style = ("->, thick" if s.head else "thin") + (", dashed" if s.dashed else "")
                 out.append(rf"\draw[{style}] ({_n(s.x1)},{_n(s.y1)}) -- ({_n(s.x2)},{_n(s.y2)});")
             elif isinstance(s, Circle):
                 out.append(rf"\draw[fill={_tikz_color(s.fill)}, thick] ({_n(s.x)},{_n(s.y)}) circle ({_n(s.r)});")
@@ -179,13 +181,19 @@ def weight_label(element: str, target: int, source: int) -> Label:
     return Label(element, sub)
 
 
+def bias_label(element: str, target: int) -> Label:
+    """``w_{b_4}``: the weight of the constant input 1 into node 4, the bias folded in."""
+    return Label(element, f"b{target}", tex=f"{element}_{{b_{{{target}}}}}")
+
+
 def network_picture(columns: list[Column], element: str = "w") -> Picture:
-    """Nodes numbered 1, 2, ... layer by layer; every edge labelled with its weight."""
+    """Nodes numbered 1, 2, ... layer by layer, a bias node (+1) above each layer but the last;
+    every edge labelled with its weight (``w_{41}``, ``w_{b_4}``)."""
     for c in columns:
         if not 1 <= c.nodes <= MAX_NODES:
             raise ValueError(f"sizes: each layer needs 1 to {MAX_NODES} nodes for the picture, got {c.nodes}")
     tallest = max(c.nodes for c in columns)
-    top = 40.0
+    top = 40.0 + NODE_GAP  # the bias nodes' row above the tallest layer
     height = top + (tallest - 1) * NODE_GAP + 2 * RADIUS + 70
     width = 2 * 70 + (len(columns) - 1) * LAYER_GAP
     fills = ["#dbe9f6"] + ["#fde8d7"] * (len(columns) - 2) + ["#e3f1de"]
@@ -198,7 +206,19 @@ def network_picture(columns: list[Column], element: str = "w") -> Picture:
         number += c.nodes
     shapes = []
     labels = []
+    bias_y = top - NODE_GAP + RADIUS
     for left, right in zip(positions, positions[1:]):
+        bx = left[0][1]
+        shapes.append(Circle(bx, bias_y, RADIUS * 0.8, "#f2f2f2"))
+        shapes.append(Text(bx, bias_y, Label("+1"), size=13, plain=True))
+        for t, tx, ty in right:
+            dx, dy = tx - bx, ty - bias_y
+            length = (dx * dx + dy * dy) ** 0.5
+            ux, uy = dx / length, dy / length
+            shapes.append(Arrow(bx + ux * RADIUS * 0.8, bias_y + uy * RADIUS * 0.8, tx - ux * RADIUS,
+                                ty - uy * RADIUS, head=True, dashed=True))
+            along = 0.3 * length  # near the bias node, clear of the weight labels by the targets
+            labels.append(Text(bx + ux * along, bias_y + uy * along, bias_label(element, t), size=11, halo=True))
         for t, tx, ty in right:
             for s, sx, sy in left:
                 dx, dy = tx - sx, ty - sy
@@ -250,7 +270,7 @@ def shapes_picture(first: Label, first_shape: Label, stages: list[Stage]) -> Pic
         shapes.append(Arrow(mid, y + box_h, mid, y + step))
         shapes.append(Text(mid + 12, y + box_h + (step - box_h) / 2, Label(stage.op), size=12, anchor="start",
                            plain=True))
-        px = mid + 20 + 7.5 * len(stage.op) + 14
+        px = mid + 20 + sum(13 if ord(ch) > 0x2e80 else 7.5 for ch in stage.op) + 14
         for label, shape in stage.params:
             text = Label(label.base, label.sub, rf"{label.math()}:\ {shape.math()}", f": {shape.base}")
             shapes.append(Text(px, y + box_h + (step - box_h) / 2, text, size=12, anchor="start"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 #: The widest a displayed line may be, in em: the text width of an 11pt article (360 pt, about
 #: 32.7 em) less room for the equation number.
-WIDTH = 28.5
+WIDTH = 28.0
 
 _TOKEN = re.compile(r"\\[A-Za-z]+\*?|\\\\|\\.|[{}_^&]|\s+|.", re.S)
 
@@ -137,7 +137,7 @@ def _width(items, scale: float = 1.0) -> float:
         elif it == r"\frac":
             num, den = (items[k:k + 2] + [[], []])[:2]
             k += 2
-            inner = scale if scale == 1.0 else scale * 0.72
+            inner = scale * 0.9 if scale == 1.0 else scale * 0.72  # text style inside: smaller operators
             total += max(_width(num if isinstance(num, list) else [num], inner),
                          _width(den if isinstance(den, list) else [den], inner)) + 0.25 * scale
         elif it == r"\sqrt":
@@ -195,7 +195,7 @@ class _Atom:
 
 def _atoms(items, groups=(), depth=0) -> list[_Atom]:
     """The row as atoms: runs without spaces, group delimiters; breaks allowed before ``+``/``-``
-    terms (priority 2 per bracket depth) and between factors (one more)."""
+    terms (priority 2 per bracket depth) and between factors (after the terms one bracket deeper)."""
     out: list[_Atom] = []
     run: list = []
 
@@ -235,7 +235,7 @@ def _atoms(items, groups=(), depth=0) -> list[_Atom]:
             elif (previous and nxt is not None and previous not in ("+", "-", "=", r"\leftarrow", "&", "big")
                   and nxt not in ("+", "-", "=", r"\leftarrow", "&", ",", r"\quad")
                   and not (isinstance(nxt, str) and nxt.startswith("^"))):
-                out.append(_Atom(" ", 0.0, groups, 2 * depth + 1, lead=r"\cdot "))
+                out.append(_Atom(" ", 0.0, groups, 2 * depth + 3, lead=r"\cdot "))
             else:
                 out.append(_Atom(it, 0.0, groups))
             k += 1
@@ -373,3 +373,11 @@ def _fit(tex: str) -> str:
     if aligned and not broken:
         return tex
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+
+def unbroken(tex: str) -> str:
+    """``tex`` with the breaks ``fit`` made taken out again: each row on one line, brackets ``\\left``/``\\right``."""
+    tex = tex.replace(" \\\\\n&\\quad \\cdot ", " ").replace(" \\\\\n&\\quad ", " ")
+    for size in (r"\Bigg", r"\bigg"):
+        tex = tex.replace(size + "l", r"\left").replace(size + "r", r"\right")
+    return tex
