@@ -362,3 +362,148 @@ def test_doc_bad_usage_is_one_line_and_exit_2(args, message):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- Chinese throughout, one convention per document ---------------------------------------------
+
+ENGLISH_SENTENCE = re.compile(r"[A-Za-z]+(?:[ ,;:'-]+[A-Za-z]+){2,}")
+
+
+def prose_of(md: str) -> str:
+    """A Markdown document less its maths, code, links' addresses, HTML and anchors: what a reader reads as text."""
+    md = re.sub(r"<div class=\"math\">.*?</div>", "", md, flags=re.S)
+    md = re.sub(r"\$\$.*?\$\$", "", md, flags=re.S)
+    md = re.sub(r"(?<!\\)\$(?:\\.|[^$\\])*\$", "", md)
+    md = re.sub(r"`[^`]*`", "", md)
+    md = re.sub(r"\]\([^)]*\)", "]", md)
+    md = re.sub(r"<[^>]+>|^---$.*?^---$", "", md, flags=re.S | re.M)
+    return md
+
+
+@pytest.mark.parametrize("make", [
+    lambda: doc.ops_document([op for op in __import__("derive.define.registry", fromlist=["registry"]).registry()], "zh"),
+    lambda: doc.chain_document(CHAIN, "zh", example=True),
+    lambda: doc.chain_document(("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"), "zh"),
+    lambda: doc.article_document("zh", example=True),
+], ids=["every-op", "chain", "batch-norm-chain", "article"])
+def test_chinese_documents_have_no_english_sentence(make):
+    document = make()
+    text = prose_of(document.markdown("post"))
+    assert ENGLISH_SENTENCE.findall(text) == []
+    svg = " ".join("".join(t.itertext()) for f in document.figures
+                   for t in ET.fromstring(f.picture.svg()).iter("{http://www.w3.org/2000/svg}text"))
+    assert ENGLISH_SENTENCE.findall(svg) == [], "figure labels in Chinese too"
+    assert "偏置" not in text and "以上标形式" not in text
+
+
+def test_every_op_has_a_chinese_description(op):
+    """``doc_zh``: the name, a colon, a sentence, in Chinese; documents in Chinese use it."""
+    name, _, sentence = op.doc_zh.partition("：")
+    assert name and sentence and re.search(r"[\u4e00-\u9fff]", name + sentence), op.name
+    section = doc.ops_document([op.name], "zh").sections[0]
+    assert section.title == name
+    assert doc.ops_document([op.name], "en").sections[0].title == op.name
+
+
+def test_an_ops_document_names_the_upstream_gradient_once():
+    """conv2d calls it delta on its own, relu g: together, one symbol for both."""
+    tex = doc.ops_document(["conv2d", "relu", "max_pool2d"], "en").latex()
+    assert r"\delta_{" not in tex and "g_{noij}" in tex
+    alone = doc.ops_document(["conv2d"], "en").latex()
+    assert r"\delta_{noij}" in alone and "g_{" not in alone
+    assert r"Kronecker" not in tex and r"$[a = b]$ is 1 where" in tex
+
+
+def test_index_letters_do_not_collide_and_keep_one_order():
+    """conv2d's kernel is w, so its column index prints as another letter; each axis's terms in one order."""
+    tex = doc.ops_document(["conv2d"], "en").latex()
+    assert "x_{nchw}" not in tex and "x_{nchv}" in tex
+    assert "w_{o,c,h + P - i s,v + P - j s}" in unbroken(tex)
+    assert "P + v" not in tex and "P + h" not in tex
+
+
+def test_english_has_no_words_run_together_and_no_fragments():
+    tex = doc.article_document("en").latex()
+    assert "layernew" not in tex and "layerold" not in tex
+    chain_doc = doc.chain_document(CHAIN, "en").markdown("post")
+    assert "From the input layer, each layer's output in turn" not in chain_doc
+
+
+def test_softmax_cross_entropy_in_a_chain_shows_its_steps():
+    document = doc.chain_document(CHAIN, "en")
+    by_label = {n.label: n for n in document.equations}
+    objective = by_label["E"].equation.tex
+    assert objective.startswith("\\begin{aligned}\nE &= - \\sum_{k} t_{k} \\log y_{k}")
+    delta = by_label["delta:net_2"].equation
+    assert len(delta.rhs) >= 4 and delta.rhs[-1] == sp.Symbol("y") * 0 + delta.rhs[-1]
+    assert "[k = k']" in delta.tex and r"y_{k} \sum_{k'} t_{k'} - t_{k}" in delta.tex
+    assert delta.tex.endswith(r"&= y_{k} - t_{k}" + "\n\\end{aligned}")
+    md = document.markdown("post")
+    assert r"the targets are probabilities, $\sum\_{k} t\_{k} = 1$" in md
+    assert r"$E = - \sum\_{k} t\_{k} \log y\_{k}$" in md
+
+
+def test_the_article_states_one_bias_convention():
+    """Folded as w_{b_4} in the node equations, linked to b_j and b_k once before the derivation uses them."""
+    document = doc.article_document("en")
+    md = document.markdown("post")
+    link = md.index(r"so that $net\_k=\sum\_j w\_{kj}y\_j+b\_k$")
+    assert md.index("w\\_{b\\_4}") < link < md.index("\\tag{15}")
+    node6 = next(n for n in document.equations if n.equation.lhs == sp.Symbol("y_6")).equation.tex
+    assert r"\begin{bmatrix}1\\ \overrightarrow{y_{\text{hidden layer}}}\end{bmatrix}" in node6
+
+
+def test_lead_ins_are_one_paragraph_with_their_equation_and_figures_are_cited():
+    tex = doc.article_document("zh").latex()
+    stranded = re.findall(r"([^\n]*：)\n\n\\begin\{equation", tex)
+    assert stranded == [], "a blank line would let a page break strand a lead-in"
+    assert re.search(r"：\n\\begin\{equation\}", tex)
+    labels = re.findall(r"\\label\{fig:(\w+)\}", tex)
+    assert labels and all(tex.count(rf"\ref{{fig:{name}}}") >= 1 for name in labels)
+    assert "[!htb]" in tex and "[htbp]" not in tex
+
+
+# -- the worked example -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names", [ARTICLE, CHAIN, ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")],
+                         ids=lambda names: "-".join(names))
+def test_worked_example_is_the_generated_code_checked_by_the_equations(names):
+    from codegen.document.example import one_step
+    c = chain(names)
+    step = one_step(c, (3, 2, 2))
+    assert step.loss_after < step.loss
+    assert step.checked >= len(step.forward) + sum(v.size for v in step.grads.values())
+    section = doc.chain_document(names, "en", example=True).sections[-1]
+    tables = [i for i in section.items if isinstance(i, doc.Table)]
+    assert [t.caption for t in tables] == ["Inputs and targets", "Parameters before the step", "The forward pass",
+                                           "The error terms", "The gradients", "After one step"]
+    assert tables[-1].rows[-1][0] == "$E$ after the step"
+
+
+def test_worked_example_refuses_numbers_its_equations_do_not_give():
+    import dataclasses
+
+    from codegen.document.example import one_step
+    c = chain(ARTICLE)
+    i = next(i for i, q in enumerate(c.backward) if q.kind == "gradient")
+    c.backward[i] = dataclasses.replace(c.backward[i], expr=1.01 * c.backward[i].expr)
+    with pytest.raises(ValueError, match="example: dE/d"):
+        one_step(c, (3, 2, 2))
+
+
+def test_doc_example_on_the_command_line(tmp_path):
+    result = run("doc", "article", "--example", "--lang", "zh", "-o", str(tmp_path / "a.md"))
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "a.md").read_text(encoding="utf-8")
+    assert "## 数值算例" in md and "表6：更新一步之后" in md
+    result = run("doc", "linear", "--example")
+    assert result.returncode == 2 and "--example is for a network" in result.stderr
+
+
+def test_markdown_flavours():
+    document = doc.chain_document(CHAIN, "zh")
+    assert document.markdown("post").startswith("---\nlayout: post\n")
+    cnblogs = document.markdown("post", flavor="cnblogs")
+    assert not cnblogs.startswith("---") and cnblogs.startswith("# ")
+    with pytest.raises(ValueError, match="flavor"):
+        document.markdown("post", flavor="hugo")

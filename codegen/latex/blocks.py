@@ -131,7 +131,7 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
     nt = notation(d.op)
     upstream = nt.element("g")
     nt = Notation({**nt.elements, "flipped": r"\tilde{" + nt.element(form.flipped[1].base.name) + "}",
-                   "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream)
+                   "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream, nt.indices)
     printer = ArticleLatex(nt, lang)
     (flip, kernel), (pad, shifted) = form.flipped, form.padded
     text = {"en": "For stride 1 the same gradient reads as a full convolution: the upstream gradient, padded "

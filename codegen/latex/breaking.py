@@ -191,6 +191,7 @@ class _Atom:
     groups: tuple = ()  # the groups this atom sits inside, outermost first
     opportunity: int | None = None  # a break may come before this atom: its priority (lower is better)
     lead: str = ""  # what a line that starts here begins with (the operator, or \cdot)
+    delimiter: int = 0  # 1: opens the innermost of ``groups``, 2: closes it
 
 
 def _atoms(items, groups=(), depth=0) -> list[_Atom]:
@@ -213,11 +214,16 @@ def _atoms(items, groups=(), depth=0) -> list[_Atom]:
             plain += 1
         elif isinstance(it, str) and it in ("]", ")"):
             plain -= 1
+        if isinstance(it, _Group) and it.open != "(":  # a bracket [0 <= i <= K - 1] is one condition: unbroken
+            run.append(it)
+            previous = ")"
+            k += 1
+            continue
         if isinstance(it, _Group):
             flush()
-            out.append(_Atom(r"\left" + it.open, 0.45, groups + (it,)))
+            out.append(_Atom(r"\left" + it.open, 0.45, groups + (it,), delimiter=1))
             out += _atoms(it.items, groups + (it,), depth + 1)
-            out.append(_Atom(r"\right" + it.close, 0.45, groups + (it,)))
+            out.append(_Atom(r"\right" + it.close, 0.45, groups + (it,), delimiter=2))
             previous = ")"
             k += 1
             continue
@@ -313,10 +319,8 @@ def _break_row(prefix: str, body: str, column: float) -> list[str]:
 
 def _delimiter(atom: _Atom) -> str:
     """An atom's text, with a spanning group's ``\\left``/``\\right`` made fixed-size."""
-    if atom.text.startswith(r"\left") and atom.groups and atom.groups[-1].spanning:
-        return _sizes(atom.groups[-1])[0] + atom.text[len(r"\left"):]
-    if atom.text.startswith(r"\right") and atom.groups and atom.groups[-1].spanning:
-        return _sizes(atom.groups[-1])[1] + atom.text[len(r"\right"):]
+    if atom.delimiter and atom.groups[-1].spanning:
+        return _sizes(atom.groups[-1])[atom.delimiter - 1] + atom.text[len(r"\left" if atom.delimiter == 1 else r"\right"):]
     return atom.text
 
 

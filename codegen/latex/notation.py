@@ -124,7 +124,7 @@ class ArticleLatex(LatexPrinter):
 
     def _index(self, index) -> str:
         """An index, its terms in one order on every axis: products with an index letter (``i s``),
-        then the letters (``h``), then the rest (``P``); what is subtracted last."""
+        then the free letters (``h``), the summed ones (``p``), the rest (``P``); what is subtracted last."""
         if not isinstance(index, sp.Add):
             return self._print(index)
 
@@ -134,7 +134,8 @@ class ArticleLatex(LatexPrinter):
             letter = isinstance(body, sp.Symbol) and body.is_integer and body.name.islower() and len(body.name) == 1
             product = isinstance(body, sp.Mul) and any(isinstance(f, sp.Symbol) and f.is_integer and f.name.islower()
                                                        and len(f.name) == 1 for f in body.args)
-            return (negative, 0 if product else 1 if letter else 2, self._print(body))
+            summed = letter and body in getattr(self, "bound", set())
+            return (negative, 0 if product else 2 if summed else 1 if letter else 3, self._print(body))
 
         tex = ""
         for term in sorted(sp.Add.make_args(index), key=key):
@@ -148,7 +149,10 @@ class ArticleLatex(LatexPrinter):
         return self.notation.element(str(expr.label))
 
     def _print_Sum(self, expr):
+        bound = {v for v, _, _ in expr.limits}
+        self.bound = getattr(self, "bound", set()) | bound
         tex = self._print(expr.function)
+        self.bound -= bound
         if isinstance(expr.function, sp.Add):
             tex = rf"\left({tex}\right)"
         for v, _, _ in expr.limits:
