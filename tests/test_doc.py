@@ -366,7 +366,7 @@ def test_doc_bad_usage_is_one_line_and_exit_2(args, message):
 
 # -- Chinese throughout, one convention per document ---------------------------------------------
 
-ENGLISH_SENTENCE = re.compile(r"[A-Za-z]+(?:[ ,;:'-]+[A-Za-z]+){2,}")
+ENGLISH_SENTENCE = re.compile(r"[A-Za-z]{2,}(?:[ ,;:'-]+[A-Za-z]{2,}){2,}")  # three words or more
 
 
 def prose_of(md: str) -> str:
@@ -507,3 +507,43 @@ def test_markdown_flavours():
     assert not cnblogs.startswith("---") and cnblogs.startswith("# ")
     with pytest.raises(ValueError, match="flavor"):
         document.markdown("post", flavor="hugo")
+
+
+# -- pictures of what an op does ------------------------------------------------------------------
+
+def _svg_texts(picture):
+    return ["".join(t.itertext()) for t in ET.fromstring(picture.svg()).iter("{http://www.w3.org/2000/svg}text")]
+
+
+@pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "batch_norm"])
+def test_op_pictures_are_cited_and_drawn_in_both_formats(name):
+    document = doc.ops_document([name], "zh")
+    figure = next(f for f in document.figures if f.name == name)
+    items = list(document.walk())
+    cites = [k for k, i in enumerate(items) if isinstance(i, doc.Para) and doc.FigRef(name) in i.parts]
+    assert cites and cites[0] < items.index(figure)
+    assert 'stroke="#c0392b"' in figure.picture.svg() and "red!75!black" in figure.picture.tikz()
+    assert ENGLISH_SENTENCE.findall(" ".join(_svg_texts(figure.picture))) == []
+
+
+def test_pooling_picture_marks_the_first_maximum_of_each_window():
+    figure = next(f for f in doc.ops_document(["max_pool2d"], "en").figures)
+    cells = [s for s in figure.picture.shapes if isinstance(s, doc.figures.Box) and s.square]
+    marked = {(round(s.y / 30), round(s.x / 30)) for s in cells if s.fill == "#f5b7b1"}
+    x = np.array([[1, 3, 2, 0], [4, 2, 1, 5], [0, 1, 3, 3], [2, 2, 1, 0]])
+    first = set()
+    for r in (0, 2):
+        for c in (0, 2):
+            window = x[r:r + 2, c:c + 2]
+            a, b = np.unravel_index(np.argmax(window), window.shape)  # argmax: the first maximum
+            first.add((r + a, c + b))
+    origin = min(marked)
+    assert {(r - origin[0] + min(first)[0], c - origin[1] + min(first)[1]) for r, c in marked} == first
+
+
+def test_batch_norm_picture_shows_each_channels_statistics():
+    figure = next(f for f in doc.ops_document(["batch_norm"], "en").figures)
+    texts = _svg_texts(figure.picture)
+    assert {"channel 1", "channel 3", "sample 4", "μ", "σ²"} <= set(texts)
+    joined = " ".join(texts)
+    assert "2 1.5 2" in joined and "0.5 1.25 1.25" in joined  # each channel's mean, then its variance

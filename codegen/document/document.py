@@ -279,6 +279,57 @@ def op_summary(op, lang: str) -> str:
     return _CJK_NAME.sub("", op.doc.strip().splitlines()[0])
 
 
+PICTURE_WORDS = {
+    "en": {"padded": "padded input (P = 1)", "output": "output, one channel", "input": "input, one channel",
+           "window": "red: the window of output position (i, j), from (i s, j s); grey: the zeros added",
+           "mask": "red: the first maximum of each window (mask 1), where the gradient goes",
+           "channel": "channel {}", "sample": "sample {}"},
+    "zh": {"padded": "补零后的输入（P = 1）", "output": "输出（一个通道）", "input": "输入（一个通道）",
+           "window": "红框：输出位置 (i, j) 的窗口，从 (i s, j s) 开始；灰色：补的零",
+           "mask": "红色：每个窗口中第一个最大值（掩码为1），梯度只传到这里",
+           "channel": "通道 {}", "sample": "样本 {}"},
+}
+
+
+def op_figure(op, lang: str):
+    """A picture of what the op does on a small example, and the sentence that cites it; None for most ops."""
+    words = PICTURE_WORDS[lang]
+    if op.name == "conv2d":
+        picture = figures.window_picture(3, 3, 1, 3, 1, (1, 2), words)
+        caption = ("卷积：补零后的输入上的一个窗口与卷积核相乘求和，得到输出的一个位置" if lang == "zh" else
+                   "Convolution: one window of the padded input, times the kernel and summed, makes one output "
+                   "position")
+        cite = (("如", FigRef("conv2d"), "所示，步长$s=1$、补零$P=1$时，3×3的卷积核在5×5的补零输入上滑动，"
+                 "窗口$(is+p, js+q)$给出输出位置$(i, j)$：") if lang == "zh" else
+                (FigRef("conv2d"), " shows it for stride $s=1$ and padding $P=1$: the 3×3 kernel slides over the "
+                 "5×5 padded input, and the window $(is+p, js+q)$ makes output position $(i, j)$."))
+    elif op.name == "max_pool2d":
+        import importlib
+        module = importlib.import_module("generated.max_pool2d")
+        x = np.array([[1, 3, 2, 0], [4, 2, 1, 5], [0, 1, 3, 3], [2, 2, 1, 0]], dtype=float)
+        out, cache = module.forward(x[None, None])
+        mask = module.backward(np.ones_like(out), cache)["x"][0, 0]  # the gradient of a 1 from every window
+        picture = figures.pooling_picture(x, out[0, 0], mask, words)
+        caption = ("最大池化的掩码：梯度只传给每个窗口中第一个最大值" if lang == "zh" else
+                   "Max pooling's mask: the gradient goes to the first maximum of each window only")
+        cite = (("", FigRef("max_pool2d"), "是2×2窗口的例子（由生成的代码算出）：窗口中有两个相同的最大值时，"
+                 "只有第一个得到梯度。") if lang == "zh" else
+                (FigRef("max_pool2d"), " is an example with 2×2 windows (computed by the generated code): where "
+                 "two values tie for a window's maximum, only the first gets the gradient."))
+    elif op.name == "batch_norm":
+        x = np.array([[1.0, 2.0, 0.5], [3.0, 0.0, 1.5], [2.0, 1.0, 2.5], [2.0, 3.0, 3.5]])
+        picture = figures.statistics_picture(x, x.mean(axis=0), x.var(axis=0), words)
+        caption = ("批归一化的统计量：每个通道在整个批次上求均值和方差" if lang == "zh" else
+                   "Batch norm's statistics: each channel's mean and variance, over the whole batch")
+        cite = (("", FigRef("batch_norm"), "中，每列是一个通道、每行是一个样本：$\\mu_c$和$\\sigma^2_c$"
+                 "按列计算，所以一个样本的输出依赖整个批次。") if lang == "zh" else
+                (FigRef("batch_norm"), ": each column is a channel, each row a sample; $\\mu_c$ and $\\sigma^2_c$ "
+                 "are taken down a column, so one sample's output depends on the whole batch."))
+    else:
+        return None
+    return Figure(op.name, caption, picture), cite
+
+
 def upstream_symbol(ops) -> str:
     """One name for the gradient arriving at an output, for a whole document: the ops' own if they
     agree (conv2d's ``\\delta``), else ``g``."""
@@ -324,6 +375,9 @@ def _op_section(op, writer: _Writer, lang: str, upstream: str) -> Section:
     forward = Section(w["forward"], f"{op.name}-forward")
     labels = [f"{op.name}:{node.name}" for node in op.intermediates]
     forward.items = writer.items(forward_blocks(d, lang, "index"), labels)
+    picture = op_figure(op, lang)
+    if picture:
+        forward.items += [_para(*picture[1]), picture[0]]
     backward = Section(w["backward"], f"{op.name}-backward")
     if not op.is_loss:
         backward.items.append(_para(upstream_sentence(d, printer, lang)))
@@ -954,8 +1008,9 @@ class _Latex(_Format):
                 out += self.figure_word().replace(" ", "~") + rf"\ref{{fig:{part.name}}}"
             elif isinstance(part, Link):
                 out += self.text(part.text) + rf"\\ \url{{{part.url}}}"  # the address on a line of its own
-            elif isinstance(part, Code):
-                out += rf"\texttt{{{tex_escape(part.text)}}}"
+            elif isinstance(part, Code):  # a long name may break after / and _
+                code = tex_escape(part.text).replace("/", r"/\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
+                out += rf"\texttt{{{code}}}"
             else:
                 out += self.text(part.replace("``", ""))
         return out

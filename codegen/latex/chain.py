@@ -121,8 +121,11 @@ def in_chain(c: ChainDerivation, form, expr: sp.Expr) -> sp.Expr:
     marker = sp.IndexedBase("kronecker")
     expr = expr.replace(lambda e: isinstance(e, sp.KroneckerDelta), lambda e: marker[e.args[0], e.args[1]])
     expr = instantiate(expr, loss)
-    expr = expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base == marker,
-                        lambda e: sp.KroneckerDelta(*e.indices))
+    def bracket(e):  # an op index may stand for several chain indices (a flat op's one for n and k)
+        half = len(e.indices) // 2
+        return sp.Mul(*(sp.KroneckerDelta(a, b) for a, b in zip(e.indices[:half], e.indices[half:])))
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base == marker, bracket)
     return form(expr)
 
 
