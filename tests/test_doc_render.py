@@ -76,6 +76,7 @@ def test_article_compiles_and_latex_numbers_equations_as_the_document_does(lang,
     numbers = aux_equation_numbers(pdf.with_suffix(".aux"))
     assert numbers == {n.number: n.number for n in document.equations}
     check_pages_are_not_blank(pdf)
+    check_no_page_is_nearly_empty(pdf)
 
 
 CHAINS = [("linear", "relu", "linear", "leaky_relu", "linear", "mse"),
@@ -109,6 +110,17 @@ def check_pages_are_not_blank(pdf: Path):
         width, height, pixels = read_pgm(page)
         ink = sum(1 for p in pixels if p < 200) / (width * height)
         assert 0.004 < ink < 0.5, f"{page.name}: {ink:.2%} of the page is ink"
+
+
+def check_no_page_is_nearly_empty(pdf: Path):
+    """No page holds only a lone figure or table, or the document's last two lines: each page has
+    at least six lines of text besides its running head."""
+    need("pdftotext", "apt-get install poppler-utils")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+    for number, page in enumerate(text.split("\f")[:-1], 1):
+        lines = [line for line in page.splitlines() if line.strip()][1:]
+        assert len(lines) >= 6, f"page {number} has {len(lines)} lines: {lines}"
 
 
 def read_pgm(path: Path):

@@ -178,12 +178,12 @@ def node_blocks(lang: str, c: ChainDerivation) -> list[Block]:
     blocks.append(Block(text=(
         r"其中$f$为sigmoid函数，$E=\frac{1}{2}\sum_k(t_k-y_k)^2$。下面按单个样本推导，并把并入权重的偏移单独写出："
         r"$b_j$即隐藏节点$j$的$w_{b_j}$（如$b_4=w_{b_4}$），$b_k$即输出节点$k$的$w_{b_k}$；"
-        r"于是$net_k=\sum_j w_{kj}y_j+b_k$，求和只取前一层的节点，不含常数输入1："
+        r"于是$net_k=\sum_j w_{kj}y_j+b_k$，求和只取前一层的节点，不含常数输入1。"
         if lang == "zh" else
         r"with $f$ the sigmoid and $E=\frac{1}{2}\sum_k(t_k-y_k)^2$. The derivation below is for one sample "
         r"and writes each folded bias on its own: $b_j$ is hidden node $j$'s $w_{b_j}$ (so $b_4=w_{b_4}$) and "
         r"$b_k$ is output node $k$'s $w_{b_k}$, so that $net_k=\sum_j w_{kj}y_j+b_k$, the sum running over the "
-        r"nodes of the layer before, without the constant input 1:")))
+        r"nodes of the layer before, without the constant input 1.")))
     return blocks
 
 

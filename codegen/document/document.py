@@ -283,7 +283,7 @@ PICTURE_WORDS = {
     "en": {"padded": "padded input (P = 1)", "output": "output, one channel", "input": "input, one channel",
            "window": "red: the window of output position (i, j), from (i s, j s); grey: the zeros added",
            "mask": "red: the first maximum of each window (mask 1), where the gradient goes",
-           "channel": "channel {}", "sample": "sample {}"},
+           "channel": "c = {}", "sample": "sample {}"},
     "zh": {"padded": "补零后的输入（P = 1）", "output": "输出（一个通道）", "input": "输入（一个通道）",
            "window": "红框：输出位置 (i, j) 的窗口，从 (i s, j s) 开始；灰色：补的零",
            "mask": "红色：每个窗口中第一个最大值（掩码为1），梯度只传到这里",
@@ -323,7 +323,7 @@ def op_figure(op, lang: str):
                    "Batch norm's statistics: each channel's mean and variance, over the whole batch")
         cite = (("", FigRef("batch_norm"), "中，每列是一个通道、每行是一个样本：$\\mu_c$和$\\sigma^2_c$"
                  "按列计算，所以一个样本的输出依赖整个批次。") if lang == "zh" else
-                (FigRef("batch_norm"), ": each column is a channel, each row a sample; $\\mu_c$ and $\\sigma^2_c$ "
+                ("In ", FigRef("batch_norm"), ", each column is a channel and each row a sample; $\\mu_c$ and $\\sigma^2_c$ "
                  "are taken down a column, so one sample's output depends on the whole batch."))
     else:
         return None
@@ -701,7 +701,8 @@ def example_section(c: ChainDerivation, writer: _Writer, lang: str, nodes, sampl
     def table(caption, rows):
         return Table(caption, (w["quantity"], w["values"]), tuple(rows))
 
-    grad_name = {q.lhs.variables[0].base: f"${printer.doprint(form(q.lhs))}$" for q in c.parameters}
+    grad_name = {q.lhs.variables[0].base: f"$\\partial E/\\partial {printer.doprint(form(q.lhs.variables[0]))}$"
+                 for q in c.parameters}  # on one line: a table row is not a display
     modules = sorted({f"generated/{layer.op.name}.py" for layer in c.layers})
     code = []
     for p, m in enumerate(modules):
@@ -921,7 +922,7 @@ class _Format:
         raise TypeError(f"item: unknown {type(item).__name__}")
 
     def section(self, s: Section, depth: int = 1) -> dict:
-        return {"title": self.text(s.title), "anchor": s.anchor, "depth": depth,
+        return {"title": self.text(s.title), "anchor": s.anchor, "depth": depth, "last": False,
                 "content": self.items(s.items), "sections": [self.section(sub, depth + 1) for sub in s.sections]}
 
     def items(self, items) -> list[dict]:
@@ -993,7 +994,19 @@ class _Markdown(_Format):
         return {"kind": "figure", "src": src, "caption": self.text(f.caption), "number": self.figure_count}
 
 
+#: An aligned derivation with this many lines or more is set as an ``align``, which may break across pages.
+TALL = 5
+
+
 class _Latex(_Format):
+    def item(self, item) -> dict:
+        out = super().item(item)
+        if out["kind"] == "equation":
+            tex, start, end = item.equation.tex, "\\begin{aligned}\n", "\n\\end{aligned}"
+            rows = tex[len(start):-len(end)].split(" \\\\\n") if tex.startswith(start) else []
+            out["rows"] = rows if len(rows) >= TALL else []
+        return out
+
     def text(self, text: str) -> str:
         """Escape plain text, keep ``$maths$`` as it is."""
         pieces = text.split("$")
@@ -1020,9 +1033,15 @@ class _Latex(_Format):
 
 
 def _render(template: str, doc: Document, fmt: _Format, **extra) -> str:
+    sections = [fmt.section(s) for s in doc.sections]
+    last = sections[-1] if sections else None
+    while last and last["sections"]:
+        last = last["sections"][-1]
+    if last:
+        last["last"] = True  # the section the document ends in
     return environment().get_template(template).render(
         title=fmt.text(doc.title), lang=doc.lang, words=DOC_WORDS[doc.lang],
-        intro=fmt.items(doc.intro), sections=[fmt.section(s) for s in doc.sections], **extra)
+        intro=fmt.items(doc.intro), sections=sections, **extra)
 
 
 # -- notebooks -----------------------------------------------------------------------------

@@ -362,7 +362,7 @@ def statistics_picture(x, mean, var, words: dict) -> Picture:
     """batch_norm: a batch (rows: samples, columns: channels) and each channel's mean and variance."""
     shapes = []
     n, c = x.shape
-    x0, y0, width = 110.0, 40.0, 56.0
+    x0, y0, width = 90.0, 40.0, 44.0
     for k in range(c):
         shapes.append(Text(x0 + (k + 0.5) * width, 22, Label(words["channel"].format(k + 1)), size=12, plain=True))
     _grid(shapes, x0, y0, [[f"{v:g}" for v in row] for row in x], [["#dbe9f6"] * c] * n, size=width)

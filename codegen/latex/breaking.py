@@ -324,6 +324,19 @@ def _delimiter(atom: _Atom) -> str:
     return atom.text
 
 
+def _split_top(tex: str, separator: str) -> list[str]:
+    """``tex`` at each top-level ``separator``, which is dropped."""
+    tokens = _tokens(tex)
+    depth, pieces, start = 0, [], 0
+    for k, t in enumerate(tokens):
+        depth += t in ("{", r"\left", r"\begin", "(", "[")
+        depth -= t in ("}", r"\right", r"\end", ")", "]")
+        if depth == 0 and t == separator:
+            pieces.append("".join(tokens[start:k]))
+            start = k + 1
+    return pieces + ["".join(tokens[start:])]
+
+
 def _split_relations(row: str) -> list[str]:
     """A row at its top-level relations: ``a = b = c`` to ``a``, ``= b``, ``= c``."""
     tokens = _tokens(row)
@@ -360,11 +373,12 @@ def _fit(tex: str) -> str:
         rows = tex[len("\\begin{aligned}\n"):-len("\n\\end{aligned}")].split(" \\\\\n")
         pairs = [row.split("&", 1) if "&" in row else [row, ""] for row in rows]
     else:
-        pieces = _split_relations(tex)
+        first, *after = _split_top(tex, r"\quad")  # "a = b,\quad W = M": W's relation is not a's
+        pieces = _split_relations(first)
         if len(pieces) < 2:
             return tex
         pairs = [[pieces[0].rstrip() + " ", pieces[1]]] + [["", p] for p in pieces[2:]]
-        pairs = [[left, right.lstrip()] for left, right in pairs]
+        pairs = [[left, right.lstrip()] for left, right in pairs] + [["", r"\quad " + p.strip()] for p in after]
     column = max(width(left) for left, _ in pairs)
     lines, broken = [], False
     for left, right in pairs:
