@@ -89,8 +89,8 @@ def test_latex_labels_every_equation_and_cites_with_eqref(name):
     tex = document.latex()
     labels = [int(n) for n in re.findall(r"\\label\{eq:(\d+)\}", tex)]
     assert labels == [n.number for n in document.equations]
-    bodies = re.findall(r"\\label\{eq:\d+\}\n(.*?)\n\\end\{equation\}", tex, re.S)
-    tall = [re.sub(r" \\notag \\\\\n", " \\\\\n", body) for body in
+    bodies = re.findall(r"\\begin\{equation\}\n\\label\{eq:\d+\}\n(.*?)\n\\end\{equation\}", tex, re.S)
+    tall = [re.sub(r" \\notag \\\\\*?\n", lambda m: " \\\\\n", body) for body in
             re.findall(r"\\begin\{align\}\n(.*?) \\label\{eq:\d+\}\n\\end\{align\}", tex, re.S)]
     shown = [n.equation.tex for n in document.equations]
     assert sorted(bodies + ["\\begin{aligned}\n" + t + "\n\\end{aligned}" for t in tall]) == sorted(shown)

@@ -1004,7 +1004,9 @@ class _Latex(_Format):
         if out["kind"] == "equation":
             tex, start, end = item.equation.tex, "\\begin{aligned}\n", "\n\\end{aligned}"
             rows = tex[len(start):-len(end)].split(" \\\\\n") if tex.startswith(start) else []
-            out["rows"] = rows if len(rows) >= TALL else []
+            # a page may break between the steps of a derivation, not inside a step broken across lines
+            out["rows"] = [(row, rows[k + 1].startswith("&\\quad") if k + 1 < len(rows) else False)
+                           for k, row in enumerate(rows)] if len(rows) >= TALL else []
         return out
 
     def text(self, text: str) -> str:

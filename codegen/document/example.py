@@ -100,12 +100,18 @@ def _generated(c: ChainDerivation, inputs: dict, params: dict):
     gradient arriving at it."""
     x = c.inputs["x"]
     value, caches, outputs = inputs[x], [], {}
+    named = {str(lhs.base.label): lhs.base for lhs, _ in c.forward if isinstance(lhs, sp.Indexed)}
     for layer in c.layers:
         module = importlib.import_module(f"generated.{layer.op.name}")
         args = {name: (params.get(t) if t in params else inputs.get(t))
                 for name, t in layer.tensors.items() if name != layer.op.inputs[0].name}
         value, cache = module.forward(value, **args)
         caches.append(cache)
+        for node in layer.op.intermediates:  # what the module keeps of its own (softmax's y, batch norm's mu)
+            tensor = named.get(f"{node.name}_{layer.position + 1}")
+            kept = cache.get(node.name) if isinstance(cache, dict) else None
+            if tensor is not None and kept is not None and np.ndim(kept) == len(tensor.shape):
+                outputs[tensor] = np.asarray(kept, dtype=float)
         outputs[layer.output if layer.output is not None else OBJECTIVE] = np.asarray(value, dtype=float)
     loss = float(value)
     upstream, at_outputs, grads = 1.0, {}, {}

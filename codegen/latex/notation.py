@@ -196,8 +196,7 @@ class ArticleLatex(LatexPrinter):
 
     def _print_log(self, expr, exp=None):
         arg = expr.args[0]
-        bare = isinstance(arg, (sp.Symbol, sp.Indexed, sp.Sum))  # log sum e^x reads without brackets
-        tex = self._print(arg) if bare else rf"\left({self._print(arg)}\right)"
+        tex = self._print(arg) if isinstance(arg, (sp.Symbol, sp.Indexed)) else rf"\left({self._print(arg)}\right)"
         return rf"\log {tex}" if exp is None else rf"\log^{{{exp}}} {tex}"
 
     def _print_exp(self, expr, exp=None):
