@@ -353,19 +353,8 @@ def _split_relations(row: str) -> list[str]:
     return pieces
 
 
-def fit(tex: str, limit: float | None = None) -> str:
+def fit(tex: str) -> str:
     """``tex`` (one line, or an ``aligned`` of rows) with every row that is too wide broken into lines."""
-    global WIDTH
-    saved = WIDTH
-    if limit is not None:
-        WIDTH = limit
-    try:
-        return _fit(tex)
-    finally:
-        WIDTH = saved
-
-
-def _fit(tex: str) -> str:
     aligned = tex.startswith("\\begin{aligned}\n") and tex.endswith("\n\\end{aligned}")
     if not aligned and width(tex) <= WIDTH:
         return tex
