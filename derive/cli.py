@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                                           "(default: print, without pictures)")
     p.add_argument("--sizes", help="for --chain: nodes per layer in the network picture, e.g. 3,2,2")
     p.add_argument("--title", help="the document's title (default: from the ops)")
+    p.add_argument("--example", action="store_true",
+                   help="for the article or --chain: a worked example, one training step on numbers, as tables")
+    p.add_argument("--flavor", choices=("jekyll", "cnblogs"), default="jekyll",
+                   help="Markdown for Jekyll (front matter) or for cnblogs (none); default jekyll")
 
     p = sub.add_parser("code", parents=[cached], help="an op's generated NumPy module")
     p.add_argument("op")
@@ -182,13 +186,15 @@ def cmd_doc(args) -> int:
         raise UsageError("doc: 'article' stands alone")
     if args.sizes and not args.chain:
         raise UsageError("--sizes is for --chain")
+    if args.example and not (args.chain or args.ops == ["article"]):
+        raise UsageError("--example is for a network: 'article' or --chain")
     out = Path(args.output) if args.output else None
     fmt = args.format or ("tex" if out and out.suffix == ".tex" else "md")
     if args.chain:
         names = [n.strip() for n in args.chain.split(",") if n.strip()]
-        document = doc.chain_document(names, args.lang, _sizes(args.sizes), args.title)
+        document = doc.chain_document(names, args.lang, _sizes(args.sizes), args.title, example=args.example)
     elif args.ops == ["article"]:
-        document = doc.article_document(args.lang)
+        document = doc.article_document(args.lang, example=args.example)
     elif args.ops:
         document = doc.ops_document(args.ops, args.lang, args.title)
     else:
@@ -198,7 +204,7 @@ def cmd_doc(args) -> int:
     if fmt == "tex":
         _write(out, document.latex())
         return 0
-    _write(out, document.markdown(out.stem if out else None))
+    _write(out, document.markdown(out.stem if out else None, flavor=args.flavor))
     for figure in document.figures if out else ():
         _write(out.with_name(f"{out.stem}-{figure.name}.svg"), figure.picture.svg())
     if not out and document.figures:

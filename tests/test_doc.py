@@ -18,6 +18,7 @@ from codegen.document import document as doc
 from codegen.document.article import ARTICLE
 from codegen.latex.chain import chain_printer
 from codegen.latex.blocks import display, op_blocks
+from codegen.latex.breaking import unbroken
 from derive.engine.chain import chain, sample_form
 from derive.engine.check import expand_sums
 from derive.engine.derivation import derive
@@ -88,8 +89,11 @@ def test_latex_labels_every_equation_and_cites_with_eqref(name):
     tex = document.latex()
     labels = [int(n) for n in re.findall(r"\\label\{eq:(\d+)\}", tex)]
     assert labels == [n.number for n in document.equations]
-    bodies = re.findall(r"\\label\{eq:\d+\}\n(.*?)\n\\end\{equation\}", tex, re.S)
-    assert bodies == [n.equation.tex for n in document.equations]
+    bodies = re.findall(r"\\begin\{equation\}\n\\label\{eq:\d+\}\n(.*?)\n\\end\{equation\}", tex, re.S)
+    tall = [re.sub(r" \\notag \\\\\*?\n", lambda m: " \\\\\n", body) for body in
+            re.findall(r"\\begin\{align\}\n(.*?) \\label\{eq:\d+\}\n\\end\{align\}", tex, re.S)]
+    shown = [n.equation.tex for n in document.equations]
+    assert sorted(bodies + ["\\begin{aligned}\n" + t + "\n\\end{aligned}" for t in tall]) == sorted(shown)
     cited = {int(n) for n in re.findall(r"\\eqref\{eq:(\d+)\}", tex)}
     assert cited and cited <= set(labels)
     assert tex.count(r"\begin{") == tex.count(r"\end{")
@@ -143,8 +147,9 @@ def test_chain_equations_print_their_expressions():
         for row in n.equation.rhs:
             if row.has(sp.Derivative):
                 continue
-            whole = printer.doprint(row) in n.equation.tex
-            factors = isinstance(row, sp.Mul) and all(printer.doprint(f) in n.equation.tex for f in row.args)
+            tex = unbroken(n.equation.tex)
+            whole = printer.doprint(row) in tex
+            factors = isinstance(row, sp.Mul) and all(printer.doprint(f) in tex for f in row.args)
             assert whole or factors, (n.label, str(row))
             checked += 1
     assert checked >= len(document.equations)
@@ -161,7 +166,9 @@ def test_op_documents_show_the_engines_steps(op):
     for eq, grad in zip(shown, d.gradients):
         assert eq.rhs[-1] == display(d, grad.expr)
     titles = [s.title for s in document.sections[0].sections]
-    assert titles[:3] == ["Forward pass", "Backward pass", "Matrix form"]
+    assert titles[:2] == ["Forward pass", "Backward pass"]
+    matrix = [b for b in op_blocks(d, "en", "matrix") if b.equation]
+    assert ("Matrix form" in titles) == bool(matrix), "a matrix section exactly when there is a matrix form"
 
 
 def _unroll(c, sizes, keep=None):
@@ -247,12 +254,15 @@ def test_network_picture_has_the_articles_node_numbers_and_weight_labels():
     texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert [t for t in texts if t.isdigit()] == [str(n) for n in range(1, 8)]
     weights = {f"w{t}{s}" for t in (4, 5) for s in (1, 2, 3)} | {f"w{t}{s}" for t in (6, 7) for s in (4, 5)}
+    weights |= {f"wb{t}" for t in (4, 5, 6, 7)}  # the bias node's edges: w_{b_4} ...
     assert weights == {t for t in texts if t.startswith("w")}
+    assert texts.count("+1") == 2, "a bias node before the hidden and the output layer"
     assert {"输入层", "隐藏层", "输出层"} <= set(texts)
     tikz = network.picture.tikz()
     for label in ("w_{41}", "w_{53}", "w_{64}", "w_{75}"):
         assert f"${label}$" in tikz
-    assert len(root.findall("{http://www.w3.org/2000/svg}line")) == 3 * 2 + 2 * 2
+    assert len(root.findall("{http://www.w3.org/2000/svg}line")) == 3 * 2 + 2 * 2 + 2 + 2
+    assert "$w_{b_{4}}$" in tikz
     assert svg == doc.article_document("zh").figures[0].picture.svg()
 
 
@@ -355,3 +365,188 @@ def test_doc_bad_usage_is_one_line_and_exit_2(args, message):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- Chinese throughout, one convention per document ---------------------------------------------
+
+ENGLISH_SENTENCE = re.compile(r"[A-Za-z]{2,}(?:[ ,;:'-]+[A-Za-z]{2,}){2,}")  # three words or more
+
+
+def prose_of(md: str) -> str:
+    """A Markdown document less its maths, code, links' addresses, HTML and anchors: what a reader reads as text."""
+    md = re.sub(r"<div class=\"math\">.*?</div>", "", md, flags=re.S)
+    md = re.sub(r"\$\$.*?\$\$", "", md, flags=re.S)
+    md = re.sub(r"(?<!\\)\$(?:\\.|[^$\\])*\$", "", md)
+    md = re.sub(r"`[^`]*`", "", md)
+    md = re.sub(r"\]\([^)]*\)", "]", md)
+    md = re.sub(r"<[^>]+>|^---$.*?^---$", "", md, flags=re.S | re.M)
+    return md
+
+
+@pytest.mark.parametrize("make", [
+    lambda: doc.ops_document([op for op in __import__("derive.define.registry", fromlist=["registry"]).registry()], "zh"),
+    lambda: doc.chain_document(CHAIN, "zh", example=True),
+    lambda: doc.chain_document(("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"), "zh"),
+    lambda: doc.article_document("zh", example=True),
+], ids=["every-op", "chain", "batch-norm-chain", "article"])
+def test_chinese_documents_have_no_english_sentence(make):
+    document = make()
+    text = prose_of(document.markdown("post"))
+    assert ENGLISH_SENTENCE.findall(text) == []
+    svg = " ".join("".join(t.itertext()) for f in document.figures
+                   for t in ET.fromstring(f.picture.svg()).iter("{http://www.w3.org/2000/svg}text"))
+    assert ENGLISH_SENTENCE.findall(svg) == [], "figure labels in Chinese too"
+    assert "偏置" not in text and "以上标形式" not in text
+
+
+def test_every_op_has_a_chinese_description(op):
+    """``doc_zh``: the name, a colon, a sentence, in Chinese; documents in Chinese use it."""
+    name, _, sentence = op.doc_zh.partition("：")
+    assert name and sentence and re.search(r"[\u4e00-\u9fff]", name + sentence), op.name
+    section = doc.ops_document([op.name], "zh").sections[0]
+    assert section.title == name
+    assert doc.ops_document([op.name], "en").sections[0].title == op.name
+
+
+def test_an_ops_document_names_the_upstream_gradient_once():
+    """conv2d calls it delta on its own, relu g: together, one symbol for both."""
+    tex = doc.ops_document(["conv2d", "relu", "max_pool2d"], "en").latex()
+    assert r"\delta_{" not in tex and "g_{noij}" in tex
+    alone = doc.ops_document(["conv2d"], "en").latex()
+    assert r"\delta_{noij}" in alone and "g_{" not in alone
+    assert r"Kronecker" not in tex and r"$[a = b]$ is 1 where" in tex
+
+
+def test_index_letters_do_not_collide_and_keep_one_order():
+    """conv2d's kernel is w, so its column index prints as another letter; each axis's terms in one order."""
+    tex = doc.ops_document(["conv2d"], "en").latex()
+    assert "x_{nchw}" not in tex and "x_{nchv}" in tex
+    assert "w_{o,c,h + P - i s,v + P - j s}" in unbroken(tex)
+    assert "P + v" not in tex and "P + h" not in tex
+
+
+def test_english_has_no_words_run_together_and_no_fragments():
+    tex = doc.article_document("en").latex()
+    assert "layernew" not in tex and "layerold" not in tex
+    chain_doc = doc.chain_document(CHAIN, "en").markdown("post")
+    assert "From the input layer, each layer's output in turn" not in chain_doc
+
+
+def test_softmax_cross_entropy_in_a_chain_shows_its_steps():
+    document = doc.chain_document(CHAIN, "en")
+    by_label = {n.label: n for n in document.equations}
+    objective = by_label["E"].equation.tex
+    assert objective.startswith("\\begin{aligned}\nE &= - \\sum_{k} t_{k} \\log y_{k}")
+    delta = by_label["delta:net_2"].equation
+    assert len(delta.rhs) >= 4 and delta.rhs[-1] == sp.Symbol("y") * 0 + delta.rhs[-1]
+    assert "[k = k']" in delta.tex and r"y_{k} \sum_{k'} t_{k'} - t_{k}" in delta.tex
+    assert delta.tex.endswith(r"&= y_{k} - t_{k}" + "\n\\end{aligned}")
+    md = document.markdown("post")
+    assert r"the targets are probabilities, $\sum\_{k} t\_{k} = 1$" in md
+    assert r"$E = - \sum\_{k} t\_{k} \log y\_{k}$" in md
+
+
+def test_the_article_states_one_bias_convention():
+    """Folded as w_{b_4} in the node equations, linked to b_j and b_k once before the derivation uses them."""
+    document = doc.article_document("en")
+    md = document.markdown("post")
+    link = md.index(r"so that $net\_k=\sum\_j w\_{kj}y\_j+b\_k$")
+    assert md.index("w\\_{b\\_4}") < link < md.index("\\tag{15}")
+    node6 = next(n for n in document.equations if n.equation.lhs == sp.Symbol("y_6")).equation.tex
+    assert r"\begin{bmatrix}1\\ \overrightarrow{y_{\text{hidden layer}}}\end{bmatrix}" in node6
+
+
+def test_lead_ins_are_one_paragraph_with_their_equation_and_figures_are_cited():
+    tex = doc.article_document("zh").latex()
+    stranded = re.findall(r"([^\n]*：)\n\n\\begin\{equation", tex)
+    assert stranded == [], "a blank line would let a page break strand a lead-in"
+    assert re.search(r"：\n\\begin\{equation\}", tex)
+    labels = re.findall(r"\\label\{fig:(\w+)\}", tex)
+    assert labels and all(tex.count(rf"\ref{{fig:{name}}}") >= 1 for name in labels)
+    assert "[!htb]" in tex and "[htbp]" not in tex
+
+
+# -- the worked example -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names", [ARTICLE, CHAIN, ("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy")],
+                         ids=lambda names: "-".join(names))
+def test_worked_example_is_the_generated_code_checked_by_the_equations(names):
+    from codegen.document.example import one_step
+    c = chain(names)
+    step = one_step(c, (3, 2, 2))
+    assert step.loss_after < step.loss
+    assert step.checked >= len(step.forward) + sum(v.size for v in step.grads.values())
+    section = doc.chain_document(names, "en", example=True).sections[-1]
+    tables = [i for i in section.items if isinstance(i, doc.Table)]
+    assert [t.caption for t in tables] == ["Inputs and targets", "Parameters before the step", "The forward pass",
+                                           "The error terms", "The gradients", "After one step"]
+    assert tables[-1].rows[-1][0] == "$E$ after the step"
+
+
+def test_worked_example_refuses_numbers_its_equations_do_not_give():
+    import dataclasses
+
+    from codegen.document.example import one_step
+    c = chain(ARTICLE)
+    i = next(i for i, q in enumerate(c.backward) if q.kind == "gradient")
+    c.backward[i] = dataclasses.replace(c.backward[i], expr=1.01 * c.backward[i].expr)
+    with pytest.raises(ValueError, match="example: dE/d"):
+        one_step(c, (3, 2, 2))
+
+
+def test_doc_example_on_the_command_line(tmp_path):
+    result = run("doc", "article", "--example", "--lang", "zh", "-o", str(tmp_path / "a.md"))
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "a.md").read_text(encoding="utf-8")
+    assert "## 数值算例" in md and "表6：更新一步之后" in md
+    result = run("doc", "linear", "--example")
+    assert result.returncode == 2 and "--example is for a network" in result.stderr
+
+
+def test_markdown_flavours():
+    document = doc.chain_document(CHAIN, "zh")
+    assert document.markdown("post").startswith("---\nlayout: post\n")
+    cnblogs = document.markdown("post", flavor="cnblogs")
+    assert not cnblogs.startswith("---") and cnblogs.startswith("# ")
+    with pytest.raises(ValueError, match="flavor"):
+        document.markdown("post", flavor="hugo")
+
+
+# -- pictures of what an op does ------------------------------------------------------------------
+
+def _svg_texts(picture):
+    return ["".join(t.itertext()) for t in ET.fromstring(picture.svg()).iter("{http://www.w3.org/2000/svg}text")]
+
+
+@pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "batch_norm"])
+def test_op_pictures_are_cited_and_drawn_in_both_formats(name):
+    document = doc.ops_document([name], "zh")
+    figure = next(f for f in document.figures if f.name == name)
+    items = list(document.walk())
+    cites = [k for k, i in enumerate(items) if isinstance(i, doc.Para) and doc.FigRef(name) in i.parts]
+    assert cites and cites[0] < items.index(figure)
+    assert 'stroke="#c0392b"' in figure.picture.svg() and "red!75!black" in figure.picture.tikz()
+    assert ENGLISH_SENTENCE.findall(" ".join(_svg_texts(figure.picture))) == []
+
+
+def test_pooling_picture_marks_the_first_maximum_of_each_window():
+    figure = next(f for f in doc.ops_document(["max_pool2d"], "en").figures)
+    cells = [s for s in figure.picture.shapes if isinstance(s, doc.figures.Box) and s.square]
+    marked = {(round(s.y / 30), round(s.x / 30)) for s in cells if s.fill == "#f5b7b1"}
+    x = np.array([[1, 3, 2, 0], [4, 2, 1, 5], [0, 1, 3, 3], [2, 2, 1, 0]])
+    first = set()
+    for r in (0, 2):
+        for c in (0, 2):
+            window = x[r:r + 2, c:c + 2]
+            a, b = np.unravel_index(np.argmax(window), window.shape)  # argmax: the first maximum
+            first.add((r + a, c + b))
+    origin = min(marked)
+    assert {(r - origin[0] + min(first)[0], c - origin[1] + min(first)[1]) for r, c in marked} == first
+
+
+def test_batch_norm_picture_shows_each_channels_statistics():
+    figure = next(f for f in doc.ops_document(["batch_norm"], "en").figures)
+    texts = _svg_texts(figure.picture)
+    assert {"c = 1", "c = 3", "sample 4", "μ", "σ²"} <= set(texts)
+    joined = " ".join(texts)
+    assert "2 1.5 2" in joined and "0.5 1.25 1.25" in joined  # each channel's mean, then its variance

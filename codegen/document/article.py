@@ -111,14 +111,16 @@ def part1_sections(lang: str) -> list[tuple[str, list[Block]]]:
         Block(text=("由于" if lang == "zh" else "Since ") + r"$w_b=b$" + ("：" if lang == "zh" else ":")),
         _eq(r"\vec{w}\vec{x}=w_b\cdot 1+w_1x_1+w_2x_2=w_1x_1+w_2x_2+b", "wx", folded.subs(wb, b)),
     ]
+    # 输出层new as the article has it; in English a comma, or the words run together (output layernew)
+    then = "" if lang == "zh" else ",\\,"
     descent = [
         _eq(rf"e=E(\overrightarrow{{y_{{{out}}}}},\overrightarrow{{y_{{{true}}}}})", "e", sp.Symbol("E")),
         _eq(r"x_{new}=x_{old}-\eta\frac{df(x)}{dx}", "x_new", sp.Symbol("x_old")),
-        _eq(rf"\overrightarrow{{w_{{{out}new}}}}=\overrightarrow{{w_{{{out}old}}}}"
+        _eq(rf"\overrightarrow{{w_{{{out}{then}new}}}}=\overrightarrow{{w_{{{out}{then}old}}}}"
             rf"-\eta\frac{{dE(w_{{{out}}})}}{{dw_{{{out}}}}}", "w_out", sp.Symbol("w_out")),
     ]
     backprop = [
-        _eq(rf"\overrightarrow{{w_{{{hidden}new}}}}=\overrightarrow{{w_{{{hidden}old}}}}"
+        _eq(rf"\overrightarrow{{w_{{{hidden}{then}new}}}}=\overrightarrow{{w_{{{hidden}{then}old}}}}"
             rf"-\eta\frac{{dE(w_{{{hidden}}})}}{{dw_{{{hidden}}}}}", "w_hidden", sp.Symbol("w_hidden")),
     ]
     summary = [
@@ -150,31 +152,38 @@ def node_blocks(lang: str, c: ChainDerivation) -> list[Block]:
     net = NodeNetwork.of()
     hidden, out = math_text(wd["hidden layer"]), math_text(wd["output layer"])
     blocks = []
+    y_hidden = rf"\overrightarrow{{y_{{{hidden}}}}}"
+    # the constant input 1 that carries the folded bias, in front of the hidden layer's outputs
+    with_one = {"x": r"\vec{x}", "y": rf"\begin{{bmatrix}}1\\ {y_hidden}\end{{bmatrix}}"}
     for lhs, rhs in node_forward(c, net):
         node = int(str(lhs).split("_")[1])
         sources = net.inputs if node in net.hidden else net.hidden
         src = "x" if node in net.hidden else "y"
         vec_w = ",".join([rf"w_{{b_{node}}}"] + [rf"w_{{{node}{s}}}" for s in sources])
-        vec_x = ",".join(["1"] + [f"{src}_{s}" for s in sources])
-        inner = rf"\vec{{x}}" if src == "x" else rf"\overrightarrow{{y_{{{hidden}}}}}"
         sum_tex = "+".join([rf"w_{{b_{node}}}"] + [rf"w_{{{node}{s}}}{src}_{s}" for s in sources])
-        tex = rf"y_{node}=f(\vec{{w_{node}}}^T\cdot {inner})=f({sum_tex})"
+        tex = rf"y_{node}=f(\vec{{w_{node}}}^T\cdot {with_one[src]})=f({sum_tex})"
         blocks.append(Block(equation=Equation(tex, lhs, (rhs,))))
-        blocks.append(Block(text=_where(lang, rf"\vec{{w_{node}}}=[{vec_w}]^T,\ {inner}=[{vec_x}]^T")))
-    for layer_name, targets, sources, src in ((hidden, net.hidden, net.inputs, x),
-                                              (out, net.outputs, net.hidden, y)):
+        vectors = (rf"\vec{{x}}=[1,{','.join(f'x_{s}' for s in sources)}]^T" if src == "x" else
+                   rf"{y_hidden}=[{','.join(f'y_{s}' for s in sources)}]^T")
+        blocks.append(Block(text=_where(lang, rf"\vec{{w_{node}}}=[{vec_w}]^T,\ {vectors}")))
+    for layer_name, targets, sources, src in ((hidden, net.hidden, net.inputs, "x"),
+                                              (out, net.outputs, net.hidden, "y")):
         W = weight_matrix(targets, sources)
-        column = sp.Matrix([1] + [src(s) for s in sources])
+        column = sp.Matrix([1] + [(x if src == "x" else y)(s) for s in sources])
         rows = r" \\ ".join(" & ".join(sp.latex(e) for e in W.row(r)) for r in range(W.rows))
-        inner = r"\vec{x}" if src is x else rf"\overrightarrow{{y_{{{hidden}}}}}"
-        tex = (rf"\overrightarrow{{y_{{{layer_name}}}}}=f(W_{{{layer_name}}}\cdot {inner}),\quad "
+        tex = (rf"\overrightarrow{{y_{{{layer_name}}}}}=f(W_{{{layer_name}}}\cdot {with_one[src]}),\quad "
                rf"W_{{{layer_name}}}=\begin{{bmatrix}} {rows} \end{{bmatrix}}")
         value = (W * column).applyfunc(f)
         blocks.append(Block(equation=Equation(tex, sp.Matrix([y(t) for t in targets]), (value,))))
-    blocks.append(Block(text=(r"其中$f$为sigmoid函数，$E=\frac{1}{2}\sum_k(t_k-y_k)^2$。下面按单个样本推导："
-                              if lang == "zh" else
-                              r"with $f$ the sigmoid and $E=\frac{1}{2}\sum_k(t_k-y_k)^2$; "
-                              r"the derivation below is for one sample:")))
+    blocks.append(Block(text=(
+        r"其中$f$为sigmoid函数，$E=\frac{1}{2}\sum_k(t_k-y_k)^2$。下面按单个样本推导，并把并入权重的偏移单独写出："
+        r"$b_j$即隐藏节点$j$的$w_{b_j}$（如$b_4=w_{b_4}$），$b_k$即输出节点$k$的$w_{b_k}$；"
+        r"于是$net_k=\sum_j w_{kj}y_j+b_k$，求和只取前一层的节点，不含常数输入1。"
+        if lang == "zh" else
+        r"with $f$ the sigmoid and $E=\frac{1}{2}\sum_k(t_k-y_k)^2$. The derivation below is for one sample "
+        r"and writes each folded bias on its own: $b_j$ is hidden node $j$'s $w_{b_j}$ (so $b_4=w_{b_4}$) and "
+        r"$b_k$ is output node $k$'s $w_{b_k}$, so that $net_k=\sum_j w_{kj}y_j+b_k$, the sum running over the "
+        r"nodes of the layer before, without the constant input 1.")))
     return blocks
 
 
@@ -199,6 +208,21 @@ def article_files() -> dict[str, str]:
         files[f"latex/{lang}/article.tex"] = environment().get_template("article.tex.j2").render(
             part1=part1(lang), part2=part2(lang, c), lang=lang)
     return files
+
+
+#: Where the article was published: its author's blog (the series' posts are listed there).
+ORIGINAL = "https://www.cnblogs.com/chaogex/"
+
+
+def references(lang: str) -> list[tuple[str, str]]:
+    """The original article, then the references its part 1 gives: (text, address)."""
+    return [("原文：神经网络前向和后向传播推导（作者的博客园博客）" if lang == "zh" else "The original series (in Chinese), on its author's blog", ORIGINAL),
+            ("零基础入门深度学习 | 第二章：线性单元和梯度下降" if lang == "zh" else
+             "Deep learning from scratch, chapter 2: linear units and gradient descent (in Chinese)",
+             "https://cloud.tencent.com/developer/article/1056098"),
+            ("零基础入门深度学习 | 第三章：神经网络和反向传播算法" if lang == "zh" else
+             "Deep learning from scratch, chapter 3: neural networks and backpropagation (in Chinese)",
+             "https://cloud.tencent.com/developer/article/1056167")]
 
 
 def verify(c: ChainDerivation) -> list[str]:

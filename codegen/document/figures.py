@@ -66,6 +66,8 @@ class Box:
     width: float
     height: float
     fill: str
+    square: bool = False  # a grid cell: square corners
+    outline: bool = False  # no fill, a thick red rim: what a picture points at (a window, a position)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Arrow:
     x2: float
     y2: float
     head: bool = True
+    dashed: bool = False  # the bias's edges
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,18 @@ class Picture:
         for s in self.shapes:
             if isinstance(s, Arrow):
                 head = ' marker-end="url(#head)"' if s.head else ""
+                head += ' stroke-dasharray="5,3"' if s.dashed else ""
                 out.append(f'<line x1="{_n(s.x1)}" y1="{_n(s.y1)}" x2="{_n(s.x2)}" y2="{_n(s.y2)}" '
                            f'stroke="#333" stroke-width="1.2"{head}/>')
             elif isinstance(s, Circle):
                 out.append(f'<circle cx="{_n(s.x)}" cy="{_n(s.y)}" r="{_n(s.r)}" fill="{s.fill}" '
                            'stroke="#333" stroke-width="1.5"/>')
             elif isinstance(s, Box):
-                out.append(f'<rect x="{_n(s.x)}" y="{_n(s.y)}" width="{_n(s.width)}" height="{_n(s.height)}" '
-                           f'rx="4" fill="{s.fill}" stroke="#333" stroke-width="1.2"/>')
+                corner = "" if s.square or s.outline else ' rx="4"'
+                paint = 'fill="none" stroke="#c0392b" stroke-width="3"' if s.outline else \
+                    f'fill="{s.fill}" stroke="#333" stroke-width="1.2"'
+                out.append(f'<rect x="{_n(s.x)}" y="{_n(s.y)}" width="{_n(s.width)}" height="{_n(s.height)}"'
+                           f'{corner} {paint}/>')
             elif isinstance(s, Text):
                 style = "" if s.plain else ' font-style="italic"'
                 if s.halo:
@@ -117,13 +124,14 @@ class Picture:
         out = [rf"\begin{{tikzpicture}}[x={_n3(scale)}pt,y=-{_n3(scale)}pt,>=stealth]"]
         for s in self.shapes:
             if isinstance(s, Arrow):
-                style = "->, thick" if s.head else "thin"
+                style = ("->, thick" if s.head else "thin") + (", dashed" if s.dashed else "")
                 out.append(rf"\draw[{style}] ({_n(s.x1)},{_n(s.y1)}) -- ({_n(s.x2)},{_n(s.y2)});")
             elif isinstance(s, Circle):
                 out.append(rf"\draw[fill={_tikz_color(s.fill)}, thick] ({_n(s.x)},{_n(s.y)}) circle ({_n(s.r)});")
             elif isinstance(s, Box):
-                out.append(rf"\draw[fill={_tikz_color(s.fill)}, rounded corners=2pt] ({_n(s.x)},{_n(s.y)}) "
-                           rf"rectangle ({_n(s.x + s.width)},{_n(s.y + s.height)});")
+                style = "draw=red!75!black, line width=1.8pt" if s.outline else \
+                    f"fill={_tikz_color(s.fill)}" + ("" if s.square else ", rounded corners=2pt")
+                out.append(rf"\draw[{style}] ({_n(s.x)},{_n(s.y)}) rectangle ({_n(s.x + s.width)},{_n(s.y + s.height)});")
             elif isinstance(s, Text):
                 anchor = {"middle": "", "start": ", anchor=west", "end": ", anchor=east"}[s.anchor]
                 body = rf"\text{{{tex_escape(s.label.math())}}}" if s.plain else s.label.math()
@@ -155,7 +163,7 @@ def _n(value: float) -> str:
 
 
 COLORS = {"#dbe9f6": "blue!12", "#fde8d7": "orange!18", "#e3f1de": "green!12", "#f2f2f2": "black!6",
-          "white": "white"}
+          "white": "white", "#f5b7b1": "red!25"}
 
 
 def _tikz_color(svg: str) -> str:
@@ -179,13 +187,19 @@ def weight_label(element: str, target: int, source: int) -> Label:
     return Label(element, sub)
 
 
+def bias_label(element: str, target: int) -> Label:
+    """``w_{b_4}``: the weight of the constant input 1 into node 4, the bias folded in."""
+    return Label(element, f"b{target}", tex=f"{element}_{{b_{{{target}}}}}")
+
+
 def network_picture(columns: list[Column], element: str = "w") -> Picture:
-    """Nodes numbered 1, 2, ... layer by layer; every edge labelled with its weight."""
+    """Nodes numbered 1, 2, ... layer by layer, a bias node (+1) above each layer but the last;
+    every edge labelled with its weight (``w_{41}``, ``w_{b_4}``)."""
     for c in columns:
         if not 1 <= c.nodes <= MAX_NODES:
             raise ValueError(f"sizes: each layer needs 1 to {MAX_NODES} nodes for the picture, got {c.nodes}")
     tallest = max(c.nodes for c in columns)
-    top = 40.0
+    top = 40.0 + NODE_GAP  # the bias nodes' row above the tallest layer
     height = top + (tallest - 1) * NODE_GAP + 2 * RADIUS + 70
     width = 2 * 70 + (len(columns) - 1) * LAYER_GAP
     fills = ["#dbe9f6"] + ["#fde8d7"] * (len(columns) - 2) + ["#e3f1de"]
@@ -198,7 +212,19 @@ def network_picture(columns: list[Column], element: str = "w") -> Picture:
         number += c.nodes
     shapes = []
     labels = []
+    bias_y = top - NODE_GAP + RADIUS
     for left, right in zip(positions, positions[1:]):
+        bx = left[0][1]
+        shapes.append(Circle(bx, bias_y, RADIUS * 0.8, "#f2f2f2"))
+        shapes.append(Text(bx, bias_y, Label("+1"), size=13, plain=True))
+        for t, tx, ty in right:
+            dx, dy = tx - bx, ty - bias_y
+            length = (dx * dx + dy * dy) ** 0.5
+            ux, uy = dx / length, dy / length
+            shapes.append(Arrow(bx + ux * RADIUS * 0.8, bias_y + uy * RADIUS * 0.8, tx - ux * RADIUS,
+                                ty - uy * RADIUS, head=True, dashed=True))
+            along = 0.3 * length  # near the bias node, clear of the weight labels by the targets
+            labels.append(Text(bx + ux * along, bias_y + uy * along, bias_label(element, t), size=11, halo=True))
         for t, tx, ty in right:
             for s, sx, sy in left:
                 dx, dy = tx - sx, ty - sy
@@ -250,7 +276,7 @@ def shapes_picture(first: Label, first_shape: Label, stages: list[Stage]) -> Pic
         shapes.append(Arrow(mid, y + box_h, mid, y + step))
         shapes.append(Text(mid + 12, y + box_h + (step - box_h) / 2, Label(stage.op), size=12, anchor="start",
                            plain=True))
-        px = mid + 20 + 7.5 * len(stage.op) + 14
+        px = mid + 20 + sum(13 if ord(ch) > 0x2e80 else 7.5 for ch in stage.op) + 14
         for label, shape in stage.params:
             text = Label(label.base, label.sub, rf"{label.math()}:\ {shape.math()}", f": {shape.base}")
             shapes.append(Text(px, y + box_h + (step - box_h) / 2, text, size=12, anchor="start"))
@@ -266,3 +292,89 @@ def shape_label(sizes, scalar_word: str) -> Label:
     if not sizes:
         return Label(scalar_word)
     return Label(" × ".join(sizes), tex=r" \times ".join(sizes))
+
+
+# -- what an op does, on a small example ---------------------------------------------------------
+
+CELL = 30.0
+
+
+def _grid(shapes, x0, y0, values, fills, size=CELL):
+    """A grid of cells with a number in each (``values`` rows of text), ``fills`` per cell."""
+    for r, row in enumerate(values):
+        for c, value in enumerate(row):
+            shapes.append(Box(x0 + c * size, y0 + r * size, size, size, fills[r][c], square=True))
+            if value != "":
+                shapes.append(Text(x0 + (c + 0.5) * size, y0 + (r + 0.5) * size, Label(value), size=11, plain=True))
+
+
+def window_picture(height: int, width: int, pad: int, kernel: int, stride: int, at: tuple,
+                   words: dict) -> Picture:
+    """conv2d: the padded input (padding grey), the kernel's window for output position ``at``, and
+    that position in the output."""
+    ph, pw = height + 2 * pad, width + 2 * pad
+    oh, ow = (ph - kernel) // stride + 1, (pw - kernel) // stride + 1
+    i, j = at
+    fills = [["#f2f2f2" if not (pad <= r < pad + height and pad <= c < pad + width) else "#dbe9f6"
+              for c in range(pw)] for r in range(ph)]
+    values = [["0" if fills[r][c] == "#f2f2f2" else "" for c in range(pw)] for r in range(ph)]
+    shapes = []
+    x0, y0 = 20.0, 40.0
+    _grid(shapes, x0, y0, values, fills)
+    shapes.append(Box(x0 + j * stride * CELL, y0 + i * stride * CELL, kernel * CELL, kernel * CELL, "", outline=True))
+    shapes.append(Text(x0 + pw * CELL / 2, 20, Label(words["padded"]), size=12, plain=True))
+    ox = x0 + pw * CELL + 90
+    oy = y0 + (ph - oh) * CELL / 2
+    out_fills = [["#f5b7b1" if (r, c) == at else "#e3f1de" for c in range(ow)] for r in range(oh)]
+    _grid(shapes, ox, oy, [[""] * ow for _ in range(oh)], out_fills)
+    shapes.append(Text(ox + ow * CELL / 2, 20, Label(words["output"]), size=12, plain=True))
+    shapes.append(Arrow(x0 + (j * stride + kernel) * CELL + 6, y0 + (i * stride + kernel / 2) * CELL,
+                        ox + j * CELL - 4, oy + (i + 0.5) * CELL))
+    label = Label("y", f"o,{i},{j}", tex=rf"y_{{o,{i},{j}}}")
+    shapes.append(Text(ox + (j + 0.5) * CELL, oy + (i + 0.5) * CELL, label, size=11))
+    bottom = y0 + ph * CELL
+    shapes.append(Text(x0, bottom + 22, Label(words["window"]), size=11, plain=True, anchor="start"))
+    return Picture(ox + ow * CELL + 20, bottom + 40, tuple(shapes))
+
+
+def pooling_picture(x, out, mask, words: dict) -> Picture:
+    """max_pool2d: the input with each window's first maximum marked (the mask), and the output."""
+    shapes = []
+    x0, y0 = 20.0, 40.0
+    h, w = x.shape
+    fills = [["#f5b7b1" if mask[r][c] else "#dbe9f6" for c in range(w)] for r in range(h)]
+    _grid(shapes, x0, y0, [[f"{v:g}" for v in row] for row in x], fills)
+    k = h // out.shape[0]
+    for r in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            shapes.append(Box(x0 + c * k * CELL, y0 + r * k * CELL, k * CELL, k * CELL, "", outline=True))
+    shapes.append(Text(x0 + w * CELL / 2, 20, Label(words["input"]), size=12, plain=True))
+    ox = x0 + w * CELL + 70
+    oy = y0 + (h - out.shape[0]) * CELL / 2
+    _grid(shapes, ox, oy, [[f"{v:g}" for v in row] for row in out], [["#e3f1de"] * out.shape[1]] * out.shape[0])
+    shapes.append(Text(ox + out.shape[1] * CELL / 2, 20, Label(words["output"]), size=12, plain=True))
+    shapes.append(Arrow(x0 + w * CELL + 8, y0 + h * CELL / 2, ox - 8, y0 + h * CELL / 2))
+    shapes.append(Text(x0, y0 + h * CELL + 22, Label(words["mask"]), size=11, plain=True, anchor="start"))
+    return Picture(ox + out.shape[1] * CELL + 20, y0 + h * CELL + 40, tuple(shapes))
+
+
+def statistics_picture(x, mean, var, words: dict) -> Picture:
+    """batch_norm: a batch (rows: samples, columns: channels) and each channel's mean and variance."""
+    shapes = []
+    n, c = x.shape
+    x0, y0, width = 90.0, 40.0, 44.0
+    for k in range(c):
+        shapes.append(Text(x0 + (k + 0.5) * width, 22, Label(words["channel"].format(k + 1)), size=12, plain=True))
+    _grid(shapes, x0, y0, [[f"{v:g}" for v in row] for row in x], [["#dbe9f6"] * c] * n, size=width)
+    for r in range(n):
+        shapes.append(Text(x0 - 10, y0 + (r + 0.5) * width, Label(words["sample"].format(r + 1)), size=12,
+                           plain=True, anchor="end"))
+    k = c - 1
+    shapes.append(Box(x0 + k * width, y0, width, n * width, "", outline=True))
+    below = y0 + n * width + 14
+    for row, (name, tex, values) in enumerate((("μ", r"\mu_{c}", mean), ("σ²", r"\sigma^{2}_{c}", var))):
+        y = below + row * width
+        _grid(shapes, x0, y, [[f"{v:.3g}" for v in values]], [["#e3f1de"] * c], size=width)
+        shapes.append(Text(x0 - 10, y + width / 2, Label(name, tex=tex), size=13, anchor="end"))
+    shapes.append(Arrow(x0 + (k + 0.5) * width, y0 + n * width, x0 + (k + 0.5) * width, below))
+    return Picture(x0 + c * width + 20, below + 2 * width + 20, tuple(shapes))

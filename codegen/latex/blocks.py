@@ -12,6 +12,7 @@ from derive.engine.rewrite import normalize
 from derive.define.symbols import IntermediateElement
 
 from codegen.ir import Lowering
+from codegen.latex.breaking import fit
 from codegen.latex.explain import full_convolution
 from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, words
 
@@ -23,6 +24,9 @@ class Equation:
     tex: str
     lhs: sp.Expr
     rhs: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "tex", fit(self.tex))  # nothing runs off the page
 
     @property
     def lines(self) -> tuple:
@@ -44,7 +48,24 @@ def notation(op: Op) -> Notation:
     matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
     if op.upstream == r"\delta":
         matrices["g"] = r"\boldsymbol{\delta}"
-    return Notation(elements, matrices, frozenset({"g"}))
+    return Notation(elements, matrices, frozenset({"g"}), _index_letters(op, elements))
+
+
+def _index_letters(op: Op, elements: dict) -> dict:
+    """Index letters that a tensor's elements are also called by (conv2d's column ``w`` beside its
+    kernel ``w``), each printed as the first letter free in the op."""
+    tensors = {elements.get(i.name, i.name) for i in op.inputs} | {n.name for n in op.intermediates}
+    letters = {s.name for node in op.intermediates for s in node.definition.free_symbols | set(node.index)
+               if isinstance(s, sp.Symbol) and s.is_integer}
+    letters |= {v.name for node in op.intermediates for e in sp.preorder_traversal(node.definition)
+                if isinstance(e, sp.Sum) for v, *_ in e.limits}
+    taken = tensors | letters
+    renamed = {}
+    for letter in sorted(letters & tensors):
+        free = next(c for c in "vuzrlm" if c not in taken)
+        renamed[letter] = free
+        taken.add(free)
+    return renamed
 
 
 def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
@@ -122,7 +143,7 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
     nt = notation(d.op)
     upstream = nt.element("g")
     nt = Notation({**nt.elements, "flipped": r"\tilde{" + nt.element(form.flipped[1].base.name) + "}",
-                   "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream)
+                   "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream, nt.indices)
     printer = ArticleLatex(nt, lang)
     (flip, kernel), (pad, shifted) = form.flipped, form.padded
     text = {"en": "For stride 1 the same gradient reads as a full convolution: the upstream gradient, padded "

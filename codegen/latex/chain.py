@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derive.engine.chain import ChainDerivation, ChainProduct, display_name, sample_form
+from derive.engine.chain import BATCH, OBJECTIVE, ChainDerivation, ChainProduct, display_name, sample_form
+from derive.engine.chain import _instantiate as instantiate
+from derive.engine.derivation import derive
 from derive.engine.rewrite import normalize
 
 from codegen.latex.notation import ArticleLatex, Notation, name_tex, words
@@ -68,7 +70,7 @@ def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> l
     for q in c.backward:
         if q.kind == "delta":
             blocks.append(Block(text=_delta_sentence(printer, form, q, lang)))
-        blocks.append(quantity_block(printer, form, q))
+        blocks.append(quantity_block(printer, form, q, c))
     blocks.append(Block(text=f"{w['update']}{colon}"))
     blocks += [update_block(printer, form, q) for q in c.parameters]
     return blocks
@@ -76,13 +78,17 @@ def chain_blocks(c: ChainDerivation, lang: str = "en", sample: bool = True) -> l
 
 def forward_blocks(c: ChainDerivation, printer: ArticleLatex, form) -> list[Block]:
     """One equation per forward definition, in the chain's order."""
-    return [_equation(printer, form(lhs), (normalize(form(rhs), split=False),)) for lhs, rhs in c.forward]
+    return [_equation(printer, lhs, tuple(objective_rows(c, form))) if lhs == OBJECTIVE else
+            _equation(printer, form(lhs), (normalize(form(rhs), split=False),)) for lhs, rhs in c.forward]
 
 
-def quantity_block(printer: ArticleLatex, form, q) -> Block:
-    """A backward quantity: the chain rule, the factors' values, the result."""
+def quantity_block(printer: ArticleLatex, form, q, c: ChainDerivation | None = None) -> Block:
+    """A backward quantity: the chain rule, the factors' values (or the loss's own steps), the result."""
     rows = [form(q.chain)]
-    if len(q.factors) > 1:
+    steps = loss_steps(c, form, q) if c is not None else []
+    if steps:
+        rows += steps
+    elif len(q.factors) > 1:
         factors = [form(f) for f in q.factors]
         rows.append(ChainProduct(*factors))
         # The result in reading order: the local factors, then the sums (the article's form).
@@ -93,6 +99,62 @@ def quantity_block(printer: ArticleLatex, form, q) -> Block:
     if q.kind == "delta":
         lhs = _Named(form(q.lhs), _partial_of(q, form))
     return _equation(printer, lhs, tuple(_dedupe(rows)))
+
+
+def loss_steps(c: ChainDerivation, form, q) -> list:
+    """Where a loss reads a layer's output directly (softmax + cross-entropy on ``net_k``), the error
+    term by the loss's own derivation steps, in the chain's names; empty elsewhere."""
+    loss = c.layers[-1]
+    if not loss.op.is_loss or q.kind != "delta" or q.layer.output is None \
+            or loss.tensors[loss.op.inputs[0].name] != q.layer.output:
+        return []
+    grad = derive(loss.op).gradient(loss.op.inputs[0].name)
+    rows = [in_chain(c, form, s.expr) for s in grad.steps if s.name not in ("chain rule", "textbook form")]
+    if not rows or sp.simplify(rows[-1] - form(q.expr)) != 0:
+        return []
+    return rows[:-1] + [form(q.expr)]
+
+
+def in_chain(c: ChainDerivation, form, expr: sp.Expr) -> sp.Expr:
+    """An expression of the chain's loss op in the chain's names; its brackets ``[a = b]`` too."""
+    loss = c.layers[-1]
+    marker = sp.IndexedBase("kronecker")
+    expr = expr.replace(lambda e: isinstance(e, sp.KroneckerDelta), lambda e: marker[e.args[0], e.args[1]])
+    expr = instantiate(expr, loss)
+    def bracket(e):  # an op index may stand for several chain indices (a flat op's one for n and k)
+        half = len(e.indices) // 2
+        return sp.Mul(*(sp.KroneckerDelta(a, b) for a, b in zip(e.indices[:half], e.indices[half:])))
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base == marker, bracket)
+    return form(expr)
+
+
+def identity_sentence(c: ChainDerivation, form, printer: ArticleLatex, lang: str) -> str:
+    """``\\sum_k t_k = 1``, where the loss's derivation used that its targets are probabilities."""
+    loss = c.layers[-1]
+    if not loss.op.is_loss or not derive(loss.op).identities or "t" not in loss.tensors:
+        return ""
+    t = loss.tensors["t"]
+    index = c.layers[-2].index if len(c.layers) > 1 else (BATCH, sp.Symbol("k", integer=True))
+    total = printer.doprint(form(sp.Sum(t[index], (index[-1], 0, t.shape[-1] - 1))))
+    return (f"目标值是概率，${total} = 1$" if lang == "zh" else
+            f"the targets are probabilities, ${total} = 1$")
+
+
+def objective_rows(c: ChainDerivation, form) -> list:
+    """The objective as the reader knows it, then as derived: ``-sum t log y`` beside
+    ``-sum t (net - log sum e^net)`` where the loss keeps the probabilities ``y`` it computed."""
+    rhs = normalize(form(next(r for lhs, r in c.forward if lhs == OBJECTIVE)), split=False)
+    outputs = {layer.output for layer in c.layers}
+    for lhs, definition in c.forward:
+        if not isinstance(lhs, sp.Indexed) or lhs.base in outputs:
+            continue
+        lhs, definition = form(lhs), form(definition)
+        log_form = sp.expand_log(sp.log(definition), force=True)
+        for node in sp.preorder_traversal(rhs):
+            if isinstance(node, sp.Add) and sp.simplify(node - log_form) == 0:
+                return [rhs.xreplace({node: sp.log(lhs)}), rhs]
+    return [rhs]
 
 
 def update_block(printer: ArticleLatex, form, q) -> Block:

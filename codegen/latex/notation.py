@@ -8,7 +8,7 @@ plain matrix form exists.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
@@ -50,7 +50,7 @@ WORDS = {
         "input layer": "输入层", "hidden layer": "隐藏层", "output layer": "输出层",
         "true": "真实", "sample": "样本", "train": "训练", "infer": "推理",
         "error term": "误差项", "learning rate": "学习率", "update": "更新",
-        "no matrix form": "没有简单的矩阵形式，以上标形式为准",
+        "no matrix form": "没有简单的矩阵形式，以上面的下标形式为准",
         "coupled": "{ops} 层把一个批次的样本联系在一起（均值和方差在整个批次上计算），所以保留批次下标 n："
                    "单个样本会被归一化为 0。",
     },
@@ -85,6 +85,7 @@ class Notation:
     elements: dict  # label -> TeX of one element's name
     matrices: dict  # label -> TeX of the whole array
     upstream: frozenset  # labels of upstream gradients, printed first in products
+    indices: dict = field(default_factory=dict)  # index letter -> the letter printed (one a tensor also uses)
 
     def element(self, label: str) -> str:
         return self.elements.get(label, name_tex(label))
@@ -111,20 +112,48 @@ class ArticleLatex(LatexPrinter):
         self.lang = lang
 
     def _print_Symbol(self, expr, style="plain"):
+        if expr.is_integer and expr.name.rstrip("'") in self.notation.indices:
+            return self.notation.indices[expr.name.rstrip("'")] + expr.name[len(expr.name.rstrip("'")):]
         return name_tex(expr.name) if expr.name in SPECIAL else super()._print_Symbol(expr)
 
     def _print_Indexed(self, expr):
         base = self.notation.element(str(expr.base.label))
-        idx = [self._print(i) for i in expr.indices]
+        idx = [self._index(i) for i in expr.indices]
         plain = all(len(i.replace("'", "")) == 1 for i in idx)
         sub = "".join(idx) if plain else ",".join(idx)
         return f"{base}_{{{sub}}}"
+
+    def _index(self, index) -> str:
+        """An index, its terms in one order on every axis: products with an index letter (``i s``),
+        then the free letters (``h``), the summed ones (``p``), the rest (``P``); what is subtracted last."""
+        if not isinstance(index, sp.Add):
+            return self._print(index)
+
+        def key(term):
+            negative = term.could_extract_minus_sign()
+            body = -term if negative else term
+            letter = isinstance(body, sp.Symbol) and body.is_integer and body.name.islower() and len(body.name) == 1
+            product = isinstance(body, sp.Mul) and any(isinstance(f, sp.Symbol) and f.is_integer and f.name.islower()
+                                                       and len(f.name) == 1 for f in body.args)
+            summed = letter and body in getattr(self, "bound", set())
+            return (negative, 0 if product else 2 if summed else 1 if letter else 3, self._print(body))
+
+        tex = ""
+        for term in sorted(sp.Add.make_args(index), key=key):
+            if term.could_extract_minus_sign():
+                tex += f" - {self._print(-term)}" if tex else f"- {self._print(-term)}"
+            else:
+                tex += f" + {self._print(term)}" if tex else self._print(term)
+        return tex
 
     def _print_IndexedBase(self, expr):
         return self.notation.element(str(expr.label))
 
     def _print_Sum(self, expr):
+        bound = {v for v, _, _ in expr.limits}
+        self.bound = getattr(self, "bound", set()) | bound
         tex = self._print(expr.function)
+        self.bound -= bound
         if isinstance(expr.function, sp.Add):
             tex = rf"\left({tex}\right)"
         for v, _, _ in expr.limits:
@@ -136,7 +165,7 @@ class ArticleLatex(LatexPrinter):
         return decimal if decimal is not None else super()._print_Rational(expr)
 
     def _print_KroneckerDelta(self, expr, exp=None):
-        return rf"[{self._print(expr.args[0])} = {self._print(expr.args[1])}]"
+        return rf"[{self._index(expr.args[0])} = {self._index(expr.args[1])}]"
 
     def _print_Iverson(self, expr):
         cond = expr.condition
@@ -145,7 +174,7 @@ class ArticleLatex(LatexPrinter):
             low = next((p for p in parts if isinstance(p, sp.GreaterThan) and p.rhs == 0), None)
             high = next((p for p in parts if isinstance(p, sp.LessThan)), None)
             if low is not None and high is not None and sp.expand(low.lhs - high.lhs) == 0:
-                return rf"\left[0 \leq {self._print(low.lhs)} \leq {self._print(high.rhs)}\right]"
+                return rf"\left[0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}\right]"
         return rf"\left[{self._print(cond)}\right]"
 
     def _print_Derivative(self, expr):

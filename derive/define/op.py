@@ -101,6 +101,8 @@ class Op:
     pytorch: str = ""
     #: How the article names the gradient arriving at the output.
     upstream: str = "g"
+    #: The description in Chinese, for Chinese documents: its name, a colon, one sentence (``全连接层：...``).
+    doc_zh: str = ""
     #: Sizes for tests and checks, by size symbol, where the defaults do not fit together;
     #: ``small_sizes`` for the exact (brute-force) checks.
     test_sizes: dict = field(default_factory=dict, hash=False, compare=False)

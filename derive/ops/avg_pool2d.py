@@ -18,6 +18,7 @@ x = Tensor("x", N, C, IH, IW)
 OP = Op(
     name="avg_pool2d",
     doc=__doc__,
+    doc_zh="平均池化层：每个输出像素是其核窗口内各值的平均（不补零）。",
     inputs=(Input(x),),
     output=Intermediate("y", (n, c, i, j), (N, C, OH, OW),
                         sp.Sum(x[n, c, i * stride + p, j * stride + q], (q, 0, kernel - 1), (p, 0, kernel - 1))

@@ -26,6 +26,7 @@ xhat = Intermediate("xhat", (n, c, s), (N, C, S), xc[n, c, s] * rstd[c])
 OP = Op(
     name="batch_norm",
     doc=__doc__,
+    doc_zh="批归一化层（训练模式，BN层）：每个通道用本批次的均值和方差归一化，再缩放和偏移。",
     inputs=(Input(x), Input(gamma), Input(beta)),
     output=Intermediate("y", (n, c, s), (N, C, S), gamma[c] * xhat[n, c, s] + beta[c]),
     hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),

@@ -21,6 +21,7 @@ xhat = Intermediate("xhat", (n, c, s), (N, C, S), (x[n, c, s] - running_mean[c])
 OP = Op(
     name="batch_norm_eval",
     doc=__doc__,
+    doc_zh="批归一化层（推理模式）：每个通道用滑动统计的均值和方差归一化，再缩放和偏移。",
     inputs=(Input(x), Input(gamma), Input(beta),
             Input(running_mean, differentiable=False, element=r"\bar{\mu}"),
             Input(running_var, differentiable=False, domain="positive", element=r"\bar{\sigma}^{2}")),

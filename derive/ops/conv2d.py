@@ -23,6 +23,7 @@ xp = Intermediate("xp", (n, c, h, w), (N, C, IH + 2 * pad, IW + 2 * pad),
 OP = Op(
     name="conv2d",
     doc=__doc__,
+    doc_zh="卷积层：与 PyTorch 相同的互相关，带步长和补零；每个输出像素是卷积核与补零后输入的一个窗口的乘积之和，再加上偏移。",
     inputs=(Input(x), Input(W, element="w"), Input(b)),
     output=Intermediate("y", (n, o, i, j), (N, O, OH, OW),
                         sp.Sum(W[o, c, p, q] * xp[n, c, i * stride + p, j * stride + q],

@@ -22,6 +22,7 @@ xhat = Intermediate("xhat", (n, d), (N, D), xc[n, d] * rstd[n])
 OP = Op(
     name="layer_norm",
     doc=__doc__,
+    doc_zh="层归一化：每行（最后一个轴）用它自己的均值和方差归一化，再缩放和偏移。",
     inputs=(Input(x), Input(gamma), Input(beta)),
     output=Intermediate("y", (n, d), (N, D), gamma[d] * xhat[n, d] + beta[d]),
     hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),

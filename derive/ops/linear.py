@@ -14,6 +14,7 @@ x, W, b = Tensor("x", N, D), Tensor("W", M, D), Tensor("b", M)
 OP = Op(
     name="linear",
     doc=__doc__,
+    doc_zh="全连接层：输出节点 k 是其各个输入的加权和，再加上偏移。",
     inputs=(Input(x), Input(W, element="w", matrix="W"), Input(b)),
     output=Intermediate("net", (n, k), (N, M), sp.Sum(W[k, j] * x[n, j], (j, 0, D - 1)) + b[k]),
     pytorch="F.linear",

@@ -22,6 +22,7 @@ mask = Intermediate("mask", (n, c, i, j, p, q), (N, C, OH, OW, kernel, kernel),
 OP = Op(
     name="max_pool2d",
     doc=__doc__,
+    doc_zh="最大池化层：每个输出像素是其核窗口内的最大值；梯度只传给窗口中第一个最大值（与 PyTorch 相同）。",
     inputs=(Input(x),),
     output=Intermediate("y", (n, c, i, j), (N, C, OH, OW),
                         sp.Sum(mask[n, c, i, j, p, q] * x[n, c, i * stride + p, j * stride + q],

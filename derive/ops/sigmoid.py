@@ -11,6 +11,7 @@ x = Tensor("x", S)
 OP = Op(
     name="sigmoid",
     doc=__doc__,
+    doc_zh="sigmoid 激活函数：原文中的激活函数 f。",
     inputs=(Input(x),),
     output=Intermediate("y", (i,), (S,), 1 / (1 + sp.exp(-x[i]))),
     shape_kind="flat",

@@ -17,6 +17,7 @@ y = Intermediate("y", (n, k), (N, K), sp.exp(z[n, k]) / sp.Sum(sp.exp(z[n, j]), 
 OP = Op(
     name="softmax_cross_entropy",
     doc=__doc__,
+    doc_zh="softmax 与交叉熵合为一层：输入 logits，输出损失。",
     inputs=(Input(z), Input(t, differentiable=False, domain="simplex")),
     output=Intermediate("E", (), (), -sp.Sum(t[n, k] * (z[n, k] - log_partition), (k, 0, K - 1), (n, 0, N - 1)) / N),
     extra=(y,),

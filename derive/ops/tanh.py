@@ -11,6 +11,7 @@ x = Tensor("x", S)
 OP = Op(
     name="tanh",
     doc=__doc__,
+    doc_zh="tanh 激活函数：双曲正切。",
     inputs=(Input(x),),
     output=Intermediate("y", (i,), (S,), sp.tanh(x[i])),
     shape_kind="flat",
