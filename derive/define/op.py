@@ -110,6 +110,9 @@ class Op:
     #: Realistic sizes for ``derive bench``, by size name (``{"N": 256, "D": 1024}``), plus
     #: hyper-parameters other than their defaults (``"padding": 1``). Empty: not benchmarked.
     bench_sizes: dict = field(default_factory=dict, hash=False, compare=False)
+    #: Where the definition came from, for headers and messages (a user's file, a --def line);
+    #: empty for a built-in op, whose definition is ``derive/ops/<name>.py``.
+    origin: str = field(default="", compare=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:

@@ -147,6 +147,115 @@ def finite_differences(op: Op, module, inputs: dict, hyper: dict, seed: int = 0)
     return FiniteDifference(errors, passed)
 
 
+# -- extreme inputs ---------------------------------------------------------------
+
+#: How large the inputs of the extreme check are: every true value is representable there.
+EXTREME = {np.float64: 1000.0, np.float32: 80.0}
+
+
+def extremes(d: Derivation, module, dtype=np.float64, seed: int = 0) -> list[str]:
+    """Where the generated code is not finite, or not right, at extreme inputs: one line each.
+
+    Real inputs are set to +-1000 (float64) or +-80 (float32) plus their sampled values, then
+    all to 0 (where a naive form divides by zero: SiLU's x/(1 + e^{-x}) folded by inversion); the
+    output and every gradient are compared with the derivation evaluated at 50 digits. A true
+    value that is not representable in the dtype is not compared.
+    """
+    op = d.op
+    sizes = example_sizes(op, small=True)
+    rng = np.random.default_rng([seed, 7])
+    base = sample(op, sizes, rng, leading=())
+    big = EXTREME[dtype]
+    runs = []
+    scaled = dict(base)
+    for inp in op.differentiable:
+        if inp.domain in ("real", "nonzero"):
+            scaled[inp.name] = np.sign(base[inp.name] + 1e-9) * big + base[inp.name]
+    runs.append(("+-%g" % big, scaled))
+    zeros = {k: (np.zeros_like(v) if op.input(k).domain == "real" and op.input(k).differentiable else v)
+             for k, v in base.items()}
+    if any(zeros[k] is not base[k] for k in base):
+        runs.append(("0", zeros))
+    problems = []
+    for label, inputs in runs:
+        inputs = {k: v.astype(dtype) if op.input(k).domain != "index" else v for k, v in inputs.items()}
+        hyper = hyper_values(op)
+        out_shape = np.shape(module.forward(**inputs, **hyper)[0])
+        dout = 1.0 if op.is_loss else rng.choice([-1.0, 1.0], out_shape).astype(dtype) * rng.uniform(0.5, 2, out_shape).astype(dtype)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            try:
+                out, cache = module.forward(**inputs, **hyper)
+                grads = module.backward(dout, cache)
+            except FloatingPointError as error:
+                problems.append(f"at inputs {label}: the generated code raised a floating-point warning: {error}")
+                continue
+        expected = reference(d, sizes, inputs, hyper, dout)
+        got = {d.op.output.name: np.asarray(out)} | {k: np.asarray(v) for k, v in grads.items()}
+        scale = max([float(np.max(np.abs(v), initial=0.0)) for v in inputs.values()] + [float(np.max(np.abs(dout)))])
+        for name, want in expected.items():
+            problem = _compare(name, np.reshape(got[name], np.shape(want)), want, dtype, scale)
+            if problem:
+                problems.append(f"at inputs {label}: {problem}")
+    return problems
+
+
+def _compare(name: str, got: np.ndarray, want: np.ndarray, dtype, scale: float) -> str:
+    """``got`` is finite wherever ``want`` is representable, and right to a relative tolerance plus an
+    absolute one on the scale of the numbers involved (``scale``: the largest input, upstream
+    gradient or true value), which is as close as floating point gets to a value near 0 there."""
+    finfo = np.finfo(dtype)
+    representable = np.abs(want) < finfo.max
+    bad = representable & ~np.isfinite(got)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        return f"{name}{list(idx)} is {got[idx]} where the true value is {want[idx]:.6g}"
+    rtol, atol = (1e-9, 1e-12) if dtype == np.float64 else (2e-4, 1e-5)
+    scale = max(scale, float(np.max(np.abs(np.where(representable, want, 0)), initial=0.0)))
+    wrong = representable & (np.abs(got - want) > rtol * np.abs(want) + atol * scale)
+    if wrong.any():
+        idx = tuple(int(i) for i in np.argwhere(wrong)[0])
+        return f"{name}{list(idx)} is {got[idx]:.9g} where the true value is {want[idx]:.9g}"
+    return ""
+
+
+def reference(d: Derivation, sizes: dict, inputs: dict, hyper: dict, dout) -> dict:
+    """The output and every gradient of the derivation at these inputs, evaluated at 50 digits."""
+    op = d.op
+    sizes = {s: sp.Integer(v) for s, v in sizes.items()}
+    values = dict(hyper)
+    for h in op.hyper:
+        if values.get(h.name) is None and h.default_to:
+            values[h.name] = values[h.default_to]
+    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.kind == "int"})
+    scalars = {h.symbol: sp.Float(values[h.name], 50) for h in op.hyper if h.kind == "float"}
+    numbers = dict(scalars)
+    for inp in op.inputs:
+        array = np.asarray(inputs[inp.name]).reshape([int(sp.sympify(s).subs(sizes)) for s in inp.shape])
+        for idx in np.ndindex(array.shape):
+            numbers[inp.tensor[idx]] = sp.Integer(int(array[idx])) if inp.domain == "index" \
+                else sp.Float(float(array[idx]), 50)
+    upstream = {}
+    if op.is_loss:
+        upstream[d.upstream] = sp.Float(float(dout), 50)
+    else:
+        g = np.asarray(dout).reshape([int(sp.sympify(s).subs(sizes)) for s in op.output.shape])
+        upstream = {d.upstream[idx]: sp.Float(float(g[idx]), 50) for idx in np.ndindex(g.shape)}
+
+    def evaluate(expr, index, shape):
+        out = np.zeros(shape)
+        for idx in np.ndindex(*shape):
+            unrolled = _unroll(inline(expr), dict(zip(index, idx)), sizes)
+            value = sp.N(at_numbers(unrolled, {**numbers, **upstream}), 50)
+            out[idx] = float(value) if value.is_real else np.nan
+        return out
+
+    node = op.output
+    result = {node.name: evaluate(node.definition, node.index, [int(sp.sympify(s).subs(sizes)) for s in node.shape])}
+    for g in d.gradients:
+        result[g.input.name] = evaluate(g.expr, g.index, [int(sp.sympify(s).subs(sizes)) for s in g.input.shape])
+    return result
+
+
 # -- the brute-force symbolic proof -----------------------------------------
 
 def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: int = 6) -> list[str]:
@@ -192,6 +301,30 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
             if not agrees(difference, sample_points):
                 wrong.append(f"d/d{element}: derived {_short(got)} != brute force {_short(expected)}")
     return wrong
+
+
+class Mismatch(ValueError):
+    """A derived gradient that SymPy's derivative of the unrolled forward contradicts."""
+
+
+def certify(d: Derivation) -> str:
+    """Check every gradient against the unrolled forward at small sizes, for each test case of the
+    hyper-parameters; say what was shown, or raise ``Mismatch`` naming the gradient and element."""
+    op = d.source or d.op
+    sizes = example_sizes(op, small=True)
+    cases = max((len(h.cases) for h in op.hyper), default=1) or 1
+    for case in range(cases):
+        wrong = brute_force(d, sizes, hyper_values(op, case))
+        if wrong:
+            raise Mismatch(f"{op.name}: the derived {wrong[0].split(':')[0]} disagrees with SymPy's derivative of "
+                           f"the unrolled forward (sizes {_sizes_text(sizes)}); nothing is printed from a "
+                           f"derivation that fails its check")
+    return f"every element equals SymPy's derivative of the unrolled forward at {_sizes_text(sizes)}" \
+        + (f", {cases} hyper-parameter cases" if cases > 1 else "")
+
+
+def _sizes_text(sizes: dict) -> str:
+    return ", ".join(f"{s}={v}" for s, v in sizes.items())
 
 
 def exact_constants(expr: sp.Expr) -> sp.Expr:

@@ -8,6 +8,7 @@ so that LaTeX can show the derivation and tests can check each step.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -62,6 +63,8 @@ class Derivation:
     gradients: tuple[Gradient, ...]
     identities: tuple[tuple[sp.Expr, sp.Expr], ...]
     source: Op | None = None
+    #: What showed every gradient right before anything was printed (``derive.engine.check.certify``).
+    certificate: str = ""
 
     @property
     def forward(self) -> tuple[Intermediate, ...]:
@@ -98,7 +101,8 @@ def derive(op: Op) -> Derivation:
 
 
 def derive_afresh(op: Op) -> Derivation:
-    """The derivation itself, without any cache."""
+    """The derivation itself, without any cache, checked against SymPy's derivative of the unrolled
+    forward before it is returned: a wrong gradient is an error, never a result."""
     work = prepare(op)
     identities = tuple(work.assumptions())
     for lhs, rhs in work.theorems:
@@ -109,7 +113,9 @@ def derive_afresh(op: Op) -> Derivation:
         identities += ((lhs, rhs),)
     g = upstream_of(work)
     gradients = tuple(_gradient(work, inp, g, identities) for inp in work.differentiable)
-    return Derivation(work, g, gradients, identities, source=op)
+    derivation = Derivation(work, g, gradients, identities, source=op)
+    from derive.engine.check import certify  # the check needs this module's classes
+    return dataclasses.replace(derivation, certificate=certify(derivation))
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
