@@ -24,7 +24,7 @@ from derive.verifier.meaning import BATCH_INDEX, Entry, Table, name_key
 from derive.define.op import Op
 from derive.define.symbols import FirstMax
 
-PRECISION = 30
+PRECISION = 50  # digits of the values drawn and computed: a difference of 1e-16 stands far above their rounding
 ETA = sp.Symbol("eta")  # the learning rate, as the chain's update rules write it
 
 
@@ -129,8 +129,8 @@ class World:
     def has_kinks(self) -> bool:
         return any(domain == "nonzero" for _, domain in self.independent)
 
-    def draw(self, sizes: dict, rng: np.random.Generator, kinks: bool = False) -> dict:
-        """Random inputs, as exact two-decimal numbers, and every defined value computed from them.
+    def draw(self, sizes: dict, rng: np.random.Generator, kinks: bool = False, digits: int = PRECISION) -> dict:
+        """Random inputs, as exact two-decimal numbers, and every defined value computed from them to ``digits``.
 
         ``kinks`` puts every input drawn away from a kink (ReLU's 0) onto it:
         a formula that is right except at the kink is still wrong there.
@@ -152,15 +152,16 @@ class World:
             primitive = definition.has(FirstMax)  # max pooling's argmax mask takes its window's numbers
             for idx, expr in self._elements(base, idx_symbols, definition, sizes):
                 values[base[idx]] = sp.N(check.at_numbers(expr, values) if primitive else expr.xreplace(values),
-                                         PRECISION)
+                                         digits)
         return values
 
-    def point(self, sizes: dict, seed: int, number: int, kinks: bool = False) -> dict:
-        """The ``number``-th random point at these sizes: the same for every formula checked (kept)."""
-        key = (size_key(sizes), seed, number, kinks)
+    def point(self, sizes: dict, seed: int, number: int, kinks: bool = False, digits: int = PRECISION) -> dict:
+        """The ``number``-th random point at these sizes: the same for every formula checked (kept); with more
+        ``digits``, the same inputs and the values computed from them more precisely."""
+        key = (size_key(sizes), seed, number, kinks, digits)
         if key not in self._points:
             rng = np.random.default_rng([seed, size_key(sizes), number, int(kinks)])
-            self._points[key] = self.draw(sizes, rng, kinks)
+            self._points[key] = self.draw(sizes, rng, kinks, digits)
         return self._points[key]
 
     def expected(self, target: Target, sizes: dict, elements: list, values: dict, evaluate) -> list:

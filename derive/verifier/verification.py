@@ -1,21 +1,27 @@
 """``derive verify``: is a formula derived by hand right, and if not, where does it go wrong?
 
 The formula is read by our own grammar (``derive.verifier.formula``), its names
-looked up in the op's or chain's table (``derive.verifier.meaning``), and compared
-with the machine's derivation (``derive.verifier.quantities``) in two ways:
+looked up in the op's or chain's table (``derive.verifier.meaning``) before
+anything is derived, and compared with the machine's derivation
+(``derive.verifier.quantities``) in two ways:
 
-* numerically, at random inputs (exact two-decimal numbers, evaluated to
-  30 digits) and at several small sizes, over every element; a mismatch
-  is a concrete counterexample;
+* numerically, at random inputs (exact two-decimal numbers, every value
+  evaluated to 50 digits by SymPy's adaptive evalf on mpmath) and at several
+  small sizes, over every element: the two sides agree when both are finite
+  and differ by at most 1e-30 of their size; a mismatch, confirmed at 100
+  digits, is a concrete counterexample; a value that cannot be computed to
+  that precision decides nothing;
 * symbolically: first for all sizes at once (the index forms agree once
   their sums are normalised), else exactly at small explicit sizes (the
   difference cancels element by element, as ``check.brute_force`` does),
   with a time limit.
 
-A wrong formula is then tried against the typical mistakes (a flipped
-sign, a transposed index, a missing activation derivative, a missing or
-extra 1/N, a sum over the wrong index) by changing one thing at a time
-and checking again.
+Where the numbers cannot decide and no proof is found, the verdict says so
+(UNDECIDED). A wrong formula is then tried against the typical mistakes (a
+flipped sign, a transposed index or two letters swapped, a missing
+activation derivative, a missing or extra 1/N, a sum over the wrong index,
+a formula right only at some hyper-parameter values) by changing one thing
+at a time and checking again.
 """
 from __future__ import annotations
 
@@ -29,21 +35,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
+import mpmath
 import numpy as np
 import sympy as sp
+from sympy.core.evalf import PrecisionExhausted
 
 from derive.engine import check
 from derive.verifier import formula as F
 from derive.verifier.meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, index_letters, sample_mode,
                       transform, vector_mode, walk)
-from derive.verifier.quantities import Target, World, at as at_index, chain_world, op_world, size_key, unroll
+from derive.verifier.quantities import (PRECISION, Target, World, at as at_index, chain_world, op_world, size_key,
+                                       unroll)
 from derive.engine.rewrite import canonical_bound, normalize
 from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild, substitute_indices
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 POINTS = 2  # random points per size set
+EXTRA_POINTS = 2  # further points for the elements a point could not decide
 MAX_ELEMENTS = 48  # elements compared per size set
-RTOL = 1e-12
+CONFIRM_DIGITS = 2 * PRECISION  # a mismatch must persist with every value computed to twice the digits
+MAX_CONFIRMATIONS = 4  # mismatches checked so per formula; the others decide nothing
+AGREEMENT = 1e-30  # |a - b| <= AGREEMENT max(1, |a|, |b|): far below 1e-16, far above the rounding at 50 digits
+EVALUATION_SECONDS = 0.5  # one value; a formula slower than that decides nothing numerically
+NUMERIC_SECONDS = 2.0  # all of a formula's values together
+#: The numbers' own context: differences and ratios of values good to 100 digits are taken to more digits
+#: than that (mpmath's shared context, which SymPy and users may set, counts 15).
+MP = mpmath.MPContext()
+MP.dps = CONFIRM_DIGITS + 20
 PROOF_SECONDS = 1.5
 HINT_SECONDS = 1.5
 
@@ -57,8 +75,8 @@ class Counterexample:
     sizes: dict  # size name -> int
     at: dict  # index letter -> int (counting from 0)
     inputs: dict  # tensor name -> value (nested lists of numbers)
-    expected: complex
-    got: complex | None
+    expected: object  # an mpmath number, good to 50 digits (complex(...) for a Python number)
+    got: object  # the same, or None: undefined there
 
     def lines(self) -> list[str]:
         sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sizes.items())
@@ -66,14 +84,16 @@ class Counterexample:
         out = [f"  sizes: {sizes}", f"  element: {at} (indices count from 0)"]
         for name, value in self.inputs.items():
             out.append(f"  {name} = {value}")
-        out.append(f"  derived: {_number(self.expected)}")
-        out.append(f"  yours:   {_number(self.got) if self.got is not None else 'undefined (a division by zero, or an element outside its tensor)'}")
+        digits = _digits_to_tell(self.expected, self.got)
+        out.append(f"  derived: {_number(self.expected, digits)}")
+        out.append(f"  yours:   {_number(self.got, digits) if self.got is not None else 'undefined (a division by zero, or an element outside its tensor)'}")
         return out
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The answer: equivalent or not, how that was shown, and for a wrong formula a counterexample and hints."""
+    """The answer: equivalent or not (or undecided), how that was shown, and for a wrong formula a
+    counterexample and hints."""
 
     equivalent: bool
     quantity: str  # what was checked, e.g. "dE/dw_{kj} of linear"
@@ -84,18 +104,22 @@ class Verdict:
     numeric: str = ""  # the numeric evidence
     counterexample: Counterexample | None = None
     hints: tuple = ()
-    reason: str = ""  # why not equivalent, when there is no counterexample or more to say
+    reason: str = ""  # why not equivalent (or undecided), when there is no counterexample or more to say
     seconds: float = 0.0
+    decided: bool = True  # False: neither the numbers nor a proof could tell (``equivalent`` is then False)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.equivalent else 1
+        """0 equivalent, 1 not equivalent, 3 undecided."""
+        return 0 if self.equivalent else 1 if self.decided else 3
 
     def report(self) -> str:
-        head = "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT"
+        head = "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT" if self.decided else "UNDECIDED"
         lines = [f"{head}: {self.quantity} ({self.form})", f"  derived: {self.derived}"]
         if self.equivalent:
             lines += [f"  symbolic: {self.proof}", f"  numeric: {self.numeric}"]
+        elif not self.decided:
+            lines += [f"  {self.reason}", f"  symbolic: {self.proof}", f"  numeric: {self.numeric}"]
         else:
             if self.reason:
                 lines.append(f"  {self.reason}")
@@ -137,7 +161,8 @@ def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=No
             designators.append(found)
     target, letters = _choose_target(world, wrt, designators, sample, formula)
     verdicts = [_check_part(world, target, letters, part, sample, formula, seed) for part in formulas]
-    verdict = next((v for v in verdicts if not v.equivalent), verdicts[-1])
+    verdict = next((v for v in verdicts if not v.equivalent and v.decided), None) or \
+        next((v for v in verdicts if not v.decided), verdicts[-1])
     return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
 
 
@@ -362,6 +387,13 @@ def _check_part(world: World, target: Target, letters, part, sample, text, seed)
     study = _Study(world, target, meaning, seed)
     mismatch = study.compare()
     if mismatch is None and not meaning.clashes:
+        if study.undecided:  # only an exact proof for all sizes can decide
+            proof = _prove(world, target, meaning, study, at_sizes=False)
+            if proof.startswith("equal for all sizes"):
+                return Verdict(True, proof=proof, numeric=study.evidence() + "; " + study.why_undecided().replace(
+                    ", and no exact proof was found", "").replace("cannot decide: ", "undecided "), **base)
+            return Verdict(False, decided=False, reason=study.why_undecided(), proof=proof,
+                           numeric=study.evidence(), **base)
         proof = _prove(world, target, meaning, study)
         return Verdict(True, proof=proof, numeric=study.evidence(), **base)
     hints = _hints(world, target, letters, meaning, part, sample, text, study)
@@ -418,16 +450,28 @@ def _resolve(world, target, letters, part, sample, text) -> Meaning:
 
 
 class _Study:
-    """The numeric comparison: size sets, random points, every element; kept for the hints."""
+    """The numeric comparison: size sets, random points, every element; kept for the hints.
 
-    def __init__(self, world: World, target: Target, meaning: Meaning, seed: int):
+    Each element at each point agrees, differs, or is undecided (a value that
+    cannot be computed to the precision, or the derivation undefined there);
+    an undecided element gets further points. A mismatch counts only once
+    confirmed with every value computed to ``CONFIRM_DIGITS``.
+    """
+
+    def __init__(self, world: World, target: Target, meaning: Meaning, seed: int, size_sets=None):
         self.world, self.target, self.meaning = world, target, meaning
         self.sample = meaning.sample
-        self.size_sets = world.size_sets(meaning.tied, meaning.sample)
+        self.size_sets = size_sets or world.size_sets(meaning.tied, meaning.sample)
         self.seed = seed
-        self.runs = []  # (sizes, elements [(at, unrolled target)], points [values], expected[p][e])
+        self.runs = []  # (sizes, elements [(at, unrolled target)], points [values], expected[p][e], got[p][e])
         self.compared = 0
         self.wrong_off_kinks = False  # a mismatch at a random point, not only at a kink
+        self.undecided = []  # (sizes, element, why) where no point decided
+        self.first_run = None  # the run the counterexample comes from
+        self._slow = ""  # why the formula is not evaluated again (it took too long)
+        self._spent = 0.0  # seconds spent evaluating the formula
+        self._confirmations = 0
+        self.agreed = 0  # element values at which both sides agree
 
     def ranges(self) -> list:
         """(index symbol, size) for every index to run over: the target's and the formula's own free ones."""
@@ -449,7 +493,7 @@ class _Study:
         return [{**fixed, **dict(zip((s for s, _ in ranges), idx))} for idx in every]
 
     def compare(self) -> Counterexample | None:
-        """The first element where the formula and the derivation differ, or None."""
+        """The first element where the formula and the derivation differ, confirmed, or None."""
         first = None
         for sizes in self.size_sets:
             elements = self.elements(sizes)
@@ -457,23 +501,72 @@ class _Study:
             user_forms = [at_index(user_all, at) for at in elements]
             points, expected, got = [], [], []
             kinks = [False] * POINTS + ([True] if self.world.has_kinks and not self.runs else [])
-            for point, at_kink in enumerate(kinks):
-                values = self.world.point(sizes, self.seed, point, at_kink)
-                points.append(values)
-                expected.append(self.world.expected(self.target, sizes, elements, values,
-                                                    lambda form: _evaluate(form, values)))
-                got.append([_evaluate(u, values) for u in user_forms])
-                self.compared += len(elements)
-                wrong = [e for e in range(len(elements)) if not _close(expected[-1][e], got[-1][e])]
-                if wrong and not at_kink:
-                    self.wrong_off_kinks = True
-                if wrong and first is None:
-                    e = wrong[0]
-                    first = self._counterexample(sizes, elements[e], values, expected[-1][e], got[-1][e])
+            undecided = {e: "" for e in range(len(elements))}  # element -> why, until a point decides it
+            for point, at_kink in enumerate(kinks + [False] * EXTRA_POINTS):
+                extra = point >= len(kinks)  # a further point, for the elements still undecided
+                if extra and (first is not None or not undecided):
+                    break
+                values, exp, yours = self._at_point(sizes, elements, user_forms, point, at_kink)
+                if not extra:
+                    points.append(values)
+                    expected.append(exp)
+                    got.append(yours)
+                    self.compared += len(elements)
+                for e in sorted(undecided) if extra else range(len(elements)):
+                    state = _state(exp[e], yours[e])
+                    if state == "differs":
+                        self.wrong_off_kinks |= not at_kink
+                        if first is not None:
+                            undecided.pop(e, None)
+                        elif self._confirmed(sizes, elements[e], user_forms[e], point, at_kink, exp[e], yours[e]):
+                            first = self._counterexample(sizes, elements[e], values, exp[e], yours[e])
+                            self.first_run = len(self.runs)
+                            undecided.pop(e, None)
+                        elif e in undecided:
+                            undecided[e] = (f"your formula's value changes when every value is computed to "
+                                            f"{CONFIRM_DIGITS} digits")
+                    elif state == "agrees":
+                        self.agreed += not extra
+                        undecided.pop(e, None)
+                    elif e in undecided:
+                        undecided[e] = _why_undecided(exp[e], yours[e])
+            self.undecided += [(sizes, elements[e], why) for e, why in undecided.items()]
             self.runs.append((sizes, elements, points, expected, got))
             if first is not None and len(self.runs) >= 2:
                 break
         return first
+
+    def _at_point(self, sizes, elements, user_forms, point, at_kink):
+        """The point's values, and the derivation's and the formula's value at each element."""
+        values = self.world.point(sizes, self.seed, point, at_kink)
+        expected = self.world.expected(self.target, sizes, elements, values, lambda form: _evaluate(form, values))
+        return values, expected, [self._yours(form, values, PRECISION) for form in user_forms]
+
+    def _yours(self, form, values, digits):
+        """The formula's value; once one value took too long, or all of them together, no more."""
+        if self._slow:
+            return _Unknown(self._slow)
+        start = time.perf_counter()
+        value = _evaluate(form, values, digits)
+        self._spent += time.perf_counter() - start
+        if isinstance(value, _Unknown) and value.slow:
+            self._slow = value.why
+        elif self._spent > NUMERIC_SECONDS:
+            self._slow = f"takes over {NUMERIC_SECONDS} s to evaluate at the elements compared"
+        return value
+
+    def _confirmed(self, sizes, at, user_form, point, at_kink, expected, got) -> bool:
+        """Whether a mismatch is real: with every value computed to ``CONFIRM_DIGITS`` both sides keep
+        their values (SymPy's evalf can misjudge its accuracy, as in log(e^A + y) - A) and still differ."""
+        if self._confirmations >= MAX_CONFIRMATIONS:
+            return False
+        self._confirmations += 1
+        values = self.world.point(sizes, self.seed, point, at_kink, CONFIRM_DIGITS)
+        derived = self.world.expected(self.target, sizes, [at], values,
+                                      lambda form: _evaluate(form, values, CONFIRM_DIGITS))[0]
+        yours = self._yours(user_form, values, CONFIRM_DIGITS)
+        kept = _state(expected, derived) == "agrees" and (got is yours is None or _state(got, yours) == "agrees")
+        return kept and _state(derived, yours) == "differs"
 
     def matches(self, expr: sp.Expr, yours: bool = False) -> bool:
         """Whether ``expr`` equals the target (or, with ``yours``, the formula) at every element and
@@ -483,14 +576,24 @@ class _Study:
             forms = [at_index(whole, at) for at in elements]
             for p, values in enumerate(points):
                 for e, form in enumerate(forms):
-                    if not _close((got if yours else expected)[p][e], _evaluate(form, values)):
+                    if _state((got if yours else expected)[p][e], _evaluate(form, values)) != "agrees":
                         return False
         return True
 
     def evidence(self) -> str:
         sets = "; ".join(self.world.describe(sizes) for sizes, *_ in self.runs)
         points = sum(len(points) for _, _, points, _, _ in self.runs)
-        return f"equal at {points} random points ({self.compared} element values) at sizes {sets}"
+        where = f"{self.compared} element values" if self.agreed == self.compared else \
+            f"{self.agreed} of {self.compared} element values, the others undecided"
+        return (f"equal within {AGREEMENT:g} (every value computed to {PRECISION} digits) at {points} random "
+                f"points ({where}) at sizes {sets}")
+
+    def why_undecided(self) -> str:
+        sizes, at, why = self.undecided[0]
+        element = ", ".join(f"{k}={v}" for k, v in at.items() if not (self.sample and k == BATCH_INDEX)) or "-"
+        more = f" (and {len(self.undecided) - 1} more elements)" if len(self.undecided) > 1 else ""
+        return (f"cannot decide: at sizes {self.world.describe(sizes, self.sample)}, element {element}{more}, "
+                f"{why}, at every point tried, and no exact proof was found")
 
     def _counterexample(self, sizes, at, values, expected, got) -> Counterexample:
         inputs = {}
@@ -507,6 +610,31 @@ class _Study:
         size_names = {self.world.label(k): (int(v) if k in self.world.sizes else float(v)) for k, v in sizes.items()
                       if not (self.sample and k == self.world.table.batch_size)}
         return Counterexample(size_names, shown, inputs, expected, got)
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    """A value that could not be computed to the digits asked for: why."""
+
+    why: str
+    slow: bool = False
+
+
+def _state(expected, got) -> str:
+    """agrees, differs (the formula undefined where the derivation is defined differs too), or undecided."""
+    if expected is None or isinstance(expected, _Unknown) or isinstance(got, _Unknown):
+        return "undecided"
+    if got is None:
+        return "differs"
+    return "agrees" if abs(expected - got) <= AGREEMENT * max(1, abs(expected), abs(got)) else "differs"
+
+
+def _why_undecided(expected, got) -> str:
+    if isinstance(got, _Unknown):
+        return f"your formula {got.why}"
+    if isinstance(expected, _Unknown):
+        return f"the derivation {expected.why}"
+    return "the derivation is undefined"
 
 
 def _batched(base, world) -> bool:
@@ -529,28 +657,64 @@ def _nested(array):
     return [_nested(a) for a in array]
 
 
-def _evaluate(form: sp.Expr, values: dict):
-    number = sp.N(form.xreplace(values), 30)
+def _evaluate(form: sp.Expr, values: dict, digits: int = PRECISION):
+    """``form``'s value at ``values`` as an mpmath number good to ``digits`` digits (SymPy's evalf raises
+    its working precision where terms cancel); None where it is undefined (a division by zero, an
+    element outside its tensor); an ``_Unknown`` where it cannot be computed so precisely, or in time."""
+    try:
+        with time_limit(EVALUATION_SECONDS):
+            number = sp.N(form.xreplace(values), digits, strict=True, maxn=8 * digits)
+    except _Timeout:
+        return _Unknown(f"takes over {EVALUATION_SECONDS} s to evaluate", slow=True)
+    except PrecisionExhausted:
+        return _Unknown(f"cannot be computed to {digits} digits")
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as error:  # a number too large to write
+        return _Unknown(f"cannot be computed ({type(error).__name__})")
     if number.free_symbols or number.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         return None
-    try:
-        return complex(number)
-    except TypeError:
-        return None
+    value = MP.convert(number._to_mpmath(int(digits * 3.33) + 16))
+    return value if MP.isfinite(value) else None
 
 
 def _close(a, b) -> bool:
-    if a is None or b is None:
-        return False
-    return abs(a - b) <= RTOL * max(1.0, abs(a), abs(b))
+    """Two numbers equal as the verdict counts equal (a hint's ratio and a count, say)."""
+    return _state(a, b) == "agrees"
 
 
-def _number(z) -> str:
+def _same_ratio(a, b) -> bool:
+    """Two ratios equal relative to their size (two tiny ratios are not one constant)."""
+    return abs(a - b) <= AGREEMENT * max(abs(a), abs(b))
+
+
+def _number(z, digits: int = 6) -> str:
     if z is None:
         return "undefined"
-    if abs(z.imag) > 1e-12:
-        return f"{z.real:.6g}{z.imag:+.6g}i"
-    return f"{z.real:.6g}"
+    z = MP.mpc(z)
+    if abs(z.imag) > 1e-12 * max(1, abs(z.real)):
+        return f"{_real(z.real, digits)}{'+' if z.imag >= 0 else '-'}{_real(abs(z.imag), digits)}i"
+    return _real(z.real, digits)
+
+
+def _real(x, digits: int) -> str:
+    """``digits`` digits; beyond about 10^(10^6) only the size (writing out its exponent takes minutes)."""
+    bits = MP.mag(x) if x else 0
+    if abs(bits) < 3_000_000:
+        return MP.nstr(x, digits)
+    sign, tiny = "-" if x < 0 else "", "-" if bits < 0 else ""
+    if abs(bits).bit_length() >= 1000:
+        return f"{'below' if tiny else 'beyond'} {sign}10^{{{tiny}10^{{300}}}} in size"
+    return f"about {sign}10^{{{tiny}{abs(bits) * 0.30103:.3g}}}"
+
+
+def _digits_to_tell(a, b) -> int:
+    """Enough digits to show that two close numbers differ (6 at least, 50 at most)."""
+    if a is None or b is None:
+        return 6
+    a, b = MP.mpc(a), MP.mpc(b)
+    if a == b or not abs(a) or abs(MP.mag(a - b) - MP.mag(a)) > 3_000_000:
+        return 6
+    apart = -int(MP.floor(MP.log10(abs(a - b) / abs(a))))
+    return max(6, min(PRECISION, apart + 2))
 
 
 # -- the proof ------------------------------------------------------------------------
@@ -578,17 +742,20 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _prove(world: World, target: Target, meaning: Meaning, study: _Study) -> str:
-    """The strongest symbolic statement reached in the time limit."""
+def _prove(world: World, target: Target, meaning: Meaning, study: _Study, at_sizes: bool = True) -> str:
+    """The strongest symbolic statement reached in the time limit (``at_sizes``: also exactly at small sizes)."""
     try:
         with time_limit(PROOF_SECONDS):
             if _equal_for_all_sizes(world, target, meaning):
                 return "equal for all sizes (the index forms agree once their sums are normalised)"
+            if not at_sizes:
+                return "not shown for all sizes"
             sizes = study.size_sets[0]
             level = _equal_at(world, target, meaning, sizes, study)
             names = world.describe(sizes, meaning.sample)
             if level is None:
-                return f"not shown: the difference does not cancel exactly at sizes {names} (numeric evidence only)"
+                return (f"not shown: SymPy did not reduce the exact difference at sizes {names} to 0 "
+                        "(numeric evidence only)")
             how = {"opaque": "", "named": ", with the error terms written out",
                    "full": ", with every intermediate written in terms of the inputs"}[level]
             return f"exact at sizes {names}: the difference cancels at every element{how}"
@@ -838,7 +1005,7 @@ def _count_hint(world, ratios, name) -> list[str]:
     counts = [(size,) for size in world.sizes] + list(itertools.combinations(world.sizes, 2))
     for count in counts:
         def value(key):
-            return float(np.prod([float(dict(key)[s]) for s in count]))
+            return MP.mpf(int(np.prod([int(dict(key)[s]) for s in count])))
         ok_missing = all(_close(abs(rs[0]), 1 / value(k)) for k, rs in by_set.items())
         ok_extra = all(_close(abs(rs[0]), value(k)) for k, rs in by_set.items())
         sign = " (and the sign is flipped)" if all(rs[0].real < 0 for rs in by_set.values()) else ""
@@ -907,16 +1074,19 @@ def _exactly(world, target, meaning, multiplier, sample) -> bool:
 
 
 def _constant_hint(values_r, name) -> list[str]:
-    if not all(_close(r, values_r[0]) for r in values_r):
+    if not all(_same_ratio(r, values_r[0]) for r in values_r):
         return []
     c = values_r[0]
     sign = " and the sign is flipped" if c.real < 0 else ""
     for k in (2, 4):
         if _close(abs(c), k):
             return [f"missing a factor {k}{sign}: {name} is {k} times your formula"]
-        if _close(abs(c), 1 / k):
+        if _close(abs(c), MP.mpf(1) / k):
             return [f"a factor {k} too many{sign}: your formula is {k} times {name}"]
-    return []
+    if _same_ratio(c, 1):  # equal wherever both are defined: the difference is elsewhere
+        return []
+    factor = 1 / c
+    return [f"a constant factor: your formula is {_number(factor, _digits_to_tell(1, factor))} times {name}"]
 
 
 def _variants(world, part, meaning, target, sample):
