@@ -265,7 +265,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from derive.verifier import formula as F
     items = [i for i in args.items if i != "--"]
     if args.chain:
         items.insert(0, None)
@@ -279,17 +278,18 @@ def cmd_verify(args) -> int:
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
-        from derive.verifier.verification import symbols
+        from derive.verifier.reading import symbols
         print(symbols(op, args.chain))
         return 0
     if text is None:
         raise UsageError("verify: give the formula to check (or --symbols to see the names it may use)")
     if text == "-":
         text = _read_formula(sys.stdin)
-    F.parse(text, args.syntax)  # malformed input is refused before anything is derived
-    from derive.verifier.verification import verify
-    try:
-        verdict = verify(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax, seed=args.seed)
+    from derive.verifier.reading import read_formula
+    try:  # malformed input, an unknown name or quantity are refused here, before anything is derived
+        reading = read_formula(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax)
+        from derive.verifier.verification import judge
+        verdict = judge(reading, seed=args.seed)
     except (UsageError, ValueError, KeyboardInterrupt):
         raise
     except Exception as error:  # SymPy refusing something the grammar let through: still one line

@@ -1,9 +1,9 @@
 """``derive verify``: is a formula derived by hand right, and if not, where does it go wrong?
 
-The formula is read by our own grammar (``derive.verifier.formula``), its names
-looked up in the op's or chain's table (``derive.verifier.meaning``) before
-anything is derived, and compared with the machine's derivation
-(``derive.verifier.quantities``) in two ways:
+The formula is read (``derive.verifier.reading``: our own grammar, its names
+looked up in the op's or chain's table) before anything is derived, then
+compared with the machine's derivation (``derive.verifier.quantities``) in
+two ways:
 
 * numerically, at random inputs (exact two-decimal numbers, every value
   evaluated to 50 digits by SymPy's adaptive evalf on mpmath) and at several
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import signal
 import threading
 import time
@@ -40,16 +39,14 @@ import numpy as np
 import sympy as sp
 from sympy.core.evalf import PrecisionExhausted
 
+from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild
 from derive.engine import check
-from derive.verifier import formula as F
-from derive.verifier.meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, index_letters, sample_mode,
-                      transform, vector_mode, walk)
-from derive.verifier.quantities import (PRECISION, Target, World, at as at_index, chain_world, op_world, size_key,
-                                       unroll)
 from derive.engine.rewrite import canonical_bound, normalize
-from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild, substitute_indices
-
-ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
+from derive.verifier import formula as F
+from derive.verifier.meaning import BATCH_INDEX, Meaning, ShapeMismatch, index, index_letters, transform, vector_mode, walk
+from derive.verifier.quantities import PRECISION, Target, World, chain_world, forms, op_world, size_key
+from derive.verifier.reading import Reading, _chain_names, _op_names, _resolve, read_formula, source
+from derive.verifier.reading import read, symbols  # noqa: F401 (the API, with verify)
 POINTS = 2  # random points per size set
 EXTRA_POINTS = 2  # further points for the elements a point could not decide
 MAX_ELEMENTS = 48  # elements compared per size set
@@ -144,256 +141,62 @@ def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=No
 
     ``wrt`` may be left out when the formula names its left-hand side
     (``\\frac{\\partial E}{\\partial w_{kj}} = ...``). Malformed input raises
-    ``ValueError`` (``derive.verifier.formula.FormulaError``) naming the position.
+    ``ValueError`` (``derive.verifier.formula.FormulaError``) naming the position, before anything
+    is derived.
     """
     start = time.perf_counter()
-    world = world_of(op, chain)
-    tree = canonical(world.table, F.parse(formula, syntax))
-    sample = sample_mode(world.table, tree)
-    designators = []
-    formulas = []
-    for position, part in enumerate(tree.parts):
-        found = _designator(world, part, sample, formula) if position < len(tree.parts) - 1 and not formulas \
-            else None
-        if found is None:
-            formulas.append(part)
-        else:
-            designators.append(found)
-    target, letters = _choose_target(world, wrt, designators, sample, formula)
-    verdicts = [_check_part(world, target, letters, part, sample, formula, seed) for part in formulas]
+    verdict = judge(read_formula(formula, op, wrt, chain, syntax), seed)
+    return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
+
+
+def judge(reading: Reading, seed: int = 0) -> Verdict:
+    """The verdict on a formula read (``derive.verifier.reading.read_formula``): here the derivation starts."""
+    start = time.perf_counter()
+    world = _op_world(reading.source[1]) if reading.source[0] == "op" else _chain_world(reading.source[1])
+    target = world.target(reading.quantity.entry)
+    verdicts = [_check_part(world, target, reading.letters, part, meaning, reading.sample, reading.text, seed)
+                for part, meaning in zip(reading.parts, reading.meanings)]
     verdict = next((v for v in verdicts if not v.equivalent and v.decided), None) or \
         next((v for v in verdicts if not v.decided), verdicts[-1])
     return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
 
 
-def symbols(op: str | None = None, chain=None) -> str:
-    """The names a formula may use for ``op`` or ``chain``, with their meaning and index ranges."""
-    world = world_of(op, chain)
-    table = world.table
-    sample = table.default_sample
-    lines = [f"Symbols for {world.title}" + (" (the article's single-sample form; add the batch index n "
-                                              "for the batch form)" if sample else "") + ":"]
-    for e in table.entries:
-        if e.kind in ("size", "constant", "objective"):
-            continue
-        ranges = ", ".join(f"{c} < {s}" for c, s in zip(e.letters_in(sample), e.shape_in(sample)))
-        whole = _array_name(e, sample, table)
-        lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else ""))
-    sizes = [e for e in table.entries if e.kind == "size"]
-    lines.append("  sizes: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in sizes))
-    consts = [e for e in table.entries if e.kind == "constant"]
-    if consts:
-        lines.append("  constants: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in consts))
-    if table.vector_letters:
-        along = ", ".join(table.vector_letters)
-        lines.append(f"Vector form (as `derive latex {world.title} --form matrix` prints it): a whole name runs "
-                     f"along {along} if it has {'that index' if len(table.vector_letters) == 1 else 'those indices'}, "
-                     f"else it is a scalar; \\vec{{a}}^{{T}} \\vec{{b}} and \\mathbf{{1}}^{{T}} \\vec{{a}} sum along "
-                     f"{along}; \\odot is elementwise.")
-    lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in world.targets))
-    if table.coupled_by:
-        lines.append(f"No one-sample form: {', '.join(table.coupled_by)} couples the samples of a batch, "
-                     "so every batched quantity keeps its batch index n.")
-    elif not sample and table.batch_size is not None:
-        lines.append("One sample: leave out the batch index n everywhere (x_{j}, \\delta_{k}); then N = 1.")
-    lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid; \\sigma^{2}_{c} is a name), "
-                 "\\sqrt; [x > 0] and [0 \\le a \\le K - 1] are 1 where they hold, else 0.")
-    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0).")
-    return "\n".join(lines)
-
-
 @lru_cache(maxsize=32)
 def _op_world(name: str) -> World:
     from derive.define.registry import get
-    return op_world(get(name))
+    return op_world(get(name), _op_names(name))
 
 
 @lru_cache(maxsize=32)
 def _chain_world(names: tuple) -> World:
     from derive.engine.chain import chain as make_chain
-    return chain_world(make_chain(names))
+    return chain_world(make_chain(names), _chain_names(names))
 
 
 def world_of(op, chain) -> World:
-    if op == "article" and chain is None:
-        chain, op = ARTICLE, None
-    if (op is None) == (chain is None):
-        raise ValueError("op: give an op name or a chain, not both and not neither")
-    if op is not None:
-        return _op_world(op)
-    if chain == "article":
-        chain = ARTICLE
-    if isinstance(chain, str):
-        chain = [n.strip() for n in chain.split(",") if n.strip()]
-    return _chain_world(tuple(chain))
-
-
-def _array_name(entry, sample, table) -> str:
-    """How the article writes the whole array: W, X, \\boldsymbol{\\delta}, \\vec{b}, W_2, \\vec{y}_1; in the
-    vector form of a per-row or per-channel op, \\hat{\\vec{x}} along the vector or \\gamma, a scalar."""
-    rank = len(entry.shape_in(sample))
-    if table.vector_letters:
-        along = set(entry.letters_in(sample)) & set(table.vector_letters)
-        return (_decorated(entry.head(), r"\vec") if along else entry.head()) if rank else ""
-    shared = sum(1 for e in table.entries if set(e.names) & set(entry.names)) > 1
-    layer = f"_{entry.layer}" if entry.layer is not None and shared else ""
-    upper = next((w for w in entry.names if len(w) == 1 and w.isupper()), None)
-    if rank == 2:
-        return f"{upper}{layer}" if upper else _decorated(entry.head(), r"\boldsymbol") + layer
-    if rank == 1:
-        return _decorated(entry.head(), r"\vec") + layer
-    return ""
-
-
-def _decorated(tex: str, command: str) -> str:
-    """``command`` around a printed name, inside its accent and before its superscript:
-    ``\\vec{\\sigma}^{2}``, ``\\hat{\\vec{x}}``, ``\\vec{y}^{(3)}``."""
-    base, sup = re.fullmatch(r"(.+?)((?:\^\{[^{}]*\})?)", tex).groups()
-    accent = re.fullmatch(r"\\(hat|tilde|bar)\{(.+)\}", base)
-    if accent:
-        return rf"\{accent[1]}{{{command}{{{accent[2]}}}}}{sup}"
-    return f"{command}{{{base}}}{sup}"
-
-
-def _wrt_name(target: Target, sample: bool) -> str:
-    """What --wrt accepts for a target: the op's input name, or the chain's quantity (delta_j, w_kj)."""
-    entry = target.entry
-    letters = "".join(target.letters(sample))
-    if entry.layer is None and hasattr(entry.value, "label") and target.is_gradient:
-        name = str(entry.value.label)
-        return f"{name} ({entry.names[0]}_{letters})" if name != entry.names[0] else f"{name}_{letters}"
-    return f"{entry.names[0]}_{letters}"
-
-
-# -- choosing the quantity -----------------------------------------------------------
-
-def _designator(world: World, part: F.Node, sample: bool, text: str):
-    """``\\frac{\\partial E}{\\partial w_{kj}}`` or an error term ``\\delta_j`` on the left: (entry, letters)."""
-    resolver = Resolver(world.table, sample, text)
-    if isinstance(part, F.Frac) and isinstance(part.num, F.Partial) and isinstance(part.den, F.Partial):
-        if not (isinstance(part.num.arg, F.Name) and part.num.arg.word == "E"):
-            raise F.FormulaError("the left-hand side must be a derivative of E", part.pos or None, text)
-        wrt = part.den.arg
-        if not isinstance(wrt, F.Name):
-            raise F.FormulaError("differentiate by one tensor element, such as w_{kj}", part.pos or None, text)
-        entry = resolver.lookup(wrt)
-        if entry is None:
-            raise F.FormulaError(f"unknown symbol {wrt.word!r}", wrt.pos or None, text)
-        return entry, wrt.indices, wrt
-    if isinstance(part, F.Name) and part.word in ("delta",):
-        entries = world.table.named(part.word)
-        if entries and all(e.kind == "error term" for e in entries):
-            return resolver.lookup(part), part.indices, part
-    return None
-
-
-def _choose_target(world: World, wrt, designators, sample, text):
-    """The quantity (from ``wrt`` and/or the left-hand side) and the letters the formula writes it with."""
-    chosen = []
-    if wrt is not None:
-        chosen.append(_wrt_target(world, wrt, sample) + (None,))
-    for entry, letters, node in designators:
-        chosen.append((_target_of(world, entry), letters, node))
-    if not chosen:
-        raise ValueError("wrt: say which gradient the formula is for (--wrt, e.g. "
-                         f"{', '.join(_wrt_name(t, sample) for t in world.targets)}), or write its left-hand side")
-    target = chosen[0][0]
-    for other, letters, node in chosen[1:]:
-        if other is not target:
-            raise F.FormulaError(f"the left-hand side names {other.short(sample)}, not {target.short(sample)}",
-                                 node.pos if node else None, text)
-    letters = next((l for _, l, _ in chosen if l is not None), None)
-    if letters is not None:
-        if not all(isinstance(l, str) for l in letters):
-            raise F.FormulaError("the left-hand side's indices must be letters", None, text)
-        expected = target.letters(sample)
-        if len(letters) != len(expected):
-            raise F.FormulaError(f"{target.short(sample)} takes {len(expected)} indices", None, text)
-        if world.table.letter_sizes is not None and tuple(l.rstrip("'") for l in letters) != expected:
-            raise F.FormulaError(f"the left-hand side writes {''.join(letters)}; in the article's notation it is "
-                                 f"{target.short(sample)} (the later layer's node first)", None, text)
-    return target, letters
-
-
-def _lookup_either_form(world, node, sample, text):
-    """--wrt may name a chain's quantity as the article does (delta_j) even for a formula in batch form."""
-    try:
-        return Resolver(world.table, sample, text).lookup(node)
-    except F.FormulaError:
-        if sample or world.table.batch_size is None:
-            raise
-        return Resolver(world.table, True, text).lookup(node)
-
-
-def _target_of(world: World, entry) -> Target:
-    if entry.kind == "intermediate" and entry.names[0] == "net":  # dE/dnet_j is the error term delta_j
-        for t in world.targets:
-            if not t.is_gradient and t.entry.layer == entry.layer:
-                return t
-    return world.target(entry)
-
-
-def _wrt_target(world: World, wrt: str, sample: bool):
-    if not isinstance(wrt, str) or not wrt.strip():
-        raise ValueError("wrt: expected a name such as W, x, delta_j or w_kj")
-    text = wrt.strip()
-    for t in world.targets:  # an op input by name: W, x, b
-        if text in (t.entry.value.name if hasattr(t.entry.value, "name") else "",) and t.entry.layer is None:
-            return t, None
-    import re
-    match = re.fullmatch(r"(\\?[A-Za-z]+)_([A-Za-z']+)", text)
-    if match:
-        text = f"{match.group(1)}_{{{match.group(2)}}}"
-    try:
-        tree = F.parse(text, "latex")
-    except F.FormulaError as error:
-        raise ValueError(f"wrt: {str(error).removeprefix('formula: ')}") from None
-    part = tree.parts[0]
-    if len(tree.parts) != 1:
-        raise ValueError("wrt: name one quantity")
-    known = ", ".join(_wrt_name(t, sample) for t in world.targets)
-    try:
-        if isinstance(part, F.Frac):
-            found = _designator(world, F.Equation(1, (part, F.Num(0, 0))).parts[0], sample, text)
-            entry, letters = found[0], found[1]
-        elif isinstance(part, F.Name):
-            entry, letters = _lookup_either_form(world, part, sample, text), part.indices
-    except F.FormulaError as error:  # about the --wrt text, not the formula
-        raise ValueError(f"wrt: {error.message.split(';')[0]}; the quantities are {known}") from None
-    if isinstance(part, (F.Frac, F.Name)):
-        if entry is None:
-            raise ValueError(f"wrt: unknown quantity {wrt!r}; the quantities are {known}")
-    else:
-        raise ValueError(f"wrt: expected a name such as W, x, delta_j or w_kj, got {wrt!r}")
-    target = _target_of(world, entry)
-    if letters is not None and world.table.letter_sizes is not None:
-        written = tuple(l.rstrip("'") for l in letters)
-        if written not in (target.letters(True), target.letters(False)):
-            raise ValueError(f"wrt: {wrt} is {target.short(sample)} in the article's notation")
-        letters = None
-    return target, letters
+    """``op`` or ``chain`` derived, on the same names as ``names_of``."""
+    kind, key = source(op, chain)
+    return _op_world(key) if kind == "op" else _chain_world(key)
 
 
 # -- checking one formula -------------------------------------------------------------
 
-def _check_part(world: World, target: Target, letters, part, sample, text, seed) -> Verdict:
+def _check_part(world: World, target: Target, letters, part, meaning, sample, text, seed) -> Verdict:
     derived = _derived_tex(world, target, sample)
     form = _form(world, part, sample) + (", one sample" if sample else "")
     base = dict(quantity=f"{target.short(sample)} of {world.title}", derived=derived, formula=text, form=form)
-    try:
-        meaning = _resolve(world, target, letters, part, sample, text)
-    except ShapeMismatch as error:
-        return Verdict(False, reason=f"{error}: the shapes differ", **base)
+    if isinstance(meaning, ShapeMismatch):
+        return Verdict(False, reason=f"{meaning}: the shapes differ", **base)
     study = _Study(world, target, meaning, seed)
     mismatch = study.compare()
     if mismatch is None and not meaning.clashes:
         if study.undecided:  # only an exact proof for all sizes can decide
             proof = _prove(world, target, meaning, study, at_sizes=False)
             if proof.startswith("equal for all sizes"):
-                return Verdict(True, proof=proof, numeric=study.evidence() + "; " + study.why_undecided().replace(
-                    ", and no exact proof was found", "").replace("cannot decide: ", "undecided "), **base)
-            return Verdict(False, decided=False, reason=study.why_undecided(), proof=proof,
-                           numeric=study.evidence(), **base)
+                return Verdict(True, proof=proof, numeric=f"{study.evidence()}; undecided {study.undecided_at()}",
+                               **base)
+            return Verdict(False, decided=False, proof=proof, numeric=study.evidence(), reason=(
+                f"cannot decide: {study.undecided_at()}, at every point tried, and no exact proof was found"), **base)
         proof = _prove(world, target, meaning, study)
         return Verdict(True, proof=proof, numeric=study.evidence(), **base)
     hints = _hints(world, target, letters, meaning, part, sample, text, study)
@@ -429,24 +232,6 @@ def _derived_tex(world: World, target: Target, sample: bool) -> str:
     from derive.engine.chain import sample_form
     expr = sample_form(target.expr) if sample else target.expr
     return f"{target.name(sample)} = {world.printer.doprint(expr)}"
-
-
-def _resolve(world, target, letters, part, sample, text) -> Meaning:
-    """The formula's meaning, its free letters renamed to the target's (by the left-hand side, if given)."""
-    want = target.letters(sample)
-    axes = target.axes(sample)
-    written = tuple(letters) if letters is not None else want
-    free_sizes = {u: size for u, (_, size) in zip(written, axes)}
-    resolver = Resolver(world.table, sample, text, free_sizes, quantity=target.short(sample),
-                        vector=vector_mode(world.table, part, sample))
-    meaning = resolver.finish(resolver.resolve(part), axes)
-    if written != want:
-        renames = {index(u): index(t) for u, t in zip(written, want)}
-        meaning.expr = substitute_indices(meaning.expr, renames)
-        mapping = dict(zip(written, want))
-        meaning.free = tuple(sorted(mapping.get(c, c) for c in meaning.free))
-        meaning.ranges = {mapping.get(c, c): s for c, s in meaning.ranges.items()}
-    return meaning
 
 
 class _Study:
@@ -497,8 +282,7 @@ class _Study:
         first = None
         for sizes in self.size_sets:
             elements = self.elements(sizes)
-            user_all = unroll(self.meaning.expr, sizes)
-            user_forms = [at_index(user_all, at) for at in elements]
+            user_forms = forms(self.meaning.expr, sizes, elements)
             points, expected, got = [], [], []
             kinks = [False] * POINTS + ([True] if self.world.has_kinks and not self.runs else [])
             undecided = {e: "" for e in range(len(elements))}  # element -> why, until a point decides it
@@ -572,10 +356,9 @@ class _Study:
         """Whether ``expr`` equals the target (or, with ``yours``, the formula) at every element and
         point already drawn."""
         for sizes, elements, points, expected, got in self.runs:
-            whole = unroll(expr, sizes)
-            forms = [at_index(whole, at) for at in elements]
+            at_elements = forms(expr, sizes, elements)
             for p, values in enumerate(points):
-                for e, form in enumerate(forms):
+                for e, form in enumerate(at_elements):
                     if _state((got if yours else expected)[p][e], _evaluate(form, values)) != "agrees":
                         return False
         return True
@@ -588,12 +371,12 @@ class _Study:
         return (f"equal within {AGREEMENT:g} (every value computed to {PRECISION} digits) at {points} random "
                 f"points ({where}) at sizes {sets}")
 
-    def why_undecided(self) -> str:
+    def undecided_at(self) -> str:
+        """Where and why the numbers decide nothing: the first such element."""
         sizes, at, why = self.undecided[0]
         element = ", ".join(f"{k}={v}" for k, v in at.items() if not (self.sample and k == BATCH_INDEX)) or "-"
         more = f" (and {len(self.undecided) - 1} more elements)" if len(self.undecided) > 1 else ""
-        return (f"cannot decide: at sizes {self.world.describe(sizes, self.sample)}, element {element}{more}, "
-                f"{why}, at every point tried, and no exact proof was found")
+        return f"at sizes {self.world.describe(sizes, self.sample)}, element {element}{more}, {why}"
 
     def _counterexample(self, sizes, at, values, expected, got) -> Counterexample:
         inputs = {}
@@ -638,11 +421,11 @@ def _why_undecided(expected, got) -> str:
 
 
 def _batched(base, world) -> bool:
-    return any(e.value is base and e.batch_axis is not None for e in world.table.entries)
+    return any(e.value == base and e.batch_axis is not None for e in world.table.entries)
 
 
 def _input_name(base, world, sample) -> str:
-    entry = next((e for e in world.table.entries if e.value is base), None)
+    entry = next((e for e in world.table.entries if e.value == base), None)
     if entry is None:
         return str(base)
     layer = f" (layer {entry.layer})" if entry.layer is not None else ""
@@ -826,9 +609,7 @@ def _equal_at(world, target, meaning, sizes, study) -> str | None:
     constraint = world.constraint(sizes)
     elements = study.elements(sizes)
     levels_used = []
-    whole = unroll(target.expr - meaning.expr, sizes)
-    for at in elements:
-        difference = at_index(whole, at)
+    for difference in forms(target.expr - meaning.expr, sizes, elements):
         for level in ("opaque", "named", "full"):
             expr = difference if level == "opaque" else difference.xreplace(world.definitions(sizes, level))
             if level == "full":
@@ -849,31 +630,121 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     """The typical mistake that explains the difference, if one does."""
     if not study.wrong_off_kinks and not meaning.clashes:
         return ["right except at the kink (inputs exactly 0), where the derivation follows PyTorch's convention"]
-    found = _ratio_hints(world, target, study) or _outside(world, meaning, study) or _left_out(world, target, study)
+    deadline = time.perf_counter() + HINT_SECONDS
+    found = _ratio_hints(world, target, study) or \
+        _swapped_letters(world, target, letters, meaning, part, sample, text, study, deadline) or \
+        _left_out(world, target, study) or _hyper_hint(world, target, meaning, study) or \
+        _outside(world, meaning, study)
     if found:
         return found
-    deadline = time.perf_counter() + HINT_SECONDS
     terms = _Terms(world, target, meaning, study) if not meaning.clashes else None
     found = terms.one_off() if terms else []
     if found:
         return found
-    drawn = [sizes for sizes, *_ in study.runs]
     for description, variant in _variants(world, part, meaning, target, sample):
         if time.perf_counter() > deadline:
             return []
-        try:
-            changed = _resolve(world, target, letters, variant, sample, text)
-        except (F.FormulaError, ShapeMismatch):
-            continue
-        if changed.clashes or not set(changed.free) <= set(target.letters(sample)):
-            continue
-        if world.size_sets(changed.tied, sample)[:len(drawn)] == drawn:
-            right = study.matches(changed.expr)
-        else:  # the change altered which sizes the formula ties together: draw afresh
-            right = _Study(world, target, changed, study.seed).compare() is None
-        if right:
+        if _right(world, target, letters, variant, sample, text, study) is not None:
             return [description]
     return terms.replaced(deadline) if terms else []
+
+
+def _right(world, target, letters, variant, sample, text, study) -> Meaning | None:
+    """A changed formula's meaning, if it is right: at the points drawn, or at fresh ones where the change
+    ties other sizes together."""
+    try:
+        changed = _resolve(world, target, letters, variant, sample, text)
+    except (F.FormulaError, ShapeMismatch):
+        return None
+    if changed.clashes or not set(changed.free) <= set(target.letters(sample)):
+        return None
+    drawn = [sizes for sizes, *_ in study.runs]
+    if world.size_sets(changed.tied, sample)[:len(drawn)] == drawn:
+        right = study.matches(changed.expr)
+    else:
+        fresh = _Study(world, target, changed, study.seed)
+        right = fresh.compare() is None and not fresh.undecided
+    return changed if right else None
+
+
+def _swapped_letters(world, target, letters, meaning, part, sample, text, study, deadline) -> list[str]:
+    """Two index letters swapped throughout (``\\delta_j y_k`` for ``\\delta_k y_j``, a window's ``p`` and ``q``),
+    one of them free: the formula with them exchanged is right."""
+    used = sorted(index_letters(part) & (set(world.table.index_letters) | set(target.letters(sample))
+                                         | {c for c in index_letters(part) if c.rstrip("'").isalpha()}))
+    free = set(target.letters(sample)) | set(meaning.free)
+    for a, b in itertools.combinations(used, 2):
+        if time.perf_counter() > deadline:
+            return []
+        if a not in free and b not in free:  # two summed letters exchanged: the same formula
+            continue
+        changed = _right(world, target, letters, _swap(part, a, b), sample, text, study)
+        if changed is not None:
+            from derive.engine.chain import sample_form
+            tex = world.printer.doprint(sample_form(changed.expr) if sample else changed.expr)
+            return [f"the index letters {a} and {b} are swapped: with them exchanged your formula is right "
+                    f"({tex})"]
+    return []
+
+
+def _swap(tree, a: str, b: str):
+    """``tree`` with the index letters ``a`` and ``b`` exchanged: in subscripts, in sums, and in index
+    arithmetic and range brackets (where ``i s + p`` spells letters), never in a tensor's name."""
+    swapped = {a: b, b: a}
+
+    def letters(word: str) -> str:
+        parts = []
+        F.split_letters(word, parts)
+        return "".join(swapped.get(c, c) for c in parts)
+
+    def visit(node, in_index: bool):
+        if not isinstance(node, F.Node):
+            return node
+        if isinstance(node, F.Name):
+            indices = node.indices and tuple(swapped.get(i, i) if isinstance(i, str) else visit(i, True)
+                                             for i in node.indices)
+            word = letters(node.word) if in_index and node.indices is None and node.layer is None \
+                and not node.decorated and node.word.replace("'", "").isalpha() else node.word
+            return dataclasses.replace(node, word=word, indices=indices)
+        inside = in_index or isinstance(node, (F.IndexExpr, F.Iverson, F.Compare, F.All))
+        changes = {}
+        for name in node.__dataclass_fields__:
+            child = getattr(node, name)
+            if isinstance(child, F.Node):
+                changes[name] = visit(child, inside)
+            elif name == "indices" and isinstance(node, F.Sum):
+                changes[name] = tuple(swapped.get(i, i) for i in child)
+            elif isinstance(child, tuple):
+                changes[name] = tuple(visit(c, inside) if isinstance(c, F.Node) else
+                                      tuple(visit(x, inside) for x in c) if isinstance(c, tuple) else c
+                                      for c in child)
+        return dataclasses.replace(node, **changes)
+
+    return visit(tree, False)
+
+
+def _hyper_hint(world, target, meaning, study) -> list[str]:
+    """Right at other test values of a hyper-parameter than the counterexample's (the full-convolution
+    form of a convolution's input gradient, right at stride 1 only): which."""
+    if not world.hyper_cases or study.first_run is None or meaning.clashes or \
+            not set(meaning.free) <= set(target.letters(study.sample)):
+        return []
+    wrong_at = study.runs[study.first_run][0]
+    constants = {e.value: e for e in world.table.entries if e.kind == "constant"}
+    for symbol in sorted(world.hyper_cases[0], key=str):
+        values = sorted({case[symbol] for case in world.hyper_cases} - {wrong_at[symbol]}, key=float)
+        for value in values:  # the counterexample's hyper-parameters but this one, at the first sizes where
+            sizes = next((trial for trial in ({**s, **{h: wrong_at[h] for h in world.hyper_cases[0]}, symbol: value}
+                                              for s in study.size_sets) if _every_axis_long(world, trial)), None)
+            if sizes is None:  # no axis but the batch has length 1 (a sum over it says nothing)
+                continue
+            again = _Study(world, target, meaning, study.seed, [sizes])
+            if again.compare() is None and not again.undecided:
+                label, doc = world.label(symbol), constants[symbol].meaning.split(" (default")[0]
+                return [f"right only at {label} = {value} ({doc}): at sizes {world.describe(sizes)} your formula "
+                        f"agrees with the derivation, with {label} = {wrong_at[symbol]} (the counterexample) it "
+                        "does not"]
+    return []
 
 
 class _Terms:
@@ -954,23 +825,32 @@ def _left_out(world, target, study) -> list[str]:
     return []
 
 
+def _every_axis_long(world, sizes) -> bool:
+    """Whether every tensor's axis but the batch has length 2 or more at ``sizes`` (a stride can shrink one)."""
+    return all(int(sp.sympify(n).xreplace(sizes)) >= 2 for e in world.table.entries for n in e.shape
+               if n != world.table.batch_size)
+
+
 def _outside(world, meaning, study) -> list[str]:
-    """Where the derivation has a value and the formula none: an element read outside its tensor?"""
-    for sizes, elements, points, expected, got in study.runs:
-        for p, e in itertools.product(range(len(points)), range(len(elements))):
-            if got[p][e] is None and expected[p][e] is not None:
-                form = at_index(unroll(meaning.expr, sizes), elements[e])
-                for element in sorted(form.atoms(sp.Indexed), key=str):
-                    shape = [int(sp.sympify(n).xreplace(sizes)) for n in element.base.shape]
-                    if all(i.is_Integer for i in element.indices) and \
-                            any(not 0 <= int(i) < n for i, n in zip(element.indices, shape)):
-                        entry = next((t for t in world.table.entries if t.value == element.base), None)
-                        name = entry.head() if entry else str(element.base)
-                        at = ",".join(str(i) for i in element.indices)
-                        return [f"your formula reads {name}_{{{at}}}, outside its range (sizes "
-                                f"{world.describe(sizes)}): a range bracket such as [0 \\le h - i s \\le K - 1] "
-                                "is missing, or an index is off"]
-                return []
+    """Where the derivation has a value and the formula none: an element read outside its tensor? Told at
+    the counterexample's own sizes."""
+    if study.first_run is None:
+        return []
+    sizes, elements, points, expected, got = study.runs[study.first_run]
+    for p, e in itertools.product(range(len(points)), range(len(elements))):
+        if got[p][e] is None and _state(expected[p][e], 0) != "undecided":
+            form = forms(meaning.expr, sizes, [elements[e]])[0]
+            for element in sorted(form.atoms(sp.Indexed), key=str):
+                shape = [int(sp.sympify(n).xreplace(sizes)) for n in element.base.shape]
+                if all(i.is_Integer for i in element.indices) and \
+                        any(not 0 <= int(i) < n for i, n in zip(element.indices, shape)):
+                    entry = next((t for t in world.table.entries if t.value == element.base), None)
+                    name = entry.head() if entry else str(element.base)
+                    at = ",".join(str(i) for i in element.indices)
+                    return [f"your formula reads {name}_{{{at}}}, outside its range (sizes "
+                            f"{world.describe(sizes)}): a range bracket such as [0 \\le h - i s \\le K - 1] "
+                            "is missing, or an index is off"]
+            return []
     return []
 
 
@@ -1057,10 +937,10 @@ def _multipliers(world, target, name, sample):
 
 def _fits(multiplier, ratios, cache) -> bool:
     for sizes, at, values, ratio in ratios:
-        key = (multiplier, tuple(sizes.items()))
+        key = (multiplier, tuple(sizes.items()), tuple(at.items()))
         if key not in cache:
-            cache[key] = unroll(multiplier, sizes)
-        value = _evaluate(at_index(cache[key], at), values)
+            cache[key] = forms(multiplier, sizes, [at])[0]
+        value = _evaluate(cache[key], values)
         if value is None or not _close(value, ratio):
             return False
     return True
@@ -1169,29 +1049,3 @@ def _replace(tree, old, new):
     return dataclasses.replace(tree, **changes) if changes else tree
 
 
-# -- reading without checking ------------------------------------------------------------
-
-def read(formula: str, op: str | None = None, wrt: str | None = None, chain=None, syntax: str = "auto",
-         derivatives: bool = False) -> sp.Expr:
-    """The SymPy index form a formula stands for, in the op's or chain's names (one sample: as ``chain.sample_form``).
-
-    With ``wrt`` the free indices are that gradient's and a matrix formula is
-    laid onto its axes; ``derivatives`` keeps ``\\frac{\\partial a}{\\partial b}``
-    as an unevaluated ``Derivative`` (for reading back what the tool printed).
-    """
-    from derive.engine.chain import sample_form
-    world = world_of(op, chain)
-    tree = canonical(world.table, F.parse(formula, syntax))
-    if len(tree.parts) != 1:
-        raise F.FormulaError("read one expression at a time")
-    part = tree.parts[0]
-    sample = sample_mode(world.table, part)
-    axes, free_sizes = None, {}
-    if wrt is not None:
-        target, _ = _wrt_target(world, wrt, sample)
-        axes = target.axes(sample)
-        free_sizes = {t: size for t, (_, size) in zip(target.letters(sample), axes)}
-    resolver = Resolver(world.table, sample, formula, free_sizes, derivatives=derivatives,
-                        vector=vector_mode(world.table, part, sample))
-    expr = resolver.finish(resolver.resolve(part), axes).expr
-    return sample_form(expr) if sample else expr
