@@ -285,7 +285,7 @@ def _resolve(names, target, letters, part, sample, text) -> Meaning:
     written = tuple(letters) if letters is not None else want
     free_sizes = {u: size for u, (_, size) in zip(written, axes)}
     resolver = Resolver(names.table, sample, text, free_sizes, quantity=target.short(sample),
-                        vector=vector_mode(names.table, part, sample))
+                        vector=vector_mode(names.table, part, sample), strict=True)
     meaning = resolver.finish(resolver.resolve(part), axes)
     if written != want:
         renames = {index(u): index(t) for u, t in zip(written, want)}
