@@ -205,9 +205,8 @@ start: part (EQ part)*
        | MINUS signed      -> neg
        | PLUS signed       -> pos
 ?product: factors
-        | factors MULOP? sum_op -> product_sum
         | sum_op
-factors: factor (MULOP? factor)*
+factors: factor (MULOP? factor)* (MULOP? sum_op)?
 sum_op: SUM sum_limits signed
 sum_limits: SUB_ONE                         -> limits_one
           | SUB_OPEN index_list "}"         -> limits_list
@@ -277,7 +276,7 @@ TEXT: /\\(text|mathrm|operatorname|textrm|rm|mathit)\s*\{([^{}\\]|\\.)*\}/
 DECOR: /\\(vec|mathbf|boldsymbol|bm|overrightarrow|mathbold)(?![A-Za-z])/
 ACCENT: /\\(hat|widehat|tilde|widetilde|bar|overline)(?![A-Za-z])/
 TOP: /\\(top|intercal)(?![A-Za-z])/
-GREEK.-1: /\\[A-Za-z]+/
+GREEK.-1: /\\(?!(sum|frac|dfrac|tfrac|sqrt|partial|begin|end|left|right|cdot|times|odot|circ|oslash|geq|ge|leq|le|neq|ne)(?![A-Za-z]))[A-Za-z]+/
 NAME: /[A-Za-z]+'*/
 NUMBER: /\d+(\.\d+)?/
 SUB_ONE: /_\s*[A-Za-z0-9]'*/
@@ -559,13 +558,6 @@ class _Latex(Transformer):
         if len(factors) == 1:
             return factors[0]
         return Product(_col(factors[0]), tuple(factors), tuple(ops))
-
-    def product_sum(self, items):
-        head, tail = items[0], items[-1]
-        op = MUL_OPS[str(items[1])] if len(items) == 3 else "juxt"
-        if isinstance(head, Product):
-            return Product(head.pos, head.factors + (tail,), head.ops + (op,))
-        return Product(_col(head), (head, tail), (op,))
 
     def sum_op(self, items):
         token, (indices, lower, upper), body = items
