@@ -44,14 +44,16 @@ from derive.engine import check
 from derive.engine.rewrite import canonical_bound, normalize
 from derive.verifier import formula as F
 from derive.verifier.meaning import BATCH_INDEX, Meaning, ShapeMismatch, index, index_letters, transform, vector_mode, walk
-from derive.verifier.quantities import PRECISION, Target, World, chain_world, forms, op_world, size_key
+from derive.verifier.names import Target
+from derive.verifier.quantities import PRECISION, World, chain_world, forms, op_world, size_key
 from derive.verifier.reading import Reading, _chain_names, _op_names, _resolve, read_formula, source
 from derive.verifier.reading import read, symbols  # noqa: F401 (the API, with verify)
+
 POINTS = 2  # random points per size set
 EXTRA_POINTS = 2  # further points for the elements a point could not decide
 MAX_ELEMENTS = 48  # elements compared per size set
 CONFIRM_DIGITS = 2 * PRECISION  # a mismatch must persist with every value computed to twice the digits
-MAX_CONFIRMATIONS = 4  # mismatches checked so per formula; the others decide nothing
+MAX_CONFIRMATIONS = 4  # mismatches checked at 100 digits per formula; one not checked decides nothing
 AGREEMENT = 1e-30  # |a - b| <= AGREEMENT max(1, |a|, |b|): far below 1e-16, far above the rounding at 50 digits
 EVALUATION_SECONDS = 0.5  # one value; a formula slower than that decides nothing numerically
 NUMERIC_SECONDS = 2.0  # all of a formula's values together
