@@ -1,7 +1,7 @@
 """The ``derive`` command: list, build, latex, doc, code, check, verify, bench, demo.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or bad input (one line
-on stderr, never a traceback).
+on stderr, never a traceback); ``verify`` also 3: undecided.
 """
 from __future__ import annotations
 
@@ -60,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: all)")
 
-    p = sub.add_parser("verify", parents=[cached], help="check a formula derived by hand against the machine's derivation")
+    p = sub.add_parser("verify", parents=[cached], help="check a formula derived by hand against the machine's derivation",
+                       epilog="exit codes: 0 EQUIVALENT (the exact difference simplifies to 0, or both sides agree "
+                              "within 1e-30 at every point tried, every value computed to 50 digits); 1 NOT "
+                              "EQUIVALENT (a counterexample, confirmed at 100 digits); 2 bad input (one line on "
+                              "stderr); 3 UNDECIDED (the formula's values could not be computed to 50 digits, or "
+                              "within 0.5 s, at any point tried, and no exact proof was found)")
     p.add_argument("items", nargs="*", metavar="OP FORMULA",
                    help="an op name (or 'article') and the formula, LaTeX or plain ('-' reads it from standard "
                         "input); with --chain, the formula alone")
@@ -266,7 +271,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from derive.verifier import formula as F
     items = [i for i in args.items if i != "--"]
     if args.chain:
         items.insert(0, None)
@@ -280,23 +284,42 @@ def cmd_verify(args) -> int:
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
-        from derive.verifier.verification import symbols
+        from derive.verifier.reading import symbols
         print(symbols(op, args.chain))
         return 0
     if text is None:
         raise UsageError("verify: give the formula to check (or --symbols to see the names it may use)")
     if text == "-":
-        text = sys.stdin.read(F.MAX_CHARS + 1)
-    F.parse(text, args.syntax)  # malformed input is refused before anything is derived
-    from derive.verifier.verification import verify
-    try:
-        verdict = verify(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax, seed=args.seed)
+        text = _read_formula(sys.stdin)
+    from derive.verifier.reading import read_formula
+    try:  # malformed input, an unknown name or quantity are refused here, before anything is derived
+        reading = read_formula(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax)
+        from derive.verifier.verification import judge
+        verdict = judge(reading, seed=args.seed)
     except (UsageError, ValueError, KeyboardInterrupt):
         raise
     except Exception as error:  # SymPy refusing something the grammar let through: still one line
         raise UsageError(f"cannot check this formula: {type(error).__name__}: {error}") from None
     print(verdict.report())
     return verdict.exit_code
+
+
+def _read_formula(stream, chunk: int = 1 << 16, most: int = 1 << 26) -> str:
+    """Standard input, kept only up to the formula's limit but counted to its end (up to ``most``
+    characters), so that a refusal says how long it really was."""
+    from derive.verifier import formula as F
+    kept, length = [], 0
+    while length <= most:
+        part = stream.read(chunk)
+        if not part:
+            break
+        if length <= F.MAX_CHARS:
+            kept.append(part)
+        length += len(part)
+    if length > F.MAX_CHARS:
+        counted = f"{length} characters" if length <= most else f"over {most} characters"
+        raise F.FormulaError(f"too long ({counted} on standard input, at most {F.MAX_CHARS})")
+    return "".join(kept)
 
 
 def cmd_bench(args) -> int:

@@ -398,7 +398,7 @@ def test_every_name_an_op_prints_reads_back_as_its_element(op):
         expected = entry.element([sp.Symbol(c, integer=True) for c in entry.letters])
         assert read(text, op=op.name) == expected, (text, entry.names)
         if table.vector_letters and entry.rank:  # the vector form's whole name, as --symbols lists it
-            from derive.verifier.verification import _array_name
+            from derive.verifier.reading import _array_name
             g = next(e for e in table.entries if e.kind == "upstream")
             upstream = g.element([sp.Symbol(c, integer=True) for c in g.letters])
             whole = read(rf"{_array_name(entry, False, table)} \odot \vec{{g}}", op=op.name)

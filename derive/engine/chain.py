@@ -75,8 +75,12 @@ class ChainDerivation:
         return tuple(dict.fromkeys(layer.op.name for layer in self.layers if layer.op.couples_samples))
 
 
-def chain(names, lr=sp.Symbol("eta", positive=True)) -> ChainDerivation:
-    """Derive a network given as op names, first layer first (``linear,sigmoid,...,half_sse``)."""
+def chain(names, lr=sp.Symbol("eta", positive=True), backward: bool = True) -> ChainDerivation:
+    """Derive a network given as op names, first layer first (``linear,sigmoid,...,half_sse``).
+
+    ``backward=False`` stops after the layers and the forward equations, before
+    anything is derived (``derive verify`` reads a formula's names from them).
+    """
     names = tuple(names)
     if not names:
         raise ValueError("chain: give at least one op")
@@ -99,7 +103,8 @@ def chain(names, lr=sp.Symbol("eta", positive=True)) -> ChainDerivation:
         rhs = _instantiate(node.definition, layer)
         lhs = layer.output[layer.index] if layer.output is not None else OBJECTIVE
         result.forward.append((lhs, rhs))
-    _backward(result)
+    if backward:
+        _backward(result)
     return result
 
 

@@ -10,12 +10,18 @@ costs no time.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+import lark
 from lark import Lark, Token, Transformer, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
@@ -199,9 +205,8 @@ start: part (EQ part)*
        | MINUS signed      -> neg
        | PLUS signed       -> pos
 ?product: factors
-        | factors MULOP? sum_op -> product_sum
         | sum_op
-factors: factor (MULOP? factor)*
+factors: factor (MULOP? factor)* (MULOP? sum_op)?
 sum_op: SUM sum_limits signed
 sum_limits: SUB_ONE                         -> limits_one
           | SUB_OPEN index_list "}"         -> limits_list
@@ -271,7 +276,7 @@ TEXT: /\\(text|mathrm|operatorname|textrm|rm|mathit)\s*\{([^{}\\]|\\.)*\}/
 DECOR: /\\(vec|mathbf|boldsymbol|bm|overrightarrow|mathbold)(?![A-Za-z])/
 ACCENT: /\\(hat|widehat|tilde|widetilde|bar|overline)(?![A-Za-z])/
 TOP: /\\(top|intercal)(?![A-Za-z])/
-GREEK.-1: /\\[A-Za-z]+/
+GREEK.-1: /\\(?!(sum|frac|dfrac|tfrac|sqrt|partial|begin|end|left|right|cdot|times|odot|circ|oslash|geq|ge|leq|le|neq|ne)(?![A-Za-z]))[A-Za-z]+/
 NAME: /[A-Za-z]+'*/
 NUMBER: /\d+(\.\d+)?/
 SUB_ONE: /_\s*[A-Za-z0-9]'*/
@@ -341,7 +346,46 @@ NUMBER: /\d+(\.\d+)?/
 @lru_cache(maxsize=None)
 def _parser(syntax: str) -> Lark:
     grammar = LATEX_GRAMMAR if syntax == "latex" else PLAIN_GRAMMAR
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    path = _stored_parser(grammar, options)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                return Lark.load(f)
+        except Exception:  # absent or damaged: built again and written over
+            pass
+    parser = Lark(grammar, **options)
+    if path is not None:
+        _store_parser(parser, path)
+    return parser
+
+
+def _stored_parser(grammar: str, options: dict):
+    """Where the grammar's parse tables are kept (building them takes 0.2 s, a new process's whole budget
+    for refusing a malformed formula): beside the derivations, in the cache a command turned on, under
+    its rule (a directory of this user's that nobody else may write to); else nowhere."""
+    from derive.engine.cache import active
+    store = active()
+    if store is None:
+        return None
+    store.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not store._trusted():
+        return None
+    key = hashlib.sha256(f"lark {lark.__version__} python {sys.version_info[:2]} {sorted(options.items())}\n"
+                         f"{grammar}".encode()).hexdigest()
+    return store.directory / f"parser-{key}.pickle"
+
+
+def _store_parser(parser: Lark, path) -> None:
+    """Written to a temporary file and renamed into place, so that a reader never sees half of it."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            parser.save(f)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 # -- tree -> syntax tree ---------------------------------------------------------
@@ -514,13 +558,6 @@ class _Latex(Transformer):
         if len(factors) == 1:
             return factors[0]
         return Product(_col(factors[0]), tuple(factors), tuple(ops))
-
-    def product_sum(self, items):
-        head, tail = items[0], items[-1]
-        op = MUL_OPS[str(items[1])] if len(items) == 3 else "juxt"
-        if isinstance(head, Product):
-            return Product(head.pos, head.factors + (tail,), head.ops + (op,))
-        return Product(_col(head), (head, tail), (op,))
 
     def sum_op(self, items):
         token, (indices, lower, upper), body = items

@@ -98,6 +98,14 @@ class Table:
         return [e for e in self.entries if word in e.names]
 
     @property
+    def index_letters(self) -> set:
+        """The letters this notation indexes with: a chain's (the article's i, j, k, n), or an op's
+        tensors' and the letters its definition sums over."""
+        if self.letter_sizes is not None:
+            return set(self.letter_sizes)
+        return {c for e in self.entries for c in e.letters} | set(self.sum_ranges)
+
+    @property
     def sizes(self) -> list:
         return [e.value for e in self.entries if e.kind == "size"]
 
@@ -184,8 +192,13 @@ class Resolver:
     """Turns one syntax tree into SymPy for a table: names to tensors, letters to indices, arrays to index form."""
 
     def __init__(self, table: Table, sample: bool, text: str = "", free_sizes: dict | None = None,
-                 derivatives: bool = False, quantity: str = "the gradient", vector: bool = False):
+                 derivatives: bool = False, quantity: str = "the gradient", vector: bool = False,
+                 strict: bool = False):
+        """``strict``: a free index that is neither the quantity's (``free_sizes``) nor one of the table's
+        letters is refused, wherever it stands (``w_{kq}`` and ``\\delta_q`` alike)."""
         self.table = table
+        self.quantity = quantity
+        self.strict = strict
         self.sample = sample
         self.vector = table.vector_letters if vector else ()
         self.text = text
@@ -199,6 +212,7 @@ class Resolver:
         self.letters = None  # the letters the formula uses as indices (set at the first resolve)
         for letter, size in (free_sizes or {}).items():
             self.free[letter] = self.classes.of_size(size, f"{letter} in {quantity}")
+        self.own = tuple(self.free)  # the quantity's letters
 
     # -- errors and bookkeeping --
 
@@ -212,8 +226,22 @@ class Resolver:
         if self.sample and letter == BATCH_INDEX.name and self.table.batch_size is not None:
             raise self.error("n is the batch index: the single-sample form leaves it out everywhere", node)
         if letter not in self.free:
+            if self._foreign(letter):
+                raise self._foreign_error(letter, node)
             self.free[letter] = self._letter_class(letter)
         return self.free[letter]
+
+    def _foreign(self, letter: str) -> bool:
+        """A free index the quantity lacks, and no letter of this notation either (not a missing sum)."""
+        return self.strict and letter not in self.free and letter.rstrip("'") not in self.table.index_letters \
+            and not any(letter in scope for scope in self.scopes)
+
+    def _foreign_error(self, letter: str, node) -> F.FormulaError:
+        own = ", ".join(self.own)
+        known = ", ".join(sorted(self.table.index_letters))
+        return self.error(f"free index {letter}: {self.quantity} has {'index' if len(self.own) == 1 else 'indices'} "
+                          f"{own}, and {letter} is none of the letters here ({known}); write {own}, or sum over "
+                          f"{letter}", node)
 
     def _letter_class(self, letter: str) -> int:
         base = letter.rstrip("'")
@@ -398,9 +426,26 @@ class Resolver:
                    if all(w == c or w not in known for w, c in zip(written, e.letters_in(self.sample)))]
         if len(partial) == 1:
             return partial[0]
-        options = ", ".join(f"{F.name_text(node.word)}_{{{''.join(e.letters_in(self.sample))}}}" for e in fitting)
-        raise self.error(f"{self._written(node)}: cannot tell which one is meant ({options}); "
-                         "use the article's letters i (input), j (hidden), k (output)", node)
+        foreign = next((i for i in node.indices if isinstance(i, str) and self._foreign(i)), None)
+        if foreign is not None:  # \delta_q: the letter, not the name, is what is wrong
+            raise self._foreign_error(foreign, node)
+        letters = " (use the article's letters i (input), j (hidden), k (output))" if known else ""
+        if not fitting:
+            raise self.error(f"{self._written(node)}: {len(written)} {'index' if len(written) == 1 else 'indices'}, "
+                             f"but {F.name_text(node.word)} is {self._forms(candidates)}{letters}", node)
+        repeated = next((c for c in written if written.count(c) > 1), None)
+        twice = f"; it names {repeated} twice" if repeated else ""
+        raise self.error(f"{self._written(node)}: cannot tell which one is meant: {self._forms(candidates)}"
+                         f"{twice}{letters}", node)
+
+    def _forms(self, candidates) -> str:
+        """``y_{j}, y_{k}``; where the table has both forms, the one-sample and the batch ones, each said."""
+        def forms(sample):
+            return ", ".join(f"{e.head()}_{{{''.join(e.letters_in(sample))}}}" for e in candidates)
+        if self.table.batch_size is None or not any(e.batch_axis is not None for e in candidates) \
+                or self.table.coupled_by:
+            return forms(self.sample)
+        return f"{forms(True)} for one sample, or {forms(False)} with the batch index n"
 
     def _Ones(self, node: F.Ones) -> Value:
         if self.vector:

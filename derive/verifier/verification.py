@@ -1,27 +1,32 @@
 """``derive verify``: is a formula derived by hand right, and if not, where does it go wrong?
 
-The formula is read by our own grammar (``derive.verifier.formula``), its names
-looked up in the op's or chain's table (``derive.verifier.meaning``), and compared
-with the machine's derivation (``derive.verifier.quantities``) in two ways:
+The formula is read (``derive.verifier.reading``: our own grammar, its names
+looked up in the op's or chain's table) before anything is derived, then
+compared with the machine's derivation (``derive.verifier.quantities``) in
+two ways:
 
-* numerically, at random inputs (exact two-decimal numbers, evaluated to
-  30 digits) and at several small sizes, over every element; a mismatch
-  is a concrete counterexample;
+* numerically, at random inputs (exact two-decimal numbers, every value
+  evaluated to 50 digits by SymPy's adaptive evalf on mpmath) and at several
+  small sizes, over every element: the two sides agree when both are finite
+  and differ by at most 1e-30 of their size; a mismatch, confirmed at 100
+  digits, is a concrete counterexample; a value that cannot be computed to
+  that precision decides nothing;
 * symbolically: first for all sizes at once (the index forms agree once
   their sums are normalised), else exactly at small explicit sizes (the
   difference cancels element by element, as ``check.brute_force`` does),
   with a time limit.
 
-A wrong formula is then tried against the typical mistakes (a flipped
-sign, a transposed index, a missing activation derivative, a missing or
-extra 1/N, a sum over the wrong index) by changing one thing at a time
-and checking again.
+Where the numbers cannot decide and no proof is found, the verdict says so
+(UNDECIDED). A wrong formula is then tried against the typical mistakes (a
+flipped sign, a transposed index or two letters swapped, a missing
+activation derivative, a missing or extra 1/N, a sum over the wrong index,
+a formula right only at some hyper-parameter values) by changing one thing
+at a time and checking again.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import signal
 import threading
 import time
@@ -29,21 +34,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
+import mpmath
 import numpy as np
 import sympy as sp
+from sympy.core.evalf import PrecisionExhausted
 
+from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild
 from derive.engine import check
-from derive.verifier import formula as F
-from derive.verifier.meaning import (BATCH_INDEX, Meaning, Resolver, ShapeMismatch, canonical, index, index_letters, sample_mode,
-                      transform, vector_mode, walk)
-from derive.verifier.quantities import Target, World, at as at_index, chain_world, op_world, size_key, unroll
 from derive.engine.rewrite import canonical_bound, normalize
-from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild, substitute_indices
+from derive.verifier import formula as F
+from derive.verifier.meaning import BATCH_INDEX, Meaning, ShapeMismatch, index, index_letters, transform, vector_mode, walk
+from derive.verifier.names import Target
+from derive.verifier.quantities import PRECISION, World, chain_world, forms, op_world, size_key
+from derive.verifier.reading import Reading, _chain_names, _op_names, _resolve, read_formula, source
+from derive.verifier.reading import read, symbols  # noqa: F401 (the API, with verify)
 
-ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 POINTS = 2  # random points per size set
+EXTRA_POINTS = 2  # further points for the elements a point could not decide
 MAX_ELEMENTS = 48  # elements compared per size set
-RTOL = 1e-12
+CONFIRM_DIGITS = 2 * PRECISION  # a mismatch must persist with every value computed to twice the digits
+MAX_CONFIRMATIONS = 4  # mismatches checked at 100 digits per formula; one not checked decides nothing
+AGREEMENT = 1e-30  # |a - b| <= AGREEMENT max(1, |a|, |b|): far below 1e-16, far above the rounding at 50 digits
+EVALUATION_SECONDS = 0.5  # one value; a formula slower than that decides nothing numerically
+NUMERIC_SECONDS = 2.0  # all of a formula's values together
+#: The numbers' own context: differences and ratios of values good to 100 digits are taken to more digits
+#: than that (mpmath's shared context, which SymPy and users may set, counts 15).
+MP = mpmath.MPContext()
+MP.dps = CONFIRM_DIGITS + 20
 PROOF_SECONDS = 1.5
 HINT_SECONDS = 1.5
 
@@ -57,8 +74,8 @@ class Counterexample:
     sizes: dict  # size name -> int
     at: dict  # index letter -> int (counting from 0)
     inputs: dict  # tensor name -> value (nested lists of numbers)
-    expected: complex
-    got: complex | None
+    expected: object  # an mpmath number, good to 50 digits (complex(...) for a Python number)
+    got: object  # the same, or None: undefined there
 
     def lines(self) -> list[str]:
         sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sizes.items())
@@ -66,14 +83,16 @@ class Counterexample:
         out = [f"  sizes: {sizes}", f"  element: {at} (indices count from 0)"]
         for name, value in self.inputs.items():
             out.append(f"  {name} = {value}")
-        out.append(f"  derived: {_number(self.expected)}")
-        out.append(f"  yours:   {_number(self.got) if self.got is not None else 'undefined (a division by zero, or an element outside its tensor)'}")
+        digits = _digits_to_tell(self.expected, self.got)
+        out.append(f"  derived: {_number(self.expected, digits)}")
+        out.append(f"  yours:   {_number(self.got, digits) if self.got is not None else 'undefined (a division by zero, or an element outside its tensor)'}")
         return out
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The answer: equivalent or not, how that was shown, and for a wrong formula a counterexample and hints."""
+    """The answer: equivalent or not (or undecided), how that was shown, and for a wrong formula a
+    counterexample and hints."""
 
     equivalent: bool
     quantity: str  # what was checked, e.g. "dE/dw_{kj} of linear"
@@ -84,18 +103,22 @@ class Verdict:
     numeric: str = ""  # the numeric evidence
     counterexample: Counterexample | None = None
     hints: tuple = ()
-    reason: str = ""  # why not equivalent, when there is no counterexample or more to say
+    reason: str = ""  # why not equivalent (or undecided), when there is no counterexample or more to say
     seconds: float = 0.0
+    decided: bool = True  # False: neither the numbers nor a proof could tell (``equivalent`` is then False)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.equivalent else 1
+        """0 equivalent, 1 not equivalent, 3 undecided."""
+        return 0 if self.equivalent else 1 if self.decided else 3
 
     def report(self) -> str:
-        head = "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT"
+        head = "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT" if self.decided else "UNDECIDED"
         lines = [f"{head}: {self.quantity} ({self.form})", f"  derived: {self.derived}"]
         if self.equivalent:
             lines += [f"  symbolic: {self.proof}", f"  numeric: {self.numeric}"]
+        elif not self.decided:
+            lines += [f"  {self.reason}", f"  symbolic: {self.proof}", f"  numeric: {self.numeric}"]
         else:
             if self.reason:
                 lines.append(f"  {self.reason}")
@@ -120,248 +143,62 @@ def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=No
 
     ``wrt`` may be left out when the formula names its left-hand side
     (``\\frac{\\partial E}{\\partial w_{kj}} = ...``). Malformed input raises
-    ``ValueError`` (``derive.verifier.formula.FormulaError``) naming the position.
+    ``ValueError`` (``derive.verifier.formula.FormulaError``) naming the position, before anything
+    is derived.
     """
     start = time.perf_counter()
-    world = world_of(op, chain)
-    tree = canonical(world.table, F.parse(formula, syntax))
-    sample = sample_mode(world.table, tree)
-    designators = []
-    formulas = []
-    for position, part in enumerate(tree.parts):
-        found = _designator(world, part, sample, formula) if position < len(tree.parts) - 1 and not formulas \
-            else None
-        if found is None:
-            formulas.append(part)
-        else:
-            designators.append(found)
-    target, letters = _choose_target(world, wrt, designators, sample, formula)
-    verdicts = [_check_part(world, target, letters, part, sample, formula, seed) for part in formulas]
-    verdict = next((v for v in verdicts if not v.equivalent), verdicts[-1])
+    verdict = judge(read_formula(formula, op, wrt, chain, syntax), seed)
     return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
 
 
-def symbols(op: str | None = None, chain=None) -> str:
-    """The names a formula may use for ``op`` or ``chain``, with their meaning and index ranges."""
-    world = world_of(op, chain)
-    table = world.table
-    sample = table.default_sample
-    lines = [f"Symbols for {world.title}" + (" (the article's single-sample form; add the batch index n "
-                                              "for the batch form)" if sample else "") + ":"]
-    for e in table.entries:
-        if e.kind in ("size", "constant", "objective"):
-            continue
-        ranges = ", ".join(f"{c} < {s}" for c, s in zip(e.letters_in(sample), e.shape_in(sample)))
-        whole = _array_name(e, sample, table)
-        lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else ""))
-    sizes = [e for e in table.entries if e.kind == "size"]
-    lines.append("  sizes: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in sizes))
-    consts = [e for e in table.entries if e.kind == "constant"]
-    if consts:
-        lines.append("  constants: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in consts))
-    if table.vector_letters:
-        along = ", ".join(table.vector_letters)
-        lines.append(f"Vector form (as `derive latex {world.title} --form matrix` prints it): a whole name runs "
-                     f"along {along} if it has {'that index' if len(table.vector_letters) == 1 else 'those indices'}, "
-                     f"else it is a scalar; \\vec{{a}}^{{T}} \\vec{{b}} and \\mathbf{{1}}^{{T}} \\vec{{a}} sum along "
-                     f"{along}; \\odot is elementwise.")
-    lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in world.targets))
-    if table.coupled_by:
-        lines.append(f"No one-sample form: {', '.join(table.coupled_by)} couples the samples of a batch, "
-                     "so every batched quantity keeps its batch index n.")
-    elif not sample and table.batch_size is not None:
-        lines.append("One sample: leave out the batch index n everywhere (x_{j}, \\delta_{k}); then N = 1.")
-    lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid; \\sigma^{2}_{c} is a name), "
-                 "\\sqrt; [x > 0] and [0 \\le a \\le K - 1] are 1 where they hold, else 0.")
-    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0).")
-    return "\n".join(lines)
+def judge(reading: Reading, seed: int = 0) -> Verdict:
+    """The verdict on a formula read (``derive.verifier.reading.read_formula``): here the derivation starts."""
+    start = time.perf_counter()
+    world = _op_world(reading.source[1]) if reading.source[0] == "op" else _chain_world(reading.source[1])
+    target = world.target(reading.quantity.entry)
+    verdicts = [_check_part(world, target, reading.letters, part, meaning, reading.sample, reading.text, seed)
+                for part, meaning in zip(reading.parts, reading.meanings)]
+    verdict = next((v for v in verdicts if not v.equivalent and v.decided), None) or \
+        next((v for v in verdicts if not v.decided), verdicts[-1])
+    return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
 
 
 @lru_cache(maxsize=32)
 def _op_world(name: str) -> World:
     from derive.define.registry import get
-    return op_world(get(name))
+    return op_world(get(name), _op_names(name))
 
 
 @lru_cache(maxsize=32)
 def _chain_world(names: tuple) -> World:
     from derive.engine.chain import chain as make_chain
-    return chain_world(make_chain(names))
+    return chain_world(make_chain(names), _chain_names(names))
 
 
 def world_of(op, chain) -> World:
-    if op == "article" and chain is None:
-        chain, op = ARTICLE, None
-    if (op is None) == (chain is None):
-        raise ValueError("op: give an op name or a chain, not both and not neither")
-    if op is not None:
-        return _op_world(op)
-    if chain == "article":
-        chain = ARTICLE
-    if isinstance(chain, str):
-        chain = [n.strip() for n in chain.split(",") if n.strip()]
-    return _chain_world(tuple(chain))
-
-
-def _array_name(entry, sample, table) -> str:
-    """How the article writes the whole array: W, X, \\boldsymbol{\\delta}, \\vec{b}, W_2, \\vec{y}_1; in the
-    vector form of a per-row or per-channel op, \\hat{\\vec{x}} along the vector or \\gamma, a scalar."""
-    rank = len(entry.shape_in(sample))
-    if table.vector_letters:
-        along = set(entry.letters_in(sample)) & set(table.vector_letters)
-        return (_decorated(entry.head(), r"\vec") if along else entry.head()) if rank else ""
-    shared = sum(1 for e in table.entries if set(e.names) & set(entry.names)) > 1
-    layer = f"_{entry.layer}" if entry.layer is not None and shared else ""
-    upper = next((w for w in entry.names if len(w) == 1 and w.isupper()), None)
-    if rank == 2:
-        return f"{upper}{layer}" if upper else _decorated(entry.head(), r"\boldsymbol") + layer
-    if rank == 1:
-        return _decorated(entry.head(), r"\vec") + layer
-    return ""
-
-
-def _decorated(tex: str, command: str) -> str:
-    """``command`` around a printed name, inside its accent and before its superscript:
-    ``\\vec{\\sigma}^{2}``, ``\\hat{\\vec{x}}``, ``\\vec{y}^{(3)}``."""
-    base, sup = re.fullmatch(r"(.+?)((?:\^\{[^{}]*\})?)", tex).groups()
-    accent = re.fullmatch(r"\\(hat|tilde|bar)\{(.+)\}", base)
-    if accent:
-        return rf"\{accent[1]}{{{command}{{{accent[2]}}}}}{sup}"
-    return f"{command}{{{base}}}{sup}"
-
-
-def _wrt_name(target: Target, sample: bool) -> str:
-    """What --wrt accepts for a target: the op's input name, or the chain's quantity (delta_j, w_kj)."""
-    entry = target.entry
-    letters = "".join(target.letters(sample))
-    if entry.layer is None and hasattr(entry.value, "label") and target.is_gradient:
-        name = str(entry.value.label)
-        return f"{name} ({entry.names[0]}_{letters})" if name != entry.names[0] else f"{name}_{letters}"
-    return f"{entry.names[0]}_{letters}"
-
-
-# -- choosing the quantity -----------------------------------------------------------
-
-def _designator(world: World, part: F.Node, sample: bool, text: str):
-    """``\\frac{\\partial E}{\\partial w_{kj}}`` or an error term ``\\delta_j`` on the left: (entry, letters)."""
-    resolver = Resolver(world.table, sample, text)
-    if isinstance(part, F.Frac) and isinstance(part.num, F.Partial) and isinstance(part.den, F.Partial):
-        if not (isinstance(part.num.arg, F.Name) and part.num.arg.word == "E"):
-            raise F.FormulaError("the left-hand side must be a derivative of E", part.pos or None, text)
-        wrt = part.den.arg
-        if not isinstance(wrt, F.Name):
-            raise F.FormulaError("differentiate by one tensor element, such as w_{kj}", part.pos or None, text)
-        entry = resolver.lookup(wrt)
-        if entry is None:
-            raise F.FormulaError(f"unknown symbol {wrt.word!r}", wrt.pos or None, text)
-        return entry, wrt.indices, wrt
-    if isinstance(part, F.Name) and part.word in ("delta",):
-        entries = world.table.named(part.word)
-        if entries and all(e.kind == "error term" for e in entries):
-            return resolver.lookup(part), part.indices, part
-    return None
-
-
-def _choose_target(world: World, wrt, designators, sample, text):
-    """The quantity (from ``wrt`` and/or the left-hand side) and the letters the formula writes it with."""
-    chosen = []
-    if wrt is not None:
-        chosen.append(_wrt_target(world, wrt, sample) + (None,))
-    for entry, letters, node in designators:
-        chosen.append((_target_of(world, entry), letters, node))
-    if not chosen:
-        raise ValueError("wrt: say which gradient the formula is for (--wrt, e.g. "
-                         f"{', '.join(_wrt_name(t, sample) for t in world.targets)}), or write its left-hand side")
-    target = chosen[0][0]
-    for other, letters, node in chosen[1:]:
-        if other is not target:
-            raise F.FormulaError(f"the left-hand side names {other.short(sample)}, not {target.short(sample)}",
-                                 node.pos if node else None, text)
-    letters = next((l for _, l, _ in chosen if l is not None), None)
-    if letters is not None:
-        if not all(isinstance(l, str) for l in letters):
-            raise F.FormulaError("the left-hand side's indices must be letters", None, text)
-        expected = target.letters(sample)
-        if len(letters) != len(expected):
-            raise F.FormulaError(f"{target.short(sample)} takes {len(expected)} indices", None, text)
-        if world.table.letter_sizes is not None and tuple(l.rstrip("'") for l in letters) != expected:
-            raise F.FormulaError(f"the left-hand side writes {''.join(letters)}; in the article's notation it is "
-                                 f"{target.short(sample)} (the later layer's node first)", None, text)
-    return target, letters
-
-
-def _lookup_either_form(world, node, sample, text):
-    """--wrt may name a chain's quantity as the article does (delta_j) even for a formula in batch form."""
-    try:
-        return Resolver(world.table, sample, text).lookup(node)
-    except F.FormulaError:
-        if sample or world.table.batch_size is None:
-            raise
-        return Resolver(world.table, True, text).lookup(node)
-
-
-def _target_of(world: World, entry) -> Target:
-    if entry.kind == "intermediate" and entry.names[0] == "net":  # dE/dnet_j is the error term delta_j
-        for t in world.targets:
-            if not t.is_gradient and t.entry.layer == entry.layer:
-                return t
-    return world.target(entry)
-
-
-def _wrt_target(world: World, wrt: str, sample: bool):
-    if not isinstance(wrt, str) or not wrt.strip():
-        raise ValueError("wrt: expected a name such as W, x, delta_j or w_kj")
-    text = wrt.strip()
-    for t in world.targets:  # an op input by name: W, x, b
-        if text in (t.entry.value.name if hasattr(t.entry.value, "name") else "",) and t.entry.layer is None:
-            return t, None
-    import re
-    match = re.fullmatch(r"(\\?[A-Za-z]+)_([A-Za-z']+)", text)
-    if match:
-        text = f"{match.group(1)}_{{{match.group(2)}}}"
-    try:
-        tree = F.parse(text, "latex")
-    except F.FormulaError as error:
-        raise ValueError(f"wrt: {str(error).removeprefix('formula: ')}") from None
-    part = tree.parts[0]
-    if len(tree.parts) != 1:
-        raise ValueError("wrt: name one quantity")
-    known = ", ".join(_wrt_name(t, sample) for t in world.targets)
-    try:
-        if isinstance(part, F.Frac):
-            found = _designator(world, F.Equation(1, (part, F.Num(0, 0))).parts[0], sample, text)
-            entry, letters = found[0], found[1]
-        elif isinstance(part, F.Name):
-            entry, letters = _lookup_either_form(world, part, sample, text), part.indices
-    except F.FormulaError as error:  # about the --wrt text, not the formula
-        raise ValueError(f"wrt: {error.message.split(';')[0]}; the quantities are {known}") from None
-    if isinstance(part, (F.Frac, F.Name)):
-        if entry is None:
-            raise ValueError(f"wrt: unknown quantity {wrt!r}; the quantities are {known}")
-    else:
-        raise ValueError(f"wrt: expected a name such as W, x, delta_j or w_kj, got {wrt!r}")
-    target = _target_of(world, entry)
-    if letters is not None and world.table.letter_sizes is not None:
-        written = tuple(l.rstrip("'") for l in letters)
-        if written not in (target.letters(True), target.letters(False)):
-            raise ValueError(f"wrt: {wrt} is {target.short(sample)} in the article's notation")
-        letters = None
-    return target, letters
+    """``op`` or ``chain`` derived, on the same names as ``names_of``."""
+    kind, key = source(op, chain)
+    return _op_world(key) if kind == "op" else _chain_world(key)
 
 
 # -- checking one formula -------------------------------------------------------------
 
-def _check_part(world: World, target: Target, letters, part, sample, text, seed) -> Verdict:
+def _check_part(world: World, target: Target, letters, part, meaning, sample, text, seed) -> Verdict:
     derived = _derived_tex(world, target, sample)
     form = _form(world, part, sample) + (", one sample" if sample else "")
     base = dict(quantity=f"{target.short(sample)} of {world.title}", derived=derived, formula=text, form=form)
-    try:
-        meaning = _resolve(world, target, letters, part, sample, text)
-    except ShapeMismatch as error:
-        return Verdict(False, reason=f"{error}: the shapes differ", **base)
+    if isinstance(meaning, ShapeMismatch):
+        return Verdict(False, reason=f"{meaning}: the shapes differ", **base)
     study = _Study(world, target, meaning, seed)
     mismatch = study.compare()
     if mismatch is None and not meaning.clashes:
+        if study.undecided:  # only an exact proof for all sizes can decide
+            proof = _prove(world, target, meaning, study, at_sizes=False)
+            if proof.startswith("equal for all sizes"):
+                return Verdict(True, proof=proof, numeric=f"{study.evidence()}; undecided {study.undecided_at()}",
+                               **base)
+            return Verdict(False, decided=False, proof=proof, numeric=study.evidence(), reason=(
+                f"cannot decide: {study.undecided_at()}, at every point tried, and no exact proof was found"), **base)
         proof = _prove(world, target, meaning, study)
         return Verdict(True, proof=proof, numeric=study.evidence(), **base)
     hints = _hints(world, target, letters, meaning, part, sample, text, study)
@@ -399,35 +236,29 @@ def _derived_tex(world: World, target: Target, sample: bool) -> str:
     return f"{target.name(sample)} = {world.printer.doprint(expr)}"
 
 
-def _resolve(world, target, letters, part, sample, text) -> Meaning:
-    """The formula's meaning, its free letters renamed to the target's (by the left-hand side, if given)."""
-    want = target.letters(sample)
-    axes = target.axes(sample)
-    written = tuple(letters) if letters is not None else want
-    free_sizes = {u: size for u, (_, size) in zip(written, axes)}
-    resolver = Resolver(world.table, sample, text, free_sizes, quantity=target.short(sample),
-                        vector=vector_mode(world.table, part, sample))
-    meaning = resolver.finish(resolver.resolve(part), axes)
-    if written != want:
-        renames = {index(u): index(t) for u, t in zip(written, want)}
-        meaning.expr = substitute_indices(meaning.expr, renames)
-        mapping = dict(zip(written, want))
-        meaning.free = tuple(sorted(mapping.get(c, c) for c in meaning.free))
-        meaning.ranges = {mapping.get(c, c): s for c, s in meaning.ranges.items()}
-    return meaning
-
-
 class _Study:
-    """The numeric comparison: size sets, random points, every element; kept for the hints."""
+    """The numeric comparison: size sets, random points, every element; kept for the hints.
 
-    def __init__(self, world: World, target: Target, meaning: Meaning, seed: int):
+    Each element at each point agrees, differs, or is undecided (a value that
+    cannot be computed to the precision, or the derivation undefined there);
+    an undecided element gets further points. A mismatch counts only once
+    confirmed with every value computed to ``CONFIRM_DIGITS``.
+    """
+
+    def __init__(self, world: World, target: Target, meaning: Meaning, seed: int, size_sets=None):
         self.world, self.target, self.meaning = world, target, meaning
         self.sample = meaning.sample
-        self.size_sets = world.size_sets(meaning.tied, meaning.sample)
+        self.size_sets = size_sets or world.size_sets(meaning.tied, meaning.sample)
         self.seed = seed
-        self.runs = []  # (sizes, elements [(at, unrolled target)], points [values], expected[p][e])
+        self.runs = []  # (sizes, elements [(at, unrolled target)], points [values], expected[p][e], got[p][e])
         self.compared = 0
         self.wrong_off_kinks = False  # a mismatch at a random point, not only at a kink
+        self.undecided = []  # (sizes, element, why) where no point decided
+        self.first_run = None  # the run the counterexample comes from
+        self._slow = ""  # why the formula is not evaluated again (it took too long)
+        self._spent = 0.0  # seconds spent evaluating the formula
+        self._confirmations = 0
+        self.agreed = 0  # element values at which both sides agree
 
     def ranges(self) -> list:
         """(index symbol, size) for every index to run over: the target's and the formula's own free ones."""
@@ -449,48 +280,105 @@ class _Study:
         return [{**fixed, **dict(zip((s for s, _ in ranges), idx))} for idx in every]
 
     def compare(self) -> Counterexample | None:
-        """The first element where the formula and the derivation differ, or None."""
+        """The first element where the formula and the derivation differ, confirmed, or None."""
         first = None
         for sizes in self.size_sets:
             elements = self.elements(sizes)
-            user_all = unroll(self.meaning.expr, sizes)
-            user_forms = [at_index(user_all, at) for at in elements]
+            user_forms = forms(self.meaning.expr, sizes, elements)
             points, expected, got = [], [], []
             kinks = [False] * POINTS + ([True] if self.world.has_kinks and not self.runs else [])
-            for point, at_kink in enumerate(kinks):
-                values = self.world.point(sizes, self.seed, point, at_kink)
-                points.append(values)
-                expected.append(self.world.expected(self.target, sizes, elements, values,
-                                                    lambda form: _evaluate(form, values)))
-                got.append([_evaluate(u, values) for u in user_forms])
-                self.compared += len(elements)
-                wrong = [e for e in range(len(elements)) if not _close(expected[-1][e], got[-1][e])]
-                if wrong and not at_kink:
-                    self.wrong_off_kinks = True
-                if wrong and first is None:
-                    e = wrong[0]
-                    first = self._counterexample(sizes, elements[e], values, expected[-1][e], got[-1][e])
+            undecided = {e: "" for e in range(len(elements))}  # element -> why, until a point decides it
+            for point, at_kink in enumerate(kinks + [False] * EXTRA_POINTS):
+                extra = point >= len(kinks)  # a further point, for the elements still undecided
+                if extra and (first is not None or not undecided):
+                    break
+                values, exp, yours = self._at_point(sizes, elements, user_forms, point, at_kink)
+                if not extra:
+                    points.append(values)
+                    expected.append(exp)
+                    got.append(yours)
+                    self.compared += len(elements)
+                for e in sorted(undecided) if extra else range(len(elements)):
+                    state = _state(exp[e], yours[e])
+                    if state == "differs":
+                        self.wrong_off_kinks |= not at_kink
+                        if first is not None:
+                            undecided.pop(e, None)
+                        elif self._confirmed(sizes, elements[e], user_forms[e], point, at_kink, exp[e], yours[e]):
+                            first = self._counterexample(sizes, elements[e], values, exp[e], yours[e])
+                            self.first_run = len(self.runs)
+                            undecided.pop(e, None)
+                        elif e in undecided:
+                            undecided[e] = (f"your formula's value changes when every value is computed to "
+                                            f"{CONFIRM_DIGITS} digits")
+                    elif state == "agrees":
+                        self.agreed += not extra
+                        undecided.pop(e, None)
+                    elif e in undecided:
+                        undecided[e] = _why_undecided(exp[e], yours[e])
+            self.undecided += [(sizes, elements[e], why) for e, why in undecided.items()]
             self.runs.append((sizes, elements, points, expected, got))
             if first is not None and len(self.runs) >= 2:
                 break
         return first
 
+    def _at_point(self, sizes, elements, user_forms, point, at_kink):
+        """The point's values, and the derivation's and the formula's value at each element."""
+        values = self.world.point(sizes, self.seed, point, at_kink)
+        expected = self.world.expected(self.target, sizes, elements, values, lambda form: _evaluate(form, values))
+        return values, expected, [self._yours(form, values, PRECISION) for form in user_forms]
+
+    def _yours(self, form, values, digits):
+        """The formula's value; once one value took too long, or all of them together, no more."""
+        if self._slow:
+            return _Unknown(self._slow)
+        start = time.perf_counter()
+        value = _evaluate(form, values, digits)
+        self._spent += time.perf_counter() - start
+        if isinstance(value, _Unknown) and value.slow:
+            self._slow = value.why
+        elif self._spent > NUMERIC_SECONDS:
+            self._slow = f"takes over {NUMERIC_SECONDS} s to evaluate at the elements compared"
+        return value
+
+    def _confirmed(self, sizes, at, user_form, point, at_kink, expected, got) -> bool:
+        """Whether a mismatch is real: with every value computed to ``CONFIRM_DIGITS`` both sides keep
+        their values (SymPy's evalf can misjudge its accuracy, as in log(e^A + y) - A) and still differ."""
+        if self._confirmations >= MAX_CONFIRMATIONS:
+            return False
+        self._confirmations += 1
+        values = self.world.point(sizes, self.seed, point, at_kink, CONFIRM_DIGITS)
+        derived = self.world.expected(self.target, sizes, [at], values,
+                                      lambda form: _evaluate(form, values, CONFIRM_DIGITS))[0]
+        yours = self._yours(user_form, values, CONFIRM_DIGITS)
+        kept = _state(expected, derived) == "agrees" and (got is yours is None or _state(got, yours) == "agrees")
+        return kept and _state(derived, yours) == "differs"
+
     def matches(self, expr: sp.Expr, yours: bool = False) -> bool:
         """Whether ``expr`` equals the target (or, with ``yours``, the formula) at every element and
         point already drawn."""
         for sizes, elements, points, expected, got in self.runs:
-            whole = unroll(expr, sizes)
-            forms = [at_index(whole, at) for at in elements]
+            at_elements = forms(expr, sizes, elements)
             for p, values in enumerate(points):
-                for e, form in enumerate(forms):
-                    if not _close((got if yours else expected)[p][e], _evaluate(form, values)):
+                for e, form in enumerate(at_elements):
+                    if _state((got if yours else expected)[p][e], _evaluate(form, values)) != "agrees":
                         return False
         return True
 
     def evidence(self) -> str:
         sets = "; ".join(self.world.describe(sizes) for sizes, *_ in self.runs)
         points = sum(len(points) for _, _, points, _, _ in self.runs)
-        return f"equal at {points} random points ({self.compared} element values) at sizes {sets}"
+        where = f"{self.compared} element values" if self.agreed == self.compared else \
+            f"{self.agreed} of {self.compared} element values, the others undecided"
+        return (f"equal within {AGREEMENT:g} (every value computed to {PRECISION} digits) at {points} random "
+                f"points ({where}) at sizes {sets}")
+
+    def undecided_at(self) -> str:
+        """Where and why the numbers decide nothing: the first such element."""
+        sizes, at, why = self.undecided[0]
+        element = ", ".join(f"{k}={v}" for k, v in at.items() if not (self.sample and k == BATCH_INDEX)) or "-"
+        more = f" (and {len(self.undecided) - 1} more elements)" if len(self.undecided) > 1 else ""
+        return f"at sizes {self.world.describe(sizes, self.sample)}, element {element}{more}, {why}"
 
     def _counterexample(self, sizes, at, values, expected, got) -> Counterexample:
         inputs = {}
@@ -509,12 +397,37 @@ class _Study:
         return Counterexample(size_names, shown, inputs, expected, got)
 
 
+@dataclass(frozen=True)
+class _Unknown:
+    """A value that could not be computed to the digits asked for: why."""
+
+    why: str
+    slow: bool = False
+
+
+def _state(expected, got) -> str:
+    """agrees, differs (the formula undefined where the derivation is defined differs too), or undecided."""
+    if expected is None or isinstance(expected, _Unknown) or isinstance(got, _Unknown):
+        return "undecided"
+    if got is None:
+        return "differs"
+    return "agrees" if abs(expected - got) <= AGREEMENT * max(1, abs(expected), abs(got)) else "differs"
+
+
+def _why_undecided(expected, got) -> str:
+    if isinstance(got, _Unknown):
+        return f"your formula {got.why}"
+    if isinstance(expected, _Unknown):
+        return f"the derivation {expected.why}"
+    return "the derivation is undefined"
+
+
 def _batched(base, world) -> bool:
-    return any(e.value is base and e.batch_axis is not None for e in world.table.entries)
+    return any(e.value == base and e.batch_axis is not None for e in world.table.entries)
 
 
 def _input_name(base, world, sample) -> str:
-    entry = next((e for e in world.table.entries if e.value is base), None)
+    entry = next((e for e in world.table.entries if e.value == base), None)
     if entry is None:
         return str(base)
     layer = f" (layer {entry.layer})" if entry.layer is not None else ""
@@ -529,28 +442,64 @@ def _nested(array):
     return [_nested(a) for a in array]
 
 
-def _evaluate(form: sp.Expr, values: dict):
-    number = sp.N(form.xreplace(values), 30)
+def _evaluate(form: sp.Expr, values: dict, digits: int = PRECISION):
+    """``form``'s value at ``values`` as an mpmath number good to ``digits`` digits (SymPy's evalf raises
+    its working precision where terms cancel); None where it is undefined (a division by zero, an
+    element outside its tensor); an ``_Unknown`` where it cannot be computed so precisely, or in time."""
+    try:
+        with time_limit(EVALUATION_SECONDS):
+            number = sp.N(form.xreplace(values), digits, strict=True, maxn=8 * digits)
+    except _Timeout:
+        return _Unknown(f"takes over {EVALUATION_SECONDS} s to evaluate", slow=True)
+    except PrecisionExhausted:
+        return _Unknown(f"cannot be computed to {digits} digits")
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as error:  # a number too large to write
+        return _Unknown(f"cannot be computed ({type(error).__name__})")
     if number.free_symbols or number.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         return None
-    try:
-        return complex(number)
-    except TypeError:
-        return None
+    value = MP.convert(number._to_mpmath(int(digits * 3.33) + 16))
+    return value if MP.isfinite(value) else None
 
 
 def _close(a, b) -> bool:
-    if a is None or b is None:
-        return False
-    return abs(a - b) <= RTOL * max(1.0, abs(a), abs(b))
+    """Two numbers equal as the verdict counts equal (a hint's ratio and a count, say)."""
+    return _state(a, b) == "agrees"
 
 
-def _number(z) -> str:
+def _same_ratio(a, b) -> bool:
+    """Two ratios equal relative to their size (two tiny ratios are not one constant)."""
+    return abs(a - b) <= AGREEMENT * max(abs(a), abs(b))
+
+
+def _number(z, digits: int = 6) -> str:
     if z is None:
         return "undefined"
-    if abs(z.imag) > 1e-12:
-        return f"{z.real:.6g}{z.imag:+.6g}i"
-    return f"{z.real:.6g}"
+    z = MP.mpc(z)
+    if abs(z.imag) > 1e-12 * max(1, abs(z.real)):
+        return f"{_real(z.real, digits)}{'+' if z.imag >= 0 else '-'}{_real(abs(z.imag), digits)}i"
+    return _real(z.real, digits)
+
+
+def _real(x, digits: int) -> str:
+    """``digits`` digits; beyond about 10^(10^6) only the size (writing out its exponent takes minutes)."""
+    bits = MP.mag(x) if x else 0
+    if abs(bits) < 3_000_000:
+        return MP.nstr(x, digits)
+    sign, tiny = "-" if x < 0 else "", "-" if bits < 0 else ""
+    if abs(bits).bit_length() >= 1000:
+        return f"{'below' if tiny else 'beyond'} {sign}10^{{{tiny}10^{{300}}}} in size"
+    return f"about {sign}10^{{{tiny}{abs(bits) * 0.30103:.3g}}}"
+
+
+def _digits_to_tell(a, b) -> int:
+    """Enough digits to show that two close numbers differ (6 at least, 50 at most)."""
+    if a is None or b is None:
+        return 6
+    a, b = MP.mpc(a), MP.mpc(b)
+    if a == b or not abs(a) or abs(MP.mag(a - b) - MP.mag(a)) > 3_000_000:
+        return 6
+    apart = -int(MP.floor(MP.log10(abs(a - b) / abs(a))))
+    return max(6, min(PRECISION, apart + 2))
 
 
 # -- the proof ------------------------------------------------------------------------
@@ -578,17 +527,20 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _prove(world: World, target: Target, meaning: Meaning, study: _Study) -> str:
-    """The strongest symbolic statement reached in the time limit."""
+def _prove(world: World, target: Target, meaning: Meaning, study: _Study, at_sizes: bool = True) -> str:
+    """The strongest symbolic statement reached in the time limit (``at_sizes``: also exactly at small sizes)."""
     try:
         with time_limit(PROOF_SECONDS):
             if _equal_for_all_sizes(world, target, meaning):
                 return "equal for all sizes (the index forms agree once their sums are normalised)"
+            if not at_sizes:
+                return "not shown for all sizes"
             sizes = study.size_sets[0]
             level = _equal_at(world, target, meaning, sizes, study)
             names = world.describe(sizes, meaning.sample)
             if level is None:
-                return f"not shown: the difference does not cancel exactly at sizes {names} (numeric evidence only)"
+                return (f"not shown: SymPy did not reduce the exact difference at sizes {names} to 0 "
+                        "(numeric evidence only)")
             how = {"opaque": "", "named": ", with the error terms written out",
                    "full": ", with every intermediate written in terms of the inputs"}[level]
             return f"exact at sizes {names}: the difference cancels at every element{how}"
@@ -659,9 +611,7 @@ def _equal_at(world, target, meaning, sizes, study) -> str | None:
     constraint = world.constraint(sizes)
     elements = study.elements(sizes)
     levels_used = []
-    whole = unroll(target.expr - meaning.expr, sizes)
-    for at in elements:
-        difference = at_index(whole, at)
+    for difference in forms(target.expr - meaning.expr, sizes, elements):
         for level in ("opaque", "named", "full"):
             expr = difference if level == "opaque" else difference.xreplace(world.definitions(sizes, level))
             if level == "full":
@@ -682,31 +632,121 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     """The typical mistake that explains the difference, if one does."""
     if not study.wrong_off_kinks and not meaning.clashes:
         return ["right except at the kink (inputs exactly 0), where the derivation follows PyTorch's convention"]
-    found = _ratio_hints(world, target, study) or _outside(world, meaning, study) or _left_out(world, target, study)
+    deadline = time.perf_counter() + HINT_SECONDS
+    found = _ratio_hints(world, target, study) or \
+        _swapped_letters(world, target, letters, meaning, part, sample, text, study, deadline) or \
+        _left_out(world, target, study) or _hyper_hint(world, target, meaning, study) or \
+        _outside(world, meaning, study)
     if found:
         return found
-    deadline = time.perf_counter() + HINT_SECONDS
     terms = _Terms(world, target, meaning, study) if not meaning.clashes else None
     found = terms.one_off() if terms else []
     if found:
         return found
-    drawn = [sizes for sizes, *_ in study.runs]
     for description, variant in _variants(world, part, meaning, target, sample):
         if time.perf_counter() > deadline:
             return []
-        try:
-            changed = _resolve(world, target, letters, variant, sample, text)
-        except (F.FormulaError, ShapeMismatch):
-            continue
-        if changed.clashes or not set(changed.free) <= set(target.letters(sample)):
-            continue
-        if world.size_sets(changed.tied, sample)[:len(drawn)] == drawn:
-            right = study.matches(changed.expr)
-        else:  # the change altered which sizes the formula ties together: draw afresh
-            right = _Study(world, target, changed, study.seed).compare() is None
-        if right:
+        if _right(world, target, letters, variant, sample, text, study) is not None:
             return [description]
     return terms.replaced(deadline) if terms else []
+
+
+def _right(world, target, letters, variant, sample, text, study) -> Meaning | None:
+    """A changed formula's meaning, if it is right: at the points drawn, or at fresh ones where the change
+    ties other sizes together."""
+    try:
+        changed = _resolve(world, target, letters, variant, sample, text)
+    except (F.FormulaError, ShapeMismatch):
+        return None
+    if changed.clashes or not set(changed.free) <= set(target.letters(sample)):
+        return None
+    drawn = [sizes for sizes, *_ in study.runs]
+    if world.size_sets(changed.tied, sample)[:len(drawn)] == drawn:
+        right = study.matches(changed.expr)
+    else:
+        fresh = _Study(world, target, changed, study.seed)
+        right = fresh.compare() is None and not fresh.undecided
+    return changed if right else None
+
+
+def _swapped_letters(world, target, letters, meaning, part, sample, text, study, deadline) -> list[str]:
+    """Two index letters swapped throughout (``\\delta_j y_k`` for ``\\delta_k y_j``, a window's ``p`` and ``q``),
+    one of them free: the formula with them exchanged is right."""
+    used = sorted(index_letters(part) & (set(world.table.index_letters) | set(target.letters(sample))
+                                         | {c for c in index_letters(part) if c.rstrip("'").isalpha()}))
+    free = set(target.letters(sample)) | set(meaning.free)
+    for a, b in itertools.combinations(used, 2):
+        if time.perf_counter() > deadline:
+            return []
+        if a not in free and b not in free:  # two summed letters exchanged: the same formula
+            continue
+        changed = _right(world, target, letters, _swap(part, a, b), sample, text, study)
+        if changed is not None:
+            from derive.engine.chain import sample_form
+            tex = world.printer.doprint(sample_form(changed.expr) if sample else changed.expr)
+            return [f"the index letters {a} and {b} are swapped: with them exchanged your formula is right "
+                    f"({tex})"]
+    return []
+
+
+def _swap(tree, a: str, b: str):
+    """``tree`` with the index letters ``a`` and ``b`` exchanged: in subscripts, in sums, and in index
+    arithmetic and range brackets (where ``i s + p`` spells letters), never in a tensor's name."""
+    swapped = {a: b, b: a}
+
+    def letters(word: str) -> str:
+        parts = []
+        F.split_letters(word, parts)
+        return "".join(swapped.get(c, c) for c in parts)
+
+    def visit(node, in_index: bool):
+        if not isinstance(node, F.Node):
+            return node
+        if isinstance(node, F.Name):
+            indices = node.indices and tuple(swapped.get(i, i) if isinstance(i, str) else visit(i, True)
+                                             for i in node.indices)
+            word = letters(node.word) if in_index and node.indices is None and node.layer is None \
+                and not node.decorated and node.word.replace("'", "").isalpha() else node.word
+            return dataclasses.replace(node, word=word, indices=indices)
+        inside = in_index or isinstance(node, (F.IndexExpr, F.Iverson, F.Compare, F.All))
+        changes = {}
+        for name in node.__dataclass_fields__:
+            child = getattr(node, name)
+            if isinstance(child, F.Node):
+                changes[name] = visit(child, inside)
+            elif name == "indices" and isinstance(node, F.Sum):
+                changes[name] = tuple(swapped.get(i, i) for i in child)
+            elif isinstance(child, tuple):
+                changes[name] = tuple(visit(c, inside) if isinstance(c, F.Node) else
+                                      tuple(visit(x, inside) for x in c) if isinstance(c, tuple) else c
+                                      for c in child)
+        return dataclasses.replace(node, **changes)
+
+    return visit(tree, False)
+
+
+def _hyper_hint(world, target, meaning, study) -> list[str]:
+    """Right at other test values of a hyper-parameter than the counterexample's (the full-convolution
+    form of a convolution's input gradient, right at stride 1 only): which."""
+    if not world.hyper_cases or study.first_run is None or meaning.clashes or \
+            not set(meaning.free) <= set(target.letters(study.sample)):
+        return []
+    wrong_at = study.runs[study.first_run][0]
+    constants = {e.value: e for e in world.table.entries if e.kind == "constant"}
+    for symbol in sorted(world.hyper_cases[0], key=str):
+        values = sorted({case[symbol] for case in world.hyper_cases} - {wrong_at[symbol]}, key=float)
+        for value in values:  # the counterexample's hyper-parameters but this one, at the first sizes where
+            sizes = next((trial for trial in ({**s, **{h: wrong_at[h] for h in world.hyper_cases[0]}, symbol: value}
+                                              for s in study.size_sets) if _every_axis_long(world, trial)), None)
+            if sizes is None:  # no axis but the batch has length 1 (a sum over it says nothing)
+                continue
+            again = _Study(world, target, meaning, study.seed, [sizes])
+            if again.compare() is None and not again.undecided:
+                label, doc = world.label(symbol), constants[symbol].meaning.split(" (default")[0]
+                return [f"right only at {label} = {value} ({doc}): at sizes {world.describe(sizes)} your formula "
+                        f"agrees with the derivation, with {label} = {wrong_at[symbol]} (the counterexample) it "
+                        "does not"]
+    return []
 
 
 class _Terms:
@@ -787,23 +827,32 @@ def _left_out(world, target, study) -> list[str]:
     return []
 
 
+def _every_axis_long(world, sizes) -> bool:
+    """Whether every tensor's axis but the batch has length 2 or more at ``sizes`` (a stride can shrink one)."""
+    return all(int(sp.sympify(n).xreplace(sizes)) >= 2 for e in world.table.entries for n in e.shape
+               if n != world.table.batch_size)
+
+
 def _outside(world, meaning, study) -> list[str]:
-    """Where the derivation has a value and the formula none: an element read outside its tensor?"""
-    for sizes, elements, points, expected, got in study.runs:
-        for p, e in itertools.product(range(len(points)), range(len(elements))):
-            if got[p][e] is None and expected[p][e] is not None:
-                form = at_index(unroll(meaning.expr, sizes), elements[e])
-                for element in sorted(form.atoms(sp.Indexed), key=str):
-                    shape = [int(sp.sympify(n).xreplace(sizes)) for n in element.base.shape]
-                    if all(i.is_Integer for i in element.indices) and \
-                            any(not 0 <= int(i) < n for i, n in zip(element.indices, shape)):
-                        entry = next((t for t in world.table.entries if t.value == element.base), None)
-                        name = entry.head() if entry else str(element.base)
-                        at = ",".join(str(i) for i in element.indices)
-                        return [f"your formula reads {name}_{{{at}}}, outside its range (sizes "
-                                f"{world.describe(sizes)}): a range bracket such as [0 \\le h - i s \\le K - 1] "
-                                "is missing, or an index is off"]
-                return []
+    """Where the derivation has a value and the formula none: an element read outside its tensor? Told at
+    the counterexample's own sizes."""
+    if study.first_run is None:
+        return []
+    sizes, elements, points, expected, got = study.runs[study.first_run]
+    for p, e in itertools.product(range(len(points)), range(len(elements))):
+        if got[p][e] is None and _state(expected[p][e], 0) != "undecided":
+            form = forms(meaning.expr, sizes, [elements[e]])[0]
+            for element in sorted(form.atoms(sp.Indexed), key=str):
+                shape = [int(sp.sympify(n).xreplace(sizes)) for n in element.base.shape]
+                if all(i.is_Integer for i in element.indices) and \
+                        any(not 0 <= int(i) < n for i, n in zip(element.indices, shape)):
+                    entry = next((t for t in world.table.entries if t.value == element.base), None)
+                    name = entry.head() if entry else str(element.base)
+                    at = ",".join(str(i) for i in element.indices)
+                    return [f"your formula reads {name}_{{{at}}}, outside its range (sizes "
+                            f"{world.describe(sizes)}): a range bracket such as [0 \\le h - i s \\le K - 1] "
+                            "is missing, or an index is off"]
+            return []
     return []
 
 
@@ -838,7 +887,7 @@ def _count_hint(world, ratios, name) -> list[str]:
     counts = [(size,) for size in world.sizes] + list(itertools.combinations(world.sizes, 2))
     for count in counts:
         def value(key):
-            return float(np.prod([float(dict(key)[s]) for s in count]))
+            return MP.mpf(int(np.prod([int(dict(key)[s]) for s in count])))
         ok_missing = all(_close(abs(rs[0]), 1 / value(k)) for k, rs in by_set.items())
         ok_extra = all(_close(abs(rs[0]), value(k)) for k, rs in by_set.items())
         sign = " (and the sign is flipped)" if all(rs[0].real < 0 for rs in by_set.values()) else ""
@@ -890,10 +939,10 @@ def _multipliers(world, target, name, sample):
 
 def _fits(multiplier, ratios, cache) -> bool:
     for sizes, at, values, ratio in ratios:
-        key = (multiplier, tuple(sizes.items()))
+        key = (multiplier, tuple(sizes.items()), tuple(at.items()))
         if key not in cache:
-            cache[key] = unroll(multiplier, sizes)
-        value = _evaluate(at_index(cache[key], at), values)
+            cache[key] = forms(multiplier, sizes, [at])[0]
+        value = _evaluate(cache[key], values)
         if value is None or not _close(value, ratio):
             return False
     return True
@@ -907,16 +956,19 @@ def _exactly(world, target, meaning, multiplier, sample) -> bool:
 
 
 def _constant_hint(values_r, name) -> list[str]:
-    if not all(_close(r, values_r[0]) for r in values_r):
+    if not all(_same_ratio(r, values_r[0]) for r in values_r):
         return []
     c = values_r[0]
     sign = " and the sign is flipped" if c.real < 0 else ""
     for k in (2, 4):
         if _close(abs(c), k):
             return [f"missing a factor {k}{sign}: {name} is {k} times your formula"]
-        if _close(abs(c), 1 / k):
+        if _close(abs(c), MP.mpf(1) / k):
             return [f"a factor {k} too many{sign}: your formula is {k} times {name}"]
-    return []
+    if _same_ratio(c, 1):  # equal wherever both are defined: the difference is elsewhere
+        return []
+    factor = 1 / c
+    return [f"a constant factor: your formula is {_number(factor, _digits_to_tell(1, factor))} times {name}"]
 
 
 def _variants(world, part, meaning, target, sample):
@@ -999,29 +1051,3 @@ def _replace(tree, old, new):
     return dataclasses.replace(tree, **changes) if changes else tree
 
 
-# -- reading without checking ------------------------------------------------------------
-
-def read(formula: str, op: str | None = None, wrt: str | None = None, chain=None, syntax: str = "auto",
-         derivatives: bool = False) -> sp.Expr:
-    """The SymPy index form a formula stands for, in the op's or chain's names (one sample: as ``chain.sample_form``).
-
-    With ``wrt`` the free indices are that gradient's and a matrix formula is
-    laid onto its axes; ``derivatives`` keeps ``\\frac{\\partial a}{\\partial b}``
-    as an unevaluated ``Derivative`` (for reading back what the tool printed).
-    """
-    from derive.engine.chain import sample_form
-    world = world_of(op, chain)
-    tree = canonical(world.table, F.parse(formula, syntax))
-    if len(tree.parts) != 1:
-        raise F.FormulaError("read one expression at a time")
-    part = tree.parts[0]
-    sample = sample_mode(world.table, part)
-    axes, free_sizes = None, {}
-    if wrt is not None:
-        target, _ = _wrt_target(world, wrt, sample)
-        axes = target.axes(sample)
-        free_sizes = {t: size for t, (_, size) in zip(target.letters(sample), axes)}
-    resolver = Resolver(world.table, sample, formula, free_sizes, derivatives=derivatives,
-                        vector=vector_mode(world.table, part, sample))
-    expr = resolver.finish(resolver.resolve(part), axes).expr
-    return sample_form(expr) if sample else expr
