@@ -259,10 +259,12 @@ class _Reader:
         inputs = tuple(Input(tensors[t], differentiable=t not in no_grad and t not in self.integer,
                              domain="index" if t in self.integer else "real") for t in self.order)
         elementwise = _elementwise(nodes.values(), tensors.values())
-        return Op(name=name, doc=f"{name}: defined by --def.", inputs=inputs, output=output, extra=extra,
+        return Op(name=name, doc="An op defined on the command line (--def).", inputs=inputs, output=output, extra=extra,
                   hyper=tuple(Hyper(hyper[h], v) for h, v in self.hyper.items()),
                   shape_kind="flat" if elementwise else "fixed",
-                  origin="--def " + " --def ".join(repr(t) for t in texts))
+                  origin=" ".join([*(f"--def {_quoted(t)}" for t in texts), f"--name {name}",
+                                   *(f"--hyper {h}={v}" for h, v in self.hyper.items()),
+                                   *(f"--no-grad {t}" for t in sorted(no_grad))]))
 
     def _sizes(self) -> dict:
         """Each index letter's size symbol. Letters that read the same axis run over the same size,
@@ -390,6 +392,12 @@ class _Summed(_Placeholder):
     @property
     def body(self):
         return self.args[1]
+
+
+def _quoted(text: str) -> str:
+    """A definition as a shell would take it back: in single quotes, on one line."""
+    one_line = " ".join(text.split())
+    return "'" + one_line.replace("'", "'\\''") + "'"
 
 
 def _summed_letters(expr) -> set:

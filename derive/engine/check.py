@@ -18,6 +18,7 @@ import sympy as sp
 from derive.define.functions import written_out
 from derive.define.op import Op
 from derive.define.symbols import FirstMax, Iverson, Tensor, as_piecewise
+from derive.engine import Mismatch
 from derive.engine.budget import attempt
 from derive.engine.derivation import Derivation
 from derive.engine.rewrite import inline
@@ -310,10 +311,6 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
             if not agrees(difference, sample_points):
                 wrong.append(f"d/d{element}: derived {_short(got)} != brute force {_short(expected)}")
     return wrong
-
-
-class Mismatch(ValueError):
-    """A derived gradient that SymPy's derivative of the unrolled forward contradicts."""
 
 
 def certify(d: Derivation) -> str:
