@@ -12,7 +12,7 @@ from derive.define.functions import KnownFunction
 from derive.define.symbols import Intermediate, IntermediateElement, bound_indices, index_symbols
 from derive.engine.rewrite import index_wilds, replace_pattern
 
-from codegen.ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
+from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
                  symbols_used)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
@@ -42,6 +42,8 @@ def module_context(d: Derivation) -> dict:
     lowering = Lowering(names)
     split = list(map(split_sums, share_arithmetic(
         [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions])))
+    size = _representative_sizes(op, lowering)
+    split = [pairwise(tree, size) for tree in split]
     simplex = {i.name for i in op.inputs if i.domain == "simplex"}
     forward_trees = list(zip([node for node, _ in definitions], (rows_sum_to_one(t, simplex) for t in split)))
     checks = _checks(op, d, any(canonical(t) != canonical(s) for (_, t), s in zip(forward_trees, split)))
@@ -63,7 +65,7 @@ def module_context(d: Derivation) -> dict:
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
     bwd = ArrayPrinter(kind, leaves, [f"d{g.input.name}" for g in d.gradients])
-    backward_trees = list(zip(d.gradients, map(split_sums, share_arithmetic(
+    backward_trees = list(zip(d.gradients, (pairwise(split_sums(t), size) for t in share_arithmetic(
         [lowering.statement(_dout(gradient_exprs[g], d), tuple(g.index), tuple(g.input.shape))
          for g in d.gradients]))))
     bwd.plan([tree for _, tree in backward_trees])
@@ -165,6 +167,18 @@ def _call_name(call, taken) -> str:
         n += 1
         name = f"{stem}{n}" if isinstance(arg, sp.Indexed) else f"{head}_{n}"
     return name
+
+
+def _representative_sizes(op, lowering):
+    """A number for each axis, to choose the order of products (``ir.pairwise``): the op's benchmark
+    sizes, hyper-parameters at their defaults, 64 for a size the op does not give."""
+    values = {h.symbol: h.default for h in op.hyper if isinstance(h.default, (int, float))}
+    values.update({s: op.bench_sizes.get(s.name, 64) for s in op.sizes})
+
+    def size(axis) -> float:
+        found = sp.sympify(lowering.sizes.get(axis, 64)).subs(values)
+        return float(found) if found.is_number else 64.0
+    return size
 
 
 def _needed(op, cached_nodes):
