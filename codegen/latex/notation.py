@@ -348,7 +348,7 @@ class MatrixForm:
         if have == axes or len(have) == 1 and have[0] in axes and len(axes) == 1:
             return tex
         if len(have) == 2 and have == tuple(reversed(axes)):
-            return tex + "^{T}"
+            return (f"{{{tex}}}" if "^" in tex else tex) + "^{T}"  # δ^{Z} transposed: {δ^{Z}}^{T}
         return self._broadcast(tex, have, axes)
 
     def _broadcast(self, tex, have, axes) -> str:
@@ -412,7 +412,8 @@ class _NoForm(Exception):
     pass
 
 
-_ATOM = re.compile(r"^(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+)(\^\{T\})?$")
+_ATOM = re.compile(r"^\{?(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+)"
+                   r"(\^\{[^{}T]*\})?\}?(\^\{T\})?$")
 
 
 def _atomic(tex: str) -> bool:
