@@ -46,15 +46,18 @@ def notation(op: Op) -> Notation:
     """The op's printing names: ``w`` for ``W``, the upstream gradient as ``g`` or ``\\delta``, the
     gradient arriving at an intermediate ``u`` (``d<u>``, ``derive.engine.backprop``) as ``\\delta^{u}``."""
     elements = {i.name: i.element for i in op.inputs if i.element}
-    elements["g"] = op.upstream
+    up = op.upstream_label
+    elements[up] = op.upstream if up == "g" else r"\bar{g}"  # a tensor of the op's own is called g
     matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
     if op.upstream == r"\delta":
-        matrices["g"] = r"\boldsymbol{\delta}"
+        matrices[up] = r"\boldsymbol{\delta}"
+    elif up != "g":
+        matrices[up] = r"\bar{G}"
     for node in op.intermediates:
         label = adjoint_tensor(node).name
         elements.setdefault(label, rf"\delta^{{{name_tex(node.name)}}}")
         matrices.setdefault(label, rf"\boldsymbol{{\delta}}^{{{_matrix_name(node.name, len(node.index))}}}")
-    return Notation(elements, matrices, frozenset({"g"}), _index_letters(op, elements))
+    return Notation(elements, matrices, frozenset({up}), _index_letters(op, elements), op.objective)
 
 
 def _matrix_name(name: str, rank: int) -> str:
@@ -178,7 +181,7 @@ def adjoint_matrix_blocks(d: Derivation, lang: str) -> list[Block]:
     printer = ArticleLatex(nt, lang)
     statements = [(nt.matrix(a.tensor.name, len(a.index)), display(d, a.expr), a.index, a.node.shape)
                   for a in d.adjoints]
-    statements += [(rf"\frac{{\partial E}}{{\partial {nt.matrix(g.input.name, g.input.tensor.rank)}}}",
+    statements += [(rf"\frac{{\partial {nt.objective}}}{{\partial {nt.matrix(g.input.name, g.input.tensor.rank)}}}",
                     display(d, g.expr), g.index, g.input.shape) for g in d.backprop]
     rows = [(lhs, _matrix_text(d, nt, printer, expr, index, shape)) for lhs, expr, index, shape in statements]
     if not all(text for _, (text, _) in rows):
@@ -198,7 +201,7 @@ def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index
     names.update({n: n.name for n in op.intermediates})
     names.update({a.tensor: a.tensor.name for a in d.adjoints})
     if not op.is_loss:
-        names[d.upstream] = "g"
+        names[d.upstream] = op.upstream_label
     ranks = {name: len(t.shape) if hasattr(t, "shape") and t.shape is not None else 0 for t, name in names.items()}
     try:
         tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
@@ -223,7 +226,7 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
     if form is None:
         return []
     nt = notation(d.op)
-    upstream = nt.element("g")
+    upstream = nt.element(d.op.upstream_label)
     nt = Notation({**nt.elements, "flipped": r"\tilde{" + nt.element(form.flipped[1].base.name) + "}",
                    "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream, nt.indices)
     printer = ArticleLatex(nt, lang)
@@ -244,7 +247,8 @@ def upstream_sentence(d: Derivation, printer: ArticleLatex, lang: str) -> str:
     """``where g_{nk} = dE/dy_{nk}``: the gradient arriving at the output."""
     w, y = words(lang), d.op.output
     g = d.upstream[y.index]
-    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial E}}{{\partial {printer.doprint(y[y.index])}}}$"
+    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial {printer.notation.objective}}}"
+            rf"{{\partial {printer.doprint(y[y.index])}}}$"
             + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）"))
 
 
@@ -308,7 +312,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
     names = {i.tensor: i.name for i in op.inputs}
     names.update({n: n.name for n in op.intermediates})
     if not op.is_loss:
-        names[d.upstream] = "g"
+        names[d.upstream] = op.upstream_label
     ranks = {i.name: i.tensor.rank for i in op.inputs}
     ranks.update({n.name: len(n.index) for n in op.intermediates})
     lowering = Lowering(names)
@@ -327,7 +331,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
         expr = display(d, grad.expr)
         tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
-        lhs = rf"\frac{{\partial E}}{{\partial {wrt}}}"
+        lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:
             blocks.append(Block(text=f"${lhs}$: {w['no matrix form']}"))
         else:

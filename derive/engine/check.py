@@ -22,7 +22,7 @@ from derive.define.symbols import FirstMax, Iverson, Tensor, as_piecewise
 from derive.engine import Mismatch
 from derive.engine.backprop import expanded
 from derive.engine.budget import attempt
-from derive.engine.derivation import Derivation
+from derive.engine.derivation import Derivation, upstream_of
 from derive.engine.rewrite import inline
 
 STEP = 1e-6
@@ -428,12 +428,12 @@ def _points(op: Op, sizes: dict, hyper: dict, count: int) -> list[dict]:
             draws = _draw(inp.domain, shape, rng)
             point.update({inp.tensor[idx]: sp.Rational(round(float(draws[idx]) * 100), 100)
                           for idx in np.ndindex(shape)})
+        g = upstream_of(op)
         if not op.is_loss:
             out_shape = tuple(int(sp.sympify(s).subs(sizes)) for s in op.output.shape)
-            g = Tensor("g", *op.output.shape)
             point.update({g[idx]: sp.Rational(int(rng.integers(-300, 300)), 100) for idx in np.ndindex(out_shape)})
         else:
-            point[sp.Symbol("g")] = sp.Rational(int(rng.integers(50, 300)), 100)
+            point[g] = sp.Rational(int(rng.integers(50, 300)), 100)
         out.append(point)
     return out
 

@@ -90,8 +90,8 @@ class Derivation:
 def upstream_of(op: Op) -> sp.Expr:
     """The gradient arriving at the output: ``g[n, k]``, or the scalar ``g`` of a loss."""
     if op.is_loss:
-        return sp.Symbol("g")
-    return Tensor("g", *op.output.shape)
+        return sp.Symbol(op.upstream_label)
+    return Tensor(op.upstream_label, *op.output.shape)
 
 
 @lru_cache(maxsize=None)
