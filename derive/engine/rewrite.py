@@ -14,7 +14,7 @@ from functools import lru_cache
 import sympy as sp
 
 from derive.engine.deltas import make_sum
-from derive.define.symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, rebuild
+from derive.define.symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, iverson_form, rebuild
 
 
 # -- sums ---------------------------------------------------------------------
@@ -183,8 +183,9 @@ def fold(expr: sp.Expr, intermediates) -> sp.Expr:
 
 
 def _folds(expr: sp.Expr, node: Intermediate):
-    """Every rewrite of ``expr`` through one kernel of ``node``'s definition."""
-    definition = node.definition
+    """Every rewrite of ``expr`` through one kernel of ``node``'s definition (cases as the brackets
+    a derivative writes them in: ReLU's ``a [a > 0]`` folds back to ``r``)."""
+    definition = iverson_form(node.definition)
     wilds = index_wilds(node.index)
     bound = {v for s in sp.preorder_traversal(definition) if isinstance(s, sp.Sum) for v, *_ in s.limits}
     for kernel in _kernels(definition, node.index, bound):
@@ -316,16 +317,56 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     """
     candidates = [expr]
     if not expr.has(sp.Piecewise, Iverson):  # cases read best term by term
-        candidates += [_outside_calls(common_factors, expr), _outside_calls(sp.factor, expr)]
+        candidates += [_outside_calls(common_factors, expr), _outside_calls(sp.factor, expr),
+                       _outside_calls(common_factors, merged_sums(expr))]
     expr = min(candidates, key=_size)  # the first of the shortest: factor only where it shortens
     return fix_signs(expr)
+
+
+def merged_sums(expr: sp.Expr) -> sp.Expr:
+    """Sums over the same range added into one (``sum_n a - sum_n b`` is ``sum_n (a - b)``), so that
+    what their bodies share can come out (swish's ``sum_n g x^2 σ (1 - σ)``)."""
+    def visit(node):
+        if not node.args or isinstance(node, sp.Indexed):
+            return node
+        node = rebuild(node, (visit(a) for a in node.args))
+        if not isinstance(node, sp.Add):
+            return node
+        groups: dict = {}
+        rest = []
+        for term in node.args:
+            coeff, sums = sp.S.One, []
+            for f in sp.Mul.make_args(term):
+                if isinstance(f, sp.Sum):
+                    sums.append(f)
+                else:
+                    coeff *= f
+            if len(sums) == 1:
+                key = canonical_bound(sp.Sum(sp.S.One, *sums[0].limits))
+                groups.setdefault(key, []).append((coeff, sums[0]))
+            else:
+                rest.append(term)
+        merged = []
+        for members in groups.values():
+            if len(members) == 1:
+                coeff, total = members[0]
+                merged.append(coeff * total)
+                continue
+            limits = members[0][1].limits
+            body = sp.S.Zero
+            for coeff, total in members:
+                renames = {old[0]: new[0] for old, new in zip(total.limits, limits)}
+                body += coeff * total.function.xreplace(renames)
+            merged.append(sp.Sum(body, *limits))
+        return sp.Add(*rest, *merged)
+    return visit(expr)
 
 
 def common_factors(expr: sp.Expr) -> sp.Expr:
     """Each sum with the factors all its terms share taken out, nothing expanded:
     ``σ + x σ (1 - σ)`` is ``σ (1 + x (1 - σ))``. Numbers come out only when every term has the same."""
     def visit(node):
-        if not node.args or isinstance(node, (sp.Indexed, sp.Sum)):
+        if not node.args or isinstance(node, sp.Indexed):
             return node
         node = rebuild(node, (visit(a) for a in node.args))
         if not isinstance(node, sp.Add):
