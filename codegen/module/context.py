@@ -78,6 +78,11 @@ def module_context(d: Derivation) -> dict:
 
 
 def _context(d: Derivation, program: list[Statement]) -> dict:
+    arrays = {i.name for i in d.op.inputs} | {n.name for n in d.op.intermediates}
+    for size in d.op.sizes:
+        if size.name in arrays:
+            raise ValueError(f"{d.op.name}: the size {size.name} and an array {size.name} share a name, which the "
+                             f"generated code cannot tell apart; rename one")
     op, exprs = cached_calls(d, program)
     program = [dataclasses.replace(st, expr=e) for st, e in zip(program, exprs)]
     names = {i.tensor: i.name for i in op.inputs}
@@ -127,11 +132,17 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in share_arithmetic(
         [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program]))))
     bwd.plan([tree for _, tree in backward_trees])
+    broadcast = set()  # sizes of gradients that do not vary along some of their axes
     for st, tree in backward_trees:
         bwd.assign(st.name, tree, st.index)
+        if kind != "flat" and set(tree.axes) != set(st.index):  # dE/dx[n, e] = g[e]: the same for every n
+            shape = ", ".join(bwd.scalar(size) for size in st.shape)
+            bwd.lines.append(f"{st.name} = np.broadcast_to({st.name}, ({shape}{',' if len(st.shape) == 1 else ''}))"
+                             ".copy()")
+            broadcast |= set().union(*(sp.sympify(size).free_symbols for size in st.shape))
 
-    backward_sizes = sorted(set().union(*(symbols_used(t) for _, t in backward_trees)) - {sp.Symbol(UPSTREAM)},
-                            key=str)
+    backward_sizes = sorted(set().union(broadcast, *(symbols_used(t) for _, t in backward_trees))
+                            - {sp.Symbol(UPSTREAM)}, key=str)
     forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
     flat = op.shape_kind == "flat" and op.inputs[0].shape[0] in forward_sizes
     return {

@@ -319,6 +319,8 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     if not expr.has(sp.Piecewise, Iverson):  # cases read best term by term
         candidates += [_outside_calls(common_factors, expr), _outside_calls(sp.factor, expr),
                        _outside_calls(common_factors, merged_sums(expr))]
+        candidates += [_outside_calls(lambda e, a=atom: common_factors(sp.collect(e, a)), expr)
+                       for atom in sorted(expr.atoms(sp.Indexed), key=sp.default_sort_key)]
     expr = min(candidates, key=_size)  # the first of the shortest: factor only where it shortens
     return fix_signs(expr)
 

@@ -43,6 +43,8 @@ class World(Names):
     given_sizes: list = field(default_factory=list)
     #: The hyper-parameters' test values, one dict per case (stride 1 and 2, padding 0 and 1).
     hyper_cases: list = field(default_factory=list)
+    #: Integer inputs (token ids) and how many values each takes (the size of the axis it indexes).
+    index_bounds: dict = field(default_factory=dict)
     _definitions: dict = field(default_factory=dict)
     _unrolled: dict = field(default_factory=dict)
     _points: dict = field(default_factory=dict)
@@ -105,6 +107,10 @@ class World(Names):
         values = {**self.constants, **{k: v for k, v in sizes.items() if k not in self.sizes}}
         for base, domain in self.independent:
             shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+            if domain == "index":
+                bound = int(sp.sympify(self.index_bounds[base]).xreplace(sizes))
+                values.update({base[idx]: sp.Integer(int(v)) for idx, v in np.ndenumerate(rng.integers(0, bound, shape))})
+                continue
             sample = check._draw(domain, shape, rng)
             if kinks and domain == "nonzero":
                 sample = np.zeros(shape)
@@ -236,7 +242,8 @@ def op_world(op: Op, names: Names | None = None) -> World:
         activations.append((local, ArticleLatex(notation(op)).doprint(local)))
     return World(op.name, table, targets, independent, dependent, set(), tuple(table.sizes),
                  ArticleLatex(notation(op)), simplex, constants, activations,
-                 [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases)
+                 [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases,
+                 {inp.tensor: check.index_bound(op, inp) for inp in op.inputs if inp.domain == "index"})
 
 
 # -- a chain ----------------------------------------------------------------------
