@@ -215,6 +215,10 @@ class ArticleLatex(LatexPrinter):
         tex = self._print(arg) if isinstance(arg, (sp.Symbol, sp.Indexed)) else rf"\left({self._print(arg)}\right)"
         return rf"\log {tex}" if exp is None else rf"\log^{{{exp}}} {tex}"
 
+    def _print_tanh(self, expr, exp=None):
+        head = r"\tanh" if exp is None else rf"\tanh^{{{exp}}}"
+        return rf"{head}\left({self._print(expr.args[0])}\right)"
+
     def _print_exp(self, expr, exp=None):
         return rf"e^{{{self._print(expr.args[0])}}}"
 
