@@ -15,7 +15,8 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import (Arange, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Node, Pad, Reduce, Scatter, Window,
+from codegen.ir import (Arange, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
+                        Split, Window,
                         canonical, children)
 
 
@@ -358,6 +359,18 @@ class ArrayPrinter:
             text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
                    f"{weights})"
             return self.align(text, node.axes, layout)
+        if isinstance(node, Split):
+            shape = ", ".join(self.scalar(k) for k in node.sizes)
+            return self.align(f"{node.name}.reshape({shape})", node.axes, layout)
+        if isinstance(node, Merge):
+            arg = self.code(node.arg, tuple(node.arg.axes), top=True)
+            if len(node.sizes) > len(node.arg.axes):  # constant within each group
+                text = f"np.repeat({arg}, {self.scalar(node.sizes[-1])}, axis={node.position})"
+                return self.align(text, node.axes, layout)
+            sizes = list(node.sizes)
+            sizes[node.position:node.position + 2] = [sp.Mul(*sizes[node.position:node.position + 2])]
+            shape = ", ".join(self.scalar(k) for k in sizes)
+            return self.align(f"{arg if _atomic(arg) else f'({arg})'}.reshape({shape})", node.axes, layout)
         if isinstance(node, Arange):
             return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Gather):
@@ -555,7 +568,7 @@ class ArrayPrinter:
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
                 "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added",
-                "Arange": "positions"}[type(node).__name__]
+                "Arange": "positions", "Split": "grouped", "Merge": "merged"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1
