@@ -177,6 +177,12 @@ class ArticleLatex(LatexPrinter):
                 return rf"\left[0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}\right]"
         return rf"\left[{self._print(cond)}\right]"
 
+    def _print_Relational(self, expr):
+        """An element on the left: ``|t - y| < \\delta``, not SymPy's ``\\delta > |t - y|``."""
+        if expr.rel_op in ("<", "<=", ">", ">=") and not expr.lhs.has(sp.Indexed) and expr.rhs.has(sp.Indexed):
+            expr = expr.reversed
+        return super()._print_Relational(expr)
+
     def _print_Derivative(self, expr):
         (var, _), = expr.variable_count
         inner = expr.expr
@@ -238,6 +244,8 @@ class ArticleLatex(LatexPrinter):
             else:
                 num.append(f)
         p, q = sp.fraction(coeff)
+        if q != 1 and decimal_text(coeff, shortest_denominator=1000) is not None:
+            p, q = coeff, 1  # a decimal constant stays one number: 0.134145 x^2, not 26829 x^2 / 200000
         if p != 1:
             num.insert(0, p)
         if q != 1:
@@ -247,7 +255,8 @@ class ArticleLatex(LatexPrinter):
         front = [f for f in num if f not in adds]
         tex = self._product(front) if front else ("1" if den else "")
         if den:
-            tex = rf"\frac{{{tex}}}{{{self._product(sorted(den, key=self._factor_rank))}}}"
+            below = self._print(den[0]) if len(den) == 1 else self._product(sorted(den, key=self._factor_rank))
+            tex = rf"\frac{{{tex}}}{{{below}}}"
         if adds:
             tex += " " + self._product(adds)
         return tex

@@ -16,7 +16,7 @@ from codegen.ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_
                  symbols_used)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
-from codegen.module.stable import stabilize
+from codegen.module.stable import clamp_branches, stabilize
 from codegen.text import text
 
 UPSTREAM = "dout"
@@ -114,8 +114,8 @@ def cached_calls(d: Derivation):
 
     Only calls whose indices are all the gradient's own (elementwise in them) are named.
     """
-    op = d.op
-    exprs = {g: g.expr for g in d.gradients}
+    op, renamed = _redefined(d.op, clamp_branches)
+    exprs = {g: clamp_branches(_renamed(g.expr, renamed)) for g in d.gradients}
     taken = {i.name for i in op.inputs} | {n.name for n in op.intermediates} | {UPSTREAM, "cache", "shape"}
     definitions = {n: n.definition for n in op.intermediates}
     named = []
@@ -140,18 +140,29 @@ def cached_calls(d: Derivation):
             exprs = {k: replace_pattern(e, pattern, element, set(wilds.values())) for k, e in exprs.items()}
     if not named:
         return op, exprs
-    renamed = {}
-    for node in op.intermediates:
-        definition = node.definition.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
-                                             lambda e: renamed[e.base][e.indices])
+
+    def with_calls_named(definition):
         for pattern, element, wilds in named:
             definition = replace_pattern(definition, pattern, element, wilds)
-        renamed[node] = Intermediate(node.label, node.index, node.shape, definition)
-    exprs = {k: e.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
-                          lambda e: renamed[e.base][e.indices]) for k, e in exprs.items()}
+        return definition
+
+    op, renamed = _redefined(op, with_calls_named)
+    return op, {k: _renamed(e, renamed) for k, e in exprs.items()}
+
+
+def _redefined(op, change):
+    """``op`` with ``change`` applied to every definition, and the new intermediate of each old one."""
+    renamed = {}
+    for node in op.intermediates:
+        renamed[node] = Intermediate(node.label, node.index, node.shape, change(_renamed(node.definition, renamed)))
     op = dataclasses.replace(op, output=renamed[op.output], extra=tuple(renamed[n] for n in op.extra),
                              statistics=tuple(renamed[n] for n in op.statistics))
-    return op, exprs
+    return op, renamed
+
+
+def _renamed(expr, renamed):
+    return expr.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
+                        lambda e: renamed[e.base][e.indices])
 
 
 def _call_name(call, taken) -> str:

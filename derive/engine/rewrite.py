@@ -8,8 +8,11 @@ the structure we want to keep (../shared/SYMPY-NOTES.md).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy as sp
 
+from derive.define.functions import Sigmoid
 from derive.engine.deltas import make_sum
 from derive.define.symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, rebuild
 
@@ -143,15 +146,21 @@ def fold(expr: sp.Expr, intermediates) -> sp.Expr:
     holding every free index of ``v``), solve for ``u`` and substitute it
     wherever it occurs, under any indices. ``exp(-x)`` becomes
     ``(1 - y)/y`` for the sigmoid, ``x`` becomes ``mu + xhat/rstd`` for
-    batch norm. A fold is kept only when it lowers the cost.
+    batch norm. A fold is kept only when it lowers the cost; where no
+    single fold does, two in a row may (RMSNorm's ``x`` becomes ``xhat/rrms``
+    only once ``(eps + ms)^{3/2}`` is ``rrms^{-3}``, and neither pays alone).
     """
+    named = [n for n in reversed(intermediates) if n.index]
+
+    def singles(e):
+        return [c for node in named for c in _folds(e, node)]
+
     for _ in range(2 * len(intermediates) + 1):
-        best = expr
-        for node in reversed([n for n in intermediates if n.index]):
-            for candidate in _folds(expr, node):
-                if cost(candidate) < cost(best):
-                    best = candidate
-        if best == expr:
+        first = singles(expr)
+        best = min(first, key=cost, default=expr)
+        if cost(best) >= cost(expr):
+            best = min((c for f in first for c in singles(f)), key=cost, default=expr)
+        if cost(best) >= cost(expr):
             return expr
         expr = best
     return expr
@@ -159,13 +168,8 @@ def fold(expr: sp.Expr, intermediates) -> sp.Expr:
 
 def _folds(expr: sp.Expr, node: Intermediate):
     """Every rewrite of ``expr`` through one kernel of ``node``'s definition."""
-    definition = node.definition
     wilds = index_wilds(node.index)
-    bound = {v for s in sp.preorder_traversal(definition) if isinstance(s, sp.Sum) for v, *_ in s.limits}
-    for kernel in _kernels(definition, node.index, bound):
-        solved = _inverse(definition, kernel, node[node.index])
-        if solved is None:
-            continue
+    for kernel, solved in _solutions(node):
         # Sums the solution mentions (softmax's denominator) are held aside
         # while substituting, or the substitution would reach inside them.
         placeholders = {}
@@ -184,6 +188,16 @@ def _folds(expr: sp.Expr, node: Intermediate):
                 lambda e, f=func: getattr(e, "func", None) == f,
                 lambda e, c=ctx: _place(c, e.args, node.index))
         yield tidy_terms(rewritten)
+
+
+@lru_cache(maxsize=None)
+def _solutions(node: Intermediate) -> tuple:
+    """Each kernel of ``node``'s definition with its exact inverse, once per intermediate (solving
+    is most of folding's time, and the same intermediates are folded into every candidate)."""
+    definition = node.definition
+    bound = {v for s in sp.preorder_traversal(definition) if isinstance(s, sp.Sum) for v, *_ in s.limits}
+    found = ((kernel, _inverse(definition, kernel, node[node.index])) for kernel in _kernels(definition, node.index, bound))
+    return tuple((kernel, solved) for kernel, solved in found if solved is not None)
 
 
 def _inverse(definition, kernel, value):
@@ -274,9 +288,18 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     """
     candidates = [expr]
     if not expr.has(sp.Piecewise, Iverson):  # cases read best term by term
-        candidates += [_outside_calls(common_factors, expr), _outside_calls(sp.factor, expr)]
+        for form in dict.fromkeys((expr, one_sided_sigmoids(expr))):
+            candidates += [_outside_calls(common_factors, form), _outside_calls(sp.factor, form)]
     expr = min(candidates, key=_size)  # the first of the shortest: factor only where it shortens
     return fix_signs(expr)
+
+
+def one_sided_sigmoids(expr: sp.Expr) -> sp.Expr:
+    """``σ(-a)`` as ``1 - σ(a)`` wherever ``σ(a)`` occurs too: one function of one argument, so that
+    terms can cancel (binary cross-entropy's ``(1 - t) σ(z) - t σ(-z)`` is ``σ(z) - t``)."""
+    calls = {e for e in sp.preorder_traversal(expr) if isinstance(e, Sigmoid)}
+    return expr.xreplace({c: 1 - Sigmoid(-c.args[0]) for c in calls
+                          if c.args[0].could_extract_minus_sign() and Sigmoid(-c.args[0]) in calls})
 
 
 def common_factors(expr: sp.Expr) -> sp.Expr:
@@ -325,7 +348,15 @@ def _size(expr) -> int:
                if isinstance(n, sp.Indexed) or not n.args and not (n.is_number and abs(n) == 1))
 
 
+#: Odd functions, f(-a) = -f(a): a minus sign may go into their argument.
+ODD = (sp.sign, sp.tanh, sp.erf)
+
+
 def fix_signs(expr: sp.Expr) -> sp.Expr:
+    """A product's minus sign taken into one of its differences (``-(t - y)`` is ``y - t``) or into an
+    odd function's (``-sign(t - y)`` is ``sign(y - t)``), and two
+    differences in SymPy's order flipped together (``(t - y)/(y - 1)`` is ``(y - t)/(1 - y)``), so that
+    an error reads prediction minus target and a complement reads ``1 - y``, as in the literature."""
     def visit(node):
         if not node.args or isinstance(node, (sp.Indexed, sp.IndexedBase)):
             return node
@@ -339,6 +370,28 @@ def fix_signs(expr: sp.Expr) -> sp.Expr:
                     rest = list(factors)
                     rest.remove(flip)
                     return sp.Mul(-coeff, -flip, *rest)
+                odd = [f for f in factors if isinstance(f, ODD) and isinstance(f.args[0], sp.Add)]
+                if odd:  # -δ sign(t - y) is δ sign(y - t)
+                    rest = list(factors)
+                    rest.remove(odd[0])
+                    return sp.Mul(-coeff, type(odd[0])(-odd[0].args[0]), *rest)
+            pair = [f for f in factors if _difference(f) is not None and not _difference(f).could_extract_minus_sign()]
+            if len(pair) == 2:
+                rest = [f for f in factors if f not in pair]
+                return sp.Mul(coeff, *rest, *(_flipped(f) for f in pair))
         return node
     return visit(expr)
+
+
+def _difference(factor):
+    """The ``a - b`` of a factor ``a - b`` or ``(a - b)^{odd}``: one positive and one negative term."""
+    base = factor.base if isinstance(factor, sp.Pow) and factor.exp.is_integer and factor.exp.is_odd else factor
+    if isinstance(base, sp.Add) and len(base.args) == 2 \
+            and sorted(t.could_extract_minus_sign() for t in base.args) == [False, True]:
+        return base
+    return None
+
+
+def _flipped(factor):
+    return -factor if isinstance(factor, sp.Add) else sp.Pow(-factor.base, factor.exp)
 
