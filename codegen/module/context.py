@@ -86,7 +86,8 @@ def module_context(d: Derivation) -> dict:
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
-        "checks": checks + _output_size_checks(op),
+        "checks": checks + _index_checks(op) + _output_size_checks(op),
+        "dtype_from": next(i.name for i in op.inputs if i.domain not in ("index", "mask")),
         "forward_lines": fwd.lines,
         "output": op.output.name,
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
@@ -220,6 +221,14 @@ def _share_sum_bodies(node: Intermediate, expr: sp.Expr, earlier):
     return out + [(node, expr)]
 
 
+def _index_checks(op) -> list[str]:
+    """Integer inputs select rows of the tensor they index: each must be in range."""
+    from derive.engine.check import index_bound
+    printer = ArrayPrinter("fixed", {})
+    return [f'_index_range("{i.name}", {i.name}, {printer.scalar(index_bound(op, i))})'
+            for i in op.inputs if i.domain == "index"]
+
+
 def _output_size_checks(op) -> list[str]:
     """Output sizes that follow from the others (a convolution's): an empty output is an error."""
     own = set(op.sizes)
@@ -277,7 +286,7 @@ def _input_doc(op, inp) -> dict:
     else:
         shape = "(" + ", ".join(str(s) for s in inp.shape) + ("," if inp.tensor.rank == 1 else "") + ")"
     return {"name": inp.name, "shape": shape, "domain": DOMAINS[inp.domain], "differentiable": inp.differentiable,
-            "mask": inp.domain == "mask"}
+            "mask": inp.domain == "mask", "index": inp.domain == "index"}
 
 
 def _sizes_line(op) -> str:

@@ -15,7 +15,8 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import Contract, Elementwise, Leaf, Mask, Node, Pad, Reduce, Scatter, Window, canonical
+from codegen.ir import (Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Node, Pad, Reduce, Scatter, Window,
+                        canonical, children)
 
 
 class ExprPrinter(NumPyPrinter):
@@ -186,7 +187,7 @@ class ArrayPrinter:
             counts[canonical(node)] += 1
             if counts[canonical(node)] > 1:
                 return
-            for child in _children(node):
+            for child in children(node):
                 visit(child)
 
         for node in nodes:
@@ -371,6 +372,16 @@ class ArrayPrinter:
             text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
                    f"{weights})"
             return self.align(text, node.axes, layout)
+        if isinstance(node, Gather):
+            index = self.code(node.index, tuple(node.index.axes), top=True)
+            text = f"{node.name}[{index}]" if node.position == 0 else \
+                f"np.take({node.name}, {index}, axis={node.position})"
+            return self.align(text, node.axes, layout)
+        if isinstance(node, IndexAdd):
+            self.helpers.add("index_add")
+            index = self.code(node.index, tuple(node.index.axes), top=True)
+            values = self.code(node.values, tuple(node.index.axes) + tuple(node.axes[1:]), top=True)
+            return self.align(f"_index_add({index}, {values}, {self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Elementwise):
             return self.elementwise(node, layout, top)
         if isinstance(node, Reduce):
@@ -539,7 +550,7 @@ class ArrayPrinter:
 
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
-                "Scatter": "image", "Mask": "mask"}[type(node).__name__]
+                "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1
@@ -622,18 +633,6 @@ def _fits(have: tuple, want: tuple) -> bool:
             return False
     # Axes of ``want`` left of the tail must not be ones we hold.
     return not (set(want[: len(want) - len(have)]) & present)
-
-
-def _children(node: Node):
-    if isinstance(node, Elementwise):
-        return [c for _, c in node.holes]
-    if isinstance(node, Mask):
-        return [node.window]
-    if isinstance(node, (Reduce, Scatter)):
-        return [node.arg]
-    if isinstance(node, Contract):
-        return list(node.args)
-    return []
 
 
 def _atomic(text: str) -> bool:
