@@ -98,8 +98,7 @@ def _negated_sum(mul):
     if not isinstance(mul, sp.Mul) or not mul.as_coeff_Mul()[0].is_negative:
         return None
     for f in mul.args:
-        if isinstance(f, sp.Sum) and isinstance(f.function, sp.Add) \
-                and all(t.could_extract_minus_sign() for t in f.function.args):
+        if isinstance(f, sp.Sum) and all(t.could_extract_minus_sign() for t in sp.Add.make_args(f.function)):
             return -(mul / f) * sp.Sum(-f.function, *f.limits)
     return None
 

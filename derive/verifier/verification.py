@@ -918,7 +918,8 @@ def _multiplier_hint(world, target, meaning, ratios, name, sample) -> list[str]:
 
 
 def _multipliers(world, target, name, sample):
-    """(hint, m) with derived = yours * m: the activation derivatives, then the derived product's factors."""
+    """(hint, m) with derived = yours * m: the activation derivatives, the hyper-parameters, then the derived
+    product's factors."""
     from derive.engine.chain import sample_form
     for local, tex in world.activations:
         letters = {str(i) for i in local.free_symbols if i.is_integer and not i.is_positive}
@@ -926,6 +927,10 @@ def _multipliers(world, target, name, sample):
             yield f"missing the activation derivative {tex}: {name} is your formula times it", local
             yield f"an extra activation-derivative factor {tex}: your formula is {name} times it", 1 / local
             yield f"missing the activation derivative {tex}, and the sign is flipped", -local
+    for symbol in sorted((c for c in world.constants if not c.is_integer), key=str):  # softplus's 1/β forgotten
+        tex = world.printer.doprint(symbol)
+        yield f"missing a factor {tex}: {name} is your formula times {tex}", symbol
+        yield f"a factor {tex} too many: your formula is {name} times {tex}", 1 / symbol
     factors = [f for f in sp.Mul.make_args(target.expr) if f not in (sp.S.One, sp.S.NegativeOne)]
     if len(factors) < 2:
         return
