@@ -95,7 +95,7 @@ def module_context(d: Derivation) -> dict:
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
         "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
-        "erfc_series": repr(special.erfc_series()),
+        "erfc_table": special.erfc_table(),
         "erf_taylor": repr(special.erf_taylor()),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),

@@ -1,4 +1,4 @@
-"""Binary cross-entropy of predicted probabilities against targets, averaged over all elements."""
+"""Binary cross-entropy between predicted probabilities and their targets, the mean over all elements."""
 import sympy as sp
 
 from derive.define.op import Input, Op
