@@ -179,9 +179,12 @@ class ArticleLatex(LatexPrinter):
 
     def _print_Relational(self, expr):
         """An element on the left: ``|t - y| < \\delta``, not SymPy's ``\\delta > |t - y|``."""
-        if expr.rel_op in ("<", "<=", ">", ">=") and not expr.lhs.has(sp.Indexed) and expr.rhs.has(sp.Indexed):
+        if expr.rel_op in ("<", "<=", ">", ">=") and not self._has_element(expr.lhs) and self._has_element(expr.rhs):
             expr = expr.reversed
         return super()._print_Relational(expr)
+
+    def _has_element(self, expr) -> bool:
+        return expr.has(sp.Indexed)
 
     def _print_Derivative(self, expr):
         (var, _), = expr.variable_count
@@ -442,9 +445,12 @@ class _HadamardPrinter(ArticleLatex):
     def _is_array(self, f) -> bool:
         return any(s.name in self.arrays for s in f.free_symbols)
 
+    _has_element = _is_array
+
     def _wrap(self, f) -> str:
         tex = self._print(f)
-        return tex if _atomic(tex) or tex.startswith("e^") else rf"\left({tex}\right)"
+        call = isinstance(f, (sp.Function, Iverson)) and not isinstance(f, sp.Piecewise)  # σ(x), [x > 0]: closed
+        return tex if _atomic(tex) or tex.startswith("e^") or call else rf"\left({tex}\right)"
 
     def _print_Mul_positive(self, expr):
         coeff, factors = expr.as_coeff_mul()
