@@ -22,6 +22,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from derive.define.symbols import FirstMax, Iverson, Maximum, index_symbols, is_index
@@ -131,11 +132,14 @@ class Lowering:
     def __init__(self, names):
         self.names = names
         self.ranges: dict = {}  # index symbol -> size, for the statement being lowered
+        self.sizes: dict = {}  # index symbol -> size, for every statement lowered so far
 
     def statement(self, expr: sp.Expr, index: tuple, shape: tuple) -> Node:
         """Lower the right-hand side of ``name[index] = expr`` (its indices run over ``shape``)."""
         self.ranges = dict(zip(index, shape))
-        return self.lower(expr, tuple(index))
+        node = self.lower(expr, tuple(index))
+        self.sizes.update(self.ranges)
+        return node
 
     def order(self, axes, first=(), expr=None) -> tuple:
         """A deterministic axis order: ``first`` as given, then as the arrays in ``expr`` store them."""
@@ -700,3 +704,70 @@ def rows_sum_to_one(node: Node, names: set) -> Node:
                                                                                        rest[0], None)
         return dataclasses.replace(node, args=args)
     return map_children(node, lambda child: rows_sum_to_one(child, names))
+
+
+def pairwise(node: Node, size) -> Node:
+    """Each product of three or more arrays as a sequence of products of two, in the order that does the
+    least work, where that is much less than one pass over every index at once.
+
+    Attention's ``sum_{e,s} dout_{nle} v_{nse} p_{nls} k_{nsd}`` in one pass loops over n, l, s, e and d
+    together; as (dout v) p, then k, it is two batched matrix products. ``size(axis)`` is a representative
+    number for the axis (the op's benchmark sizes), so the order is fixed when the code is generated. A
+    product whose arrays share their axes (batch norm's ``sum g x\\hat gamma``) stays one pass, with no
+    temporary.
+    """
+    node = map_children(node, lambda child: pairwise(child, size))
+    if not isinstance(node, Contract) or len(node.args) < 3:
+        return node
+
+    def work(axes) -> int:
+        return int(np.prod([size(a) for a in set(axes)], dtype=float))
+
+    out = set(node.axes)
+    operands = list(node.args)
+    one_pass = work(set().union(*(set(a.axes) for a in operands))) * (len(operands) - 1)
+    total = 0
+    while len(operands) > 2:
+        best = None
+        for i, j in itertools.combinations(range(len(operands)), 2):
+            a, b = operands[i], operands[j]
+            rest = [o for k, o in enumerate(operands) if k not in (i, j)]
+            needed = out.union(*(set(o.axes) for o in rest))
+            kept = tuple(x for x in _ordered(a.axes + b.axes) if x in needed)
+            key = (work(a.axes + b.axes), work(kept), i, j)
+            if best is None or key < best[0]:
+                best = (key, i, j, kept)
+        (cost, _, _, _), i, j, kept = best
+        total += cost
+        pair = Contract(kept, (operands[i], operands[j]))
+        operands = [o for k, o in enumerate(operands) if k not in (i, j)] + [pair]
+    total += work(operands[0].axes + operands[1].axes)
+    if 2 * total > one_pass:
+        return node
+    return Contract(tuple(node.axes), tuple(operands))
+
+
+def _ordered(axes) -> tuple:
+    return tuple(dict.fromkeys(axes))
+
+
+def work(trees, size) -> float:
+    """How much arithmetic the trees take: each distinct node once (shared ones are computed once),
+    a product of arrays by every index it loops over, anything else by the size of what it makes."""
+    seen, total = set(), 0.0
+    for tree in trees:
+        for node in subtrees(tree):
+            key = canonical(node)
+            if key in seen or isinstance(node, Leaf):
+                continue
+            seen.add(key)
+            axes = set(node.axes).union(*(set(c.axes) for c in node.args)) if isinstance(node, Contract) \
+                else set(node.axes)
+            total += float(np.prod([size(a) for a in axes], dtype=float))
+    return total
+
+
+def without_axis(node: Node, axis) -> Node:
+    """``node`` for one value of ``axis`` (each array's batch axis set aside: attention per sample)."""
+    node = map_children(node, lambda child: without_axis(child, axis))
+    return dataclasses.replace(node, axes=tuple(a for a in node.axes if a != axis))

@@ -147,8 +147,8 @@ def fold(expr: sp.Expr, intermediates) -> sp.Expr:
     wherever it occurs, under any indices. ``exp(-x)`` becomes
     ``(1 - y)/y`` for the sigmoid, ``x`` becomes ``mu + xhat/rstd`` for
     batch norm. A fold is kept only when it lowers the cost; where no
-    single fold does, two in a row may (RMSNorm's ``x`` becomes ``xhat/rrms``
-    only once ``(eps + ms)^{3/2}`` is ``rrms^{-3}``, and neither pays alone).
+    single fold does, two in a row may (RMSNorm's ``x`` becomes ``xhat/rstd``
+    only once ``(eps + sum x^2/D)^{3/2}`` is ``rstd^{-3}``, and neither pays alone).
     """
     named = [n for n in reversed(intermediates) if n.index]
 
@@ -200,6 +200,7 @@ def _solutions(node: Intermediate) -> tuple:
     return tuple((kernel, solved) for kernel, solved in found if solved is not None)
 
 
+@lru_cache(maxsize=4096)
 def _inverse(definition, kernel, value):
     """The kernel in terms of ``value`` (the intermediate's element, defined as ``definition``),
     if that inverse is exact and safe; else None.
