@@ -16,7 +16,7 @@ u = Intermediate("u", (i,), (S,), sp.sqrt(2 / sp.pi) * (x[i] + sp.Float("0.04471
 OP = Op(
     name="gelu_tanh",
     doc=__doc__,
-    doc_zh="GELU 的 tanh 近似：x (1 + tanh u)/2，其中 u = √(2/π)(x + 0.044715 x³)（GPT-2、BERT 所用的形式）。",
+    doc_zh="GELU 的 tanh 近似：x (1 + tanh u)/2，其中 u = sqrt(2/pi) (x + 0.044715 x^3)（GPT-2、BERT 所用的形式）。",
     inputs=(Input(x),),
     output=Intermediate("y", (i,), (S,), x[i] * (1 + sp.tanh(u[i])) / 2),
     shape_kind="flat",

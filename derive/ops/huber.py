@@ -13,7 +13,7 @@ error = y[n] - t[n]
 OP = Op(
     name="huber",
     doc=__doc__,
-    doc_zh="Huber 损失：误差小于 δ 时取平方误差的一半，超过 δ 时线性增长，对所有元素取平均。",
+    doc_zh="Huber 损失：误差小于 delta 时取平方误差的一半，超过 delta 时线性增长，对所有元素取平均。",
     inputs=(Input(y), Input(t, differentiable=False)),
     output=Intermediate("E", (), (), sp.Sum(sp.Piecewise((error ** 2 / 2, sp.Abs(error) < delta),
                                                          (delta * (sp.Abs(error) - delta / 2), True)),

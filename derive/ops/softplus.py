@@ -12,7 +12,7 @@ beta = sp.Symbol("beta", positive=True)
 OP = Op(
     name="softplus",
     doc=__doc__,
-    doc_zh="softplus 激活函数（平滑的 ReLU）：log(1 + e^{βx})/β，任何输入都不会溢出。",
+    doc_zh="softplus 激活函数（平滑的 ReLU）：log(1 + exp(beta x))/beta，任何输入都不会溢出。",
     inputs=(Input(x),),
     output=Intermediate("y", (i,), (S,), sp.log(1 + sp.exp(beta * x[i])) / beta),
     hyper=(Hyper(beta, 1.0, cases=(1.0, 2.0), doc="the sharpness: larger values come closer to ReLU",
