@@ -28,7 +28,7 @@ def forward(z, t):
     t = _float_array("t", t, z.dtype)
     _sizes(("z", z, "*"), ("t", t, "*"))
     N = z.size
-    E = (t*np.logaddexp(0, -z) + (1 - t)*np.logaddexp(0, z)).sum()/N
+    E = (t*_softplus(-z) + (1 - t)*_softplus(z)).sum()/N
     cache = {"dtype": z.dtype, "shape": np.shape(E), "z": z, "t": t, "N": N}
     return E, cache
 
@@ -96,6 +96,12 @@ def _sizes(*specs):
                 expected = tuple(sizes.get(s, "?") for s in names)
                 raise ValueError(f"{name}: expected shape ({', '.join(names)}) = {expected}, got {array.shape}")
     return tuple(sizes.values())
+
+
+def _softplus(a):
+    """log(1 + exp(a)) without overflow: max(a, 0) + log1p(exp(-|a|)), exp only ever of -|a|
+    (NumPy's logaddexp gives the same, several times slower)."""
+    return np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
 
 
 def _sigmoid(a):

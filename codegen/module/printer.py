@@ -88,6 +88,10 @@ class ExprPrinter(NumPyPrinter):
     def _print_Pow(self, expr, rational=False):
         if expr.exp == -1:
             return f"1/{self.parenthesize(expr.base, 60)}"
+        base = self._print(expr.base)
+        if expr.exp in (3, 4) and base.isidentifier():
+            # x*x*x: NumPy squares fast but calls pow for any other power, 50 times slower (the tanh GELU's x^3)
+            return "*".join([base] * int(expr.exp))
         return super()._print_Pow(expr, rational)
 
     def _print_floor(self, expr):
@@ -103,7 +107,8 @@ class ExprPrinter(NumPyPrinter):
         return f"_sigmoid({self._print(expr.args[0])})"
 
     def _print_Softplus(self, expr):
-        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+        self.helpers.add("softplus")
+        return f"_softplus({self._print(expr.args[0])})"
 
     def _print_Phi(self, expr):
         self.helpers.update({"normal_cdf", "erfc"})
