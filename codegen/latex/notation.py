@@ -230,7 +230,9 @@ class ArticleLatex(LatexPrinter):
     def _print_Add(self, expr, order=None):
         if _branches(expr):
             return self._print(_branches(expr))
-        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), not t.has(sp.Sum)))
+        # subtracted terms last, a sum's own terms before it, a positive number first (1 + x (1 - σ))
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), not t.has(sp.Sum),
+                                                               not t.is_number))
         tex = ""
         for term in terms:
             if term.could_extract_minus_sign():
