@@ -103,6 +103,13 @@ class Scatter(Node):
 
 
 @dataclass(frozen=True)
+class Arange(Node):
+    """An index's values as an array along its own axis: 0, 1, ..., size - 1."""
+
+    size: sp.Expr
+
+
+@dataclass(frozen=True)
 class Gather(Node):
     """``W[idx[n, l], e]``: the named array ``name`` read along axis ``position`` at the integers of
     ``index`` (an embedding's lookup); laid out as W's axes with that one replaced by index's axes."""
@@ -162,6 +169,7 @@ class Lowering:
             rename = {u: p, v: q}
             return Mask(tuple(rename.get(a, a) for a in window.axes), window)
         if isinstance(expr, Maximum):
+            self.ranges[expr.bound] = expr.limits[2] - expr.limits[1] + 1
             arg = self.lower(expr.body, first)
             axes = tuple(a for a in arg.axes if a != expr.bound)
             return Reduce(axes, "max", arg, expr.limits[2] - expr.limits[1] + 1)
@@ -348,7 +356,12 @@ class Lowering:
         def visit(sub):
             if isinstance(sub, (sp.Indexed, sp.Sum, Maximum, FirstMax)):
                 return hole(sub)
-            if not sub.args or is_scalar_expr(sub):
+            if is_index(sub) and sub in self.ranges:  # an index as a number: a causal mask's s <= l
+                node = Arange((sub,), self.ranges[sub])
+                key = next((k for k, v in holes.items() if v == node), None) or sp.Symbol(f"_h{len(holes)}")
+                holes[key] = node
+                return key
+            if not sub.args or is_scalar_expr(sub) and not sub.free_symbols & set(self.ranges):
                 return sub
             return sub.func(*(visit(a) for a in sub.args))
 
@@ -433,6 +446,8 @@ def symbols_used(node: Node) -> set:
             found |= symbols_used(child)
     elif isinstance(node, Gather):
         found |= symbols_used(node.index)
+    elif isinstance(node, Arange):
+        found |= sp.sympify(node.size).free_symbols
     elif isinstance(node, IndexAdd):
         found |= symbols_used(node.index) | symbols_used(node.values) | sp.sympify(node.size).free_symbols
     return found
@@ -451,7 +466,7 @@ def canonical(node: Node) -> Node:
 
     def visit(n: Node, mapping: dict) -> Node:
         axes = tuple(mapping.get(a, a) for a in n.axes)
-        if isinstance(n, (Leaf, Window, Pad)):
+        if isinstance(n, (Leaf, Window, Pad, Arange)):
             return dataclasses.replace(n, axes=axes)
         if isinstance(n, (Contract, Reduce, Scatter)):
             local = dict(mapping)

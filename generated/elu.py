@@ -2,8 +2,7 @@
 """elu: The exponential linear unit (ELU): the input where positive, else ``alpha (e^x - 1)``.
 
 Forward (index form):
-    exp_1[i] = exp(Min(0, x[i]))
-    y[i] = (x[i] if x[i] > 0; alpha*(exp_1[i] - 1) otherwise)
+    y[i] = (x[i] if x[i] > 0; alpha*(exp(Min(0, x[i])) - 1) otherwise)
 
 Backward (derived by SymPy; dout = dE/dy):
     dE/dx[i] = alpha*dout[i]*[x[i] <= 0]*exp(x[i]) + dout[i]*[x[i] > 0]
@@ -24,9 +23,8 @@ def forward(x, *, alpha=1.0):
     x = _float_array("x", x)
     alpha = _number("alpha", alpha, float, "alpha >= 0", lambda alpha: alpha >= 0)
     _sizes(("x", x, "*"))
-    exp_1 = np.exp(np.minimum(x, 0))
-    y = np.where(x > 0, x, alpha*(exp_1 - 1))
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "x": x, "exp_1": exp_1, "alpha": alpha}
+    y = np.where(x > 0, x, alpha*(np.exp(np.minimum(x, 0)) - 1))
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "x": x, "alpha": alpha}
     return y, cache
 
 
@@ -40,9 +38,8 @@ def backward(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     x = cache["x"]
-    exp_1 = cache["exp_1"]
     alpha = cache["alpha"]
-    dx = np.where(x > 0, dout, alpha*dout*exp_1)
+    dx = np.where(x > 0, dout, alpha*dout*np.exp(np.minimum(x, 0)))
     return {"x": dx}
 
 

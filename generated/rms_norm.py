@@ -10,7 +10,7 @@ Forward (index form):
     y[n, d] = gamma[d]*xhat[n, d]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, d] = (D*dout[n, d]*gamma[d] - xhat[n, d]*sum_d'(dout[n, d']*gamma[d']*xhat[n, d']))*rstd[n]/D
+    dE/dx[n, d] = (D*dout[n, d]*gamma[d] - xhat[n, d]*sum_d'(dout[n, d']*y[n, d']))*rstd[n]/D
     dE/dgamma[d] = sum_n(dout[n, d]*xhat[n, d])
 """
 import numpy as np
@@ -36,7 +36,7 @@ def forward(x, gamma, *, eps=1e-06):
     rstd = 1/np.sqrt(np.einsum('nd,nd->n', x, x)/D + eps)
     xhat = rstd[:, None]*x
     y = gamma*xhat
-    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "D": D}
+    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "y": y, "D": D}
     return y.reshape(shape), cache
 
 
@@ -53,9 +53,10 @@ def backward(dout, cache):
     gamma = cache["gamma"]
     rstd = cache["rstd"]
     xhat = cache["xhat"]
+    y = cache["y"]
     D = cache["D"]
     dx = dout*gamma*rstd[:, None]
-    dx -= (np.einsum('d,nd,nd->n', gamma, dout, xhat)*rstd/D)[:, None]*xhat
+    dx -= (np.einsum('nd,nd->n', dout, y)*rstd/D)[:, None]*xhat
     dgamma = np.einsum('nd,nd->d', dout, xhat)
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma}
 

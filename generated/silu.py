@@ -6,7 +6,7 @@ Forward (index form):
     y[i] = x[i]*sigmoid_x[i]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[i] = ((1 - sigmoid(x[i]))*x[i] + 1)*dout[i]*sigmoid(x[i])
+    dE/dx[i] = ((1 - y[i])*sigmoid(x[i]) + y[i])*dout[i]
 """
 import numpy as np
 
@@ -24,7 +24,7 @@ def forward(x):
     _sizes(("x", x, "*"))
     sigmoid_x = _sigmoid(x)
     y = sigmoid_x*x
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "x": x, "sigmoid_x": sigmoid_x}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "sigmoid_x": sigmoid_x, "y": y}
     return y, cache
 
 
@@ -37,9 +37,9 @@ def backward(dout, cache):
     dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
-    x = cache["x"]
     sigmoid_x = cache["sigmoid_x"]
-    dx = dout*sigmoid_x*(x*(1 - sigmoid_x) + 1)
+    y = cache["y"]
+    dx = dout*(sigmoid_x*(1 - y) + y)
     return {"x": dx}
 
 

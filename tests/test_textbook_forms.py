@@ -24,11 +24,13 @@ def result(name, wrt=None):
     return d, grad, named
 
 
-def test_silu_is_sigma_times_one_plus_x_times_one_minus_sigma():
-    d, grad, _ = result("silu")
+def test_silu_is_y_plus_sigma_times_one_minus_y():
+    """Ramachandran et al.'s f(x) + σ(x)(1 - f(x)): σ(x)(1 + x(1 - σ(x))) through y = x σ(x), which
+    the backward reads from the cache instead of x."""
+    d, grad, named = result("silu")
     (i,) = grad.index
-    x, g = get("silu").input("x").tensor[i], d.upstream[i]
-    assert grad.expr == g * Sigmoid(x) * (1 + x * (1 - Sigmoid(x)))
+    x, y, g = get("silu").input("x").tensor[i], named["y"][i], d.upstream[i]
+    assert grad.expr == g * (y + Sigmoid(x) * (1 - y))
 
 
 def test_gelu_is_phi_plus_x_times_the_density():
@@ -88,13 +90,13 @@ def test_huber_is_the_error_inside_and_delta_times_its_sign_outside():
 
 
 def test_rms_norm_is_rstd_times_g_gamma_minus_xhat_times_its_mean():
+    """(ρ/D)(D γ g - x̂ Σ g γ x̂), the sum's γ x̂ read as the output y."""
     d, grad, named = result("rms_norm")
     n, dd = grad.index
     e = next(v for s in sp.preorder_traversal(grad.expr) if isinstance(s, sp.Sum) for v, *_ in s.limits)
     D = sp.Symbol("D", integer=True, positive=True)
-    g, gamma, xhat, rstd = d.upstream, named["gamma"], named["xhat"], named["rstd"]
-    assert grad.expr == rstd[n] / D * (D * g[n, dd] * gamma[dd]
-                                        - xhat[n, dd] * sp.Sum(g[n, e] * gamma[e] * xhat[n, e], (e, 0, D - 1)))
+    g, gamma, xhat, rstd, y = d.upstream, named["gamma"], named["xhat"], named["rstd"], named["y"]
+    assert grad.expr == rstd[n] / D * (D * g[n, dd] * gamma[dd] - xhat[n, dd] * sp.Sum(g[n, e] * y[n, e], (e, 0, D - 1)))
     _, dgamma, _ = result("rms_norm", "gamma")
     assert dgamma.expr == sp.Sum(g[n, dd] * xhat[n, dd], (n, 0, sp.Symbol("N", integer=True, positive=True) - 1))
 
@@ -135,6 +137,13 @@ def test_two_folds_are_taken_together_when_neither_pays_alone():
     folded = rewrite.fold(raw, (rstd, xhat))
     assert not any(isinstance(e, sp.Indexed) and e.base == x for e in sp.preorder_traversal(folded))
     assert folded.has(xhat[n, d])
+
+
+def test_terms_sharing_a_factor_are_grouped_where_that_shortens():
+    s, y = sp.symbols("s y", positive=True)
+    assert rewrite.grouped_terms(s + y - s * y) in (s * (1 - y) + y, y * (1 - s) + s)
+    assert rewrite.grouped_terms(s + y) == s + y  # nothing shared
+    assert rewrite.grouped_terms(2 * s + 2 * y + 2) == 2 * s + 2 * y + 2  # only numbers shared
 
 
 def test_sigmoids_of_opposite_arguments_become_one():

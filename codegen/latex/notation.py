@@ -477,8 +477,8 @@ class _HadamardPrinter(ArticleLatex):
         scalar = coeff * sp.Mul(*(f for f in num if not self._is_array(f))) / sp.Mul(*(f for f in den if not self._is_array(f)))
         tex = "" if scalar == 1 else ArticleLatex._print_Mul_positive(self, scalar) if isinstance(scalar, sp.Mul) \
             else self._print(scalar)
-        body = r" \odot ".join(self._wrap(f) for f in num if self._is_array(f)) or "1"
         below = [f for f in den if self._is_array(f)]
+        body = r" \odot ".join(self._wrap(f) for f in num if self._is_array(f)) or ("" if tex and not below else "1")
         if below:
             quotient = r" \odot ".join(self._wrap(f) for f in below)
             body += r" \oslash " + (quotient if len(below) == 1 else rf"\left({quotient}\right)")

@@ -167,7 +167,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
 
 
 #: Functions worth computing once: what the forward computes, the backward reads from the cache.
-EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.erf, KnownFunction)
+#: (Not exp or log: the forward computes those in shifted, stable forms of its own.)
+EXPENSIVE = (sp.tanh, sp.erf, KnownFunction)
 
 
 def cached_calls(d: Derivation, program: list):

@@ -15,7 +15,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import (Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Node, Pad, Reduce, Scatter, Window,
+from codegen.ir import (Arange, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Node, Pad, Reduce, Scatter, Window,
                         canonical, children)
 
 
@@ -134,6 +134,10 @@ class ExprPrinter(NumPyPrinter):
         """``np.minimum(x, 0)``: NumPy's elementwise form, arrays first, numbers last."""
         first, *rest = sorted(args, key=lambda a: bool(a.is_number))
         return f"{function}({self._print(first)}, {self._pairwise(function, rest)})" if rest else self._print(first)
+
+    def _print_Masked(self, expr):
+        value, condition = expr.args
+        return f"np.where({self._print(condition)}, {self._print(value)}, -np.inf)"
 
     def _print_Rational(self, expr):
         """A decimal constant as the user wrote it (0.044715), other fractions as divisions."""
@@ -377,6 +381,8 @@ class ArrayPrinter:
             text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
                    f"{weights})"
             return self.align(text, node.axes, layout)
+        if isinstance(node, Arange):
+            return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Gather):
             index = self.code(node.index, tuple(node.index.axes), top=True)
             text = f"{node.name}[{index}]" if node.position == 0 else \
@@ -571,7 +577,8 @@ class ArrayPrinter:
 
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
-                "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added"}[type(node).__name__]
+                "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added",
+                "Arange": "positions"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1

@@ -1,9 +1,10 @@
 """Rewrites that keep the forward pass finite where the naive formula overflows.
 
 The known functions (σ, softplus, Φ) are named by the engine and print
-in stable forms (derive.engine.prepare, codegen.module.printer). Here, an
-exact identity applied to the index form before lowering:
+in stable forms (derive.engine.prepare, codegen.module.printer). Here,
+exact identities applied to the index form before lowering:
 
+* a masked exponential ``[c] e^{a}`` is ``e^{a if c else -inf}``;
 * every ``sum_j exp(a_j)`` is shifted by ``m = max_j a_j``: the sum
   becomes ``exp(m) sum_j exp(a_j - m)``, each ``exp(a_k)`` beside it
   becomes ``exp(a_k - m) exp(m)``; the ``exp(m)`` cancel in a softmax,
@@ -20,9 +21,36 @@ from derive.define.symbols import Iverson, Maximum, fresh_index, symbols_in
 
 
 def stabilize(expr: sp.Expr) -> sp.Expr:
+    expr = masks_into_exponents(expr)
     for total in sorted({s for s in sp.preorder_traversal(expr) if _is_sum_of_exp(s)}, key=sp.default_sort_key):
         expr = _shift(expr, total)
     return expr
+
+
+def masks_into_exponents(expr: sp.Expr) -> sp.Expr:
+    """``[c] e^{a}`` as ``e^{a if c else -inf}``: a masked-out exponential is 0 without ever being
+    computed (a causal mask's ``[s <= l] e^{z}`` would overflow to inf where z is large, and inf * 0
+    is NaN); the max shift below then takes the maximum over the entries the mask keeps."""
+    def masked(e):
+        return isinstance(e, sp.Mul) and any(isinstance(f, Iverson) for f in e.args) \
+            and any(isinstance(f, sp.exp) for f in e.args)
+
+    def fold(e):
+        brackets = [f for f in e.args if isinstance(f, Iverson)]
+        exps = [f for f in e.args if isinstance(f, sp.exp)]
+        rest = [f for f in e.args if f not in brackets and f not in exps]
+        condition = sp.And(*(b.condition for b in brackets))
+        exponent = sp.Add(*(f.args[0] for f in exps))
+        return sp.Mul(*rest) * sp.exp(Masked(exponent, condition))
+    return expr.replace(masked, fold)
+
+
+class Masked(sp.Function):
+    """``Masked(a, c)``: ``a`` where ``c`` holds, else ``-inf`` (a Piecewise would be folded out of
+    the exp and the sum around it by SymPy, which is what this must not be)."""
+
+    nargs = 2
+    is_commutative = True  # (a condition among the arguments leaves SymPy unsure, and it would merge exps)
 
 
 def _is_sum_of_exp(e) -> bool:

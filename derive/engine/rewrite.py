@@ -8,6 +8,7 @@ the structure we want to keep (../shared/SYMPY-NOTES.md).
 """
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import sympy as sp
@@ -104,14 +105,36 @@ def match(pattern: sp.Expr, expr: sp.Expr, wilds) -> dict | None:
 
 
 def replace_pattern(expr: sp.Expr, pattern: sp.Expr, template: sp.Expr, wilds) -> sp.Expr:
-    """Replace every match of ``pattern`` by ``template`` (its wildcards filled in)."""
+    """Replace every match of ``pattern`` by ``template`` (its wildcards filled in).
+
+    A product pattern also matches some of a longer product's factors (``[s <= l] e^{z}`` inside
+    ``dp [s <= l] e^{z} / S``), the other factors staying as they are.
+    """
     def found(node):
-        return isinstance(node, sp.Basic) and match(pattern, node, wilds) is not None
+        return isinstance(node, sp.Basic) and _matching(pattern, node, wilds) is not None
 
     def value(node):
-        return template.xreplace(match(pattern, node, wilds))
+        found_match, rest = _matching(pattern, node, wilds)
+        return template.xreplace(found_match) * rest
 
     return expr.replace(found, value)
+
+
+def _matching(pattern, node, wilds):
+    """(the wildcards' values, the factors of ``node`` the pattern leaves over), or None."""
+    m = match(pattern, node, wilds)
+    if m is not None:
+        return m, sp.S.One
+    if not (isinstance(pattern, sp.Mul) and isinstance(node, sp.Mul)):
+        return None
+    size, factors = len(pattern.args), node.args
+    if len(factors) <= size or len(factors) > 10:
+        return None
+    for chosen in itertools.combinations(range(len(factors)), size):
+        m = match(pattern, sp.Mul(*(factors[i] for i in chosen)), wilds)
+        if m is not None:
+            return m, sp.Mul(*(f for i, f in enumerate(factors) if i not in chosen))
+    return None
 
 
 # -- folding intermediates ----------------------------------------------------
@@ -216,8 +239,11 @@ def _inverse(definition, kernel, value):
     """
     u, v = sp.Dummy("u", real=True), sp.Dummy("v", real=True)
     reduced = definition.xreplace({kernel: u})
+    if not reduced.has(u) and isinstance(kernel, sp.Mul):  # some of a product's factors
+        reduced = definition.subs(kernel, u)
     elements = {e for e in kernel.atoms(sp.Indexed) if isinstance(e.base, Tensor)}
-    if reduced.count(u) != 1 or reduced.has(sp.Piecewise, Iverson) or reduced.has(*elements):
+    outside_sums = reduced.replace(lambda e: isinstance(e, sp.Sum), lambda e: sp.Dummy())
+    if reduced.count(u) != 1 or outside_sums.has(sp.Piecewise, Iverson) or reduced.has(*elements):
         return None
     try:
         solutions = sp.solve(sp.Eq(v, reduced), u)
@@ -226,6 +252,7 @@ def _inverse(definition, kernel, value):
     if len(solutions) != 1 or solutions[0].has(sp.nan, sp.Piecewise):
         return None
     (solution,) = solutions
+    solution = _same_relations(solution, definition)
     if sp.cancel(sp.together(solution.xreplace({v: reduced}) - u)) != 0:
         return None
     _, denominator = sp.fraction(sp.together(solution.xreplace({v: value})))
@@ -234,13 +261,21 @@ def _inverse(definition, kernel, value):
     return solution.xreplace({v: value})
 
 
+def _same_relations(expr: sp.Expr, like: sp.Expr) -> sp.Expr:
+    """``expr`` with each condition written as in ``like`` (the solver writes ``r <= l`` as ``l >= r``)."""
+    written = {r.canonical: r for r in like.atoms(sp.Rel)}
+    return expr.replace(lambda e: isinstance(e, sp.Rel) and e.canonical in written and e not in written.values(),
+                        lambda e: written[e.canonical])
+
+
 def _place(ctx, args, index):
     present = [i for i in index if i in ctx.free_symbols]
     return ctx.xreplace(dict(zip(present, args)))
 
 
 def _kernels(definition, index, bound):
-    """Subexpressions that hold every free index and no bound one, outermost first."""
+    """Subexpressions that hold every free index and no bound one, outermost first; of a product,
+    also the product of its factors that hold them (a masked softmax's ``[s <= l] e^{z}``)."""
     need = set(index)
     seen = []
     for sub in sp.preorder_traversal(definition):
@@ -251,6 +286,10 @@ def _kernels(definition, index, bound):
         free = sub.free_symbols
         if need <= free and not (free & bound):
             seen.append(sub)
+            if isinstance(sub, sp.Mul):  # the factors outside the normaliser (a masked softmax's sum)
+                part = sp.Mul(*(f for f in sub.args if f.free_symbols & need and not f.has(sp.Sum)))
+                if part not in seen and part != sub and need <= part.free_symbols and isinstance(part, sp.Mul):
+                    seen.append(part)
     return seen
 
 
@@ -290,7 +329,8 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     candidates = [expr]
     if not expr.has(sp.Piecewise, Iverson):  # cases read best term by term
         for form in dict.fromkeys((expr, one_sided_sigmoids(expr))):
-            candidates += [_outside_calls(common_factors, form), _outside_calls(sp.factor, form)]
+            candidates += [_outside_calls(common_factors, form), _outside_calls(sp.factor, form),
+                           _outside_calls(grouped_terms, form)]
     expr = min(candidates, key=_size)  # the first of the shortest: factor only where it shortens
     return fix_signs(expr)
 
@@ -326,6 +366,29 @@ def common_factors(expr: sp.Expr) -> sp.Expr:
         if factor == 1:
             return node
         return factor * sp.Add(*(term / factor for term in node.args))
+    return visit(expr)
+
+
+def grouped_terms(expr: sp.Expr) -> sp.Expr:
+    """Each sum with a factor that some of its terms share taken out of those, where that shortens it:
+    SiLU's ``σ + y - σ y`` is ``σ + y (1 - σ)``. (A factor of every term is ``common_factors``' job.)"""
+    def visit(node):
+        if not node.args or isinstance(node, (sp.Indexed, sp.Sum)):
+            return node
+        node = rebuild(node, (visit(a) for a in node.args))
+        if not isinstance(node, sp.Add) or len(node.args) < 3:
+            return node
+        powers = [term.as_powers_dict() for term in node.args]
+        bases = {b for p in powers for b, e in p.items() if not b.is_number and e.is_positive and e.is_integer}
+        best = node
+        for base in sorted(bases, key=sp.default_sort_key):
+            having = [t for t, p in zip(node.args, powers) if base in p and p[base].is_positive and p[base].is_integer]
+            if not 2 <= len(having) < len(node.args):
+                continue
+            grouped = base * sp.Add(*(t / base for t in having)) + sp.Add(*(t for t in node.args if t not in having))
+            if _size(grouped) < _size(best):
+                best = grouped
+        return best
     return visit(expr)
 
 
