@@ -142,8 +142,8 @@ TABLE = [
     ("silu", "x", r"g_i \sigma(x_i)(1 + x_i - y_i)", True, None),  # through y = x σ(x)
     ("silu", "x", r"\vec{g} \odot \sigma(\vec{x}) \odot (1 + \vec{x} \odot (1 - \sigma(\vec{x})))", True, None),
     ("silu", "x", "g[i]*sigmoid(x[i])*(1 + x[i]*(1 - sigmoid(x[i])))", True, None),
-    ("silu", "x", r"g_i \sigma(x_i)", False, "missing the factor"),  # x taken for a constant
-    ("silu", "x", r"g_i \sigma(x_i)(1 - \sigma(x_i))", False, "one term is wrong"),  # σ's derivative alone
+    ("silu", "x", r"g_i \sigma(x_i)", False, r"missing the factor 1 + x_{i} \left(1 - \sigma"),  # x a constant
+    ("silu", "x", r"g_i \sigma(x_i)(1 - \sigma(x_i))", False, None),  # σ's derivative alone
     ("gelu", "x", r"g_i (\Phi(x_i) + x_i \varphi(x_i))", True, None),
     ("gelu", "x", r"g_i \left(\frac{1}{2}\left(1 + \operatorname{erf}\frac{x_i}{\sqrt{2}}\right) "
      r"+ \frac{x_i}{\sqrt{2 \pi}} e^{-x_i^2/2}\right)", True, None),
