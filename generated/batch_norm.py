@@ -73,7 +73,7 @@ def backward(dout, cache):
     S = cache["S"]
     dxhat = dout*gamma[:, None]
     drstd = np.einsum('ncs,ncs->c', dxhat, xc)
-    dvar = -0.5*drstd*rstd**3
+    dvar = -0.5*drstd*rstd*rstd*rstd
     dxc = dxhat*rstd[:, None]
     dxc += (2*dvar/(N*S))[:, None]*xc
     dmu = -dxc.sum(axis=(0, 2))

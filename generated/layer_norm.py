@@ -67,7 +67,7 @@ def backward(dout, cache):
     D = cache["D"]
     dxhat = dout*gamma
     drstd = np.einsum('nd,nd->n', dxhat, xc)
-    dvar = -0.5*drstd*rstd**3
+    dvar = -0.5*drstd*rstd*rstd*rstd
     dxc = dxhat*rstd[:, None]
     dxc += (2*dvar/D)[:, None]*xc
     dmu = -dxc.sum(axis=1)

@@ -17,7 +17,7 @@ from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_o
                  symbols_used, work)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
-from codegen.module.stable import stabilize
+from codegen.module.stable import clamp_branches, stabilize
 from codegen.text import text
 
 UPSTREAM = "dout"
@@ -166,7 +166,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
         "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
-        "erfc_series": repr(special.erfc_series()),
+        "erfc_table": special.erfc_table(),
         "erf_taylor": repr(special.erf_taylor()),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
@@ -189,8 +189,8 @@ def cached_calls(d: Derivation, program: list):
 
     Only calls whose indices are all the statement's own (elementwise in them) are named.
     """
-    op = d.op
-    exprs = dict(enumerate(st.expr for st in program))
+    op, renamed = _redefined(d.op, clamp_branches)
+    exprs = {k: clamp_branches(_renamed(st.expr, renamed)) for k, st in enumerate(program)}
     taken = {i.name for i in op.inputs} | {n.name for n in op.intermediates} | {UPSTREAM, "cache", "shape"} \
         | {st.name for st in program}
     definitions = {n: n.definition for n in op.intermediates}
@@ -216,18 +216,29 @@ def cached_calls(d: Derivation, program: list):
             exprs = {k: replace_pattern(e, pattern, element, set(wilds.values())) for k, e in exprs.items()}
     if not named:
         return op, [exprs[k] for k in range(len(program))]
-    renamed = {}
-    for node in op.intermediates:
-        definition = node.definition.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
-                                             lambda e: renamed[e.base][e.indices])
+
+    def with_calls_named(definition):
         for pattern, element, wilds in named:
             definition = replace_pattern(definition, pattern, element, wilds)
-        renamed[node] = Intermediate(node.label, node.index, node.shape, definition)
-    exprs = {k: e.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
-                          lambda e: renamed[e.base][e.indices]) for k, e in exprs.items()}
+        return definition
+
+    op, renamed = _redefined(op, with_calls_named)
+    return op, [_renamed(exprs[k], renamed) for k in range(len(program))]
+
+
+def _redefined(op, change):
+    """``op`` with ``change`` applied to every definition, and the new intermediate of each old one."""
+    renamed = {}
+    for node in op.intermediates:
+        renamed[node] = Intermediate(node.label, node.index, node.shape, change(_renamed(node.definition, renamed)))
     op = dataclasses.replace(op, output=renamed[op.output], extra=tuple(renamed[n] for n in op.extra),
                              statistics=tuple(renamed[n] for n in op.statistics))
-    return op, [exprs[k] for k in range(len(program))]
+    return op, renamed
+
+
+def _renamed(expr, renamed):
+    return expr.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
+                        lambda e: renamed[e.base][e.indices])
 
 
 def _call_name(call, taken) -> str:

@@ -8,7 +8,10 @@ exact identities applied to the index form before lowering:
 * every ``sum_j exp(a_j)`` is shifted by ``m = max_j a_j``: the sum
   becomes ``exp(m) sum_j exp(a_j - m)``, each ``exp(a_k)`` beside it
   becomes ``exp(a_k - m) exp(m)``; the ``exp(m)`` cancel in a softmax,
-  and ``log(exp(m) s)`` becomes ``m + log(s)`` in a log-sum-exp.
+  and ``log(exp(m) s)`` becomes ``m + log(s)`` in a log-sum-exp;
+* an ``exp(a)`` inside a branch taken only where ``a <= 0`` (ELU's
+  ``alpha (e^x - 1)`` where ``x <= 0``) is ``exp(min(a, 0))``: the same
+  value there, and finite where ``np.where`` computes the other branch.
 """
 from __future__ import annotations
 
@@ -71,3 +74,37 @@ def _shift(expr: sp.Expr, total: sp.Sum) -> sp.Expr:
         return isinstance(e, sp.log) and isinstance(e.args[0], sp.Mul) and sp.exp(m) in e.args[0].args
 
     return expr.replace(log_of_shifted, lambda e: m + sp.log(e.args[0] / sp.exp(m)))
+
+
+def clamp_branches(expr: sp.Expr) -> sp.Expr:
+    """Each ``exp(a)`` of a branch that holds only where ``a <= 0`` as ``exp(min(a, 0))``, in a
+    ``Piecewise`` (after a branch for ``a > 0``) and in a product with ``[a <= 0]``."""
+    def visit(node):
+        if not node.args or isinstance(node, (sp.Indexed, sp.IndexedBase)):
+            return node
+        node = node.func(*(visit(a) for a in node.args)) if not isinstance(node, sp.Piecewise) else node
+        if isinstance(node, sp.Piecewise):
+            branches, nonpositive = [], set()
+            for value, cond in node.args:
+                value = visit(value)
+                branches.append((_clamped(value, nonpositive | _nonpositive(cond)), cond))
+                if isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0:
+                    nonpositive.add(cond.lhs)
+            return sp.Piecewise(*branches)
+        if isinstance(node, sp.Mul):
+            held = set().union(*(_nonpositive(f.condition) for f in node.args if isinstance(f, Iverson)))
+            return _clamped(node, held) if held else node
+        return node
+    return visit(expr)
+
+
+def _nonpositive(cond) -> set:
+    """The ``a`` of a condition ``a <= 0`` or ``a < 0``."""
+    if isinstance(cond, (sp.LessThan, sp.StrictLessThan)) and cond.rhs == 0:
+        return {cond.lhs}
+    return set()
+
+
+def _clamped(expr: sp.Expr, nonpositive: set) -> sp.Expr:
+    return expr.replace(lambda e: isinstance(e, sp.exp) and e.args[0] in nonpositive,
+                        lambda e: sp.exp(sp.Min(e.args[0], 0))) if nonpositive else expr

@@ -318,7 +318,7 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
     sample_points = _points(op, sizes, values, points)
     integers = {k: v for k, v in sample_points[0].items() if k.is_integer}
     y = op.output
-    forward = inline(exact_constants(y.definition))
+    forward = exact_constants(inline(y.definition))  # an intermediate's decimals too (GELU's u)
     if op.is_loss:
         objective = d.upstream * _unroll(forward, {}, sizes).xreplace(integers)
     else:
