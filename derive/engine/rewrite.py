@@ -354,7 +354,7 @@ def merged_sums(expr: sp.Expr) -> sp.Expr:
                     sums.append(f)
                 else:
                     coeff *= f
-            if len(sums) == 1:
+            if len(sums) == 1 and coeff.is_number:  # (x̂ Σ g x̂ beside Σ g: the x̂ stays outside)
                 key = canonical_bound(sp.Sum(sp.S.One, *sums[0].limits))
                 groups.setdefault(key, []).append((coeff, sums[0]))
             else:
