@@ -120,10 +120,11 @@ def test_gradients_have_their_inputs_shape_and_dtype(op, module, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("alpha", [0.0, 0.01, 2.0])
 def test_leaky_relu_selects_its_branch_even_where_the_other_overflows(dtype, alpha):
-    """max + slope * min and np.where pick a branch, so an infinite or overflowing other branch stays out."""
+    """A slope chosen per element, times the array, is np.where's branch exactly: an infinite or overflowing
+    other branch stays out, infinities and NaN (in x or in dout) come out as np.where has them."""
     from generated import leaky_relu
-    x = np.array([np.inf, -np.inf, 3.0, -3.0, 1.0, -1.0, 3e38, -3e38], dtype)
-    dout = np.array([1, 1, np.inf, np.inf, 3e38, 3e38, 1, 1], dtype)
+    x = np.array([np.inf, -np.inf, 3.0, -3.0, 1.0, -1.0, 3e38, -3e38, np.nan, 2.0, -2.0, 0.0, -0.0], dtype)
+    dout = np.array([1, 1, np.inf, np.inf, 3e38, 3e38, 1, 1, 1, np.nan, -np.inf, -np.inf, np.nan], dtype)
     with np.errstate(all="ignore"):  # products overflow where they are not chosen (and 0 * -inf where alpha = 0)
         y, cache = leaky_relu.forward(x, alpha=alpha)
         dx = leaky_relu.backward(dout, cache)["x"]
