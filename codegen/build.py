@@ -53,8 +53,8 @@ def _package_init() -> str:
             f"__all__ = {names!r}\n")
 
 
-def write(root: Path, files: dict[str, str]) -> dict[str, bool]:
-    """Write files whose bytes differ; remove generated files that no op produces any more."""
+def write(root: Path, files: dict[str, str], prune: bool = True) -> dict[str, bool]:
+    """Write files whose bytes differ; with ``prune``, remove generated files that no op produces any more."""
     changed = {}
     for rel, text in files.items():
         path = root / rel
@@ -65,7 +65,7 @@ def write(root: Path, files: dict[str, str]) -> dict[str, bool]:
             changed[rel] = True
         else:
             changed[rel] = False
-    for path in sorted(root.rglob("*")):
+    for path in sorted(root.rglob("*")) if prune else ():
         rel = path.relative_to(root).as_posix()
         if path.is_file() and path.suffix in (".py", ".tex") and rel not in files \
                 and HEADER in path.read_text(encoding="utf-8", errors="replace")[:300]:
@@ -84,4 +84,19 @@ def build(root: Path = GENERATED) -> list[Row]:
         fd = check.finite_differences(op, module, inputs, check.hyper_values(op))
         written = sum(v for rel, v in changed.items() if rel == f"{name}.py" or rel.endswith(f"/{name}.tex"))
         rows.append(Row(name, written, fd.max_error, fd.passed))
+    return rows
+
+
+def build_ops(ops, root: Path) -> list[Row]:
+    """A user's ops (``--ops``, ``--def``) into ``root``: each module and its LaTeX, after every check
+    (``codegen.certify``: the derivation, finite differences, extreme inputs). Nothing else in ``root``
+    is touched, and nothing of the package's ``generated/``."""
+    from codegen.certify import certified
+    rows = []
+    for op in ops:
+        found = certified(op)
+        files = {f"{op.name}.py": found.source}
+        files.update({f"latex/{lang}/{op.name}.tex": op_latex(found.derivation, lang) for lang in LANGS})
+        changed = write(root, files, prune=False)
+        rows.append(Row(op.name, sum(changed.values()), found.fd_error, True))
     return rows

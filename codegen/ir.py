@@ -22,6 +22,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from derive.define.symbols import FirstMax, Iverson, Maximum, index_symbols, is_index
@@ -101,6 +102,26 @@ class Scatter(Node):
     offset: sp.Expr
 
 
+@dataclass(frozen=True)
+class Gather(Node):
+    """``W[idx[n, l], e]``: the named array ``name`` read along axis ``position`` at the integers of
+    ``index`` (an embedding's lookup); laid out as W's axes with that one replaced by index's axes."""
+
+    name: str
+    position: int
+    index: Node
+
+
+@dataclass(frozen=True)
+class IndexAdd(Node):
+    """``out[v, ...] = sum over the positions i with index[i] = v of values[i, ...]``: a scatter-add, the
+    gradient of a gather. ``axes`` is (v, then the axes values has beyond index's); ``size`` is v's range."""
+
+    index: Node
+    values: Node
+    size: sp.Expr
+
+
 def is_scalar_expr(expr: sp.Expr) -> bool:
     return not any(isinstance(n, (sp.Indexed, sp.Sum, Maximum, FirstMax)) for n in sp.preorder_traversal(expr))
 
@@ -111,11 +132,14 @@ class Lowering:
     def __init__(self, names):
         self.names = names
         self.ranges: dict = {}  # index symbol -> size, for the statement being lowered
+        self.sizes: dict = {}  # index symbol -> size, for every statement lowered so far
 
     def statement(self, expr: sp.Expr, index: tuple, shape: tuple) -> Node:
         """Lower the right-hand side of ``name[index] = expr`` (its indices run over ``shape``)."""
         self.ranges = dict(zip(index, shape))
-        return self.lower(expr, tuple(index))
+        node = self.lower(expr, tuple(index))
+        self.sizes.update(self.ranges)
+        return node
 
     def order(self, axes, first=(), expr=None) -> tuple:
         """A deterministic axis order: ``first`` as given, then as the arrays in ``expr`` store them."""
@@ -147,6 +171,12 @@ class Lowering:
         idx = expr.indices
         if all(isinstance(i, sp.Symbol) for i in idx) and len(set(idx)) == len(idx):
             return Leaf(tuple(idx), self.names[expr.base])
+        gathered = [pos for pos, i in enumerate(idx) if isinstance(i, sp.Indexed)]
+        if len(gathered) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != gathered[0]):
+            (pos,) = gathered
+            index = self.leaf(idx[pos])
+            axes = tuple(idx[:pos]) + tuple(index.axes) + tuple(idx[pos + 1:])
+            return Gather(axes, self.names[expr.base], pos, index)
         windows = [_window_position(i) for i in idx]
         plain = [i for i, w in zip(idx, windows) if w is None]
         inner = [w for w in windows if w is not None]
@@ -182,7 +212,10 @@ class Lowering:
             return self.elementwise(outside * inner, first)
         for v, size in bound:
             self.ranges[v] = size
-        scatter = self.scatter(bound, inside, first)
+        gathered = self.gather(bound, inside, first)
+        if gathered is not None:
+            return gathered
+        scatter = self.scatter(bound, inside, first) or self.index_add(bound, inside, first)
         if scatter is not None:
             return scatter
         if len(inside) == 1 and isinstance(inside[0], sp.Pow) and inside[0].exp == 2:
@@ -196,6 +229,37 @@ class Lowering:
             return Contract(axes, args)
         arg = self.lower(sp.Mul(*inside), reduced_first)
         return Reduce(axes, "sum", arg, size)
+
+    def gather(self, bound, inside, first) -> Node | None:
+        """``sum_v [v = idx_n] f(v)`` is ``f(idx_n)``: the delta is a substitution (the forward of a gather)."""
+        summed = {v for v, _ in bound}
+        for f in inside:
+            if isinstance(f, sp.KroneckerDelta):
+                for v, other in (f.args, reversed(f.args)):
+                    if v in summed and isinstance(other, sp.Indexed) and not other.free_symbols & {v}:
+                        rest = sp.Mul(*(g for g in inside if g is not f)).xreplace({v: other})
+                        remaining = [(u, size) for u, size in bound if u != v]
+                        body = sp.Sum(rest, *reversed([(u, 0, size - 1) for u, size in remaining])) \
+                            if remaining else rest
+                        return self.lower(body, first)
+        return None
+
+    def index_add(self, bound, inside, first) -> Node | None:
+        """``sum_n [p = idx_n] f(n)``: each ``f(n)`` added at row ``idx_n`` (the backward of a gather)."""
+        summed = {v for v, _ in bound}
+        for f in inside:
+            if isinstance(f, sp.KroneckerDelta):
+                for p, index in (f.args, reversed(f.args)):
+                    if isinstance(p, sp.Symbol) and p not in summed and isinstance(index, sp.Indexed) \
+                            and set(index.indices) <= summed and all(isinstance(i, sp.Symbol) for i in index.indices):
+                        index_node = self.leaf(index)
+                        rest = sp.Mul(*(g for g in inside if g is not f))
+                        others = [(u, size) for u, size in bound if u not in index.indices]
+                        body = sp.Sum(rest, *reversed([(u, 0, size - 1) for u, size in others])) if others else rest
+                        free = tuple(a for a in self.order(index_symbols(body) - summed - {p}, first))
+                        values = self.lower(body, tuple(index.indices) + free)
+                        return IndexAdd((p,) + free, index_node, values, self.ranges[p])
+        return None
 
     def scatter(self, bound, inside, first) -> Node | None:
         """``sum_i [0 <= a + P - i s <= K-1] f(..., a + P - i s, ...)``: windows summed back (col2im).
@@ -367,6 +431,10 @@ def symbols_used(node: Node) -> set:
     elif isinstance(node, Contract):
         for child in node.args:
             found |= symbols_used(child)
+    elif isinstance(node, Gather):
+        found |= symbols_used(node.index)
+    elif isinstance(node, IndexAdd):
+        found |= symbols_used(node.index) | symbols_used(node.values) | sp.sympify(node.size).free_symbols
     return found
 
 
@@ -377,7 +445,7 @@ def canonical(node: Node) -> Node:
 
     def appearance(n: Node) -> list:
         seen = list(n.axes)
-        for kid in _kids(n):
+        for kid in children(n):
             seen += [a for a in appearance(kid) if a not in seen]
         return seen
 
@@ -404,12 +472,21 @@ def canonical(node: Node) -> Node:
                 if a != b:
                     local[a] = mapping.get(b, b)
             return Mask(axes, visit(n.window, local))
+        if isinstance(n, Gather):
+            return dataclasses.replace(n, axes=axes, index=visit(n.index, mapping))
+        if isinstance(n, IndexAdd):
+            local = dict(mapping)
+            for a in appearance(n):
+                if a not in n.axes and a not in local:
+                    local[a] = sp.Symbol(f"_a{next(counter)}", integer=True)
+            return dataclasses.replace(n, axes=axes, index=visit(n.index, local), values=visit(n.values, local))
         return n
 
     return visit(node, {})
 
 
-def _kids(node: Node):
+def children(node: Node) -> tuple:
+    """The nodes ``node`` is computed from."""
     if isinstance(node, Contract):
         return node.args
     if isinstance(node, Mask):
@@ -418,7 +495,28 @@ def _kids(node: Node):
         return (node.arg,)
     if isinstance(node, Elementwise):
         return tuple(c for _, c in node.holes)
+    if isinstance(node, Gather):
+        return (node.index,)
+    if isinstance(node, IndexAdd):
+        return (node.index, node.values)
     return ()
+
+
+def map_children(node: Node, fn) -> Node:
+    """``node`` with ``fn`` applied to each of its children."""
+    if isinstance(node, Contract):
+        return dataclasses.replace(node, args=tuple(fn(c) for c in node.args))
+    if isinstance(node, Mask):
+        return dataclasses.replace(node, window=fn(node.window))
+    if isinstance(node, (Reduce, Scatter)):
+        return dataclasses.replace(node, arg=fn(node.arg))
+    if isinstance(node, Elementwise):
+        return dataclasses.replace(node, holes=tuple((k, fn(c)) for k, c in node.holes))
+    if isinstance(node, Gather):
+        return dataclasses.replace(node, index=fn(node.index))
+    if isinstance(node, IndexAdd):
+        return dataclasses.replace(node, index=fn(node.index), values=fn(node.values))
+    return node
 
 
 def leaf_names(node: Node, computed=frozenset()) -> set:
@@ -428,13 +526,14 @@ def leaf_names(node: Node, computed=frozenset()) -> set:
         return set()
     if isinstance(node, (Leaf, Window, Pad)):
         return {node.name}
-    return set().union(set(), *(leaf_names(c, computed) for c in _kids(node)))
+    own = {node.name} if isinstance(node, Gather) else set()
+    return own.union(*(leaf_names(c, computed) for c in children(node)))
 
 
 def subtrees(node: Node):
     """``node`` and every node below it."""
     yield node
-    for child in _kids(node):
+    for child in children(node):
         yield from subtrees(child)
 
 
@@ -512,13 +611,7 @@ def share_arithmetic(trees: list) -> list:
     def rewrite(node: Node) -> Node:
         if isinstance(node, Elementwise):
             return build(name_parts(spelled(node)), tuple(node.axes))
-        if isinstance(node, Contract):
-            return dataclasses.replace(node, args=tuple(rewrite(c) for c in node.args))
-        if isinstance(node, Mask):
-            return dataclasses.replace(node, window=rewrite(node.window))
-        if isinstance(node, (Reduce, Scatter)):
-            return dataclasses.replace(node, arg=rewrite(node.arg))
-        return node
+        return map_children(node, rewrite)
 
     return [rewrite(tree) for tree in trees]
 
@@ -542,7 +635,7 @@ def _elementwise_nodes(trees):
         if isinstance(node, Elementwise) and node not in seen:
             seen.add(node)
             out.append(node)
-        for child in _kids(node):
+        for child in children(node):
             visit(child)
 
     for tree in trees:
@@ -570,13 +663,7 @@ def split_sums(node: Node) -> Node:
                                        tuple((k, Contract(tuple(node.axes), (part,) + rest))
                                              for k, (_, part) in zip(keys, groups)))
         return dataclasses.replace(node, args=args)
-    if isinstance(node, Elementwise):
-        return dataclasses.replace(node, holes=tuple((k, split_sums(c)) for k, c in node.holes))
-    if isinstance(node, Mask):
-        return dataclasses.replace(node, window=split_sums(node.window))
-    if isinstance(node, (Reduce, Scatter)):
-        return dataclasses.replace(node, arg=split_sums(node.arg))
-    return node
+    return map_children(node, split_sums)
 
 
 def _terms_by_axes(node: Elementwise):
@@ -616,6 +703,49 @@ def rows_sum_to_one(node: Node, names: set) -> Node:
                 return rest[0] if tuple(rest[0].axes) == tuple(node.axes) else Reduce(tuple(node.axes), "sum",
                                                                                        rest[0], None)
         return dataclasses.replace(node, args=args)
-    if isinstance(node, Elementwise):
-        return dataclasses.replace(node, holes=tuple((k, rows_sum_to_one(c, names)) for k, c in node.holes))
-    return node
+    return map_children(node, lambda child: rows_sum_to_one(child, names))
+
+
+def pairwise(node: Node, size) -> Node:
+    """Each product of three or more arrays as a sequence of products of two, in the order that does the
+    least work, where that is much less than one pass over every index at once.
+
+    Attention's ``sum_{e,s} dout_{nle} v_{nse} p_{nls} k_{nsd}`` in one pass loops over n, l, s, e and d
+    together; as (dout v) p, then k, it is two batched matrix products. ``size(axis)`` is a representative
+    number for the axis (the op's benchmark sizes), so the order is fixed when the code is generated. A
+    product whose arrays share their axes (batch norm's ``sum g x\\hat gamma``) stays one pass, with no
+    temporary.
+    """
+    node = map_children(node, lambda child: pairwise(child, size))
+    if not isinstance(node, Contract) or len(node.args) < 3:
+        return node
+
+    def work(axes) -> int:
+        return int(np.prod([size(a) for a in set(axes)], dtype=float))
+
+    out = set(node.axes)
+    operands = list(node.args)
+    one_pass = work(set().union(*(set(a.axes) for a in operands))) * (len(operands) - 1)
+    total = 0
+    while len(operands) > 2:
+        best = None
+        for i, j in itertools.combinations(range(len(operands)), 2):
+            a, b = operands[i], operands[j]
+            rest = [o for k, o in enumerate(operands) if k not in (i, j)]
+            needed = out.union(*(set(o.axes) for o in rest))
+            kept = tuple(x for x in _ordered(a.axes + b.axes) if x in needed)
+            key = (work(a.axes + b.axes), work(kept), i, j)
+            if best is None or key < best[0]:
+                best = (key, i, j, kept)
+        (cost, _, _, _), i, j, kept = best
+        total += cost
+        pair = Contract(kept, (operands[i], operands[j]))
+        operands = [o for k, o in enumerate(operands) if k not in (i, j)] + [pair]
+    total += work(operands[0].axes + operands[1].axes)
+    if 2 * total > one_pass:
+        return node
+    return Contract(tuple(node.axes), tuple(operands))
+
+
+def _ordered(axes) -> tuple:
+    return tuple(dict.fromkeys(axes))

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from derive.engine import Mismatch
+
 
 class UsageError(Exception):
     """Bad usage or bad input: reported in one line, exit code 2."""
@@ -25,22 +27,44 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
     sub.required = True
 
-    sub.add_parser("list", help="the built-in ops and their forward formulas")
+    files = _Parser(add_help=False)
+    files.add_argument("--ops", dest="ops_files", action="append", default=[], metavar="FILE.py",
+                       help="ops defined in your own Python file (OP = Op(...) or OPS = [...]); repeatable")
+    defined = _Parser(add_help=False, parents=[files])
+    defined.add_argument("--def", dest="definitions", action="append", default=[], metavar="DEFINITION",
+                         help="an op in one line, e.g. 'y_i = x_i \\tanh(\\ln(1 + e^{x_i}))' (LaTeX or plain, as "
+                              "derive verify reads it); repeat for intermediates, the last defines the output")
+    defined.add_argument("--name", help="the name of the op --def defines")
+    defined.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
+                         help="for --def: a scalar hyper-parameter and its default, e.g. beta=1.0")
+    defined.add_argument("--no-grad", action="append", default=[], metavar="INPUT",
+                         help="for --def: an input that gets no gradient (a loss's target)")
+    defined.add_argument("--step-budget", type=float, metavar="SECONDS",
+                         help="seconds each derivation step may take before a simplification is given up "
+                              "(default 5)")
+    inferred = _Parser(add_help=False)
+    inferred.add_argument("--symbols", action="store_true",
+                          help="for --def: the inputs, sizes and indices inferred from the definitions, and exit")
+
+    sub.add_parser("list", parents=[files], help="the ops (built in, from packages, your own) and their forward "
+                                                  "formulas")
     cached = _Parser(add_help=False)
     cached.add_argument("--no-cache", action="store_true",
                         help="derive afresh: neither read nor write the derivation cache")
 
-    p = sub.add_parser("build", parents=[cached], help="derive every op, write generated/, check each against finite differences")
-    p.add_argument("--out", default=None, help="directory to write (default: the package's generated/)")
+    p = sub.add_parser("build", parents=[cached, defined, inferred],
+                       help="derive every op, write generated/ (or your ops into --out), check each")
+    p.add_argument("--out", default=None, help="directory to write (default: the package's generated/; "
+                                                "required for --ops and --def)")
 
-    p = sub.add_parser("latex", parents=[cached], help="an op's or a network's derivation as LaTeX")
+    p = sub.add_parser("latex", parents=[cached, defined, inferred], help="an op's or a network's derivation as LaTeX")
     p.add_argument("op", nargs="?", help="an op name, or 'article' for the article's network")
     p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
 
-    p = sub.add_parser("doc", parents=[cached], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
+    p = sub.add_parser("doc", parents=[cached, defined, inferred], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
     p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
     p.add_argument("--chain", help="comma-separated ops of a network, first layer first")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
@@ -54,13 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flavor", choices=("jekyll", "cnblogs"), default="jekyll",
                    help="Markdown for Jekyll (front matter) or for cnblogs (none); default jekyll")
 
-    p = sub.add_parser("code", parents=[cached], help="an op's generated NumPy module")
-    p.add_argument("op")
+    p = sub.add_parser("code", parents=[cached, defined, inferred], help="an op's generated NumPy module")
+    p.add_argument("op", nargs="?", help="an op name (optional when --ops or --def gives one op)")
 
-    p = sub.add_parser("check", help="symbolic and finite-difference verification")
-    p.add_argument("ops", nargs="*", help="ops to check (default: all)")
+    p = sub.add_parser("check", parents=[defined, inferred], help="symbolic and finite-difference verification")
+    p.add_argument("ops", nargs="*", help="ops to check (default: yours with --ops or --def, else every built-in op)")
 
-    p = sub.add_parser("verify", parents=[cached], help="check a formula derived by hand against the machine's derivation",
+    p = sub.add_parser("verify", parents=[cached, defined], help="check a formula derived by hand against the machine's derivation",
                        epilog="exit codes: 0 EQUIVALENT (the exact difference simplifies to 0, or both sides agree "
                               "within 1e-30 at every point tried, every value computed to 50 digits); 1 NOT "
                               "EQUIVALENT (a counterexample, confirmed at 100 digits); 2 bad input (one line on "
@@ -75,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
 
-    p = sub.add_parser("bench", help="time the generated code against PyTorch, HIPS autograd and bare NumPy, "
-                                     "and derive build cold and warm")
+    p = sub.add_parser("bench", parents=[files], help="time the generated code against PyTorch, HIPS autograd and "
+                                                      "bare NumPy, and derive build cold and warm")
     p.add_argument("ops", nargs="*", help="ops to benchmark (default: all with bench_sizes)")
     p.add_argument("--dtype", default="both", choices=("float64", "float32", "both"))
     p.add_argument("--rounds", type=int, default=15, help="interleaved repeats per measurement (default 15)")
@@ -103,8 +127,11 @@ def main(argv=None) -> int:
             if args.command != "verify":
                 raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
             args.items += extra
-        with _derivation_cache(args):
+        with _derivation_cache(args), _user_ops(args):
             return COMMANDS[args.command](args)
+    except Mismatch as error:  # a derivation or generated code that failed its check: never output
+        print(f"derive: check failed: {_one_line(error)}", file=sys.stderr)
+        return 1
     except (UsageError, ValueError) as error:
         print(f"derive: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -113,6 +140,49 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (``derive bench | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _user_ops(args):
+    """The ops of ``--ops`` files and of ``--def``, findable by name for the command (``args.user_ops``)."""
+    from derive.define import oneline
+    from derive.define.registry import load_file, using
+    from derive.engine import budget
+    if getattr(args, "step_budget", None) is not None:
+        budget.set_step_seconds(args.step_budget)
+    found = [op for path in getattr(args, "ops_files", []) for op in load_file(path)]
+    definitions = getattr(args, "definitions", [])
+    if definitions:
+        if not args.name:
+            raise UsageError("--def: give the op a name with --name")
+        found.append(oneline.op_from_definitions(definitions, args.name, args.hyper, args.no_grad))
+    elif getattr(args, "name", None) or getattr(args, "hyper", None) or getattr(args, "no_grad", None):
+        raise UsageError("--name, --hyper and --no-grad are for --def")
+    args.user_ops = tuple(found)
+    return using(found)
+
+
+def _the_op(args, given):
+    """The op a command is about: the name given, else the one op of --ops or --def."""
+    from derive.define.registry import get
+    if given:
+        return get(given)
+    if len(args.user_ops) == 1:
+        return args.user_ops[0]
+    if args.user_ops:
+        raise UsageError(f"{args.command}: --ops defines {len(args.user_ops)} ops; name one of "
+                         f"{', '.join(op.name for op in args.user_ops)}")
+    raise UsageError(f"{args.command}: give an op (see 'derive list'), --ops FILE.py or --def")
+
+
+def _symbols(args) -> bool:
+    """``--symbols``: print what was inferred from --def (or an op's signature) instead of running."""
+    if not getattr(args, "symbols", False):
+        return False
+    from derive.define.oneline import symbols
+    if not args.user_ops:
+        raise UsageError("--symbols (here) is for --def or --ops: it lists what the tool inferred")
+    print("\n\n".join(symbols(op) for op in args.user_ops))
+    return True
 
 
 def _derivation_cache(args):
@@ -128,21 +198,32 @@ def _one_line(error) -> str:
 
 def cmd_list(args) -> int:
     from codegen.text import text
-    from derive.define.registry import registry
-    for name, op in registry().items():
+    from derive.define.registry import available
+    for name, op in available().items():
         node = op.output
         index = f"[{', '.join(map(str, node.index))}]" if node.index else ""
-        print(f"{name:24} {node.name}{index} = {text(node.definition)}")
+        where = "" if op.is_builtin else f"    (from {op.origin})"
+        print(f"{name:24} {node.name}{index} = {text(node.definition)}{where}")
     return 0
 
 
 def cmd_build(args) -> int:
     from pathlib import Path
 
-    from codegen.build import GENERATED, build
+    from codegen.build import GENERATED, build, build_ops
     from derive.engine.cache import active
+    if _symbols(args):
+        return 0
     start = time.perf_counter()
-    rows = build(Path(args.out) if args.out else GENERATED)
+    if args.user_ops:
+        if not args.out:
+            raise UsageError("build: --ops and --def write into --out DIR; the package's generated/ holds the "
+                             "built-in ops only")
+        if Path(args.out).resolve() == GENERATED.resolve():
+            raise UsageError("build: --out must not be the package's generated/, which holds the built-in ops only")
+        rows = build_ops(args.user_ops, Path(args.out))
+    else:
+        rows = build(Path(args.out) if args.out else GENERATED)
     print(f"{'op':24} {'derived':8} {'generated':10} {'fd max rel err':>15}  check")
     for r in rows:
         status = "ok" if r.passed else "FAILED"
@@ -156,16 +237,15 @@ def cmd_build(args) -> int:
 
 
 def cmd_latex(args) -> int:
+    from codegen.certify import certified
     from codegen.render import op_latex
-    from derive.engine.derivation import derive
-    from derive.define.registry import get
+    if _symbols(args):
+        return 0
     if args.chain and args.op:
         raise UsageError("give an op or --chain, not both")
     if args.chain or args.op == "article":
         return _print_chain(args)
-    if not args.op:
-        raise UsageError("latex: give an op (see 'derive list'), 'article', or --chain")
-    print(op_latex(derive(get(args.op)), args.lang, forms=(args.form,)), end="")
+    print(op_latex(certified(_the_op(args, args.op)).derivation, args.lang, forms=(args.form,)), end="")
     return 0
 
 
@@ -186,7 +266,12 @@ def _print_chain(args) -> int:
 def cmd_doc(args) -> int:
     from pathlib import Path
 
+    from codegen.certify import certified
     from codegen.document import document as doc
+    if _symbols(args):
+        return 0
+    if args.user_ops and not args.ops and not args.chain:
+        args.ops = [op.name for op in args.user_ops]
     if args.chain and args.ops:
         raise UsageError("doc: give ops or --chain, not both")
     if "article" in args.ops and len(args.ops) > 1:
@@ -203,6 +288,8 @@ def cmd_doc(args) -> int:
     elif args.ops == ["article"]:
         document = doc.article_document(args.lang, example=args.example)
     elif args.ops:
+        for name in args.ops:
+            certified(_the_op(args, name))  # every gradient checked, and its code, before anything is written
         document = doc.ops_document(args.ops, args.lang, args.title)
     else:
         raise UsageError("doc: give ops (see 'derive list'), 'article', or --chain")
@@ -240,34 +327,41 @@ def _write(path, text: str):
 
 
 def cmd_code(args) -> int:
-    from codegen.render import module_source
-    from derive.engine.derivation import derive
-    from derive.define.registry import get
-    print(module_source(derive(get(args.op))), end="")
+    from codegen.certify import certified
+    if _symbols(args):
+        return 0
+    print(certified(_the_op(args, args.op)).source, end="")
     return 0
 
 
 def cmd_check(args) -> int:
+    """Each op derived afresh, then shown right three ways; a row per op, the first failures under it."""
     import numpy as np
 
     from codegen.render import module_source
-    from derive.engine import check
-    from derive.engine.derivation import derive
     from derive.define.registry import get, registry
-    names = args.ops or list(registry())
-    ops = [get(n) for n in names]
+    from derive.engine import check
+    from derive.engine.derivation import derive_unchecked
+    if _symbols(args):
+        return 0
+    ops = [get(n) for n in args.ops] or list(args.user_ops) or list(registry().values())
     failed = False
-    print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15}  check")
+    print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15} {'extremes':9} check")
     for op in ops:
-        d = derive(op)
-        wrong = check.brute_force(d, check.example_sizes(op, small=True))
+        d = derive_unchecked(op)
+        cases = max((len(h.cases) for h in op.hyper), default=1) or 1
+        sizes = check.example_sizes(op, small=True)
+        wrong = [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(op, case))]
         module = check.load(op.name, module_source(d))
-        fd = check.finite_differences(op, module, check.sample(op, check.example_sizes(op),
-                                                                np.random.default_rng(0)), check.hyper_values(op))
-        ok = not wrong and fd.passed
+        fds = [check.finite_differences(op, module, check.sample(op, check.example_sizes(op),
+                                                                 np.random.default_rng(case)),
+                                        check.hyper_values(op, case), seed=case) for case in range(cases)]
+        extremes = [f"{np.dtype(t).name}: {line}" for t in (np.float64, np.float32) for line in check.extremes(d, module, t)]
+        ok = not wrong and all(fd.passed for fd in fds) and not extremes
         failed |= not ok
-        print(f"{op.name:24} {'exact' if not wrong else 'MISMATCH':10} {fd.max_error:15.1e}  {'ok' if ok else 'FAILED'}")
-        for line in wrong[:3]:
+        print(f"{op.name:24} {'exact' if not wrong else 'MISMATCH':10} {max(fd.max_error for fd in fds):15.1e} "
+              f"{'ok' if not extremes else 'FAILED':9} {'ok' if ok else 'FAILED'}")
+        for line in (wrong[:3] + extremes[:3]):
             print(f"    {line}")
     return 1 if failed else 0
 
@@ -278,11 +372,18 @@ def cmd_verify(args) -> int:
         items.insert(0, None)
     if len(items) > 2:
         raise UsageError("verify: give one formula, in quotes")
+    if args.user_ops and not args.chain and len(items) == 1 and not args.symbols:
+        items.insert(0, _the_op(args, None))  # the formula alone: it is about your op
+    elif args.user_ops and not args.chain and not items and args.symbols:
+        items.insert(0, _the_op(args, None))
     op, text = (items + [None, None])[:2]
     if args.chain and op is not None:
         raise UsageError("give an op or --chain, not both")
     if op is None and not args.chain:
         raise UsageError("verify: give an op (see 'derive list'), 'article', or --chain")
+    if op is not None and op != "article":
+        from codegen.certify import certified
+        certified(_the_op(args, op))  # checked before anything is said about it
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
@@ -337,7 +438,7 @@ def cmd_bench(args) -> int:
     quiet_blas()  # before NumPy loads OpenBLAS
     from benchmarks.run import run
     from derive.define.registry import get
-    ops = [get(name) for name in args.ops] or None
+    ops = [get(name) for name in args.ops] or list(args.user_ops) or None
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     met = run(ops, dtypes, args.rounds, sweep=not args.no_sweep, build=not args.no_build, plot=args.plot)
     return 0 if met else 1

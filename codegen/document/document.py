@@ -349,13 +349,16 @@ def ops_document(names, lang: str = "en", title: str | None = None) -> Document:
         title = ("神经网络前向和后向传播推导：" + "、".join(op_title(op, lang) for op in ops)) if lang == "zh" else \
             "Forward and backward propagation derived: " + ", ".join(names)
     g = upstream_symbol(ops)
+    sources = sorted({op.definition_source if not op.is_builtin else "derive/ops" for op in ops})
+    where_zh = [part for k, s in enumerate(sources) for part in (("、",) if k else ()) + (Code(s),)]
+    where_en = [part for k, s in enumerate(sources) for part in ((", ",) if k else ()) + (Code(s),)]
     intro = [_para(
-        "下面每个公式都由 SymPy 从该层的前向定义（",
-        Code("derive/ops"), " 下的一个文件）推导而来，推导中没有手写任何后向公式。"
+        "下面每个公式都由 SymPy 从该层的前向定义（见 ", *where_zh,
+        "）推导而来，推导中没有手写任何后向公式。"
         f"记号：${g}$ 表示输出端传来的梯度 $\\frac{{\\partial E}}{{\\partial y}}$，所以更新时减去梯度；"
         "$[a = b]$ 在 $a = b$ 时为 1，否则为 0。") if lang == "zh" else _para(
-        "Every equation below was derived by SymPy from the layer's forward definition (one file under ",
-        Code("derive/ops"), "); no backward formula was typed in. "
+        "Every equation below was derived by SymPy from the layer's forward definition (in ", *where_en,
+        "); no backward formula was typed in. "
         f"Notation: ${g}$ is the gradient arriving at the output, $\\frac{{\\partial E}}{{\\partial y}}$, so an "
         "update subtracts the gradient; $[a = b]$ is 1 where $a = b$ and 0 elsewhere.")]
     sections = [_op_section(op, writer, lang, g) for op in ops]

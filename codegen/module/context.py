@@ -12,7 +12,7 @@ from derive.define.functions import KnownFunction
 from derive.define.symbols import Intermediate, IntermediateElement, bound_indices, index_symbols
 from derive.engine.rewrite import index_wilds, replace_pattern
 
-from codegen.ir import (Lowering, canonical, leaf_names, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
+from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
                  symbols_used)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
@@ -42,6 +42,8 @@ def module_context(d: Derivation) -> dict:
     lowering = Lowering(names)
     split = list(map(split_sums, share_arithmetic(
         [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions])))
+    size = _representative_sizes(op, lowering)
+    split = [pairwise(tree, size) for tree in split]
     simplex = {i.name for i in op.inputs if i.domain == "simplex"}
     forward_trees = list(zip([node for node, _ in definitions], (rows_sum_to_one(t, simplex) for t in split)))
     checks = _checks(op, d, any(canonical(t) != canonical(s) for (_, t), s in zip(forward_trees, split)))
@@ -63,7 +65,7 @@ def module_context(d: Derivation) -> dict:
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
     bwd = ArrayPrinter(kind, leaves, [f"d{g.input.name}" for g in d.gradients])
-    backward_trees = list(zip(d.gradients, map(split_sums, share_arithmetic(
+    backward_trees = list(zip(d.gradients, (pairwise(split_sums(t), size) for t in share_arithmetic(
         [lowering.statement(_dout(gradient_exprs[g], d), tuple(g.index), tuple(g.input.shape))
          for g in d.gradients]))))
     bwd.plan([tree for _, tree in backward_trees])
@@ -86,7 +88,8 @@ def module_context(d: Derivation) -> dict:
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
                               for g in d.gradients],
-        "checks": checks + _output_size_checks(op),
+        "checks": checks + _index_checks(op) + _output_size_checks(op),
+        "dtype_from": next(i.name for i in op.inputs if i.domain not in ("index", "mask")),
         "forward_lines": fwd.lines,
         "output": op.output.name,
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
@@ -166,6 +169,18 @@ def _call_name(call, taken) -> str:
     return name
 
 
+def _representative_sizes(op, lowering):
+    """A number for each axis, to choose the order of products (``ir.pairwise``): the op's benchmark
+    sizes, hyper-parameters at their defaults, 64 for a size the op does not give."""
+    values = {h.symbol: h.default for h in op.hyper if isinstance(h.default, (int, float))}
+    values.update({s: op.bench_sizes.get(s.name, 64) for s in op.sizes})
+
+    def size(axis) -> float:
+        found = sp.sympify(lowering.sizes.get(axis, 64)).subs(values)
+        return float(found) if found.is_number else 64.0
+    return size
+
+
 def _needed(op, cached_nodes):
     """Intermediates the forward computes: the output and what backward reads, in order."""
     want = set(cached_nodes) | {op.output}
@@ -207,6 +222,14 @@ def _share_sum_bodies(node: Intermediate, expr: sp.Expr, earlier):
             out.append((shared, twin))
             break
     return out + [(node, expr)]
+
+
+def _index_checks(op) -> list[str]:
+    """Integer inputs select rows of the tensor they index: each must be in range."""
+    from derive.engine.check import index_bound
+    printer = ArrayPrinter("fixed", {})
+    return [f'_index_range("{i.name}", {i.name}, {printer.scalar(index_bound(op, i))})'
+            for i in op.inputs if i.domain == "index"]
 
 
 def _output_size_checks(op) -> list[str]:
@@ -266,7 +289,7 @@ def _input_doc(op, inp) -> dict:
     else:
         shape = "(" + ", ".join(str(s) for s in inp.shape) + ("," if inp.tensor.rank == 1 else "") + ")"
     return {"name": inp.name, "shape": shape, "domain": DOMAINS[inp.domain], "differentiable": inp.differentiable,
-            "mask": inp.domain == "mask"}
+            "mask": inp.domain == "mask", "index": inp.domain == "index"}
 
 
 def _sizes_line(op) -> str:

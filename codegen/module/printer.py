@@ -15,7 +15,8 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import Contract, Elementwise, Leaf, Mask, Node, Pad, Reduce, Scatter, Window, canonical
+from codegen.ir import (Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Node, Pad, Reduce, Scatter, Window,
+                        canonical, children)
 
 
 class ExprPrinter(NumPyPrinter):
@@ -187,7 +188,7 @@ class ArrayPrinter:
             counts[canonical(node)] += 1
             if counts[canonical(node)] > 1:
                 return
-            for child in _children(node):
+            for child in children(node):
                 visit(child)
 
         for node in nodes:
@@ -411,6 +412,16 @@ class ArrayPrinter:
             text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
                    f"{weights})"
             return self.align(text, node.axes, layout)
+        if isinstance(node, Gather):
+            index = self.code(node.index, tuple(node.index.axes), top=True)
+            text = f"{node.name}[{index}]" if node.position == 0 else \
+                f"np.take({node.name}, {index}, axis={node.position})"
+            return self.align(text, node.axes, layout)
+        if isinstance(node, IndexAdd):
+            self.helpers.add("index_add")
+            index = self.code(node.index, tuple(node.index.axes), top=True)
+            values = self.code(node.values, tuple(node.index.axes) + tuple(node.axes[1:]), top=True)
+            return self.align(f"_index_add({index}, {values}, {self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Elementwise):
             return self.elementwise(node, layout, top)
         if isinstance(node, Reduce):
@@ -496,7 +507,11 @@ class ArrayPrinter:
             product = " * ".join(self.code(x, tuple(x.axes)) for x in args)
             return self.align(f"({product}).sum()" if not out else f"({product})", out, layout)
         if len(args) == 2:
-            text = self.matmul(args, out)
+            found = self.matmul(args, out)
+            if found is not None:
+                text, have = found
+                return self.align(text if top and tuple(layout) == have else f"({text})", have, layout)
+            text = self.hadamard(args, out)
             if text is not None:
                 return self.align(text if top and tuple(layout) == out else f"({text})", out, layout)
         window = next((a for a in args if isinstance(a, Window)), None)
@@ -547,21 +562,33 @@ class ArrayPrinter:
             text += f".transpose{tuple(have.index(x) for x in out)}"
         return text
 
-    def matmul(self, args, out) -> str | None:
-        """``A @ B`` (with ``.T`` where needed) when the contraction is a matrix product."""
-        if len(out) != 2 or any(len(a.axes) != 2 for a in args):
+    def matmul(self, args, out):
+        """``A @ B`` (with transposes where needed) when the contraction is a matrix product, batched over
+        the axes both share and keep (attention's ``(n, l, s) @ (n, s, d)``): (text, its axes), or None."""
+        a_axes, b_axes = set(args[0].axes), set(args[1].axes)
+        batch = [x for x in out if x in a_axes & b_axes]
+        summed = (a_axes & b_axes) - set(out)
+        left = next((a for a in args if len(set(a.axes) - summed - set(batch)) == 1
+                     and (set(a.axes) - summed - set(batch)) <= set(out)), None)
+        right = next((a for a in args if a is not left and len(set(a.axes) - summed - set(batch)) == 1), None)
+        if left is None or right is None or len(summed) != 1 or len(left.axes) != len(batch) + 2 \
+                or len(right.axes) != len(batch) + 2 or set(out) != (set(left.axes) | set(right.axes)) - summed:
             return None
-        left = next((a for a in args if out[0] in a.axes and out[1] not in a.axes), None)
-        right = next((a for a in args if a is not left and out[1] in a.axes and out[0] not in a.axes), None)
-        if left is None or right is None:
+        (s,) = summed
+        (i,) = set(left.axes) - summed - set(batch)
+        (j,) = set(right.axes) - summed - set(batch)
+        if (i, j) != tuple(x for x in out if x in (i, j)):  # keep the product in the output's order
+            left, right, i, j = right, left, j, i
+        a = self.code(left, (*batch, i, s))
+        b = self.code(right, (*batch, s, j))
+        return f"{a} @ {b}", (*batch, i, j)
+
+    def hadamard(self, args, out) -> str | None:
+        """Two arrays multiplied with nothing summed: a broadcast product, no einsum."""
+        if set(args[0].axes) | set(args[1].axes) != set(out):
             return None
-        shared = set(left.axes) & set(right.axes)
-        if len(shared) != 1:
-            return None
-        (s,) = shared
-        a = self.code(left, (out[0], s))
-        b = self.code(right, (s, out[1]))
-        return f"{a} @ {b}"
+        a, b = (self.code(x, out) for x in args)
+        return f"{a}*{b}"
 
     def letters(self, axes_lists) -> dict:
         seen = []
@@ -579,7 +606,7 @@ class ArrayPrinter:
 
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
-                "Scatter": "image", "Mask": "mask"}[type(node).__name__]
+                "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1
@@ -662,18 +689,6 @@ def _fits(have: tuple, want: tuple) -> bool:
             return False
     # Axes of ``want`` left of the tail must not be ones we hold.
     return not (set(want[: len(want) - len(have)]) & present)
-
-
-def _children(node: Node):
-    if isinstance(node, Elementwise):
-        return [c for _, c in node.holes]
-    if isinstance(node, Mask):
-        return [node.window]
-    if isinstance(node, (Reduce, Scatter)):
-        return [node.arg]
-    if isinstance(node, Contract):
-        return list(node.args)
-    return []
 
 
 def _atomic(text: str) -> bool:

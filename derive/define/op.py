@@ -122,6 +122,15 @@ class Op:
             raise ValueError(f"{self.name}: duplicate input names {names}")
 
     @property
+    def is_builtin(self) -> bool:
+        return not self.origin
+
+    @property
+    def definition_source(self) -> str:
+        """Where the definition is written: ``derive/ops/<name>.py``, a user's file, a --def line."""
+        return self.origin or f"derive/ops/{self.name}.py"
+
+    @property
     def is_loss(self) -> bool:
         return not self.output.index
 

@@ -38,7 +38,7 @@ class Tensor(IndexedBase):
             shape = tuple(shape[0])  # unpickled
         if isinstance(name, sp.Symbol):
             return super().__new__(cls, name, shape)
-        kind = {"integer": True} if integer else {"real": True}
+        kind = {"integer": True, "nonnegative": True} if integer else {"real": True}  # (not an index letter)
         return super().__new__(cls, sp.Symbol(name, **kind), shape)
 
     @property

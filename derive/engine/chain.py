@@ -85,6 +85,7 @@ def chain(names, lr=sp.Symbol("eta", positive=True), backward: bool = True) -> C
     if not names:
         raise ValueError("chain: give at least one op")
     ops = [derive(get(n)).op for n in names]  # the working forms, which the derivations are in
+    names = tuple(op.name for op in ops)  # an Op given itself is named by its name
     for op in ops[:-1]:
         if op.is_loss:
             raise ValueError(f"chain: the loss {op.name!r} must come last")

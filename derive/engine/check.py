@@ -18,6 +18,7 @@ import sympy as sp
 from derive.define.functions import written_out
 from derive.define.op import Op
 from derive.define.symbols import FirstMax, Iverson, Tensor, as_piecewise
+from derive.engine import Mismatch
 from derive.engine.budget import attempt
 from derive.engine.derivation import Derivation
 from derive.engine.rewrite import inline
@@ -56,8 +57,17 @@ def sample(op: Op, sizes: dict, rng: np.random.Generator, dtype=np.float64, lead
     arrays = {}
     for inp in op.inputs:
         shape = example_shape(op, inp, sizes, leading)
-        arrays[inp.name] = _draw(inp.domain, shape, rng).astype(dtype)
+        if inp.domain == "index":
+            bound = int(sp.sympify(index_bound(op, inp)).subs({s: sp.Integer(v) for s, v in sizes.items()}))
+            arrays[inp.name] = rng.integers(0, bound, shape)
+        else:
+            arrays[inp.name] = _draw(inp.domain, shape, rng).astype(dtype)
     return arrays
+
+
+def as_dtype(op: Op, arrays: dict, dtype) -> dict:
+    """Inputs converted to ``dtype``, integer (index) inputs left as they are."""
+    return {k: v if op.input(k).domain == "index" else np.asarray(v).astype(dtype) for k, v in arrays.items()}
 
 
 def _draw(domain: str, shape, rng) -> np.ndarray:
@@ -178,7 +188,7 @@ def extremes(d: Derivation, module, dtype=np.float64, seed: int = 0) -> list[str
         runs.append(("0", zeros))
     problems = []
     for label, inputs in runs:
-        inputs = {k: v.astype(dtype) if op.input(k).domain != "index" else v for k, v in inputs.items()}
+        inputs = as_dtype(op, inputs, dtype)
         hyper = hyper_values(op)
         out_shape = np.shape(module.forward(**inputs, **hyper)[0])
         dout = 1.0 if op.is_loss else rng.choice([-1.0, 1.0], out_shape).astype(dtype) * rng.uniform(0.5, 2, out_shape).astype(dtype)
@@ -303,10 +313,6 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
     return wrong
 
 
-class Mismatch(ValueError):
-    """A derived gradient that SymPy's derivative of the unrolled forward contradicts."""
-
-
 def certify(d: Derivation) -> str:
     """Check every gradient against the unrolled forward at small sizes, for each test case of the
     hyper-parameters; say what was shown, or raise ``Mismatch`` naming the gradient and element."""
@@ -383,13 +389,22 @@ def _points(op: Op, sizes: dict, hyper: dict, count: int) -> list[dict]:
 
 
 def index_bound(op: Op, inp) -> sp.Expr:
-    """How many values an integer input may take: the size of the axis it indexes (a vocabulary)."""
+    """How many values an integer input may take: the size of the axis it indexes (a vocabulary).
+
+    The op may read it as written (``W[idx[n], e]``) or in working form (``sum_v [v = idx_n] W[v, e]``).
+    """
     for node in op.intermediates:
         for sub in sp.preorder_traversal(node.definition):
             if isinstance(sub, sp.Indexed):
                 for pos, i in enumerate(sub.indices):
                     if isinstance(i, sp.Indexed) and i.base == inp.tensor:
                         return sub.base.shape[pos]
+            if isinstance(sub, sp.Sum):
+                for v, lo, hi in sub.limits:
+                    if any(isinstance(d, sp.KroneckerDelta) and v in d.args
+                           and any(isinstance(a, sp.Indexed) and a.base == inp.tensor for a in d.args)
+                           for d in sub.function.atoms(sp.KroneckerDelta)):
+                        return hi - lo + 1
     raise ValueError(f"{op.name}: the integer input {inp.name} indexes no tensor")
 
 

@@ -103,6 +103,13 @@ def derive(op: Op) -> Derivation:
 def derive_afresh(op: Op) -> Derivation:
     """The derivation itself, without any cache, checked against SymPy's derivative of the unrolled
     forward before it is returned: a wrong gradient is an error, never a result."""
+    derivation = derive_unchecked(op)
+    from derive.engine.check import certify  # the check needs this module's classes
+    return dataclasses.replace(derivation, certificate=certify(derivation))
+
+
+def derive_unchecked(op: Op) -> Derivation:
+    """The derivation before its check: for ``derive check``, which reports what it finds."""
     work = prepare(op)
     identities = tuple(work.assumptions())
     for lhs, rhs in work.theorems:
@@ -113,9 +120,7 @@ def derive_afresh(op: Op) -> Derivation:
         identities += ((lhs, rhs),)
     g = upstream_of(work)
     gradients = tuple(_gradient(work, inp, g, identities) for inp in work.differentiable)
-    derivation = Derivation(work, g, gradients, identities, source=op)
-    from derive.engine.check import certify  # the check needs this module's classes
-    return dataclasses.replace(derivation, certificate=certify(derivation))
+    return Derivation(work, g, gradients, identities, source=op)
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:

@@ -37,8 +37,9 @@ ALLOWED = (sp.exp, sp.log, sp.tanh, sp.erf, sp.Abs, sp.sign, sp.Piecewise, sp.Kr
 def prepare(op: Op) -> Op:
     """``op`` in working form: the same values everywhere, in the forms above."""
     renamed: dict = {}
+    letters = {str(s) for node in op.intermediates for s in symbols_in(node.definition) | set(node.index)}
     for node in op.intermediates:
-        definition = working_form(_renamed(node.definition, renamed), node.name)
+        definition = working_form(_renamed(node.definition, renamed), node.name, letters)
         renamed[node] = Intermediate(node.label, node.index, node.shape, definition)
     return replace(
         op,
@@ -54,13 +55,13 @@ def _renamed(expr: sp.Expr, renamed: dict) -> sp.Expr:
                                     lambda e: renamed[e.base][e.indices])
 
 
-def working_form(expr: sp.Expr, where: str = "") -> sp.Expr:
-    """One definition in working form (see the module's docstring)."""
+def working_form(expr: sp.Expr, where: str = "", taken=frozenset()) -> sp.Expr:
+    """One definition in working form (see the module's docstring); ``taken``: index names the op uses."""
     expr = sp.sympify(expr)
     _refuse_unsupported(expr, where)
     expr = expr.replace(lambda e: isinstance(e, sp.Float), lambda e: sp.nsimplify(e, rational=True))
     expr = name_known_functions(expr)
-    return gathers_as_deltas(expr)
+    return gathers_as_deltas(expr, taken)
 
 
 def name_known_functions(expr: sp.Expr) -> sp.Expr:
@@ -119,7 +120,7 @@ def _erf_term(e: sp.Add):
     return None
 
 
-def gathers_as_deltas(expr: sp.Expr) -> sp.Expr:
+def gathers_as_deltas(expr: sp.Expr, taken=frozenset()) -> sp.Expr:
     """``W[idx[n], e]`` as ``sum_v [v = idx_n] W[v, e]``: SymPy cannot differentiate an element whose
     index is another tensor's element, but it differentiates the delta, which the code prints as a
     gather forward and a scatter-add backward."""
@@ -134,7 +135,9 @@ def gathers_as_deltas(expr: sp.Expr) -> sp.Expr:
             if not (isinstance(i, sp.Indexed) and isinstance(i.base, Tensor) and i.base.is_integer):
                 raise Unsupported(f"the index {i} of {e}: an index may be an integer input's element "
                                   f"(idx[n]), not an expression of one")
-            v = fresh_index("v", symbols_in(expr))
+            # A letter of its own: it names the row of W in W's gradient (dE/dW_{ve}).
+            v = next((sp.Symbol(c, integer=True) for c in "vuwpqrst" if c not in taken | {str(s) for s in
+                      symbols_in(expr)}), None) or fresh_index("v", symbols_in(expr))
             deltas.append(sp.KroneckerDelta(v, i))
             limits.append((v, 0, e.base.shape[pos] - 1))
             indices[pos] = v

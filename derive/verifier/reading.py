@@ -58,13 +58,15 @@ def read_formula(formula: str, op: str | None = None, wrt: str | None = None, ch
 
 
 def source(op, chain) -> tuple:
-    """``("op", name)`` or ``("chain", (names...))``: what a formula is about (``article`` is the article's chain)."""
+    """``("op", Op)`` or ``("chain", (names...))``: what a formula is about (``article`` is the article's chain;
+    ``op`` is a name or an ``Op``)."""
     if op == "article" and chain is None:
         chain, op = ARTICLE, None
     if (op is None) == (chain is None):
         raise ValueError("op: give an op name or a chain, not both and not neither")
     if op is not None:
-        return "op", op
+        from derive.define.registry import get
+        return "op", get(op)  # the Op itself: a user's op and a built-in one never share a cache entry
     if chain == "article":
         chain = ARTICLE
     if isinstance(chain, str):
@@ -115,9 +117,8 @@ def symbols(op: str | None = None, chain=None) -> str:
 
 
 @lru_cache(maxsize=32)
-def _op_names(name: str) -> Names:
-    from derive.define.registry import get
-    return op_names(get(name))
+def _op_names(op) -> Names:
+    return op_names(op)
 
 
 @lru_cache(maxsize=32)

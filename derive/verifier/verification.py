@@ -136,9 +136,10 @@ class Verdict:
 
 # -- the API ---------------------------------------------------------------------------
 
-def verify(formula: str, op: str | None = None, wrt: str | None = None, chain=None, syntax: str = "auto",
+def verify(formula: str, op=None, wrt: str | None = None, chain=None, syntax: str = "auto",
            seed: int = 0) -> Verdict:
-    """Check a hand-derived ``formula`` for a gradient of ``op`` (``wrt``: an input, e.g. ``"W"``) or of a
+    """Check a hand-derived ``formula`` for a gradient of ``op`` (a name or an ``Op``; ``wrt``: an input,
+    e.g. ``"W"``) or of a
     ``chain`` (op names, or ``"article"``; ``wrt``: a quantity such as ``"delta_j"`` or ``"w_kj"``).
 
     ``wrt`` may be left out when the formula names its left-hand side
@@ -164,9 +165,8 @@ def judge(reading: Reading, seed: int = 0) -> Verdict:
 
 
 @lru_cache(maxsize=32)
-def _op_world(name: str) -> World:
-    from derive.define.registry import get
-    return op_world(get(name), _op_names(name))
+def _op_world(op) -> World:
+    return op_world(op, _op_names(op))
 
 
 @lru_cache(maxsize=32)
