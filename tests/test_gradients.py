@@ -131,3 +131,20 @@ def test_leaky_relu_selects_its_branch_even_where_the_other_overflows(dtype, alp
         np.testing.assert_array_equal(y, np.where(x > 0, x, dtype(alpha) * x))
         np.testing.assert_array_equal(dx, np.where(x > 0, dout, dtype(alpha) * dout))
     assert y.dtype == dx.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("if_true, if_false", [(1, 0.01), (1, 1.0), (1, 0.0), (1, 2.0), (2.5, -3.0), (-1, 0.5)])
+def test_a_factor_chosen_per_element_is_np_where_exactly(dtype, if_true, if_false):
+    """_scaled (branches A*a and A*b, printed without np.where) rounds, overflows and keeps NaN as np.where."""
+    from generated.leaky_relu import _scaled
+    values = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1.5, -1.5, 3e38, -3e38, 1e-45], dtype)
+    array = np.repeat(values, 2)
+    condition = np.tile([True, False], len(values))
+    with np.errstate(all="ignore"):
+        got = _scaled(array, condition, if_true, if_false)
+        want = np.where(condition, array * dtype(if_true), array * dtype(if_false))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    signed = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(got[signed]), np.signbit(want[signed]))

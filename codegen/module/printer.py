@@ -160,6 +160,8 @@ def decimal_text(value: sp.Rational, shortest_denominator: int = 1) -> str | Non
     return repr(float(value)) if q == 1 else None
 
 
+#: The hole of an accumulation term's coefficient (computed on the small arrays, then broadcast).
+COEFFICIENT = sp.Symbol("_coefficient")
 #: Functions of one array that NumPy computes into the array it is given (``out=``).
 IN_PLACE_CALLS = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh"}
 
@@ -223,12 +225,32 @@ class ArrayPrinter:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
             for pos, (sign, term) in enumerate(terms):
+                scaled = self.stored_times_coefficient(term) if pos > 0 else None
+                if scaled is not None:  # no full-size temporary for the product
+                    self.helpers.add("add_product")
+                    array, coefficient = (self.code(part, axes, top=True) for part in scaled)
+                    self.lines.append(f"_add_product({name}, {array}, {'-' if sign < 0 else ''}{coefficient})")
+                    continue
                 code = self.code(term, axes, top=True)
                 if pos == 0:
                     self.lines.append(f"{name} = {'-' if sign < 0 else ''}{code}")
                 else:
                     self.lines.append(f"{name} {'-=' if sign < 0 else '+='} {code}")
         self.layouts[name] = axes
+
+    def stored_times_coefficient(self, term: Node):
+        """(array, coefficient) for a term ``array * coefficient`` of an accumulation whose array is
+        a named one (an input, a cached or shared array) and whose coefficient is smaller (per
+        channel, per row): added by ``_add_product`` a few rows at a time, never as a full-size
+        temporary. Else None."""
+        if not isinstance(term, Elementwise) or len(term.holes) != 2:
+            return None
+        (key, array), (coefficient_key, coefficient) = term.holes
+        if coefficient_key != COEFFICIENT or term.expr != key * coefficient_key \
+                or set(array.axes) != set(term.axes) or set(coefficient.axes) == set(term.axes):
+            return None
+        stored = isinstance(array, Leaf) or canonical(array) in self.shared
+        return (array, coefficient) if stored else None
 
     def reuse(self, name: str, node: Node, axes: tuple, reusable) -> bool:
         """``old *= small; name = old`` for ``name = old * small`` with ``old`` dead (so too ``+``)."""
@@ -360,7 +382,7 @@ class ArrayPrinter:
         small = sub(coeff, node.axes)
         if coeff == 1 or set(small.axes) == set(node.axes):  # a full-size coefficient saves nothing
             return sub(part * coeff, node.axes)
-        k = sp.Symbol("_coefficient")
+        k = COEFFICIENT
         return Elementwise(node.axes, part * k, tuple((h, c) for h, c in holes.items() if h in part.free_symbols)
                            + ((k, small),))
 
