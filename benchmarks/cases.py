@@ -117,7 +117,7 @@ class Case:
         return out, self.module.backward(self.dout, cache)
 
     def _bare(self):
-        return None, references.BARE[self.op.name][1](**self.inputs, dout=self.dout)
+        return None, references.BARE[self.op.name][1](**self.inputs, **self.hyper, dout=self.dout)
 
     def _torch(self):
         import torch
