@@ -749,3 +749,25 @@ def pairwise(node: Node, size) -> Node:
 
 def _ordered(axes) -> tuple:
     return tuple(dict.fromkeys(axes))
+
+
+def work(trees, size) -> float:
+    """How much arithmetic the trees take: each distinct node once (shared ones are computed once),
+    a product of arrays by every index it loops over, anything else by the size of what it makes."""
+    seen, total = set(), 0.0
+    for tree in trees:
+        for node in subtrees(tree):
+            key = canonical(node)
+            if key in seen or isinstance(node, Leaf):
+                continue
+            seen.add(key)
+            axes = set(node.axes).union(*(set(c.axes) for c in node.args)) if isinstance(node, Contract) \
+                else set(node.axes)
+            total += float(np.prod([size(a) for a in axes], dtype=float))
+    return total
+
+
+def without_axis(node: Node, axis) -> Node:
+    """``node`` for one value of ``axis`` (each array's batch axis set aside: attention per sample)."""
+    node = map_children(node, lambda child: without_axis(child, axis))
+    return dataclasses.replace(node, axes=tuple(a for a in node.axes if a != axis))

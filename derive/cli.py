@@ -381,9 +381,6 @@ def cmd_verify(args) -> int:
         raise UsageError("give an op or --chain, not both")
     if op is None and not args.chain:
         raise UsageError("verify: give an op (see 'derive list'), 'article', or --chain")
-    if op is not None and op != "article":
-        from codegen.certify import certified
-        certified(_the_op(args, op))  # checked before anything is said about it
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
@@ -397,6 +394,9 @@ def cmd_verify(args) -> int:
     from derive.verifier.reading import read_formula
     try:  # malformed input, an unknown name or quantity are refused here, before anything is derived
         reading = read_formula(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax)
+        if op is not None and op != "article":
+            from codegen.certify import certified
+            certified(_the_op(args, op))  # the derivation checked before anything is said against it
         from derive.verifier.verification import judge
         verdict = judge(reading, seed=args.seed)
     except (UsageError, ValueError, KeyboardInterrupt):

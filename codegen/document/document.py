@@ -30,7 +30,7 @@ from codegen.document import figures
 from codegen.document.figures import Label, tex_escape
 from codegen.latex.notation import ArticleLatex, words
 from codegen.render import environment
-from codegen.latex.blocks import (Block, Equation, backward_blocks, forward_blocks, full_convolution_blocks, gradient_block, notation,
+from codegen.latex.blocks import (Block, Equation, adjoint_blocks, backward_blocks, forward_blocks, full_convolution_blocks, gradient_block, notation,
                   upstream_sentence)
 
 DOC_WORDS = {
@@ -397,6 +397,11 @@ def _op_section(op, writer: _Writer, lang: str, upstream: str) -> Section:
         backward.items += [lead, writer.equation(block, f"{op.name}:d{grad.input.name}")]
     backward.items += writer.items(full_convolution_blocks(d, lang))
     section.sections = [forward, backward]
+    through = adjoint_blocks(d, lang)
+    if through:
+        steps = Section({"en": "Through the intermediates", "zh": "经过中间量"}[lang], f"{op.name}-through")
+        steps.items = writer.items(through)
+        section.sections.append(steps)
     matrix_blocks = forward_blocks(d, lang, "matrix") + backward_blocks(d, lang, "matrix")
     if any(b.equation for b in matrix_blocks):  # no section that only says there is no matrix form
         matrix = Section(w["matrix"], f"{op.name}-matrix")

@@ -6,15 +6,16 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive.define.functions import used
+from derive.engine.backprop import adjoint_tensor
 from derive.engine.derivation import Derivation
 from derive.define.op import Op
 from derive.engine.rewrite import normalize
 from derive.define.symbols import IntermediateElement
 
-from codegen.ir import Lowering
+from codegen.ir import Leaf, Lowering, subtrees, without_axis
 from codegen.latex.breaking import fit
 from codegen.latex.explain import full_convolution
-from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, words
+from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, name_tex, words
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,26 @@ class Block:
 
 
 def notation(op: Op) -> Notation:
-    """The op's printing names: ``w`` for ``W``, the upstream gradient as ``g`` or ``\\delta``."""
+    """The op's printing names: ``w`` for ``W``, the upstream gradient as ``g`` or ``\\delta``, the
+    gradient arriving at an intermediate ``u`` (``d<u>``, ``derive.engine.backprop``) as ``\\delta^{u}``."""
     elements = {i.name: i.element for i in op.inputs if i.element}
-    elements["g"] = op.upstream
+    up = op.upstream_label
+    elements[up] = op.upstream if up == "g" else r"\bar{g}"  # a tensor of the op's own is called g
     matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
     if op.upstream == r"\delta":
-        matrices["g"] = r"\boldsymbol{\delta}"
-    return Notation(elements, matrices, frozenset({"g"}), _index_letters(op, elements))
+        matrices[up] = r"\boldsymbol{\delta}"
+    elif up != "g":
+        matrices[up] = r"\bar{G}"
+    for node in op.intermediates:
+        label = adjoint_tensor(node).name
+        elements.setdefault(label, rf"\delta^{{{name_tex(node.name)}}}")
+        matrices.setdefault(label, rf"\boldsymbol{{\delta}}^{{{_matrix_name(node.name, len(node.index))}}}")
+    return Notation(elements, matrices, frozenset({up}), _index_letters(op, elements), op.objective)
+
+
+def _matrix_name(name: str, rank: int) -> str:
+    tex = name_tex(name)
+    return name.upper() if rank >= 2 and len(name) == 1 and name.isalpha() else tex
 
 
 def _index_letters(op: Op, elements: dict) -> dict:
@@ -128,10 +142,81 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
     blocks = [] if d.op.is_loss else [Block(text=upstream_sentence(d, printer, lang))]
     if form == "index":
         blocks += [gradient_block(d, printer, grad) for grad in d.gradients]
-        return blocks + full_convolution_blocks(d, lang)
+        return blocks + full_convolution_blocks(d, lang) + adjoint_blocks(d, lang)  # (documents: own section)
     if vector_indices(d.op):
         return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
-    return blocks + _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False)
+    return blocks + _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False) \
+        + adjoint_matrix_blocks(d, lang)
+
+
+ADJOINT_WORDS = {
+    "en": "Through the intermediates: the gradient arriving at each intermediate $u$, "
+          r"$\delta^{u} = \frac{\partial E}{\partial u}$, from the gradients of what reads it, last first; "
+          "then each input's gradient from them:",
+    "zh": "经过中间量：每个中间量 $u$ 收到的梯度 $\\delta^{u} = \\frac{\\partial E}{\\partial u}$ 由读取它的量的梯度求得，"
+          "从后往前；再由它们求各输入的梯度：",
+}
+
+
+def adjoint_blocks(d: Derivation, lang: str) -> list[Block]:
+    """The backward pass through the intermediates (``d.adjoints``), in index form."""
+    if not d.adjoints:
+        return []
+    printer = ArticleLatex(notation(d.op), lang)
+    blocks = [Block(text=ADJOINT_WORDS[lang])]
+    for a in d.adjoints:
+        element = a.tensor[a.index] if a.index else a.tensor
+        blocks.append(_eq(printer, element, (_partial(a.node[a.index] if a.index else sp.Symbol(a.node.name)),
+                                             display(d, a.expr))))
+    blocks += [_eq(printer, _partial(g.element), (display(d, g.expr),)) for g in d.backprop]
+    return blocks
+
+
+def adjoint_matrix_blocks(d: Derivation, lang: str) -> list[Block]:
+    """The same pass as matrix algebra, where each statement has one (per sample when every array
+    carries the batch axis first, as attention's do)."""
+    if not d.adjoints:
+        return []
+    nt = notation(d.op)
+    printer = ArticleLatex(nt, lang)
+    statements = [(nt.matrix(a.tensor.name, len(a.index)), display(d, a.expr), a.index, a.node.shape)
+                  for a in d.adjoints]
+    statements += [(rf"\frac{{\partial {nt.objective}}}{{\partial {nt.matrix(g.input.name, g.input.tensor.rank)}}}",
+                    display(d, g.expr), g.index, g.input.shape) for g in d.backprop]
+    rows = [(lhs, _matrix_text(d, nt, printer, expr, index, shape)) for lhs, expr, index, shape in statements]
+    if not all(text for _, (text, _) in rows):
+        return []
+    per_sample = any(batch for _, (_, batch) in rows)
+    note = {"en": " (for each sample: every array's first axis is the batch)",
+            "zh": "（对每个样本：各数组的第一维是批次）"}[lang] if per_sample else ""
+    head = {"en": "The same, as matrices", "zh": "同样的过程，写成矩阵"}[lang]
+    return [Block(text=f"{head}{note}{'：' if lang == 'zh' else ':'}")] + \
+        [Block(equation=Equation(f"{lhs} = {text}", sp.Symbol(lhs), ())) for lhs, (text, _) in rows]
+
+
+def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index, shape):
+    """(matrix form, whether the batch axis was set aside) of one statement, or (None, False)."""
+    op = d.op
+    names = {i.tensor: i.name for i in op.inputs}
+    names.update({n: n.name for n in op.intermediates})
+    names.update({a.tensor: a.tensor.name for a in d.adjoints})
+    if not op.is_loss:
+        names[d.upstream] = op.upstream_label
+    ranks = {name: len(t.shape) if hasattr(t, "shape") and t.shape is not None else 0 for t, name in names.items()}
+    try:
+        tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
+    except NotImplementedError:  # no whole-array form at all (a crop of the padded input)
+        return None, False
+    text = MatrixForm(nt, ranks, printer).print(tree, tuple(index))
+    if text is not None:
+        return text, False
+    batch = index[0] if index else None
+    if batch is None or not all(n.axes and n.axes[0] == batch for n in subtrees(tree) if isinstance(n, Leaf)):
+        return None, False
+    tree = without_axis(tree, batch)
+    ranks = {name: rank - 1 for name, rank in ranks.items()}
+    return MatrixForm(nt, ranks, printer).print(tree, tuple(index[1:])), True
+
 
 
 def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
@@ -141,7 +226,7 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
     if form is None:
         return []
     nt = notation(d.op)
-    upstream = nt.element("g")
+    upstream = nt.element(d.op.upstream_label)
     nt = Notation({**nt.elements, "flipped": r"\tilde{" + nt.element(form.flipped[1].base.name) + "}",
                    "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream, nt.indices)
     printer = ArticleLatex(nt, lang)
@@ -162,7 +247,8 @@ def upstream_sentence(d: Derivation, printer: ArticleLatex, lang: str) -> str:
     """``where g_{nk} = dE/dy_{nk}``: the gradient arriving at the output."""
     w, y = words(lang), d.op.output
     g = d.upstream[y.index]
-    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial E}}{{\partial {printer.doprint(y[y.index])}}}$"
+    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial {printer.notation.objective}}}"
+            rf"{{\partial {printer.doprint(y[y.index])}}}$"
             + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）"))
 
 
@@ -226,7 +312,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
     names = {i.tensor: i.name for i in op.inputs}
     names.update({n: n.name for n in op.intermediates})
     if not op.is_loss:
-        names[d.upstream] = "g"
+        names[d.upstream] = op.upstream_label
     ranks = {i.name: i.tensor.rank for i in op.inputs}
     ranks.update({n.name: len(n.index) for n in op.intermediates})
     lowering = Lowering(names)
@@ -245,7 +331,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
         expr = display(d, grad.expr)
         tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
-        lhs = rf"\frac{{\partial E}}{{\partial {wrt}}}"
+        lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:
             blocks.append(Block(text=f"${lhs}$: {w['no matrix form']}"))
         else:

@@ -57,6 +57,10 @@ WORDS = {
 }
 
 
+#: The objective as expressions write it (a plain symbol: a size called E has integer assumptions).
+OBJECTIVE = sp.Symbol("E")
+
+
 def words(lang: str) -> dict:
     if lang not in WORDS:
         raise ValueError(f"lang: expected one of {sorted(WORDS)}, got {lang!r}")
@@ -70,9 +74,13 @@ def math_text(word: str) -> str:
 
 
 def name_tex(name: str) -> str:
-    """A label as the article writes it: Greek and hatted names, ``net`` upright."""
+    """A label as the article writes it: Greek and hatted names, ``net`` upright, a number in a
+    name as a layer tag (``W1`` and ``W_1`` are ``W^{(1)}``, so that its indices stay one subscript)."""
     if name in SPECIAL:
         return SPECIAL[name]
+    numbered = re.fullmatch(r"([A-Za-z]+)_?(\d+)", name)
+    if numbered:
+        return f"{name_tex(numbered.group(1))}^{{({numbered.group(2)})}}"
     if "_" in name:  # running_var: one name, not running with a subscript
         return r"\mathrm{" + name.replace("_", r"\_") + "}"
     return sp.latex(sp.Symbol(name))
@@ -86,6 +94,7 @@ class Notation:
     matrices: dict  # label -> TeX of the whole array
     upstream: frozenset  # labels of upstream gradients, printed first in products
     indices: dict = field(default_factory=dict)  # index letter -> the letter printed (one a tensor also uses)
+    objective: str = "E"  # what the objective is called (``L`` where the op uses the name E itself)
 
     def element(self, label: str) -> str:
         return self.elements.get(label, name_tex(label))
@@ -112,6 +121,8 @@ class ArticleLatex(LatexPrinter):
         self.lang = lang
 
     def _print_Symbol(self, expr, style="plain"):
+        if expr == OBJECTIVE and self.notation.objective != "E":
+            return self.notation.objective
         if expr.is_integer and expr.name.rstrip("'") in self.notation.indices:
             return self.notation.indices[expr.name.rstrip("'")] + expr.name[len(expr.name.rstrip("'")):]
         return name_tex(expr.name) if expr.name in SPECIAL else super()._print_Symbol(expr)
@@ -348,7 +359,7 @@ class MatrixForm:
         if have == axes or len(have) == 1 and have[0] in axes and len(axes) == 1:
             return tex
         if len(have) == 2 and have == tuple(reversed(axes)):
-            return tex + "^{T}"
+            return (f"{{{tex}}}" if "^" in tex else tex) + "^{T}"  # δ^{Z} transposed: {δ^{Z}}^{T}
         return self._broadcast(tex, have, axes)
 
     def _broadcast(self, tex, have, axes) -> str:
@@ -412,7 +423,8 @@ class _NoForm(Exception):
     pass
 
 
-_ATOM = re.compile(r"^(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+)(\^\{T\})?$")
+_ATOM = re.compile(r"^\{?(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+)"
+                   r"(\^\{[^{}T]*\})?\}?(\^\{T\})?$")
 
 
 def _atomic(tex: str) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -9,11 +10,11 @@ from derive.engine.derivation import Derivation
 from derive.define.op import DOMAINS
 from derive.engine.rewrite import nodes, normalize
 from derive.define.functions import KnownFunction
-from derive.define.symbols import Intermediate, IntermediateElement, bound_indices, index_symbols
+from derive.define.symbols import Intermediate, IntermediateElement, Tensor, bound_indices, index_symbols
 from derive.engine.rewrite import index_wilds, replace_pattern
 
 from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
-                 symbols_used)
+                 symbols_used, work)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
 from codegen.module.stable import stabilize
@@ -22,15 +23,73 @@ from codegen.text import text
 UPSTREAM = "dout"
 
 
+@dataclass(frozen=True)
+class Statement:
+    """``name[index] = expr`` in the backward pass (``shape``: what the index runs over)."""
+
+    name: str
+    expr: sp.Expr
+    index: tuple
+    shape: tuple
+
+
+def backward_programs(d: Derivation) -> list[list[Statement]]:
+    """The exact backward passes to choose from: the gradients written out in full, and (for an op
+    with intermediates) the pass through the intermediates' named gradients, one statement each."""
+    programs = [[Statement(f"d{g.input.name}", g.expr, tuple(g.index), tuple(g.input.shape))
+                 for g in d.gradients]]
+    if d.adjoints:
+        taken = {i.name for i in d.op.inputs} | {n.name for n in d.op.intermediates} \
+            | {f"d{i.name}" for i in d.op.inputs} | {UPSTREAM}
+        steps = [Statement(_free_name(a.tensor.name, taken), a.expr, a.index, tuple(a.node.shape))
+                 for a in d.adjoints]
+        renames = {a.tensor: st.name for a, st in zip(d.adjoints, steps)}
+        steps = [dataclasses.replace(st, expr=_renamed_tensors(st.expr, renames)) for st in steps]
+        steps += [Statement(f"d{g.input.name}", _renamed_tensors(g.expr, renames), tuple(g.index),
+                            tuple(g.input.shape)) for g in d.backprop]
+        programs.append(steps)
+    return programs
+
+
+def _free_name(name: str, taken: set) -> str:
+    while name in taken:
+        name = name[0] + "_" + name[1:]
+    taken.add(name)
+    return name
+
+
+def _renamed_tensors(expr: sp.Expr, renames: dict) -> sp.Expr:
+    """The adjoint tensors under the names the code gives them."""
+    return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base in renames,
+                        lambda e: Tensor(renames[e.base], *e.base.shape)[e.indices])
+
+
 def module_context(d: Derivation) -> dict:
-    """Everything the module template needs, as plain strings."""
-    op, gradient_exprs = cached_calls(d)
+    """Everything the module template needs, as plain strings; the backward pass is the cheaper of
+    the exact programs ``backward_programs`` offers."""
+    first, *others = backward_programs(d)
+    contexts = [_context(d, first)]
+    for program in others:
+        try:
+            contexts.append(_context(d, program))
+        except NotImplementedError:  # an index form the vector IR has no operation for (a crop): not this one
+            continue
+    return min(contexts, key=lambda c: c["_work"])
+
+
+def _context(d: Derivation, program: list[Statement]) -> dict:
+    op, exprs = cached_calls(d, program)
+    program = [dataclasses.replace(st, expr=e) for st, e in zip(program, exprs)]
     names = {i.tensor: i.name for i in op.inputs}
     names.update({node: node.name for node in op.intermediates})
     if not op.is_loss:
         names[d.upstream] = UPSTREAM
+    assigned = {st.name for st in program}
+    for st in program:
+        names.update({e.base: e.base.name for e in nodes(st.expr)
+                      if isinstance(e, sp.Indexed) and str(e.base.label) in assigned})
 
-    read = {e.base for expr in gradient_exprs.values() for e in nodes(expr) if isinstance(e, sp.Indexed)}
+    read = {e.base for st in program for e in nodes(st.expr) if isinstance(e, sp.Indexed)}
     cached_inputs = [i for i in op.inputs if i.tensor in read]
     cached_nodes = [n for n in op.intermediates if n in read or n in op.statistics]
 
@@ -64,13 +123,12 @@ def module_context(d: Derivation) -> dict:
     leaves.update({n.name: tuple(n.index) for n in cached_nodes})
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
-    bwd = ArrayPrinter(kind, leaves, [f"d{g.input.name}" for g in d.gradients])
-    backward_trees = list(zip(d.gradients, (pairwise(split_sums(t), size) for t in share_arithmetic(
-        [lowering.statement(_dout(gradient_exprs[g], d), tuple(g.index), tuple(g.input.shape))
-         for g in d.gradients]))))
+    bwd = ArrayPrinter(kind, leaves, [st.name for st in program])
+    backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in share_arithmetic(
+        [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program]))))
     bwd.plan([tree for _, tree in backward_trees])
-    for g, tree in backward_trees:
-        bwd.assign(f"d{g.input.name}", tree, tuple(g.index))
+    for st, tree in backward_trees:
+        bwd.assign(st.name, tree, st.index)
 
     backward_sizes = sorted(set().union(*(symbols_used(t) for _, t in backward_trees)) - {sp.Symbol(UPSTREAM)},
                             key=str)
@@ -104,6 +162,7 @@ def module_context(d: Derivation) -> dict:
         "reshaped": _reshaped(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
+        "_work": work([tree for _, tree in backward_trees], size),
     }
 
 
@@ -111,23 +170,25 @@ def module_context(d: Derivation) -> dict:
 EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.erf, KnownFunction)
 
 
-def cached_calls(d: Derivation):
+def cached_calls(d: Derivation, program: list):
     """The op with each expensive call that both passes compute named as an intermediate, and the
-    gradients reading it: SiLU's backward reads the forward's ``σ(x)``, GELU's its ``Φ(x)``.
+    backward statements (``program``'s expressions) reading it: SiLU's backward reads the forward's
+    ``σ(x)``, GELU's its ``Φ(x)``.
 
-    Only calls whose indices are all the gradient's own (elementwise in them) are named.
+    Only calls whose indices are all the statement's own (elementwise in them) are named.
     """
     op = d.op
-    exprs = {g: g.expr for g in d.gradients}
-    taken = {i.name for i in op.inputs} | {n.name for n in op.intermediates} | {UPSTREAM, "cache", "shape"}
+    exprs = dict(enumerate(st.expr for st in program))
+    taken = {i.name for i in op.inputs} | {n.name for n in op.intermediates} | {UPSTREAM, "cache", "shape"} \
+        | {st.name for st in program}
     definitions = {n: n.definition for n in op.intermediates}
     named = []
-    for g in d.gradients:
-        ranges = dict(zip(g.index, g.input.shape))
-        bound = bound_indices(exprs[g])
-        for call in sorted({e for e in sp.preorder_traversal(exprs[g]) if isinstance(e, EXPENSIVE)},
+    for key, st in enumerate(program):
+        ranges = dict(zip(st.index, st.shape))
+        bound = bound_indices(exprs[key])
+        for call in sorted({e for e in sp.preorder_traversal(exprs[key]) if isinstance(e, EXPENSIVE)},
                            key=sp.default_sort_key):
-            index = tuple(i for i in g.index if i in call.free_symbols)
+            index = tuple(i for i in st.index if i in call.free_symbols)
             if index_symbols(call) - set(index) or index_symbols(call) & bound:
                 continue
             wilds = index_wilds(index)
@@ -142,7 +203,7 @@ def cached_calls(d: Derivation):
             named.append((pattern, element, set(wilds.values())))
             exprs = {k: replace_pattern(e, pattern, element, set(wilds.values())) for k, e in exprs.items()}
     if not named:
-        return op, exprs
+        return op, [exprs[k] for k in range(len(program))]
     renamed = {}
     for node in op.intermediates:
         definition = node.definition.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
@@ -154,7 +215,7 @@ def cached_calls(d: Derivation):
                           lambda e: renamed[e.base][e.indices]) for k, e in exprs.items()}
     op = dataclasses.replace(op, output=renamed[op.output], extra=tuple(renamed[n] for n in op.extra),
                              statistics=tuple(renamed[n] for n in op.statistics))
-    return op, exprs
+    return op, [exprs[k] for k in range(len(program))]
 
 
 def _call_name(call, taken) -> str:

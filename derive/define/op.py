@@ -122,6 +122,22 @@ class Op:
             raise ValueError(f"{self.name}: duplicate input names {names}")
 
     @property
+    def names(self) -> set:
+        """Every name the definition uses: inputs, intermediates, sizes, hyper-parameters."""
+        return {i.name for i in self.inputs} | {n.name for n in self.intermediates if n is not self.output} \
+            | {s.name for s in self.sizes} | {h.name for h in self.hyper}
+
+    @property
+    def objective(self) -> str:
+        """What the objective is called in print: ``E``, unless the definition uses that name."""
+        return next(n for n in ("E", "L", "J", "Q") if n not in self.names)
+
+    @property
+    def upstream_label(self) -> str:
+        """The upstream gradient's name: ``g``, unless the definition uses it (then ``gbar``, ``\\bar{g}``)."""
+        return "g" if "g" not in self.names else "gbar"
+
+    @property
     def is_builtin(self) -> bool:
         return not self.origin
 

@@ -18,6 +18,7 @@ from derive.define.op import Input, Op
 from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index,
                                    iverson_form, rebuild)
 from derive.engine import budget, cache, rewrite
+from derive.engine.backprop import backward_pass
 from derive.engine.budget import attempt
 from derive.engine.deltas import drop_implied_brackets, eliminate_deltas
 from derive.engine.prepare import prepare
@@ -65,6 +66,11 @@ class Derivation:
     source: Op | None = None
     #: What showed every gradient right before anything was printed (``derive.engine.check.certify``).
     certificate: str = ""
+    #: The backward pass through the intermediates (``derive.engine.backprop``): each intermediate's
+    #: gradient from its readers', and each input's gradient in terms of them. Empty for an op whose
+    #: output reads its inputs directly.
+    adjoints: tuple = ()
+    backprop: tuple[Gradient, ...] = ()
 
     @property
     def forward(self) -> tuple[Intermediate, ...]:
@@ -84,8 +90,8 @@ class Derivation:
 def upstream_of(op: Op) -> sp.Expr:
     """The gradient arriving at the output: ``g[n, k]``, or the scalar ``g`` of a loss."""
     if op.is_loss:
-        return sp.Symbol("g")
-    return Tensor("g", *op.output.shape)
+        return sp.Symbol(op.upstream_label)
+    return Tensor(op.upstream_label, *op.output.shape)
 
 
 @lru_cache(maxsize=None)
@@ -120,7 +126,18 @@ def derive_unchecked(op: Op) -> Derivation:
         identities += ((lhs, rhs),)
     g = upstream_of(work)
     gradients = tuple(_gradient(work, inp, g, identities) for inp in work.differentiable)
-    return Derivation(work, g, gradients, identities, source=op)
+
+    def simplify(op_, objective, element, sizes, restore):
+        return vector_jacobian(op_, objective, element, sizes, identities, fold=restore)
+
+    adjoints, through = backward_pass(work, g, identities, simplify)
+    adjoints = tuple(dataclasses.replace(a, steps=tuple(Step(s.name, readable(s.expr, work, set(a.index)))
+                                                        for s in a.steps)) for a in adjoints)
+    backprop = tuple(Gradient(inp, through[inp.name][0], tuple(Step(s.name, readable(s.expr, work,
+                                                                                     set(through[inp.name][0])))
+                                                               for s in through[inp.name][1]))
+                     for inp in work.differentiable if inp.name in through)
+    return Derivation(work, g, gradients, identities, source=op, adjoints=adjoints, backprop=backprop)
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
@@ -137,13 +154,23 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
         objective = sp.Sum(g[y.index] * y[y.index], *reversed([(i, 0, s - 1) for i, s in zip(y.index, y.shape)]))
     objective = avoid_capture(objective, set(index))
     element = inp.tensor[index]
-    ranges = {i: (0, s - 1) for i, s in zip(index, inp.shape)}
-
     if op.is_loss:
         chain = g * sp.Derivative(y.definition, element, evaluate=False)
     else:  # sum over the output of (upstream gradient) * (local derivative)
         chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base == y,
                                   lambda e: sp.Derivative(e, element, evaluate=False))
+    steps, abandoned = vector_jacobian(op, objective, element, dict(zip(index, inp.shape)), identities)
+    steps = [Step("chain rule", chain)] + steps
+    named = tuple(Step(s.name, readable(s.expr, op, set(index))) for s in steps)
+    return Gradient(inp, index, named, tuple(abandoned))
+
+
+def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict, identities,
+                    fold=None) -> tuple[list[Step], list[str]]:
+    """``d objective / d element``, differentiated and brought to textbook form: the steps, and the
+    simplifications given up. ``sizes``: the element's indices and their ranges; ``fold``: what to do
+    to each delta-free result before folding (the backward pass through intermediates restores them)."""
+    ranges = {i: (0, s - 1) for i, s in sizes.items()}
     try:
         with budget.bounded():
             raw = iverson_form(rewrite.drop_empty_sums(sp.diff(iverson_form(objective), element)))
@@ -152,12 +179,12 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     except budget.Overrun as overrun:
         raise ValueError(f"{op.name}: differentiating by {element} took over {overrun.what}; "
                          f"'--step-budget SECONDS' allows more") from None
+    if fold is not None:
+        raw, eliminated = fold(raw), [fold(e) for e in eliminated]
     # Deltas eliminated two ways (terms expanded, or the chain rule's shape kept): the simpler result wins.
     steps, abandoned = min((_simplified(e, op, identities) for e in dict.fromkeys(eliminated)),
                            key=lambda found: rewrite.cost(found[0][-1].expr))
-    steps = [Step("chain rule", chain), Step("differentiate", raw)] + steps
-    named = tuple(Step(s.name, readable(s.expr, op, set(index))) for s in steps)
-    return Gradient(inp, index, named, tuple(abandoned))
+    return [Step("differentiate", raw)] + steps, abandoned
 
 
 def _simplified(expr: sp.Expr, op: Op, identities) -> tuple[list[Step], list[str]]:

@@ -8,6 +8,8 @@ the structure we want to keep (../shared/SYMPY-NOTES.md).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy as sp
 
 from derive.engine.deltas import make_sum
@@ -186,6 +188,7 @@ def _folds(expr: sp.Expr, node: Intermediate):
         yield tidy_terms(rewritten)
 
 
+@lru_cache(maxsize=4096)
 def _inverse(definition, kernel, value):
     """The kernel in terms of ``value`` (the intermediate's element, defined as ``definition``),
     if that inverse is exact and safe; else None.

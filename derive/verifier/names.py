@@ -113,8 +113,9 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
                              batch_axis(inp.shape), written=tex))
     out = op.output
     if not op.is_loss:
-        word = "delta" if op.upstream == r"\delta" else "g"
-        entries.append(Entry(upstream, names(op.upstream, word, "dout") if word == "g" else ("delta", "dout"),
+        word = "delta" if op.upstream == r"\delta" else op.upstream_label
+        entries.append(Entry(upstream, names(op.upstream if word == "g" else r"\bar{g}", word, "dout")
+                             if word != "delta" else ("delta", "dout"),
                              tuple(out.shape), tuple(str(i) for i in out.index),
                              f"upstream gradient dE/d{name_tex(out.name)}", "upstream", batch_axis(out.shape)))
     for node in op.intermediates:
@@ -128,7 +129,7 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
     for h in op.hyper:
         words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
         entries.append(Entry(h.symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
-    entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
+    entries.append(Entry(sp.Symbol("E"), (op.objective,), meaning="the objective", kind="objective"))
     entries = _printed_names_first(entries)
     _check_unique(entries)
     vector = tuple(str(i) for i in op.output.index if i in vector_indices(op))
