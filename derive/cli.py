@@ -99,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
 
-    p = sub.add_parser("bench", parents=[files], help="time the generated code against PyTorch, HIPS autograd and "
-                                                      "bare NumPy, and derive build cold and warm")
+    p = sub.add_parser("bench", parents=[files], help="time the generated code against PyTorch, HIPS autograd, "
+                                                      "hand-written NumPy and a copy of the same bytes (with the "
+                                                      "BLAS a user has), and derive build cold and warm")
     p.add_argument("ops", nargs="*", help="ops to benchmark (default: all with bench_sizes)")
     p.add_argument("--dtype", default="both", choices=("float64", "float32", "both"))
     p.add_argument("--rounds", type=int, default=15, help="interleaved repeats per measurement (default 15)")
