@@ -178,6 +178,7 @@ class ArrayPrinter:
         self.temps: dict[Node, str] = {}
         self.target: tuple = ()  # the axes of the statement being printed
         self.shared: set[Node] = set()
+        self.masks: dict[str, Mask] = {}  # statement name -> the first-maximum mask it was assigned
         self.expr_printer = ExprPrinter(self.helpers)
 
     # -- statements ---------------------------------------------------------
@@ -206,6 +207,8 @@ class ArrayPrinter:
         """
         axes = tuple(axes)
         self.target = axes
+        if isinstance(node, Mask):
+            self.masks[name] = node
         if self.reuse(name, node, axes, reusable):
             self.layouts[name] = axes
             return
@@ -539,8 +542,12 @@ class ArrayPrinter:
         window = next((a for a in args if isinstance(a, Window)), None)
         if len(args) == 2 and window is not None and args[0].axes == args[1].axes \
                 and list(out) == list(window.axes[:-2]):
-            self.helpers.add("offset_sum")
             weights = args[1] if window is args[0] else args[0]
+            if self.first_max_of(weights, window):
+                # The windows summed against their first-maximum mask: their maximum (NaN too).
+                self.helpers.add("offset_max")
+                return self.align(f"_offset_max({self.code(window, tuple(window.axes), top=True)})", out, layout)
+            self.helpers.add("offset_sum")
             text = f"_offset_sum({self.code(window, tuple(window.axes), top=True)}, " \
                    f"{self.code(weights, tuple(window.axes), top=True)})"
             return self.align(text, out, layout)
@@ -555,6 +562,12 @@ class ArrayPrinter:
         # (batch norm's sum of dout * xhat) does not need; matrix products go through @ and tensordot.
         text = f"np.einsum('{spec}', {operands})"
         return self.align(text, out, layout)
+
+    def first_max_of(self, weights: Node, window: Window) -> bool:
+        """Whether ``weights`` is an array assigned the first-maximum mask of these very windows."""
+        mask = self.masks.get(weights.name) if isinstance(weights, Leaf) else None
+        return mask is not None and isinstance(mask.window, Window) and \
+            (mask.window.name, mask.window.kernel, mask.window.stride) == (window.name, window.kernel, window.stride)
 
     def tensordot(self, args, out) -> str | None:
         """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).
