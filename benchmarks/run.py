@@ -336,9 +336,10 @@ def _machine() -> list[str]:
         from importlib.metadata import version
         lines.append(f"HIPS autograd {version('autograd')}")
     lines.append("Times are medians of interleaved rounds; ±: interquartile range over the median. "
-                 "gen/x: generated time over x's (below 1: generated is faster). limit: a copy of every input "
-                 "and output (dout and the gradients too) into arrays made beforehand, the least memory traffic "
-                 "there is (matrix products and convolutions are bound by arithmetic instead).")
+                 "gen/x: generated time over x's (below 1: generated is faster). limit: every input and output "
+                 "(dout and the gradients too) copied once into arrays made beforehand, the bytes an op must move "
+                 "and no arithmetic; a copy reads and writes each array, so an op that makes one pass, such as "
+                 "relu, can come under it (matrix products and convolutions are bound by arithmetic instead).")
     return lines
 
 
