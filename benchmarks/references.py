@@ -67,11 +67,28 @@ def _torch_table() -> dict:
             x, running_mean, running_var, gamma, beta, training=False, eps=eps),
         "layer_norm": lambda x, gamma, beta, eps=1e-5: F.layer_norm(x, x.shape[-1:], gamma, beta, eps),
         "dropout": lambda x, mask, p=0.5: x * mask / (1 - p),  # PyTorch has no dropout with a given mask
+        "gelu": lambda x: F.gelu(x),
+        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+        "silu": lambda x: F.silu(x),
+        "softplus": lambda x, beta=1.0: F.softplus(x, beta, threshold=float("inf")),
+        "elu": lambda x, alpha=1.0: F.elu(x, alpha),
+        "prelu": lambda x, a: F.prelu(x, a),
+        "log_softmax": lambda x: F.log_softmax(x, -1),
+        "binary_cross_entropy": lambda y, t: F.binary_cross_entropy(y, t),
+        "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
+        "huber": lambda y, t, delta=1.0: F.huber_loss(y, t, delta=delta),
+        "rms_norm": lambda x, gamma, eps=1e-6: F.rms_norm(x, x.shape[-1:], gamma, eps),
     }
 
 
 def _autograd_table() -> dict:
     import autograd.numpy as anp
+
+    def sigmoid(x):
+        return 0.5 * (anp.tanh(x / 2) + 1)
+
+    def softplus(x):
+        return anp.logaddexp(0, x)
 
     def log_softmax(z):
         shifted = z - anp.max(z, axis=-1, keepdims=True)
@@ -107,7 +124,7 @@ def _autograd_table() -> dict:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return gamma.reshape(shape) * normalize(x, axes, eps) + beta.reshape(shape)
 
-    return {
+    table = {
         "linear": lambda x, W, b: anp.dot(x, W.T) + b,
         "sigmoid": lambda x: 1 / (1 + anp.exp(-x)),
         "tanh": lambda x: anp.tanh(x),
@@ -127,7 +144,22 @@ def _autograd_table() -> dict:
             + beta[None, :, None]),
         "layer_norm": lambda x, gamma, beta, eps=1e-5: gamma * normalize(x, (-1,), eps) + beta,
         "dropout": lambda x, mask, p=0.5: x * mask / (1 - p),
+        "gelu_tanh": lambda x: x * (1 + anp.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))) / 2,
+        "silu": lambda x: x * sigmoid(x),
+        "softplus": lambda x, beta=1.0: softplus(beta * x) / beta,
+        "elu": lambda x, alpha=1.0: anp.where(x > 0, x, alpha * (anp.exp(anp.minimum(x, 0)) - 1)),
+        "prelu": lambda x, a: anp.where(x > 0, x, a.reshape((1, -1) + (1,) * (x.ndim - 2)) * x),
+        "log_softmax": lambda x: log_softmax(x),
+        "binary_cross_entropy": lambda y, t: -anp.mean(t * anp.log(y) + (1 - t) * anp.log(1 - y)),
+        "bce_with_logits": lambda z, t: anp.mean(t * softplus(-z) + (1 - t) * softplus(z)),
+        "huber": lambda y, t, delta=1.0: anp.mean(anp.where(anp.abs(y - t) < delta, 0.5 * (y - t) ** 2,
+                                                            delta * (anp.abs(y - t) - 0.5 * delta))),
+        "rms_norm": lambda x, gamma, eps=1e-6: gamma * x / anp.sqrt(anp.mean(x ** 2, axis=-1, keepdims=True) + eps),
     }
+    if available("scipy"):  # autograd's erf is SciPy's, which the bench extra does not bring
+        from autograd.scipy.special import erf
+        table["gelu"] = lambda x: x * (1 + erf(x / np.sqrt(2))) / 2
+    return table
 
 
 def _linear_products(x, W, b, dout):

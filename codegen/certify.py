@@ -53,9 +53,11 @@ def _certified(op: Op, extremes: bool) -> Certified:
         inputs = check.sample(op, check.example_sizes(op), np.random.default_rng(case))
         fd = check.finite_differences(op, module, inputs, check.hyper_values(op, case), seed=case)
         if not fd.passed:
-            name = max(fd.errors, key=fd.errors.get)
-            raise CodeCheckFailed(f"{op.name}: the generated backward's d{name} disagrees with finite differences of "
-                                  f"its forward (relative error {fd.errors[name]:.1e}); nothing is written")
+            name = max(fd.errors, key=lambda k: (fd.errors[k] != fd.errors[k], fd.errors[k]))  # NaN first
+            error = fd.errors[name]
+            how = "is not a number at the sample inputs (is the definition defined there?)" if error != error \
+                else f"disagrees with finite differences of its forward (relative error {error:.1e})"
+            raise CodeCheckFailed(f"{op.name}: the generated backward's d{name} {how}; nothing is written")
         worst = max(worst, fd.max_error)
     if extremes:
         for dtype in (np.float64, np.float32):

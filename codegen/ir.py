@@ -103,6 +103,34 @@ class Scatter(Node):
 
 
 @dataclass(frozen=True)
+class Split(Node):
+    """``x[n, g K + q, s]``: the named array with one axis viewed as two, (g, q), q running fastest
+    (group norm's channels by group); ``sizes`` are the sizes of all ``axes``."""
+
+    name: str
+    position: int
+    sizes: tuple
+
+
+@dataclass(frozen=True)
+class Merge(Node):
+    """The opposite: ``arg`` with two adjacent axes (g, q) read as one, ``h = g K + q`` (the gradient
+    of a split read); ``sizes`` are the sizes of ``arg``'s axes, ``position`` where g is. An ``arg``
+    without q (one more size than it has axes: K) is repeated K times along g."""
+
+    arg: Node
+    position: int
+    sizes: tuple
+
+
+@dataclass(frozen=True)
+class Arange(Node):
+    """An index's values as an array along its own axis: 0, 1, ..., size - 1."""
+
+    size: sp.Expr
+
+
+@dataclass(frozen=True)
 class Gather(Node):
     """``W[idx[n, l], e]``: the named array ``name`` read along axis ``position`` at the integers of
     ``index`` (an embedding's lookup); laid out as W's axes with that one replaced by index's axes."""
@@ -162,6 +190,7 @@ class Lowering:
             rename = {u: p, v: q}
             return Mask(tuple(rename.get(a, a) for a in window.axes), window)
         if isinstance(expr, Maximum):
+            self.ranges[expr.bound] = expr.limits[2] - expr.limits[1] + 1
             arg = self.lower(expr.body, first)
             axes = tuple(a for a in arg.axes if a != expr.bound)
             return Reduce(axes, "max", arg, expr.limits[2] - expr.limits[1] + 1)
@@ -171,6 +200,12 @@ class Lowering:
         idx = expr.indices
         if all(isinstance(i, sp.Symbol) for i in idx) and len(set(idx)) == len(idx):
             return Leaf(tuple(idx), self.names[expr.base])
+        split = [pos for pos, i in enumerate(idx) if self._grouped(i)]
+        if len(split) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != split[0]):
+            (pos,) = split
+            g, q = self._grouped(idx[pos])
+            axes = tuple(idx[:pos]) + (g, q) + tuple(idx[pos + 1:])
+            return Split(axes, self.names[expr.base], pos, tuple(self.ranges.get(a, 1) for a in axes))
         gathered = [pos for pos, i in enumerate(idx) if isinstance(i, sp.Indexed)]
         if len(gathered) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != gathered[0]):
             (pos,) = gathered
@@ -215,7 +250,8 @@ class Lowering:
         gathered = self.gather(bound, inside, first)
         if gathered is not None:
             return gathered
-        scatter = self.scatter(bound, inside, first) or self.index_add(bound, inside, first)
+        scatter = self.merge(bound, inside, first) or self.scatter(bound, inside, first) \
+            or self.index_add(bound, inside, first)
         if scatter is not None:
             return scatter
         if len(inside) == 1 and isinstance(inside[0], sp.Pow) and inside[0].exp == 2:
@@ -229,6 +265,54 @@ class Lowering:
             return Contract(axes, args)
         arg = self.lower(sp.Mul(*inside), reduced_first)
         return Reduce(axes, "sum", arg, size)
+
+    def _grouped(self, index):
+        """``g K + q`` with ``q`` running over ``K`` values: (g, q); else None."""
+        terms = sp.Add.make_args(sp.expand(index))
+        if len(terms) != 2:
+            return None
+        for q in terms:
+            if is_index(q) and q in self.ranges:
+                rest = sp.expand(index - q)
+                g = [v for v in index_symbols(rest) if v != q]
+                if len(g) == 1 and g[0] in self.ranges and sp.expand(rest / g[0] - self.ranges[q]) == 0:
+                    return g[0], q
+        return None
+
+    def merge(self, bound, inside, first) -> Node | None:
+        """``sum_g [0 <= h - g K <= K - 1] f(g, h - g K)``: f on the grid (g, q), then (g, q) read as one
+        axis h = g K + q (each h lies in exactly one group)."""
+        summed = {v for v, _ in bound}
+        ties = [(f, _tie(f.condition, summed)) for f in inside if isinstance(f, Iverson)]
+        ties = [(f, t) for f, t in ties if t is not None]
+        if len(ties) != 1:
+            return None
+        bracket, (h, g, stride, shift, expr, size) = ties[0]
+        if shift != 0 or sp.expand(stride - size) != 0:
+            return None
+        q = sp.Symbol(next(c for c in "qrstuvw" if c not in {str(x) for f in inside for x in f.free_symbols}),
+                      integer=True)
+        body = sp.Mul(*(f for f in inside if f is not bracket)).xreplace({expr: q})
+        if h in body.free_symbols:
+            return None
+        self.ranges[q] = size
+        others = [(v, n) for v, n in bound if v != g]
+        inner = sp.Sum(body, *reversed([(v, 0, n - 1) for v, n in others])) if others else body
+        leading = [a for a in self.order(index_symbols(inner) - summed - {q}, first) if a != h]
+        layout = tuple(first[:first.index(h)] if h in first else ())
+        layout = tuple(a for a in layout if a in leading) + (g, q) \
+            + tuple(a for a in leading if a not in layout)
+        arg = self.lower(inner, layout)
+        if g not in arg.axes:
+            return None
+        position = tuple(arg.axes).index(g)
+        if q not in arg.axes:  # the same for every q of the group (group norm's mean): each value K times
+            axes = tuple(arg.axes)[:position] + (h,) + tuple(arg.axes)[position + 1:]
+            return Merge(axes, arg, position, tuple(self.ranges.get(a, 1) for a in arg.axes) + (size,))
+        if tuple(arg.axes)[position + 1:position + 2] != (q,):
+            return None
+        axes = tuple(arg.axes)[:position] + (h,) + tuple(arg.axes)[position + 2:]
+        return Merge(axes, arg, position, tuple(self.ranges.get(a, 1) for a in arg.axes))
 
     def gather(self, bound, inside, first) -> Node | None:
         """``sum_v [v = idx_n] f(v)`` is ``f(idx_n)``: the delta is a substitution (the forward of a gather)."""
@@ -348,7 +432,12 @@ class Lowering:
         def visit(sub):
             if isinstance(sub, (sp.Indexed, sp.Sum, Maximum, FirstMax)):
                 return hole(sub)
-            if not sub.args or is_scalar_expr(sub):
+            if is_index(sub) and sub in self.ranges:  # an index as a number: a causal mask's s <= l
+                node = Arange((sub,), self.ranges[sub])
+                key = next((k for k, v in holes.items() if v == node), None) or sp.Symbol(f"_h{len(holes)}")
+                holes[key] = node
+                return key
+            if not sub.args or is_scalar_expr(sub) and not sub.free_symbols & set(self.ranges):
                 return sub
             return sub.func(*(visit(a) for a in sub.args))
 
@@ -433,6 +522,11 @@ def symbols_used(node: Node) -> set:
             found |= symbols_used(child)
     elif isinstance(node, Gather):
         found |= symbols_used(node.index)
+    elif isinstance(node, Arange):
+        found |= sp.sympify(node.size).free_symbols
+    elif isinstance(node, (Split, Merge)):
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.sizes))
+        found |= symbols_used(node.arg) if isinstance(node, Merge) else set()
     elif isinstance(node, IndexAdd):
         found |= symbols_used(node.index) | symbols_used(node.values) | sp.sympify(node.size).free_symbols
     return found
@@ -451,7 +545,7 @@ def canonical(node: Node) -> Node:
 
     def visit(n: Node, mapping: dict) -> Node:
         axes = tuple(mapping.get(a, a) for a in n.axes)
-        if isinstance(n, (Leaf, Window, Pad)):
+        if isinstance(n, (Leaf, Window, Pad, Arange, Split)):
             return dataclasses.replace(n, axes=axes)
         if isinstance(n, (Contract, Reduce, Scatter)):
             local = dict(mapping)
@@ -474,6 +568,12 @@ def canonical(node: Node) -> Node:
             return Mask(axes, visit(n.window, local))
         if isinstance(n, Gather):
             return dataclasses.replace(n, axes=axes, index=visit(n.index, mapping))
+        if isinstance(n, Merge):
+            local = dict(mapping)
+            for a in appearance(n):
+                if a not in n.axes and a not in local:
+                    local[a] = sp.Symbol(f"_a{next(counter)}", integer=True)
+            return dataclasses.replace(n, axes=axes, arg=visit(n.arg, local))
         if isinstance(n, IndexAdd):
             local = dict(mapping)
             for a in appearance(n):
@@ -491,7 +591,7 @@ def children(node: Node) -> tuple:
         return node.args
     if isinstance(node, Mask):
         return (node.window,)
-    if isinstance(node, (Reduce, Scatter)):
+    if isinstance(node, (Reduce, Scatter, Merge)):
         return (node.arg,)
     if isinstance(node, Elementwise):
         return tuple(c for _, c in node.holes)
@@ -508,7 +608,7 @@ def map_children(node: Node, fn) -> Node:
         return dataclasses.replace(node, args=tuple(fn(c) for c in node.args))
     if isinstance(node, Mask):
         return dataclasses.replace(node, window=fn(node.window))
-    if isinstance(node, (Reduce, Scatter)):
+    if isinstance(node, (Reduce, Scatter, Merge)):
         return dataclasses.replace(node, arg=fn(node.arg))
     if isinstance(node, Elementwise):
         return dataclasses.replace(node, holes=tuple((k, fn(c)) for k, c in node.holes))
@@ -524,7 +624,7 @@ def leaf_names(node: Node, computed=frozenset()) -> set:
     nodes already stored as temporaries)."""
     if canonical(node) in computed:
         return set()
-    if isinstance(node, (Leaf, Window, Pad)):
+    if isinstance(node, (Leaf, Window, Pad, Split)):
         return {node.name}
     own = {node.name} if isinstance(node, Gather) else set()
     return own.union(*(leaf_names(c, computed) for c in children(node)))

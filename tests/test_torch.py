@@ -35,6 +35,29 @@ REFERENCE = {
     "conv2d": lambda x, W, b, stride, padding: F.conv2d(x, W, b, stride=stride, padding=padding),
     "max_pool2d": lambda x, kernel, stride: F.max_pool2d(x, kernel, stride),
     "avg_pool2d": lambda x, kernel, stride: F.avg_pool2d(x, kernel, stride),
+    "gelu": lambda x: F.gelu(x),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": lambda x: F.silu(x),
+    "softplus": lambda x, beta: F.softplus(x, beta, threshold=float("inf")),
+    "elu": lambda x, alpha: F.elu(x, alpha),
+    "prelu": lambda x, a: F.prelu(x, a),
+    "log_softmax": lambda x: F.log_softmax(x, -1),
+    "binary_cross_entropy": lambda y, t: F.binary_cross_entropy(y, t),
+    "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
+    "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
+    "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
+}
+
+ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
+#: Shapes of each input, several per op: any shape for the elementwise ops and the losses, any leading
+#: axes for the row ops, [N, C, ...] with any trailing axes for PReLU.
+SHAPES = {
+    **{name: [(shape,) for shape in ELEMENTWISE] for name in ("gelu", "gelu_tanh", "silu", "softplus", "elu")},
+    **{name: [(shape, shape) for shape in ELEMENTWISE]
+       for name in ("binary_cross_entropy", "bce_with_logits", "huber")},
+    "prelu": [((4, 3), (3,)), ((2, 3, 5), (3,)), ((2, 3, 4, 5), (3,))],
+    "log_softmax": [((5,),), ((3, 7),), ((2, 3, 6),)],
+    "rms_norm": [((5,), (5,)), ((3, 7), (7,)), ((2, 3, 6), (6,))],
 }
 
 
@@ -71,3 +94,31 @@ def test_batch_norm_running_statistics_match_pytorch(rng):
     F.batch_norm(torch.tensor(x), t_mean, t_var, training=True, momentum=0.2)
     np.testing.assert_allclose(new_mean, t_mean.numpy(), rtol=1e-12)
     np.testing.assert_allclose(new_var, t_var.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [0, 1])
+@pytest.mark.parametrize("name, shapes", [(name, shapes) for name, all_shapes in SHAPES.items()
+                                          for shapes in all_shapes])
+def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype, rng):
+    """Values and every gradient at several shapes, each hyper-parameter case, in float64 and float32
+    (PyTorch computing in the same dtype; float32 within its rounding)."""
+    import importlib
+    from derive.define.registry import get
+    op = get(name)
+    module = importlib.import_module(f"generated.{name}")
+    inputs = {inp.name: check._draw(inp.domain, shape, rng).astype(dtype) for inp, shape in zip(op.inputs, shapes)}
+    hyper = check.hyper_values(op, case)
+    out, cache = module.forward(**inputs, **hyper)
+    assert np.asarray(out).dtype == dtype
+    tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable)) for k, v in inputs.items()}
+    expected = REFERENCE[name](*tensors.values(), *hyper.values())
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = np.asarray(1.0, dtype) if op.is_loss else rng.standard_normal(np.shape(out)).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(float(dout) if op.is_loss else dout, cache)
+    for inp in op.differentiable:
+        assert grads[inp.name].dtype == dtype and grads[inp.name].shape == inputs[inp.name].shape, inp.name
+        np.testing.assert_allclose(grads[inp.name], tensors[inp.name].grad.numpy(), rtol=rtol, atol=atol,
+                                   err_msg=inp.name)

@@ -12,6 +12,7 @@ import pytest
 import sympy as sp
 
 import derive
+from derive.define.functions import Sigmoid
 from derive.verifier.formula import FormulaError, MAX_CHARS
 from derive.verifier.verification import read, symbols, verify
 
@@ -136,6 +137,77 @@ TABLE = [
     ("layer_norm", "beta", r"\sum_n g_{nd}", True, None),
     ("layer_norm", "beta", r"\sum_n \vec{g}", True, None),
     ("layer_norm", "beta", r"\sum_d g_{nd}", False, "wrong index"),
+    # the activations people write about now: through sigma, Phi and phi, erf and tanh written out
+    ("silu", "x", r"g_i \sigma(x_i)(1 + x_i(1 - \sigma(x_i)))", True, None),
+    ("silu", "x", r"g_i \sigma(x_i)(1 + x_i - y_i)", True, None),  # through y = x σ(x)
+    ("silu", "x", r"\vec{g} \odot \sigma(\vec{x}) \odot (1 + \vec{x} \odot (1 - \sigma(\vec{x})))", True, None),
+    ("silu", "x", "g[i]*sigmoid(x[i])*(1 + x[i]*(1 - sigmoid(x[i])))", True, None),
+    ("silu", "x", r"g_i \sigma(x_i)", False, r"missing the factor 1 + x_{i} \left(1 - \sigma"),  # x a constant
+    ("silu", "x", r"g_i \sigma(x_i)(1 - \sigma(x_i))", False, None),  # σ's derivative alone
+    ("gelu", "x", r"g_i (\Phi(x_i) + x_i \varphi(x_i))", True, None),
+    ("gelu", "x", r"g_i \left(\frac{1}{2}\left(1 + \operatorname{erf}\frac{x_i}{\sqrt{2}}\right) "
+     r"+ \frac{x_i}{\sqrt{2 \pi}} e^{-x_i^2/2}\right)", True, None),
+    ("gelu", "x", "g[i]*(Phi(x[i]) + x[i]*phi(x[i]))", True, None),
+    ("gelu", "x", r"g_i \Phi(x_i)", False, r"a term missing: g_{i} x_{i} \varphi"),  # the product rule forgotten
+    ("gelu", "x", r"g_i (\Phi(x_i) - x_i \varphi(x_i))", False, "sign of a term"),
+    ("gelu", "x", r"g_i \left(\Phi(x_i) + \frac{x_i}{\sqrt{2 \pi}} e^{-x_i^2}\right)", False, "one term is wrong"),
+    ("gelu_tanh", "x", r"g_i \left(\frac{1}{2}(1 + \tanh u_i) + \frac{1}{2} x_i (1 - \tanh^2 u_i) \sqrt{\frac{2}{\pi}}"
+     r"(1 + 0.134145 x_i^2)\right)", True, None),
+    ("gelu_tanh", "x", r"g_i \left(\frac{1}{2}(1 + \tanh u_i) + \frac{1}{2} x_i (1 - \tanh^2 u_i)\right)", False,
+     "one term is wrong"),  # u's own derivative forgotten
+    ("gelu_tanh", "x", r"g_i \left(\frac{1}{2}(1 + \tanh u_i) + \frac{1}{2} x_i (1 - \tanh^2 u_i) \sqrt{\frac{2}{\pi}}"
+     r"(1 + 0.044715 x_i^2)\right)", False, "one term is wrong"),  # 3 a x^2 written a x^2
+    ("softplus", "x", r"g_i \sigma(\beta x_i)", True, None),
+    ("softplus", "x", r"\frac{g_i}{1 + e^{-\beta x_i}}", True, None),
+    ("softplus", "x", r"g_i \sigma(x_i)", False, r"right only at \beta = 1"),
+    ("softplus", "x", r"\beta g_i \sigma(\beta x_i)", False, r"a factor \beta too many"),  # the 1/β forgotten
+    ("elu", "x", r"g_i [x_i > 0] + \alpha g_i e^{x_i} [x_i \le 0]", True, None),
+    ("elu", "x", r"g_i [x_i > 0] + g_i (y_i + \alpha) [x_i \le 0]", True, None),  # PyTorch's form, through y
+    ("elu", "x", r"g_i [x_i > 0] + g_i e^{x_i} [x_i \le 0]", False, r"right only at \alpha = 1"),
+    ("elu", "x", r"g_i [x_i > 0] + \alpha g_i [x_i \le 0]", False, "one term is wrong"),
+    ("prelu", "x", r"g_{ncs}[x_{ncs} > 0] + a_c g_{ncs}[x_{ncs} \le 0]", True, None),
+    ("prelu", "a", r"\sum_n \sum_s g_{ncs} x_{ncs}[x_{ncs} \le 0]", True, None),
+    ("prelu", "a", r"\sum_n \sum_s g_{ncs} x_{ncs}", False, "is missing: it is 1 only where"),
+    ("prelu", "a", r"\sum_n g_{ncs} x_{ncs}[x_{ncs} \le 0]", False, "missing sum over s"),
+    # log-softmax and the binary losses
+    ("log_softmax", "x", r"g_{nk} - p_{nk} \sum_j g_{nj}", True, None),
+    ("log_softmax", "x", r"g_{nk} - \frac{e^{x_{nk}}}{\sum_j e^{x_{nj}}} \sum_j g_{nj}", True, None),
+    ("log_softmax", "x", r"g_{nk} - e^{y_{nk}} \sum_j g_{nj}", True, None),  # PyTorch's form, through y
+    ("log_softmax", "x", r"\vec{g} - (\mathbf{1}^{T} \vec{g}) \vec{p}", True, None),
+    ("log_softmax", "x", r"g_{nk} (1 - p_{nk})", False, "one term is wrong"),  # only the diagonal of the Jacobian
+    ("log_softmax", "x", r"g_{nk} + p_{nk} \sum_j g_{nj}", False, "sign of a term"),
+    ("bce_with_logits", "z", r"\frac{1}{N}(\sigma(z_n) - t_n)", True, None),
+    ("bce_with_logits", "z", "(sigmoid(z[n]) - t[n])/N", True, None),
+    ("bce_with_logits", "z", r"\sigma(z_n) - t_n", False, "missing a factor 1/N"),
+    ("bce_with_logits", "z", r"\frac{1}{N}(t_n - \sigma(z_n))", False, "sign"),
+    ("bce_with_logits", "z", r"\frac{1}{N}(\sigma(z_n) - t_n) \sigma(z_n)(1 - \sigma(z_n))", False,
+     "an extra activation-derivative factor"),  # σ' applied again, as if z were the probability
+    ("binary_cross_entropy", "y", r"\frac{y_n - t_n}{N y_n (1 - y_n)}", True, None),
+    ("binary_cross_entropy", "y", r"\frac{1}{N}\left(\frac{1 - t_n}{1 - y_n} - \frac{t_n}{y_n}\right)", True, None),
+    ("binary_cross_entropy", "y", r"\frac{1}{N}(y_n - t_n)", False, "missing the factor"),  # the logits' gradient
+    ("binary_cross_entropy", "y", r"\frac{1}{N}\left(-\frac{1 - t_n}{1 - y_n} - \frac{t_n}{y_n}\right)", False,
+     "sign of a term"),
+    ("huber", "y", r"\frac{1}{N}\begin{cases} y_n - t_n & |y_n - t_n| < \delta \\ "
+     r"\delta \operatorname{sign}(y_n - t_n) & \text{otherwise} \end{cases}", True, None),
+    ("huber", "y", r"\frac{1}{N}\left((y_n - t_n)\left[\left|y_n - t_n\right| \le \delta\right] + \delta "
+     r"\operatorname{sgn}(y_n - t_n)\left[\left|y_n - t_n\right| > \delta\right]\right)", True, None),
+    ("huber", "y", "((y[n] - t[n])*(abs(y[n] - t[n]) < delta) + delta*sign(y[n] - t[n])*(abs(y[n] - t[n]) >= delta))/N",
+     True, None),
+    ("huber", "y", r"\frac{1}{N}\begin{cases} y_n - t_n & |y_n - t_n| < \delta \\ "
+     r"\operatorname{sign}(y_n - t_n) & \text{otherwise} \end{cases}", False, r"right only at \delta = 1"),
+    ("huber", "y", r"\frac{1}{N}(y_n - t_n)", False, r"right only at \delta = 1"),  # the linear part forgotten
+    # RMS norm: layer norm without the mean
+    ("rms_norm", "x", r"\rho_n \left(g_{nd}\gamma_d - \frac{\hat{x}_{nd}}{D} \sum_e g_{ne}\gamma_e \hat{x}_{ne}\right)",
+     True, None),
+    ("rms_norm", "x", r"\frac{\gamma_d g_{nd}}{\sqrt{\frac{1}{D}\sum_e x_{ne}^2 + \epsilon}} - \frac{x_{nd}\sum_e g_{ne}"
+     r"\gamma_e x_{ne}}{D (\frac{1}{D}\sum_e x_{ne}^2 + \epsilon)^{3/2}}", True, None),
+    ("rms_norm", "x", r"\frac{\rho}{D} \left(D \vec{g} \odot \vec{\gamma} - \left(\vec{\gamma}^{T} \left(\vec{g} \odot "
+     r"\hat{\vec{x}}\right)\right) \hat{\vec{x}}\right)", True, None),
+    ("rms_norm", "x", r"\rho_n g_{nd} \gamma_d", False, "a term missing"),  # the root mean square taken as a constant
+    ("rms_norm", "x", r"\rho_n \left(g_{nd}\gamma_d - \hat{x}_{nd} \sum_e g_{ne}\gamma_e \hat{x}_{ne}\right)", False,
+     "one term is wrong"),  # the mean's 1/D forgotten
+    ("rms_norm", "gamma", r"\sum_n g_{nd} \hat{x}_{nd}", True, None),
+    ("rms_norm", "gamma", r"\sum_d g_{nd} \hat{x}_{nd}", False, "wrong index"),
     # convolution and pooling: strided, padded windows; range brackets
     ("conv2d", "b", r"\sum_n \sum_i \sum_j \delta_{noij}", True, None),
     ("conv2d", "b", "sum(sum(sum(delta[n,o,i,j], n), i), j)", True, None),
@@ -412,7 +484,7 @@ def test_names_as_people_write_them():
     \\mathrm with an escaped underscore; \\varepsilon; the chain's tag for a second y."""
     var = read(r"\sigma^{2}_{c}", op="batch_norm")
     assert str(var) == "var[c]" and var == read(r"\sigma_c^2", op="batch_norm") == read(r"\sigma^2_c", op="batch_norm")
-    assert read(r"\sigma(x_i)", op="sigmoid") == 1 / (1 + sp.exp(-read("x_i", op="sigmoid")))
+    assert read(r"\sigma(x_i)", op="sigmoid") == Sigmoid(read("x_i", op="sigmoid"))  # the function the engine names
     running = read(r"\mathrm{running\_var}_{c}", op="batch_norm_eval")
     assert str(running) == "running_var[c]" and running == read(r"\bar{\sigma}^{2}_{c}", op="batch_norm_eval")
     assert read("running_var[c]", op="batch_norm_eval") == running
@@ -544,8 +616,11 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("form", ["index", "matrix"])
 def test_every_gradient_row_an_op_prints_reads_back_as_its_sympy_expression(op, derivation, form):
     """Each row of each gradient (chain rule, deltas, folded, final), parsed by the verifier's grammar."""
-    from codegen.latex.blocks import full_convolution_blocks, op_blocks
+    from codegen.latex.blocks import adjoint_blocks, adjoint_matrix_blocks, full_convolution_blocks, op_blocks
     explained = {b.equation for b in full_convolution_blocks(derivation, "en") if b.equation}  # own notation
+    # (the pass through the intermediates names their gradients, which the verifier does not read yet)
+    explained |= {b.equation for b in adjoint_blocks(derivation, "en") + adjoint_matrix_blocks(derivation, "en")
+                  if b.equation}
     equations = [b.equation for b in op_blocks(derivation, "en", form)
                  if b.equation and isinstance(b.equation.lhs, sp.Derivative) and b.equation not in explained]
     assert equations or form == "matrix"

@@ -340,10 +340,10 @@ def upstream_symbol(ops) -> str:
 def ops_document(names, lang: str = "en", title: str | None = None) -> Document:
     """Each op on its own: forward, the engine's steps for each gradient, matrix form, updates."""
     words(lang)
-    names = list(dict.fromkeys(names))
-    if not names:
+    ops = list(dict.fromkeys(get(n) for n in names))
+    if not ops:
         raise ValueError("ops: give at least one op")
-    ops = [get(n) for n in names]
+    names = [op.name for op in ops]
     writer = _Writer(lang)
     if title is None:
         title = ("神经网络前向和后向传播推导：" + "、".join(op_title(op, lang) for op in ops)) if lang == "zh" else \

@@ -93,8 +93,8 @@ def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
 def shorthand(node) -> bool:
     """An intermediate that only names a formula of one other (``rstd = 1/sqrt(var + eps)``)."""
     arrays = {e for e in sp.preorder_traversal(node.definition) if isinstance(e, sp.Indexed)}
-    return bool(node.index) and not node.definition.has(sp.Sum) and len(arrays) == 1 \
-        and isinstance(next(iter(arrays)), IntermediateElement)
+    return bool(node.index) and not node.definition.has(sp.Sum, sp.Piecewise) and len(arrays) == 1 \
+        and isinstance(next(iter(arrays)), IntermediateElement)  # (a ReLU's output keeps its name)
 
 
 def inline_shorthand(expr: sp.Expr, intermediates) -> sp.Expr:

@@ -188,6 +188,15 @@ class ArticleLatex(LatexPrinter):
                 return rf"\left[0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}\right]"
         return rf"\left[{self._print(cond)}\right]"
 
+    def _print_Relational(self, expr):
+        """An element on the left: ``|t - y| < \\delta``, not SymPy's ``\\delta > |t - y|``."""
+        if expr.rel_op in ("<", "<=", ">", ">=") and not self._has_element(expr.lhs) and self._has_element(expr.rhs):
+            expr = expr.reversed
+        return super()._print_Relational(expr)
+
+    def _has_element(self, expr) -> bool:
+        return expr.has(sp.Indexed)
+
     def _print_Derivative(self, expr):
         (var, _), = expr.variable_count
         inner = expr.expr
@@ -215,13 +224,19 @@ class ArticleLatex(LatexPrinter):
         tex = self._print(arg) if isinstance(arg, (sp.Symbol, sp.Indexed)) else rf"\left({self._print(arg)}\right)"
         return rf"\log {tex}" if exp is None else rf"\log^{{{exp}}} {tex}"
 
+    def _print_tanh(self, expr, exp=None):
+        head = r"\tanh" if exp is None else rf"\tanh^{{{exp}}}"
+        return rf"{head}\left({self._print(expr.args[0])}\right)"
+
     def _print_exp(self, expr, exp=None):
         return rf"e^{{{self._print(expr.args[0])}}}"
 
     def _print_Add(self, expr, order=None):
         if _branches(expr):
             return self._print(_branches(expr))
-        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), not t.has(sp.Sum)))
+        # subtracted terms last, a sum's own terms before it, a positive number first (1 + x (1 - σ))
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: (t.could_extract_minus_sign(), not t.has(sp.Sum),
+                                                               not t.is_number))
         tex = ""
         for term in terms:
             if term.could_extract_minus_sign():
@@ -249,6 +264,8 @@ class ArticleLatex(LatexPrinter):
             else:
                 num.append(f)
         p, q = sp.fraction(coeff)
+        if q != 1 and decimal_text(coeff, shortest_denominator=1000) is not None:
+            p, q = coeff, 1  # a decimal constant stays one number: 0.134145 x^2, not 26829 x^2 / 200000
         if p != 1:
             num.insert(0, p)
         if q != 1:
@@ -258,7 +275,8 @@ class ArticleLatex(LatexPrinter):
         front = [f for f in num if f not in adds]
         tex = self._product(front) if front else ("1" if den else "")
         if den:
-            tex = rf"\frac{{{tex}}}{{{self._product(sorted(den, key=self._factor_rank))}}}"
+            below = self._print(den[0]) if len(den) == 1 else self._product(sorted(den, key=self._factor_rank))
+            tex = rf"\frac{{{tex}}}{{{below}}}"
         if adds:
             tex += " " + self._product(adds)
         return tex
@@ -445,9 +463,12 @@ class _HadamardPrinter(ArticleLatex):
     def _is_array(self, f) -> bool:
         return any(s.name in self.arrays for s in f.free_symbols)
 
+    _has_element = _is_array
+
     def _wrap(self, f) -> str:
         tex = self._print(f)
-        return tex if _atomic(tex) or tex.startswith("e^") else rf"\left({tex}\right)"
+        call = isinstance(f, (sp.Function, Iverson)) and not isinstance(f, sp.Piecewise)  # σ(x), [x > 0]: closed
+        return tex if _atomic(tex) or tex.startswith("e^") or call else rf"\left({tex}\right)"
 
     def _print_Mul_positive(self, expr):
         coeff, factors = expr.as_coeff_mul()
@@ -460,8 +481,8 @@ class _HadamardPrinter(ArticleLatex):
         scalar = coeff * sp.Mul(*(f for f in num if not self._is_array(f))) / sp.Mul(*(f for f in den if not self._is_array(f)))
         tex = "" if scalar == 1 else ArticleLatex._print_Mul_positive(self, scalar) if isinstance(scalar, sp.Mul) \
             else self._print(scalar)
-        body = r" \odot ".join(self._wrap(f) for f in num if self._is_array(f)) or "1"
         below = [f for f in den if self._is_array(f)]
+        body = r" \odot ".join(self._wrap(f) for f in num if self._is_array(f)) or ("" if tex and not below else "1")
         if below:
             quotient = r" \odot ".join(self._wrap(f) for f in below)
             body += r" \oslash " + (quotient if len(below) == 1 else rf"\left({quotient}\right)")

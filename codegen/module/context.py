@@ -17,7 +17,7 @@ from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_o
                  symbols_used, work)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
-from codegen.module.stable import stabilize
+from codegen.module.stable import clamp_branches, stabilize
 from codegen.text import text
 
 UPSTREAM = "dout"
@@ -78,6 +78,11 @@ def module_context(d: Derivation) -> dict:
 
 
 def _context(d: Derivation, program: list[Statement]) -> dict:
+    arrays = {i.name for i in d.op.inputs} | {n.name for n in d.op.intermediates}
+    for size in d.op.sizes:
+        if size.name in arrays:
+            raise ValueError(f"{d.op.name}: the size {size.name} and an array {size.name} share a name, which the "
+                             f"generated code cannot tell apart; rename one")
     op, exprs = cached_calls(d, program)
     program = [dataclasses.replace(st, expr=e) for st, e in zip(program, exprs)]
     names = {i.tensor: i.name for i in op.inputs}
@@ -127,11 +132,17 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in share_arithmetic(
         [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program]))))
     bwd.plan([tree for _, tree in backward_trees])
+    broadcast = set()  # sizes of gradients that do not vary along some of their axes
     for st, tree in backward_trees:
         bwd.assign(st.name, tree, st.index)
+        if kind != "flat" and set(tree.axes) != set(st.index):  # dE/dx[n, e] = g[e]: the same for every n
+            shape = ", ".join(bwd.scalar(size) for size in st.shape)
+            bwd.lines.append(f"{st.name} = np.broadcast_to({st.name}, ({shape}{',' if len(st.shape) == 1 else ''}))"
+                             ".copy()")
+            broadcast |= set().union(*(sp.sympify(size).free_symbols for size in st.shape))
 
-    backward_sizes = sorted(set().union(*(symbols_used(t) for _, t in backward_trees)) - {sp.Symbol(UPSTREAM)},
-                            key=str)
+    backward_sizes = sorted(set().union(broadcast, *(symbols_used(t) for _, t in backward_trees))
+                            - {sp.Symbol(UPSTREAM)}, key=str)
     forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
     flat = op.shape_kind == "flat" and op.inputs[0].shape[0] in forward_sizes
     return {
@@ -155,7 +166,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
         "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
-        "erfc_series": repr(special.erfc_series()),
+        "erfc_table": special.erfc_table(),
         "erf_taylor": repr(special.erf_taylor()),
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
@@ -167,7 +178,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
 
 
 #: Functions worth computing once: what the forward computes, the backward reads from the cache.
-EXPENSIVE = (sp.exp, sp.log, sp.tanh, sp.erf, KnownFunction)
+#: (Not exp or log: the forward computes those in shifted, stable forms of its own.)
+EXPENSIVE = (sp.tanh, sp.erf, KnownFunction)
 
 
 def cached_calls(d: Derivation, program: list):
@@ -177,8 +189,8 @@ def cached_calls(d: Derivation, program: list):
 
     Only calls whose indices are all the statement's own (elementwise in them) are named.
     """
-    op = d.op
-    exprs = dict(enumerate(st.expr for st in program))
+    op, renamed = _redefined(d.op, clamp_branches)
+    exprs = {k: clamp_branches(_renamed(st.expr, renamed)) for k, st in enumerate(program)}
     taken = {i.name for i in op.inputs} | {n.name for n in op.intermediates} | {UPSTREAM, "cache", "shape"} \
         | {st.name for st in program}
     definitions = {n: n.definition for n in op.intermediates}
@@ -204,18 +216,29 @@ def cached_calls(d: Derivation, program: list):
             exprs = {k: replace_pattern(e, pattern, element, set(wilds.values())) for k, e in exprs.items()}
     if not named:
         return op, [exprs[k] for k in range(len(program))]
-    renamed = {}
-    for node in op.intermediates:
-        definition = node.definition.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
-                                             lambda e: renamed[e.base][e.indices])
+
+    def with_calls_named(definition):
         for pattern, element, wilds in named:
             definition = replace_pattern(definition, pattern, element, wilds)
-        renamed[node] = Intermediate(node.label, node.index, node.shape, definition)
-    exprs = {k: e.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
-                          lambda e: renamed[e.base][e.indices]) for k, e in exprs.items()}
+        return definition
+
+    op, renamed = _redefined(op, with_calls_named)
+    return op, [_renamed(exprs[k], renamed) for k in range(len(program))]
+
+
+def _redefined(op, change):
+    """``op`` with ``change`` applied to every definition, and the new intermediate of each old one."""
+    renamed = {}
+    for node in op.intermediates:
+        renamed[node] = Intermediate(node.label, node.index, node.shape, change(_renamed(node.definition, renamed)))
     op = dataclasses.replace(op, output=renamed[op.output], extra=tuple(renamed[n] for n in op.extra),
                              statistics=tuple(renamed[n] for n in op.statistics))
-    return op, [exprs[k] for k in range(len(program))]
+    return op, renamed
+
+
+def _renamed(expr, renamed):
+    return expr.replace(lambda e: isinstance(e, IntermediateElement) and e.base in renamed,
+                        lambda e: renamed[e.base][e.indices])
 
 
 def _call_name(call, taken) -> str:

@@ -15,7 +15,8 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import (Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Node, Pad, Reduce, Scatter, Window,
+from codegen.ir import (Arange, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
+                        Split, Window,
                         canonical, children)
 
 
@@ -103,6 +104,10 @@ class ExprPrinter(NumPyPrinter):
     def _print_Pow(self, expr, rational=False):
         if expr.exp == -1:
             return f"1/{self.parenthesize(expr.base, 60)}"
+        base = self._print(expr.base)
+        if expr.exp in (3, 4) and base.isidentifier():
+            # x*x*x: NumPy squares fast but calls pow for any other power, 50 times slower (the tanh GELU's x^3)
+            return "*".join([base] * int(expr.exp))
         return super()._print_Pow(expr, rational)
 
     def _print_floor(self, expr):
@@ -118,14 +123,15 @@ class ExprPrinter(NumPyPrinter):
         return f"_sigmoid({self._print(expr.args[0])})"
 
     def _print_Softplus(self, expr):
-        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+        self.helpers.add("softplus")
+        return f"_softplus({self._print(expr.args[0])})"
 
     def _print_Phi(self, expr):
         self.helpers.update({"normal_cdf", "erfc"})
         return f"_normal_cdf({self._print(expr.args[0])})"
 
     def _print_NormalPdf(self, expr):
-        return f"np.exp(-{self.parenthesize(expr.args[0] ** 2, 50)}/2)/np.sqrt(2*np.pi)"
+        return f"np.exp(-{self.parenthesize(expr.args[0] ** 2, 50)}/2)*{float(1 / sp.sqrt(2 * sp.pi))!r}"
 
     def _print_erf(self, expr):
         self.helpers.update({"erf", "erfc"})
@@ -133,6 +139,21 @@ class ExprPrinter(NumPyPrinter):
 
     def _print_Iverson(self, expr):
         return f"({self._print(expr.condition)})"
+
+    def _print_Min(self, expr):
+        return self._pairwise("np.minimum", expr.args)
+
+    def _print_Max(self, expr):
+        return self._pairwise("np.maximum", expr.args)
+
+    def _pairwise(self, function, args):
+        """``np.minimum(x, 0)``: NumPy's elementwise form, arrays first, numbers last."""
+        first, *rest = sorted(args, key=lambda a: bool(a.is_number))
+        return f"{function}({self._print(first)}, {self._pairwise(function, rest)})" if rest else self._print(first)
+
+    def _print_Masked(self, expr):
+        value, condition = expr.args
+        return f"np.where({self._print(condition)}, {self._print(value)}, -np.inf)"
 
     def _print_Rational(self, expr):
         """A decimal constant as the user wrote it (0.044715), other fractions as divisions."""
@@ -146,6 +167,13 @@ class ExprPrinter(NumPyPrinter):
 
     def _print_Symbol(self, expr):
         return expr.name
+
+    def _print(self, expr, **kwargs):
+        """An irrational constant (``sqrt(2/pi)``) as a Python float: NumPy's ``np.sqrt(2)`` is a float64
+        scalar, and a float32 array times it would become float64."""
+        if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational and expr.is_real:
+            return repr(float(expr))
+        return super()._print(expr, **kwargs)
 
 
 def decimal_text(value: sp.Rational, shortest_denominator: int = 1) -> str | None:
@@ -437,6 +465,20 @@ class ArrayPrinter:
             text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
                    f"{weights})"
             return self.align(text, node.axes, layout)
+        if isinstance(node, Split):
+            shape = ", ".join(self.scalar(k) for k in node.sizes)
+            return self.align(f"{node.name}.reshape({shape})", node.axes, layout)
+        if isinstance(node, Merge):
+            arg = self.code(node.arg, tuple(node.arg.axes), top=True)
+            if len(node.sizes) > len(node.arg.axes):  # constant within each group
+                text = f"np.repeat({arg}, {self.scalar(node.sizes[-1])}, axis={node.position})"
+                return self.align(text, node.axes, layout)
+            sizes = list(node.sizes)
+            sizes[node.position:node.position + 2] = [sp.Mul(*sizes[node.position:node.position + 2])]
+            shape = ", ".join(self.scalar(k) for k in sizes)
+            return self.align(f"{arg if _atomic(arg) else f'({arg})'}.reshape({shape})", node.axes, layout)
+        if isinstance(node, Arange):
+            return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Gather):
             index = self.code(node.index, tuple(node.index.axes), top=True)
             text = f"{node.name}[{index}]" if node.position == 0 else \
@@ -641,7 +683,8 @@ class ArrayPrinter:
 
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
-                "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added"}[type(node).__name__]
+                "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added",
+                "Arange": "positions", "Split": "grouped", "Merge": "merged"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1

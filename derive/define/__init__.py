@@ -1,4 +1,35 @@
-"""How an op is written: the vocabulary of forward definitions (the op-definition API).
+"""How an op is written: the names a definition uses, built-in or your own.
 
-Built-in ops (``derive/ops``) and a user's own are written with the same names.
+An op is its forward definition and nothing else (``derive/ops/*.py`` are
+written with exactly these names, and so is a file given with ``--ops``)::
+
+    import sympy as sp
+    from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
+
+    (S,) = sizes("S")          # sizes are positive integer symbols
+    (i,) = indices("i")        # indices are integer symbols
+    x = Tensor("x", S)         # an input array and its symbolic shape
+    OP = Op(name="mish", doc="Mish: x tanh(softplus(x)).", inputs=(Input(x),),
+            output=Intermediate("y", (i,), (S,), x[i] * sp.tanh(sp.log(1 + sp.exp(x[i])))),
+            shape_kind="flat")  # elementwise: any shape
+
+The output is an ``Intermediate``: a name, its indices, its shape and its
+definition in index notation (``sp.Sum`` over an index's full range,
+``sp.exp``, ``sp.log``, ``sp.tanh``, ``sp.erf``, ``sp.Abs``, ``sp.sqrt``,
+powers, ``sp.Piecewise`` cases, ``Iverson`` brackets). Name the steps in
+between as intermediates too (``net``, ``mu``, ``xhat``); the derivation folds
+its results back onto them and names the gradient arriving at each.
+``Input(t, differentiable=False, domain=...)`` says which inputs get no
+gradient and where an input's values lie (see ``DOMAINS``); ``Hyper`` declares
+a keyword-only hyper-parameter with its default. ``Sigmoid``, ``Softplus``,
+``Phi`` and ``NormalPdf`` are functions the engine knows by name (it also
+recognises them written out with exp, log and erf). A tensor of integers
+(``Tensor("idx", N, integer=True)``, domain ``"index"``) may index another:
+``W[idx[n], e]`` is an embedding's lookup.
 """
+from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
+from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op
+from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
+
+__all__ = ["DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NormalPdf", "Op",
+           "Phi", "Sigmoid", "Softplus", "Tensor", "indices", "sizes"]

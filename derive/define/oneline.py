@@ -129,6 +129,8 @@ class _Reader:
                                   f"(column {node.pos})")
         name = _tensor_name(node)
         if node.indices is None:
+            if name in scope:  # an index letter used as a number: a causal mask's s <= l
+                return _Letter(name)
             if name in self.hyper:
                 self.used_hyper.add(name)
                 return _Scalar(name)
@@ -368,9 +370,13 @@ class _Size(_Placeholder):
         return self.args[0].name
 
 
+def _symbol(name):
+    return sp.Symbol(name) if isinstance(name, str) else name
+
+
 class _Element(_Placeholder):
     def __new__(cls, name, indices):
-        return sp.Expr.__new__(cls, sp.Symbol(name), sp.Tuple(*indices))
+        return sp.Expr.__new__(cls, _symbol(name), sp.Tuple(*indices))
 
     @property
     def name(self):
@@ -383,7 +389,7 @@ class _Element(_Placeholder):
 
 class _Summed(_Placeholder):
     def __new__(cls, letter, body):
-        return sp.Expr.__new__(cls, sp.Symbol(letter), body)
+        return sp.Expr.__new__(cls, _symbol(letter), body)
 
     @property
     def letter(self):

@@ -18,6 +18,7 @@ from derive.engine import rewrite
 from derive.define.op import Op
 from derive.define.registry import get
 from derive.engine.derivation import derive, display_index
+from derive.engine.prepare import prepare
 from derive.define.symbols import Intermediate, Tensor, substitute_indices
 
 LETTERS = "kjihfedc"
@@ -84,7 +85,7 @@ def chain(names, lr=sp.Symbol("eta", positive=True), backward: bool = True) -> C
     names = tuple(names)
     if not names:
         raise ValueError("chain: give at least one op")
-    ops = [derive(get(n)).op for n in names]  # the working forms, which the derivations are in
+    ops = [prepare(get(n)) for n in names]  # the working forms, which the derivations are in
     names = tuple(op.name for op in ops)  # an Op given itself is named by its name
     for op in ops[:-1]:
         if op.is_loss:

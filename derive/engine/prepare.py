@@ -6,7 +6,8 @@ anything is differentiated:
 * decimal constants become rationals (``0.044715`` is ``8943/200000``), so
   that factoring never meets floating point (it ran out of memory on them);
 * the known functions are named: ``1/(1 + e^{-a})`` is ``σ(a)``,
-  ``log(1 + e^{a})`` is ``softplus(a)``, ``1 + erf(a)`` is ``2 Φ(√2 a)``, so
+  ``1 - σ(a)`` is ``σ(-a)``, ``log(1 + e^{a})`` is ``softplus(a)``, ``log σ(a)`` is
+  ``-softplus(-a)``, ``1 + erf(a)`` is ``2 Φ(√2 a)``, so
   that derivatives come out through them (``σ(1 - σ)``), never through an
   exponential that has to be folded back by inversion;
 * an integer gather ``W[idx[n], e]`` becomes ``sum_v [v = idx_n] W[v, e]``,
@@ -73,6 +74,8 @@ def name_known_functions(expr: sp.Expr) -> sp.Expr:
     # e^b σ(-b) is σ(b): the form exp(a)/(1 + exp(a)) takes after the rule above
     expr = expr.replace(lambda e: isinstance(e, sp.Mul) and _exp_times_sigmoid(e) is not None,
                         lambda e: _exp_times_sigmoid(e))
+    # 1 - σ(a) is σ(-a): the complement keeps its digits where σ(a) rounds to 1 (and its log is a softplus)
+    expr = expr.replace(lambda e: _sigmoid_complement(e) is not None, lambda e: Sigmoid(-_sigmoid_complement(e)))
 
     def is_softplus(e):
         return isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None
@@ -85,7 +88,19 @@ def name_known_functions(expr: sp.Expr) -> sp.Expr:
     def is_normal_cdf(e):  # 1 + erf(a) and 1 - erf(a)
         return isinstance(e, sp.Add) and len(e.args) == 2 and 1 in e.args and _erf_term(e) is not None
 
-    return expr.replace(is_normal_cdf, lambda e: 2 * Phi(sp.sqrt(2) * _erf_term(e)))
+    expr = expr.replace(is_normal_cdf, lambda e: 2 * Phi(sp.sqrt(2) * _erf_term(e)))
+    return expr.replace(lambda e: _negated_sum(e) is not None, lambda e: _negated_sum(e))
+
+
+def _negated_sum(mul):
+    """``c Σ(a + b)`` for ``-c Σ(-a - b)``: the minus each ``log σ = -softplus`` brings in cancels the
+    loss's own (binary cross-entropy reads ``(1/N) Σ (t softplus(-z) + ...)``); else None."""
+    if not isinstance(mul, sp.Mul) or not mul.as_coeff_Mul()[0].is_negative:
+        return None
+    for f in mul.args:
+        if isinstance(f, sp.Sum) and all(t.could_extract_minus_sign() for t in sp.Add.make_args(f.function)):
+            return -(mul / f) * sp.Sum(-f.function, *f.limits)
+    return None
 
 
 def _one_plus_exp(e):
@@ -94,6 +109,16 @@ def _one_plus_exp(e):
         (other,) = [a for a in e.args if a != 1]
         if isinstance(other, sp.exp):
             return other.args[0]
+    return None
+
+
+def _sigmoid_complement(e):
+    """``a`` when ``e`` is ``1 - σ(a)``, else None."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and 1 in e.args:
+        (other,) = [a for a in e.args if a != 1]
+        if isinstance(other, sp.Mul) and len(other.args) == 2 and other.args[0] == -1 \
+                and isinstance(other.args[1], Sigmoid):
+            return other.args[1].args[0]
     return None
 
 

@@ -8,12 +8,14 @@ the structure we want to keep (../shared/SYMPY-NOTES.md).
 """
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import sympy as sp
 
+from derive.define.functions import Sigmoid
 from derive.engine.deltas import make_sum
-from derive.define.symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, rebuild
+from derive.define.symbols import Intermediate, IntermediateElement, Iverson, Tensor, index_symbols, iverson_form, rebuild
 
 
 # -- sums ---------------------------------------------------------------------
@@ -103,14 +105,36 @@ def match(pattern: sp.Expr, expr: sp.Expr, wilds) -> dict | None:
 
 
 def replace_pattern(expr: sp.Expr, pattern: sp.Expr, template: sp.Expr, wilds) -> sp.Expr:
-    """Replace every match of ``pattern`` by ``template`` (its wildcards filled in)."""
+    """Replace every match of ``pattern`` by ``template`` (its wildcards filled in).
+
+    A product pattern also matches some of a longer product's factors (``[s <= l] e^{z}`` inside
+    ``dp [s <= l] e^{z} / S``), the other factors staying as they are.
+    """
     def found(node):
-        return isinstance(node, sp.Basic) and match(pattern, node, wilds) is not None
+        return isinstance(node, sp.Basic) and _matching(pattern, node, wilds) is not None
 
     def value(node):
-        return template.xreplace(match(pattern, node, wilds))
+        found_match, rest = _matching(pattern, node, wilds)
+        return template.xreplace(found_match) * rest
 
     return expr.replace(found, value)
+
+
+def _matching(pattern, node, wilds):
+    """(the wildcards' values, the factors of ``node`` the pattern leaves over), or None."""
+    m = match(pattern, node, wilds)
+    if m is not None:
+        return m, sp.S.One
+    if not (isinstance(pattern, sp.Mul) and isinstance(node, sp.Mul)):
+        return None
+    size, factors = len(pattern.args), node.args
+    if len(factors) <= size or len(factors) > 10:
+        return None
+    for chosen in itertools.combinations(range(len(factors)), size):
+        m = match(pattern, sp.Mul(*(factors[i] for i in chosen)), wilds)
+        if m is not None:
+            return m, sp.Mul(*(f for i, f in enumerate(factors) if i not in chosen))
+    return None
 
 
 # -- folding intermediates ----------------------------------------------------
@@ -145,15 +169,21 @@ def fold(expr: sp.Expr, intermediates) -> sp.Expr:
     holding every free index of ``v``), solve for ``u`` and substitute it
     wherever it occurs, under any indices. ``exp(-x)`` becomes
     ``(1 - y)/y`` for the sigmoid, ``x`` becomes ``mu + xhat/rstd`` for
-    batch norm. A fold is kept only when it lowers the cost.
+    batch norm. A fold is kept only when it lowers the cost; where no
+    single fold does, two in a row may (RMSNorm's ``x`` becomes ``xhat/rstd``
+    only once ``(eps + sum x^2/D)^{3/2}`` is ``rstd^{-3}``, and neither pays alone).
     """
+    named = [n for n in reversed(intermediates) if n.index]
+
+    def singles(e):
+        return [c for node in named for c in _folds(e, node)]
+
     for _ in range(2 * len(intermediates) + 1):
-        best = expr
-        for node in reversed([n for n in intermediates if n.index]):
-            for candidate in _folds(expr, node):
-                if cost(candidate) < cost(best):
-                    best = candidate
-        if best == expr:
+        first = singles(expr)
+        best = min(first, key=cost, default=expr)
+        if cost(best) >= cost(expr):
+            best = min((c for f in first for c in singles(f)), key=cost, default=expr)
+        if cost(best) >= cost(expr):
             return expr
         expr = best
     return expr
@@ -161,13 +191,8 @@ def fold(expr: sp.Expr, intermediates) -> sp.Expr:
 
 def _folds(expr: sp.Expr, node: Intermediate):
     """Every rewrite of ``expr`` through one kernel of ``node``'s definition."""
-    definition = node.definition
     wilds = index_wilds(node.index)
-    bound = {v for s in sp.preorder_traversal(definition) if isinstance(s, sp.Sum) for v, *_ in s.limits}
-    for kernel in _kernels(definition, node.index, bound):
-        solved = _inverse(definition, kernel, node[node.index])
-        if solved is None:
-            continue
+    for kernel, solved in _solutions(node):
         # Sums the solution mentions (softmax's denominator) are held aside
         # while substituting, or the substitution would reach inside them.
         placeholders = {}
@@ -188,6 +213,17 @@ def _folds(expr: sp.Expr, node: Intermediate):
         yield tidy_terms(rewritten)
 
 
+@lru_cache(maxsize=None)
+def _solutions(node: Intermediate) -> tuple:
+    """Each kernel of ``node``'s definition with its exact inverse, once per intermediate (solving
+    is most of folding's time, and the same intermediates are folded into every candidate). Cases
+    are matched in the bracket form a derivative writes them in: ReLU's ``a [a > 0]`` folds to ``r``."""
+    definition = iverson_form(node.definition)
+    bound = {v for s in sp.preorder_traversal(definition) if isinstance(s, sp.Sum) for v, *_ in s.limits}
+    found = ((kernel, _inverse(definition, kernel, node[node.index])) for kernel in _kernels(definition, node.index, bound))
+    return tuple((kernel, solved) for kernel, solved in found if solved is not None)
+
+
 @lru_cache(maxsize=4096)
 def _inverse(definition, kernel, value):
     """The kernel in terms of ``value`` (the intermediate's element, defined as ``definition``),
@@ -204,8 +240,11 @@ def _inverse(definition, kernel, value):
     """
     u, v = sp.Dummy("u", real=True), sp.Dummy("v", real=True)
     reduced = definition.xreplace({kernel: u})
+    if not reduced.has(u) and isinstance(kernel, sp.Mul):  # some of a product's factors
+        reduced = definition.subs(kernel, u)
     elements = {e for e in kernel.atoms(sp.Indexed) if isinstance(e.base, Tensor)}
-    if reduced.count(u) != 1 or reduced.has(sp.Piecewise, Iverson) or reduced.has(*elements):
+    outside_sums = reduced.replace(lambda e: isinstance(e, sp.Sum), lambda e: sp.Dummy())
+    if reduced.count(u) != 1 or outside_sums.has(sp.Piecewise, Iverson) or reduced.has(*elements):
         return None
     try:
         solutions = sp.solve(sp.Eq(v, reduced), u)
@@ -214,6 +253,7 @@ def _inverse(definition, kernel, value):
     if len(solutions) != 1 or solutions[0].has(sp.nan, sp.Piecewise):
         return None
     (solution,) = solutions
+    solution = _same_relations(solution, definition)
     if sp.cancel(sp.together(solution.xreplace({v: reduced}) - u)) != 0:
         return None
     _, denominator = sp.fraction(sp.together(solution.xreplace({v: value})))
@@ -222,13 +262,21 @@ def _inverse(definition, kernel, value):
     return solution.xreplace({v: value})
 
 
+def _same_relations(expr: sp.Expr, like: sp.Expr) -> sp.Expr:
+    """``expr`` with each condition written as in ``like`` (the solver writes ``r <= l`` as ``l >= r``)."""
+    written = {r.canonical: r for r in like.atoms(sp.Rel)}
+    return expr.replace(lambda e: isinstance(e, sp.Rel) and e.canonical in written and e not in written.values(),
+                        lambda e: written[e.canonical])
+
+
 def _place(ctx, args, index):
     present = [i for i in index if i in ctx.free_symbols]
     return ctx.xreplace(dict(zip(present, args)))
 
 
 def _kernels(definition, index, bound):
-    """Subexpressions that hold every free index and no bound one, outermost first."""
+    """Subexpressions that hold every free index and no bound one, outermost first; of a product,
+    also the product of its factors that hold them (a masked softmax's ``[s <= l] e^{z}``)."""
     need = set(index)
     seen = []
     for sub in sp.preorder_traversal(definition):
@@ -239,6 +287,10 @@ def _kernels(definition, index, bound):
         free = sub.free_symbols
         if need <= free and not (free & bound):
             seen.append(sub)
+            if isinstance(sub, sp.Mul):  # the factors outside the normaliser (a masked softmax's sum)
+                part = sp.Mul(*(f for f in sub.args if f.free_symbols & need and not f.has(sp.Sum)))
+                if part not in seen and part != sub and need <= part.free_symbols and isinstance(part, sp.Mul):
+                    seen.append(part)
     return seen
 
 
@@ -277,16 +329,65 @@ def textbook(expr: sp.Expr) -> sp.Expr:
     """
     candidates = [expr]
     if not expr.has(sp.Piecewise, Iverson):  # cases read best term by term
-        candidates += [_outside_calls(common_factors, expr), _outside_calls(sp.factor, expr)]
+        for form in dict.fromkeys((expr, one_sided_sigmoids(expr))):
+            candidates += [_outside_calls(common_factors, form), _outside_calls(sp.factor, form),
+                           _outside_calls(grouped_terms, form), _outside_calls(common_factors, merged_sums(form))]
     expr = min(candidates, key=_size)  # the first of the shortest: factor only where it shortens
     return fix_signs(expr)
+
+
+def merged_sums(expr: sp.Expr) -> sp.Expr:
+    """Sums over the same range added into one (``sum_n a - sum_n b`` is ``sum_n (a - b)``), so that
+    what their bodies share can come out (swish's ``sum_n g x^2 σ (1 - σ)``)."""
+    def visit(node):
+        if not node.args or isinstance(node, sp.Indexed):
+            return node
+        node = rebuild(node, (visit(a) for a in node.args))
+        if not isinstance(node, sp.Add):
+            return node
+        groups: dict = {}
+        rest = []
+        for term in node.args:
+            coeff, sums = sp.S.One, []
+            for f in sp.Mul.make_args(term):
+                if isinstance(f, sp.Sum):
+                    sums.append(f)
+                else:
+                    coeff *= f
+            if len(sums) == 1:
+                key = canonical_bound(sp.Sum(sp.S.One, *sums[0].limits))
+                groups.setdefault(key, []).append((coeff, sums[0]))
+            else:
+                rest.append(term)
+        merged = []
+        for members in groups.values():
+            if len(members) == 1:
+                coeff, total = members[0]
+                merged.append(coeff * total)
+                continue
+            limits = members[0][1].limits
+            body = sp.S.Zero
+            for coeff, total in members:
+                renames = {old[0]: new[0] for old, new in zip(total.limits, limits)}
+                body += coeff * total.function.xreplace(renames)
+            merged.append(sp.Sum(body, *limits))
+        return sp.Add(*rest, *merged)
+    return visit(expr)
+
+
+def one_sided_sigmoids(expr: sp.Expr) -> sp.Expr:
+    """``σ(-a)`` as ``1 - σ(a)`` wherever ``σ(a)`` occurs too: one function of one argument, so that
+    terms can cancel (binary cross-entropy's ``(1 - t) σ(z) - t σ(-z)`` is ``σ(z) - t``)."""
+    calls = {e for e in sp.preorder_traversal(expr) if isinstance(e, Sigmoid)}
+    return expr.xreplace({c: 1 - Sigmoid(-c.args[0]) for c in calls
+                          if c.args[0].could_extract_minus_sign() and Sigmoid(-c.args[0]) in calls})
 
 
 def common_factors(expr: sp.Expr) -> sp.Expr:
     """Each sum with the factors all its terms share taken out, nothing expanded:
     ``σ + x σ (1 - σ)`` is ``σ (1 + x (1 - σ))``. Numbers come out only when every term has the same."""
     def visit(node):
-        if not node.args or isinstance(node, (sp.Indexed, sp.Sum)):
+        if not node.args or isinstance(node, sp.Indexed):
             return node
         node = rebuild(node, (visit(a) for a in node.args))
         if not isinstance(node, sp.Add):
@@ -305,6 +406,29 @@ def common_factors(expr: sp.Expr) -> sp.Expr:
         if factor == 1:
             return node
         return factor * sp.Add(*(term / factor for term in node.args))
+    return visit(expr)
+
+
+def grouped_terms(expr: sp.Expr) -> sp.Expr:
+    """Each sum with a factor that some of its terms share taken out of those, where that shortens it:
+    SiLU's ``σ + y - σ y`` is ``σ + y (1 - σ)``. (A factor of every term is ``common_factors``' job.)"""
+    def visit(node):
+        if not node.args or isinstance(node, (sp.Indexed, sp.Sum)):
+            return node
+        node = rebuild(node, (visit(a) for a in node.args))
+        if not isinstance(node, sp.Add) or len(node.args) < 3:
+            return node
+        powers = [term.as_powers_dict() for term in node.args]
+        bases = {b for p in powers for b, e in p.items() if not b.is_number and e.is_positive and e.is_integer}
+        best = node
+        for base in sorted(bases, key=sp.default_sort_key):
+            having = [t for t, p in zip(node.args, powers) if base in p and p[base].is_positive and p[base].is_integer]
+            if not 2 <= len(having) < len(node.args):
+                continue
+            grouped = base * sp.Add(*(t / base for t in having)) + sp.Add(*(t for t in node.args if t not in having))
+            if _size(grouped) < _size(best):
+                best = grouped
+        return best
     return visit(expr)
 
 
@@ -328,7 +452,15 @@ def _size(expr) -> int:
                if isinstance(n, sp.Indexed) or not n.args and not (n.is_number and abs(n) == 1))
 
 
+#: Odd functions, f(-a) = -f(a): a minus sign may go into their argument.
+ODD = (sp.sign, sp.tanh, sp.erf)
+
+
 def fix_signs(expr: sp.Expr) -> sp.Expr:
+    """A product's minus sign taken into one of its differences (``-(t - y)`` is ``y - t``) or into an
+    odd function's (``-sign(t - y)`` is ``sign(y - t)``), and two
+    differences in SymPy's order flipped together (``(t - y)/(y - 1)`` is ``(y - t)/(1 - y)``), so that
+    an error reads prediction minus target and a complement reads ``1 - y``, as in the literature."""
     def visit(node):
         if not node.args or isinstance(node, (sp.Indexed, sp.IndexedBase)):
             return node
@@ -342,6 +474,28 @@ def fix_signs(expr: sp.Expr) -> sp.Expr:
                     rest = list(factors)
                     rest.remove(flip)
                     return sp.Mul(-coeff, -flip, *rest)
+                odd = [f for f in factors if isinstance(f, ODD) and isinstance(f.args[0], sp.Add)]
+                if odd:  # -δ sign(t - y) is δ sign(y - t)
+                    rest = list(factors)
+                    rest.remove(odd[0])
+                    return sp.Mul(-coeff, type(odd[0])(-odd[0].args[0]), *rest)
+            pair = [f for f in factors if _difference(f) is not None and not _difference(f).could_extract_minus_sign()]
+            if len(pair) == 2:
+                rest = [f for f in factors if f not in pair]
+                return sp.Mul(coeff, *rest, *(_flipped(f) for f in pair))
         return node
     return visit(expr)
+
+
+def _difference(factor):
+    """The ``a - b`` of a factor ``a - b`` or ``(a - b)^{odd}``: one positive and one negative term."""
+    base = factor.base if isinstance(factor, sp.Pow) and factor.exp.is_integer and factor.exp.is_odd else factor
+    if isinstance(base, sp.Add) and len(base.args) == 2 \
+            and sorted(t.could_extract_minus_sign() for t in base.args) == [False, True]:
+        return base
+    return None
+
+
+def _flipped(factor):
+    return -factor if isinstance(factor, sp.Add) else sp.Pow(-factor.base, factor.exp)
 

@@ -5,8 +5,7 @@ size, as in PyTorch); a partial window at the edge is dropped.
 """
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, sizes
 
 N, C, IH, IW = sizes("N C IH IW")
 kernel = sp.Symbol("kernel", integer=True, positive=True)

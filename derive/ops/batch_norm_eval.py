@@ -6,8 +6,7 @@ gradients' concern; only x, gamma and beta get gradients.
 """
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, sizes
 
 N, C, S = sizes("N C S")
 n, c, s = indices("n c s")

@@ -5,8 +5,7 @@ input window that starts at (i s, j s) of the padded input, plus a bias.
 """
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import Intermediate, Iverson, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Iverson, Op, Tensor, indices, sizes
 
 N, C, IH, IW, O, KH, KW = sizes("N C IH IW O KH KW")
 stride, pad = sp.Symbol("stride", integer=True, positive=True), sp.Symbol("padding", integer=True, nonnegative=True)

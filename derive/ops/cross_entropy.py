@@ -1,8 +1,7 @@
 """Cross-entropy of predicted probabilities against targets, averaged over the batch."""
 import sympy as sp
 
-from derive.define.op import Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 
 N, K = sizes("N K")
 n, k = indices("n k")

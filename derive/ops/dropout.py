@@ -5,8 +5,7 @@ deterministic and checkable; draw it as ``rng.random(x.shape) >= p``.
 """
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")

@@ -1,8 +1,7 @@
 """The article's objective: half the squared error, summed over outputs, averaged over the batch."""
 import sympy as sp
 
-from derive.define.op import Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 
 N, K = sizes("N K")
 n, k = indices("n k")

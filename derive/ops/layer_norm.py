@@ -5,8 +5,7 @@ so it works the same for a batch of one; biased variance, ``eps`` inside the roo
 """
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, sizes
 
 N, D = sizes("N D")
 n, d = indices("n d")

@@ -1,8 +1,7 @@
 """The leaky ReLU: the input where positive, else alpha times it (slope alpha at 0, as in PyTorch)."""
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")

@@ -4,8 +4,7 @@ This is the article's ``net_k``; weights are indexed later node first (``w_{kj}`
 """
 import sympy as sp
 
-from derive.define.op import Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 
 N, D, M = sizes("N D M")
 n, j, k = indices("n j k")

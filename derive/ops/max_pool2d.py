@@ -6,8 +6,7 @@ tie rule is PyTorch's: the first maximum in the window, row by row, gets it.
 """
 import sympy as sp
 
-from derive.define.op import Hyper, Input, Op
-from derive.define.symbols import FirstMax, Intermediate, Tensor, indices, sizes
+from derive.define import FirstMax, Hyper, Input, Intermediate, Op, Tensor, indices, sizes
 
 N, C, IH, IW = sizes("N C IH IW")
 kernel = sp.Symbol("kernel", integer=True, positive=True)

@@ -1,8 +1,7 @@
 """Mean squared error over all elements."""
 import sympy as sp
 
-from derive.define.op import Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")

@@ -1,8 +1,7 @@
 """Softmax over the last axis: positive outputs that sum to 1."""
 import sympy as sp
 
-from derive.define.op import Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 
 N, K = sizes("N K")
 n, k, j = indices("n k j")

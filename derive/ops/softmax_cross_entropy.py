@@ -5,8 +5,7 @@ the probabilities ``y`` are named so that the gradient folds onto them.
 """
 import sympy as sp
 
-from derive.define.op import Input, Op
-from derive.define.symbols import Intermediate, Tensor, indices, sizes
+from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 
 N, K = sizes("N K")
 n, k, j = indices("n k j")

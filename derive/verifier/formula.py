@@ -227,6 +227,7 @@ sup_limit: SUP_ONE | SUP_OPEN expr "}"
      | LBRACK expr (rel expr)+ RBRACK -> iverson
      | FRAC LBRACE expr "}" LBRACE expr "}" -> frac
      | SQRT LBRACE expr "}"      -> sqrt
+     | ABS_OPEN expr ABS_CLOSE   -> abs
      | FUNC func_arg             -> call
      | FUNC SUP_OPEN expr "}" func_arg -> call_power
      | FUNC SUP_ONE func_arg     -> call_power
@@ -268,7 +269,10 @@ CIRC: /\\circ(?![A-Za-z])/
 SUM: /\\sum(\s*\\limits)?/
 FRAC: /\\[dt]?frac(?![A-Za-z])/
 SQRT: /\\sqrt(?![A-Za-z])/
-FUNC: /\\(exp|log|ln|tanh|sigma)(?![A-Za-z])/
+FUNC.1: /\\(exp|log|ln|tanh|sigma|erf|Phi|varphi|phi)(?![A-Za-z])/
+      | /\\(operatorname|mathrm|text|rm)\s*\{\s*(erf|softplus|sign|sgn|sigmoid)\s*\}/
+ABS_OPEN: /\\left\s*\|/ | /\\lvert(?![A-Za-z])/ | /\\[bB]igg?l\s*\|/ | /\uE000/
+ABS_CLOSE: /\\right\s*\|/ | /\\rvert(?![A-Za-z])/ | /\\[bB]igg?r\s*\|/ | /\uE001/
 PARTIAL: /\\partial(?![A-Za-z])/
 BEGIN_CASES: /\\begin\s*\{\s*cases\s*\}/
 END_CASES: /\\end\s*\{\s*cases\s*\}/
@@ -391,7 +395,8 @@ def _store_parser(parser: Lark, path) -> None:
 # -- tree -> syntax tree ---------------------------------------------------------
 
 FUNCTIONS = {"exp": "exp", "log": "log", "ln": "log", "tanh": "tanh", "sigma": "sigma", "sqrt": "sqrt",
-             "sigmoid": "sigma"}
+             "sigmoid": "sigma", "erf": "erf", "Phi": "Phi", "phi": "phi", "varphi": "phi", "softplus": "softplus",
+             "sign": "sign", "sgn": "sign", "abs": "abs"}
 REL_OPS = {">": ">", "<": "<", r"\geq": ">=", r"\ge": ">=", r"\leq": "<=", r"\le": "<=", ">=": ">=",
            "<=": "<=", "=": "=", "==": "=", r"\neq": "!=", r"\ne": "!=", "!=": "!="}
 OTHERWISE = {"otherwise", "else", "其他", "否则", "sonst"}
@@ -500,6 +505,12 @@ def _letters(node) -> str | None:
         if all(p is not None and not p.isdigit() for p in parts):
             return "".join(parts)
     return None
+
+
+def _function_word(token: Token) -> str:
+    """``\\tanh`` is tanh, ``\\operatorname{erf}`` is erf."""
+    text = str(token).lstrip("\\")
+    return text.split("{", 1)[1].rstrip("}").strip() if "{" in text else text
 
 
 def _sub_one(token: Token) -> tuple:
@@ -620,19 +631,22 @@ class _Latex(Transformer):
 
     def call(self, items):
         token, arg = items
-        return Call(token.column, FUNCTIONS[str(token).lstrip("\\")], arg)
+        return Call(token.column, FUNCTIONS[_function_word(token)], arg)
 
     def call_power(self, items):
         token, sup, *rest = items
         power = _sup_one(sup) if isinstance(sup, Token) and sup.type == "SUP_ONE" else rest[0]
         arg = rest[-1]
-        return Call(token.column, FUNCTIONS[str(token).lstrip("\\")], arg, power)
+        return Call(token.column, FUNCTIONS[_function_word(token)], arg, power)
+
+    def abs(self, items):
+        return Call(_col(items[0]), "abs", items[1])
 
     def function_name_power(self, items):
         """``\\sigma^{2}_{c}``: not the sigmoid but a name (the variance), squared or so named."""
         token, sup, *rest = items
         exp = _sup_one(sup) if sup.type == "SUP_ONE" else rest.pop(0)
-        base = Name(token.column, str(token).lstrip("\\"))
+        base = Name(token.column, _function_word(token))
         return _with_subscript(Pow(token.column, base, exp), rest[0] if rest else None, sup.column)
 
     def partial(self, items):
@@ -660,7 +674,7 @@ class _Latex(Transformer):
 
     def plain_name(self, items):
         token = items[0]
-        word = str(token).lstrip("\\")
+        word = _function_word(token)
         if token.type in ("GREEK", "FUNC"):
             word = {"varepsilon": "epsilon", "varrho": "rho", "vartheta": "theta", "varphi": "phi"}.get(word, word)
         indices = items[1] if len(items) > 1 else None
@@ -918,9 +932,52 @@ def _strip_math_delimiters(text: str) -> str:
     return text.rstrip().rstrip(".,;") if stripped.endswith((".", ",", ";")) else text
 
 
+#: What a bare ``|`` becomes, by whether it opens or closes an absolute value (one character each, so that
+#: columns stay the user's): LALR cannot tell ``|a| b`` from ``|a |b||`` by the bar alone.
+BAR_OPEN, BAR_CLOSE = "\uE000", "\uE001"
+_BEFORE_OPERAND = set("([{+-=<>&,*/^_") | {BAR_OPEN}
+_OPERATOR_COMMANDS = {"cdot", "times", "odot", "circ", "oslash", "le", "leq", "ge", "geq", "ne", "neq", "frac",
+                      "sqrt", "left", "sum", "limits", "quad", "qquad"}
+
+
+def mark_bars(text: str) -> str:
+    """Each bare ``|`` as an opening or a closing bar: opening at depth 0 or where an operand is due
+    (after an operator, a bracket, another opening bar), closing elsewhere. ``\\left|``, ``\\|`` and the
+    like are left as they are."""
+    out, depth, previous = [], 0, ""  # previous: the last significant character, or the last command
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            match = re.match(r"\\([A-Za-z]+|.)", text[i:])
+            command = match.group(1)
+            out.append(match.group(0))
+            i += len(match.group(0))
+            if command == "|" or command in ("left", "right") or re.fullmatch(r"[bB]igg?[lr]?", command):
+                while i < len(text) and text[i].isspace():
+                    out.append(text[i])
+                    i += 1
+                if i < len(text) and text[i] == "|" and command != "|":
+                    out.append("|")
+                    i += 1
+            previous = "(" if command in _OPERATOR_COMMANDS else "a"
+            continue
+        if char == "|":
+            opens = depth == 0 or previous in _BEFORE_OPERAND
+            out.append(BAR_OPEN if opens else BAR_CLOSE)
+            depth += 1 if opens else -1
+            previous = BAR_OPEN if opens else "a"
+        else:
+            out.append(char)
+            if not char.isspace():
+                previous = char
+        i += 1
+    return "".join(out)
+
+
 def _parse(text: str, syntax: str) -> Equation:
     try:
-        tree = _parser(syntax).parse(text)
+        tree = _parser(syntax).parse(mark_bars(text) if syntax == "latex" else text)
         return (_Latex() if syntax == "latex" else _Plain()).transform(tree)
     except VisitError as error:
         if isinstance(error.orig_exc, FormulaError):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
 from derive.verifier import formula as F
 from derive.define.symbols import Iverson
 
@@ -275,6 +276,8 @@ class Resolver:
         return Value(sp.Rational(node.value.numerator, node.value.denominator))
 
     def _Name(self, node: F.Name) -> Value:
+        if node.word == "pi" and node.indices is None and not self.table.named("pi"):
+            return Value(sp.pi)
         scalar = self._subscripted_scalar(node)
         if scalar is not None:
             return Value(scalar.value)
@@ -547,13 +550,13 @@ class Resolver:
 
     def _Pow(self, node: F.Pow) -> Value:
         exponent = self.resolve(node.exp)
-        if exponent.is_array:
-            raise self.error("an exponent must be a number or a scalar", node.exp)
         if exponent.expr.is_number and abs(exponent.expr) > MAX_EXPONENT:
             raise self.error(f"exponent too large (at most {MAX_EXPONENT})", node.exp)
         if isinstance(node.base, F.Name) and node.base.word == "e" and node.base.indices is None \
-                and not self.table.named("e"):
-            return Value(sp.exp(exponent.expr), vec=exponent.vec)
+                and not self.table.named("e"):  # elementwise, like \exp: e^{\vec{x}}
+            return Value(sp.exp(exponent.expr), exponent.axes, vec=exponent.vec)
+        if exponent.is_array:
+            raise self.error("an exponent must be a number or a scalar", node.exp)
         if exponent.vec:
             raise self.error("an exponent must be a number or a scalar", node.exp)
         if isinstance(node.base, F.Name) and isinstance(node.exp, F.Num) and not self.table.named(node.base.word) \
@@ -571,8 +574,9 @@ class Resolver:
 
     def _Call(self, node: F.Call) -> Value:
         v = self.resolve(node.arg)
-        functions = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sqrt": sp.sqrt,
-                     "sigma": lambda z: 1 / (1 + sp.exp(-z))}
+        functions = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sqrt": sp.sqrt, "erf": sp.erf,
+                     "abs": sp.Abs, "sign": sp.sign, "sigma": Sigmoid, "softplus": Softplus, "Phi": Phi,
+                     "phi": NormalPdf}
         expr = functions[node.func](v.expr)
         if node.power is not None:
             power = self.resolve(node.power)

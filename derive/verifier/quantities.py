@@ -19,6 +19,7 @@ from derive.engine import check
 from derive.engine.chain import ChainDerivation
 from derive.engine.derivation import derive
 from derive.verifier.names import ETA, Names, Target, chain_names, op_names
+from derive.define.functions import KnownFunction
 from derive.define.op import Op
 from derive.define.symbols import FirstMax, substitute_indices
 
@@ -43,6 +44,8 @@ class World(Names):
     given_sizes: list = field(default_factory=list)
     #: The hyper-parameters' test values, one dict per case (stride 1 and 2, padding 0 and 1).
     hyper_cases: list = field(default_factory=list)
+    #: Integer inputs (token ids) and how many values each takes (the size of the axis it indexes).
+    index_bounds: dict = field(default_factory=dict)
     _definitions: dict = field(default_factory=dict)
     _unrolled: dict = field(default_factory=dict)
     _points: dict = field(default_factory=dict)
@@ -96,16 +99,26 @@ class World(Names):
     def has_kinks(self) -> bool:
         return any(domain == "nonzero" for _, domain in self.independent)
 
-    def draw(self, sizes: dict, rng: np.random.Generator, kinks: bool = False, digits: int = PRECISION) -> dict:
+    def draw(self, sizes: dict, rng: np.random.Generator, kinks: bool = False, digits: int = PRECISION,
+             number: int = 0) -> dict:
         """Random inputs, as exact two-decimal numbers, and every defined value computed from them to ``digits``.
 
         ``kinks`` puts every input drawn away from a kink (ReLU's 0) onto it:
-        a formula that is right except at the kink is still wrong there.
+        a formula that is right except at the kink is still wrong there. An input
+        with a kink has both signs at every point, and each element takes the other
+        sign at the next point (``number``): every branch is compared at every size
+        set, with its hyper-parameters (ELU's ``alpha`` only shows where ``x <= 0``).
         """
         values = {**self.constants, **{k: v for k, v in sizes.items() if k not in self.sizes}}
         for base, domain in self.independent:
             shape = [int(sp.sympify(s).xreplace(sizes)) for s in base.shape]
+            if domain == "index":
+                bound = int(sp.sympify(self.index_bounds[base]).xreplace(sizes))
+                values.update({base[idx]: sp.Integer(int(v)) for idx, v in np.ndenumerate(rng.integers(0, bound, shape))})
+                continue
             sample = check._draw(domain, shape, rng)
+            if domain == "nonzero":
+                sample = np.abs(sample) * _alternating_signs(shape, number)
             if kinks and domain == "nonzero":
                 sample = np.zeros(shape)
             for idx in np.ndindex(*shape):
@@ -128,7 +141,7 @@ class World(Names):
         key = (size_key(sizes), seed, number, kinks, digits)
         if key not in self._points:
             rng = np.random.default_rng([seed, size_key(sizes), number, int(kinks)])
-            self._points[key] = self.draw(sizes, rng, kinks, digits)
+            self._points[key] = self.draw(sizes, rng, kinks, digits, number)
         return self._points[key]
 
     def expected(self, target: Target, sizes: dict, elements: list, values: dict, evaluate) -> list:
@@ -179,6 +192,14 @@ class World(Names):
             for idx in itertools.product(*(range(n) for n in lead)):
                 rule[base[(*idx, last - 1)]] = 1 - sum(base[(*idx, p)] for p in range(last - 1))
         return rule
+
+def _alternating_signs(shape, number: int) -> np.ndarray:
+    """+1 and -1 in turn over the elements, in a fixed shuffled order (the same at every point), flipped at
+    odd ``number``s: each element changes sign from one point to the next."""
+    count = int(np.prod(shape))
+    order = np.random.default_rng([count, 11]).permutation(count)
+    return np.where((order + number) % 2 == 0, 1.0, -1.0).reshape(shape)
+
 
 def size_key(sizes: dict) -> int:
     """A number that names a size set (with its hyper-parameters), the same in every process."""
@@ -234,9 +255,20 @@ def op_world(op: Op, names: Names | None = None) -> World:
     if op.shape_kind == "flat" and not op.is_loss:
         local = d.gradients[0].expr.xreplace({d.upstream[d.gradients[0].index]: sp.S.One})
         activations.append((local, ArticleLatex(notation(op)).doprint(local)))
+    for local in function_derivatives([t.expr for t in targets]):
+        activations.append((local, ArticleLatex(notation(op)).doprint(local)))
     return World(op.name, table, targets, independent, dependent, set(), tuple(table.sizes),
                  ArticleLatex(notation(op)), simplex, constants, activations,
-                 [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases)
+                 [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases,
+                 {inp.tensor: check.index_bound(op, inp) for inp in op.inputs if inp.domain == "index"})
+
+
+def function_derivatives(exprs) -> list:
+    """The derivative of each σ, softplus, Φ, φ and tanh the results apply, by its argument (``σ(1 - σ)``):
+    a factor often left out, or put in twice (binary cross-entropy on logits times ``σ'(z)`` again)."""
+    calls = sorted({e for expr in exprs for e in sp.preorder_traversal(expr)
+                    if isinstance(e, (KnownFunction, sp.tanh))}, key=sp.default_sort_key)
+    return [call.fdiff() if isinstance(call, KnownFunction) else 1 - call ** 2 for call in calls]
 
 
 # -- a chain ----------------------------------------------------------------------

@@ -111,8 +111,11 @@ def symbols(op: str | None = None, chain=None) -> str:
     elif not sample and table.batch_size is not None:
         lines.append("One sample: leave out the batch index n everywhere (x_{j}, \\delta_{k}); then N = 1.")
     lines.append("Functions: \\exp or e^{...}, \\log, \\ln, \\tanh, \\sigma (the sigmoid; \\sigma^{2}_{c} is a name), "
-                 "\\sqrt; [x > 0] and [0 \\le a \\le K - 1] are 1 where they hold, else 0.")
-    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0).")
+                 "\\sqrt, \\operatorname{erf}, \\Phi and \\varphi (the standard normal's distribution and density), "
+                 "\\operatorname{softplus}, \\operatorname{sign}, |x| (or \\left| x \\right|), \\pi; [x > 0] and "
+                 "[0 \\le a \\le K - 1] are 1 where they hold, else 0.")
+    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0); "
+                 "functions exp, log, tanh, sigmoid, sqrt, erf, Phi, phi, softplus, sign, abs.")
     return "\n".join(lines)
 
 

@@ -41,7 +41,7 @@ from sympy.core.evalf import PrecisionExhausted
 
 from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, rebuild
 from derive.engine import check
-from derive.engine.rewrite import canonical_bound, normalize
+from derive.engine.rewrite import canonical_bound, inline, normalize, textbook
 from derive.verifier import formula as F
 from derive.verifier.meaning import BATCH_INDEX, Meaning, ShapeMismatch, index, index_letters, transform, vector_mode, walk
 from derive.verifier.names import Target
@@ -914,11 +914,27 @@ def _multiplier_hint(world, target, meaning, ratios, name, sample) -> list[str]:
             if _exactly(world, target, meaning, multiplier, sample):
                 return [message]
             fitting.append(message)
+    quotient = _quotient(target, meaning)  # exact by construction; the points confirm it
+    if quotient is not None and _fits(quotient, ratios, cache):
+        tex = world.printer.doprint(quotient)
+        return [f"missing the factor {tex}: {name} is your formula times it"]
     return fitting[:1]
 
 
+def _quotient(target, meaning):
+    """The derivation divided by the formula, where that is a product of no fractions (SiLU's
+    ``1 + x (1 - σ(x))`` for ``g σ(x)``, x taken for a constant): the factor the formula left out."""
+    if target.expr.has(sp.Sum) or meaning.expr.has(sp.Sum) or meaning.expr == 0:
+        return None
+    ratio = sp.cancel(inline(target.expr) / meaning.expr)
+    if ratio.is_number or sp.fraction(ratio)[1] != 1:
+        return None
+    return textbook(ratio)
+
+
 def _multipliers(world, target, name, sample):
-    """(hint, m) with derived = yours * m: the activation derivatives, then the derived product's factors."""
+    """(hint, m) with derived = yours * m: the activation derivatives, the hyper-parameters, then the derived
+    product's factors."""
     from derive.engine.chain import sample_form
     for local, tex in world.activations:
         letters = {str(i) for i in local.free_symbols if i.is_integer and not i.is_positive}
@@ -926,6 +942,10 @@ def _multipliers(world, target, name, sample):
             yield f"missing the activation derivative {tex}: {name} is your formula times it", local
             yield f"an extra activation-derivative factor {tex}: your formula is {name} times it", 1 / local
             yield f"missing the activation derivative {tex}, and the sign is flipped", -local
+    for symbol in sorted((c for c in world.constants if not c.is_integer), key=str):  # softplus's 1/β forgotten
+        tex = world.printer.doprint(symbol)
+        yield f"missing a factor {tex}: {name} is your formula times {tex}", symbol
+        yield f"a factor {tex} too many: your formula is {name} times {tex}", 1 / symbol
     factors = [f for f in sp.Mul.make_args(target.expr) if f not in (sp.S.One, sp.S.NegativeOne)]
     if len(factors) < 2:
         return
