@@ -146,7 +146,7 @@ def _add_product(out, array, coefficient):
     if out.ndim == 0:
         out += array * coefficient
         return
-    rows = max(1, _BLOCK // max(1, out[0].size))
+    rows = max(1, _CHUNK // max(1, out[0].size))
     scratch = np.empty((min(rows, len(out)), *out.shape[1:]), out.dtype)
     for start in range(0, len(out), rows):
         block = slice(start, start + rows)
@@ -155,5 +155,5 @@ def _add_product(out, array, coefficient):
         out[block] += product
 
 
-_BLOCK = 32768  # elements: 256 KiB in float64, a part of the cache each core has to itself
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 

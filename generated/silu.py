@@ -95,23 +95,23 @@ def _sigmoid(a):
 
     With e = exp(-|a|) in (0, 1]: 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0. The numerator,
     1 or e, is max(e, a >= 0): chosen without a branch per element, and NaN stays NaN. One exp,
-    done _BLOCK elements at a time, so that e is a small array, still in cache when it is read again.
+    _CHUNK elements at a time, so that the scratch array stays in cache.
     """
     a = np.asarray(a)
     y = np.empty(a.shape, a.dtype)
     flat, out = a.reshape(-1), y.reshape(-1)
-    e = np.empty(min(a.size, _BLOCK), a.dtype)
-    for start in range(0, a.size, _BLOCK):
-        part, result = flat[start:start + _BLOCK], out[start:start + _BLOCK]
-        e_part = e[:part.size]
-        np.abs(part, out=e_part)
-        np.negative(e_part, out=e_part)
-        np.exp(e_part, out=e_part)
-        np.maximum(e_part, part >= 0, out=result)
-        e_part += 1
-        result /= e_part
+    scratch = np.empty(min(a.size, _CHUNK), a.dtype)
+    for start in range(0, a.size, _CHUNK):
+        part, result = flat[start:start + _CHUNK], out[start:start + _CHUNK]
+        e = scratch[:part.size]
+        np.abs(part, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.maximum(e, part >= 0, out=result)
+        e += 1
+        result /= e
     return y
 
 
-_BLOCK = 32768  # elements: 256 KiB in float64, a part of the cache each core has to itself
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 

@@ -146,7 +146,7 @@ def test_a_stored_array_times_a_coefficient_is_added_without_a_full_size_tempora
 
 def test_add_product_works_in_blocks_of_rows_and_broadcasts_its_coefficient(monkeypatch):
     import generated.batch_norm as module
-    monkeypatch.setattr(module, "_BLOCK", 8)  # 2 rows of 4 per block over 5 rows: a short last block
+    monkeypatch.setattr(module, "_CHUNK", 8)  # 2 rows of 4 per block over 5 rows: a short last block
     rng = np.random.default_rng(7)
     out, array, coefficient = rng.standard_normal((5, 4)), rng.standard_normal((5, 4)), rng.standard_normal((5, 1))
     expected = out + array * coefficient
