@@ -95,12 +95,29 @@ class Case:
             found["autograd"] = self._autograd()
         return found
 
+    def moved(self) -> list:
+        """Every array a forward + backward must read or write at least once: the inputs, ``dout``,
+        the output and the gradients (a loss's 0-d value and upstream gradient left out)."""
+        out, grads = self._generated()
+        upstream = [] if self.op.is_loss else [self.dout]
+        return [np.asarray(a) for a in [*self.inputs.values(), *upstream, out, *grads.values()] if np.ndim(a)]
+
+    def copies(self):
+        """The physical limit of a memory-bound op: a zero-argument callable that copies each array
+        of ``moved()`` into one made beforehand (``np.copyto``), the same bytes and no arithmetic."""
+        pairs = [(np.empty_like(a), a) for a in self.moved()]
+
+        def run():
+            for target, source in pairs:
+                np.copyto(target, source)
+        return run
+
     def _generated(self):
         out, cache = self.module.forward(**self.inputs, **self.hyper)
         return out, self.module.backward(self.dout, cache)
 
     def _bare(self):
-        return None, references.BARE[self.op.name][1](**self.inputs, dout=self.dout)
+        return None, references.BARE[self.op.name][1](**self.inputs, **self.hyper, dout=self.dout)
 
     def _torch(self):
         import torch

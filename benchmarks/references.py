@@ -7,8 +7,10 @@
   ``autograd.numpy``; HIPS autograd computes its backward. This is a
   reference for timing and cross-checking, not our product.
 * ``BARE``: the least work that computes the same thing, where there is a
-  clear one (``linear``: its three matrix products; the normalisations: a
-  careful hand-written NumPy version), as a floor to compare against.
+  clear one (``linear``: its three matrix products; the normalisations,
+  softmax, its cross-entropy and the convolution: a careful hand-written
+  NumPy version), as a yardstick of what NumPy can do: where the generated
+  code misses a floor and this misses it too, the floor is beyond NumPy.
 
 Both libraries are optional extras (``pip install -e '.[bench]'``); each
 lookup returns None when the library or the op's entry is missing. Adding
@@ -199,7 +201,74 @@ def _layer_norm_by_hand(x, gamma, beta, dout, eps=1e-5):
     return y, dx, np.einsum("nd,nd->d", dout, xhat), dout.sum(axis=0)
 
 
-#: op name -> (what it is, a function of the op's inputs and ``dout``).
+def _batch_norm_eval_by_hand(x, gamma, beta, running_mean, running_var, dout, eps=1e-5):
+    """Batch norm with running statistics (x laid out (N, C, S)) as a careful person writes it: one
+    scale and shift per channel each way, and dgamma from x itself, so that nothing full-size is
+    kept between the passes: two new arrays in all, the output and dx."""
+    rstd = 1 / np.sqrt(running_var + eps)
+    scale = gamma * rstd
+    y = x * scale[:, None]
+    y += (beta - running_mean * scale)[:, None]
+    dx = dout * scale[:, None]
+    dbeta = np.einsum("ncs->c", dout)
+    dgamma = (np.einsum("ncs,ncs->c", dout, x) - running_mean * dbeta) * rstd
+    return y, dx, dgamma, dbeta
+
+
+def _softmax_by_hand(x, dout):
+    """Softmax over rows (N, K) as a careful person writes it: the exponentials in place, two new arrays."""
+    y = x - x.max(axis=1, keepdims=True)
+    np.exp(y, out=y)
+    y /= y.sum(axis=1, keepdims=True)
+    dx = dout - np.einsum("nk,nk->n", dout, y)[:, None]
+    dx *= y
+    return y, dx
+
+
+def _softmax_cross_entropy_by_hand(z, t, dout=1.0):
+    """Softmax cross-entropy (rows of t sum to 1) as a careful person writes it, forward and backward in
+    one: the shifted logits summed against t first, then turned into probabilities in place, then
+    into the gradient: one new full-size array."""
+    n = z.shape[0]
+    u = z - z.max(axis=1, keepdims=True)
+    against_t = np.einsum("nk,nk->", u, t)
+    np.exp(u, out=u)
+    s = u.sum(axis=1)
+    loss = (np.log(s).sum() - against_t) / n
+    u /= s[:, None]
+    u -= t
+    u *= dout / n
+    return loss, u
+
+
+def _conv2d_by_hand(x, W, b, dout, stride=1, padding=0):
+    """A convolution through im2col as a careful person writes it: the windows gathered once into a
+    matrix (C KH KW, N OH OW) for both products that read them, three matrix products, and the
+    windows' gradients added back onto the image one kernel offset at a time."""
+    n, c, height, width = x.shape
+    o, _, kh, kw = W.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    oh, ow = windows.shape[2:4]
+    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * oh * ow)
+    weights = W.reshape(o, -1)
+    y = (weights @ cols).reshape(o, n, oh, ow).transpose(1, 0, 2, 3) + b[:, None, None]
+    grad = dout.transpose(1, 0, 2, 3).reshape(o, -1)
+    dW = (grad @ cols.T).reshape(W.shape)
+    dcols = (weights.T @ grad).reshape(c, kh, kw, n, oh, ow)
+    dpadded = np.zeros_like(padded)
+    for p in range(kh):
+        for q in range(kw):
+            dpadded[:, :, p:p + stride * oh:stride, q:q + stride * ow:stride] += dcols[:, p, q].transpose(1, 0, 2, 3)
+    dx = dpadded[:, :, padding:padding + height, padding:padding + width]
+    return y, dx, dW, dout.sum(axis=(0, 2, 3))
+
+
+#: op name -> (what it is, a function of the op's inputs, its hyper-parameters and ``dout``).
 BARE = {"linear": ("3 matrix products", _linear_products),
+        "conv2d": ("hand-written NumPy (im2col)", _conv2d_by_hand),
         "batch_norm": ("hand-written NumPy", _batch_norm_by_hand),
-        "layer_norm": ("hand-written NumPy", _layer_norm_by_hand)}
+        "batch_norm_eval": ("hand-written NumPy", _batch_norm_eval_by_hand),
+        "layer_norm": ("hand-written NumPy", _layer_norm_by_hand),
+        "softmax": ("hand-written NumPy", _softmax_by_hand),
+        "softmax_cross_entropy": ("hand-written NumPy", _softmax_cross_entropy_by_hand)}

@@ -73,9 +73,11 @@ def backward(dout, cache):
     S = cache["S"]
     dxhat = dout*gamma[:, None]
     drstd = np.einsum('ncs,ncs->c', dxhat, xc)
-    dvar = -0.5*drstd*rstd*rstd*rstd
+    dvar = rstd*rstd*rstd
+    dvar *= drstd
+    dvar *= -0.5
     dxc = dxhat*rstd[:, None]
-    dxc += (2*dvar/(N*S))[:, None]*xc
+    _add_product(dxc, xc, (2*dvar/(N*S))[:, None])
     dmu = -dxc.sum(axis=(0, 2))
     dx = dxc + dmu[:, None]/(N*S)
     dgamma = np.einsum('ncs,ncs->c', dout, xhat)
@@ -134,4 +136,24 @@ def _channels(name, array, like=None):
     if array.ndim < 2 or like is not None and array.shape != like:
         raise ValueError(f"{name}: expected shape {like or '(N, C, ...)'}, got {array.shape}")
     return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def _add_product(out, array, coefficient):
+    """out += array * coefficient (the coefficient smaller, broadcast: per channel, per row), a few
+    rows of the first axis at a time: the product is never a full-size temporary, and each block
+    of it is still in cache when it is added."""
+    array, coefficient = np.broadcast_to(array, out.shape), np.broadcast_to(coefficient, out.shape)
+    if out.ndim == 0:
+        out += array * coefficient
+        return
+    rows = max(1, _CHUNK // max(1, out[0].size))
+    scratch = np.empty((min(rows, len(out)), *out.shape[1:]), out.dtype)
+    for start in range(0, len(out), rows):
+        block = slice(start, start + rows)
+        product = scratch[:len(out[block])]
+        np.multiply(array[block], coefficient[block], out=product)
+        out[block] += product
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 

@@ -63,7 +63,7 @@ def backward(dout, cache):
     gamma = cache["gamma"]
     rstd = cache["rstd"]
     xhat = cache["xhat"]
-    dx = dout*gamma[:, None]*rstd[:, None]
+    dx = (gamma*rstd)[:, None]*dout
     dgamma = np.einsum('ncs,ncs->c', dout, xhat)
     dbeta = dout.sum(axis=(0, 2))
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}

@@ -43,7 +43,10 @@ def backward(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     N = cache["N"]
-    dy = ((y - t)/(y*(1 - y)))*(dout/N)
+    dy = y - t
+    dy /= y
+    dy /= 1 - y
+    dy *= dout/N
     return {"y": dy}
 
 

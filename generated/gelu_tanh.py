@@ -29,7 +29,9 @@ def forward(x):
     u = 0.7978845608028654*x
     u += 0.035677408136300125*x*x*x
     tanh_u = np.tanh(u)
-    y = 0.5*x*(tanh_u + 1)
+    y = tanh_u + 1
+    y *= x
+    y /= 2
     cache = {"dtype": x.dtype, "shape": np.shape(y), "x": x, "tanh_u": tanh_u}
     return y, cache
 
@@ -45,7 +47,8 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     x = cache["x"]
     tanh_u = cache["tanh_u"]
-    dx = dout*(0.5*tanh_u + (x*(1 - tanh_u**2)*(0.134145*x**2 + 1))*0.3989422804014327 + 0.5)
+    dx = 0.5*tanh_u + (x*(1 - tanh_u**2)*(0.134145*x**2 + 1))*0.3989422804014327 + 0.5
+    dx *= dout
     return {"x": dx}
 
 

@@ -67,9 +67,11 @@ def backward(dout, cache):
     D = cache["D"]
     dxhat = dout*gamma
     drstd = np.einsum('nd,nd->n', dxhat, xc)
-    dvar = -0.5*drstd*rstd*rstd*rstd
+    dvar = rstd*rstd*rstd
+    dvar *= drstd
+    dvar *= -0.5
     dxc = dxhat*rstd[:, None]
-    dxc += (2*dvar/D)[:, None]*xc
+    _add_product(dxc, xc, (2*dvar/D)[:, None])
     dmu = -dxc.sum(axis=1)
     dx = dxc + dmu[:, None]/D
     dgamma = np.einsum('nd,nd->d', dout, xhat)
@@ -128,4 +130,24 @@ def _rows(name, array, like=None):
     if array.ndim < 1 or like is not None and array.shape != like:
         raise ValueError(f"{name}: expected shape {like or '(..., D)'}, got {array.shape}")
     return array.reshape(-1, array.shape[-1])
+
+
+def _add_product(out, array, coefficient):
+    """out += array * coefficient (the coefficient smaller, broadcast: per channel, per row), a few
+    rows of the first axis at a time: the product is never a full-size temporary, and each block
+    of it is still in cache when it is added."""
+    array, coefficient = np.broadcast_to(array, out.shape), np.broadcast_to(coefficient, out.shape)
+    if out.ndim == 0:
+        out += array * coefficient
+        return
+    rows = max(1, _CHUNK // max(1, out[0].size))
+    scratch = np.empty((min(rows, len(out)), *out.shape[1:]), out.dtype)
+    for start in range(0, len(out), rows):
+        block = slice(start, start + rows)
+        product = scratch[:len(out[block])]
+        np.multiply(array[block], coefficient[block], out=product)
+        out[block] += product
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 

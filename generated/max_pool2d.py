@@ -35,7 +35,7 @@ def forward(x, *, kernel=2, stride=None):
     if (IW - kernel)//stride + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW - kernel)//stride) + 1 = {(IW - kernel)//stride + 1} (is the kernel larger than the input?)")
     mask = _first_max_mask(_windows(x, (kernel, kernel), stride))
-    y = _offset_sum(_windows(x, (kernel, kernel), stride), mask)
+    y = _offset_max(_windows(x, (kernel, kernel), stride))
     cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "IH": IH, "IW": IW, "kernel": kernel, "stride": stride}
     return y, cache
 
@@ -110,21 +110,15 @@ def _windows(array, kernel, stride):
     return view[..., ::stride, ::stride, :, :]
 
 
-def _offset_sum(windows, weights=None):
-    """Each window's sum (of its products with ``weights``, laid out alike): one whole-array
-    operation per kernel offset, as NumPy's reductions over axes this short are slow."""
+def _offset_max(windows):
+    """Each window's maximum (NaN where it holds one): one whole-array np.maximum per kernel offset."""
     kh, kw = windows.shape[-2:]
-    terms = (windows[..., p, q] if weights is None else windows[..., p, q] * weights[..., p, q]
-             for p in range(kh) for q in range(kw))
-    with np.errstate(invalid="ignore"):
-        total = next(terms)
-        total = total.copy() if weights is None else total  # a view of the input, or a new product
-        for term in terms:
-            total += term
-    if weights is not None and weights.dtype == bool and not np.isfinite(total).all():
-        # An infinity times a False is NaN; a mask means "leave out", so select instead.
-        total = sum(np.where(weights[..., p, q], windows[..., p, q], 0) for p in range(kh) for q in range(kw))
-    return total
+    top = windows[..., 0, 0].copy()
+    for p in range(kh):
+        for q in range(kw):
+            if p or q:
+                np.maximum(top, windows[..., p, q], out=top)
+    return top
 
 
 def _col2im(cols, kernel, image, stride, offset, weights=None):

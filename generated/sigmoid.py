@@ -36,7 +36,9 @@ def backward(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     y = cache["y"]
-    dx = dout*y*(1 - y)
+    dx = 1 - y
+    dx *= y
+    dx *= dout
     return {"x": dx}
 
 
@@ -87,10 +89,27 @@ def _sizes(*specs):
 
 
 def _sigmoid(a):
-    """1 / (1 + exp(-a)) without overflow: exp only ever sees min(a, 0) and -|a|.
+    """1 / (1 + exp(-a)) without overflow: exp only ever sees -|a|.
 
-    For a >= 0 this is 1 / (1 + exp(-a)); for a < 0, exp(a) / (1 + exp(a)).
-    No np.where: choosing per element costs more than a second exp.
+    With e = exp(-|a|) in (0, 1]: 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0. The numerator,
+    1 or e, is max(e, a >= 0): chosen without a branch per element, and NaN stays NaN. One exp,
+    _CHUNK elements at a time, so that the scratch array stays in cache.
     """
-    return np.exp(np.minimum(a, 0)) / (1 + np.exp(-np.abs(a)))
+    a = np.asarray(a)
+    y = np.empty(a.shape, a.dtype)
+    flat, out = a.reshape(-1), y.reshape(-1)
+    scratch = np.empty(min(a.size, _CHUNK), a.dtype)
+    for start in range(0, a.size, _CHUNK):
+        part, result = flat[start:start + _CHUNK], out[start:start + _CHUNK]
+        e = scratch[:part.size]
+        np.abs(part, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.maximum(e, part >= 0, out=result)
+        e += 1
+        result /= e
+    return y
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 

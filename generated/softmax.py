@@ -23,7 +23,8 @@ def forward(x):
     shape = x.shape
     x = _rows("x", x)
     N, K = _sizes(("x", x, "N K"))
-    e = np.exp(x - x.max(axis=1, keepdims=True))
+    e = x - x.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
     e *= (1/e.sum(axis=1))[:, None]
     y = e
     cache = {"dtype": x.dtype, "shape": shape, "y": y}
@@ -41,7 +42,8 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     dout = _rows("dout", dout)
     y = cache["y"]
-    dx = y*(dout - np.einsum('nj,nj->n', dout, y)[:, None])
+    dx = dout - np.einsum('nj,nj->n', dout, y)[:, None]
+    dx *= y
     return {"x": dx.reshape(cache["shape"])}
 
 

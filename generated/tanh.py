@@ -36,7 +36,8 @@ def backward(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     y = cache["y"]
-    dx = dout*(1 - y**2)
+    dx = 1 - y**2
+    dx *= dout
     return {"x": dx}
 
 

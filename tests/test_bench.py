@@ -6,6 +6,8 @@ PyTorch and HIPS autograd are optional; tests that need them skip without them.
 import dataclasses
 import importlib
 import io
+import os
+import platform
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import references
+from benchmarks import blas, references
 from benchmarks.cases import Case, NotBenchmarked, bench_sizes
 from benchmarks.run import run
 from benchmarks.svg import sweep_svg
@@ -78,17 +80,16 @@ def test_the_bare_products_are_what_linear_computes(rng):
     assert np.allclose(net + b, out) and np.allclose(dx, grads["x"]) and np.allclose(dW, grads["W"])
 
 
-@pytest.mark.parametrize("name, shape", [("batch_norm", (4, 3, 5)), ("layer_norm", (4, 5))])
-def test_the_hand_written_normalisations_are_what_the_ops_compute(name, shape, rng):
-    x, dout = rng.standard_normal(shape) * 3 + 2, rng.standard_normal(shape)
-    features = shape[1] if name == "batch_norm" else shape[-1]  # per channel, or per feature of a row
-    gamma, beta = rng.standard_normal(features), rng.standard_normal(features)
-    module = importlib.import_module(f"generated.{name}")
-    out, cache = module.forward(x, gamma, beta)
-    grads = module.backward(dout, cache)
-    y, dx, dgamma, dbeta = references.BARE[name][1](x, gamma, beta, dout)
-    for mine, generated in ((y, out), (dx, grads["x"]), (dgamma, grads["gamma"]), (dbeta, grads["beta"])):
-        np.testing.assert_allclose(mine, generated, rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("name", sorted(set(references.BARE) - {"linear"}))
+def test_the_hand_written_yardsticks_are_what_the_ops_compute(name):
+    case = small_case(get(name))
+    case.inputs = {k: v * 3 + 2 if k == "x" else v for k, v in case.inputs.items()}  # off-centre, for the norms
+    out, grads = case._generated()
+    mine = references.BARE[name][1](**case.inputs, **case.hyper, dout=case.dout)
+    wanted = [out] + [grads[i.name] for i in case.op.differentiable]
+    assert len(mine) == len(wanted)
+    for ours, generated in zip(mine, wanted):
+        np.testing.assert_allclose(ours, generated, rtol=1e-10, atol=1e-12)
 
 
 # Ops whose references are ready before the ops are: PyTorch and autograd must agree on them.
@@ -175,33 +176,68 @@ def test_bench_prints_the_tables_and_draws_the_sweep(tmp_path):
     assert result.returncode in (0, 1), result.stderr  # 1: a floor was missed, which a busy machine may cause
     assert "| tanh " in result.stdout and "## Floors" in result.stdout and "## Size sweep" in result.stdout
     assert "other processes used" in result.stdout
+    assert "gen/limit" in result.stdout
+    assert "tanh vs limit" in result.stdout and "tanh vs torch" in result.stdout
     ET.fromstring(plot.read_text())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--rounds", "2"], "at least 3"),
-    (["--plot", "x.svg", "--no-sweep"], "drop --no-sweep"),
-    (["nope"], "unknown op 'nope'"),
-])
-def test_bad_bench_usage_is_one_line_and_exit_2(args, message):
-    result = subprocess.run([sys.executable, "-m", "derive", "bench", *args], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+def _kernel(env) -> str:
+    """The kernel NumPy's OpenBLAS runs in a fresh process with ``env``."""
+    code = ("import numpy, threadpoolctl; print([i.get('architecture') for i in threadpoolctl.threadpool_info() "
+            "if i['user_api'] == 'blas'][0])")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
-def test_per_op_build_stages_are_timed_for_every_op():
-    from benchmarks.derivation import per_op_stages
-    from derive.define.registry import registry
-    stages = per_op_stages()
-    assert set(stages) == set(registry()) | {"(article network)"}
-    assert all(s["derive"] > 0 and s["print"] > 0 and s["check"] > 0 for name, s in stages.items()
-               if name in registry())
+def _other_kernel():
+    """An OpenBLAS kernel that is not the one this CPU gets, and the environment without the overrides."""
+    if platform.machine() != "x86_64" or not references.available("threadpoolctl"):
+        pytest.skip("needs threadpoolctl and an x86-64 OpenBLAS (its kernel names)")
+    env = {k: v for k, v in os.environ.items() if k not in blas.SET_ASIDE}
+    native = _kernel(env)
+    other = "Nehalem" if native != "Nehalem" else "Sandybridge"
+    assert _kernel({**env, "OPENBLAS_CORETYPE": other}) != native  # the variable does choose the kernel
+    return native, other, env
 
 
-@needs_autograd
-def test_a_peer_that_computes_something_else_fails_the_run(monkeypatch):
-    import autograd.numpy as anp
-    monkeypatch.setattr(references, "autograd_reference", lambda name: lambda x: anp.tanh(x) * 1.01)
-    out = io.StringIO()
-    tanh = dataclasses.replace(get("tanh"), bench_sizes={"S": 64})
-    assert run([tanh], dtypes=("float64",), rounds=3, sweep=False, build=False, out=out) is False
-    assert "DISAGREE" in out.getvalue() and "disagree: tanh float64 vs autograd" in out.getvalue()
+BENCH_TANH = ["bench", "tanh", "--dtype", "float32", "--rounds", "3", "--no-build", "--no-sweep"]
+
+
+def test_bench_times_the_kernel_a_user_has_and_says_so():
+    native, other, env = _other_kernel()
+    result = subprocess.run([sys.executable, "-m", "derive", *BENCH_TANH], cwd=ROOT, capture_output=True, text=True,
+                            env={**env, "OPENBLAS_CORETYPE": other, "OPENBLAS_L2_SIZE": "512"})
+    assert result.returncode in (0, 1), result.stderr
+    header = result.stdout.split("## ")[0]
+    assert f"OPENBLAS_CORETYPE={other}, OPENBLAS_L2_SIZE=512 set aside before NumPy loaded" in header
+    assert f"kernel {native}," in header and "NumPy's BLAS: openblas" in header
+    assert "PyTorch" not in header or "threads (its default)" in header
+
+
+def test_bench_in_a_process_with_numpy_loaded_times_in_a_clean_child(monkeypatch, capfd):
+    native, other, env = _other_kernel()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", other)
+    monkeypatch.chdir(ROOT)
+    from derive.cli import main
+    assert main(BENCH_TANH) in (0, 1)
+    header = capfd.readouterr().out.split("## ")[0]
+    assert f"OPENBLAS_CORETYPE={other} set aside before NumPy loaded" in header and f"kernel {native}," in header
+    assert os.environ["OPENBLAS_CORETYPE"] == other  # this process's environment is left as it was
+
+
+def test_the_header_says_when_the_environment_chooses_the_kernel(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert "OPENBLAS_CORETYPE=Haswell in the environment: NumPy's OpenBLAS runs the kernel named there" \
+        in "\n".join(blas.describe())
+
+
+@pytest.mark.parametrize("name, upstream", [("tanh", True), ("mse", False)])
+def test_the_limit_moves_every_input_and_output_once(name, upstream):
+    case = small_case(get(name))
+    out, grads = case._generated()
+    moved = case.moved()
+    expected = [*case.inputs.values(), *([case.dout] if upstream else []), *([out] if np.ndim(out) else []),
+                *grads.values()]
+    assert len(moved) == len(expected)
+    for mine, theirs in zip(moved, expected):
+        np.testing.assert_array_equal(mine, theirs)

@@ -124,13 +124,31 @@ def test_gradients_have_their_inputs_shape_and_dtype(op, module, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("alpha", [0.0, 0.01, 2.0])
 def test_leaky_relu_selects_its_branch_even_where_the_other_overflows(dtype, alpha):
-    """max + slope * min and np.where pick a branch, so an infinite or overflowing other branch stays out."""
+    """A slope chosen per element, times the array, is np.where's branch exactly: an infinite or overflowing
+    other branch stays out, infinities and NaN (in x or in dout) come out as np.where has them."""
     from generated import leaky_relu
-    x = np.array([np.inf, -np.inf, 3.0, -3.0, 1.0, -1.0, 3e38, -3e38], dtype)
-    dout = np.array([1, 1, np.inf, np.inf, 3e38, 3e38, 1, 1], dtype)
+    x = np.array([np.inf, -np.inf, 3.0, -3.0, 1.0, -1.0, 3e38, -3e38, np.nan, 2.0, -2.0, 0.0, -0.0], dtype)
+    dout = np.array([1, 1, np.inf, np.inf, 3e38, 3e38, 1, 1, 1, np.nan, -np.inf, -np.inf, np.nan], dtype)
     with np.errstate(all="ignore"):  # products overflow where they are not chosen (and 0 * -inf where alpha = 0)
         y, cache = leaky_relu.forward(x, alpha=alpha)
         dx = leaky_relu.backward(dout, cache)["x"]
         np.testing.assert_array_equal(y, np.where(x > 0, x, dtype(alpha) * x))
         np.testing.assert_array_equal(dx, np.where(x > 0, dout, dtype(alpha) * dout))
     assert y.dtype == dx.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("if_true, if_false", [(1, 0.01), (1, 1.0), (1, 0.0), (1, 2.0), (2.5, -3.0), (-1, 0.5)])
+def test_a_factor_chosen_per_element_is_np_where_exactly(dtype, if_true, if_false):
+    """_scaled (branches A*a and A*b, printed without np.where) rounds, overflows and keeps NaN as np.where."""
+    from generated.leaky_relu import _scaled
+    values = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1.5, -1.5, 3e38, -3e38, 1e-45], dtype)
+    array = np.repeat(values, 2)
+    condition = np.tile([True, False], len(values))
+    with np.errstate(all="ignore"):
+        got = _scaled(array, condition, if_true, if_false)
+        want = np.where(condition, array * dtype(if_true), array * dtype(if_false))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    signed = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(got[signed]), np.signbit(want[signed]))

@@ -84,3 +84,71 @@ def test_a_sum_over_the_rows_of_a_probability_input_is_dropped_only_where_it_is_
     printer = ArrayPrinter("fixed", {"t": (n, k), "s": (n,)})
     printer.assign("out", dropped, ())
     assert np.isclose(_run(printer, arrays)["out"], np.sum(arrays["t"] * np.log(arrays["s"])[:, None]))
+
+
+def _printed(name, tree, leaves):
+    printer = ArrayPrinter("fixed", leaves)
+    printer.assign(name, tree, (n, k))
+    return printer
+
+
+LEAVES = {"dout": (n, k), "y": (n, k), "z": (n, k), "g": (k,), "r": (k,), "s": (n,)}
+
+
+def _arrays(rng):
+    return {"dout": rng.standard_normal((3, 4)), "y": rng.random((3, 4)), "z": rng.standard_normal((3, 4)),
+            "g": rng.standard_normal(4), "r": rng.random(4) + 1, "s": rng.standard_normal(3), "q": 0.25}
+
+
+def test_a_product_of_full_size_factors_is_one_new_array_scaled_in_place():
+    """dout*y*(1 - y): the arithmetic factor makes the array, the others multiply it in place."""
+    dout, y = Leaf((n, k), "dout"), Leaf((n, k), "y")
+    printer = _printed("dx", Elementwise((n, k), a * b * (1 - b), ((a, dout), (b, y))), LEAVES)
+    assert printer.lines[0] == "dx = 1 - y" and sorted(printer.lines[1:]) == ["dx *= dout", "dx *= y"]
+    arrays = _arrays(np.random.default_rng(3))
+    before = {name: np.copy(v) for name, v in arrays.items()}
+    scope = _run(printer, arrays)
+    assert np.allclose(scope["dx"], before["dout"] * before["y"] * (1 - before["y"]))
+    assert all(np.array_equal(arrays[name], before[name]) for name in before)
+
+
+def test_an_input_times_small_arrays_multiplies_the_small_ones_first():
+    """dout[n,k] g[k] r[k]: one full-size pass, dout*(g*r), not one per small array."""
+    dout, g, r = Leaf((n, k), "dout"), Leaf((k,), "g"), Leaf((k,), "r")
+    printer = _printed("dx", Elementwise((n, k), a * b * c, ((a, dout), (b, g), (c, r))), LEAVES)
+    assert printer.lines == ["dx = (g*r)*dout"]
+    arrays = _arrays(np.random.default_rng(4))
+    assert np.allclose(_run(printer, arrays)["dx"], arrays["dout"] * arrays["g"] * arrays["r"])
+
+
+def test_exp_of_a_new_array_is_computed_into_it():
+    z, s_ = Leaf((n, k), "z"), Leaf((n,), "s")
+    printer = _printed("e", Elementwise((n, k), sp.exp(a - b), ((a, z), (b, s_))), LEAVES)
+    assert printer.lines == ["e = z - s[:, None]", "np.exp(e, out=e)"]
+    arrays = _arrays(np.random.default_rng(5))
+    assert np.allclose(_run(printer, arrays)["e"], np.exp(arrays["z"] - arrays["s"][:, None]))
+    named = _printed("e", Elementwise((n, k), sp.exp(a), ((a, z),)), LEAVES)
+    assert named.lines == ["e = np.exp(z)"]  # an input is read, never overwritten
+
+
+def test_a_stored_array_times_a_coefficient_is_added_without_a_full_size_temporary():
+    """dout*g - q*g*y: the second term goes through _add_product, a few rows at a time."""
+    from generated.batch_norm import _add_product
+    dout, g, y = Leaf((n, k), "dout"), Leaf((k,), "g"), Leaf((n, k), "y")
+    q = sp.Symbol("q")
+    printer = _printed("dx", Elementwise((n, k), a * b - q * b * c, ((a, dout), (b, g), (c, y))), LEAVES)
+    assert printer.lines[0] == "dx = dout*g" and printer.lines[1].startswith("_add_product(dx, y, -")
+    assert "add_product" in printer.helpers
+    arrays = _arrays(np.random.default_rng(6))
+    scope = _run(printer, {**arrays, "_add_product": _add_product})
+    np.testing.assert_allclose(scope["dx"], arrays["dout"] * arrays["g"] - 0.25 * arrays["g"] * arrays["y"])
+
+
+def test_add_product_works_in_blocks_of_rows_and_broadcasts_its_coefficient(monkeypatch):
+    import generated.batch_norm as module
+    monkeypatch.setattr(module, "_CHUNK", 8)  # 2 rows of 4 per block over 5 rows: a short last block
+    rng = np.random.default_rng(7)
+    out, array, coefficient = rng.standard_normal((5, 4)), rng.standard_normal((5, 4)), rng.standard_normal((5, 1))
+    expected = out + array * coefficient
+    module._add_product(out, array, coefficient)
+    np.testing.assert_array_equal(out, expected)  # the same products, the same sums

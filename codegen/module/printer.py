@@ -57,18 +57,33 @@ class ExprPrinter(NumPyPrinter):
         other = sp.Piecewise(*rest) if rest[0][1] is not sp.true else rest[0][0]
         if other == 0 and isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and value == cond.lhs:
             return f"np.maximum({self._print(value)}, 0)"  # ReLU: NaN stays NaN, as in PyTorch
-        slopes = (value / cond.lhs, other / cond.lhs) if isinstance(cond, sp.StrictGreaterThan) \
-            and cond.rhs == 0 and other != 0 and any(self.ranks.get(s.name) for s in cond.lhs.free_symbols) else ()
-        if slopes and all(k.free_symbols.isdisjoint(self.arrays | cond.lhs.free_symbols) for k in slopes):
-            # Two slopes through 0 (leaky ReLU): max and min, exact (infinities too, as one of them is 0),
-            # without np.where's branches.
-            x = self._print(cond.lhs)
-            return " + ".join(f"np.{m}imum({x}, 0)" if k == 1 else f"{self.parenthesize(k, 50)}*np.{m}imum({x}, 0)"
-                              for k, m in zip(slopes, ("max", "min")) if k != 0)
         if other == 0:  # a mask: multiplying by it beats np.where's unpredictable branches
             return f"{self.parenthesize(value, 50)}*({self._print(cond)})"
+        scaled = self.factored_branches(value, other, cond)
+        if scaled is not None:
+            # One array times a number chosen per element (leaky ReLU: 1 or alpha): exact, and without
+            # np.where's branch, which mispredicts every other element of random signs.
+            self.helpers.add("scaled")
+            return f"_scaled({', '.join(self._print(part) for part in scaled)})"
         # Otherwise select: multiplying each branch by a mask would turn an infinite branch into NaN.
         return f"np.where({self._print(cond)}, {self._print(value)}, {self._print(other)})"
+
+    def factored_branches(self, value, other, cond):
+        """``(A, cond, a, b)`` for branches ``A*a`` and ``A*b``: one array expression A, and numbers
+        a, b without arrays in them (hyper-parameters, sizes: finite); else None."""
+        def split(branch):
+            factors = sp.Mul.make_args(branch)
+            return (sp.Mul(*(f for f in factors if self.holds_array(f))),
+                    sp.Mul(*(f for f in factors if not self.holds_array(f))))
+        (array, if_true), (array_other, if_false) = split(value), split(other)
+        if array != array_other or array == 1 or not self.holds_array(cond) \
+                or if_true.has(sp.Piecewise) or if_false.has(sp.Piecewise):
+            return None
+        return array, cond, if_true, if_false
+
+    def holds_array(self, expr) -> bool:
+        """Whether ``expr`` reads an array (a hole with at least one axis)."""
+        return any(self.ranks.get(s.name, 0) > 0 for s in expr.free_symbols if isinstance(s, sp.Symbol))
 
     def _print_Mul(self, expr):
         if expr.has(Iverson):
@@ -173,6 +188,12 @@ def decimal_text(value: sp.Rational, shortest_denominator: int = 1) -> str | Non
     return repr(float(value)) if q == 1 else None
 
 
+#: The hole of an accumulation term's coefficient (computed on the small arrays, then broadcast).
+COEFFICIENT = sp.Symbol("_coefficient")
+#: Functions of one array that NumPy computes into the array it is given (``out=``).
+IN_PLACE_CALLS = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh"}
+
+
 class ArrayPrinter:
     """Turns IR nodes into NumPy code, assigning shared subtrees to temporaries."""
 
@@ -185,6 +206,7 @@ class ArrayPrinter:
         self.temps: dict[Node, str] = {}
         self.target: tuple = ()  # the axes of the statement being printed
         self.shared: set[Node] = set()
+        self.masks: dict[str, Mask] = {}  # statement name -> the first-maximum mask it was assigned
         self.expr_printer = ExprPrinter(self.helpers)
 
     # -- statements ---------------------------------------------------------
@@ -213,24 +235,53 @@ class ArrayPrinter:
         """
         axes = tuple(axes)
         self.target = axes
+        if isinstance(node, Mask):
+            self.masks[name] = node
         if self.reuse(name, node, axes, reusable):
             self.layouts[name] = axes
             return
-        terms = self.accumulation(node, axes) if isinstance(node, Elementwise) else None
-        scaled = self.scaling(node, axes) if terms is None and isinstance(node, Elementwise) else None
-        if scaled is not None:
-            self.lines.append(f"{name} = {self.code(scaled[0], axes, top=True)}")
-            self.lines.append(self.scale_in_place(name, scaled[1], axes))
+        call = self.call_in_place(node, axes) if isinstance(node, Elementwise) else None
+        terms = self.accumulation(node, axes) if isinstance(node, Elementwise) and call is None else None
+        factors = self.product(node, axes) if terms is None and call is None and isinstance(node, Elementwise) \
+            else None
+        if call is not None:
+            function, argument = call
+            self.lines.append(f"{name} = {self.code(argument, axes, top=True)}")
+            self.lines.append(f"np.{function}({name}, out={name})")
+        elif factors is not None:
+            (_, first), *rest = factors
+            self.lines.append(f"{name} = {self.code(first, axes, top=True)}")
+            self.lines += [self.scale_in_place(name, factor, axes, divide) for divide, factor in rest]
         elif terms is None:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
             for pos, (sign, term) in enumerate(terms):
+                scaled = self.stored_times_coefficient(term) if pos > 0 else None
+                if scaled is not None:  # no full-size temporary for the product
+                    self.helpers.add("add_product")
+                    array, coefficient = (self.code(part, axes, top=True) for part in scaled)
+                    self.lines.append(f"_add_product({name}, {array}, {'-' if sign < 0 else ''}{coefficient})")
+                    continue
                 code = self.code(term, axes, top=True)
                 if pos == 0:
                     self.lines.append(f"{name} = {'-' if sign < 0 else ''}{code}")
                 else:
                     self.lines.append(f"{name} {'-=' if sign < 0 else '+='} {code}")
         self.layouts[name] = axes
+
+    def stored_times_coefficient(self, term: Node):
+        """(array, coefficient) for a term ``array * coefficient`` of an accumulation whose array is
+        a named one (an input, a cached or shared array) and whose coefficient is smaller (per
+        channel, per row): added by ``_add_product`` a few rows at a time, never as a full-size
+        temporary. Else None."""
+        if not isinstance(term, Elementwise) or len(term.holes) != 2:
+            return None
+        (key, array), (coefficient_key, coefficient) = term.holes
+        if coefficient_key != COEFFICIENT or term.expr != key * coefficient_key \
+                or set(array.axes) != set(term.axes) or set(coefficient.axes) == set(term.axes):
+            return None
+        stored = isinstance(array, Leaf) or canonical(array) in self.shared
+        return (array, coefficient) if stored else None
 
     def reuse(self, name: str, node: Node, axes: tuple, reusable) -> bool:
         """``old *= small; name = old`` for ``name = old * small`` with ``old`` dead (so too ``+``)."""
@@ -283,26 +334,58 @@ class ArrayPrinter:
             out.append((sign, self._term(node, part, coeff, holes)))
         return out
 
-    def scaling(self, node: Elementwise, axes: tuple):
-        """``name = (y - t) * (dout/N)`` as ``name = y - t; name *= dout/N``: one new array, not two.
+    def call_in_place(self, node: Elementwise, axes: tuple):
+        """``name = np.exp(x - m)`` as ``name = x - m; np.exp(name, out=name)``: the new array the
+        argument makes also holds the result. Returns (the NumPy function, the argument) or None."""
+        function = IN_PLACE_CALLS.get(type(node.expr))
+        if function is None or set(node.axes) != set(axes):
+            return None
+        (argument,) = node.expr.args
+        holes = dict(node.holes)
+        if argument.is_Symbol or argument.has(Iverson, sp.Piecewise) \
+                or not any(set(holes[k].axes) == set(axes) for k in argument.free_symbols if k in holes):
+            return None  # a named array (read, not overwritten), a mask, or smaller than the result
+        return function, self._term(node, argument, sp.S.One, holes)
 
-        Returns (the full-size factor, the small one) when the full-size
-        factor is arithmetic (a new array, never an input to scale in place).
+    def product(self, node: Elementwise, axes: tuple):
+        """``name = (1 - y)*y*dout*k`` as ``name = 1 - y; name *= y; name *= dout; name *= k``: one new
+        array where NumPy would make one per full-size factor that is arithmetic, each factor read
+        once, the small ones (``k``: per channel, per row, numbers) multiplied together first.
+
+        Returns [(divide, factor node), ...], the first factor making the new array (arithmetic,
+        never an input to scale in place), or None where that saves nothing. A full-size input
+        times small arrays is one line, ``dout*(gamma*rstd)[:, None]``: one pass, not one per array.
         """
-        if not isinstance(node.expr, sp.Mul) or set(node.axes) != set(axes):
+        if not isinstance(node.expr, sp.Mul) or set(node.axes) != set(axes) or node.expr.has(Iverson, sp.Piecewise):
             return None
         holes = dict(node.holes)
         big = {k for k, child in holes.items() if set(child.axes) == set(axes)}
         full = [f for f in node.expr.args if f.free_symbols & big]
-        small = [f for f in node.expr.args if not f.free_symbols & big]
-        if len(full) != 1 or not small or full[0].has(Iverson):
+        small = sp.Mul(*(f for f in node.expr.args if not f.free_symbols & big))
+        if not full:
             return None
-        if full[0].is_Symbol and not self.fresh_array(holes[full[0]]):
+        fresh = [f for f in full if not f.is_Symbol and not (f.is_Pow and f.exp == -1)
+                 or f.is_Symbol and self.fresh_array(holes[f])]
+        if not fresh:  # inputs only: one expression, with the small factors multiplied first
+            if len(full) != 1 or not small.free_symbols & set(holes):
+                return None
+            return [(False, self._term(node, full[0], small, holes))]
+        if len(full) == 1 and small == 1:
             return None
-        return self._term(node, full[0], sp.S.One, holes), self._term(node, sp.S.One, sp.Mul(*small), holes)
+        first = fresh[0]
+        out = [(False, self._term(node, first, sp.S.One, holes))]
+        for f in full:
+            if f is not first:
+                divide = f.is_Pow and f.exp == -1
+                out.append((divide, self._term(node, f.base if divide else f, sp.S.One, holes)))
+        if small != 1:
+            out.append((False, self._term(node, sp.S.One, small, holes)))
+        return out
 
-    def scale_in_place(self, name: str, factor: Node, axes: tuple) -> str:
-        """``name *= factor``, or ``name /= d`` when the factor is a plain scalar ``1/d``."""
+    def scale_in_place(self, name: str, factor: Node, axes: tuple, divide: bool = False) -> str:
+        """``name *= factor`` (``/=`` with ``divide``), or ``name /= d`` when the factor is a plain scalar ``1/d``."""
+        if divide:
+            return f"{name} /= {self.code(factor, axes, top=True)}"
         if isinstance(factor, Elementwise) and not factor.holes:
             numerator, denominator = sp.fraction(factor.expr)
             if numerator == 1 and denominator != 1:
@@ -330,7 +413,7 @@ class ArrayPrinter:
         small = sub(coeff, node.axes)
         if coeff == 1 or set(small.axes) == set(node.axes):  # a full-size coefficient saves nothing
             return sub(part * coeff, node.axes)
-        k = sp.Symbol("_coefficient")
+        k = COEFFICIENT
         return Elementwise(node.axes, part * k, tuple((h, c) for h, c in holes.items() if h in part.free_symbols)
                            + ((k, small),))
 
@@ -501,8 +584,12 @@ class ArrayPrinter:
         window = next((a for a in args if isinstance(a, Window)), None)
         if len(args) == 2 and window is not None and args[0].axes == args[1].axes \
                 and list(out) == list(window.axes[:-2]):
-            self.helpers.add("offset_sum")
             weights = args[1] if window is args[0] else args[0]
+            if self.first_max_of(weights, window):
+                # The windows summed against their first-maximum mask: their maximum (NaN too).
+                self.helpers.add("offset_max")
+                return self.align(f"_offset_max({self.code(window, tuple(window.axes), top=True)})", out, layout)
+            self.helpers.add("offset_sum")
             text = f"_offset_sum({self.code(window, tuple(window.axes), top=True)}, " \
                    f"{self.code(weights, tuple(window.axes), top=True)})"
             return self.align(text, out, layout)
@@ -517,6 +604,12 @@ class ArrayPrinter:
         # (batch norm's sum of dout * xhat) does not need; matrix products go through @ and tensordot.
         text = f"np.einsum('{spec}', {operands})"
         return self.align(text, out, layout)
+
+    def first_max_of(self, weights: Node, window: Window) -> bool:
+        """Whether ``weights`` is an array assigned the first-maximum mask of these very windows."""
+        mask = self.masks.get(weights.name) if isinstance(weights, Leaf) else None
+        return mask is not None and isinstance(mask.window, Window) and \
+            (mask.window.name, mask.window.kernel, mask.window.stride) == (window.name, window.kernel, window.stride)
 
     def tensordot(self, args, out) -> str | None:
         """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).
