@@ -16,7 +16,7 @@ Forward (index form):
     y[n, c, s] = beta[c] + gamma[c]*xhat[n, c, s]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, s] = (sum_n'(sum_s'(N*S*(-xhat[n, c, s]*xhat[n', c, s'] - 1)*dout[n', c, s'])) + N**2*S**2*dout[n, c, s])*gamma[c]*rstd[c]/(N**2*S**2)
+    dE/dx[n, c, s] = (N*S*dout[n, c, s] - xhat[n, c, s]*sum_n'(sum_s'(dout[n', c, s']*xhat[n', c, s'])) - sum_n'(sum_s'(dout[n', c, s'])))*gamma[c]*rstd[c]/(N*S)
     dE/dgamma[c] = sum_n(sum_s(dout[n, c, s]*xhat[n, c, s]))
     dE/dbeta[c] = sum_n(sum_s(dout[n, c, s]))
 """
@@ -46,10 +46,11 @@ def forward(x, gamma, beta, *, eps=1e-05):
     xc = x - mu[:, None]
     var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
     rstd = 1/np.sqrt(var + eps)
-    xhat = rstd[:, None]*xc
+    xc *= rstd[:, None]
+    xhat = xc
     y = gamma[:, None]*xhat
     y += beta[:, None]
-    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "mu": mu, "xc": xc, "var": var, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
+    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "mu": mu, "var": var, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
     return y.reshape(shape), cache
 
 
@@ -65,23 +66,18 @@ def backward(dout, cache):
     dout = _channels("dout", dout)
     gamma = cache["gamma"]
     mu = cache["mu"]
-    xc = cache["xc"]
     var = cache["var"]
     rstd = cache["rstd"]
     xhat = cache["xhat"]
     N = cache["N"]
     S = cache["S"]
-    dxhat = dout*gamma[:, None]
-    drstd = np.einsum('ncs,ncs->c', dxhat, xc)
-    dvar = rstd*rstd*rstd
-    dvar *= drstd
-    dvar *= -0.5
-    dxc = dxhat*rstd[:, None]
-    _add_product(dxc, xc, (2*dvar/(N*S))[:, None])
-    dmu = -dxc.sum(axis=(0, 2))
-    dx = dxc + dmu[:, None]/(N*S)
-    dgamma = np.einsum('ncs,ncs->c', dout, xhat)
-    dbeta = dout.sum(axis=(0, 2))
+    dx = (gamma*rstd)[:, None]*dout
+    c = np.einsum('ncs,ncs->c', dout, xhat)
+    _add_product(dx, xhat, -(c*gamma*rstd/(N*S))[:, None])
+    s = dout.sum(axis=(0, 2))
+    dx -= (gamma*rstd*s/(N*S))[:, None]
+    dgamma = c
+    dbeta = s
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}
 
 

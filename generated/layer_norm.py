@@ -13,7 +13,7 @@ Forward (index form):
     y[n, d] = beta[d] + gamma[d]*xhat[n, d]
 
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, d] = (sum_d'(D*(-xhat[n, d]*xhat[n, d'] - 1)*dout[n, d']*gamma[d']) + D**2*dout[n, d]*gamma[d])*rstd[n]/D**2
+    dE/dx[n, d] = (D*dout[n, d]*gamma[d] - xhat[n, d]*sum_d'(dout[n, d']*gamma[d']*xhat[n, d']) - sum_d'(dout[n, d']*gamma[d']))*rstd[n]/D
     dE/dgamma[d] = sum_n(dout[n, d]*xhat[n, d])
     dE/dbeta[d] = sum_n(dout[n, d])
 """
@@ -43,10 +43,11 @@ def forward(x, gamma, beta, *, eps=1e-05):
     xc = x - mu[:, None]
     var = np.einsum('nd,nd->n', xc, xc)/D
     rstd = 1/np.sqrt(var + eps)
-    xhat = rstd[:, None]*xc
+    xc *= rstd[:, None]
+    xhat = xc
     y = gamma*xhat
     y += beta
-    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "xc": xc, "rstd": rstd, "xhat": xhat, "D": D}
+    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "D": D}
     return y.reshape(shape), cache
 
 
@@ -61,19 +62,12 @@ def backward(dout, cache):
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     dout = _rows("dout", dout)
     gamma = cache["gamma"]
-    xc = cache["xc"]
     rstd = cache["rstd"]
     xhat = cache["xhat"]
     D = cache["D"]
-    dxhat = dout*gamma
-    drstd = np.einsum('nd,nd->n', dxhat, xc)
-    dvar = rstd*rstd*rstd
-    dvar *= drstd
-    dvar *= -0.5
-    dxc = dxhat*rstd[:, None]
-    _add_product(dxc, xc, (2*dvar/D)[:, None])
-    dmu = -dxc.sum(axis=1)
-    dx = dxc + dmu[:, None]/D
+    dx = dout*gamma*rstd[:, None]
+    _add_product(dx, xhat, -(np.einsum('d,nd,nd->n', gamma, dout, xhat)*rstd/D)[:, None])
+    dx -= (np.einsum('d,nd->n', gamma, dout)*rstd/D)[:, None]
     dgamma = np.einsum('nd,nd->d', dout, xhat)
     dbeta = dout.sum(axis=0)
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}
