@@ -89,9 +89,9 @@ class Case:
         found = {"generated": self._generated}
         if self.op.name in references.BARE:
             found["bare"] = self._bare
-        if references.torch_reference(self.op.name):
+        if references.torch_reference(self.op):
             found["torch"] = self._torch()
-        if references.autograd_reference(self.op.name):
+        if references.autograd_reference(self.op):
             found["autograd"] = self._autograd()
         return found
 
@@ -121,7 +121,7 @@ class Case:
 
     def _torch(self):
         import torch
-        function = references.torch_reference(self.op.name)
+        function = references.torch_reference(self.op)
         wanted = [i.name for i in self.op.differentiable]
         tensors = {name: torch.tensor(a, requires_grad=name in wanted) for name, a in self.inputs.items()}
         leaves = [tensors[name] for name in wanted]
@@ -134,7 +134,7 @@ class Case:
 
     def _autograd(self):
         from autograd import make_vjp
-        function = references.autograd_reference(self.op.name)
+        function = references.autograd_reference(self.op)
         names = list(self.inputs)
         positions = tuple(names.index(i.name) for i in self.op.differentiable)
         vjp_of = make_vjp(lambda *arrays: function(**dict(zip(names, arrays)), **self.hyper), argnum=positions)

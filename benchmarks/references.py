@@ -1,9 +1,9 @@
 """What a user would run instead of our generated code, keyed by op name.
 
-* ``torch_reference(name)``: the PyTorch function from the last column of
+* ``torch_reference(op)``: the PyTorch function from the last column of
   ``shared/CONTRACT.md``, with our argument and hyper-parameter names;
   PyTorch's autograd computes its backward.
-* ``autograd_reference(name)``: the forward formula written with
+* ``autograd_reference(op)``: the forward formula written with
   ``autograd.numpy``; HIPS autograd computes its backward. This is a
   reference for timing and cross-checking, not our product.
 * ``BARE``: the least work that computes the same thing, where there is a
@@ -28,18 +28,21 @@ def available(library: str) -> bool:
     return importlib.util.find_spec(library) is not None
 
 
-def torch_reference(name: str):
-    """The PyTorch function for op ``name`` (keyword arguments named as the op's), or None."""
+def torch_reference(op):
+    """The PyTorch function for ``op`` (an Op or a built-in op's name; keyword arguments named as
+    the op's), or None: a user's op brings its own (``Op.torch_reference``)."""
     if not available("torch"):
         return None
-    return _torch_table().get(name)
+    if not isinstance(op, str) and op.torch_reference is not None:
+        return op.torch_reference
+    return _torch_table().get(op if isinstance(op, str) else op.name)
 
 
-def autograd_reference(name: str):
+def autograd_reference(op):
     """The op's forward in ``autograd.numpy`` (keyword arguments named as the op's), or None."""
     if not available("autograd"):
         return None
-    return _autograd_table().get(name)
+    return _autograd_table().get(op if isinstance(op, str) else op.name)
 
 
 def _torch_table() -> dict:

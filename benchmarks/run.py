@@ -28,10 +28,14 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 #: (op, peer, largest allowed generated/peer time ratio in float64, in float32); every op must also beat autograd.
 FLOORS = (("linear", "bare", 1.05, 1.05), ("conv2d", "torch", 1.2, 2.0), ("max_pool2d", "torch", 1.5, 1.5),
           ("batch_norm", "torch", 1.5, 2.0), ("batch_norm_eval", "torch", 1.5, 2.0), ("layer_norm", "torch", 1.5, 2.0),
-          ("softmax", "torch", 1.5, 2.0), ("softmax_cross_entropy", "torch", 1.5, 2.0))
+          ("softmax", "torch", 1.5, 2.0), ("softmax_cross_entropy", "torch", 1.5, 2.0),
+          ("rms_norm", "torch", 2.0, 2.0), ("group_norm", "torch", 2.0, 2.0), ("attention", "torch", 1.5, 1.5),
+          ("lstm_cell", "torch", 2.0, 2.0), ("gru_cell", "torch", 2.0, 2.0))
+#: The same for two of examples/, measured when given (``derive bench --ops examples/causal_attention.py``).
+EXAMPLE_FLOORS = (("causal_attention", "torch", 2.0, 2.0), ("residual_block", "torch", 1.5, 1.5))
 #: (peer, largest allowed ratio) for every elementwise op (flat, not a loss), both dtypes.
 ELEMENTWISE_FLOORS = (("torch", 3.0), ("limit", 2.0))
-BUILD_FLOORS = {"cold": 15.0, "warm": 2.0}
+BUILD_FLOORS = {"cold": 30.0, "warm": 2.0}
 SWEEP = (1 / 8, 1 / 4, 1 / 2, 1, 2)  # batch scales
 #: Largest relative difference from a peer that still counts as agreeing.
 AGREE = {np.float64: 1e-8, np.float32: 1e-3}
@@ -74,7 +78,7 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
         if not references.available(library):
             notes.append(f"{library} is not installed (pip install -e '.[bench]'): its column is empty")
     missing = [op.name for op in ops if op.bench_sizes and references.available("torch")
-               and not references.torch_reference(op.name)]
+               and not references.torch_reference(op)]
     if missing:
         notes.append(f"no PyTorch reference in benchmarks/references.py for {', '.join(missing)}")
 
@@ -171,6 +175,7 @@ def _floor_rows(results, ops) -> list:
     rows = []
     names = {op.name for op in ops}
     wanted = [(op, peer, {"float64": f64, "float32": f32}) for op, peer, f64, f32 in FLOORS]
+    wanted += [(op, peer, {"float64": f64, "float32": f32}) for op, peer, f64, f32 in EXAMPLE_FLOORS if op in names]
     wanted += [(op.name, peer, {"float64": limit, "float32": limit})
                for op in ops if is_elementwise(op) for peer, limit in ELEMENTWISE_FLOORS]
     for op, peer, limits in wanted:

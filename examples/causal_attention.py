@@ -14,6 +14,13 @@ z = Intermediate("z", (n, l, s), (N, L, S), sp.Sum(q[n, l, d] * k[n, s, d], (d, 
 p = Intermediate("p", (n, l, s), (N, L, S),
                  Iverson(s <= l) * sp.exp(z[n, l, s]) / sp.Sum(Iverson(r <= l) * sp.exp(z[n, l, r]), (r, 0, S - 1)))
 
+
+def in_torch(q, k, v):
+    """The same layer in PyTorch, for `derive bench --ops` (torch is imported only when it runs)."""
+    import torch.nn.functional as F
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 OP = Op(
     name="causal_attention",
     doc="Scaled dot-product attention with a causal mask: softmax over s <= l of q k / sqrt(D), times v.",
@@ -21,6 +28,7 @@ OP = Op(
     inputs=(Input(q), Input(k), Input(v)),
     output=Intermediate("y", (n, l, e), (N, L, E), sp.Sum(p[n, l, s] * v[n, s, e], (s, 0, S - 1))),
     pytorch="F.scaled_dot_product_attention(q, k, v, is_causal=True)",
+    torch_reference=in_torch,
     test_sizes={N: 2, L: 3, S: 3, D: 2, E: 4},
     small_sizes={N: 1, L: 2, S: 2, D: 2, E: 1},
     bench_sizes={"N": 8, "L": 128, "S": 128, "D": 64, "E": 64},

@@ -11,6 +11,13 @@ N, L, V, E = sizes("N L V E")
 n, l, e = indices("n l e")
 idx, W = Tensor("idx", N, L, integer=True), Tensor("W", V, E)
 
+
+def in_torch(idx, W):
+    """The same layer in PyTorch, for `derive bench --ops` (torch is imported only when it runs)."""
+    import torch.nn.functional as F
+    return F.embedding(idx, W).mean(1)
+
+
 OP = Op(
     name="embedding_mean",
     doc="Embedding rows looked up by token id, averaged over the sequence (a bag of words).",
@@ -18,6 +25,7 @@ OP = Op(
     inputs=(Input(idx, differentiable=False, domain="index"), Input(W)),
     output=Intermediate("y", (n, e), (N, E), sp.Sum(W[idx[n, l], e], (l, 0, L - 1)) / L),
     pytorch="F.embedding(idx, W).mean(1)",
+    torch_reference=in_torch,
     bench_sizes={"N": 64, "L": 128, "V": 10000, "E": 128},
 )
 

@@ -12,6 +12,13 @@ from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 (i,) = indices("i")
 x = Tensor("x", S)
 
+
+def in_torch(x):
+    """The same layer in PyTorch, for `derive bench --ops` (torch is imported only when it runs)."""
+    import torch.nn.functional as F
+    return F.mish(x)
+
+
 OP = Op(
     name="mish",
     doc="Mish: x tanh(softplus(x)), a smooth activation (Misra 2019).",
@@ -20,6 +27,7 @@ OP = Op(
     output=Intermediate("y", (i,), (S,), x[i] * sp.tanh(sp.log(1 + sp.exp(x[i])))),
     shape_kind="flat",
     pytorch="F.mish(x)",
+    torch_reference=in_torch,
     bench_sizes={"S": 256 * 1024},
 )
 

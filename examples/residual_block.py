@@ -13,6 +13,13 @@ x, W1, b1, W2, b2 = Tensor("x", N, D), Tensor("W1", H, D), Tensor("b1", H), Tens
 a = Intermediate("a", (n, h), (N, H), sp.Sum(W1[h, e] * x[n, e], (e, 0, D - 1)) + b1[h])
 r = Intermediate("r", (n, h), (N, H), sp.Piecewise((a[n, h], a[n, h] > 0), (0, True)))
 
+
+def in_torch(x, W1, b1, W2, b2):
+    """The same layer in PyTorch, for `derive bench --ops` (torch is imported only when it runs)."""
+    import torch.nn.functional as F
+    return x + F.linear(F.relu(F.linear(x, W1, b1)), W2, b2)
+
+
 OP = Op(
     name="residual_block",
     doc="A residual block: x plus a two-layer perceptron of x with a ReLU between (He et al. 2016).",
@@ -20,6 +27,7 @@ OP = Op(
     inputs=(Input(x), Input(W1), Input(b1), Input(W2), Input(b2)),
     output=Intermediate("y", (n, d), (N, D), x[n, d] + sp.Sum(W2[d, h] * r[n, h], (h, 0, H - 1)) + b2[d]),
     pytorch="x + F.linear(F.relu(F.linear(x, W1, b1)), W2, b2)",
+    torch_reference=in_torch,
     bench_sizes={"N": 64, "D": 128, "H": 256},
 )
 

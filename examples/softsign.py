@@ -11,6 +11,13 @@ from derive.define import Input, Intermediate, Op, Tensor, indices, sizes
 (i,) = indices("i")
 x = Tensor("x", S)
 
+
+def in_torch(x):
+    """The same layer in PyTorch, for `derive bench --ops` (torch is imported only when it runs)."""
+    import torch.nn.functional as F
+    return F.softsign(x)
+
+
 OP = Op(
     name="softsign",
     doc="Softsign: x / (1 + |x|).",
@@ -19,6 +26,7 @@ OP = Op(
     output=Intermediate("y", (i,), (S,), x[i] / (1 + sp.Abs(x[i]))),
     shape_kind="flat",
     pytorch="F.softsign(x)",
+    torch_reference=in_torch,
     bench_sizes={"S": 256 * 1024},
 )
 

@@ -9,6 +9,13 @@ N, D = sizes("N D")
 n, d = indices("n d")
 x, beta = Tensor("x", N, D), Tensor("beta", D)
 
+
+def in_torch(x, beta):
+    """The same layer in PyTorch, for `derive bench --ops` (torch is imported only when it runs)."""
+    import torch
+    return x * torch.sigmoid(beta * x)
+
+
 OP = Op(
     name="swish",
     doc="Swish with a learnable beta per feature: x sigma(beta x) (Ramachandran et al. 2017).",
@@ -16,6 +23,7 @@ OP = Op(
     inputs=(Input(x), Input(beta)),
     output=Intermediate("y", (n, d), (N, D), x[n, d] * Sigmoid(beta[d] * x[n, d])),
     pytorch="x * torch.sigmoid(beta * x)",
+    torch_reference=in_torch,
     bench_sizes={"N": 256, "D": 1024},
 )
 

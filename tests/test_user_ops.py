@@ -328,18 +328,28 @@ def test_attention_is_contracted_pairwise_through_its_intermediates_gradients():
     assert re.search(r"dz = dp - .*\n +dz \*= p\n", backward)  # p*(dp - rowsum), one new array
 
 
-def test_an_embedding_scatters_its_gradient_as_pytorch_does():
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_agrees_with_its_own_pytorch_reference(path):
     torch = pytest.importorskip("torch")
-    op = runpy.run_path(str(ROOT / "examples" / "embedding_mean.py"))["OP"]
+    op = runpy.run_path(str(path))["OP"]
     module = check.load(op.name, certified(op).source)
     rng = np.random.default_rng(0)
-    idx, W = rng.integers(0, 7, (3, 5)), rng.standard_normal((7, 4))
-    y, cache = module.forward(idx, W)
-    dout = rng.standard_normal(y.shape)
-    tw = torch.tensor(W, requires_grad=True)
-    ty = torch.nn.functional.embedding(torch.tensor(idx), tw).mean(1)
-    ty.backward(torch.tensor(dout))
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(module.backward(dout, cache)["W"], tw.grad.numpy(), rtol=1e-12)
+    inputs = check.sample(op, check.example_sizes(op), rng)
+    y, cache = module.forward(**inputs)
+    dout = rng.standard_normal(np.shape(y))
+    wanted = [i.name for i in op.differentiable]
+    tensors = {name: torch.tensor(a, requires_grad=name in wanted) for name, a in inputs.items()}
+    ty = op.torch_reference(**tensors)
+    grads = torch.autograd.grad(ty, [tensors[name] for name in wanted], grad_outputs=torch.tensor(dout))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for name, grad in zip(wanted, grads):
+        np.testing.assert_allclose(module.backward(dout, cache)[name], grad.numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+def test_an_embedding_refuses_an_index_out_of_range():
+    op = runpy.run_path(str(ROOT / "examples" / "embedding_mean.py"))["OP"]
+    module = check.load(op.name, certified(op).source)
+    idx, W = np.full((3, 5), 7), np.ones((7, 4))
     with pytest.raises(ValueError, match="idx: expected indices in 0..6"):
-        module.forward(idx + 7, W)
+        module.forward(idx, W)

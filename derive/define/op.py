@@ -99,6 +99,10 @@ class Op:
     theorems: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
     #: The PyTorch function with the same semantics, for cross-checks.
     pytorch: str = ""
+    #: That function, for ``derive bench`` and cross-checks of a user's op: called with the inputs as
+    #: tensors and the hyper-parameters, by name (import torch inside it: the file loads without torch).
+    #: The built-in ops' are in benchmarks/references.py.
+    torch_reference: object = field(default=None, compare=False, repr=False)
     #: How the article names the gradient arriving at the output.
     upstream: str = "g"
     #: The description in Chinese, for Chinese documents: its name, a colon, one sentence (``全连接层：...``).
@@ -120,6 +124,11 @@ class Op:
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate input names {names}")
+
+    def __getstate__(self):
+        """Pickled (the derivation cache) without ``torch_reference``: a function of the user's
+        program, which another process could not import, and no part of the derivation."""
+        return {**self.__dict__, "torch_reference": None}
 
     @property
     def names(self) -> set:
