@@ -62,7 +62,7 @@ NUMERIC_SECONDS = 2.0  # all of a formula's values together
 MP = mpmath.MPContext()
 MP.dps = CONFIRM_DIGITS + 20
 PROOF_SECONDS = 1.5
-HINT_SECONDS = 1.5
+HINT_SECONDS = 4.0  # a hint is worth a few seconds; a slower machine must not lose it
 
 
 # -- the result ------------------------------------------------------------------------
@@ -259,6 +259,7 @@ class _Study:
         self._spent = 0.0  # seconds spent evaluating the formula
         self._confirmations = 0
         self.agreed = 0  # element values at which both sides agree
+        self._unrolled = {}  # (term, run) -> the term at each of the run's elements, unrolled
 
     def ranges(self) -> list:
         """(index symbol, size) for every index to run over: the target's and the formula's own free ones."""
@@ -357,13 +358,24 @@ class _Study:
     def matches(self, expr: sp.Expr, yours: bool = False) -> bool:
         """Whether ``expr`` equals the target (or, with ``yours``, the formula) at every element and
         point already drawn."""
-        for sizes, elements, points, expected, got in self.runs:
-            at_elements = forms(expr, sizes, elements)
+        for run, (sizes, elements, points, expected, got) in enumerate(self.runs):
+            at_elements = self._forms(expr, run)
             for p, values in enumerate(points):
                 for e, form in enumerate(at_elements):
                     if _state((got if yours else expected)[p][e], _evaluate(form, values)) != "agrees":
                         return False
         return True
+
+    def _forms(self, expr: sp.Expr, run: int) -> list:
+        """``forms`` of ``expr`` at a run's elements, term by term: the hints try sums that share
+        most of their terms (your formula plus one of the derivation's), and unrolling is the cost."""
+        sizes, elements = self.runs[run][:2]
+        parts = []
+        for term in sp.Add.make_args(expr):
+            if (term, run) not in self._unrolled:
+                self._unrolled[term, run] = forms(term, sizes, elements)
+            parts.append(self._unrolled[term, run])
+        return [sp.Add(*at) for at in zip(*parts)]
 
     def evidence(self) -> str:
         sets = "; ".join(self.world.describe(sizes) for sizes, *_ in self.runs)
