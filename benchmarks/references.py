@@ -81,6 +81,9 @@ def _torch_table() -> dict:
         "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
         "huber": lambda y, t, delta=1.0: F.huber_loss(y, t, delta=delta),
         "rms_norm": lambda x, gamma, eps=1e-6: F.rms_norm(x, x.shape[-1:], gamma, eps),
+        "rnn_cell": lambda x, h, W_ih, W_hh, b_ih, b_hh: torch.func.functional_call(  # nn.RNNCell, these weights
+            torch.nn.RNNCell(x.shape[-1], h.shape[-1], dtype=x.dtype),
+            {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}, (x, h)),
     }
 
 
@@ -158,6 +161,7 @@ def _autograd_table() -> dict:
         "huber": lambda y, t, delta=1.0: anp.mean(anp.where(anp.abs(y - t) < delta, 0.5 * (y - t) ** 2,
                                                             delta * (anp.abs(y - t) - 0.5 * delta))),
         "rms_norm": lambda x, gamma, eps=1e-6: gamma * x / anp.sqrt(anp.mean(x ** 2, axis=-1, keepdims=True) + eps),
+        "rnn_cell": lambda x, h, W_ih, W_hh, b_ih, b_hh: anp.tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh),
     }
     if available("scipy"):  # autograd's erf is SciPy's, which the bench extra does not bring
         from autograd.scipy.special import erf

@@ -11,6 +11,13 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
+def _cell(kind, x, h, W_ih, W_hh, b_ih, b_hh):
+    """PyTorch's own recurrent cell (nn.RNNCell, nn.GRUCell) run with these tensors as its weights."""
+    cell = getattr(torch.nn, kind)(x.shape[-1], h.shape[-1], dtype=x.dtype)
+    weights = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}
+    return torch.func.functional_call(cell, weights, (x, h))
+
+
 def _ce(y, t):
     return -(t * torch.log(y)).sum() / y.shape[0]
 
@@ -46,6 +53,7 @@ REFERENCE = {
     "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
     "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
+    "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -58,6 +66,8 @@ SHAPES = {
     "prelu": [((4, 3), (3,)), ((2, 3, 5), (3,)), ((2, 3, 4, 5), (3,))],
     "log_softmax": [((5,),), ((3, 7),), ((2, 3, 6),)],
     "rms_norm": [((5,), (5,)), ((3, 7), (7,)), ((2, 3, 6), (6,))],
+    "rnn_cell": [((4, 3), (4, 5), (5, 3), (5, 5), (5,), (5,)), ((1, 6), (1, 2), (2, 6), (2, 2), (2,), (2,)),
+                 ((7, 1), (7, 4), (4, 1), (4, 4), (4,), (4,))],
 }
 
 

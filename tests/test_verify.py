@@ -208,6 +208,10 @@ TABLE = [
      "one term is wrong"),  # the mean's 1/D forgotten
     ("rms_norm", "gamma", r"\sum_n g_{nd} \hat{x}_{nd}", True, None),
     ("rms_norm", "gamma", r"\sum_d g_{nd} \hat{x}_{nd}", False, "wrong index"),
+    # a recurrent cell: its error term delta = dE/da named, the tanh's derivative forgotten
+    ("rnn_cell", "W_ih", r"\delta^T X", True, None),
+    ("rnn_cell", "W_ih", r"\sum_n g_{nk} x_{nd}", False, "missing the factor 1 - {h'_{nk}}^{2}"),
+    ("rnn_cell", "W_hh", r"h^T \delta", False, "transposed"),
     # convolution and pooling: strided, padded windows; range brackets
     ("conv2d", "b", r"\sum_n \sum_i \sum_j \delta_{noij}", True, None),
     ("conv2d", "b", "sum(sum(sum(delta[n,o,i,j], n), i), j)", True, None),

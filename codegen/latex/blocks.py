@@ -84,10 +84,11 @@ def _index_letters(op: Op, elements: dict) -> dict:
 
 def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
     """What the reader sees: a loss's upstream gradient is 1 (E is the objective), and
-    shorthand intermediates written out (batch norm's ``1/sqrt(var + eps)``)."""
+    shorthand intermediates written out (batch norm's ``1/sqrt(var + eps)``), but never the output,
+    which the op names (an RNN cell's ``h' = tanh(a)``)."""
     if d.op.is_loss:
         expr = expr.xreplace({d.upstream: sp.S.One})
-    return inline_shorthand(expr, d.op.intermediates)
+    return inline_shorthand(expr, [n for n in d.op.intermediates if n is not d.op.output])
 
 
 def shorthand(node) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import sympy as sp
@@ -141,6 +142,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
                              ".copy()")
             broadcast |= set().union(*(sp.sympify(size).free_symbols for size in st.shape))
 
+    _unshare_gradients(bwd.lines, [f"d{g.input.name}" for g in d.gradients])
     backward_sizes = sorted(set().union(broadcast, *(symbols_used(t) for _, t in backward_trees))
                             - {sp.Symbol(UPSTREAM)}, key=str)
     forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
@@ -401,3 +403,15 @@ def _dout(expr, d: Derivation):
     if d.op.is_loss:
         return expr.xreplace({d.upstream: sp.Symbol(UPSTREAM)})
     return expr
+
+
+def _unshare_gradients(lines: list, gradients: list) -> None:
+    """Two gradients that are one array (an RNN cell's two biases, both ``sum_n delta``) each get their
+    own: a caller who updates one in place must not change the other."""
+    given = set()
+    for pos, line in enumerate(lines):
+        match = re.fullmatch(r"(\w+) = (\w+)", line)
+        if match and match.group(1) in gradients:
+            if match.group(2) in given:
+                lines[pos] = f"{line}.copy()"
+            given.add(match.group(2))

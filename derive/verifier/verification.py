@@ -648,7 +648,7 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     found = _ratio_hints(world, target, study) or \
         _swapped_letters(world, target, letters, meaning, part, sample, text, study, deadline) or \
         _left_out(world, target, study) or _hyper_hint(world, target, meaning, study) or \
-        _outside(world, meaning, study)
+        _outside(world, meaning, study) or _factor_left_out(world, target, study, deadline)
     if found:
         return found
     terms = _Terms(world, target, meaning, study) if not meaning.clashes else None
@@ -836,6 +836,34 @@ def _left_out(world, target, study) -> list[str]:
         if study.matches(target.expr.xreplace({switch: sp.S.One}), yours=True):
             return [f"the factor {tex(switch)} is missing: it is 1 only where "
                     + ("its condition holds" if isinstance(switch, Iverson) else "the window has its maximum")]
+    return []
+
+
+def _factor_left_out(world, target, study, deadline) -> list[str]:
+    """The derivation with one factor of a product left out (anywhere, inside a sum too) gives your
+    values: an activation's or a gate's derivative forgotten (``1 - h'^2`` of an RNN cell, ``o(1 - o)``).
+    Only factors of the forward's own values count (no input, no gradient, no sum): a derivative."""
+    if study.matches(sp.S.Zero, yours=True):
+        return []
+    tex = world.printer.doprint
+    given = {base for base, _ in world.independent} | set(world.named)
+
+    def derivative_like(factor):
+        return not factor.has(sp.Sum) and any(isinstance(e, sp.Indexed) for e in sp.preorder_traversal(factor)) \
+            and not any(isinstance(e, sp.Indexed) and e.base in given for e in sp.preorder_traversal(factor))
+
+    for expr in dict.fromkeys((target.expr, target.expanded)):
+        products = [m for m in sp.preorder_traversal(expr) if isinstance(m, sp.Mul)]
+        for product in sorted(products, key=sp.default_sort_key):
+            factors = [f for f in product.args if not isinstance(f, sp.Indexed) and derivative_like(f)]
+            factors += [f for f in product.args if isinstance(f, sp.Indexed) and derivative_like(f)
+                        and any(f in sp.preorder_traversal(o) for o in factors)]  # o of o(1 - o)
+            for factor in factors + [a * b for a, b in itertools.combinations(factors, 2)]:
+                if time.perf_counter() > deadline:
+                    return []
+                if study.matches(expr.xreplace({product: product / factor}), yours=True):
+                    return [f"missing the factor {tex(factor)} (an activation's or a gate's derivative): "
+                            f"{target.short(study.sample)} has it where your formula has none"]
     return []
 
 
