@@ -146,8 +146,11 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
         return blocks + full_convolution_blocks(d, lang) + adjoint_blocks(d, lang)  # (documents: own section)
     if vector_indices(d.op):
         return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
-    return blocks + _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False) \
-        + adjoint_matrix_blocks(d, lang)
+    compact, through = _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False), \
+        adjoint_matrix_blocks(d, lang)
+    if through:  # each gradient has a matrix form through the intermediates: no line saying it has none
+        compact = [b for b in compact if not (b.text and b.text.endswith(words(lang)["no matrix form"]))]
+    return blocks + compact + through
 
 
 ADJOINT_WORDS = {
