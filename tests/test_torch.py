@@ -46,6 +46,7 @@ REFERENCE = {
     "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
     "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
+    "embedding": lambda idx, W: F.embedding(idx, W),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -122,3 +123,23 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
         assert grads[inp.name].dtype == dtype and grads[inp.name].shape == inputs[inp.name].shape, inp.name
         np.testing.assert_allclose(grads[inp.name], tensors[inp.name].grad.numpy(), rtol=rtol, atol=atol,
                                    err_msg=inp.name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("idx_shape", [(7,), (3, 5), (2, 3, 4), ()])
+def test_embedding_of_any_index_shape_matches_pytorch(idx_shape, dtype, rng):
+    """idx of shape [N], [N, L], more axes or none; repeated ids, whose rows sum their gradients."""
+    from generated import embedding
+    W = rng.standard_normal((6, 4)).astype(dtype)
+    idx = rng.integers(0, 6, idx_shape)
+    out, cache = embedding.forward(idx, W)
+    assert out.shape == idx_shape + (4,) and out.dtype == dtype
+    tW = torch.tensor(W, requires_grad=True)
+    expected = F.embedding(torch.tensor(idx), tW)
+    np.testing.assert_array_equal(out, expected.detach().numpy())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = embedding.backward(dout, cache)
+    assert grads["W"].dtype == dtype and grads["W"].shape == W.shape
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(grads["W"], tW.grad.numpy(), rtol=rtol, atol=rtol)

@@ -609,7 +609,11 @@ def _same(a, b) -> bool:
     from derive.engine.chain import ChainProduct
     from derive.engine.check import is_zero
     from derive.engine.rewrite import canonical_bound, normalize
+    from derive.define.symbols import Iverson
     a, b = (e.replace(lambda f: isinstance(f, ChainProduct), lambda f: sp.Mul(*f.args)) for e in (a, b))
+    # [v = idx_n] reads as a bracket; the derivation's delta of an index and a token id is the same function
+    a, b = (e.replace(lambda f: isinstance(f, Iverson) and isinstance(f.args[0], sp.Eq),
+                      lambda f: sp.KroneckerDelta(*f.args[0].args)) for e in (a, b))
     return sp.expand(canonical_bound(normalize(a)) - canonical_bound(normalize(b))) == 0 or is_zero(a - b)
 
 
