@@ -42,7 +42,7 @@ def _reference(op, sizes, inputs, hyper, precision=None):
     subs_sizes = {s: sp.Integer(v) for s, v in sizes.items()}
     hyper = {k: (hyper[h.default_to] if v is None and h.default_to else v)
              for h in op.hyper for k, v in hyper.items() if k == h.name}
-    subs_sizes.update({h.symbol: sp.Integer(hyper[h.name]) for h in op.hyper if h.kind == "int"})
+    subs_sizes.update({h.symbol: sp.Integer(hyper[h.name]) for h in op.hyper if h.whole})
     hyper_values = {h.symbol: h_value for h in op.hyper for name, h_value in hyper.items() if name == h.name}
     shape = [int(sp.sympify(s).subs(subs_sizes)) for s in node.shape]
     values = {}

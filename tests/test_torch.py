@@ -47,6 +47,7 @@ REFERENCE = {
     "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
     "embedding": lambda idx, W: F.embedding(idx, W),
+    "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -59,6 +60,9 @@ SHAPES = {
     "prelu": [((4, 3), (3,)), ((2, 3, 5), (3,)), ((2, 3, 4, 5), (3,))],
     "log_softmax": [((5,),), ((3, 7),), ((2, 3, 6),)],
     "rms_norm": [((5,), (5,)), ((3, 7), (7,)), ((2, 3, 6), (6,))],
+    # L = S, more keys than queries and fewer (the causal mask aligned at the top left, as PyTorch's is_causal)
+    "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
+                  ((3, 5, 2), (3, 2, 2), (3, 2, 4))],
 }
 
 
@@ -143,3 +147,16 @@ def test_embedding_of_any_index_shape_matches_pytorch(idx_shape, dtype, rng):
     assert grads["W"].dtype == dtype and grads["W"].shape == W.shape
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(grads["W"], tW.grad.numpy(), rtol=rtol, atol=rtol)
+
+
+def test_causal_attention_ignores_the_keys_after_each_query(rng):
+    """Changing the keys and values after query l changes nothing at l (and does without the mask)."""
+    from generated import attention
+    q, k, v = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
+    k2, v2 = k.copy(), v.copy()
+    k2[:, 3:], v2[:, 3:] = rng.standard_normal((2, 2, 3)), rng.standard_normal((2, 2, 4))
+    masked, _ = attention.forward(q, k, v, causal=True)
+    changed, _ = attention.forward(q, k2, v2, causal=True)
+    np.testing.assert_allclose(masked[:, :3], changed[:, :3], rtol=1e-13)
+    assert not np.allclose(masked[:, 3:], changed[:, 3:])
+    assert not np.allclose(attention.forward(q, k, v)[0][:, :3], attention.forward(q, k2, v2)[0][:, :3])
