@@ -208,6 +208,25 @@ TABLE = [
      "one term is wrong"),  # the mean's 1/D forgotten
     ("rms_norm", "gamma", r"\sum_n g_{nd} \hat{x}_{nd}", True, None),
     ("rms_norm", "gamma", r"\sum_d g_{nd} \hat{x}_{nd}", False, "wrong index"),
+    # embedding: a row's gradient sums the positions that selected it
+    ("embedding", "W", r"\sum_n [idx_n = v] g_{nd}", True, None),
+    ("embedding", "W", r"\sum_n [v = idx_{n}] g_{nd}", True, None),
+    ("embedding", "W", r"\frac{1}{N}\sum_n [idx_n = v] g_{nd}", False, "1/N"),
+    # attention (the literature's dV = P^T dY, dQ = dS K / sqrt(D), dK = dS^T Q / sqrt(D) with
+    # dS = P (dP - rowsum(dP P)), dP = dY V^T, written out) and its usual mistakes: P dY, a missing 1/sqrt(D)
+    ("attention", "v", r"\sum_l p_{nls} g_{nle}", True, None),
+    ("attention", "v", r"\sum_l p_{nsl} g_{nle}", False, "transposed index: p_{nsl} should be p_{nls}"),
+    ("attention", "q", r"\frac{1}{\sqrt{D}} \sum_s p_{nls} \left(\sum_e g_{nle} v_{nse} - \sum_r p_{nlr} "
+     r"\sum_e g_{nle} v_{nre}\right) k_{nsd}", True, None),
+    ("attention", "q", r"\frac{1}{\sqrt{D}} \sum_s p_{nls} \left(\sum_e g_{nle} v_{nse} - \sum_e g_{nle} y_{nle}\right) "
+     r"k_{nsd}", True, None),
+    ("attention", "q", r"\sum_s p_{nls} \left(\sum_e g_{nle} v_{nse} - \sum_e g_{nle} y_{nle}\right) k_{nsd}", False,
+     r"missing the factor \frac{1}{\sqrt{D}}"),
+    ("attention", "k", r"\frac{1}{\sqrt{D}} \sum_l p_{nls} \left(\sum_e g_{nle} v_{nse} - \sum_e g_{nle} y_{nle}\right) "
+     r"q_{nld}", True, None),
+    ("attention", "k", r"\sum_l p_{nls} \left(\sum_e g_{nle} v_{nse} - \sum_e g_{nle} y_{nle}\right) q_{nld}", False,
+     r"missing the factor \frac{1}{\sqrt{D}}"),
+    ("attention", "v", r"\sum_l p_{nls} g_{nle} [s \le l]", False, "right only at causal = 1"),
     # convolution and pooling: strided, padded windows; range brackets
     ("conv2d", "b", r"\sum_n \sum_i \sum_j \delta_{noij}", True, None),
     ("conv2d", "b", "sum(sum(sum(delta[n,o,i,j], n), i), j)", True, None),
