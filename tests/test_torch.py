@@ -54,6 +54,8 @@ REFERENCE = {
     "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
     "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
+    "embedding": lambda idx, W: F.embedding(idx, W),
+    "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -68,6 +70,9 @@ SHAPES = {
     "rms_norm": [((5,), (5,)), ((3, 7), (7,)), ((2, 3, 6), (6,))],
     "rnn_cell": [((4, 3), (4, 5), (5, 3), (5, 5), (5,), (5,)), ((1, 6), (1, 2), (2, 6), (2, 2), (2,), (2,)),
                  ((7, 1), (7, 4), (4, 1), (4, 4), (4,), (4,))],
+    # L = S, more keys than queries and fewer (the causal mask aligned at the top left, as PyTorch's is_causal)
+    "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
+                  ((3, 5, 2), (3, 2, 2), (3, 2, 4))],
 }
 
 
@@ -132,3 +137,36 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
         assert grads[inp.name].dtype == dtype and grads[inp.name].shape == inputs[inp.name].shape, inp.name
         np.testing.assert_allclose(grads[inp.name], tensors[inp.name].grad.numpy(), rtol=rtol, atol=atol,
                                    err_msg=inp.name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("idx_shape", [(7,), (3, 5), (2, 3, 4), ()])
+def test_embedding_of_any_index_shape_matches_pytorch(idx_shape, dtype, rng):
+    """idx of shape [N], [N, L], more axes or none; repeated ids, whose rows sum their gradients."""
+    from generated import embedding
+    W = rng.standard_normal((6, 4)).astype(dtype)
+    idx = rng.integers(0, 6, idx_shape)
+    out, cache = embedding.forward(idx, W)
+    assert out.shape == idx_shape + (4,) and out.dtype == dtype
+    tW = torch.tensor(W, requires_grad=True)
+    expected = F.embedding(torch.tensor(idx), tW)
+    np.testing.assert_array_equal(out, expected.detach().numpy())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = embedding.backward(dout, cache)
+    assert grads["W"].dtype == dtype and grads["W"].shape == W.shape
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(grads["W"], tW.grad.numpy(), rtol=rtol, atol=rtol)
+
+
+def test_causal_attention_ignores_the_keys_after_each_query(rng):
+    """Changing the keys and values after query l changes nothing at l (and does without the mask)."""
+    from generated import attention
+    q, k, v = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
+    k2, v2 = k.copy(), v.copy()
+    k2[:, 3:], v2[:, 3:] = rng.standard_normal((2, 2, 3)), rng.standard_normal((2, 2, 4))
+    masked, _ = attention.forward(q, k, v, causal=True)
+    changed, _ = attention.forward(q, k2, v2, causal=True)
+    np.testing.assert_allclose(masked[:, :3], changed[:, :3], rtol=1e-13)
+    assert not np.allclose(masked[:, 3:], changed[:, 3:])
+    assert not np.allclose(attention.forward(q, k, v)[0][:, :3], attention.forward(q, k2, v2)[0][:, :3])

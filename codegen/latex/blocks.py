@@ -69,8 +69,9 @@ def _index_letters(op: Op, elements: dict) -> dict:
     """Index letters that a tensor's elements are also called by (conv2d's column ``w`` beside its
     kernel ``w``), each printed as the first letter free in the op."""
     tensors = {elements.get(i.name, i.name) for i in op.inputs} | {n.name for n in op.intermediates}
+    labels = {i.tensor.label for i in op.inputs}  # an integer tensor's name (an embedding's idx) is no index
     letters = {s.name for node in op.intermediates for s in node.definition.free_symbols | set(node.index)
-               if isinstance(s, sp.Symbol) and s.is_integer}
+               if isinstance(s, sp.Symbol) and s.is_integer and s not in labels}
     letters |= {v.name for node in op.intermediates for e in sp.preorder_traversal(node.definition)
                 if isinstance(e, sp.Sum) for v, *_ in e.limits}
     taken = tensors | letters
@@ -263,8 +264,12 @@ def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
 
 
 def vector_indices(op: Op) -> set:
-    """For per-row and per-channel ops, the indices a vector runs along (the others are fixed)."""
+    """For per-row and per-channel ops, the indices a vector runs along (the others are fixed); none for
+    a row op with a matrix input that is not one row of a batch (an embedding's table)."""
     if op.shape_kind == "leading":
+        lead = op.inputs[0].shape[0]
+        if any(i.tensor.rank > 1 and i.shape[0] != lead for i in op.inputs):
+            return set()
         return {op.output.index[-1]}
     if op.shape_kind == "channels":
         return {op.output.index[0], op.output.index[-1]}

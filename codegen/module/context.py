@@ -173,6 +173,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),
+        "scalar_rows": [i.name for i in op.inputs if _has_leading(op, i) and i.tensor.rank == 1],
+        "output_shape": _output_shape(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
         "_work": work([tree for _, tree in backward_trees], size),
@@ -355,6 +357,19 @@ def _reshaped(op) -> list[str]:
     return []
 
 
+def _output_shape(op) -> str:
+    """The output's shape where it is not the first input's: an embedding's idx[...] gives y[..., D]
+    (the leading axes of the first input, then the output's own). Empty where it is the same."""
+    first, rest = op.inputs[0], op.output.shape[1:]
+    if op.shape_kind != "leading" or tuple(first.shape[1:]) == tuple(rest):
+        return ""
+    if any(_has_leading(op, i) and i.differentiable and tuple(i.shape[1:]) != tuple(rest) for i in op.inputs):
+        raise NotImplementedError(f"{op.name}: a gradient of an input with leading axes and another shape than "
+                                  f"the output's")
+    lead = "shape" if first.tensor.rank == 1 else f"shape[:-{first.tensor.rank - 1}]"
+    return f"{lead} + {op.output.name}.shape[1:]"
+
+
 def _spec(op, inp) -> str:
     return "*" if op.shape_kind == "flat" else " ".join(str(s) for s in inp.shape)
 
@@ -368,7 +383,7 @@ def _input_doc(op, inp) -> dict:
     if op.shape_kind == "flat":
         shape = "any shape" if inp == op.inputs[0] else f"the shape of {op.inputs[0].name}"
     elif _has_leading(op, inp):
-        shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")"
+        shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")" if inp.tensor.rank > 1 else "any shape"
     elif inp.name in _reshaped(op):
         shape = "(" + ", ".join(str(s) for s in inp.shape[:-1]) + ", ...), its trailing axes flattened to " \
             + str(inp.shape[-1])

@@ -229,6 +229,11 @@ def forms(expr: sp.Expr, sizes: dict, elements: list) -> list:
 
 # -- one op ----------------------------------------------------------------------
 
+def _exact(value) -> sp.Expr:
+    """A hyper-parameter's value as an exact number; a flag (attention's ``causal``) is 0 or 1."""
+    return sp.Integer(int(value)) if isinstance(value, bool) else sp.nsimplify(value)
+
+
 def op_world(op: Op, names: Names | None = None) -> World:
     """The op derived, on its ``names`` (the same entries, so that a formula read on them fits)."""
     from codegen.latex.notation import ArticleLatex
@@ -252,10 +257,10 @@ def op_world(op: Op, names: Names | None = None) -> World:
     dependent += [(a.tensor, a.index, expanded(a.expr, d.adjoints)) for a in d.adjoints]
     simplex = tuple(inp.tensor for inp in op.inputs if inp.domain == "simplex")
     cases = max((len(h.cases) for h in op.hyper), default=0)
-    hyper_cases = [{h.symbol: sp.nsimplify(values[h.name]) for h in op.hyper}
+    hyper_cases = [{h.symbol: _exact(values[h.name]) for h in op.hyper}
                    for values in (check.hyper_values(op, case, resolve=True) for case in range(cases))]
     defaults = check.hyper_values(op, resolve=True)
-    constants = {h.symbol: sp.nsimplify(defaults[h.name]) for h in op.hyper}
+    constants = {h.symbol: _exact(defaults[h.name]) for h in op.hyper}
     activations = []
     if op.shape_kind == "flat" and not op.is_loss:
         local = d.gradients[0].expr.xreplace({d.upstream[d.gradients[0].index]: sp.S.One})

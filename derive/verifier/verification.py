@@ -1037,9 +1037,12 @@ def _variants(world, part, meaning, target, sample):
                            for i in node.indices if isinstance(i, str)} | set(target.letters(sample)))
     for node in walk(part):
         if isinstance(node, F.Name) and node.indices and len(node.indices) >= 2:
-            swapped = dataclasses.replace(node, indices=tuple(reversed(node.indices)))
-            yield (f"transposed index: {_name_tex(node)} should be {_name_tex(swapped)}",
-                   _replace(part, node, swapped))
+            # all indices reversed, and for a stack of matrices (attention's p_{nls}) its last two: P for P^T
+            orders = {tuple(reversed(node.indices)), tuple(node.indices[:-2]) + tuple(reversed(node.indices[-2:]))}
+            for order in sorted(orders, key=lambda o: o != tuple(reversed(node.indices))):
+                swapped = dataclasses.replace(node, indices=order)
+                yield (f"transposed index: {_name_tex(node)} should be {_name_tex(swapped)}",
+                       _replace(part, node, swapped))
     if _is_matrix(world, part):
         yield ("the result is transposed: the gradient has its parameter's shape",
                F.Transpose(part.pos, part))
