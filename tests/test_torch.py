@@ -24,7 +24,7 @@ REFERENCE = {
     "leaky_relu": lambda x, alpha: F.leaky_relu(x, alpha),
     "softmax": lambda x: F.softmax(x, -1),
     "half_sse": lambda y, t: 0.5 * F.mse_loss(y, t, reduction="sum") / y.shape[0],
-    "mse": lambda y, t: F.mse_loss(y, t),
+    "mse": lambda y, t, reduction="mean": F.mse_loss(y, t, reduction=reduction),
     "cross_entropy": _ce,
     "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
     "batch_norm": lambda x, gamma, beta, eps: F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps),

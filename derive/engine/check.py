@@ -16,6 +16,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from derive.define.forms import keywords
 from derive.define.functions import written_out
 from derive.define.op import Op
 from derive.define.symbols import FirstMax, Iverson, Tensor, as_piecewise
@@ -107,6 +108,7 @@ def hyper_values(op: Op, case: int = 0, resolve: bool = False) -> dict:
     stride) is replaced by that one's value, as the generated code does.
     """
     values = {h.name: (h.cases[case % len(h.cases)] if h.cases else h.default) for h in op.hyper}
+    values.update(keywords(op))  # the form's options: the generated forward runs the form they choose
     if resolve:
         for h in op.hyper:
             if values[h.name] is None and h.default_to:
