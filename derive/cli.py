@@ -382,15 +382,18 @@ def cmd_check(args) -> int:
     failed = False
     print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15} {'extremes':9} check")
     for op in ops:
-        d = derive_unchecked(op)
-        cases = max((len(h.cases) for h in op.hyper), default=1) or 1
-        sizes = check.example_sizes(op, small=True)
-        wrong = [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(op, case))]
-        module = check.load(op.name, module_source(d))
-        fds = [check.finite_differences(op, module, check.sample(op, check.example_sizes(op),
-                                                                 np.random.default_rng(case)),
-                                        check.hyper_values(op, case), seed=case) for case in range(cases)]
-        extremes = [f"{np.dtype(t).name}: {line}" for t in (np.float64, np.float32) for line in check.extremes(d, module, t)]
+        module = check.load(op.name, module_source(derive_unchecked(op)))
+        wrong, fds, extremes = [], [], []
+        for form in op.all_forms:  # an op with options: each form, through the one module
+            d = derive_unchecked(form)
+            cases = max((len(h.cases) for h in form.hyper), default=1) or 1
+            sizes = check.example_sizes(form, small=True)
+            wrong += [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(form, case))]
+            fds += [check.finite_differences(form, module, check.sample(form, check.example_sizes(form),
+                                                                       np.random.default_rng(case)),
+                                             check.hyper_values(form, case), seed=case) for case in range(cases)]
+            extremes += [f"{np.dtype(t).name}: {line}" for t in (np.float64, np.float32)
+                         for line in check.extremes(d, module, t)]
         ok = not wrong and all(fd.passed for fd in fds) and not extremes
         failed |= not ok
         print(f"{op.name:24} {'exact' if not wrong else 'MISMATCH':10} {max(fd.max_error for fd in fds):15.1e} "
