@@ -177,3 +177,61 @@ def test_doc_of_a_chosen_form():
     found = derive_cli("doc", "huber", "--option", "reduction=sum", "--lang", "en")
     assert found.returncode == 0, found.stderr
     assert "summed over all elements" in found.stdout and r"\frac{1}{N}" not in found.stdout
+
+
+#: (x, W, b) shapes: linear on any leading axes (none, one, two), conv2d on images.
+LAYER_SHAPES = {
+    "linear": [((4,), (3, 4), (3,)), ((5, 4), (3, 4), (3,)), ((2, 3, 4), (6, 4), (6,))],
+    "conv2d": [((2, 2, 5, 4), (3, 2, 3, 2), (3,)), ((1, 3, 4, 4), (2, 3, 2, 2), (2,))],
+}
+TORCH_LAYERS = {
+    "linear": lambda x, W, b=None: __import__("torch").nn.functional.linear(x, W, b),
+    "conv2d": lambda x, W, b=None, stride=1, padding=0: __import__("torch").nn.functional.conv2d(
+        x, W, b, stride=stride, padding=padding),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", ["given", None])
+@pytest.mark.parametrize("name, shapes", [(name, s) for name, all_shapes in LAYER_SHAPES.items() for s in all_shapes])
+def test_a_layer_with_and_without_its_bias_matches_pytorch(name, shapes, bias, dtype, rng):
+    torch = pytest.importorskip("torch")
+    form = get(name).form(b=bias)
+    module = importlib.import_module(f"generated.{name}")
+    inputs = {k: rng.standard_normal(shape).astype(dtype) for k, shape in zip(("x", "W", "b"), shapes)}
+    if bias is None:
+        del inputs["b"]
+    before = {k: v.copy() for k, v in inputs.items()}
+    for case in (0, 1):
+        hyper = {h.name: h.cases[case] for h in form.hyper}
+        out, cache = module.forward(**inputs, **hyper)
+        tensors = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
+        expected = TORCH_LAYERS[name](**tensors, **hyper)
+        rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 2e-5)
+        assert out.dtype == dtype and out.shape == tuple(expected.shape)
+        np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        expected.backward(torch.tensor(dout))
+        grads = module.backward(dout, cache)
+        assert set(grads) == set(inputs), "no b key without a bias"
+        for k, v in inputs.items():
+            assert grads[k].dtype == dtype and grads[k].shape == v.shape, k
+            np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol, atol=atol, err_msg=k)
+    for k in inputs:
+        np.testing.assert_array_equal(inputs[k], before[k], err_msg=f"{k} was modified")
+
+
+@pytest.mark.parametrize("name", ["linear", "conv2d"])
+def test_the_form_without_a_bias_has_no_bias_at_all(name):
+    """Derived on its own: no b among its inputs or in its definition (not a zero bias)."""
+    form = get(name).form(b=None)
+    assert [i.name for i in form.inputs] == ["x", "W"]
+    assert "b" not in {str(e.base) for e in form.output.definition.atoms(__import__("sympy").Indexed)}
+    assert [g.input.name for g in derive(form).gradients] == ["x", "W"]
+    latex = derive_cli("latex", name, "--option", "b=None")
+    assert latex.returncode == 0 and "b_{" not in latex.stdout and r"\partial b" not in latex.stdout
+
+
+def test_linear_keeps_its_matrix_form_with_leading_axes():
+    found = derive_cli("latex", "linear", "--form", "matrix")
+    assert found.returncode == 0 and r"\boldsymbol{\delta}^{T} X" in found.stdout

@@ -260,8 +260,8 @@ def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
 
 def vector_indices(op: Op) -> set:
     """For per-row and per-channel ops, the indices a vector runs along (the others are fixed)."""
-    if op.shape_kind == "leading":
-        return {op.output.index[-1]}
+    if op.shape_kind == "leading" and op.output.shape[-1] == op.inputs[0].shape[-1]:
+        return {op.output.index[-1]}  # a linear layer's rows change width: its matrix form is the batch's
     if op.shape_kind == "channels":
         return {op.output.index[0], op.output.index[-1]}
     return set()

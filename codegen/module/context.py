@@ -171,6 +171,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),
+        "output_shape": _output_shape(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
         "_work": work([tree for _, tree in backward_trees], size),
@@ -351,6 +352,14 @@ def _reshaped(op) -> list[str]:
         trailing = op.inputs[0].shape[-1]
         return [i.name for i in op.inputs if trailing in i.shape]
     return []
+
+
+def _output_shape(op) -> str:
+    """The output's shape in the forward, for an op reshaped at the boundary: the first input's shape,
+    unless a (..., D) op makes rows of another width (a linear layer's (..., M))."""
+    if op.shape_kind == "leading" and op.output.shape[-1] != op.inputs[0].shape[-1]:
+        return f"shape[:-1] + {op.output.name}.shape[-1:]"
+    return "shape"
 
 
 def _spec(op, inp) -> str:
