@@ -48,22 +48,25 @@ def _certified(op: Op, extremes: bool) -> Certified:
     source = module_source(d)
     module = check.load(op.name, source)
     worst = 0.0
-    cases = max((len(h.cases) for h in op.hyper), default=1) or 1
-    for case in range(cases):
-        inputs = check.sample(op, check.example_sizes(op), np.random.default_rng(case))
-        fd = check.finite_differences(op, module, inputs, check.hyper_values(op, case), seed=case)
-        if not fd.passed:
-            name = max(fd.errors, key=lambda k: (fd.errors[k] != fd.errors[k], fd.errors[k]))  # NaN first
-            error = fd.errors[name]
-            how = "is not a number at the sample inputs (is the definition defined there?)" if error != error \
-                else f"disagrees with finite differences of its forward (relative error {error:.1e})"
-            raise CodeCheckFailed(f"{op.name}: the generated backward's d{name} {how}; nothing is written")
-        worst = max(worst, fd.max_error)
-    if extremes:
-        for dtype in (np.float64, np.float32):
-            problems = check.extremes(d, module, dtype)
-            if problems:
-                raise CodeCheckFailed(f"{op.name} in {np.dtype(dtype).name}: {problems[0]}; the engine has no stable "
-                                      f"form for this definition yet (write it with the functions it names: tanh, "
-                                      f"sigma, softplus, log-sum-exp)")
+    for form in op.all_forms:  # an op with options: every form derived (and so checked), and its code checked
+        found = derive(form)
+        where = op.name + (f" ({', '.join(f'{k}={v!r}' for k, v in form.chosen)})" if form.chosen else "")
+        cases = max((len(h.cases) for h in form.hyper), default=1) or 1
+        for case in range(cases):
+            inputs = check.sample(form, check.example_sizes(form), np.random.default_rng(case))
+            fd = check.finite_differences(form, module, inputs, check.hyper_values(form, case), seed=case)
+            if not fd.passed:
+                name = max(fd.errors, key=lambda k: (fd.errors[k] != fd.errors[k], fd.errors[k]))  # NaN first
+                error = fd.errors[name]
+                how = "is not a number at the sample inputs (is the definition defined there?)" if error != error \
+                    else f"disagrees with finite differences of its forward (relative error {error:.1e})"
+                raise CodeCheckFailed(f"{where}: the generated backward's d{name} {how}; nothing is written")
+            worst = max(worst, fd.max_error)
+        if extremes:
+            for dtype in (np.float64, np.float32):
+                problems = check.extremes(found, module, dtype)
+                if problems:
+                    raise CodeCheckFailed(f"{where} in {np.dtype(dtype).name}: {problems[0]}; the engine has no "
+                                          f"stable form for this definition yet (write it with the functions it "
+                                          f"names: tanh, sigma, softplus, log-sum-exp)")
     return Certified(d, source, worst)

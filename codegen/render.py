@@ -5,7 +5,8 @@ from functools import lru_cache
 
 import jinja2
 
-from derive.engine.derivation import Derivation
+from derive.define.forms import GIVEN, form_label
+from derive.engine.derivation import Derivation, derive
 
 from codegen.module.context import module_context
 from codegen.latex.blocks import op_blocks
@@ -23,9 +24,56 @@ def environment() -> jinja2.Environment:
 
 def module_source(d: Derivation) -> str:
     """The NumPy module for an op; compiled here so that a broken template never reaches disk."""
-    text = environment().get_template("module.py.j2").render(**module_context(d))
+    if d.op.forms:
+        text = _forms_module(d)
+    else:
+        text = environment().get_template("module.py.j2").render(
+            forward_name="forward", backward_name="backward", **module_context(d))
     compile(text, f"generated/{d.op.name}.py", "exec")
     return text
+
+
+def _forms_module(d: Derivation) -> str:
+    """An op with options: each form's forward and backward as the module template writes them (under
+    private names), one set of helpers, and a ``forward`` and ``backward`` that run the form chosen."""
+    template = environment().get_template("module.py.j2")
+    head = module_context(d)
+    forms, helpers, inputs = [], set(), {i["name"]: i for i in head["inputs"]}
+    for op in d.op.all_forms:
+        context = head if op is d.op else module_context(derive(op))
+        label = form_label(op)
+        context = dict(context, forward_name=f"_forward_{label}", backward_name=f"_backward_{label}")
+        if context["reshape_helper"] != head["reshape_helper"]:
+            raise ValueError(f"{d.op.name}: the form {label} reshapes its inputs another way")
+        helpers |= set(context["helpers"])
+        inputs.update({i["name"]: i for i in context["inputs"] if i["name"] not in inputs})
+        given = {i.name for i in op.inputs}
+        forms.append({
+            "key": repr(tuple(value for _, value in op.chosen)),
+            "title": ", ".join(f"{name}={value!r}" for name, value in op.chosen),
+            "forward_name": context["forward_name"], "backward_name": context["backward_name"],
+            "call": ", ".join([i.name for i in d.op.inputs if i.name in given]
+                              + [f"{h.name}={h.name}" for h in op.hyper]),
+            "functions": "".join(template.blocks["functions"](template.new_context(context))),
+            "forward_formulas": context["forward_formulas"], "gradient_formulas": context["gradient_formulas"],
+            "is_loss": context["is_loss"], "output": context["output"],
+        })
+    optional = {o.name for o in d.op.options if o.input}
+    options = [{"name": o.name, "input": o.input, "doc": o.doc,
+                "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
+               for o in d.op.options]
+    form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input
+                     else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in d.op.options)
+    signature = ", ".join([i.name + ("=None" if i.name in optional else "") for i in d.op.inputs]
+                          + (["*"] if d.op.hyper or len(optional) < len(d.op.options) else [])
+                          + [f"{h.name}={h.default!r}" for h in d.op.hyper]
+                          + [f"{o.name}={o.default!r}" for o in d.op.options if not o.input])
+    helper_context = dict(head, helpers=sorted(helpers), inputs=list(inputs.values()))
+    return environment().get_template("forms.py.j2").render(
+        op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
+        signature=signature, form=f"({form},)", hyper=head["hyper"], any_loss=any(f["is_loss"] for f in forms),
+        inputs=[dict(i, optional=i["name"] in optional) for i in head["inputs"]],
+        helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 
 
 def op_latex(d: Derivation, lang: str = "en", forms=("index", "matrix")) -> str:

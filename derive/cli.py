@@ -57,14 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="directory to write (default: the package's generated/; "
                                                 "required for --ops and --def)")
 
-    p = sub.add_parser("latex", parents=[cached, defined, inferred], help="an op's or a network's derivation as LaTeX")
+    chosen = _Parser(add_help=False)
+    chosen.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="the form an option chooses, e.g. reduction=sum or b=None (default: each option's "
+                             "PyTorch default); repeatable")
+
+    p = sub.add_parser("latex", parents=[cached, defined, inferred, chosen], help="an op's or a network's derivation as LaTeX")
     p.add_argument("op", nargs="?", help="an op name, or 'article' for the article's network")
     p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
 
-    p = sub.add_parser("doc", parents=[cached, defined, inferred], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
+    p = sub.add_parser("doc", parents=[cached, defined, inferred, chosen], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
     p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
     p.add_argument("--chain", help="comma-separated ops of a network, first layer first")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
@@ -84,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[defined, inferred], help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: yours with --ops or --def, else every built-in op)")
 
-    p = sub.add_parser("verify", parents=[cached, defined], help="check a formula derived by hand against the machine's derivation",
+    p = sub.add_parser("verify", parents=[cached, defined, chosen], help="check a formula derived by hand against the machine's derivation",
                        epilog="exit codes: 0 EQUIVALENT (the exact difference simplifies to 0, or both sides agree "
                               "within 1e-30 at every point tried, every value computed to 50 digits); 1 NOT "
                               "EQUIVALENT (a counterexample, confirmed at 100 digits); 2 bad input (one line on "
@@ -175,6 +180,26 @@ def _the_op(args, given):
     raise UsageError(f"{args.command}: give an op (see 'derive list'), --ops FILE.py or --def")
 
 
+def _form(args, op):
+    """The form of ``op`` that ``--option NAME=VALUE`` chooses (the default form without one)."""
+    if not args.option:
+        return op
+    known = {o.name: o for o in op.options}
+    values = {}
+    for text in args.option:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--option: expected NAME=VALUE, got {text!r}")
+        if name not in known:
+            have = f"its options are {', '.join(known)}" if known else "it has none"
+            raise UsageError(f"--option: {op.name} has no option {name!r}; {have}")
+        choices = {str(c): c for c in known[name].choices}
+        if value not in choices:
+            raise UsageError(f"--option: {name}: expected one of {', '.join(choices)}, got {value!r}")
+        values[name] = choices[value]
+    return op.form(**values)
+
+
 def _symbols(args) -> bool:
     """``--symbols``: print what was inferred from --def (or an op's signature) instead of running."""
     if not getattr(args, "symbols", False):
@@ -240,13 +265,19 @@ def cmd_build(args) -> int:
 def cmd_latex(args) -> int:
     from codegen.certify import certified
     from codegen.render import op_latex
+    from derive.engine.derivation import derive
     if _symbols(args):
         return 0
     if args.chain and args.op:
         raise UsageError("give an op or --chain, not both")
     if args.chain or args.op == "article":
+        if args.option:
+            raise UsageError("--option is for an op, not a chain or the article")
         return _print_chain(args)
-    print(op_latex(certified(_the_op(args, args.op)).derivation, args.lang, forms=(args.form,)), end="")
+    op = _the_op(args, args.op)
+    found = certified(op)  # every form checked, and the module that runs them
+    print(op_latex(found.derivation if not args.option else derive(_form(args, op)), args.lang, forms=(args.form,)),
+          end="")
     return 0
 
 
@@ -281,6 +312,8 @@ def cmd_doc(args) -> int:
         raise UsageError("--sizes is for --chain")
     if args.example and not (args.chain or args.ops == ["article"]):
         raise UsageError("--example is for a network: 'article' or --chain")
+    if args.option and (args.chain or args.ops == ["article"]):
+        raise UsageError("--option is for ops, not a chain or the article")
     out = Path(args.output) if args.output else None
     fmt = args.format or ("tex" if out and out.suffix == ".tex" else "md")
     if args.chain:
@@ -291,7 +324,7 @@ def cmd_doc(args) -> int:
     elif args.ops:
         for name in args.ops:
             certified(_the_op(args, name))  # every gradient checked, and its code, before anything is written
-        document = doc.ops_document(args.ops, args.lang, args.title)
+        document = doc.ops_document([_form(args, _the_op(args, name)) for name in args.ops], args.lang, args.title)
     else:
         raise UsageError("doc: give ops (see 'derive list'), 'article', or --chain")
     if args.title and args.ops == ["article"]:
@@ -349,15 +382,18 @@ def cmd_check(args) -> int:
     failed = False
     print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15} {'extremes':9} check")
     for op in ops:
-        d = derive_unchecked(op)
-        cases = max((len(h.cases) for h in op.hyper), default=1) or 1
-        sizes = check.example_sizes(op, small=True)
-        wrong = [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(op, case))]
-        module = check.load(op.name, module_source(d))
-        fds = [check.finite_differences(op, module, check.sample(op, check.example_sizes(op),
-                                                                 np.random.default_rng(case)),
-                                        check.hyper_values(op, case), seed=case) for case in range(cases)]
-        extremes = [f"{np.dtype(t).name}: {line}" for t in (np.float64, np.float32) for line in check.extremes(d, module, t)]
+        module = check.load(op.name, module_source(derive_unchecked(op)))
+        wrong, fds, extremes = [], [], []
+        for form in op.all_forms:  # an op with options: each form, through the one module
+            d = derive_unchecked(form)
+            cases = max((len(h.cases) for h in form.hyper), default=1) or 1
+            sizes = check.example_sizes(form, small=True)
+            wrong += [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(form, case))]
+            fds += [check.finite_differences(form, module, check.sample(form, check.example_sizes(form),
+                                                                       np.random.default_rng(case)),
+                                             check.hyper_values(form, case), seed=case) for case in range(cases)]
+            extremes += [f"{np.dtype(t).name}: {line}" for t in (np.float64, np.float32)
+                         for line in check.extremes(d, module, t)]
         ok = not wrong and all(fd.passed for fd in fds) and not extremes
         failed |= not ok
         print(f"{op.name:24} {'exact' if not wrong else 'MISMATCH':10} {max(fd.max_error for fd in fds):15.1e} "
@@ -382,6 +418,12 @@ def cmd_verify(args) -> int:
         raise UsageError("give an op or --chain, not both")
     if op is None and not args.chain:
         raise UsageError("verify: give an op (see 'derive list'), 'article', or --chain")
+    family = None  # with --option: the op whose form it chooses
+    if args.option:
+        if op is None or op == "article":
+            raise UsageError("--option is for an op, not a chain or the article")
+        family = _the_op(args, op)
+        op = _form(args, family)
     if args.symbols:
         if text is not None:
             raise UsageError("--symbols takes no formula")
@@ -397,7 +439,7 @@ def cmd_verify(args) -> int:
         reading = read_formula(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax)
         if op is not None and op != "article":
             from codegen.certify import certified
-            certified(_the_op(args, op))  # the derivation checked before anything is said against it
+            certified(family or _the_op(args, op))  # the derivation checked before anything is said against it
         from derive.verifier.verification import judge
         verdict = judge(reading, seed=args.seed)
     except (UsageError, ValueError, KeyboardInterrupt):

@@ -5,16 +5,65 @@ Written as the literature writes it, with ``σ(z) = 1/(1 + e^{-z})``; the
 engine turns ``log σ(z)`` and ``log(1 - σ(z))`` into softplus, which never
 overflows, and the gradient comes out as ``σ(z) - t``.
 
-Forward (index form):
-    E = sum_n((1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n]))/N
+Options (each choice a form derived on its own: forward runs the code generated for the form
+chosen, and its cache records the form for backward):
+    reduction: 'mean' (default), 'sum', 'none'; the elements' losses averaged, added, or each element's own.
 
+Form reduction='mean', forward (index form):
+    E = sum_n((1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n]))/N
 Backward (derived by SymPy):
     dE/dz[n] = dout*(sigmoid(z[n]) - t[n])/N
+
+Form reduction='sum', forward (index form):
+    E = sum_n((1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n]))
+Backward (derived by SymPy):
+    dE/dz[n] = dout*(sigmoid(z[n]) - t[n])
+
+Form reduction='none', forward (index form):
+    L[n] = (1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n] = (sigmoid(z[n]) - t[n])*dout[n]
 """
 import numpy as np
 
 
-def forward(z, t):
+def forward(z, t, *, reduction='mean'):
+    """Compute bce_with_logits in the form the options choose, and what backward needs.
+
+    Args:
+        z: any shape, float32 or float64.
+        t: the shape of z, float32 or float64 (a probability in (0, 1), no gradient).
+        reduction: the elements' losses averaged, added, or each element's own: 'mean' (default), 'sum', 'none'.
+
+    Returns:
+        (out, cache): the chosen form's output, and the cache for backward (holding the form).
+    """
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
+    if form == ('mean',):
+        out, cache = _forward_reduction_mean(z, t)
+    elif form == ('sum',):
+        out, cache = _forward_reduction_sum(z, t)
+    else:  # reduction='none'
+        out, cache = _forward_reduction_none(z, t)
+    cache["form"] = form
+    return out, cache
+
+
+def backward(dout=1.0, cache=None):
+    """Gradients of the form that forward ran (its cache says which), one per input of that form;
+    a loss's ``dout`` defaults to 1."""
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    form = cache["form"]
+    if form == ('mean',):
+        return _backward_reduction_mean(dout, cache)
+    elif form == ('sum',):
+        return _backward_reduction_sum(dout, cache)
+    else:  # reduction='none'
+        return _backward_reduction_none(dout, cache)
+
+
+def _forward_reduction_mean(z, t):
     """Compute bce_with_logits and what backward needs.
 
     Args:
@@ -33,7 +82,7 @@ def forward(z, t):
     return E, cache
 
 
-def backward(dout=1.0, cache=None):
+def _backward_reduction_mean(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -50,6 +99,83 @@ def backward(dout=1.0, cache=None):
     dz = _sigmoid(z) - t
     dz *= dout/N
     return {"z": dz}
+
+
+def _forward_reduction_sum(z, t):
+    """Compute bce_with_logits and what backward needs.
+
+    Args:
+        z: any shape, float32 or float64.
+        t: the shape of z, float32 or float64 (a probability in (0, 1), no gradient).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    _sizes(("z", z, "*"), ("t", t, "*"))
+    E = (t*_softplus(-z) + (1 - t)*_softplus(z)).sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "z": z, "t": t}
+    return E, cache
+
+
+def _backward_reduction_sum(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    z = cache["z"]
+    t = cache["t"]
+    dz = _sigmoid(z) - t
+    dz *= dout
+    return {"z": dz}
+
+
+def _forward_reduction_none(z, t):
+    """Compute bce_with_logits and what backward needs.
+
+    Args:
+        z: any shape, float32 or float64.
+        t: the shape of z, float32 or float64 (a probability in (0, 1), no gradient).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    _sizes(("z", z, "*"), ("t", t, "*"))
+    L = t*_softplus(-z) + (1 - t)*_softplus(z)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "z": z, "t": t}
+    return L, cache
+
+
+def _backward_reduction_none(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    z = cache["z"]
+    t = cache["t"]
+    dz = _sigmoid(z) - t
+    dz *= dout
+    return {"z": dz}
+
+
+def _option(name, value, choices):
+    """An option's value, one of its choices, or a ValueError that names them."""
+    if not any(value is c or type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _float_array(name, value, dtype=None):

@@ -4,19 +4,60 @@
 Each output pixel (i, j) of output channel o sums the kernel times the
 input window that starts at (i s, j s) of the padded input, plus a bias.
 
-Forward (index form):
+Options (each choice a form derived on its own: forward runs the code generated for the form
+chosen, and its cache records the form for backward):
+    b: 'given' (default), None; the bias; None: the layer without one.
+
+Form b='given', forward (index form):
     xp[n, c, h, w] = x[n, c, h - padding, w - padding]*[0 <= h - padding <= IH - 1]*[0 <= w - padding <= IW - 1]
     y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride + p, j*stride + q]))) + b[o]
-
 Backward (derived by SymPy; dout = dE/dy):
     dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding - i*stride <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding - i*stride, padding + w - j*stride]*[0 <= padding + w - j*stride <= KW - 1])))
     dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride + p, j*stride + q])))
     dE/db[o] = sum_n(sum_i(sum_j(dout[n, o, i, j])))
+
+Form b=None, forward (index form):
+    xp[n, c, h, w] = x[n, c, h - padding, w - padding]*[0 <= h - padding <= IH - 1]*[0 <= w - padding <= IW - 1]
+    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride + p, j*stride + q])))
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding - i*stride <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding - i*stride, padding + w - j*stride]*[0 <= padding + w - j*stride <= KW - 1])))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride + p, j*stride + q])))
 """
 import numpy as np
 
 
-def forward(x, W, b, *, stride=1, padding=0):
+def forward(x, W, b=None, *, stride=1, padding=0):
+    """Compute conv2d in the form the options choose, and what backward needs.
+
+    Args:
+        x: (N, C, IH, IW), float32 or float64.
+        W: (O, C, KH, KW), float32 or float64.
+        b: (O,), float32 or float64, or None (the form without it).
+        stride: step between windows (default 1).
+        padding: zeros added on each side of the image (default 0).
+
+    Returns:
+        (out, cache): the chosen form's output, and the cache for backward (holding the form).
+    """
+    form = ('given' if b is not None else None,)
+    if form == ('given',):
+        out, cache = _forward_with_b(x, W, b, stride=stride, padding=padding)
+    else:  # b=None
+        out, cache = _forward_without_b(x, W, stride=stride, padding=padding)
+    cache["form"] = form
+    return out, cache
+
+
+def backward(dout, cache):
+    """Gradients of the form that forward ran (its cache says which), one per input of that form."""
+    form = cache["form"]
+    if form == ('given',):
+        return _backward_with_b(dout, cache)
+    else:  # b=None
+        return _backward_without_b(dout, cache)
+
+
+def _forward_with_b(x, W, b, *, stride=1, padding=0):
     """Compute conv2d and what backward needs.
 
     Args:
@@ -46,7 +87,7 @@ def forward(x, W, b, *, stride=1, padding=0):
     return y, cache
 
 
-def backward(dout, cache):
+def _backward_with_b(dout, cache):
     """Gradients given ``dout`` = dE/dy, one per differentiable input.
 
     Returns:
@@ -67,6 +108,62 @@ def backward(dout, cache):
     dW = np.tensordot(_windows(xp, (KH, KW), stride), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
     db = dout.sum(axis=(0, 2, 3))
     return {"x": dx, "W": dW, "b": db}
+
+
+def _forward_without_b(x, W, *, stride=1, padding=0):
+    """Compute conv2d and what backward needs.
+
+    Args:
+        x: (N, C, IH, IW), float32 or float64.
+        W: (O, C, KH, KW), float32 or float64.
+        stride: step between windows (default 1).
+        padding: zeros added on each side of the image (default 0).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    W = _float_array("W", W, x.dtype)
+    stride = _number("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
+    padding = _number("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
+    N, C, IH, IW, O, KH, KW = _sizes(("x", x, "N C IH IW"), ("W", W, "O C KH KW"))
+    if (IH + 2*padding - KH)//stride + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IH + 2*padding - KH)//stride) + 1 = {(IH + 2*padding - KH)//stride + 1} (is the kernel larger than the padded input?)")
+    if (IW + 2*padding - KW)//stride + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IW + 2*padding - KW)//stride) + 1 = {(IW + 2*padding - KW)//stride + 1} (is the kernel larger than the padded input?)")
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.tensordot(W, _windows(xp, (KH, KW), stride), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding": padding, "stride": stride}
+    return y, cache
+
+
+def _backward_without_b(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx, "W": dW}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    W = cache["W"]
+    xp = cache["xp"]
+    IH = cache["IH"]
+    IW = cache["IW"]
+    KH = cache["KH"]
+    KW = cache["KW"]
+    padding = cache["padding"]
+    stride = cache["stride"]
+    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), stride, padding)
+    dW = np.tensordot(_windows(xp, (KH, KW), stride), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
+    return {"x": dx, "W": dW}
+
+
+def _option(name, value, choices):
+    """An option's value, one of its choices, or a ValueError that names them."""
+    if not any(value is c or type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _float_array(name, value, dtype=None):

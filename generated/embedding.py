@@ -31,9 +31,8 @@ def forward(idx, W):
     N, V, D = _sizes(("idx", idx, "N"), ("W", W, "V D"))
     _index_range("idx", idx, V)
     y = W[idx]
-    shape = shape + y.shape[1:]
-    cache = {"dtype": W.dtype, "shape": shape, "idx": idx, "V": V}
-    return y.reshape(shape), cache
+    cache = {"dtype": W.dtype, "shape": shape + y.shape[1:], "idx": idx, "V": V}
+    return y.reshape(shape + y.shape[1:]), cache
 
 
 def backward(dout, cache):

@@ -4,17 +4,68 @@
 The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
 
-Forward (index form):
+Options (each choice a form derived on its own: forward runs the code generated for the form
+chosen, and its cache records the form for backward):
+    reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
+
+Form reduction='mean', forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
-
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
+
+Form reduction='sum', forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - t[n, k])
+
+Form reduction='none', forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
 """
 import numpy as np
 
 
-def forward(z, t):
+def forward(z, t, *, reduction='mean'):
+    """Compute softmax_cross_entropy in the form the options choose, and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
+
+    Returns:
+        (out, cache): the chosen form's output, and the cache for backward (holding the form).
+    """
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
+    if form == ('mean',):
+        out, cache = _forward_reduction_mean(z, t)
+    elif form == ('sum',):
+        out, cache = _forward_reduction_sum(z, t)
+    else:  # reduction='none'
+        out, cache = _forward_reduction_none(z, t)
+    cache["form"] = form
+    return out, cache
+
+
+def backward(dout=1.0, cache=None):
+    """Gradients of the form that forward ran (its cache says which), one per input of that form;
+    a loss's ``dout`` defaults to 1."""
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    form = cache["form"]
+    if form == ('mean',):
+        return _backward_reduction_mean(dout, cache)
+    elif form == ('sum',):
+        return _backward_reduction_sum(dout, cache)
+    else:  # reduction='none'
+        return _backward_reduction_none(dout, cache)
+
+
+def _forward_reduction_mean(z, t):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -38,7 +89,7 @@ def forward(z, t):
     return E, cache
 
 
-def backward(dout=1.0, cache=None):
+def _backward_reduction_mean(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -55,6 +106,95 @@ def backward(dout=1.0, cache=None):
     dz = y - t
     dz *= dout/N
     return {"z": dz}
+
+
+def _forward_reduction_sum(z, t):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    _simplex("t", t)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,nk->', u, t) - np.log(s).sum())
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    dz = y - t
+    dz *= dout
+    return {"z": dz}
+
+
+def _forward_reduction_none(z, t):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    _simplex("t", t)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,nk->n', u, t) - np.log(s))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    dz = y - t
+    dz *= dout[:, None]
+    return {"z": dz}
+
+
+def _option(name, value, choices):
+    """An option's value, one of its choices, or a ValueError that names them."""
+    if not any(value is c or type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _float_array(name, value, dtype=None):

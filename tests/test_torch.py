@@ -18,8 +18,18 @@ def _cell(kind, x, h, W_ih, W_hh, b_ih, b_hh):
     return torch.func.functional_call(cell, weights, (x, h))
 
 
-def _ce(y, t):
-    return -(t * torch.log(y)).sum() / y.shape[0]
+def _reduced(losses, reduction):
+    """Per-sample (or per-element) losses reduced as PyTorch's ``reduction`` does."""
+    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
+
+
+def _ce(y, t, reduction="mean"):
+    return _reduced(-(t * torch.log(y)).sum(-1), reduction)
+
+
+def _half_sse(y, t, reduction="mean"):
+    """Ours (README, "Options"): the article's E = sum_k (t - y)^2 / 2 of each sample, then reduced."""
+    return _reduced(0.5 * ((t - y) ** 2).sum(-1), reduction)
 
 
 #: op name -> torch function of the op's inputs (as tensors) and hyper-parameters.
@@ -30,10 +40,10 @@ REFERENCE = {
     "relu": lambda x: F.relu(x),
     "leaky_relu": lambda x, alpha: F.leaky_relu(x, alpha),
     "softmax": lambda x: F.softmax(x, -1),
-    "half_sse": lambda y, t: 0.5 * F.mse_loss(y, t, reduction="sum") / y.shape[0],
-    "mse": lambda y, t: F.mse_loss(y, t),
+    "half_sse": _half_sse,
+    "mse": lambda y, t, reduction="mean": F.mse_loss(y, t, reduction=reduction),
     "cross_entropy": _ce,
-    "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
+    "softmax_cross_entropy": lambda z, t, reduction="mean": F.cross_entropy(z, t, reduction=reduction),
     "batch_norm": lambda x, gamma, beta, eps: F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps),
     "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps: F.batch_norm(
         x, running_mean, running_var, gamma, beta, training=False, eps=eps),
@@ -49,9 +59,9 @@ REFERENCE = {
     "elu": lambda x, alpha: F.elu(x, alpha),
     "prelu": lambda x, a: F.prelu(x, a),
     "log_softmax": lambda x: F.log_softmax(x, -1),
-    "binary_cross_entropy": lambda y, t: F.binary_cross_entropy(y, t),
-    "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
-    "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
+    "binary_cross_entropy": lambda y, t, reduction="mean": F.binary_cross_entropy(y, t, reduction=reduction),
+    "bce_with_logits": lambda z, t, reduction="mean": F.binary_cross_entropy_with_logits(z, t, reduction=reduction),
+    "huber": lambda y, t, delta, reduction="mean": F.huber_loss(y, t, reduction=reduction, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
     "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
     "embedding": lambda idx, W: F.embedding(idx, W),

@@ -265,10 +265,12 @@ def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
 
 def vector_indices(op: Op) -> set:
     """For per-row and per-channel ops, the indices a vector runs along (the others are fixed); none for
-    a row op with a matrix input that is not one row of a batch (an embedding's table)."""
+    a row op with a matrix input that is not one row of a batch (an embedding's table, a linear layer's
+    weights: its rows change width, and its matrix form is the batch's)."""
     if op.shape_kind == "leading":
         lead = op.inputs[0].shape[0]
-        if any(i.tensor.rank > 1 and i.shape[0] != lead for i in op.inputs):
+        if any(i.tensor.rank > 1 and i.shape[0] != lead for i in op.inputs) \
+                or op.output.shape[-1] != op.inputs[0].shape[-1]:
             return set()
         return {op.output.index[-1]}
     if op.shape_kind == "channels":

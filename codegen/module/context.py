@@ -358,13 +358,14 @@ def _reshaped(op) -> list[str]:
 
 
 def _output_shape(op) -> str:
-    """The output's shape where it is not the first input's: an embedding's idx[...] gives y[..., D]
-    (the leading axes of the first input, then the output's own). Empty where it is the same."""
+    """The output's shape in the forward, for an op reshaped at the boundary: the first input's leading
+    axes, then the output's own (an embedding's idx[...] gives y[..., D], a linear layer's x[..., D]
+    gives y[..., M]); the first input's shape where that is the output's."""
     first, rest = op.inputs[0], op.output.shape[1:]
     if op.shape_kind != "leading" or tuple(first.shape[1:]) == tuple(rest):
-        return ""
-    if any(_has_leading(op, i) and i.differentiable and tuple(i.shape[1:]) != tuple(rest) for i in op.inputs):
-        raise NotImplementedError(f"{op.name}: a gradient of an input with leading axes and another shape than "
+        return "shape"
+    if any(_has_leading(op, i) and i.differentiable and i.tensor.rank != len(op.output.shape) for i in op.inputs):
+        raise NotImplementedError(f"{op.name}: a gradient of an input with leading axes and another rank than "
                                   f"the output's")
     lead = "shape" if first.tensor.rank == 1 else f"shape[:-{first.tensor.rank - 1}]"
     return f"{lead} + {op.output.name}.shape[1:]"

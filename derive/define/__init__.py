@@ -25,11 +25,14 @@ a keyword-only hyper-parameter with its default. ``Sigmoid``, ``Softplus``,
 ``Phi`` and ``NormalPdf`` are functions the engine knows by name (it also
 recognises them written out with exp, log and erf). A tensor of integers
 (``Tensor("idx", N, integer=True)``, domain ``"index"``) may index another:
-``W[idx[n], e]`` is an embedding's lookup.
+``W[idx[n], e]`` is an embedding's lookup. An ``Option`` selects between forward
+definitions (a loss's ``reduction``, a bias that may be left out): ``forms(define,
+Option(...))`` makes one op of the definitions ``define`` returns for each value.
 """
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
+from derive.define.forms import Option, forms
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
 __all__ = ["DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NormalPdf", "Op",
-           "Phi", "Sigmoid", "Softplus", "Tensor", "indices", "sizes"]
+           "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "sizes"]

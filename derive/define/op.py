@@ -125,6 +125,11 @@ class Op:
     #: Where the definition came from, for headers and messages (a user's file, a --def line);
     #: empty for a built-in op, whose definition is ``derive/ops/<name>.py``.
     origin: str = field(default="", compare=False)
+    #: Options that select between forward definitions (``derive.define.forms``): every op of the
+    #: family has them; ``chosen`` is this form's value of each, ``forms`` (the default form only) the others.
+    options: tuple = ()
+    chosen: tuple[tuple[str, object], ...] = ()
+    forms: tuple = field(default=(), compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:
@@ -137,6 +142,26 @@ class Op:
         """Pickled (the derivation cache) without ``torch_reference``: a function of the user's
         program, which another process could not import, and no part of the derivation."""
         return {**self.__dict__, "torch_reference": None}
+
+    @property
+    def all_forms(self) -> tuple:
+        """This op and its other forms (the default form first); an op without options is its only form."""
+        return (self, *self.forms)
+
+    def form(self, **values) -> "Op":
+        """The form with these option values (the others at their defaults): ``op.form(reduction="sum")``,
+        ``op.form(b=None)``; a ValueError names an unknown option or value and the choices."""
+        known = {o.name: o for o in self.options}
+        for name, value in values.items():
+            if name not in known:
+                have = f"its options are {', '.join(known)}" if known else "it has none"
+                raise ValueError(f"option: {self.name} has no option {name!r}; {have}")
+            known[name].check(value)
+        wanted = dict(self.chosen, **values)
+        for candidate in self.all_forms:
+            if dict(candidate.chosen) == wanted:
+                return candidate
+        raise ValueError(f"option: {self.name} has no form {wanted}")  # forms() makes every combination
 
     @property
     def names(self) -> set:

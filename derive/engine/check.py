@@ -16,6 +16,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from derive.define.forms import keywords
 from derive.define.functions import written_out
 from derive.define.op import Op
 from derive.define.symbols import FirstMax, Iverson, Tensor, as_piecewise
@@ -107,6 +108,7 @@ def hyper_values(op: Op, case: int = 0, resolve: bool = False) -> dict:
     stride) is replaced by that one's value, as the generated code does.
     """
     values = {h.name: (h.cases[case % len(h.cases)] if h.cases else h.default) for h in op.hyper}
+    values.update(keywords(op))  # the form's options: the generated forward runs the form they choose
     if resolve:
         for h in op.hyper:
             if values[h.name] is None and h.default_to:
@@ -483,11 +485,14 @@ def index_bound(op: Op, inp) -> sp.Expr:
 
 def at_numbers(expr: sp.Expr, values: dict) -> sp.Expr:
     """``expr`` with input values put in, primitives included (max pooling's mask takes its
-    window's values: 1 at the first maximum in row-major order, else 0)."""
+    window's values: 1 at the first maximum in row-major order, else 0; a mask whose window is not
+    all numbers yet, as when integer inputs go in first, stays)."""
     def first_max(mask):
         (u, v), (k, m), (a, b) = mask.bound, mask.kernel, mask.at
-        flat = [float(mask.window.xreplace({u: p, v: q}).xreplace(values))
-                for p in range(int(k)) for q in range(int(m))]
+        window = [mask.window.xreplace({u: p, v: q}).xreplace(values) for p in range(int(k)) for q in range(int(m))]
+        if not all(sp.S(w).is_number for w in window):
+            return mask
+        flat = [float(w) for w in window]
         return sp.S.One if int(np.argmax(flat)) == int(a) * int(m) + int(b) else sp.S.Zero
     return expr.replace(lambda e: isinstance(e, FirstMax), first_max).xreplace(
         {k: sp.sympify(v) for k, v in values.items()})

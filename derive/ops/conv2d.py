@@ -5,33 +5,41 @@ input window that starts at (i s, j s) of the padded input, plus a bias.
 """
 import sympy as sp
 
-from derive.define import Hyper, Input, Intermediate, Iverson, Op, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Iverson, Op, Option, Tensor, forms, indices, sizes
 
 N, C, IH, IW, O, KH, KW = sizes("N C IH IW O KH KW")
 stride, pad = sp.Symbol("stride", integer=True, positive=True), sp.Symbol("padding", integer=True, nonnegative=True)
 OH = sp.floor((IH + 2 * pad - KH) / stride) + 1
 OW = sp.floor((IW + 2 * pad - KW) / stride) + 1
 n, c, o, i, j, p, q, h, w = indices("n c o i j p q h w")
-x, W, b = Tensor("x", N, C, IH, IW), Tensor("W", O, C, KH, KW), Tensor("b", O)
+x, W, bias = Tensor("x", N, C, IH, IW), Tensor("W", O, C, KH, KW), Tensor("b", O)
 
 # The padded input: zero outside the image, the padding made explicit.
 xp = Intermediate("xp", (n, c, h, w), (N, C, IH + 2 * pad, IW + 2 * pad),
                   Iverson(sp.And(h - pad >= 0, h - pad <= IH - 1)) * Iverson(sp.And(w - pad >= 0, w - pad <= IW - 1))
                   * x[n, c, h - pad, w - pad])
 
-OP = Op(
-    name="conv2d",
-    doc=__doc__,
-    doc_zh="卷积层：与 PyTorch 相同的互相关，带步长和补零；每个输出像素是卷积核与补零后输入的一个窗口的乘积之和，再加上偏移。",
-    inputs=(Input(x), Input(W, element="w"), Input(b)),
-    output=Intermediate("y", (n, o, i, j), (N, O, OH, OW),
-                        sp.Sum(W[o, c, p, q] * xp[n, c, i * stride + p, j * stride + q],
-                               (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, C - 1)) + b[o]),
-    hyper=(Hyper(stride, 1, cases=(1, 2), doc="step between windows", valid="stride >= 1"),
-           Hyper(pad, 0, cases=(0, 1), doc="zeros added on each side of the image", valid="padding >= 0")),
-    pytorch="F.conv2d(x, W, b, stride=stride, padding=padding)",
-    test_sizes={N: 2, C: 2, IH: 5, IW: 4, O: 3, KH: 3, KW: 2},
-    small_sizes={N: 1, C: 2, IH: 3, IW: 3, O: 2, KH: 2, KW: 2},
-    upstream=r"\delta",
-    bench_sizes={"N": 16, "C": 16, "IH": 32, "IW": 32, "O": 32, "KH": 3, "KW": 3, "padding": 1},
-)
+windows = sp.Sum(W[o, c, p, q] * xp[n, c, i * stride + p, j * stride + q], (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, C - 1))
+
+
+def conv2d(b):
+    """The layer with its bias (``b="given"``) or, for ``b=None``, without one: no bias to differentiate."""
+    with_bias = b is not None
+    return Op(
+        name="conv2d",
+        doc=__doc__ if with_bias else __doc__.replace(", plus a bias.", "; no bias (b=None).", 1),
+        doc_zh="卷积层：与 PyTorch 相同的互相关，带步长和补零；每个输出像素是卷积核与补零后输入的一个窗口的乘积之和，"
+               + ("再加上偏移。" if with_bias else "没有偏移（b=None）。"),
+        inputs=(Input(x), Input(W, element="w")) + ((Input(bias),) if with_bias else ()),
+        output=Intermediate("y", (n, o, i, j), (N, O, OH, OW), windows + bias[o] if with_bias else windows),
+        hyper=(Hyper(stride, 1, cases=(1, 2), doc="step between windows", valid="stride >= 1"),
+               Hyper(pad, 0, cases=(0, 1), doc="zeros added on each side of the image", valid="padding >= 0")),
+        pytorch="F.conv2d(x, W, b, stride=stride, padding=padding)",
+        test_sizes={N: 2, C: 2, IH: 5, IW: 4, O: 3, KH: 3, KW: 2},
+        small_sizes={N: 1, C: 2, IH: 3, IW: 3, O: 2, KH: 2, KW: 2},
+        upstream=r"\delta",
+        bench_sizes={"N": 16, "C": 16, "IH": 32, "IW": 32, "O": 32, "KH": 3, "KW": 3, "padding": 1},
+    )
+
+
+OP = forms(conv2d, Option("b", input=True, doc="the bias; None: the layer without one"))

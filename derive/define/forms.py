@@ -1,0 +1,102 @@
+"""Options that select between forward definitions: each value is a form, derived on its own.
+
+A loss's ``reduction`` changes what the forward computes (a mean, a sum, one loss per
+sample), and a layer without its bias has no bias to differentiate: neither is a
+hyper-parameter inside one definition. An op file writes a function that returns the
+``Op`` for given option values, and ``forms`` calls it for every combination::
+
+    def mse(reduction):
+        ...
+        return Op(name="mse", ..., output=Intermediate("E", ..., total))
+
+    OP = forms(mse, Option("reduction", ("mean", "sum", "none"), doc="..."))
+
+The result is the default form (each option's first choice) carrying the others
+(``Op.forms``); ``op.form(reduction="sum")`` picks one. Every form is derived and
+checked like any op; the generated module has one ``forward`` taking the option as a
+keyword, which runs the code generated for the form chosen and records it in the cache
+for ``backward``. An option with ``input=True`` is an input that may be left out
+(``linear(x, W, b=None)``): its choices are ``"given"`` and ``None``, and the form
+without it has no such input at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+
+GIVEN = "given"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One choice between forms; the first choice is the default (PyTorch's)."""
+
+    name: str
+    choices: tuple = ()
+    doc: str = ""
+    #: An input that may be left out: the choices are ``"given"`` and ``None``.
+    input: bool = False
+
+    def __post_init__(self):
+        if self.input:
+            object.__setattr__(self, "choices", (GIVEN, None))
+        if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"{self.name}: an option needs two or more distinct choices, got {self.choices!r}")
+
+    @property
+    def default(self):
+        return self.choices[0]
+
+    def check(self, value) -> None:
+        """A ValueError naming the option and its choices, unless ``value`` is one of them."""
+        if not any(value is c or (type(value) is type(c) and value == c) for c in self.choices):
+            listed = ", ".join(repr(c) for c in self.choices)
+            raise ValueError(f"{self.name}: expected one of {listed}, got {value!r}")
+
+
+def forms(define, *options: Option):
+    """The op ``define(**values)`` returns for every combination of the options' values, as one op:
+    the default form, with the others in ``forms``. Forms share their name, hyper-parameters and
+    shape kind (the generated ``forward`` takes one set of keywords)."""
+    if not options:
+        raise ValueError("options: forms() needs at least one Option")
+    names = [o.name for o in options]
+    if len(set(names)) != len(names):
+        raise ValueError(f"options: duplicate option names {names}")
+    made = []
+    for values in itertools.product(*(o.choices for o in options)):
+        chosen = tuple(zip(names, values))
+        op = define(**dict(chosen))
+        made.append(dataclasses.replace(op, options=tuple(options), chosen=chosen))
+    head, *others = made
+    for op in others:
+        for what in ("name", "shape_kind"):
+            if getattr(op, what) != getattr(head, what):
+                raise ValueError(f"{head.name}: the form {dict(op.chosen)} has another {what} ({getattr(op, what)!r})")
+        if [h.name for h in op.hyper] != [h.name for h in head.hyper]:
+            raise ValueError(f"{head.name}: the form {dict(op.chosen)} has other hyper-parameters")
+    for option in options:
+        if option.input and not any(i.name == option.name for i in head.inputs):
+            raise ValueError(f"{head.name}: the option {option.name!r} is an input, but the default form has none")
+        if not option.input and any(option.name in {i.name for i in op.inputs} | {h.name for h in op.hyper}
+                                    for op in made):
+            raise ValueError(f"{head.name}: the option {option.name!r} has the name of an input or hyper-parameter")
+    return dataclasses.replace(head, forms=tuple(others))
+
+
+def keywords(op) -> dict:
+    """The options a call of this form's ``forward`` passes as keywords (not those that leave an input out)."""
+    inputs = {o.name for o in op.options if o.input}
+    return {name: value for name, value in op.chosen if name not in inputs}
+
+
+def form_label(op) -> str:
+    """The form in words, for names and headings: ``reduction_sum``, ``without_b``."""
+    parts = []
+    for option, (_, value) in zip(op.options, op.chosen):
+        if option.input:
+            parts.append(f"with_{option.name}" if value == GIVEN else f"without_{option.name}")
+        else:
+            parts.append(f"{option.name}_{value}")
+    return "__".join(parts)
