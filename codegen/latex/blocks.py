@@ -267,7 +267,7 @@ def vector_indices(op: Op) -> set:
         if any(i.tensor.rank > 1 and i.shape[0] != lead for i in op.inputs):
             return set()
         return {op.output.index[-1]}
-    if op.shape_kind == "channels":
+    if op.shape_kind == "channels" and len(op.output.index) == op.inputs[0].tensor.rank:
         return {op.output.index[0], op.output.index[-1]}
     return set()
 
