@@ -39,10 +39,9 @@ def _reference(op, sizes, inputs, hyper, precision=None):
     from derive.engine.rewrite import inline
     node = op.output
     definition = inline(node.definition)
-    subs_sizes = {s: sp.Integer(v) for s, v in sizes.items()}
     hyper = {k: (hyper[h.default_to] if v is None and h.default_to else v)
              for h in op.hyper for k, v in hyper.items() if k == h.name}
-    subs_sizes.update({h.symbol: sp.Integer(hyper[h.name]) for h in op.hyper if h.whole})
+    subs_sizes = check.with_hyper(op, sizes, hyper)
     hyper_values = {h.symbol: h_value for h in op.hyper for name, h_value in hyper.items() if name == h.name}
     shape = [int(sp.sympify(s).subs(subs_sizes)) for s in node.shape]
     values = {}
@@ -56,7 +55,8 @@ def _reference(op, sizes, inputs, hyper, precision=None):
     out = np.zeros(shape)
     for idx in np.ndindex(*shape):
         expr = _unroll(definition, dict(zip(node.index, idx)), subs_sizes).xreplace(hyper_values)
-        expr = check.at_numbers(expr, {k: v for k, v in values.items() if isinstance(v, sp.Integer)})  # ids first
+        ids = {k: v for k, v in values.items() if isinstance(v, sp.Integer)}
+        expr = check.at_numbers(expr, ids) if ids else expr  # token ids first: W[idx[n], d] is then an element
         expr = check.at_numbers(expr, values)
         if precision:
             out[idx] = float(sp.N(expr, precision))
@@ -82,7 +82,10 @@ def test_extreme_inputs_stay_finite_and_correct(op, module, rng):
     assert np.all(np.isfinite(out))
     assert all(np.all(np.isfinite(g)) for g in grads.values())
     expected = _reference(op, sizes, inputs, hyper, precision=50 + 500)
-    np.testing.assert_allclose(np.reshape(out, np.shape(expected)), expected, rtol=1e-12, atol=1e-300)
+    # an output that terms of the inputs' size cancel to (group norm's gamma xhat + beta near 0) keeps only the
+    # absolute accuracy of those terms: a few units in the last place of 1000
+    scale = max(float(np.max(np.abs(v))) for k, v in inputs.items() if op.input(k).domain != "index")
+    np.testing.assert_allclose(np.reshape(out, np.shape(expected)), expected, rtol=1e-12, atol=1e-15 * scale)
 
 
 def test_float32_in_float32_out(op, module, rng):

@@ -42,7 +42,7 @@ def test_each_row_of_each_derivation_equals_the_gradient(op, derivation, rng):
     """The rows of a derivation (differentiated, deltas eliminated, folded, final) are all equal."""
     sizes = check.example_sizes(op, small=True)
     resolved = check.hyper_values(op, resolve=True)
-    sizes.update({h.symbol: resolved[h.name] for h in op.hyper if h.whole})  # stride, padding shape the sums
+    sizes = check.with_hyper(op, sizes, resolved)  # stride, padding shape the sums; group norm's K
     values = _values(op, derivation, sizes, rng)
     blocks = op_blocks(derivation, "en", "index")
     equations = [b.equation for b in blocks if b.equation and isinstance(b.equation.lhs, sp.Derivative)]

@@ -66,6 +66,7 @@ REFERENCE = {
     "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
     "embedding": lambda idx, W: F.embedding(idx, W),
     "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+    "group_norm": lambda x, gamma, beta, groups, eps: F.group_norm(x, groups, gamma, beta, eps),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -81,6 +82,7 @@ SHAPES = {
     "rnn_cell": [((4, 3), (4, 5), (5, 3), (5, 5), (5,), (5,)), ((1, 6), (1, 2), (2, 6), (2, 2), (2,), (2,)),
                  ((7, 1), (7, 4), (4, 1), (4, 4), (4,), (4,))],
     # L = S, more keys than queries and fewer (the causal mask aligned at the top left, as PyTorch's is_causal)
+    "group_norm": [((3, 4), (4,), (4,)), ((2, 6, 5), (6,), (6,)), ((2, 4, 3, 5), (4,), (4,))],
     "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
                   ((3, 5, 2), (3, 2, 2), (3, 2, 4))],
 }
@@ -180,3 +182,31 @@ def test_causal_attention_ignores_the_keys_after_each_query(rng):
     np.testing.assert_allclose(masked[:, :3], changed[:, :3], rtol=1e-13)
     assert not np.allclose(masked[:, 3:], changed[:, 3:])
     assert not np.allclose(attention.forward(q, k, v)[0][:, :3], attention.forward(q, k2, v2)[0][:, :3])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape, groups", [((2, 6, 4, 3), 3), ((2, 6, 4, 3), 6), ((3, 8, 5), 4), ((2, 5), 5)])
+def test_group_norm_with_several_groups_matches_pytorch(shape, groups, dtype, rng):
+    """groups > 1 and groups = C (instance norm), values and every gradient."""
+    from generated import group_norm
+    C = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    out, cache = group_norm.forward(x, gamma, beta, groups=groups)
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    expected = F.group_norm(tensors[0], groups, tensors[1], tensors[2], 1e-5)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 2e-5)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = group_norm.backward(dout, cache)
+    for name, t in zip(("x", "gamma", "beta"), tensors):
+        assert grads[name].dtype == dtype and grads[name].shape == t.shape, name
+        np.testing.assert_allclose(grads[name], t.grad.numpy(), rtol=rtol, atol=atol * 10, err_msg=name)
+
+
+def test_group_norm_refuses_groups_that_do_not_divide_the_channels(rng):
+    from generated import group_norm
+    with pytest.raises(ValueError, match=r"^groups: expected a divisor of C = 6, got 4"):
+        group_norm.forward(rng.standard_normal((2, 6, 3)), np.ones(6), np.zeros(6), groups=4)

@@ -25,6 +25,10 @@ BN_X = (r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum
         r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)")
 
 # (op or chain, --wrt, formula, equivalent?, a word the hint must contain or None)
+GN_X = (r"\sum_h \frac{[0 \le w - K h \le K - 1]}{K S \sqrt{\sigma^2_{nh} + \epsilon}} \left(K S \gamma_w g_{n,h,w-Kh,s} "
+        r"- \sum_q \gamma_{Kh+q} \sum_{s'} g_{nhqs'} - \hat{x}_{n,h,w-Kh,s} \sum_q \gamma_{Kh+q} \sum_{s'} g_{nhqs'} "
+        r"\hat{x}_{nhqs'}\right)")
+
 TABLE = [
     # the fully connected layer, batch form, index and matrix form
     ("linear", "W", r"\sum_n \delta_{nk} x_{nj}", True, None),
@@ -216,6 +220,11 @@ TABLE = [
     ("embedding", "W", r"\sum_n [idx_n = v] g_{nd}", True, None),
     ("embedding", "W", r"\sum_n [v = idx_{n}] g_{nd}", True, None),
     ("embedding", "W", r"\frac{1}{N}\sum_n [idx_n = v] g_{nd}", False, "1/N"),
+    # group norm: channel w = K h + q of group h, the batch norm form within each sample's group
+    ("group_norm", "beta", r"\sum_n \sum_h \sum_s [0 \le w - K h \le K - 1] g_{n,h,w - K h,s}", True, None),
+    ("group_norm", "x", GN_X, True, None),
+    ("group_norm", "x", GN_X.replace(r" - \hat{x}_{n,h,w-Kh,s} \sum_q \gamma_{Kh+q} \sum_{s'} g_{nhqs'} \hat{x}_{nhqs'}", ""),
+     False, "a term missing"),
     # attention (the literature's dV = P^T dY, dQ = dS K / sqrt(D), dK = dS^T Q / sqrt(D) with
     # dS = P (dP - rowsum(dP P)), dP = dY V^T, written out) and its usual mistakes: P dY, a missing 1/sqrt(D)
     ("attention", "v", r"\sum_l p_{nls} g_{nle}", True, None),

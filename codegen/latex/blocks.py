@@ -273,7 +273,7 @@ def vector_indices(op: Op) -> set:
                 or op.output.shape[-1] != op.inputs[0].shape[-1]:
             return set()
         return {op.output.index[-1]}
-    if op.shape_kind == "channels":
+    if op.shape_kind == "channels" and len(op.output.index) == op.inputs[0].tensor.rank:
         return {op.output.index[0], op.output.index[-1]}
     return set()
 

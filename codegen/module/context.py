@@ -175,6 +175,10 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "reshaped": _reshaped(op),
         "scalar_rows": [i.name for i in op.inputs if _has_leading(op, i) and i.tensor.rank == 1],
         "output_shape": _output_shape(op),
+        "derived_sizes": [(str(size), str(sp.fraction(rule)[0]), str(sp.fraction(rule)[1]))
+                          for size, rule in op.derived_sizes.items()],
+        # an output indexed by group (group norm's y[n, h, q, s]) of an input (N, C, ...): dout viewed alike
+        "regrouped": op.shape_kind == "channels" and tuple(op.output.shape) != tuple(op.inputs[0].shape),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
         "_work": work([tree for _, tree in backward_trees], size),
@@ -260,8 +264,9 @@ def _call_name(call, taken) -> str:
 def _representative_sizes(op, lowering):
     """A number for each axis, to choose the order of products (``ir.pairwise``): the op's benchmark
     sizes, hyper-parameters at their defaults, 64 for a size the op does not give."""
-    values = {h.symbol: h.default for h in op.hyper if isinstance(h.default, (int, float))}
+    values = {h.symbol: op.bench_sizes.get(h.name, h.default) for h in op.hyper if isinstance(h.default, (int, float))}
     values.update({s: op.bench_sizes.get(s.name, 64) for s in op.sizes})
+    values.update({s: sp.sympify(rule).subs(values) for s, rule in op.derived_sizes.items()})
 
     def size(axis) -> float:
         found = sp.sympify(lowering.sizes.get(axis, 64)).subs(values)
@@ -322,7 +327,7 @@ def _index_checks(op) -> list[str]:
 
 def _output_size_checks(op) -> list[str]:
     """Output sizes that follow from the others (a convolution's): an empty output is an error."""
-    own = set(op.sizes)
+    own = set(op.sizes) | set(op.derived_sizes) | {h.symbol for h in op.hyper}  # each checked already
     lines = []
     for size in op.output.shape:
         if size in own or not size.free_symbols:

@@ -330,8 +330,8 @@ class ArrayPrinter:
             return None
         ordered = sorted(groups.items(), key=lambda pc: (pc[0] == 1, pc[1].could_extract_minus_sign(),
                                                           pc[1] == 1, sp.default_sort_key(pc[0])))
-        if ordered[0][0] == 1 or ordered[0][1] == 1 and isinstance(holes.get(ordered[0][0]), Leaf):
-            return None  # the first term must make a new array, never alias an input
+        if ordered[0][0] == 1 or ordered[0][1] == 1 and isinstance(holes.get(ordered[0][0]), (Leaf, Split)):
+            return None  # the first term must make a new array, never alias an input (nor a view of one)
         out = []
         for part, coeff in ordered:
             sign = -1 if coeff.could_extract_minus_sign() else 1

@@ -122,6 +122,10 @@ class Op:
     #: Realistic sizes for ``derive bench``, by size name (``{"N": 256, "D": 1024}``), plus
     #: hyper-parameters other than their defaults (``"padding": 1``). Empty: not benchmarked.
     bench_sizes: dict = field(default_factory=dict, hash=False, compare=False)
+    #: Sizes that follow from a size and a hyper-parameter, as ``{size: numerator / hyper}`` (group norm's
+    #: ``K = C / groups`` channels per group): the derivation takes them as sizes, the checks give them
+    #: that value, and the generated code computes them, refusing a hyper-parameter that does not divide.
+    derived_sizes: dict = field(default_factory=dict, hash=False, compare=False)
     #: Where the definition came from, for headers and messages (a user's file, a --def line);
     #: empty for a built-in op, whose definition is ``derive/ops/<name>.py``.
     origin: str = field(default="", compare=False)
@@ -137,6 +141,11 @@ class Op:
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate input names {names}")
+        hypers = {h.symbol for h in self.hyper}
+        for size, rule in self.derived_sizes.items():
+            numerator, denominator = sp.fraction(rule)
+            if denominator not in hypers or numerator.free_symbols & hypers:
+                raise ValueError(f"derived_sizes: {self.name}'s {size} = {rule} must be a size over a hyper-parameter")
 
     def __getstate__(self):
         """Pickled (the derivation cache) without ``torch_reference``: a function of the user's
@@ -235,7 +244,7 @@ class Op:
         for shape in [i.shape for i in self.inputs] + [node.shape for node in self.intermediates]:
             for s in shape:
                 for sym in sorted(sp.sympify(s).free_symbols, key=str):
-                    if sym not in seen and sym not in {h.symbol for h in self.hyper}:
+                    if sym not in seen and sym not in {h.symbol for h in self.hyper} and sym not in self.derived_sizes:
                         seen.append(sym)
         return tuple(seen)
 

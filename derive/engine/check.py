@@ -116,6 +116,19 @@ def hyper_values(op: Op, case: int = 0, resolve: bool = False) -> dict:
     return values
 
 
+def with_hyper(op: Op, sizes: dict, values: dict) -> dict:
+    """The sizes with the whole-number hyper-parameters (stride, causal) that shape the sums, and the
+    sizes that follow from them (group norm's K = C / groups), as SymPy integers."""
+    found = {s: sp.Integer(v) for s, v in sizes.items()}
+    found.update({h.symbol: sp.Integer(int(values[h.name])) for h in op.hyper if h.whole})
+    for size, rule in op.derived_sizes.items():
+        value = sp.sympify(rule).subs(found)
+        if not value.is_integer:
+            raise ValueError(f"sizes: {op.name}'s {size} = {rule} is {value} at {_sizes_text(found)}, not a whole number")
+        found[size] = value
+    return found
+
+
 # -- the generated module ---------------------------------------------------
 
 def load(name: str, source: str) -> types.ModuleType:
@@ -245,12 +258,11 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, dtype, scale: float) 
 def reference(d: Derivation, sizes: dict, inputs: dict, hyper: dict, dout) -> dict:
     """The output and every gradient of the derivation at these inputs, evaluated at 50 digits."""
     op = d.op
-    sizes = {s: sp.Integer(v) for s, v in sizes.items()}
     values = dict(hyper)
     for h in op.hyper:
         if values.get(h.name) is None and h.default_to:
             values[h.name] = values[h.default_to]
-    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.whole})
+    sizes = with_hyper(op, sizes, values)
     scalars = {h.symbol: sp.Float(values[h.name], 50) for h in op.hyper if h.kind == "float"}
     numbers = dict(scalars)
     for inp in op.inputs:
@@ -311,12 +323,11 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
     (``points`` of them), never on conditions no input can meet.
     """
     op = d.source or d.op
-    sizes = {s: sp.Integer(v) for s, v in sizes.items()}
     values = dict(hyper_values(op, resolve=True), **(hyper or {}))
     for h in op.hyper:
         if values.get(h.name) is None and h.default_to:
             values[h.name] = values[h.default_to]
-    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.whole})
+    sizes = with_hyper(op, sizes, values)
     sample_points = _points(op, sizes, values, points)
     integers = {k: v for k, v in sample_points[0].items() if k.is_integer}
     y = op.output

@@ -26,7 +26,7 @@ p = Intermediate("p", (n, l, s), (N, L, S),
 OP = Op(
     name="attention",
     doc=__doc__,
-    doc_zh="缩放点积注意力：每个查询对各个键的得分除以维数的平方根，取 softmax 作为权重，再对值加权求和；"
+    doc_zh="缩放点积注意力：每个查询与各个键的内积除以维数的平方根，按指数归一化成和为一的权重，再对值加权求和；"
            "因果模式下每个位置只看它自己和它之前的位置。",
     inputs=(Input(q), Input(k), Input(v)),
     output=Intermediate("y", (n, l, e), (N, L, E), sp.Sum(p[n, l, s] * v[n, s, e], (s, 0, S - 1))),

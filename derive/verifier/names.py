@@ -133,6 +133,8 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
     for h in op.hyper:
         words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
         entries.append(Entry(h.symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
+    for size, rule in op.derived_sizes.items():  # a number once the sizes and hyper-parameters are
+        entries.append(Entry(size, (size.name,), meaning=f"{size} = {rule}", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), (op.objective,), meaning="the objective", kind="objective"))
     entries = _printed_names_first(entries)
     _check_unique(entries)

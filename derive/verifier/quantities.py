@@ -47,6 +47,8 @@ class World(Names):
     hyper_cases: list = field(default_factory=list)
     #: Integer inputs (token ids) and how many values each takes (the size of the axis it indexes).
     index_bounds: dict = field(default_factory=dict)
+    #: Sizes that follow from a size and a hyper-parameter (group norm's K = C / groups), by symbol.
+    derived_sizes: dict = field(default_factory=dict)
     _definitions: dict = field(default_factory=dict)
     _unrolled: dict = field(default_factory=dict)
     _points: dict = field(default_factory=dict)
@@ -75,7 +77,9 @@ class World(Names):
                 for s in free:
                     values[s] = first
             hyper = self.hyper_cases[case % len(self.hyper_cases)] if self.hyper_cases else {}
-            out.append({**{s: sp.Integer(v) for s, v in values.items()}, **hyper})
+            found = {**{s: sp.Integer(v) for s, v in values.items()}, **hyper}
+            found.update({s: sp.sympify(rule).xreplace(found) for s, rule in self.derived_sizes.items()})
+            out.append(found)
         unique = []
         for sizes in out:
             if sizes not in unique:
@@ -270,7 +274,8 @@ def op_world(op: Op, names: Names | None = None) -> World:
     return World(op.name, table, targets, independent, dependent, {a.tensor for a in d.adjoints}, tuple(table.sizes),
                  ArticleLatex(notation(op)), simplex, constants, activations,
                  [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases,
-                 {inp.tensor: check.index_bound(op, inp) for inp in op.inputs if inp.domain == "index"})
+                 {inp.tensor: check.index_bound(op, inp) for inp in op.inputs if inp.domain == "index"},
+                 dict(op.derived_sizes))
 
 
 def function_derivatives(exprs) -> list:
