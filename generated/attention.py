@@ -2,15 +2,27 @@
 """attention: Scaled dot-product attention: each query's softmax over the keys of q k / sqrt(D), times the values.
 
 With ``causal=True`` query l attends to keys s <= l only (PyTorch's
-``is_causal``, the mask aligned at the top left); the bracket
-[s <= l + (1 - causal) S] is that mask, and 1 for every key otherwise.
+``is_causal``, the mask aligned at the top left): a form of its own, the
+bracket [s <= l] in its softmax.
 L queries, S keys; ``p`` holds the attention weights.
 
-Forward (index form):
-    z[n, l, s] = sum_d(k[n, s, d]*q[n, l, d])/sqrt(D)
-    p[n, l, s] = [s <= S*(1 - causal) + l]*exp(z[n, l, s])/sum_r([r <= S*(1 - causal) + l]*exp(z[n, l, r]))
-    y[n, l, e] = sum_s(v[n, s, e]*p[n, l, s])
+Options (each choice a form derived on its own: forward runs the code generated for the form
+chosen, and its cache records the form for backward):
+    causal: False (default), True; mask the keys after each query (s > l).
 
+Form causal=False, forward (index form):
+    z[n, l, s] = sum_d(k[n, s, d]*q[n, l, d])/sqrt(D)
+    p[n, l, s] = exp(z[n, l, s])/sum_r(exp(z[n, l, r]))
+    y[n, l, e] = sum_s(v[n, s, e]*p[n, l, s])
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dq[n, l, d] = (sum_e(dout[n, l, e]*sum_s(k[n, s, d]*v[n, s, e]*p[n, l, s])) - sum_e(dout[n, l, e]*y[n, l, e])*sum_r(k[n, r, d]*p[n, l, r]))/sqrt(D)
+    dE/dk[n, s, d] = sum_l((sum_e(dout[n, l, e]*v[n, s, e]) - sum_e(dout[n, l, e]*y[n, l, e]))*q[n, l, d]*p[n, l, s])/sqrt(D)
+    dE/dv[n, s, e] = sum_l(dout[n, l, e]*p[n, l, s])
+
+Form causal=True, forward (index form):
+    z[n, l, s] = sum_d(k[n, s, d]*q[n, l, d])/sqrt(D)
+    p[n, l, s] = [s <= l]*exp(z[n, l, s])/sum_r([r <= l]*exp(z[n, l, r]))
+    y[n, l, e] = sum_s(v[n, s, e]*p[n, l, s])
 Backward (derived by SymPy; dout = dE/dy):
     dE/dq[n, l, d] = (sum_e(dout[n, l, e]*sum_s(k[n, s, d]*v[n, s, e]*p[n, l, s])) - sum_e(dout[n, l, e]*y[n, l, e])*sum_r(k[n, r, d]*p[n, l, r]))/sqrt(D)
     dE/dk[n, s, d] = sum_l((sum_e(dout[n, l, e]*v[n, s, e]) - sum_e(dout[n, l, e]*y[n, l, e]))*q[n, l, d]*p[n, l, s])/sqrt(D)
@@ -20,13 +32,42 @@ import numpy as np
 
 
 def forward(q, k, v, *, causal=False):
+    """Compute attention in the form the options choose, and what backward needs.
+
+    Args:
+        q: (N, L, D), float32 or float64.
+        k: (N, S, D), float32 or float64.
+        v: (N, S, E), float32 or float64.
+        causal: mask the keys after each query (s > l): False (default), True.
+
+    Returns:
+        (out, cache): the chosen form's output, and the cache for backward (holding the form).
+    """
+    form = (_option("causal", causal, (False, True)),)
+    if form == (False,):
+        out, cache = _forward_causal_False(q, k, v)
+    else:  # causal=True
+        out, cache = _forward_causal_True(q, k, v)
+    cache["form"] = form
+    return out, cache
+
+
+def backward(dout, cache):
+    """Gradients of the form that forward ran (its cache says which), one per input of that form."""
+    form = cache["form"]
+    if form == (False,):
+        return _backward_causal_False(dout, cache)
+    else:  # causal=True
+        return _backward_causal_True(dout, cache)
+
+
+def _forward_causal_False(q, k, v):
     """Compute attention and what backward needs.
 
     Args:
         q: (N, L, D), float32 or float64.
         k: (N, S, D), float32 or float64.
         v: (N, S, E), float32 or float64.
-        causal: mask the keys after each query (s > l) (default False).
 
     Returns:
         (y, cache): the output, and the cache for backward.
@@ -34,11 +75,9 @@ def forward(q, k, v, *, causal=False):
     q = _float_array("q", q)
     k = _float_array("k", k, q.dtype)
     v = _float_array("v", v, q.dtype)
-    causal = _flag("causal", causal)
     N, L, D, S, E = _sizes(("q", q, "N L D"), ("k", k, "N S D"), ("v", v, "N S E"))
     z = (q @ k.transpose(0, 2, 1))/D**0.5
-    positions = np.arange(L)
-    e = np.where(np.arange(S) <= positions[:, None] + S*(1 - causal), z, -np.inf) - np.where(np.arange(S) <= positions[:, None] + S*(1 - causal), z, -np.inf).max(axis=2, keepdims=True)
+    e = z - z.max(axis=2, keepdims=True)
     np.exp(e, out=e)
     e *= (1/e.sum(axis=2))[:, :, None]
     p = e
@@ -47,7 +86,7 @@ def forward(q, k, v, *, causal=False):
     return y, cache
 
 
-def backward(dout, cache):
+def _backward_causal_False(dout, cache):
     """Gradients given ``dout`` = dE/dy, one per differentiable input.
 
     Returns:
@@ -70,6 +109,62 @@ def backward(dout, cache):
     return {"q": dq, "k": dk, "v": dv}
 
 
+def _forward_causal_True(q, k, v):
+    """Compute attention and what backward needs.
+
+    Args:
+        q: (N, L, D), float32 or float64.
+        k: (N, S, D), float32 or float64.
+        v: (N, S, E), float32 or float64.
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    q = _float_array("q", q)
+    k = _float_array("k", k, q.dtype)
+    v = _float_array("v", v, q.dtype)
+    N, L, D, S, E = _sizes(("q", q, "N L D"), ("k", k, "N S D"), ("v", v, "N S E"))
+    z = (q @ k.transpose(0, 2, 1))/D**0.5
+    positions = np.arange(L)
+    e = np.where(np.arange(S) <= positions[:, None], z, -np.inf) - np.where(np.arange(S) <= positions[:, None], z, -np.inf).max(axis=2, keepdims=True)
+    np.exp(e, out=e)
+    e *= (1/e.sum(axis=2))[:, :, None]
+    p = e
+    y = p @ v
+    cache = {"dtype": q.dtype, "shape": np.shape(y), "q": q, "k": k, "v": v, "p": p, "D": D}
+    return y, cache
+
+
+def _backward_causal_True(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"q": dq, "k": dk, "v": dv}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    q = cache["q"]
+    k = cache["k"]
+    v = cache["v"]
+    p = cache["p"]
+    D = cache["D"]
+    dp = dout @ v.transpose(0, 2, 1)
+    dz = dp - np.einsum('nlr,nlr->nl', dp, p)[:, :, None]
+    dz *= p
+    dq = (dz @ k)/D**0.5
+    dk = (dz.transpose(0, 2, 1) @ q)/D**0.5
+    dv = p.transpose(0, 2, 1) @ dout
+    return {"q": dq, "k": dk, "v": dv}
+
+
+def _option(name, value, choices):
+    """An option's value, one of its choices, or a ValueError that names them."""
+    if not any(value is c or type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
 def _float_array(name, value, dtype=None):
     """The argument as a float32 or float64 array, of the same dtype as the first input."""
     array = np.asarray(value)
@@ -89,13 +184,6 @@ def _number(name, value, kind, condition="", holds=None):
     if not np.isfinite(value) or holds is not None and not holds(value):
         raise ValueError(f"{name}: expected {condition or 'a finite number'}, got {value!r}")
     return value
-
-
-def _flag(name, value):
-    """A yes-or-no hyper-parameter: True or False (a NumPy bool too), as 1 or 0 for the formulas."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
-    return int(value)
 
 
 def _sizes(*specs):

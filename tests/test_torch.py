@@ -5,6 +5,7 @@ PyTorch is an optional extra; without it these tests are skipped.
 import numpy as np
 import pytest
 
+from derive.define.forms import keywords
 from derive.engine import check
 
 torch = pytest.importorskip("torch")
@@ -65,7 +66,7 @@ REFERENCE = {
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
     "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
     "embedding": lambda idx, W: F.embedding(idx, W),
-    "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+    "attention": lambda q, k, v, causal=False: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
     "group_norm": lambda x, gamma, beta, groups, eps: F.group_norm(x, groups, gamma, beta, eps),
 }
 
@@ -136,6 +137,8 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
     module = importlib.import_module(f"generated.{name}")
     inputs = {inp.name: check._draw(inp.domain, shape, rng).astype(dtype) for inp, shape in zip(op.inputs, shapes)}
     hyper = check.hyper_values(op, case)
+    if case and not op.hyper and op.forms:  # an op whose options are forms (attention's causal): the second
+        hyper = keywords(op.forms[0])
     out, cache = module.forward(**inputs, **hyper)
     assert np.asarray(out).dtype == dtype
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable)) for k, v in inputs.items()}

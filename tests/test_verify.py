@@ -239,7 +239,7 @@ TABLE = [
      r"q_{nld}", True, None),
     ("attention", "k", r"\sum_l p_{nls} \left(\sum_e g_{nle} v_{nse} - \sum_e g_{nle} y_{nle}\right) q_{nld}", False,
      r"missing the factor \frac{1}{\sqrt{D}}"),
-    ("attention", "v", r"\sum_l p_{nls} g_{nle} [s \le l]", False, "right only at causal = 1"),
+    ("attention", "v", r"\sum_l p_{nls} g_{nle} [s \le l]", False, None),  # the causal form's mask, in the default's
     # convolution and pooling: strided, padded windows; range brackets
     ("conv2d", "b", r"\sum_n \sum_i \sum_j \delta_{noij}", True, None),
     ("conv2d", "b", "sum(sum(sum(delta[n,o,i,j], n), i), j)", True, None),
