@@ -81,6 +81,12 @@ def _torch_table() -> dict:
         "bce_with_logits": lambda z, t: F.binary_cross_entropy_with_logits(z, t),
         "huber": lambda y, t, delta=1.0: F.huber_loss(y, t, delta=delta),
         "rms_norm": lambda x, gamma, eps=1e-6: F.rms_norm(x, x.shape[-1:], gamma, eps),
+        "rnn_cell": lambda x, h, W_ih, W_hh, b_ih, b_hh: torch.func.functional_call(  # nn.RNNCell, these weights
+            torch.nn.RNNCell(x.shape[-1], h.shape[-1], dtype=x.dtype),
+            {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}, (x, h)),
+        "embedding": lambda idx, W: F.embedding(idx, W),
+        "group_norm": lambda x, gamma, beta, groups=1, eps=1e-5: F.group_norm(x, groups, gamma, beta, eps),
+        "attention": lambda q, k, v, causal=False: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
     }
 
 
@@ -127,6 +133,17 @@ def _autograd_table() -> dict:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return gamma.reshape(shape) * normalize(x, axes, eps) + beta.reshape(shape)
 
+    def group_norm(x, gamma, beta, groups=1, eps=1e-5):
+        grouped = anp.reshape(x, (x.shape[0], groups, -1))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return gamma.reshape(shape) * anp.reshape(normalize(grouped, (-1,), eps), x.shape) + beta.reshape(shape)
+
+    def attention(q, k, v, causal=False):
+        scores = anp.einsum("nld,nsd->nls", q, k) / np.sqrt(q.shape[-1])
+        if causal:
+            scores = anp.where(np.tril(np.ones(scores.shape[-2:], bool)), scores, -np.inf)
+        return anp.einsum("nls,nse->nle", anp.exp(log_softmax(scores)), v)
+
     table = {
         "linear": lambda x, W, b: anp.dot(x, W.T) + b,
         "sigmoid": lambda x: 1 / (1 + anp.exp(-x)),
@@ -158,6 +175,10 @@ def _autograd_table() -> dict:
         "huber": lambda y, t, delta=1.0: anp.mean(anp.where(anp.abs(y - t) < delta, 0.5 * (y - t) ** 2,
                                                             delta * (anp.abs(y - t) - 0.5 * delta))),
         "rms_norm": lambda x, gamma, eps=1e-6: gamma * x / anp.sqrt(anp.mean(x ** 2, axis=-1, keepdims=True) + eps),
+        "rnn_cell": lambda x, h, W_ih, W_hh, b_ih, b_hh: anp.tanh(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh),
+        "embedding": lambda idx, W: W[idx],
+        "group_norm": group_norm,
+        "attention": attention,
     }
     if available("scipy"):  # autograd's erf is SciPy's, which the bench extra does not bring
         from autograd.scipy.special import erf

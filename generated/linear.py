@@ -72,8 +72,9 @@ def _forward_with_b(x, W, b):
     N, D, M = _sizes(("x", x, "N D"), ("W", W, "M D"), ("b", b, "M"))
     net = x @ W.T
     net += b
-    cache = {"dtype": x.dtype, "shape": shape[:-1] + net.shape[-1:], "x": x, "W": W}
-    return net.reshape(shape[:-1] + net.shape[-1:]), cache
+    shape = shape[:-1] + net.shape[1:]
+    cache = {"dtype": x.dtype, "shape": shape, "x": x, "W": W}
+    return net.reshape(shape), cache
 
 
 def _backward_with_b(dout, cache):
@@ -91,7 +92,7 @@ def _backward_with_b(dout, cache):
     dx = dout @ W
     dW = dout.T @ x
     db = dout.sum(axis=0)
-    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[-1:]), "W": dW, "b": db}
+    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[1:]), "W": dW, "b": db}
 
 
 def _forward_without_b(x, W):
@@ -110,8 +111,9 @@ def _forward_without_b(x, W):
     x = _rows("x", x)
     N, D, M = _sizes(("x", x, "N D"), ("W", W, "M D"))
     net = x @ W.T
-    cache = {"dtype": x.dtype, "shape": shape[:-1] + net.shape[-1:], "x": x, "W": W}
-    return net.reshape(shape[:-1] + net.shape[-1:]), cache
+    shape = shape[:-1] + net.shape[1:]
+    cache = {"dtype": x.dtype, "shape": shape, "x": x, "W": W}
+    return net.reshape(shape), cache
 
 
 def _backward_without_b(dout, cache):
@@ -128,7 +130,7 @@ def _backward_without_b(dout, cache):
     W = cache["W"]
     dx = dout @ W
     dW = dout.T @ x
-    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[-1:]), "W": dW}
+    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[1:]), "W": dW}
 
 
 def _option(name, value, choices):
@@ -184,9 +186,10 @@ def _sizes(*specs):
     return tuple(sizes.values())
 
 
-def _rows(name, array, like=None):
-    """(..., D) viewed as rows (M, D), M the product of the leading axes."""
-    if array.ndim < 1 or like is not None and array.shape != like:
+def _rows(name, array, like=None, axes=1):
+    """(..., D) viewed as rows (M, D), M the product of the leading axes; with ``axes=0``, any shape
+    viewed as one axis (M,)."""
+    if array.ndim < axes or like is not None and array.shape != like:
         raise ValueError(f"{name}: expected shape {like or '(..., D)'}, got {array.shape}")
-    return array.reshape(-1, array.shape[-1])
+    return array.reshape(-1, *array.shape[array.ndim - axes:])
 

@@ -153,9 +153,10 @@ def _sizes(*specs):
     return tuple(sizes.values())
 
 
-def _rows(name, array, like=None):
-    """(..., D) viewed as rows (M, D), M the product of the leading axes."""
-    if array.ndim < 1 or like is not None and array.shape != like:
+def _rows(name, array, like=None, axes=1):
+    """(..., D) viewed as rows (M, D), M the product of the leading axes; with ``axes=0``, any shape
+    viewed as one axis (M,)."""
+    if array.ndim < axes or like is not None and array.shape != like:
         raise ValueError(f"{name}: expected shape {like or '(..., D)'}, got {array.shape}")
-    return array.reshape(-1, array.shape[-1])
+    return array.reshape(-1, *array.shape[array.ndim - axes:])
 

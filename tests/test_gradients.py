@@ -42,20 +42,21 @@ def _reference(op, sizes, inputs, hyper, precision=None):
     subs_sizes = {s: sp.Integer(v) for s, v in sizes.items()}
     hyper = {k: (hyper[h.default_to] if v is None and h.default_to else v)
              for h in op.hyper for k, v in hyper.items() if k == h.name}
-    subs_sizes.update({h.symbol: sp.Integer(hyper[h.name]) for h in op.hyper if h.kind == "int"})
+    subs_sizes.update({h.symbol: sp.Integer(hyper[h.name]) for h in op.hyper if h.whole})
     hyper_values = {h.symbol: h_value for h in op.hyper for name, h_value in hyper.items() if name == h.name}
     shape = [int(sp.sympify(s).subs(subs_sizes)) for s in node.shape]
     values = {}
     for inp in op.inputs:
         arr = np.asarray(inputs[inp.name]).reshape([int(sp.sympify(s).subs(subs_sizes)) for s in inp.shape])
         for idx in np.ndindex(arr.shape):
-            values[inp.tensor[idx]] = float(arr[idx])
+            values[inp.tensor[idx]] = sp.Integer(int(arr[idx])) if inp.domain == "index" else float(arr[idx])
     if precision:  # every number at that precision before anything is evaluated: 1 - σ(1000) keeps its digits
-        values = {k: sp.Float(v, precision) for k, v in values.items()}
+        values = {k: v if isinstance(v, sp.Integer) else sp.Float(v, precision) for k, v in values.items()}
         hyper_values = {k: sp.Float(v, precision) if isinstance(v, float) else v for k, v in hyper_values.items()}
     out = np.zeros(shape)
     for idx in np.ndindex(*shape):
         expr = _unroll(definition, dict(zip(node.index, idx)), subs_sizes).xreplace(hyper_values)
+        expr = check.at_numbers(expr, {k: v for k, v in values.items() if isinstance(v, sp.Integer)})  # ids first
         expr = check.at_numbers(expr, values)
         if precision:
             out[idx] = float(sp.N(expr, precision))
@@ -86,7 +87,7 @@ def test_extreme_inputs_stay_finite_and_correct(op, module, rng):
 
 def test_float32_in_float32_out(op, module, rng):
     inputs64 = check.sample(op, check.example_sizes(op), rng)
-    inputs32 = {k: v.astype(np.float32) for k, v in inputs64.items()}
+    inputs32 = check.as_dtype(op, inputs64, np.float32)
     hyper = check.hyper_values(op)
     out32, cache32 = module.forward(**inputs32, **hyper)
     out64, cache64 = module.forward(**inputs64, **hyper)

@@ -24,11 +24,12 @@ def _evaluate(expr, op, sizes, values, at):
 def _values(op, d, sizes, rng):
     values = {}
     sizes_ = {s: sp.Integer(v) for s, v in sizes.items()}
+    drawn = check.sample(op, sizes, rng, leading=())
     for inp in list(op.inputs):
-        shape = [int(sp.sympify(s).subs(sizes_)) for s in inp.shape]
-        sample = check._draw(inp.domain, shape, rng)
-        for idx in np.ndindex(*shape):
-            values[inp.tensor[idx]] = sp.Float(float(sample[idx]), 30)
+        sample = np.reshape(drawn[inp.name], [int(sp.sympify(s).subs(sizes_)) for s in inp.shape])
+        for idx in np.ndindex(*sample.shape):
+            values[inp.tensor[idx]] = sp.Integer(int(sample[idx])) if inp.domain == "index" \
+                else sp.Float(float(sample[idx]), 30)
     if not op.is_loss:
         shape = [int(sp.sympify(s).subs(sizes_)) for s in op.output.shape]
         for idx in np.ndindex(*shape):
@@ -41,7 +42,7 @@ def test_each_row_of_each_derivation_equals_the_gradient(op, derivation, rng):
     """The rows of a derivation (differentiated, deltas eliminated, folded, final) are all equal."""
     sizes = check.example_sizes(op, small=True)
     resolved = check.hyper_values(op, resolve=True)
-    sizes.update({h.symbol: resolved[h.name] for h in op.hyper if h.kind == "int"})  # stride, padding shape the sums
+    sizes.update({h.symbol: resolved[h.name] for h in op.hyper if h.whole})  # stride, padding shape the sums
     values = _values(op, derivation, sizes, rng)
     blocks = op_blocks(derivation, "en", "index")
     equations = [b.equation for b in blocks if b.equation and isinstance(b.equation.lhs, sp.Derivative)]

@@ -179,3 +179,40 @@ def test_an_exponential_in_a_nonpositive_branch_is_clamped():
         == sp.Piecewise((x, x > 0), (a * (clamped - 1), True))
     assert clamp_branches(a * sp.exp(x) * Iverson(x <= 0)) == a * clamped * Iverson(x <= 0)
     assert clamp_branches(a * sp.exp(x) * Iverson(x > 0)) == a * sp.exp(x) * Iverson(x > 0)  # x may be large here
+
+
+def test_attention_names_the_gradients_of_its_scores_and_weights_as_the_literature_does():
+    """dP = dY V^T, dS = P ⊙ (dP - rowsum(dP ⊙ P)), then dQ = dS K/√D, dK = dS^T Q/√D, dV = P^T dY: the
+    same trees (up to the names of summed indices), in index form and in the matrix form's LaTeX."""
+    from codegen.latex.blocks import adjoint_matrix_blocks
+    d = derive(get("attention"))
+    q, k, v = (d.op.input(name).tensor for name in "qkv")
+    N, L, S, D, E = sizes("N L S D E")
+    n, l, s, dd, e, r = indices("n l s d e r")
+    g = d.upstream
+    adjoint = {a.node.name: a for a in d.adjoints}
+    dp, dz = adjoint["p"].tensor, adjoint["z"].tensor
+    p = adjoint["p"].node
+
+    def same(a, b):
+        return rewrite.canonical_bound(a) == rewrite.canonical_bound(b)
+
+    def at(expr, old, new):  # the derivation's own index letters, renamed to ours
+        return expr.xreplace(dict(zip(old, new)))
+
+    assert same(at(adjoint["p"].expr, adjoint["p"].index, (n, l, s)), sp.Sum(g[n, l, e] * v[n, s, e], (e, 0, E - 1)))
+    assert same(at(adjoint["z"].expr, adjoint["z"].index, (n, l, s)),
+                (dp[n, l, s] - sp.Sum(dp[n, l, r] * p[n, l, r], (r, 0, S - 1))) * p[n, l, s])
+    through = {grad.input.name: grad for grad in d.backprop}
+    assert same(at(through["q"].expr, through["q"].index, (n, l, dd)),
+                sp.Sum(dz[n, l, s] * k[n, s, dd], (s, 0, S - 1)) / sp.sqrt(D))
+    assert same(at(through["k"].expr, through["k"].index, (n, s, dd)),
+                sp.Sum(dz[n, l, s] * q[n, l, dd], (l, 0, L - 1)) / sp.sqrt(D))
+    assert same(at(through["v"].expr, through["v"].index, (n, s, e)), sp.Sum(g[n, l, e] * p[n, l, s], (l, 0, L - 1)))
+    matrix = [b.equation.tex for b in adjoint_matrix_blocks(d, "en") if b.equation]
+    assert matrix == [r"\boldsymbol{\delta}^{P} = G V^{T}",
+                      r"\boldsymbol{\delta}^{Z} = P \odot \left(\boldsymbol{\delta}^{P} - \left(\left(P \odot "
+                      r"\boldsymbol{\delta}^{P}\right)\mathbf{1}\right)\mathbf{1}^{T}\right)",
+                      r"\frac{\partial J}{\partial Q} = \frac{1}{\sqrt{D}} \left(\boldsymbol{\delta}^{Z} K\right)",
+                      r"\frac{\partial J}{\partial K} = \frac{1}{\sqrt{D}} \left({\boldsymbol{\delta}^{Z}}^{T} Q\right)",
+                      r"\frac{\partial J}{\partial V} = P^{T} G"]

@@ -11,6 +11,13 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
+def _cell(kind, x, h, W_ih, W_hh, b_ih, b_hh):
+    """PyTorch's own recurrent cell (nn.RNNCell, nn.GRUCell) run with these tensors as its weights."""
+    cell = getattr(torch.nn, kind)(x.shape[-1], h.shape[-1], dtype=x.dtype)
+    weights = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}
+    return torch.func.functional_call(cell, weights, (x, h))
+
+
 def _reduced(losses, reduction):
     """Per-sample (or per-element) losses reduced as PyTorch's ``reduction`` does."""
     return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
@@ -56,6 +63,9 @@ REFERENCE = {
     "bce_with_logits": lambda z, t, reduction="mean": F.binary_cross_entropy_with_logits(z, t, reduction=reduction),
     "huber": lambda y, t, delta, reduction="mean": F.huber_loss(y, t, reduction=reduction, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
+    "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
+    "embedding": lambda idx, W: F.embedding(idx, W),
+    "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -68,6 +78,11 @@ SHAPES = {
     "prelu": [((4, 3), (3,)), ((2, 3, 5), (3,)), ((2, 3, 4, 5), (3,))],
     "log_softmax": [((5,),), ((3, 7),), ((2, 3, 6),)],
     "rms_norm": [((5,), (5,)), ((3, 7), (7,)), ((2, 3, 6), (6,))],
+    "rnn_cell": [((4, 3), (4, 5), (5, 3), (5, 5), (5,), (5,)), ((1, 6), (1, 2), (2, 6), (2, 2), (2,), (2,)),
+                 ((7, 1), (7, 4), (4, 1), (4, 4), (4,), (4,))],
+    # L = S, more keys than queries and fewer (the causal mask aligned at the top left, as PyTorch's is_causal)
+    "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
+                  ((3, 5, 2), (3, 2, 2), (3, 2, 4))],
 }
 
 
@@ -132,3 +147,36 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
         assert grads[inp.name].dtype == dtype and grads[inp.name].shape == inputs[inp.name].shape, inp.name
         np.testing.assert_allclose(grads[inp.name], tensors[inp.name].grad.numpy(), rtol=rtol, atol=atol,
                                    err_msg=inp.name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("idx_shape", [(7,), (3, 5), (2, 3, 4), ()])
+def test_embedding_of_any_index_shape_matches_pytorch(idx_shape, dtype, rng):
+    """idx of shape [N], [N, L], more axes or none; repeated ids, whose rows sum their gradients."""
+    from generated import embedding
+    W = rng.standard_normal((6, 4)).astype(dtype)
+    idx = rng.integers(0, 6, idx_shape)
+    out, cache = embedding.forward(idx, W)
+    assert out.shape == idx_shape + (4,) and out.dtype == dtype
+    tW = torch.tensor(W, requires_grad=True)
+    expected = F.embedding(torch.tensor(idx), tW)
+    np.testing.assert_array_equal(out, expected.detach().numpy())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = embedding.backward(dout, cache)
+    assert grads["W"].dtype == dtype and grads["W"].shape == W.shape
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(grads["W"], tW.grad.numpy(), rtol=rtol, atol=rtol)
+
+
+def test_causal_attention_ignores_the_keys_after_each_query(rng):
+    """Changing the keys and values after query l changes nothing at l (and does without the mask)."""
+    from generated import attention
+    q, k, v = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 4))
+    k2, v2 = k.copy(), v.copy()
+    k2[:, 3:], v2[:, 3:] = rng.standard_normal((2, 2, 3)), rng.standard_normal((2, 2, 4))
+    masked, _ = attention.forward(q, k, v, causal=True)
+    changed, _ = attention.forward(q, k2, v2, causal=True)
+    np.testing.assert_allclose(masked[:, :3], changed[:, :3], rtol=1e-13)
+    assert not np.allclose(masked[:, 3:], changed[:, 3:])
+    assert not np.allclose(attention.forward(q, k, v)[0][:, :3], attention.forward(q, k2, v2)[0][:, :3])

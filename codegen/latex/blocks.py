@@ -69,8 +69,9 @@ def _index_letters(op: Op, elements: dict) -> dict:
     """Index letters that a tensor's elements are also called by (conv2d's column ``w`` beside its
     kernel ``w``), each printed as the first letter free in the op."""
     tensors = {elements.get(i.name, i.name) for i in op.inputs} | {n.name for n in op.intermediates}
+    labels = {i.tensor.label for i in op.inputs}  # an integer tensor's name (an embedding's idx) is no index
     letters = {s.name for node in op.intermediates for s in node.definition.free_symbols | set(node.index)
-               if isinstance(s, sp.Symbol) and s.is_integer}
+               if isinstance(s, sp.Symbol) and s.is_integer and s not in labels}
     letters |= {v.name for node in op.intermediates for e in sp.preorder_traversal(node.definition)
                 if isinstance(e, sp.Sum) for v, *_ in e.limits}
     taken = tensors | letters
@@ -84,10 +85,11 @@ def _index_letters(op: Op, elements: dict) -> dict:
 
 def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
     """What the reader sees: a loss's upstream gradient is 1 (E is the objective), and
-    shorthand intermediates written out (batch norm's ``1/sqrt(var + eps)``)."""
+    shorthand intermediates written out (batch norm's ``1/sqrt(var + eps)``), but never the output,
+    which the op names (an RNN cell's ``h' = tanh(a)``)."""
     if d.op.is_loss:
         expr = expr.xreplace({d.upstream: sp.S.One})
-    return inline_shorthand(expr, d.op.intermediates)
+    return inline_shorthand(expr, [n for n in d.op.intermediates if n is not d.op.output])
 
 
 def shorthand(node) -> bool:
@@ -145,8 +147,11 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
         return blocks + full_convolution_blocks(d, lang) + adjoint_blocks(d, lang)  # (documents: own section)
     if vector_indices(d.op):
         return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
-    return blocks + _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False) \
-        + adjoint_matrix_blocks(d, lang)
+    compact, through = _matrix_blocks(d, notation(d.op), printer, words(lang), forward=False), \
+        adjoint_matrix_blocks(d, lang)
+    if through:  # each gradient has a matrix form through the intermediates: no line saying it has none
+        compact = [b for b in compact if not (b.text and b.text.endswith(words(lang)["no matrix form"]))]
+    return blocks + compact + through
 
 
 ADJOINT_WORDS = {
@@ -259,9 +264,13 @@ def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
 
 
 def vector_indices(op: Op) -> set:
-    """For per-row and per-channel ops, the indices a vector runs along (the others are fixed)."""
-    if op.shape_kind == "leading" and op.output.shape[-1] == op.inputs[0].shape[-1]:
-        return {op.output.index[-1]}  # a linear layer's rows change width: its matrix form is the batch's
+    """For per-row and per-channel ops, the indices a vector runs along (the others are fixed); none for
+    a row op with a matrix input that is not one row of a batch (an embedding's table)."""
+    if op.shape_kind == "leading":
+        lead = op.inputs[0].shape[0]
+        if any(i.tensor.rank > 1 and i.shape[0] != lead for i in op.inputs):
+            return set()
+        return {op.output.index[-1]}
     if op.shape_kind == "channels":
         return {op.output.index[0], op.output.index[-1]}
     return set()

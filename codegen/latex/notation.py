@@ -22,7 +22,7 @@ from codegen.module.printer import decimal_text
 SPECIAL = {
     "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
-    "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}",
+    "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
 }
 
@@ -107,6 +107,8 @@ class Notation:
             return rf"\vec{{{tex}}}"
         if len(label) == 1 and label.isalpha():
             return label.upper()
+        if re.fullmatch(r"[a-z]'+", tex):  # h': H'
+            return tex.upper()
         if tex.startswith("\\") and tex[1:].isalpha():
             return rf"\boldsymbol{{{tex}}}"
         return rf"\mathbf{{{tex}}}"
@@ -319,6 +321,9 @@ class ArticleLatex(LatexPrinter):
         base = self._print(expr.base)
         if not isinstance(expr.base, (sp.Symbol, sp.Indexed)) or "^" in base:
             base = rf"\left({base}\right)"
+        elif isinstance(expr.base, sp.Indexed) and "'" in self.notation.element(str(expr.base.base.label)):
+            # h'_{nk} squared: a prime is a superscript, so the base is one group
+            base = f"{{{base}}}"
         return f"{base}^{{{self._print(expr.exp)}}}"
 
 
@@ -441,7 +446,7 @@ class _NoForm(Exception):
     pass
 
 
-_ATOM = re.compile(r"^\{?(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+)"
+_ATOM = re.compile(r"^\{?(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+'*)"
                    r"(\^\{[^{}T]*\})?\}?(\^\{T\})?$")
 
 
@@ -490,7 +495,9 @@ class _HadamardPrinter(ArticleLatex):
 
     def _print_Pow(self, expr):
         if self._is_array(expr) and expr.exp == 2:
-            return rf"{self._wrap(expr.base)}^{{\circ 2}}"
+            base = self._wrap(expr.base)
+            grouped = "^" in base and not base.startswith(r"\left(")  # X^{T} squared: {X^{T}}^{\circ 2}
+            return rf"{{{base}}}^{{\circ 2}}" if grouped else rf"{base}^{{\circ 2}}"
         if self._is_array(expr) and expr.exp == -1:
             return rf"1 \oslash {self._wrap(expr.base)}"
         return super()._print_Pow(expr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import sympy as sp
@@ -141,6 +142,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
                              ".copy()")
             broadcast |= set().union(*(sp.sympify(size).free_symbols for size in st.shape))
 
+    _unshare_gradients(bwd.lines, [f"d{g.input.name}" for g in d.gradients])
     backward_sizes = sorted(set().union(broadcast, *(symbols_used(t) for _, t in backward_trees))
                             - {sp.Symbol(UPSTREAM)}, key=str)
     forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
@@ -171,7 +173,9 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "is_loss": op.is_loss,
         "sizes_line": _sizes_line(op),
         "reshaped": _reshaped(op),
+        "scalar_rows": [i.name for i in op.inputs if _has_leading(op, i) and i.tensor.rank == 1],
         "output_shape": _output_shape(op),
+        "gradient_shapes": _gradient_shapes(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
         "_work": work([tree for _, tree in backward_trees], size),
@@ -355,11 +359,23 @@ def _reshaped(op) -> list[str]:
 
 
 def _output_shape(op) -> str:
-    """The output's shape in the forward, for an op reshaped at the boundary: the first input's shape,
-    unless a (..., D) op makes rows of another width (a linear layer's (..., M))."""
-    if op.shape_kind == "leading" and op.output.shape[-1] != op.inputs[0].shape[-1]:
-        return f"shape[:-1] + {op.output.name}.shape[-1:]"
-    return "shape"
+    """The output's shape where it is not the first input's: an embedding's idx[...] gives y[..., D]
+    (the leading axes of the first input, then the output's own). Empty where it is the same."""
+    first, rest = op.inputs[0], op.output.shape[1:]
+    if op.shape_kind != "leading" or tuple(first.shape[1:]) == tuple(rest):
+        return ""
+    lead = "shape" if first.tensor.rank == 1 else f"shape[:-{first.tensor.rank - 1}]"
+    return f"{lead} + {op.output.name}.shape[1:]"
+
+
+def _gradient_shapes(op) -> dict:
+    """How a reshaped input's gradient gets its input's shape back, where that is not the output's
+    (``cache["shape"]``): the output's leading axes, then the gradient's own (a linear layer's
+    dx[..., D] beside its net[..., M])."""
+    rest = tuple(op.output.shape[1:])
+    lead = f'cache["shape"][:-{len(rest)}]' if rest else 'cache["shape"]'
+    return {i.name: f"{lead} + d{i.name}.shape[1:]" for i in op.inputs
+            if _has_leading(op, i) and i.differentiable and tuple(i.shape[1:]) != rest}
 
 
 def _spec(op, inp) -> str:
@@ -375,7 +391,7 @@ def _input_doc(op, inp) -> dict:
     if op.shape_kind == "flat":
         shape = "any shape" if inp == op.inputs[0] else f"the shape of {op.inputs[0].name}"
     elif _has_leading(op, inp):
-        shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")"
+        shape = "(..., " + ", ".join(str(s) for s in inp.shape[1:]) + ")" if inp.tensor.rank > 1 else "any shape"
     elif inp.name in _reshaped(op):
         shape = "(" + ", ".join(str(s) for s in inp.shape[:-1]) + ", ...), its trailing axes flattened to " \
             + str(inp.shape[-1])
@@ -410,3 +426,15 @@ def _dout(expr, d: Derivation):
     if d.op.is_loss:
         return expr.xreplace({d.upstream: sp.Symbol(UPSTREAM)})
     return expr
+
+
+def _unshare_gradients(lines: list, gradients: list) -> None:
+    """Two gradients that are one array (an RNN cell's two biases, both ``sum_n delta``) each get their
+    own: a caller who updates one in place must not change the other."""
+    given = set()
+    for pos, line in enumerate(lines):
+        match = re.fullmatch(r"(\w+) = (\w+)", line)
+        if match and match.group(1) in gradients:
+            if match.group(2) in given:
+                lines[pos] = f"{line}.copy()"
+            given.add(match.group(2))

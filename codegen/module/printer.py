@@ -108,6 +108,11 @@ class ExprPrinter(NumPyPrinter):
         if expr.exp in (3, 4) and base.isidentifier():
             # x*x*x: NumPy squares fast but calls pow for any other power, 50 times slower (the tanh GELU's x^3)
             return "*".join([base] * int(expr.exp))
+        if expr.exp.is_Rational and not expr.exp.is_integer and expr.base.free_symbols \
+                and all(s.is_integer for s in expr.base.free_symbols):
+            # a root of sizes (attention's sqrt(D)) as a Python float: np.sqrt(D) is a float64 scalar,
+            # and a float32 array divided by it would become float64
+            return f"{self.parenthesize(expr.base, 60)}**{float(expr.exp)!r}"
         return super()._print_Pow(expr, rational)
 
     def _print_floor(self, expr):

@@ -75,9 +75,17 @@ class Hyper:
 
     @property
     def kind(self) -> str:
-        """``int`` or ``float``, from the default; generated code converts to it."""
+        """``int``, ``float`` or ``bool``, from the default; generated code converts to it. A ``bool`` is 0 or 1
+        in the definition (attention's ``causal`` selects its mask) and, like an ``int``, shapes what is summed."""
         sample = self.default if self.default is not None else next((c for c in self.cases if c is not None), 0)
-        return "int" if isinstance(sample, int) and not isinstance(sample, bool) else "float"
+        if isinstance(sample, bool):
+            return "bool"
+        return "int" if isinstance(sample, int) else "float"
+
+    @property
+    def whole(self) -> bool:
+        """A whole number in the definition (``int`` or ``bool``): checks put it in as an integer."""
+        return self.kind in ("int", "bool")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,12 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
     return tuple(adjoints), gradients
 
 
+def adjoint_nodes(op: Op) -> list:
+    """The intermediates whose gradient the backward pass names, in computing order (none when the
+    output reads the inputs directly)."""
+    return [n for n in _on_the_path(op) if n is not op.output]
+
+
 def expanded(expr: sp.Expr, adjoints) -> sp.Expr:
     """``expr`` with every adjoint written out (recursively): what the checks compare."""
     by_tensor = {a.tensor: a for a in adjoints}

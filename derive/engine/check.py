@@ -250,7 +250,7 @@ def reference(d: Derivation, sizes: dict, inputs: dict, hyper: dict, dout) -> di
     for h in op.hyper:
         if values.get(h.name) is None and h.default_to:
             values[h.name] = values[h.default_to]
-    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.kind == "int"})
+    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.whole})
     scalars = {h.symbol: sp.Float(values[h.name], 50) for h in op.hyper if h.kind == "float"}
     numbers = dict(scalars)
     for inp in op.inputs:
@@ -316,7 +316,7 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
     for h in op.hyper:
         if values.get(h.name) is None and h.default_to:
             values[h.name] = values[h.default_to]
-    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.kind == "int"})
+    sizes.update({h.symbol: sp.Integer(values[h.name]) for h in op.hyper if h.whole})
     sample_points = _points(op, sizes, values, points)
     integers = {k: v for k, v in sample_points[0].items() if k.is_integer}
     y = op.output

@@ -281,6 +281,9 @@ class Resolver:
         scalar = self._subscripted_scalar(node)
         if scalar is not None:
             return Value(scalar.value)
+        whole = self.subscripted_whole(node)
+        if whole is not None:
+            return self._whole(whole, F.Name(node.pos, name_key_of(node)))
         entry = self.lookup(node)
         if entry is None:  # several letters written together: a product (ty_k is t y_k)
             return self._split(node)
@@ -318,6 +321,15 @@ class Resolver:
         key = name_key_of(node) if isinstance(node, F.Name) and node.indices else None
         found = [e for e in self.table.named(key) if e.rank == 0] if key else []
         return found[0] if found else None
+
+    def subscripted_whole(self, node) -> Entry | None:
+        """``W_{ih}``: an array whose matrix name has a subscript (an RNN's input weights), where the
+        bare word names nothing, not W indexed by i and h."""
+        if not isinstance(node, F.Name) or not node.indices or self.table.named(node.word):
+            return None
+        key = name_key_of(node)
+        found = [e for e in self.table.named(key) if e.rank] if key else []
+        return found[0] if len(found) == 1 else None
 
     def _index_expr(self, node: F.Node) -> sp.Expr:
         """Index arithmetic: letters, numbers, sizes and constants (a stride), added and multiplied."""
@@ -849,7 +861,20 @@ def name_key(tex: str) -> str | None:
     if isinstance(node, F.Pow) and isinstance(node.exp, F.Num) and not node.elementwise:
         inner = name_key_of(node.base)
         return f"{inner}^{node.exp.value}" if inner else None
+    if isinstance(node, F.Pow) and not node.elementwise:  # w^{ih}, \delta^{a}: a name with a superscript tag
+        inner, tag = name_key_of(node.base), _tag(node.exp)
+        return f"{inner}^{tag}" if inner and tag else None
     return name_key_of(node)
+
+
+def _tag(node) -> str | None:
+    """A superscript that names (``a`` of ``\\delta^{a}``, ``\\sigma^{2}`` of the variance's gradient)."""
+    if isinstance(node, F.Name) and node.indices is None:
+        return name_key_of(node)
+    if isinstance(node, F.Pow) and isinstance(node.exp, F.Num) and not node.elementwise:
+        inner = name_key_of(node.base)
+        return f"{inner}^{node.exp.value}" if inner else None
+    return None
 
 
 def name_key_of(node) -> str | None:
@@ -864,11 +889,16 @@ def name_key_of(node) -> str | None:
 
 def canonical(table: Table, tree: F.Node) -> F.Node:
     """``\\sigma^{2}_{c}`` as the name ``sigma^2`` (the variance) where the table has such a name and
-    no ``sigma``; anything else stays as written."""
+    no ``sigma``, ``\\delta^{a}_{nk}`` as the name ``delta^a`` (a named gradient); anything else stays
+    as written."""
     def visit(node):
         if isinstance(node, F.Pow) and not node.elementwise and isinstance(node.exp, F.Num) \
                 and isinstance(node.base, F.Name) and not table.named(node.base.word):
             word = f"{node.base.word}^{node.exp.value}"
+            if table.named(word):
+                return dataclasses.replace(node.base, word=word)
+        if isinstance(node, F.Pow) and not node.elementwise and isinstance(node.base, F.Name) and _tag(node.exp):
+            word = f"{node.base.word}^{_tag(node.exp)}"  # \delta^{a}: the gradient arriving at a
             if table.named(word):
                 return dataclasses.replace(node.base, word=word)
         return node

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive.define.op import Op
+from derive.engine.backprop import adjoint_nodes, adjoint_tensor
 from derive.engine.prepare import prepare
 from derive.define.symbols import Tensor
 from derive.engine.chain import BATCH_SIZE, ChainDerivation, display_name
@@ -63,7 +64,7 @@ class Names:
 
     def target(self, entry: Entry) -> Target:
         for t in self.targets:
-            if t.entry is entry:
+            if t.entry == entry:  # equal, not the same object: the caches of names and worlds evict apart
                 return t
         raise ValueError(f"wrt: {entry.tex()} is not a quantity of {self.title}; "
                          f"its quantities are {', '.join(t.short(self.table.default_sample) for t in self.targets)}")
@@ -77,8 +78,10 @@ def op_names(op: Op) -> Names:
     op = prepare(op)
     table = op_table(op, upstream_of(op))
     by_value = {e.value: e for e in table.entries}
-    return Names(op.name, table, [Target(by_value[inp.tensor], tuple(display_index(op, inp)))
-                                  for inp in op.differentiable])
+    errors = [Target(by_value[adjoint_tensor(node)], tuple(node.index), is_gradient=False)
+              for node in reversed(adjoint_nodes(op))]
+    return Names(op.name, table, errors + [Target(by_value[inp.tensor], tuple(display_index(op, inp)))
+                                           for inp in op.differentiable])
 
 
 def op_table(op: Op, upstream: sp.Expr) -> Table:
@@ -98,7 +101,7 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
     def names(tex, *words):
         out = []
         for w in (*words, name_key(tex)):
-            for v in (w, w.upper() if w and len(w) == 1 else w):
+            for v in (w, w.upper() if w and len(w.rstrip("'")) == 1 else w):  # h', H' as a whole
                 if v and v not in out:
                     out.append(v)
         return tuple(out)
@@ -123,6 +126,7 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
             entries.append(Entry(node, names(name_tex(node.name), node.name), tuple(node.shape),
                                  tuple(str(i) for i in node.index), "output" if node is out else "intermediate",
                                  "intermediate", batch_axis(node.shape)))
+    entries += _adjoint_entries(op, printed, batch_axis, entries)
     for size in op.sizes:
         words = tuple(dict.fromkeys(w for w in (size.name, name_key(name_tex(size.name))) if w))
         entries.append(Entry(size, words, meaning=_size_meaning(size, entries), kind="size"))
@@ -135,6 +139,25 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
     vector = tuple(str(i) for i in op.output.index if i in vector_indices(op))
     return Table(op.name, entries, None, False, batch, vector, _sum_ranges(op),
                  (op.name,) if op.couples_samples else ())
+
+
+def _adjoint_entries(op: Op, printed, batch_axis, entries) -> list:
+    """The gradient arriving at each intermediate the backward pass names (``derive.engine.backprop``):
+    ``\\delta^{a}_{nk}`` (or ``da[n, k]``), and plain ``\\delta`` where there is one and nothing else
+    is called so (an RNN cell's error term, as the literature writes it)."""
+    from codegen.latex.notation import name_tex
+    nodes = adjoint_nodes(op)
+    taken = {w for e in entries for w in e.names}
+    alone = len(nodes) == 1 and "delta" not in taken
+    found = []
+    for node in nodes:
+        tensor = adjoint_tensor(node)
+        tex = printed.element(tensor.name)
+        words = tuple(w for w in (name_key(tex), tensor.name, "delta" if alone else None) if w and w not in taken)
+        found.append(Entry(tensor, words, tuple(node.shape), tuple(str(i) for i in node.index),
+                           f"error term dE/d{name_tex(node.name)}", "error term", batch_axis(node.shape),
+                           written=tex))
+    return found
 
 
 def _sum_ranges(op: Op) -> dict:

@@ -17,6 +17,7 @@ import sympy as sp
 
 from derive.engine import check
 from derive.engine.chain import ChainDerivation
+from derive.engine.backprop import expanded
 from derive.engine.derivation import derive
 from derive.verifier.names import ETA, Names, Target, chain_names, op_names
 from derive.define.functions import KnownFunction
@@ -228,6 +229,11 @@ def forms(expr: sp.Expr, sizes: dict, elements: list) -> list:
 
 # -- one op ----------------------------------------------------------------------
 
+def _exact(value) -> sp.Expr:
+    """A hyper-parameter's value as an exact number; a flag (attention's ``causal``) is 0 or 1."""
+    return sp.Integer(int(value)) if isinstance(value, bool) else sp.nsimplify(value)
+
+
 def op_world(op: Op, names: Names | None = None) -> World:
     """The op derived, on its ``names`` (the same entries, so that a formula read on them fits)."""
     from codegen.latex.notation import ArticleLatex
@@ -238,6 +244,9 @@ def op_world(op: Op, names: Names | None = None) -> World:
     table = names.table
     by_value = {e.value: e for e in table.entries}
     targets = []
+    for a in d.adjoints:  # each named gradient of an intermediate, in terms of the others (and written out)
+        targets.append(Target(by_value[a.tensor], a.index, display(d, a.expr),
+                              display(d, expanded(a.expr, d.adjoints)), is_gradient=False))
     for grad in d.gradients:
         expr = display(d, grad.expr)
         targets.append(Target(by_value[grad.input.tensor], tuple(grad.index), expr, expr))
@@ -245,19 +254,20 @@ def op_world(op: Op, names: Names | None = None) -> World:
     if not op.is_loss:
         independent.append((d.upstream, "real"))
     dependent = [(node, tuple(node.index), node.definition) for node in op.intermediates if node.index]
+    dependent += [(a.tensor, a.index, expanded(a.expr, d.adjoints)) for a in d.adjoints]
     simplex = tuple(inp.tensor for inp in op.inputs if inp.domain == "simplex")
     cases = max((len(h.cases) for h in op.hyper), default=0)
-    hyper_cases = [{h.symbol: sp.nsimplify(values[h.name]) for h in op.hyper}
+    hyper_cases = [{h.symbol: _exact(values[h.name]) for h in op.hyper}
                    for values in (check.hyper_values(op, case, resolve=True) for case in range(cases))]
     defaults = check.hyper_values(op, resolve=True)
-    constants = {h.symbol: sp.nsimplify(defaults[h.name]) for h in op.hyper}
+    constants = {h.symbol: _exact(defaults[h.name]) for h in op.hyper}
     activations = []
     if op.shape_kind == "flat" and not op.is_loss:
         local = d.gradients[0].expr.xreplace({d.upstream[d.gradients[0].index]: sp.S.One})
         activations.append((local, ArticleLatex(notation(op)).doprint(local)))
     for local in function_derivatives([t.expr for t in targets]):
         activations.append((local, ArticleLatex(notation(op)).doprint(local)))
-    return World(op.name, table, targets, independent, dependent, set(), tuple(table.sizes),
+    return World(op.name, table, targets, independent, dependent, {a.tensor for a in d.adjoints}, tuple(table.sizes),
                  ArticleLatex(notation(op)), simplex, constants, activations,
                  [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases,
                  {inp.tensor: check.index_bound(op, inp) for inp in op.inputs if inp.domain == "index"})

@@ -149,8 +149,8 @@ def _array_name(entry, sample, table) -> str:
 
 def _decorated(tex: str, command: str) -> str:
     """``command`` around a printed name, inside its accent and before its superscript:
-    ``\\vec{\\sigma}^{2}``, ``\\hat{\\vec{x}}``, ``\\vec{y}^{(3)}``."""
-    base, sup = re.fullmatch(r"(.+?)((?:\^\{[^{}]*\})?)", tex).groups()
+    ``\\vec{\\sigma}^{2}``, ``\\hat{\\vec{x}}``, ``\\vec{y}^{(3)}``, ``\\vec{\\delta}^{\\hat{x}}``."""
+    base, sup = re.fullmatch(r"(.+?)((?:\^\{.*\})?)", tex).groups()  # (\delta^{\hat{x}}: nested braces)
     accent = re.fullmatch(r"\\(hat|tilde|bar)\{(.+)\}", base)
     if accent:
         return rf"\{accent[1]}{{{command}{{{accent[2]}}}}}{sup}"
@@ -176,11 +176,14 @@ def _designator(names: Names, part: F.Node, sample: bool, text: str):
         wrt = part.den.arg
         if not isinstance(wrt, F.Name):
             raise F.FormulaError("differentiate by one tensor element, such as w_{kj}", part.pos or None, text)
+        whole = resolver.subscripted_whole(wrt)  # W_{ih}: the whole array, not W indexed by i and h
+        if whole is not None:
+            return whole, None, wrt
         entry = resolver.lookup(wrt)
         if entry is None:
             raise F.FormulaError(f"unknown symbol {wrt.word!r}", wrt.pos or None, text)
         return entry, wrt.indices, wrt
-    if isinstance(part, F.Name) and part.word in ("delta",):
+    if isinstance(part, F.Name):
         entries = names.table.named(part.word)
         if entries and all(e.kind == "error term" for e in entries):
             return resolver.lookup(part), part.indices, part
@@ -247,7 +250,7 @@ def _wrt_target(names: Names, wrt: str, sample: bool):
         tree = F.parse(text, "latex")
     except F.FormulaError as error:
         raise ValueError(f"wrt: {str(error).removeprefix('formula: ')}") from None
-    part = tree.parts[0]
+    part = canonical(names.table, tree).parts[0]
     if len(tree.parts) != 1:
         raise ValueError("wrt: name one quantity")
     known = ", ".join(_wrt_name(t, sample) for t in names.targets)

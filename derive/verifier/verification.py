@@ -62,7 +62,7 @@ NUMERIC_SECONDS = 2.0  # all of a formula's values together
 MP = mpmath.MPContext()
 MP.dps = CONFIRM_DIGITS + 20
 PROOF_SECONDS = 1.5
-HINT_SECONDS = 1.5
+HINT_SECONDS = 4.0  # a hint is worth a few seconds; a slower machine must not lose it
 
 
 # -- the result ------------------------------------------------------------------------
@@ -259,6 +259,7 @@ class _Study:
         self._spent = 0.0  # seconds spent evaluating the formula
         self._confirmations = 0
         self.agreed = 0  # element values at which both sides agree
+        self._unrolled = {}  # (term, run) -> the term at each of the run's elements, unrolled
 
     def ranges(self) -> list:
         """(index symbol, size) for every index to run over: the target's and the formula's own free ones."""
@@ -357,13 +358,24 @@ class _Study:
     def matches(self, expr: sp.Expr, yours: bool = False) -> bool:
         """Whether ``expr`` equals the target (or, with ``yours``, the formula) at every element and
         point already drawn."""
-        for sizes, elements, points, expected, got in self.runs:
-            at_elements = forms(expr, sizes, elements)
+        for run, (sizes, elements, points, expected, got) in enumerate(self.runs):
+            at_elements = self._forms(expr, run)
             for p, values in enumerate(points):
                 for e, form in enumerate(at_elements):
                     if _state((got if yours else expected)[p][e], _evaluate(form, values)) != "agrees":
                         return False
         return True
+
+    def _forms(self, expr: sp.Expr, run: int) -> list:
+        """``forms`` of ``expr`` at a run's elements, term by term: the hints try sums that share
+        most of their terms (your formula plus one of the derivation's), and unrolling is the cost."""
+        sizes, elements = self.runs[run][:2]
+        parts = []
+        for term in sp.Add.make_args(expr):
+            if (term, run) not in self._unrolled:
+                self._unrolled[term, run] = forms(term, sizes, elements)
+            parts.append(self._unrolled[term, run])
+        return [sp.Add(*at) for at in zip(*parts)]
 
     def evidence(self) -> str:
         sets = "; ".join(self.world.describe(sizes) for sizes, *_ in self.runs)
@@ -636,7 +648,7 @@ def _hints(world, target, letters, meaning, part, sample, text, study) -> list[s
     found = _ratio_hints(world, target, study) or \
         _swapped_letters(world, target, letters, meaning, part, sample, text, study, deadline) or \
         _left_out(world, target, study) or _hyper_hint(world, target, meaning, study) or \
-        _outside(world, meaning, study)
+        _outside(world, meaning, study) or _factor_left_out(world, target, study, deadline)
     if found:
         return found
     terms = _Terms(world, target, meaning, study) if not meaning.clashes else None
@@ -827,6 +839,34 @@ def _left_out(world, target, study) -> list[str]:
     return []
 
 
+def _factor_left_out(world, target, study, deadline) -> list[str]:
+    """The derivation with one factor of a product left out (anywhere, inside a sum too) gives your
+    values: an activation's or a gate's derivative forgotten (``1 - h'^2`` of an RNN cell, ``o(1 - o)``).
+    Only factors of the forward's own values count (no input, no gradient, no sum): a derivative."""
+    if study.matches(sp.S.Zero, yours=True):
+        return []
+    tex = world.printer.doprint
+    given = {base for base, _ in world.independent} | set(world.named)
+
+    def derivative_like(factor):
+        return not factor.has(sp.Sum) and any(isinstance(e, sp.Indexed) for e in sp.preorder_traversal(factor)) \
+            and not any(isinstance(e, sp.Indexed) and e.base in given for e in sp.preorder_traversal(factor))
+
+    for expr in dict.fromkeys((target.expr, target.expanded)):
+        products = [m for m in sp.preorder_traversal(expr) if isinstance(m, sp.Mul)]
+        for product in sorted(products, key=sp.default_sort_key):
+            factors = [f for f in product.args if not isinstance(f, sp.Indexed) and derivative_like(f)]
+            factors += [f for f in product.args if isinstance(f, sp.Indexed) and derivative_like(f)
+                        and any(f in sp.preorder_traversal(o) for o in factors)]  # o of o(1 - o)
+            for factor in factors + [a * b for a, b in itertools.combinations(factors, 2)]:
+                if time.perf_counter() > deadline:
+                    return []
+                if study.matches(expr.xreplace({product: product / factor}), yours=True):
+                    return [f"missing the factor {tex(factor)} (an activation's or a gate's derivative): "
+                            f"{target.short(study.sample)} has it where your formula has none"]
+    return []
+
+
 def _every_axis_long(world, sizes) -> bool:
     """Whether every tensor's axis but the batch has length 2 or more at ``sizes`` (a stride can shrink one)."""
     return all(int(sp.sympify(n).xreplace(sizes)) >= 2 for e in world.table.entries for n in e.shape
@@ -997,9 +1037,12 @@ def _variants(world, part, meaning, target, sample):
                            for i in node.indices if isinstance(i, str)} | set(target.letters(sample)))
     for node in walk(part):
         if isinstance(node, F.Name) and node.indices and len(node.indices) >= 2:
-            swapped = dataclasses.replace(node, indices=tuple(reversed(node.indices)))
-            yield (f"transposed index: {_name_tex(node)} should be {_name_tex(swapped)}",
-                   _replace(part, node, swapped))
+            # all indices reversed, and for a stack of matrices (attention's p_{nls}) its last two: P for P^T
+            orders = {tuple(reversed(node.indices)), tuple(node.indices[:-2]) + tuple(reversed(node.indices[-2:]))}
+            for order in sorted(orders, key=lambda o: o != tuple(reversed(node.indices))):
+                swapped = dataclasses.replace(node, indices=order)
+                yield (f"transposed index: {_name_tex(node)} should be {_name_tex(swapped)}",
+                       _replace(part, node, swapped))
     if _is_matrix(world, part):
         yield ("the result is transposed: the gradient has its parameter's shape",
                F.Transpose(part.pos, part))
