@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from codegen.render import module_source
+from derive.define.forms import case_count
 from derive.define.op import Op
 from derive.engine import Mismatch, check
 from derive.engine.derivation import Derivation, derive
@@ -51,7 +52,7 @@ def _certified(op: Op, extremes: bool) -> Certified:
     for form in op.all_forms:  # an op with options: every form derived (and so checked), and its code checked
         found = derive(form)
         where = op.name + (f" ({', '.join(f'{k}={v!r}' for k, v in form.chosen)})" if form.chosen else "")
-        cases = max((len(h.cases) for h in form.hyper), default=1) or 1
+        cases = case_count(form)
         for case in range(cases):
             inputs = check.sample(form, check.example_sizes(form), np.random.default_rng(case))
             fd = check.finite_differences(form, module, inputs, check.hyper_values(form, case), seed=case)

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import jinja2
 
-from derive.define.forms import GIVEN, form_label
+from derive.define.forms import GIVEN, Axis, Option, form_label
 from derive.engine.derivation import Derivation, derive
 
 from codegen.module.context import module_context
@@ -24,7 +24,7 @@ def environment() -> jinja2.Environment:
 
 def module_source(d: Derivation) -> str:
     """The NumPy module for an op; compiled here so that a broken template never reaches disk."""
-    if d.op.forms:
+    if d.op.options:
         text = _forms_module(d)
     else:
         text = environment().get_template("module.py.j2").render(
@@ -58,20 +58,24 @@ def _forms_module(d: Derivation) -> str:
             "forward_formulas": context["forward_formulas"], "gradient_formulas": context["gradient_formulas"],
             "is_loss": context["is_loss"], "output": context["output"],
         })
-    optional = {o.name for o in d.op.options if o.input}
+    choosing = [o for o in d.op.options if isinstance(o, Option)]
+    axes = [a for a in d.op.options if isinstance(a, Axis)]
+    optional = {o.name for o in choosing if o.input}
     options = [{"name": o.name, "input": o.input, "doc": o.doc,
                 "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
-               for o in d.op.options]
+               for o in choosing]
     form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input
-                     else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in d.op.options)
+                     else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
+    keywords = [o for o in d.op.options if isinstance(o, Axis) or not o.input]
     signature = ", ".join([i.name + ("=None" if i.name in optional else "") for i in d.op.inputs]
-                          + (["*"] if d.op.hyper or len(optional) < len(d.op.options) else [])
+                          + (["*"] if d.op.hyper or keywords else [])
                           + [f"{h.name}={h.default!r}" for h in d.op.hyper]
-                          + [f"{o.name}={o.default!r}" for o in d.op.options if not o.input])
+                          + [f"{o.name}={o.default!r}" for o in keywords])
     helper_context = dict(head, helpers=sorted(helpers), inputs=list(inputs.values()))
     return environment().get_template("forms.py.j2").render(
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
-        signature=signature, form=f"({form},)", hyper=head["hyper"], any_loss=any(f["is_loss"] for f in forms),
+        signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
+        any_loss=any(f["is_loss"] for f in forms),
         inputs=[dict(i, optional=i["name"] in optional) for i in head["inputs"]],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 

@@ -184,12 +184,16 @@ def _form(args, op):
     """The form of ``op`` that ``--option NAME=VALUE`` chooses (the default form without one)."""
     if not args.option:
         return op
-    known = {o.name: o for o in op.options}
+    from derive.define.forms import Axis, Option
+    known = {o.name: o for o in op.options if isinstance(o, Option)}
     values = {}
     for text in args.option:
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise UsageError(f"--option: expected NAME=VALUE, got {text!r}")
+        if any(isinstance(o, Axis) and o.name == name for o in op.options):
+            raise UsageError(f"--option: {name} of {op.name} is an axis, not a form: the derivation is the same "
+                             f"along every axis (give {name}= to the generated forward)")
         if name not in known:
             have = f"its options are {', '.join(known)}" if known else "it has none"
             raise UsageError(f"--option: {op.name} has no option {name!r}; {have}")
@@ -373,6 +377,7 @@ def cmd_check(args) -> int:
     import numpy as np
 
     from codegen.render import module_source
+    from derive.define.forms import case_count
     from derive.define.registry import get, registry
     from derive.engine import check
     from derive.engine.derivation import derive_unchecked
@@ -386,7 +391,7 @@ def cmd_check(args) -> int:
         wrong, fds, extremes = [], [], []
         for form in op.all_forms:  # an op with options: each form, through the one module
             d = derive_unchecked(form)
-            cases = max((len(h.cases) for h in form.hyper), default=1) or 1
+            cases = case_count(form)
             sizes = check.example_sizes(form, small=True)
             wrong += [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(form, case))]
             fds += [check.finite_differences(form, module, check.sample(form, check.example_sizes(form),

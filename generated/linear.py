@@ -91,7 +91,7 @@ def _backward_with_b(dout, cache):
     dx = dout @ W
     dW = dout.T @ x
     db = dout.sum(axis=0)
-    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[-1:]), "W": dW, "b": db}
+    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[1:]), "W": dW, "b": db}
 
 
 def _forward_without_b(x, W):
@@ -128,7 +128,7 @@ def _backward_without_b(dout, cache):
     W = cache["W"]
     dx = dout @ W
     dW = dout.T @ x
-    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[-1:]), "W": dW}
+    return {"x": dx.reshape(cache["shape"][:-1] + dx.shape[1:]), "W": dW}
 
 
 def _option(name, value, choices):

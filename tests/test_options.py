@@ -235,3 +235,89 @@ def test_the_form_without_a_bias_has_no_bias_at_all(name):
 def test_linear_keeps_its_matrix_form_with_leading_axes():
     found = derive_cli("latex", "linear", "--form", "matrix")
     assert found.returncode == 0 and r"\boldsymbol{\delta}^{T} X" in found.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape, dim", [((5,), 0), ((5,), -1), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), 0),
+                                        ((2, 3, 4), 1), ((2, 3, 4), -2), ((2, 3, 4), -1)])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_along_any_axis_matches_pytorch(name, shape, dim, dtype, rng):
+    torch = pytest.importorskip("torch")
+    module = importlib.import_module(f"generated.{name}")
+    x = rng.standard_normal(shape).astype(dtype) * 3
+    before = x.copy()
+    out, cache = module.forward(x, dim=dim)
+    tensor = torch.tensor(x, requires_grad=True)
+    expected = getattr(torch.nn.functional, name)(tensor, dim)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    dx = module.backward(dout, cache)["x"]
+    assert dx.dtype == dtype and dx.shape == shape
+    np.testing.assert_allclose(dx, tensor.grad.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("dim, error, message", [
+    (2, ValueError, r"^dim: expected an axis of x, from -2 to 1, got 2$"),
+    (-3, ValueError, r"^dim: expected an axis of x, from -2 to 1, got -3$"),
+    (1.0, TypeError, r"^dim: expected an integer axis of x, got 1.0$"),
+    (True, TypeError, r"^dim: expected an integer axis of x, got True$"),
+])
+def test_a_bad_axis_is_refused_naming_dim(dim, error, message):
+    from generated import softmax
+    with pytest.raises(error, match=message):
+        softmax.forward(np.zeros((3, 4)), dim=dim)
+
+
+def test_the_upstream_gradient_of_a_moved_axis_is_checked_in_the_callers_layout():
+    from generated import softmax
+    _, cache = softmax.forward(np.zeros((3, 4)), dim=0)
+    with pytest.raises(ValueError, match=r"^dout: expected the output's shape \(3, 4\), got \(4, 3\)$"):
+        softmax.backward(np.zeros((4, 3)), cache)
+
+
+def test_an_axis_is_no_form_on_the_command_line():
+    found = derive_cli("latex", "softmax", "--option", "dim=0")
+    assert found.returncode == 2 and "dim of softmax is an axis, not a form" in found.stderr
+    assert found.stderr.count("\n") == 1
+
+
+USER_LOSS = """
+import sympy as sp
+from derive.define import Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+
+(S,) = sizes("S")
+(i,) = indices("i")
+y, t = Tensor("y", S), Tensor("t", S)
+
+
+def l1(reduction):
+    error = sp.Abs(y[i] - t[i])
+    output = {"mean": Intermediate("E", (), (), sp.Sum(error, (i, 0, S - 1)) / S),
+              "sum": Intermediate("E", (), (), sp.Sum(error, (i, 0, S - 1)))}[reduction]
+    return Op(name="my_l1", doc="L1 loss.", inputs=(Input(y, domain="nonzero"), Input(t, differentiable=False)),
+              output=output, shape_kind="flat")
+
+
+OP = forms(l1, Option("reduction", ("mean", "sum")))
+"""
+
+
+def test_a_users_op_gets_forms_the_same_way(tmp_path):
+    path = tmp_path / "l1.py"
+    path.write_text(USER_LOSS)
+    summed = derive_cli("latex", "--ops", str(path), "--option", "reduction=sum")
+    assert summed.returncode == 0, summed.stderr
+    assert f"from {path}" in summed.stdout and r"E = \sum_{i} \left|{t_{i} - y_{i}}\right|" in summed.stdout
+    built = derive_cli("build", "--ops", str(path), "--out", str(tmp_path / "out"))
+    assert built.returncode == 0, built.stderr
+    namespace = {}
+    exec(compile((tmp_path / "out" / "my_l1.py").read_text(), "my_l1", "exec"), namespace)
+    y, t = np.array([1.0, -2.0, 3.0]), np.array([0.5, 0.5, 0.5])
+    assert namespace["forward"](y, t)[0] == pytest.approx(np.abs(y - t).mean())
+    out, cache = namespace["forward"](y, t, reduction="sum")
+    assert out == pytest.approx(np.abs(y - t).sum())
+    np.testing.assert_array_equal(namespace["backward"](cache)["y"], np.sign(y - t))

@@ -179,6 +179,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
                           for size, rule in op.derived_sizes.items()],
         # an output indexed by group (group norm's y[n, h, q, s]) of an input (N, C, ...): dout viewed alike
         "regrouped": op.shape_kind == "channels" and tuple(op.output.shape) != tuple(op.inputs[0].shape),
+        "gradient_shapes": _gradient_shapes(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
         "_work": work([tree for _, tree in backward_trees], size),
@@ -369,11 +370,18 @@ def _output_shape(op) -> str:
     first, rest = op.inputs[0], op.output.shape[1:]
     if op.shape_kind != "leading" or tuple(first.shape[1:]) == tuple(rest):
         return "shape"
-    if any(_has_leading(op, i) and i.differentiable and i.tensor.rank != len(op.output.shape) for i in op.inputs):
-        raise NotImplementedError(f"{op.name}: a gradient of an input with leading axes and another rank than "
-                                  f"the output's")
     lead = "shape" if first.tensor.rank == 1 else f"shape[:-{first.tensor.rank - 1}]"
     return f"{lead} + {op.output.name}.shape[1:]"
+
+
+def _gradient_shapes(op) -> dict:
+    """How a reshaped input's gradient gets its input's shape back, where that is not the output's
+    (``cache["shape"]``): the output's leading axes, then the gradient's own (a linear layer's
+    dx[..., D] beside its net[..., M])."""
+    rest = tuple(op.output.shape[1:])
+    lead = f'cache["shape"][:-{len(rest)}]' if rest else 'cache["shape"]'
+    return {i.name: f"{lead} + d{i.name}.shape[1:]" for i in op.inputs
+            if _has_leading(op, i) and i.differentiable and tuple(i.shape[1:]) != rest}
 
 
 def _spec(op, inp) -> str:

@@ -27,12 +27,13 @@ recognises them written out with exp, log and erf). A tensor of integers
 (``Tensor("idx", N, integer=True)``, domain ``"index"``) may index another:
 ``W[idx[n], e]`` is an embedding's lookup. An ``Option`` selects between forward
 definitions (a loss's ``reduction``, a bias that may be left out): ``forms(define,
-Option(...))`` makes one op of the definitions ``define`` returns for each value.
+Option(...))`` makes one op of the definitions ``define`` returns for each value; an
+``Axis`` (softmax's ``dim``) lets the generated code run a row op along any axis.
 """
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
-from derive.define.forms import Option, forms
+from derive.define.forms import Axis, Option, forms
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
-__all__ = ["DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NormalPdf", "Op",
+__all__ = ["Axis", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NormalPdf", "Op",
            "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "sizes"]

@@ -18,6 +18,10 @@ keyword, which runs the code generated for the form chosen and records it in the
 for ``backward``. An option with ``input=True`` is an input that may be left out
 (``linear(x, W, b=None)``): its choices are ``"given"`` and ``None``, and the form
 without it has no such input at all.
+
+An ``Axis`` is not a choice between forms: a row op (softmax) is the same along any
+axis, so it is derived once, along the last, and the generated ``forward`` takes the
+axis as a keyword (``dim=-1``) and moves it last on the way in and back on the way out.
 """
 from __future__ import annotations
 
@@ -55,18 +59,33 @@ class Option:
             raise ValueError(f"{self.name}: expected one of {listed}, got {value!r}")
 
 
-def forms(define, *options: Option):
-    """The op ``define(**values)`` returns for every combination of the options' values, as one op:
-    the default form, with the others in ``forms``. Forms share their name, hyper-parameters and
-    shape kind (the generated ``forward`` takes one set of keywords)."""
+@dataclass(frozen=True)
+class Axis:
+    """A keyword naming the axis of an input that a per-row op runs along (softmax's ``dim``). Not a
+    form: the op is derived once, along the last axis, and the generated ``forward`` moves the axis
+    chosen there (``backward`` moves the gradient back); ``cases`` are the axes the checks try."""
+
+    name: str
+    of: str
+    default: int = -1
+    cases: tuple = (-1, 0)
+    doc: str = ""
+
+
+def forms(define, *options):
+    """The op ``define(**values)`` returns for every combination of the ``Option`` values, as one op:
+    the default form, with the others in ``forms`` (an ``Axis`` is no choice between forms: ``define``
+    does not see it). Forms share their name, hyper-parameters and shape kind (the generated
+    ``forward`` takes one set of keywords)."""
     if not options:
-        raise ValueError("options: forms() needs at least one Option")
+        raise ValueError("options: forms() needs at least one Option or Axis")
     names = [o.name for o in options]
     if len(set(names)) != len(names):
         raise ValueError(f"options: duplicate option names {names}")
+    choosing = [o for o in options if isinstance(o, Option)]
     made = []
-    for values in itertools.product(*(o.choices for o in options)):
-        chosen = tuple(zip(names, values))
+    for values in itertools.product(*(o.choices for o in choosing)):
+        chosen = tuple(zip([o.name for o in choosing], values))
         op = define(**dict(chosen))
         made.append(dataclasses.replace(op, options=tuple(options), chosen=chosen))
     head, *others = made
@@ -76,27 +95,40 @@ def forms(define, *options: Option):
                 raise ValueError(f"{head.name}: the form {dict(op.chosen)} has another {what} ({getattr(op, what)!r})")
         if [h.name for h in op.hyper] != [h.name for h in head.hyper]:
             raise ValueError(f"{head.name}: the form {dict(op.chosen)} has other hyper-parameters")
+    for axis in options:
+        if isinstance(axis, Axis) and (head.shape_kind != "leading" or head.inputs[0].name != axis.of):
+            raise ValueError(f"{head.name}: the axis {axis.name!r} is for an op on rows (shape_kind 'leading') "
+                             f"of its first input {axis.of!r}")
     for option in options:
-        if option.input and not any(i.name == option.name for i in head.inputs):
-            raise ValueError(f"{head.name}: the option {option.name!r} is an input, but the default form has none")
-        if not option.input and any(option.name in {i.name for i in op.inputs} | {h.name for h in op.hyper}
-                                    for op in made):
+        if isinstance(option, Option) and option.input:
+            if not any(i.name == option.name for i in head.inputs):
+                raise ValueError(f"{head.name}: the option {option.name!r} is an input, but the default form has none")
+        elif any(option.name in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
             raise ValueError(f"{head.name}: the option {option.name!r} has the name of an input or hyper-parameter")
     return dataclasses.replace(head, forms=tuple(others))
 
 
-def keywords(op) -> dict:
-    """The options a call of this form's ``forward`` passes as keywords (not those that leave an input out)."""
-    inputs = {o.name for o in op.options if o.input}
-    return {name: value for name, value in op.chosen if name not in inputs}
+def keywords(op, case: int = 0) -> dict:
+    """The options a call of this form's ``forward`` passes as keywords (not those that leave an input
+    out), and the ``case``-th test value of each axis."""
+    inputs = {o.name for o in op.options if isinstance(o, Option) and o.input}
+    found = {name: value for name, value in op.chosen if name not in inputs}
+    found.update({a.name: a.cases[case % len(a.cases)] for a in op.options if isinstance(a, Axis)})
+    return found
+
+
+def case_count(op) -> int:
+    """How many test cases the checks run: the most any hyper-parameter or axis has (at least 1)."""
+    counts = [len(h.cases) for h in op.hyper] + [len(a.cases) for a in op.options if isinstance(a, Axis)]
+    return max(counts, default=1) or 1
 
 
 def form_label(op) -> str:
-    """The form in words, for names and headings: ``reduction_sum``, ``without_b``."""
+    """The form in words, for names and headings: ``reduction_sum``, ``without_b`` (``rows``: no choice)."""
     parts = []
-    for option, (_, value) in zip(op.options, op.chosen):
+    for option, (_, value) in zip([o for o in op.options if isinstance(o, Option)], op.chosen):
         if option.input:
             parts.append(f"with_{option.name}" if value == GIVEN else f"without_{option.name}")
         else:
             parts.append(f"{option.name}_{value}")
-    return "__".join(parts)
+    return "__".join(parts) or "rows"

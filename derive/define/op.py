@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from derive.define.forms import Option
 from derive.define.symbols import Intermediate, Tensor
 
 #: How an input's test values are drawn (and what the generated code may assume).
@@ -160,7 +161,7 @@ class Op:
     def form(self, **values) -> "Op":
         """The form with these option values (the others at their defaults): ``op.form(reduction="sum")``,
         ``op.form(b=None)``; a ValueError names an unknown option or value and the choices."""
-        known = {o.name: o for o in self.options}
+        known = {o.name: o for o in self.options if isinstance(o, Option)}  # an Axis chooses no form
         for name, value in values.items():
             if name not in known:
                 have = f"its options are {', '.join(known)}" if known else "it has none"

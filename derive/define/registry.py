@@ -139,7 +139,8 @@ def _add(found: dict, op: Op, where: str) -> None:
 
 def _with_origin(op: Op, origin: str) -> Op:
     import dataclasses
-    return dataclasses.replace(op, origin=origin)
+    forms = tuple(dataclasses.replace(form, origin=origin) for form in op.forms)  # each form is from the file too
+    return dataclasses.replace(op, origin=origin, forms=forms)
 
 
 def _line_of(error: Exception, path: Path) -> str:

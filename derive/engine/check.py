@@ -108,7 +108,7 @@ def hyper_values(op: Op, case: int = 0, resolve: bool = False) -> dict:
     stride) is replaced by that one's value, as the generated code does.
     """
     values = {h.name: (h.cases[case % len(h.cases)] if h.cases else h.default) for h in op.hyper}
-    values.update(keywords(op))  # the form's options: the generated forward runs the form they choose
+    values.update(keywords(op, case))  # the form's options (the generated forward runs that form), its axes
     if resolve:
         for h in op.hyper:
             if values[h.name] is None and h.default_to:
