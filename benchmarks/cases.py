@@ -60,10 +60,15 @@ class Case:
     dout: object = field(init=False)
 
     def __post_init__(self):
-        try:
-            self.module = importlib.import_module(f"{GENERATED}.{self.op.name}")
-        except ImportError:
-            raise NotBenchmarked(f"{self.op.name}: no generated module (run `derive build`)") from None
+        if not self.op.is_builtin:  # a user's op (--ops): its module generated and certified here
+            from codegen.certify import certified
+            from derive.engine.check import load
+            self.module = load(self.op.name, certified(self.op).source)
+        else:
+            try:
+                self.module = importlib.import_module(f"{GENERATED}.{self.op.name}")
+            except ImportError:
+                raise NotBenchmarked(f"{self.op.name}: no generated module (run `derive build`)") from None
         rng = np.random.default_rng(0)
         inputs = check.sample(self.op, self.sizes, rng, self.dtype, leading=())
         if self.op.shape_kind == "flat":  # check.sample spreads a flat size over two axes; one reads better

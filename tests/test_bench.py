@@ -242,3 +242,13 @@ def test_the_limit_moves_every_input_and_output_once(name, upstream):
     assert len(moved) == len(expected)
     for mine, theirs in zip(moved, expected):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_users_op_is_timed_from_the_module_generated_for_it():
+    """`derive bench --ops FILE`: no module in generated/, so it is generated (and certified) for the run."""
+    from derive.define.registry import load_file
+    (op,) = load_file(ROOT / "examples" / "mish.py")
+    case = Case(op, np.float64, *bench_sizes(op, scale=1 / 256))
+    out, grads = case._generated()
+    assert set(grads) == {"x"} and grads["x"].shape == case.inputs["x"].shape
+    np.testing.assert_allclose(out, case.inputs["x"] * np.tanh(np.logaddexp(0, case.inputs["x"])), rtol=1e-12)
