@@ -54,6 +54,7 @@ REFERENCE = {
     "huber": lambda y, t, delta: F.huber_loss(y, t, delta=delta),
     "rms_norm": lambda x, gamma, eps: F.rms_norm(x, (x.shape[-1],), gamma, eps),
     "rnn_cell": lambda *tensors: _cell("RNNCell", *tensors),
+    "gru_cell": lambda *tensors: _cell("GRUCell", *tensors),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -68,6 +69,8 @@ SHAPES = {
     "rms_norm": [((5,), (5,)), ((3, 7), (7,)), ((2, 3, 6), (6,))],
     "rnn_cell": [((4, 3), (4, 5), (5, 3), (5, 5), (5,), (5,)), ((1, 6), (1, 2), (2, 6), (2, 2), (2,), (2,)),
                  ((7, 1), (7, 4), (4, 1), (4, 4), (4,), (4,))],
+    "gru_cell": [((4, 3), (4, 5), (15, 3), (15, 5), (15,), (15,)), ((1, 6), (1, 2), (6, 6), (6, 2), (6,), (6,)),
+                 ((7, 1), (7, 4), (12, 1), (12, 4), (12,), (12,)), ((64, 32), (64, 16), (48, 32), (48, 16), (48,), (48,))],
 }
 
 

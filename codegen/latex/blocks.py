@@ -95,7 +95,8 @@ def shorthand(node) -> bool:
     """An intermediate that only names a formula of one other (``rstd = 1/sqrt(var + eps)``)."""
     arrays = {e for e in sp.preorder_traversal(node.definition) if isinstance(e, sp.Indexed)}
     return bool(node.index) and not node.definition.has(sp.Sum, sp.Piecewise) and len(arrays) == 1 \
-        and isinstance(next(iter(arrays)), IntermediateElement)  # (a ReLU's output keeps its name)
+        and isinstance(next(iter(arrays)), IntermediateElement) \
+        and not isinstance(node.definition, sp.Function)  # (a ReLU's output, a gate σ(a^{r}) keep their names)
 
 
 def inline_shorthand(expr: sp.Expr, intermediates) -> sp.Expr:
@@ -330,7 +331,11 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
     for grad in () if forward else d.gradients:
         expr = display(d, grad.expr)
-        tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
+        try:
+            tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)),
+                               tuple(grad.index))
+        except NotImplementedError:  # an index the vector IR has no operation for: no matrix form
+            tex = None
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:
