@@ -560,13 +560,27 @@ def expand_sums(expr: sp.Expr) -> sp.Expr:
 
 
 def is_zero(expr: sp.Expr) -> bool:
-    """Exact zero test: piecewise branches one by one, exponentials as a rational function, which is 0
-    where its numerator expands to 0 (an identity the expansion misses is left to the points)."""
+    """Exact zero test: piecewise branches one by one; first with every function call held as a symbol
+    of its own (a gated cell's difference is then a polynomial in its σ's and tanh's), then with
+    exponentials as a rational function. Each is 0 where its numerator expands to 0; an identity both
+    miss is left to the points."""
     expr = sp.piecewise_fold(as_piecewise(expr))
     if isinstance(expr, sp.Piecewise):
         return all(is_zero(branch) for branch, _ in expr.args)
-    numerator, _ = sp.fraction(sp.together(expr.rewrite(sp.exp)))
-    return sp.expand(numerator) == 0  # a polynomial in the exponentials: no gcd needed, unlike cancel
+    return _numerator_vanishes(_calls_held(written_out(expr))) or _numerator_vanishes(expr.rewrite(sp.exp))
+
+
+def _calls_held(expr: sp.Expr) -> sp.Expr:
+    """Each function call (the outermost, with its argument) as a symbol: a rational function of
+    these symbols that is 0 is 0 whatever values the calls take, so also for the values they do.
+    (σ written out first, as the derived side is: both then hold the same exponentials.)"""
+    calls = sorted(expr.atoms(sp.Function), key=sp.default_sort_key)
+    return expr.xreplace({call: sp.Dummy() for call in calls})
+
+
+def _numerator_vanishes(expr: sp.Expr) -> bool:
+    numerator, _ = sp.fraction(sp.together(expr))
+    return sp.expand(numerator) == 0  # no gcd needed, unlike cancel
 
 
 def chain_brute_force(c, sizes: dict, exact: bool = True) -> list[str]:
