@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="for --def: a scalar hyper-parameter and its default, e.g. beta=1.0")
     defined.add_argument("--no-grad", action="append", default=[], metavar="INPUT",
                          help="for --def: an input that gets no gradient (a loss's target)")
+    defined.add_argument("--also-output", dest="outputs", action="append", default=[], metavar="NAME",
+                         help="for --def: an earlier definition the op also returns (after the last one), "
+                              "with its own upstream gradient")
     defined.add_argument("--step-budget", type=float, metavar="SECONDS",
                          help="seconds each derivation step may take before a simplification is given up "
                               "(default 5)")
@@ -162,9 +165,11 @@ def _user_ops(args):
     if definitions:
         if not args.name:
             raise UsageError("--def: give the op a name with --name")
-        found.append(oneline.op_from_definitions(definitions, args.name, args.hyper, args.no_grad))
-    elif getattr(args, "name", None) or getattr(args, "hyper", None) or getattr(args, "no_grad", None):
-        raise UsageError("--name, --hyper and --no-grad are for --def")
+        found.append(oneline.op_from_definitions(definitions, args.name, args.hyper, args.no_grad,
+                                                 outputs=args.outputs))
+    elif getattr(args, "name", None) or getattr(args, "hyper", None) or getattr(args, "no_grad", None) \
+            or getattr(args, "outputs", None):
+        raise UsageError("--name, --hyper, --no-grad and --also-output are for --def")
     args.user_ops = tuple(found)
     return using(found)
 

@@ -111,6 +111,16 @@ def test_hyper_parameters_of_a_one_line_definition_are_keywords(capsys):
     assert "def forward(x, *, beta=1.5):" in capsys.readouterr().out
 
 
+def test_a_one_line_op_may_return_an_earlier_definition_too(capsys):
+    """--also-output c: forward returns (y, c), backward takes both upstream gradients; checked as any op."""
+    definition = ["--def", r"c_i = x_i \tanh(x_i)", "--def", r"y_i = \sigma(c_i) + x_i", "--name", "twoout",
+                  "--also-output", "c"]
+    assert main(["check", *definition]) == 0
+    assert main(["code", *definition]) == 0
+    code = capsys.readouterr().out
+    assert "return (y, c), cache" in code and "dout, dout_c = _upstreams(dout, cache)" in code
+
+
 def test_build_writes_your_ops_into_out_and_never_touches_generated(tmp_path, capsys):
     generated = ROOT / "generated"
     before = {p: p.read_bytes() for p in generated.rglob("*") if p.is_file()}
@@ -139,6 +149,8 @@ def test_build_writes_your_ops_into_out_and_never_touches_generated(tmp_path, ca
     (["latex", "--def", "y_{ij} = x_{i+1}", "--name", "a"], "an index is a letter"),
     (["latex", "--def", "y_i = x_i", "--name", "2a"], "identifier"),
     (["latex", "--name", "a"], "are for --def"),
+    (["latex", "--def", "y_i = x_i", "--name", "a", "--also-output", "q"], "not a definition before the last"),
+    (["latex", "--also-output", "q"], "are for --def"),
 ], ids=lambda a: a if isinstance(a, str) else "-".join(a)[:40])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2

@@ -2,7 +2,8 @@
 
 Each definition is read by ``derive verify``'s grammar (LaTeX or plain
 text, never ``eval``) and turned into the same ``Op`` a Python file would
-define: the last definition is the output, earlier ones are intermediates;
+define: the last definition is the output, earlier ones are intermediates (``--also-output c``
+makes one of them an output too, returned after the last);
 every other name with indices is an input, in order of first appearance
 (the generated ``forward``'s positional arguments); an index letter ``k``
 runs over the size ``K``; a name without indices is a hyper-parameter
@@ -33,9 +34,10 @@ class DefinitionError(ValueError):
     """A definition the tool cannot read as an op, with the reason in one line."""
 
 
-def op_from_definitions(definitions, name: str, hyper=(), no_grad=(), syntax: str = "auto") -> Op:
+def op_from_definitions(definitions, name: str, hyper=(), no_grad=(), syntax: str = "auto", outputs=()) -> Op:
     """The op the definitions define (``hyper``: ``"beta=1.0"`` strings; ``no_grad``: input names
-    that get no gradient, such as a loss's target)."""
+    that get no gradient, such as a loss's target; ``outputs``: earlier definitions the op also
+    returns, after the last one)."""
     definitions = list(definitions)
     if not definitions:
         raise DefinitionError("--def: give at least one definition")
@@ -46,7 +48,7 @@ def op_from_definitions(definitions, name: str, hyper=(), no_grad=(), syntax: st
     reader = _Reader(dict(_hyper(h) for h in hyper))
     for text in definitions:
         reader.read(text, syntax)
-    return reader.op(name, set(no_grad), definitions)
+    return reader.op(name, set(no_grad), definitions, tuple(dict.fromkeys(outputs)))
 
 
 def symbols(op: Op) -> str:
@@ -237,7 +239,7 @@ class _Reader:
 
     # -- the op ------------------------------------------------------------------
 
-    def op(self, name: str, no_grad: set, texts) -> Op:
+    def op(self, name: str, no_grad: set, texts, outputs=()) -> Op:
         unused = set(self.hyper) - self.used_hyper
         if unused:
             raise DefinitionError(f"--hyper: {', '.join(sorted(unused))} is not used by the definitions")
@@ -256,17 +258,23 @@ class _Reader:
             expr = self._build(definition, tensors, nodes, index, sizes, hyper)
             nodes[node_name] = Intermediate(node_name, tuple(index[c] for c in letters),
                                             tuple(sizes[c] for c in letters), expr)
-        output = nodes[self.last]
-        extra = tuple(n for k, n in nodes.items() if k != self.last and n not in _uses(output))
+        for also in outputs:
+            if also not in nodes or also == self.last:
+                raise DefinitionError(f"--also-output: {also!r} is not a definition before the last "
+                                      f"(they are {', '.join(k for k in nodes if k != self.last) or 'none'})")
+        output, also_outputs = nodes[self.last], tuple(nodes[k] for k in outputs)
+        extra = tuple(n for k, n in nodes.items() if k != self.last and k not in outputs and n not in _uses(output))
         inputs = tuple(Input(tensors[t], differentiable=t not in no_grad and t not in self.integer,
                              domain="index" if t in self.integer else "real") for t in self.order)
         elementwise = _elementwise(nodes.values(), tensors.values())
-        return Op(name=name, doc="An op defined on the command line (--def).", inputs=inputs, output=output, extra=extra,
+        return Op(name=name, doc="An op defined on the command line (--def).", inputs=inputs, output=output,
+                  also_outputs=also_outputs, extra=extra,
                   hyper=tuple(Hyper(hyper[h], v) for h, v in self.hyper.items()),
                   shape_kind="flat" if elementwise else "fixed",
                   origin=" ".join([*(f"--def {_quoted(t)}" for t in texts), f"--name {name}",
                                    *(f"--hyper {h}={v}" for h, v in self.hyper.items()),
-                                   *(f"--no-grad {t}" for t in sorted(no_grad))]))
+                                   *(f"--no-grad {t}" for t in sorted(no_grad)),
+                                   *(f"--also-output {k}" for k in outputs)]))
 
     def _sizes(self) -> dict:
         """Each index letter's size symbol. Letters that read the same axis run over the same size,
