@@ -8,6 +8,11 @@ simplification that is interrupted is abandoned and the expression before
 it, which is still right, goes on; a step that must finish (differentiating)
 is refused with one line.
 
+The seconds are the process's CPU seconds, not the clock's: a step is given up
+at the same point of its work on a busy machine as on a quiet one, so that
+what is derived (and ``derive build``'s bytes) does not depend on the load.
+The clock still bounds it, at ``WALL_FACTOR`` times the budget.
+
 The interruption is a ``SIGALRM`` timer, so it bounds steps in the main
 thread (the command line, tests); in other threads steps run unbounded.
 """
@@ -23,6 +28,8 @@ import time
 STEP_SECONDS = 5.0
 #: Bytes the process may grow by during one step.
 STEP_MEMORY = 4 * 2 ** 30
+#: A step is stopped after this many times its budget on the clock, however little CPU it had.
+WALL_FACTOR = 6
 _TICK = 0.05
 
 _limits = {"seconds": STEP_SECONDS, "memory": STEP_MEMORY}
@@ -68,10 +75,10 @@ def bounded(seconds: float | None = None):
         yield
         return
     limit = _limits["seconds"] if seconds is None else seconds
-    start, base = time.monotonic(), _resident()
+    start, clock, base = time.process_time(), time.monotonic(), _resident()
 
     def tick(signum, frame):
-        if time.monotonic() - start > limit:
+        if time.process_time() - start > limit or time.monotonic() - clock > WALL_FACTOR * limit:
             raise Overrun(f"{limit:g} s")
         if base and _resident() - base > _limits["memory"]:
             raise Overrun(f"{_limits['memory'] // 2 ** 20} MB")
