@@ -99,3 +99,28 @@ def chain_net(ops, hyper=()) -> Net:
         layers.append(Layer(name, op, previous, hyper=values, tag=str(position)))
         previous = name
     return Net(",".join(op.name for op in ops), layers)
+
+
+def load_net(path) -> Net:
+    """The network a user's Python file defines (``NET = Net(...)``), told its origin. The file is the
+    user's own program, run as Python, as ``--ops`` files are."""
+    import runpy
+    from pathlib import Path
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--net: no such file {str(path)!r}")
+    if path.suffix != ".py":
+        raise ValueError(f"--net: expected a Python file (.py), got {str(path)!r}")
+    try:
+        namespace = runpy.run_path(str(path), run_name="derive_user_net")
+    except SystemExit:
+        raise ValueError(f"--net: {path} exited while it was loaded") from None
+    except Exception as error:
+        raise ValueError(f"--net: {path}: {type(error).__name__}: {error}") from None
+    net = namespace.get("NET")
+    if not isinstance(net, Net):
+        raise ValueError(f"--net: {path} must define NET = Net(...)")
+    for layer in net.layers:
+        if not isinstance(layer, (Layer, Add, Concat)):
+            raise ValueError(f"--net: {path}: a layer must be a Layer, Add or Concat, got {type(layer).__name__}")
+    return Net(net.name, net.layers, net.input, origin=str(path))

@@ -73,8 +73,8 @@ def compose(net: Net) -> Composed:
     from derive.engine.derivation import display_index
     nodes = {net.input: Node(x, display_index(op0, x_inp), tuple(x_inp.shape))}
     inputs = [Input(x, domain=x_inp.domain)]
-    hypers, parameters, owners, described, relations = [], {}, {}, {}, {}
-    names_used = {net.input}
+    hypers, parameters, owners, described, relations, extras = [], {}, {}, {}, {}, ()
+    names_used = {net.input} | {str(v) for size in x_inp.shape for v in sp.sympify(size).free_symbols}
     for position, layer in enumerate(net.layers, 1):
         if layer.name in names_used:
             raise ValueError(f"net: the node {layer.name!r} is defined twice")
@@ -86,7 +86,7 @@ def compose(net: Net) -> Composed:
             node = _join(layer, [nodes[r] for r in layer.reads])
             described[layer.name] = (layer, None, node.base)
         else:
-            node, extra_inputs, extra_hypers = _instantiate(layer, _op(layer), [nodes[r] for r in layer.reads],
+            node, extra_inputs, extra_hypers, extra_nodes = _instantiate(layer, _op(layer), [nodes[r] for r in layer.reads],
                                                             owners, hypers, relations, names_used)
             for inp in extra_inputs:
                 if inp.name in names_used:
@@ -95,12 +95,15 @@ def compose(net: Net) -> Composed:
                 inputs.append(inp)
                 parameters[inp.name] = (layer.name, inp.tensor)
             hypers += extra_hypers
+            extras += extra_nodes
             described[layer.name] = (layer, _op(layer), node.base)
         names_used.add(layer.name)
+        names_used |= {str(v) for size in node.shape for v in sp.sympify(size).free_symbols}
         nodes[layer.name] = node
     output = nodes[net.layers[-1].name].base
-    op = Op(name=net.name, doc=f"The network {net.name}, composed into one op.", inputs=tuple(inputs),
-            output=output, hyper=tuple(hypers), origin=net.origin or f"--chain {net.name}",
+    sizes = "; ".join(f"{s} = {v}" for s, v in relations.items())
+    op = Op(name=net.name, doc=f"The network {net.name}, composed into one op." + (f" Sizes: {sizes}." if sizes else ""),
+            inputs=tuple(inputs), output=output, extra=extras, hyper=tuple(hypers), origin=net.origin or f"--chain {net.name}",
             upstream=r"\delta")
     op = replace(op, small_sizes=_fitting_sizes(op, relations, small=True),
                  test_sizes=_fitting_sizes(op, relations, small=False))
@@ -160,7 +163,7 @@ def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: 
         new = Tensor(name, *mapping.shape_of(tensor), integer=tensor.is_integer)
         mapping.tensors[tensor] = new
         owners[(layer.name, inp.name)] = new
-        new_inputs.append(replace(inp, tensor=new))
+        new_inputs.append(replace(inp, tensor=new, **_printed(inp, layer)))
     if layer.share:
         unknown = set(layer.share) - {i.name for i in op.inputs[len(reads):] if i.differentiable}
         if unknown:
@@ -169,7 +172,18 @@ def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: 
         label = layer.name if node is op.output else f"{node.name}_{layer.tag}"
         mapping.intermediate(node, label)
     out = mapping.nodes[op.output]
-    return Node(out, tuple(out.index), tuple(out.shape)), new_inputs, hypers
+    extras = tuple(mapping.nodes[n] for n in op.extra)  # what the results fold onto (a loss's probabilities)
+    return Node(out, tuple(out.index), tuple(out.shape)), new_inputs, hypers, extras
+
+
+def _printed(inp: Input, layer: Layer) -> dict:
+    """How a parameter prints: the op's name for it tagged with the layer (``w^{(1)}``, ``W^{(1)}``)."""
+    if not inp.differentiable:
+        return {}
+    tag = f"^{{({layer.tag})}}"
+    element = inp.element or inp.name
+    return {"element": element + tag if len(element) == 1 else None,
+            "matrix": (inp.matrix or inp.name) + tag if len(inp.matrix or inp.name) == 1 else None}
 
 
 def _check_valid(layer, op, values):
@@ -274,9 +288,8 @@ class _Mapping:
             return value
         if value not in self.relations.values():
             base = letter.name.rstrip("'").upper() if letter is not None else "S"
-            names = itertools.chain([f"{base}_{self.layer.tag}"],
-                                    (f"{base}{m}_{self.layer.tag}" for m in itertools.count(2)))
-            name = next(n for n in names if n not in self.taken)
+            # I, then I', I'': a name a formula can use inside an index (I' J' c + J' i + j)
+            name = next(base + "'" * m for m in itertools.count() if base + "'" * m not in self.taken)
             self.taken.add(name)
             self.relations[sp.Symbol(name, integer=True, positive=True)] = value
         return next(k for k, v in self.relations.items() if v == value)
@@ -366,7 +379,9 @@ class _Mapping:
                 # read at a position computed from others (flatten's f - c S): each of the node's positions,
                 # where it is that one
                 sizes, own = self.covered[size]
-                fresh = tuple(sp.Symbol(f"{o.name}_{next(self._fresh)}", integer=True) for o in own)
+                used = {str(v) for v in sp.preorder_traversal(self.op.output.definition) if isinstance(v, sp.Symbol)}
+                fresh = own if not {o.name for o in own} & used else \
+                    tuple(sp.Symbol(f"{o.name}_{next(self._fresh)}", integer=True) for o in own)
                 position = sp.S.Zero
                 for letter, s in zip(fresh, sizes):
                     position = position * s + letter
@@ -436,7 +451,7 @@ def _fitting_sizes(op: Op, relations: dict, small: bool) -> dict:
         at = resolved(base)
         short = [s for s in shapes if not s.is_number and s.xreplace(at) < least]
         if not short:
-            return {s: int(v) for s, v in at.items()}
+            return {s: int(v) for s, v in at.items()} if small else _distinct_axes(op, base, resolved, least, relations)
         target = short[0]
         now = target.xreplace(at)
         trials = ({**base, s: base[s] + step} for step in (1, 2, 3) for s in free)  # (a stride skips some)
@@ -444,6 +459,30 @@ def _fitting_sizes(op: Op, relations: dict, small: bool) -> dict:
         if base is None:
             break
     raise ValueError(f"sizes: no small sizes make every shape of {op.name} positive")
+
+
+def _distinct_axes(op: Op, base: dict, resolved, least: int, relations: dict) -> dict:
+    """``base`` grown until no array has two spatial axes of one size (an image's height and width, a
+    convolution's or a pooling's output's): an index written in the wrong order (the height's letter for
+    the width's, a flatten's position) then reads another element."""
+    arrays = [tuple(inp.shape) for inp in op.inputs] + [tuple(node.shape) for node in op.intermediates]
+    spatial = set(relations) | {sp.sympify(s) for s in op.inputs[0].shape[2:]}
+    for _ in range(32):
+        at = resolved(base)
+        clash = next(((a, b) for shape in arrays for a, b in itertools.combinations(
+            [sp.sympify(s) for s in shape if sp.sympify(s) in spatial], 2) if a.xreplace(at) == b.xreplace(at)), None)
+        if clash is None:
+            break
+        a, b = clash
+        for s, step in ((s, step) for step in (1, 2, 3) for s in base if s != BATCH):
+            trial = resolved({**base, s: base[s] + step})
+            if a.xreplace(trial) != b.xreplace(trial) and all(
+                    sp.sympify(x).is_number or sp.sympify(x).xreplace(trial) >= least for shape in arrays for x in shape):
+                base = {**base, s: base[s] + step}
+                break
+        else:
+            break
+    return {s: int(v) for s, v in resolved(base).items()}
 
 
 # -- the derivation and its check ----------------------------------------------------------
@@ -484,6 +523,8 @@ def _derive(composed: Composed):
                                tuple(Step(s.name, readable(s.expr, work, set(through[inp.name][0])))
                                      for s in through[inp.name][1]))
                       for inp in work.differentiable)
+    if work.is_loss:  # the network's output is the objective itself: dE/dE = 1 (as every printer shows it)
+        adjoints, gradients = _at_one(adjoints, g), _at_one(gradients, g)
     d = Derivation(work, g, gradients, identities, source=op, adjoints=adjoints)
     sizes = composed.sizes_at(op.small_sizes)
     wrong = check_network(composed, d, sizes)
@@ -495,6 +536,11 @@ def _derive(composed: Composed):
     return replace(d, certificate=f"the gradient named at every node and every input's gradient equal the chain "
                                   f"rule run element by element on the network unrolled at {_sizes_text(sizes)} "
                                   f"(SymPy's derivative of each element's definition; 3 random points, 60 digits)")
+
+
+def _at_one(results, g):
+    return tuple(replace(r, steps=tuple(replace(s, expr=s.expr.xreplace({g: sp.S.One})) for s in r.steps))
+                 for r in results)
 
 
 def _sizes_text(sizes: dict) -> str:
@@ -513,6 +559,8 @@ def check_network(composed: Composed, d, sizes: dict, points: int = 3) -> list[s
     unrolled = _Unrolled(op, sizes)
     wrong = []
     for point in _points(op, sizes, hyper_values(op, resolve=True), points):
+        if op.is_loss:
+            point = {k: (sp.S.One if k == d.upstream else v) for k, v in point.items()}
         values = unrolled.forward(point)
         brute = unrolled.backward(values, point)
         derived = _derived_values(d, sizes, values, point)
@@ -672,3 +720,70 @@ def _derived_values(d, sizes, values, point) -> dict:
         for idx in itertools.product(*(range(n) for n in shape)):
             out[(grad.input.name, idx)] = evaluate(grad.expr, grad.index, idx)
     return out
+
+
+# -- from the command line ------------------------------------------------------------------
+
+def layer_hyper(texts) -> dict:
+    """``--hyper LAYER.NAME=VALUE`` (repeatable) as {layer: {name: value}}; values are whole numbers,
+    decimals, True or False, read as such (never evaluated)."""
+    found = {}
+    for text in texts:
+        target, sep, value = text.partition("=")
+        layer, dot, name = target.rpartition(".")
+        if not sep or not dot or not layer or not name:
+            raise ValueError(f"--hyper: expected LAYER.NAME=VALUE (conv2d.padding=1), got {text!r}")
+        found.setdefault(layer, {})[name] = _value(value, text)
+    return found
+
+
+def _value(text: str, whole: str):
+    if text in ("True", "False"):
+        return text == "True"
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        return float(text)
+    raise ValueError(f"--hyper: {whole!r}: the value must be a number, True or False")
+
+
+def needs_network(ops) -> bool:
+    """Whether a chain is beyond the dense chains' path (``derive.engine.chain``): a layer on images
+    or a flatten."""
+    return any(op.name == "flatten" or op.shape_kind == "fixed" and len(op.inputs[0].shape) > 2 for op in ops)
+
+
+def chain_network(names, hyper: dict) -> Composed:
+    """A chain of op names composed, ``hyper`` by layer: an op's name where it occurs once, else the op's
+    name numbered by occurrence (``linear1``, ``linear2``)."""
+    from derive.define.network import chain_net
+    ops = [get(n) for n in names]
+    if not ops:
+        raise ValueError("chain: give at least one op")
+    for op in ops[:-1]:
+        if op.is_loss:
+            raise ValueError(f"chain: the loss {op.name!r} must come last")
+    labels, seen = [], {}
+    for op in ops:
+        seen[op.name] = seen.get(op.name, 0) + 1
+        labels.append(op.name if names.count(op.name) == 1 else f"{op.name}{seen[op.name]}")
+    for key in hyper:
+        if key not in labels:
+            repeated = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+            hint = f" ({', '.join(repeated)} occurs more than once: number it, {repeated[0]}1)" if repeated else ""
+            raise ValueError(f"--hyper: no layer {key!r} in the chain; its layers are {', '.join(labels)}{hint}")
+    return compose(chain_net(ops, [hyper.get(label, {}) for label in labels]))
+
+
+def file_network(path, hyper: dict) -> Composed:
+    """The network of a ``--net`` file, with ``hyper`` (by layer name) over the file's own."""
+    from derive.define.network import load_net
+    net = load_net(path)
+    names = [layer.name for layer in net.layers]
+    for key in hyper:
+        if key not in names:
+            raise ValueError(f"--hyper: no layer {key!r} in {path}; its layers are {', '.join(names)}")
+    layers = tuple(Layer(layer.name, layer.op, *layer.reads, hyper={**layer.hyper, **hyper.get(layer.name, {})},
+                         share=layer.share, tag=layer.tag) if isinstance(layer, Layer) else layer
+                   for layer in net.layers)
+    return compose(replace(net, layers=layers))
