@@ -346,7 +346,7 @@ def cmd_doc(args) -> int:
         return 0
     if args.user_ops and not args.ops and not args.chain:
         args.ops = [op.name for op in args.user_ops]
-    if args.chain and args.ops:
+    if (args.chain or args.net) and args.ops:
         raise UsageError("doc: give ops or --chain, not both")
     if "article" in args.ops and len(args.ops) > 1:
         raise UsageError("doc: 'article' stands alone")
@@ -358,7 +358,15 @@ def cmd_doc(args) -> int:
         raise UsageError("--option is for ops, not a chain or the article")
     out = Path(args.output) if args.output else None
     fmt = args.format or ("tex" if out and out.suffix == ".tex" else "md")
-    if args.chain:
+    composed = _network(args)
+    if composed is not None:
+        if args.example or args.sizes:
+            raise UsageError("--example and --sizes are for dense chains (linear and its activations), not yet for "
+                             "a network with image layers or a --net file")
+        from codegen.document.network import network_document
+        from derive.engine.network import derive_network
+        document = network_document(composed, derive_network(composed), args.lang, args.title)
+    elif args.chain:
         names = [n.strip() for n in args.chain.split(",") if n.strip()]
         document = doc.chain_document(names, args.lang, _sizes(args.sizes), args.title, example=args.example)
     elif args.ops == ["article"]:
@@ -421,6 +429,8 @@ def cmd_check(args) -> int:
     from derive.engine.derivation import derive_unchecked
     if _symbols(args):
         return 0
+    if args.chain or args.net:
+        return _check_network(args)
     ops = [get(n) for n in args.ops] or list(args.user_ops) or list(registry().values())
     failed = False
     print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15} {'extremes':9} check")
@@ -444,6 +454,31 @@ def cmd_check(args) -> int:
         for line in (wrong[:3] + extremes[:3]):
             print(f"    {line}")
     return 1 if failed else 0
+
+
+def _check_network(args) -> int:
+    """``derive check --chain ... | --net FILE``: the network composed, derived afresh and checked against
+    the chain rule run element by element on the unrolled network, at its small and its test sizes."""
+    from derive.engine import network
+    if args.ops:
+        raise UsageError("check: give ops or --chain/--net, not both")
+    if args.chain and args.net:
+        raise UsageError("give --chain or --net, not both")
+    hyper = network.layer_hyper(args.layer_hyper)
+    if args.net:
+        composed = network.file_network(args.net, hyper)
+    else:
+        composed = network.chain_network([n.strip() for n in args.chain.split(",") if n.strip()], hyper)
+    start = time.perf_counter()
+    d = network._derive(composed)  # afresh; raises Mismatch at the small sizes
+    sizes = composed.sizes_at(composed.op.test_sizes)
+    wrong = network.check_network(composed, d, sizes)
+    print(f"{'network':40} {'symbolic':10} check")
+    print(f"{composed.op.name[:40]:40} {'ok' if not wrong else 'MISMATCH':10} {'ok' if not wrong else 'FAILED'}")
+    print(f"    {d.certificate}")
+    print(f"    and at {network._sizes_text(sizes)}: " + ("the same" if not wrong else wrong[0]))
+    print(f"    {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 def cmd_verify(args) -> int:

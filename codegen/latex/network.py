@@ -52,10 +52,8 @@ def network_blocks(composed: Composed, d, lang: str = "en", form: str = "index")
     blocks.append(Block(text=f"{words(lang)['backward']}{colon}"))
     statements = error_terms(d) + gradients(d)
     if form == "matrix":
-        rows = [(lhs, _matrix_text(d, nt, printer, expr, index, shape)[0]) for lhs, expr, index, shape in
-                matrix_statements(d, nt)]
         blocks.append(Block(text=f"{w['matrix']}{colon}"))
-        for (lhs, text), (element, rhs) in zip(rows, statements):
+        for (lhs, text), (element, rhs) in zip(matrix_rows(d, nt, printer), statements):
             blocks.append(Block(equation=_matrix_equation(lhs, text)) if text else
                           _eq(printer, element, (rhs,)))
         return blocks
@@ -64,6 +62,12 @@ def network_blocks(composed: Composed, d, lang: str = "en", form: str = "index")
     blocks.append(Block(text=f"{w['gradients']}{colon}"))
     blocks += [_eq(printer, lhs, (rhs,)) for lhs, rhs in gradients(d)]
     return blocks
+
+
+def matrix_rows(d, nt: Notation, printer: ArticleLatex) -> list:
+    """(left-hand side, its matrix form or None) for every error term and gradient."""
+    return [(lhs, _matrix_text(d, nt, printer, expr, index, shape)[0])
+            for lhs, expr, index, shape in matrix_statements(d, nt)]
 
 
 def _matrix_equation(lhs, text):
@@ -83,10 +87,10 @@ def layer_lines(composed: Composed, printer: ArticleLatex, lang: str) -> list[st
         target = f"${printer.doprint(sp.Symbol(node.name)) if not node.index else name_tex(node.name)}$"
         reads = ", ".join(f"${name_tex(r)}$" for r in layer.reads)
         if isinstance(layer, Add):
-            lines.append(f"{target} ({shape}): {w['add']} {reads}")
+            lines.append(f"{target} $({shape})$: {w['add']} {reads}")
             continue
         if isinstance(layer, Concat):
-            lines.append(f"{target} ({shape}): {w['concat']} {reads}")
+            lines.append(f"{target} $({shape})$: {w['concat']} {reads}")
             continue
         mine = params.get(layer.name, [])
         owned = ", ".join(f"${printer.notation.matrix(t.name, t.rank)}$" for t in mine
@@ -97,7 +101,7 @@ def layer_lines(composed: Composed, printer: ArticleLatex, lang: str) -> list[st
         hyper = ", ".join(f"{k} = {v}" for k, v in layer.hyper.items())
         extra = "; ".join(p for p in (owned, shared and f"{w['shared']} {shared}", given and f"{w['given']} {given}",
                                       hyper) if p)
-        lines.append(f"{target}" + (f" ({shape})" if shape else "") + f": `{op.name}` {w['of']} {reads}"
+        lines.append(f"{target}" + (f" $({shape})$" if shape else "") + f": `{op.name}` {w['of']} {reads}"
                      + (f"; {extra}" if extra else ""))
     return lines
 
