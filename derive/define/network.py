@@ -8,7 +8,7 @@ computes and the nodes it reads, so the edges are the names::
     NET = Net("residual", input="x", layers=[
         Layer("h", "linear", "x"),                 # h = linear(x; W_h, b_h)
         Layer("r", "relu", "h"),
-        Layer("o", "linear", "r"),
+        Layer("o", "linear", "r", sizes={"M": "D"}),   # as wide as x
         Add("s", "o", "x"),                        # the skip connection: s = o + x
         Layer("E", "half_sse", "s"),              # a loss last: its targets are inputs of the network
     ])
@@ -16,7 +16,8 @@ computes and the nodes it reads, so the edges are the names::
 ``Layer(name, op, *reads, hyper={...}, share={...})``: ``op`` is an op's name (or an ``Op``),
 ``reads`` the nodes given to its first inputs, ``hyper`` its hyper-parameters (``{"padding": 1}``),
 ``share`` names a parameter another layer owns (``share={"W": "h"}``: this layer uses layer h's
-``W``: shared weights). Every other differentiable input is a parameter of the layer, named after
+``W``: shared weights), ``sizes`` puts a size of the network for one of the op's (``sizes={"M": "D"}``:
+a fully connected layer as wide as the input, so that a residual connection can add them). Every other differentiable input is a parameter of the layer, named after
 it (``W_h``). ``Add(name, *reads)`` adds nodes of one shape, ``Concat(name, *reads)`` joins them
 along the features (the last axis). ``derive.engine.network.compose`` makes the one op whose
 intermediates are the nodes: its derivation names the gradient arriving at each node, the sum
@@ -36,15 +37,19 @@ class Layer:
     reads: tuple = ()
     hyper: dict = field(default_factory=dict, hash=False)
     share: dict = field(default_factory=dict, hash=False)
+    #: The op's sizes that are sizes of the network already (``{"M": "D"}``: the layer's output as wide as
+    #: the input, for a residual connection); the others follow from what it reads or get names of their own.
+    sizes: dict = field(default_factory=dict, hash=False)
     #: What the layer's parameters and inner values are suffixed with (``W_h``); the name by default.
     tag: str = ""
 
-    def __init__(self, name, op, *reads, hyper=None, share=None, tag=""):
+    def __init__(self, name, op, *reads, hyper=None, share=None, sizes=None, tag=""):
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "op", op)
         object.__setattr__(self, "reads", tuple(reads))
         object.__setattr__(self, "hyper", dict(hyper or {}))
         object.__setattr__(self, "share", dict(share or {}))
+        object.__setattr__(self, "sizes", dict(sizes or {}))
         object.__setattr__(self, "tag", tag or name)
 
 

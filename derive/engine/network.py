@@ -74,7 +74,8 @@ def compose(net: Net) -> Composed:
     nodes = {net.input: Node(x, display_index(op0, x_inp), tuple(x_inp.shape))}
     inputs = [Input(x, domain=x_inp.domain)]
     hypers, parameters, owners, described, relations, extras = [], {}, {}, {}, {}, ()
-    names_used = {net.input} | {str(v) for size in x_inp.shape for v in sp.sympify(size).free_symbols}
+    known_sizes = {str(v) for size in x_inp.shape for v in sp.sympify(size).free_symbols}
+    names_used = {net.input} | known_sizes
     for position, layer in enumerate(net.layers, 1):
         if layer.name in names_used:
             raise ValueError(f"net: the node {layer.name!r} is defined twice")
@@ -87,7 +88,8 @@ def compose(net: Net) -> Composed:
             described[layer.name] = (layer, None, node.base)
         else:
             node, extra_inputs, extra_hypers, extra_nodes = _instantiate(layer, _op(layer), [nodes[r] for r in layer.reads],
-                                                            owners, hypers, relations, names_used)
+                                                            owners, hypers, relations, names_used, position,
+                                                            known_sizes)
             for inp in extra_inputs:
                 if inp.name in names_used:
                     raise ValueError(f"net: {layer.name}'s {inp.name} has the name of another node or input")
@@ -99,6 +101,8 @@ def compose(net: Net) -> Composed:
             described[layer.name] = (layer, _op(layer), node.base)
         names_used.add(layer.name)
         names_used |= {str(v) for size in node.shape for v in sp.sympify(size).free_symbols}
+        known_sizes |= {str(v) for shape in [node.shape] + [i.shape for i in inputs]
+                        for size in shape for v in sp.sympify(size).free_symbols}
         nodes[layer.name] = node
     output = nodes[net.layers[-1].name].base
     sizes = "; ".join(f"{s} = {v}" for s, v in relations.items())
@@ -117,7 +121,8 @@ def _op(layer: Layer) -> Op:
 
 # -- one layer ------------------------------------------------------------------------
 
-def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: list, relations: dict, taken: set):
+def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: list, relations: dict, taken: set,
+                 position: int, known_sizes: set):
     """The layer's output node, its new inputs (parameters, targets), hyper-parameters and sizes."""
     if len(reads) > len(op.inputs):
         raise ValueError(f"net: {layer.name} reads {len(reads)} nodes but {op.name} takes {len(op.inputs)} inputs")
@@ -141,7 +146,12 @@ def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: 
             subs[h.symbol] = symbol
             hypers.append(Hyper(symbol, value, cases=(value,), doc=h.doc, valid=h.valid.replace(h.name, name)))
     _check_valid(layer, op, values)
-    sizes, groups = _map_sizes(layer, op, reads, subs)
+    seeds = {}  # a shared parameter's sizes are its owner's
+    for inp in op.inputs[len(reads):]:
+        owned = owners.get((layer.share.get(inp.name), inp.name)) if inp.name in layer.share else None
+        if owned is not None and len(owned.shape) == len(inp.shape):
+            seeds.update({s: v for s, v in zip(inp.shape, owned.shape) if isinstance(s, sp.Symbol)})
+    sizes, groups = _map_sizes(layer, op, reads, subs, position, known_sizes, seeds)
     mapping = _Mapping(layer, op, reads, sizes, groups, subs, relations, taken)
     new_inputs = []
     for inp in op.inputs[len(reads):]:
@@ -168,8 +178,8 @@ def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: 
         unknown = set(layer.share) - {i.name for i in op.inputs[len(reads):] if i.differentiable}
         if unknown:
             raise ValueError(f"net: {layer.name} shares {sorted(unknown)}, not parameters of {op.name}")
-    for node in op.intermediates:
-        label = layer.name if node is op.output else f"{node.name}_{layer.tag}"
+    for node in op.intermediates:  # inner values tagged with the layer's number (a loss's probabilities y_7)
+        label = layer.name if node is op.output else f"{node.name}_{layer.tag if layer.tag.isdigit() else position}"
         mapping.intermediate(node, label)
     out = mapping.nodes[op.output]
     extras = tuple(mapping.nodes[n] for n in op.extra)  # what the results fold onto (a loss's probabilities)
@@ -206,12 +216,13 @@ def _same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sp.simplify(sp.sympify(p) - sp.sympify(q)) == 0 for p, q in zip(a, b))
 
 
-def _map_sizes(layer, op, reads, subs):
-    """Each of the op's sizes as the network's: from the shapes of the nodes read, else a name of its own.
+def _map_sizes(layer, op, reads, subs, position, known, seeds):
+    """Each of the op's sizes as the network's: given (``Layer.sizes``), from the shapes of the nodes read,
+    else a name of its own.
 
     Returns the mapping and, per input read, how the op's axes cover the node's (a tuple of node
     axes per op axis: an elementwise op's one axis covers all of them)."""
-    sizes, groups = {}, []
+    sizes, groups = {**seeds, **_given_sizes(layer, op, known)}, []
     for inp, node in zip(op.inputs, reads):
         shape = [sp.sympify(s).xreplace(subs) for s in inp.shape]
         rank, have = len(shape), len(node.shape)
@@ -239,9 +250,24 @@ def _map_sizes(layer, op, reads, subs):
         sizes[size] = rule.xreplace(sizes).xreplace(subs)
     for s in op.sizes:
         if s not in sizes:
-            sizes[s] = s if s == BATCH and BATCH not in sizes.values() else sp.Symbol(f"{s.name}_{layer.tag}",
-                                                                                       integer=True, positive=True)
+            sizes[s] = s if s == BATCH and BATCH not in sizes.values() else \
+                sp.Symbol(f"{s.name}_{position}", integer=True, positive=True)  # M_3: printed M^{(3)}
     return sizes, groups
+
+
+def _given_sizes(layer, op, known: set) -> dict:
+    """The layer's ``sizes={"M": "D"}``: op sizes that are network sizes already."""
+    found = {}
+    for name, target in layer.sizes.items():
+        size = next((s for s in op.sizes if s.name == name), None)
+        if size is None:
+            raise ValueError(f"net: {layer.name}: {op.name} has no size {name!r}; its sizes are "
+                             f"{', '.join(s.name for s in op.sizes)}")
+        if target not in known:
+            raise ValueError(f"net: {layer.name}: {target!r} is no size of the network so far; they are "
+                             f"{', '.join(sorted(known))}")
+        found[size] = sp.Symbol(target, integer=True, positive=True)
+    return found
 
 
 def _node_name(node: Node) -> str:
@@ -408,7 +434,8 @@ def _join(layer, reads: list) -> Node:
         for node in reads[1:]:
             if len(node.shape) != len(first.shape) or not _same_shape(node.shape, first.shape):
                 raise ValueError(f"shapes: {layer.name} adds {_node_name(first)} of shape {tuple(first.shape)} "
-                                 f"and {_node_name(node)} of shape {tuple(node.shape)}: they must be alike")
+                                 f"and {_node_name(node)} of shape {tuple(node.shape)}: they must be alike "
+                                 f"(a layer's sizes={{...}} makes a size one the network has)")
         definition = sp.Add(*[n.base[index] for n in reads])
         shape = tuple(first.shape)
     else:
@@ -469,8 +496,11 @@ def _distinct_axes(op: Op, base: dict, resolved, least: int, relations: dict) ->
     spatial = set(relations) | {sp.sympify(s) for s in op.inputs[0].shape[2:]}
     for _ in range(32):
         at = resolved(base)
-        clash = next(((a, b) for shape in arrays for a, b in itertools.combinations(
-            [sp.sympify(s) for s in shape if sp.sympify(s) in spatial], 2) if a.xreplace(at) == b.xreplace(at)), None)
+        pairs = [(sp.sympify(a), sp.sympify(b)) for shape in arrays for a, b in itertools.combinations(
+            [s for s in shape if sp.sympify(s) in spatial], 2)]
+        pairs += [tuple(sp.sympify(s) for s in inp.shape) for inp in op.inputs  # a weight matrix's two axes
+                  if len(inp.shape) == 2 and BATCH not in inp.shape]
+        clash = next(((a, b) for a, b in pairs if a.xreplace(at) == b.xreplace(at)), None)
         if clash is None:
             break
         a, b = clash
@@ -784,6 +814,6 @@ def file_network(path, hyper: dict) -> Composed:
         if key not in names:
             raise ValueError(f"--hyper: no layer {key!r} in {path}; its layers are {', '.join(names)}")
     layers = tuple(Layer(layer.name, layer.op, *layer.reads, hyper={**layer.hyper, **hyper.get(layer.name, {})},
-                         share=layer.share, tag=layer.tag) if isinstance(layer, Layer) else layer
+                         share=layer.share, sizes=layer.sizes, tag=layer.tag) if isinstance(layer, Layer) else layer
                    for layer in net.layers)
     return compose(replace(net, layers=layers))
