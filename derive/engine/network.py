@@ -608,6 +608,8 @@ DIGITS = 60
 
 
 def _agree(a, b) -> bool:
+    if a.has(sp.nan) or b.has(sp.nan):
+        return False
     a, b = sp.N(a, DIGITS), sp.N(b, DIGITS)
     return abs(a - b) <= sp.Float(10, DIGITS) ** -30 * max(1, abs(a), abs(b))
 
@@ -735,8 +737,11 @@ def _derived_values(d, sizes, values, point) -> dict:
         named = {}
         for e in leaves:
             k = _key(e)
-            named[e] = by_name[k] if k in by_name else known[sp.Symbol(f"{k[0]}[{','.join(map(str, k[1]))}]")] \
-                if sp.Symbol(f"{k[0]}[{','.join(map(str, k[1]))}]") in known else point[e]
+            symbol = sp.Symbol(f"{k[0]}[{','.join(map(str, k[1]))}]")
+            value = by_name.get(k, known.get(symbol, point.get(e)))
+            if value is None:  # an element outside its tensor: no value, so no agreement
+                return sp.nan
+            named[e] = value
         return _number(unrolled.xreplace(named), known)
 
     for a in d.adjoints:

@@ -1,6 +1,6 @@
 """A residual block: two fully connected layers with a ReLU between them, and the input added back.
 
-``derive latex --net examples/residual_net.py`` derives it: the gradient arriving at x is the sum over
+``derive latex --net examples/networks/residual.py`` derives it: the gradient arriving at x is the sum over
 the two nodes that read it, the first layer and the skip connection (δ^x = δ^h W^{(h)} + δ^s).
 """
 from derive.define import Add, Layer, Net
