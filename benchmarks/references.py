@@ -88,6 +88,9 @@ def _torch_table() -> dict:
         "embedding": lambda idx, W: F.embedding(idx, W),
         "group_norm": lambda x, gamma, beta, groups=1, eps=1e-5: F.group_norm(x, groups, gamma, beta, eps),
         "attention": lambda q, k, v, causal=False: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        "gru_cell": lambda x, h, W_ih, W_hh, b_ih, b_hh: torch.func.functional_call(  # nn.GRUCell, these weights
+            torch.nn.GRUCell(x.shape[-1], h.shape[-1], dtype=x.dtype),
+            {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}, (x, h)),
     }
 
 
@@ -181,11 +184,23 @@ def _autograd_table() -> dict:
         "embedding": lambda idx, W: W[idx],
         "group_norm": group_norm,
         "attention": attention,
+        "gru_cell": _autograd_gru_cell,
     }
     if available("scipy"):  # autograd's erf is SciPy's, which the bench extra does not bring
         from autograd.scipy.special import erf
         table["gelu"] = lambda x: x * (1 + erf(x / np.sqrt(2))) / 2
     return table
+
+
+def _autograd_gru_cell(x, h, W_ih, W_hh, b_ih, b_hh):
+    """nn.GRUCell in autograd.numpy: the gates' rows r, z, n stacked in the weights."""
+    import autograd.numpy as anp
+    H = h.shape[-1]
+    gi, gh = x @ W_ih.T + b_ih, h @ W_hh.T + b_hh
+    r = 0.5 * (anp.tanh((gi[:, :H] + gh[:, :H]) / 2) + 1)
+    z = 0.5 * (anp.tanh((gi[:, H:2 * H] + gh[:, H:2 * H]) / 2) + 1)
+    n = anp.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h
 
 
 def _linear_products(x, W, b, dout):

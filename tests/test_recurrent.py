@@ -6,11 +6,14 @@ names the gradient arriving at the pre-activation ``a`` (``δ^{a}``) and
 writes every input's gradient through it. Each form is compared as a tree,
 read back by ``derive verify``, and a forgotten tanh derivative gets a hint.
 """
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
 
 from codegen.render import op_latex
+from derive.define import Iverson
 from derive.define.registry import get
 from derive.engine.derivation import derive
 from derive.verifier.verification import verify
@@ -118,3 +121,80 @@ def test_rnn_gradients_are_separate_arrays():
     grads = rnn_cell.backward(np.ones_like(out), cache)
     np.testing.assert_array_equal(grads["b_ih"], grads["b_hh"])
     assert not np.shares_memory(grads["b_ih"], grads["b_hh"])
+
+
+def _gru():
+    d = derive(get("gru_cell"))
+    return d, {a.node.name: a for a in d.adjoints}, {i.name: i.tensor for i in d.op.inputs}
+
+
+def test_gru_names_the_error_term_of_each_gate():
+    """δ^{h̃} = g(1 - z), δ^{a_n} = δ^{h̃}(1 - h̃^2), δ^{z} = g(h - h̃), δ^{a_z} = δ^{z} z(1 - z),
+    δ^{r} = δ^{a_n} m, δ^{a_r} = δ^{r} r(1 - r), δ^{m} = δ^{a_n} r (m = W_hn h + b_hn)."""
+    d, adjoint, t = _gru()
+    n, k = adjoint["a_r"].index
+    node = {name: a.node[n, k] for name, a in adjoint.items()}
+    delta = {name: a.tensor[n, k] for name, a in adjoint.items()}
+    g, h = d.upstream[n, k], t["h"][n, k]
+    assert adjoint["ht"].expr == g * (1 - node["z"])
+    assert adjoint["a_n"].expr == delta["ht"] * (1 - node["ht"] ** 2)
+    assert adjoint["z"].expr == g * (h - node["ht"])
+    assert adjoint["a_z"].expr == delta["z"] * node["z"] * (1 - node["z"])
+    assert adjoint["r"].expr == delta["a_n"] * node["m"]
+    assert adjoint["a_r"].expr == delta["r"] * node["r"] * (1 - node["r"])
+    assert adjoint["m"].expr == delta["a_n"] * node["r"]
+
+
+def test_gru_stacked_weight_gradients_are_one_block_per_gate():
+    """∂E/∂W_ih has the rows of δ^{a_r}^T x, δ^{a_z}^T x, δ^{a_n}^T x, in the gates' order; W_hh's third
+    block is δ^{m}^T h (the reset gate scales W_hn h after the product)."""
+    d, adjoint, t = _gru()
+    through = {g.input.name: g for g in d.backprop}
+    for weight, data, gates in (("W_ih", "x", ("a_r", "a_z", "a_n")), ("W_hh", "h", ("a_r", "a_z", "m"))):
+        row, col = through[weight].index
+        H = t[weight].shape[0] / 3
+        terms = sp.Add.make_args(through[weight].expr)
+        assert len(terms) == 3
+        for g, gate in enumerate(gates):
+            (term,) = [term for term in terms if any(isinstance(f, Iverson) and f == Iverson(
+                sp.And(row - g * H >= 0, row - g * H <= H - 1)) for f in sp.Mul.make_args(term))]
+            (summed,) = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
+            ((n, _, _),) = summed.limits
+            assert summed.function == adjoint[gate].tensor[n, row - g * H] * t[data][n, col], (weight, gate)
+
+
+def test_gru_code_computes_each_gate_block_from_one_matrix_product():
+    """The forward is x W_ih^T and h W_hh^T once each, the gates their column blocks; the backward
+    stacks the error terms and takes each weight's gradient and the input's as one product."""
+    from pathlib import Path
+    source = (Path(__file__).resolve().parent.parent / "generated" / "gru_cell.py").read_text()
+    forward, backward = source.split("def backward")[0], source.split("def backward")[1].split("\ndef _")[0]
+    assert forward.count("@") == 2 and "x @ W_ih.T" in forward and "h @ W_hh.T" in forward
+    assert backward.count("np.concatenate") == 2 and backward.count("@") == 4
+    assert "stacked.T @ x" in backward and "@ W_ih" in backward
+
+
+def test_gru_matches_its_definition_at_the_extremes():
+    """Saturated gates (pre-activations of ±80 in float32, ±1000 in float64) stay finite."""
+    from generated import gru_cell
+    rng = np.random.default_rng(1)
+    for dtype, big in ((np.float32, 80.0), (np.float64, 1000.0)):
+        x = (big * np.sign(rng.standard_normal((3, 2)))).astype(dtype)
+        h = rng.uniform(-1, 1, (3, 4)).astype(dtype)
+        W_ih, W_hh = rng.standard_normal((12, 2)).astype(dtype), rng.standard_normal((12, 4)).astype(dtype)
+        out, cache = gru_cell.forward(x, h, W_ih, W_hh, np.zeros(12, dtype), np.zeros(12, dtype))
+        grads = gru_cell.backward(np.ones_like(out), cache)
+        assert np.all(np.isfinite(out)) and all(np.all(np.isfinite(v)) for v in grads.values())
+        assert np.all(np.abs(out) <= 1 + 1e-6)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ({"W_ih": (11, 2)}, "W_ih: expected shape (3*H, D) = (12, 2), got (11, 2)"),
+    ({"b_hh": (4,)}, "b_hh: expected shape (3*H) = (12,), got (4,)"),
+])
+def test_gru_stacked_shapes_are_checked(shape, message):
+    from generated import gru_cell
+    args = {"x": (3, 2), "h": (3, 4), "W_ih": (12, 2), "W_hh": (12, 4), "b_ih": (12,), "b_hh": (12,)}
+    args.update(shape)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gru_cell.forward(**{k: np.zeros(v) for k, v in args.items()})

@@ -69,6 +69,7 @@ REFERENCE = {
     "embedding": lambda idx, W: F.embedding(idx, W),
     "attention": lambda q, k, v, causal=False: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
     "group_norm": lambda x, gamma, beta, groups, eps: F.group_norm(x, groups, gamma, beta, eps),
+    "gru_cell": lambda *tensors: _cell("GRUCell", *tensors),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -88,6 +89,8 @@ SHAPES = {
     "group_norm": [((3, 4), (4,), (4,)), ((2, 6, 5), (6,), (6,)), ((2, 4, 3, 5), (4,), (4,))],
     "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
                   ((3, 5, 2), (3, 2, 2), (3, 2, 4))],
+    "gru_cell": [((4, 3), (4, 5), (15, 3), (15, 5), (15,), (15,)), ((1, 6), (1, 2), (6, 6), (6, 2), (6,), (6,)),
+                 ((7, 1), (7, 4), (12, 1), (12, 4), (12,), (12,)), ((64, 32), (64, 16), (48, 32), (48, 16), (48,), (48,))],
 }
 
 

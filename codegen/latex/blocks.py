@@ -96,7 +96,8 @@ def shorthand(node) -> bool:
     """An intermediate that only names a formula of one other (``rstd = 1/sqrt(var + eps)``)."""
     arrays = {e for e in sp.preorder_traversal(node.definition) if isinstance(e, sp.Indexed)}
     return bool(node.index) and not node.definition.has(sp.Sum, sp.Piecewise) and len(arrays) == 1 \
-        and isinstance(next(iter(arrays)), IntermediateElement)  # (a ReLU's output keeps its name)
+        and isinstance(next(iter(arrays)), IntermediateElement) \
+        and not isinstance(node.definition, sp.Function)  # (a ReLU's output, a gate σ(a^{r}) keep their names)
 
 
 def inline_shorthand(expr: sp.Expr, intermediates) -> sp.Expr:
@@ -143,7 +144,8 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
     printer = ArticleLatex(notation(d.op), lang)
     blocks = [] if d.op.is_loss else [Block(text=upstream_sentence(d, printer, lang))]
     if form == "index":
-        blocks += [gradient_block(d, printer, grad) for grad in d.gradients]
+        blocks += [gradient_block(d, printer, grad) for grad in d.gradients] if d.written_out \
+            else [Block(text=words(lang)["through only"])]
         return blocks + full_convolution_blocks(d, lang) + adjoint_blocks(d, lang)  # (documents: own section)
     if vector_indices(d.op):
         return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
@@ -288,7 +290,7 @@ def _vector_blocks(d: Derivation, nt: Notation, lang: str, w, forward: bool) -> 
     for node in op.intermediates if forward else ():
         lhs = node[node.index]
         blocks.append(_eq(printer, lhs, (normalize(node.definition, split=False),)))
-    for grad in () if forward else d.gradients:
+    for grad in d.gradients if d.written_out and not forward else ():
         expr = display(d, grad.expr)
         blocks.append(_eq(printer, _partial(grad.element), (expr,)))
     return blocks
@@ -338,9 +340,13 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
         if tex is not None:
             lhs = nt.matrix(node.name, len(node.index))
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
-    for grad in () if forward else d.gradients:
+    for grad in d.gradients if d.written_out and not forward else ():
         expr = display(d, grad.expr)
-        tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
+        try:
+            tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)),
+                               tuple(grad.index))
+        except NotImplementedError:  # an index the vector IR has no operation for: no matrix form
+            tex = None
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:

@@ -14,7 +14,7 @@ from derive.define.functions import KnownFunction
 from derive.define.symbols import Intermediate, IntermediateElement, Tensor, bound_indices, index_symbols
 from derive.engine.rewrite import index_wilds, replace_pattern
 
-from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
+from codegen.ir import (Lowering, canonical, join_blocks, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
                  symbols_used, work)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
@@ -35,10 +35,10 @@ class Statement:
 
 
 def backward_programs(d: Derivation) -> list[list[Statement]]:
-    """The exact backward passes to choose from: the gradients written out in full, and (for an op
-    with intermediates) the pass through the intermediates' named gradients, one statement each."""
+    """The exact backward passes to choose from: the gradients written out in full (where the
+    derivation writes them out), and (for an op with intermediates) the pass through the intermediates' named gradients, one statement each."""
     programs = [[Statement(f"d{g.input.name}", g.expr, tuple(g.index), tuple(g.input.shape))
-                 for g in d.gradients]]
+                 for g in d.gradients]] if d.written_out else []
     if d.adjoints:
         taken = {i.name for i in d.op.inputs} | {n.name for n in d.op.intermediates} \
             | {f"d{i.name}" for i in d.op.inputs} | {UPSTREAM}
@@ -68,13 +68,14 @@ def _renamed_tensors(expr: sp.Expr, renames: dict) -> sp.Expr:
 def module_context(d: Derivation) -> dict:
     """Everything the module template needs, as plain strings; the backward pass is the cheaper of
     the exact programs ``backward_programs`` offers."""
-    first, *others = backward_programs(d)
-    contexts = [_context(d, first)]
-    for program in others:
+    contexts, unsupported = [], None
+    for program in backward_programs(d):
         try:
             contexts.append(_context(d, program))
-        except NotImplementedError:  # an index form the vector IR has no operation for (a crop): not this one
-            continue
+        except NotImplementedError as error:  # an index form the vector IR has no operation for (a crop)
+            unsupported = unsupported or error
+    if not contexts:
+        raise unsupported
     return min(contexts, key=lambda c: c["_work"])
 
 
@@ -105,8 +106,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
     names.update({node: node.name for node, _ in definitions})
     lowering = Lowering(names)
-    split = list(map(split_sums, share_arithmetic(
-        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions])))
+    split = join_blocks(list(map(split_sums, share_arithmetic(
+        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions]))))
     size = _representative_sizes(op, lowering)
     split = [pairwise(tree, size) for tree in split]
     simplex = {i.name for i in op.inputs if i.domain == "simplex"}
@@ -130,8 +131,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     if not op.is_loss:
         leaves[UPSTREAM] = tuple(range(len(op.output.index)))
     bwd = ArrayPrinter(kind, leaves, [st.name for st in program])
-    backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in share_arithmetic(
-        [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program]))))
+    backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in join_blocks(share_arithmetic(
+        [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program])))))
     bwd.plan([tree for _, tree in backward_trees])
     broadcast = set()  # sizes of gradients that do not vary along some of their axes
     for st, tree in backward_trees:

@@ -50,7 +50,8 @@ def adjoint_tensor(node: Intermediate) -> Tensor:
 
 def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint, ...], dict]:
     """The adjoint of every intermediate between the inputs and the output, last first, and each
-    differentiable input's gradient in terms of them. ``simplify(op, objective, element, sizes, restore)``
+    differentiable input's gradient in terms of them. ``simplify(op, objective, element, sizes, restore,
+    readers)``
     is the engine's pipeline (``derivation.vector_jacobian``); ``restore`` turns opaque values back
     into the intermediates, so that folding and printing see them."""
     path = _on_the_path(op)
@@ -88,7 +89,7 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
         readers = [c for c in path if node in _reads(c)]
         with fresh_scope():
             steps, _ = simplify(op, objective(readers, set(node.index)), values[node][tuple(node.index)],
-                                dict(zip(node.index, node.shape)), restore)
+                                dict(zip(node.index, node.shape)), restore, readers)
         adjoints.append(Adjoint(node, named[node], tuple(steps)))
     gradients = {}
     for inp in op.differentiable:
@@ -96,7 +97,7 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
         index = _input_index(op, inp)
         with fresh_scope():
             steps, _ = simplify(op, objective(readers, set(index)), inp.tensor[index],
-                                dict(zip(index, inp.shape)), restore)
+                                dict(zip(index, inp.shape)), restore, readers)
         gradients[inp.name] = (index, tuple(steps))
     return tuple(adjoints), gradients
 

@@ -543,8 +543,10 @@ def _derive(composed: Composed):
     identities = tuple(work.assumptions())
     g = upstream_of(work)
 
-    def simplify(op_, objective, element, sizes, restore):
-        return vector_jacobian(op_, objective, element, sizes, identities, fold=restore)
+    def simplify(op_, objective, element, sizes, restore, readers):
+        # folded into what reads the node, and into what the layers compute to fold onto (a loss's probabilities)
+        into = [n for n in op_.intermediates if n in readers or n in op_.extra]
+        return vector_jacobian(op_, objective, element, sizes, identities, fold=restore, into=into)
 
     adjoints, through = backward_pass(work, g, identities, simplify)
     adjoints = tuple(replace(a, steps=tuple(Step(s.name, readable(s.expr, work, set(a.index))) for s in a.steps))
