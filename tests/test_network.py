@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 from derive.cli import main
-from derive.define import Add, Layer, Net
+from derive.define import Layer, Net
 from derive.define.registry import get
 from derive.engine import Mismatch, network
 from derive.engine.network import chain_network, check_network, compose, derive_network, file_network
@@ -52,7 +52,7 @@ def test_a_wrong_cnn_derivation_fails_the_check(cnn):
         wrong = dataclasses.replace(d, adjoints=d.adjoints[:k] + (doubled,) + d.adjoints[k + 1:])
         assert check_network(composed, wrong, small), f"doubling {a.tensor} went unnoticed"
     k, a = next((k, a) for k, a in enumerate(d.adjoints) if a.node.name == "y_3")
-    i, j = sp.Symbol("i", integer=True), sp.Symbol("j", integer=True)
+    i = sp.Symbol("i", integer=True)
     height, width = (sp.Symbol(s, integer=True, positive=True) for s in ("I'", "J'"))
     swapped = a.expr.xreplace({width * i: height * i})
     assert swapped != a.expr

@@ -3,14 +3,12 @@ picture of the graph, the forward pass, the error term of every node and each gr
 matrix form."""
 from __future__ import annotations
 
-import sympy as sp
-
 from codegen.document import figures
-from codegen.document.document import DOC_WORDS, Code, Document, Figure, Para, Section, _para, _Writer
+from codegen.document.document import DOC_WORDS, Document, Figure, Para, Section, _para, _Writer
 from codegen.document.figures import Arrow, Box, Label, Picture, Text
 from codegen.latex import network as network_tex
 from codegen.latex.notation import name_tex
-from derive.define.network import Add, Concat
+from derive.define.network import Add
 from derive.engine.network import Composed
 
 INTRO = {
@@ -29,7 +27,7 @@ def network_document(composed: Composed, d, lang: str = "en", title: str | None 
     """The whole write-up of a network's derivation."""
     w = DOC_WORDS[lang]
     writer = _Writer(lang)
-    nt = network_tex.network_notation(composed)
+    nt = network_tex.notation(composed.op)
     printer = network_tex.ArticleLatex(nt, lang)
     if title is None:
         title = ("网络的前向和后向传播推导：" if lang == "zh" else "Forward and backward propagation derived: ") \

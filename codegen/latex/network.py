@@ -3,8 +3,6 @@ node (each from the nodes that read it: a sum over them where a node has several
 gradients through them, in index form and, where every statement has one, in matrix form."""
 from __future__ import annotations
 
-import dataclasses
-
 import sympy as sp
 
 from derive.define.network import Add, Concat
@@ -30,25 +28,18 @@ WORDS = {
 }
 
 
-def network_notation(composed: Composed) -> Notation:
-    """The op's own notation (what ``derive verify`` reads back): ``\\delta^{y^{(1)}}`` the error term of
-    layer 1's output ``y^{(1)}``."""
-    return notation(composed.op)
-
-
 def network_blocks(composed: Composed, d, lang: str = "en", form: str = "index") -> list[Block]:
     """The network's derivation: its layers, forward, error terms and gradients (``form``: index or
     matrix, where there is one)."""
     w, colon = WORDS[lang], "：" if lang == "zh" else ":"
-    nt = network_notation(composed)
+    nt = notation(composed.op)  # the op's own names, which derive verify reads back (δ^{y^{(1)}})
     printer = ArticleLatex(nt, lang)
     blocks = [Block(text=f"{w['network']}{colon}")] + [Block(text=line) for line in layer_lines(composed, printer, lang)]
     if composed.relations:
         sizes = ", ".join(f"${printer.doprint(s)} = {printer.doprint(v)}$" for s, v in composed.relations.items())
         blocks.append(Block(text=f"{w['sizes']}{colon} {sizes}."))
     blocks.append(Block(text=f"{words(lang)['forward']}{colon}"))
-    shown = dataclasses.replace(d, op=d.op)
-    blocks += [b for b in forward_blocks(shown, lang, "index")]
+    blocks += forward_blocks(d, lang, "index")
     blocks.append(Block(text=f"{words(lang)['backward']}{colon}"))
     statements = error_terms(d) + gradients(d)
     if form == "matrix":
@@ -97,7 +88,7 @@ def layer_lines(composed: Composed, printer: ArticleLatex, lang: str) -> list[st
                           if composed.op.input(t.name).differentiable)
         given = ", ".join(f"${printer.doprint(t[tuple(sp.Symbol(c, integer=True) for c in 'nk'[:t.rank])])}$"
                           for t in mine if not composed.op.input(t.name).differentiable)
-        shared = ", ".join(f"{name_tex(k)} = {name_tex(k + '_' + v)}" for k, v in layer.share.items())
+        shared = ", ".join(f"${printer.notation.matrix(f'{k}_{v}', 2)}$" for k, v in layer.share.items())
         hyper = ", ".join(f"{k} = {v}" for k, v in layer.hyper.items())
         extra = "; ".join(p for p in (owned, shared and f"{w['shared']} {shared}", given and f"{w['given']} {given}",
                                       hyper) if p)

@@ -24,7 +24,7 @@ import sympy as sp
 from derive.define.network import Add, Concat, Layer, Net
 from derive.define.op import Hyper, Input, Op
 from derive.define.registry import get
-from derive.define.symbols import FirstMax, Intermediate, IntermediateElement, Iverson, Tensor, rebuild
+from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, rebuild
 
 BATCH = sp.Symbol("N", integer=True, positive=True)
 
@@ -36,9 +36,6 @@ class Node:
     base: object
     index: tuple
     shape: tuple
-
-    def __getitem__(self, idx):
-        return self.base[tuple(idx)]
 
 
 @dataclass(frozen=True)
@@ -481,7 +478,7 @@ def _fitting_sizes(op: Op, relations: dict, small: bool) -> dict:
             return {s: int(v) for s, v in at.items()} if small else _distinct_axes(op, base, resolved, least, relations)
         target = short[0]
         now = target.xreplace(at)
-        trials = ({**base, s: base[s] + step} for step in (1, 2, 3) for s in free)  # (a stride skips some)
+        trials = ({**base, s: base[s] + step} for step in range(1, 9) for s in free)  # (strides skip some)
         base = next((t for t in trials if target.xreplace(resolved(t)) > now), None)
         if base is None:
             break
@@ -562,7 +559,7 @@ def _derive(composed: Composed):
     wrong = check_network(composed, d, sizes)
     if wrong:
         from derive.engine import Mismatch
-        raise Mismatch(f"{op.name}: the derived {wrong[0].split(':')[0]} disagrees with SymPy's derivative of the "
+        raise Mismatch(f"{op.name}: the derived {wrong[0].split(':')[0]} disagrees with the chain rule on the "
                        f"unrolled network (sizes {_sizes_text(sizes)}); nothing is printed from a derivation "
                        f"that fails its check")
     return replace(d, certificate=f"the gradient named at every node and every input's gradient equal the chain "
@@ -594,7 +591,7 @@ def check_network(composed: Composed, d, sizes: dict, points: int = 3) -> list[s
         if op.is_loss:
             point = {k: (sp.S.One if k == d.upstream else v) for k, v in point.items()}
         values = unrolled.forward(point)
-        brute = unrolled.backward(values, point)
+        brute = unrolled.backward(values, lambda idx: point[d.upstream[idx] if idx else d.upstream])
         derived = _derived_values(d, sizes, values, point)
         for key, got in derived.items():
             want = brute.get(key, sp.S.Zero)
@@ -657,34 +654,24 @@ class _Unrolled:
             values[self.symbol(key)] = _number(expr, values)
         return values
 
-    def backward(self, values: dict, point: dict) -> dict:
-        """dE/d(element) for every element, from the output back, by key."""
-        from derive.engine.derivation import upstream_of
+    def backward(self, values: dict, upstream) -> dict:
+        """dE/d(element) for every element, from the output back, by key; ``upstream`` gives the output's
+        elements theirs (a loss's is 1)."""
         adjoint = {}
-        *_, (out_key, _) = self.local
-        out_keys = [k for k, _ in self.local if k[0] == out_key[0]]
-        g = next(v for e, v in point.items() if not isinstance(e, sp.Indexed) and str(e).startswith("g")) \
-            if out_key[1] == () else None
-        for key in out_keys:
-            adjoint[key] = g if g is not None else point[sp.IndexedBase("g")[key[1]]] \
-                if sp.IndexedBase("g")[key[1]] in point else _upstream_value(point, key)
+        output = self.local[-1][0][0]
+        for key, _ in self.local:
+            if key[0] == output:
+                adjoint[key] = upstream(key[1])
+        keys = {v: k for k, v in self.symbols.items()}
         for key, expr in reversed(self.local):
             a = adjoint.get(key)
             if a is None or a == 0:
                 continue
-            for leaf in sorted(expr.free_symbols & set(self.symbols.values()), key=str):
+            for leaf in sorted(expr.free_symbols & set(keys), key=str):
                 partial = _number(sp.diff(expr, leaf), values)
                 if partial != 0:
-                    lk = self._key_of(leaf)
-                    adjoint[lk] = adjoint.get(lk, sp.S.Zero) + a * partial
+                    adjoint[keys[leaf]] = adjoint.get(keys[leaf], sp.S.Zero) + a * partial
         return adjoint
-
-    def _key_of(self, symbol):
-        if not hasattr(self, "_by_symbol"):
-            self._by_symbol = {}
-        if symbol not in self._by_symbol:
-            self._by_symbol = {v: k for k, v in self.symbols.items()}
-        return self._by_symbol[symbol]
 
 
 class _FirstOfWindow(sp.Function):
@@ -706,13 +693,6 @@ def _window_written_out(mask: FirstMax):
     (u, v), (k, m), (a, b) = mask.bound, mask.kernel, mask.at
     window = [mask.window.xreplace({u: p, v: q}) for p in range(int(k)) for q in range(int(m))]
     return _FirstOfWindow(a * m + b, *window)
-
-
-def _upstream_value(point, key):
-    for element, value in point.items():
-        if isinstance(element, sp.Indexed) and str(element.base.label) == "g" and _key(element)[1] == key[1]:
-            return value
-    raise ValueError(f"check: no upstream gradient for {key}")
 
 
 def _number(expr, values):
