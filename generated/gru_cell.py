@@ -18,12 +18,19 @@ Forward (index form):
     hn[n, k] = (1 - z[n, k])*ht[n, k] + h[n, k]*z[n, k]
 
 Backward (derived by SymPy; dout = dE/dhn):
-    dE/dx[n, d] = sum_k((1 - ht[n, k]**2)*(1 - r[n, k])*(1 - z[n, k])*dout[n, k]*W_ih[k, d]*m[n, k]*r[n, k] + (1 - ht[n, k]**2)*(1 - z[n, k])*dout[n, k]*W_ih[2*H + k, d] + (1 - z[n, k])*(h[n, k] - ht[n, k])*dout[n, k]*W_ih[H + k, d]*z[n, k])
-    dE/dh[n, k] = sum_j((1 - ht[n, j]**2)*(1 - r[n, j])*(1 - z[n, j])*dout[n, j]*W_hh[j, k]*m[n, j]*r[n, j] + (1 - ht[n, j]**2)*(1 - z[n, j])*dout[n, j]*W_hh[2*H + j, k]*r[n, j] + (1 - z[n, j])*(h[n, j] - ht[n, j])*dout[n, j]*W_hh[H + j, k]*z[n, j]) + dout[n, k]*z[n, k]
-    dE/dW_ih[k, d] = [0 <= k <= H - 1]*sum_n((1 - ht[n, k]**2)*(1 - r[n, k])*(1 - z[n, k])*dout[n, k]*x[n, d]*m[n, k]*r[n, k]) + [0 <= k - 2*H <= H - 1]*sum_n((1 - ht[n, k - 2*H]**2)*(1 - z[n, k - 2*H])*dout[n, k - 2*H]*x[n, d]) + [0 <= k - H <= H - 1]*sum_n((1 - z[n, k - H])*(h[n, k - H] - ht[n, k - H])*dout[n, k - H]*x[n, d]*z[n, k - H])
-    dE/dW_hh[k, j] = [0 <= k <= H - 1]*sum_n((1 - ht[n, k]**2)*(1 - r[n, k])*(1 - z[n, k])*dout[n, k]*h[n, j]*m[n, k]*r[n, k]) + [0 <= k - 2*H <= H - 1]*sum_n((1 - ht[n, k - 2*H]**2)*(1 - z[n, k - 2*H])*dout[n, k - 2*H]*h[n, j]*r[n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n((1 - z[n, k - H])*(h[n, k - H] - ht[n, k - H])*dout[n, k - H]*h[n, j]*z[n, k - H])
-    dE/db_ih[k] = [0 <= k <= H - 1]*sum_n((1 - ht[n, k]**2)*(1 - r[n, k])*(1 - z[n, k])*dout[n, k]*m[n, k]*r[n, k]) + [0 <= k - 2*H <= H - 1]*sum_n((1 - ht[n, k - 2*H]**2)*(1 - z[n, k - 2*H])*dout[n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n((1 - z[n, k - H])*(h[n, k - H] - ht[n, k - H])*dout[n, k - H]*z[n, k - H])
-    dE/db_hh[k] = [0 <= k <= H - 1]*sum_n((1 - ht[n, k]**2)*(1 - r[n, k])*(1 - z[n, k])*dout[n, k]*m[n, k]*r[n, k]) + [0 <= k - 2*H <= H - 1]*sum_n((1 - ht[n, k - 2*H]**2)*(1 - z[n, k - 2*H])*dout[n, k - 2*H]*r[n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n((1 - z[n, k - H])*(h[n, k - H] - ht[n, k - H])*dout[n, k - H]*z[n, k - H])
+    dht[n, k] = (1 - z[n, k])*dout[n, k]
+    da_n[n, k] = (1 - ht[n, k]**2)*dht[n, k]
+    dr[n, k] = da_n[n, k]*m[n, k]
+    da_r[n, k] = (1 - r[n, k])*dr[n, k]*r[n, k]
+    dm[n, k] = da_n[n, k]*r[n, k]
+    dz[n, k] = (h[n, k] - ht[n, k])*dout[n, k]
+    da_z[n, k] = (1 - z[n, k])*dz[n, k]*z[n, k]
+    dE/dx[n, d] = sum_k(W_ih[2*H + k, d]*da_n[n, k] + W_ih[H + k, d]*da_z[n, k] + W_ih[k, d]*da_r[n, k])
+    dE/dh[n, k] = sum_j(W_hh[2*H + j, k]*dm[n, j] + W_hh[H + j, k]*da_z[n, j] + W_hh[j, k]*da_r[n, j]) + dout[n, k]*z[n, k]
+    dE/dW_ih[k, d] = [0 <= k <= H - 1]*sum_n(da_r[n, k]*x[n, d]) + [0 <= k - 2*H <= H - 1]*sum_n(da_n[n, k - 2*H]*x[n, d]) + [0 <= k - H <= H - 1]*sum_n(da_z[n, k - H]*x[n, d])
+    dE/dW_hh[k, j] = [0 <= k <= H - 1]*sum_n(da_r[n, k]*h[n, j]) + [0 <= k - 2*H <= H - 1]*sum_n(dm[n, k - 2*H]*h[n, j]) + [0 <= k - H <= H - 1]*sum_n(da_z[n, k - H]*h[n, j])
+    dE/db_ih[k] = [0 <= k <= H - 1]*sum_n(da_r[n, k]) + [0 <= k - 2*H <= H - 1]*sum_n(da_n[n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n(da_z[n, k - H])
+    dE/db_hh[k] = [0 <= k <= H - 1]*sum_n(da_r[n, k]) + [0 <= k - 2*H <= H - 1]*sum_n(dm[n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n(da_z[n, k - H])
 """
 import numpy as np
 

@@ -15,6 +15,7 @@ import sympy as sp
 from codegen.render import op_latex
 from derive.define import Iverson
 from derive.define.registry import get
+from derive.engine.backprop import upstream_of
 from derive.engine.derivation import derive
 from derive.verifier.verification import verify
 
@@ -198,3 +199,72 @@ def test_gru_stacked_shapes_are_checked(shape, message):
     args.update(shape)
     with pytest.raises(ValueError, match=re.escape(message)):
         gru_cell.forward(**{k: np.zeros(v) for k, v in args.items()})
+
+
+def _lstm():
+    d = derive(get("lstm_cell"))
+    return d, {a.node.name: a for a in d.adjoints}, {i.name: i.tensor for i in d.op.inputs}
+
+
+def test_lstm_names_the_error_term_of_each_gate():
+    """The literature's: δ^{o} = g_h tanh(c'), δ^{a_o} = δ^{o} o(1 - o), δ^{c'} = g_h o(1 - tanh^2 c') + g_c,
+    δ^{i} = δ^{c'} c̃, δ^{f} = δ^{c'} c, δ^{c̃} = δ^{c'} i, δ^{a_g} = δ^{c̃}(1 - c̃^2), ∂E/∂c = δ^{c'} f."""
+    d, adjoint, t = _lstm()
+    n, k = adjoint["a_o"].index
+    node = {name: a.node[n, k] for name, a in adjoint.items()}
+    delta = {name: a.tensor[n, k] for name, a in adjoint.items()}
+    g_h, g_c = d.upstream[n, k], upstream_of(d.op, d.op.also_outputs[0])[n, k]
+    tanh_c = sp.tanh(node["cn"])
+    assert sp.expand(adjoint["o"].expr - g_h * tanh_c) == 0
+    assert sp.expand(adjoint["a_o"].expr - delta["o"] * node["o"] * (1 - node["o"])) == 0
+    assert sp.expand(adjoint["cn"].expr - (g_h * node["o"] * (1 - tanh_c ** 2) + g_c)) == 0
+    assert sp.expand(adjoint["i"].expr - delta["cn"] * node["ct"]) == 0
+    assert sp.expand(adjoint["f"].expr - delta["cn"] * t["c"][n, k]) == 0
+    assert sp.expand(adjoint["ct"].expr - delta["cn"] * node["i"]) == 0
+    assert sp.expand(adjoint["a_g"].expr - delta["ct"] * (1 - node["ct"] ** 2)) == 0
+    for gate in ("a_i", "a_f"):
+        sigma = node[gate[-1]]
+        assert sp.expand(adjoint[gate].expr - delta[gate[-1]] * sigma * (1 - sigma)) == 0
+    (dc,) = [g for g in d.backprop if g.input.name == "c"]
+    i, j = dc.index
+    assert sp.expand(dc.expr - adjoint["cn"].tensor[i, j] * adjoint["f"].node[i, j]) == 0
+
+
+def test_lstm_weight_gradients_are_one_block_per_gate_in_pytorchs_order():
+    """∂E/∂W_ih's rows are δ^{a_i}^T x, δ^{a_f}^T x, δ^{a_g}^T x, δ^{a_o}^T x (nn.LSTMCell's i, f, g, o)."""
+    d, adjoint, t = _lstm()
+    through = {g.input.name: g for g in d.backprop}
+    for weight, data in (("W_ih", "x"), ("W_hh", "h")):
+        row, col = through[weight].index
+        H = t[weight].shape[0] / 4
+        terms = sp.Add.make_args(through[weight].expr)
+        assert len(terms) == 4
+        for g, gate in enumerate(("a_i", "a_f", "a_g", "a_o")):
+            (term,) = [term for term in terms if any(isinstance(f, Iverson) and f == Iverson(
+                sp.And(row - g * H >= 0, row - g * H <= H - 1)) for f in sp.Mul.make_args(term))]
+            (summed,) = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
+            ((n, _, _),) = summed.limits
+            assert summed.function == adjoint[gate].tensor[n, row - g * H] * t[data][n, col], (weight, gate)
+
+
+def test_lstm_takes_and_gives_both_states():
+    """forward returns ((h', c'), cache); backward takes (dh, dc) and checks each against its output."""
+    from generated import lstm_cell
+    rng = np.random.default_rng(2)
+    N, D, H = 3, 2, 4
+    args = [rng.standard_normal(s) for s in ((N, D), (N, H), (N, H), (4 * H, D), (4 * H, H), (4 * H,), (4 * H,))]
+    (h, c), cache = lstm_cell.forward(*args)
+    assert h.shape == c.shape == (N, H)
+    only_h = lstm_cell.backward((np.ones((N, H)), np.zeros((N, H))), cache)
+    both = lstm_cell.backward((np.ones((N, H)), np.ones((N, H))), cache)
+    assert not np.allclose(only_h["c"], both["c"])  # the cell state's own upstream gradient reaches c
+    with pytest.raises(ValueError, match=re.escape("dout: expected a tuple of 2 arrays, one per output")):
+        lstm_cell.backward(np.ones((N, H)), cache)
+    with pytest.raises(ValueError, match=re.escape("dout: expected output 1's shape (3, 4), got (3, 5)")):
+        lstm_cell.backward((np.ones((N, H)), np.ones((N, 5))), cache)
+
+
+def test_lstm_latex_names_both_upstream_gradients():
+    tex = op_latex(derive(get("lstm_cell")), "en")
+    assert r"g_{nk} = \frac{\partial E}{\partial h'_{nk}}, g^{c'}_{nk} = \frac{\partial E}{\partial c'_{nk}}" in tex
+    assert r"\delta^{c'}_{nk}" in tex and r"g^{c'}_{nk}" in tex

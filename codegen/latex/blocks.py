@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive.define.functions import used
-from derive.engine.backprop import adjoint_tensor
+from derive.engine.backprop import adjoint_tensor, upstream_of
 from derive.engine.derivation import Derivation
 from derive.define.op import Op
 from derive.engine.rewrite import normalize
@@ -48,6 +48,8 @@ def notation(op: Op) -> Notation:
     elements = {i.name: i.element for i in op.inputs if i.element}
     up = op.upstream_label
     elements[up] = op.upstream if up == "g" else r"\bar{g}"  # a tensor of the op's own is called g
+    for y in op.also_outputs:  # the gradient arriving at another output u: g^{u}
+        elements[upstream_of(op, y).name] = rf"{elements[up]}^{{{name_tex(y.name)}}}"
     matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
     if op.upstream == r"\delta":
         matrices[up] = r"\boldsymbol{\delta}"
@@ -208,7 +210,7 @@ def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index
     names.update({n: n.name for n in op.intermediates})
     names.update({a.tensor: a.tensor.name for a in d.adjoints})
     if not op.is_loss:
-        names[d.upstream] = op.upstream_label
+        names.update({upstream_of(op, y): upstream_of(op, y).name for y in op.outputs})
     ranks = {name: len(t.shape) if hasattr(t, "shape") and t.shape is not None else 0 for t, name in names.items()}
     try:
         tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
@@ -252,11 +254,11 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
 
 def upstream_sentence(d: Derivation, printer: ArticleLatex, lang: str) -> str:
     """``where g_{nk} = dE/dy_{nk}``: the gradient arriving at the output."""
-    w, y = words(lang), d.op.output
-    g = d.upstream[y.index]
-    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial {printer.notation.objective}}}"
-            rf"{{\partial {printer.doprint(y[y.index])}}}$"
-            + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）"))
+    w, objective = words(lang), printer.notation.objective
+    each = [rf"{printer.doprint(upstream_of(d.op, y)[y.index])} = \frac{{\partial {objective}}}"
+            rf"{{\partial {printer.doprint(y[y.index])}}}" for y in d.op.outputs]
+    what = w["upstream"] if len(each) == 1 else w["upstreams"]
+    return f"{w['where']} ${', '.join(each)}$" + (f" ({what})" if lang == "en" else f"（{what}）")
 
 
 def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
@@ -325,7 +327,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
     names = {i.tensor: i.name for i in op.inputs}
     names.update({n: n.name for n in op.intermediates})
     if not op.is_loss:
-        names[d.upstream] = op.upstream_label
+        names.update({upstream_of(op, y): upstream_of(op, y).name for y in op.outputs})
     ranks = {i.name: i.tensor.rank for i in op.inputs}
     ranks.update({n.name: len(n.index) for n in op.intermediates})
     lowering = Lowering(names)

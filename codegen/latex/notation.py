@@ -23,6 +23,7 @@ SPECIAL = {
     "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
     "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'", "ht": r"\tilde{h}",
+    "cn": "c'", "ct": r"\tilde{c}",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
 }
 
@@ -30,6 +31,7 @@ WORDS = {
     "en": {
         "forward": "Forward pass", "backward": "Backward pass", "where": "where",
         "otherwise": "otherwise", "upstream": "the gradient arriving at the output",
+        "upstreams": "the gradients arriving at the outputs",
         "layout": "Matrix form: rows index the batch; a gradient has its parameter's shape.",
         "vector layout": "Vector form, for one row (layer norm) or one channel (batch norm): a vector holds "
                          "its values, a scalar is that row's or channel's own.",
@@ -45,7 +47,7 @@ WORDS = {
     },
     "zh": {
         "forward": "前向传播", "backward": "后向传播", "where": "其中",
-        "otherwise": "其他", "upstream": "输出端传来的梯度",
+        "otherwise": "其他", "upstream": "输出端传来的梯度", "upstreams": "各输出端传来的梯度",
         "layout": "矩阵形式：每行是一个样本；梯度与其参数形状相同。",
         "vector layout": "向量形式，针对一行（层归一化）或一个通道（批归一化）：向量为其各个值，标量为该行或该通道的量。",
         "steps": "推导", "gradient": "梯度",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from derive.engine.backprop import upstream_of
 from derive.engine.derivation import Derivation
 from derive.define.op import DOMAINS
 from derive.engine.rewrite import nodes, normalize
@@ -41,7 +42,7 @@ def backward_programs(d: Derivation) -> list[list[Statement]]:
                  for g in d.gradients]] if d.written_out else []
     if d.adjoints:
         taken = {i.name for i in d.op.inputs} | {n.name for n in d.op.intermediates} \
-            | {f"d{i.name}" for i in d.op.inputs} | {UPSTREAM}
+            | {f"d{i.name}" for i in d.op.inputs} | set(_upstream_names(d.op))
         steps = [Statement(_free_name(a.tensor.name, taken), a.expr, a.index, tuple(a.node.shape))
                  for a in d.adjoints]
         renames = {a.tensor: st.name for a, st in zip(d.adjoints, steps)}
@@ -90,7 +91,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     names = {i.tensor: i.name for i in op.inputs}
     names.update({node: node.name for node in op.intermediates})
     if not op.is_loss:
-        names[d.upstream] = UPSTREAM
+        names.update({upstream_of(op, y): name for y, name in zip(op.outputs, _upstream_names(op))})
     assigned = {st.name for st in program}
     for st in program:
         names.update({e.base: e.base.name for e in nodes(st.expr)
@@ -117,7 +118,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs},
                        [node.name for node, _ in definitions])
     fwd.plan([tree for _, tree in forward_trees])
-    kept = {n.name for n in cached_nodes} | {op.output.name}
+    kept = {n.name for n in cached_nodes} | {y.name for y in op.outputs}
     computed = set()  # shared subtrees stored by the statements so far: what they read is read
     for pos, (node, tree) in enumerate(forward_trees):
         computed |= {canonical(n) for n in subtrees(tree)} & fwd.shared
@@ -129,7 +130,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     leaves = {i.name: tuple(range(i.tensor.rank)) for i in cached_inputs}
     leaves.update({n.name: tuple(n.index) for n in cached_nodes})
     if not op.is_loss:
-        leaves[UPSTREAM] = tuple(range(len(op.output.index)))
+        leaves.update({name: tuple(range(len(y.index))) for y, name in zip(op.outputs, _upstream_names(op))})
     bwd = ArrayPrinter(kind, leaves, [st.name for st in program])
     backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in join_blocks(share_arithmetic(
         [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program])))))
@@ -145,7 +146,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
 
     _unshare_gradients(bwd.lines, [f"d{g.input.name}" for g in d.gradients])
     backward_sizes = sorted(set().union(broadcast, *(symbols_used(t) for _, t in backward_trees))
-                            - {sp.Symbol(UPSTREAM)}, key=str)
+                            - {sp.Symbol(name) for name in _upstream_names(op)}, key=str)
     forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
     flat = op.shape_kind == "flat" and op.inputs[0].shape[0] in forward_sizes
     return {
@@ -158,17 +159,19 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
         "hyper_checks": [(h.name, h.kind, h.valid, h.default_to) for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
-        "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
-                              for g in d.gradients],
+        "gradient_formulas": _gradient_formulas(d),
         "checks": checks + _index_checks(op) + _output_size_checks(op),
         "dtype_from": next(i.name for i in op.inputs if i.domain not in ("index", "mask")),
         "forward_lines": fwd.lines,
         "output": op.output.name,
+        "outputs": [y.name for y in op.outputs] if op.also_outputs else [],
+        "upstreams": _upstream_names(op),
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
         "backward_sizes": [s.name for s in backward_sizes],
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
-        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
+        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())
+                          | ({"upstreams"} if op.also_outputs else set())),
         "erfc_table": special.erfc_table(),
         "erf_taylor": repr(special.erf_taylor()),
         "is_loss": op.is_loss,
@@ -427,6 +430,21 @@ def _sizes_line(op) -> str:
     return f"{', '.join(names)}{',' if len(names) == 1 else ''} = _sizes({specs})"
 
 
+def _gradient_formulas(d: Derivation) -> list[str]:
+    """The gradients for the docstring: written out, or (where the derivation does not write them out)
+    through the intermediates' named gradients, as the code computes them."""
+    steps = [] if d.written_out else [f"{a.tensor.name}{_index(a.index)} = {text(_named_dout(a.expr, d))}"
+                                      for a in d.adjoints]
+    return steps + [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
+                    for g in (d.gradients if d.written_out else d.backprop)]
+
+
+def _upstream_names(op) -> list[str]:
+    """What backward calls the gradient arriving at each output: ``dout``, and ``dout_<name>`` for
+    each further output (an LSTM's ``dout_cn``)."""
+    return [UPSTREAM] + [f"{UPSTREAM}_{y.name}" for y in op.also_outputs]
+
+
 def _index(index) -> str:
     return f"[{', '.join(str(i) for i in index)}]" if index else ""
 
@@ -435,8 +453,9 @@ def _named_dout(expr, d: Derivation):
     """For docstrings: the upstream gradient written ``dout``, as the code calls it."""
     if d.op.is_loss:
         return _dout(expr, d)
-    return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base == d.upstream,
-                        lambda e: sp.IndexedBase(UPSTREAM)[e.indices])
+    named = {upstream_of(d.op, y): name for y, name in zip(d.op.outputs, _upstream_names(d.op))}
+    return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base in named,
+                        lambda e: sp.IndexedBase(named[e.base])[e.indices])
 
 
 def _dout(expr, d: Derivation):

@@ -18,7 +18,7 @@ from derive.define.op import Input, Op
 from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index,
                                    iverson_form, rebuild)
 from derive.engine import budget, cache, rewrite
-from derive.engine.backprop import backward_pass, expanded
+from derive.engine.backprop import backward_pass, expanded, output_objective, upstream_of
 from derive.engine.budget import attempt
 from derive.engine.deltas import drop_implied_brackets, eliminate_deltas
 from derive.engine.prepare import prepare
@@ -89,13 +89,6 @@ class Derivation:
 
     def upstream_at(self, index) -> sp.Expr:
         return self.upstream[index] if index else self.upstream
-
-
-def upstream_of(op: Op) -> sp.Expr:
-    """The gradient arriving at the output: ``g[n, k]``, or the scalar ``g`` of a loss."""
-    if op.is_loss:
-        return sp.Symbol(op.upstream_label)
-    return Tensor(op.upstream_label, *op.output.shape)
 
 
 #: Ops derived another way: a network composed into one op is derived node by node and checked against
@@ -172,16 +165,13 @@ def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
 def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     index = display_index(op, inp)
     y = op.output
-    if op.is_loss:
-        objective = g * y.definition
-    else:
-        objective = sp.Sum(g[y.index] * y[y.index], *reversed([(i, 0, s - 1) for i, s in zip(y.index, y.shape)]))
+    objective = g * y.definition if op.is_loss else output_objective(op)
     objective = avoid_capture(objective, set(index))
     element = inp.tensor[index]
     if op.is_loss:
         chain = g * sp.Derivative(y.definition, element, evaluate=False)
-    else:  # sum over the output of (upstream gradient) * (local derivative)
-        chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base == y,
+    else:  # sum over the outputs of (upstream gradient) * (local derivative)
+        chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base in op.outputs,
                                   lambda e: sp.Derivative(e, element, evaluate=False))
     steps, abandoned = vector_jacobian(op, objective, element, dict(zip(index, inp.shape)), identities)
     steps = [Step("chain rule", chain)] + steps
