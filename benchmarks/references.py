@@ -64,6 +64,7 @@ def _torch_table() -> dict:
         "conv2d": lambda x, W, b, stride=1, padding=0: F.conv2d(x, W, b, stride=stride, padding=padding),
         "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
         "avg_pool2d": lambda x, kernel=2, stride=None: F.avg_pool2d(x, kernel, stride),
+        "flatten": lambda x: torch.flatten(x, 1),
         "batch_norm": lambda x, gamma, beta, eps=1e-5: F.batch_norm(x, None, None, gamma, beta,
                                                                     training=True, eps=eps),
         "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps=1e-5: F.batch_norm(
@@ -164,6 +165,7 @@ def _autograd_table() -> dict:
         "conv2d": conv2d,
         "max_pool2d": lambda x, kernel=2, stride=None: anp.max(windows(x, kernel, stride), axis=0),
         "avg_pool2d": lambda x, kernel=2, stride=None: anp.mean(windows(x, kernel, stride), axis=0),
+        "flatten": lambda x: anp.reshape(x, (x.shape[0], -1)),
         "batch_norm": batch_norm,
         "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps=1e-5: (
             gamma[None, :, None] * (x - running_mean[None, :, None]) / anp.sqrt(running_var[None, :, None] + eps)

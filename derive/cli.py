@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                               "derive verify reads it); repeat for intermediates, the last defines the output")
     defined.add_argument("--name", help="the name of the op --def defines")
     defined.add_argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
-                         help="for --def: a scalar hyper-parameter and its default, e.g. beta=1.0")
+                         help="for --def: a scalar hyper-parameter and its default, e.g. beta=1.0; for --chain or "
+                              "--net: a layer's, e.g. conv2d.padding=1")
     defined.add_argument("--no-grad", action="append", default=[], metavar="INPUT",
                          help="for --def: an input that gets no gradient (a loss's target)")
     defined.add_argument("--also-output", dest="outputs", action="append", default=[], metavar="NAME",
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("latex", parents=[cached, defined, inferred, chosen], help="an op's or a network's derivation as LaTeX")
     p.add_argument("op", nargs="?", help="an op name, or 'article' for the article's network")
     p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
+    p.add_argument("--net", metavar="FILE.py", help="a network file (NET = Net(...): named layers and edges)")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doc", parents=[cached, defined, inferred, chosen], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
     p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
     p.add_argument("--chain", help="comma-separated ops of a network, first layer first")
+    p.add_argument("--net", metavar="FILE.py", help="a network file (NET = Net(...): named layers and edges)")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--format", choices=("md", "tex"), help="default: from the -o suffix, else md")
     p.add_argument("-o", "--output", help="file to write; an SVG per picture is written beside Markdown "
@@ -91,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[defined, inferred], help="symbolic and finite-difference verification")
     p.add_argument("ops", nargs="*", help="ops to check (default: yours with --ops or --def, else every built-in op)")
+    p.add_argument("--chain", help="a chain of ops (image layers, flatten), checked against the unrolled network")
+    p.add_argument("--net", metavar="FILE.py", help="a network file, checked against the unrolled network")
 
     p = sub.add_parser("verify", parents=[cached, defined, chosen], help="check a formula derived by hand against the machine's derivation",
                        epilog="exit codes: 0 EQUIVALENT (the exact difference simplifies to 0, or both sides agree "
@@ -103,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
                         "input); with --chain, the formula alone")
     p.add_argument("--wrt", help="the gradient: an input (W, x, b) or, for a chain, a quantity (delta_j, w_kj)")
     p.add_argument("--chain", help="comma-separated ops, first layer first, e.g. linear,sigmoid,half_sse")
+    p.add_argument("--net", metavar="FILE.py", help="a network file (NET = Net(...)); --wrt a node's error term "
+                                                     "(dh) or a parameter (W_h)")
     p.add_argument("--symbols", action="store_true", help="list the symbols a formula may use, and exit")
     p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
@@ -161,6 +168,12 @@ def _user_ops(args):
     if getattr(args, "step_budget", None) is not None:
         budget.set_step_seconds(args.step_budget)
     found = [op for path in getattr(args, "ops_files", []) for op in load_file(path)]
+    hyper = getattr(args, "hyper", [])
+    args.layer_hyper = [h for h in hyper if "." in h.partition("=")[0]]  # conv2d.padding=1: a layer's
+    if args.layer_hyper and not (getattr(args, "chain", None) or getattr(args, "net", None)):
+        raise UsageError("--hyper LAYER.NAME=VALUE is for --chain or --net")
+    if hyper:
+        args.hyper = [h for h in hyper if h not in args.layer_hyper]
     definitions = getattr(args, "definitions", [])
     if definitions:
         if not args.name:
@@ -172,6 +185,25 @@ def _user_ops(args):
         raise UsageError("--name, --hyper, --no-grad and --also-output are for --def")
     args.user_ops = tuple(found)
     return using(found)
+
+
+def _network(args):
+    """The network of ``--net FILE`` or of a ``--chain`` beyond the dense chains' path (image layers,
+    flatten, or per-layer ``--hyper``), composed into one op; None for a dense chain or no network."""
+    from derive.define.registry import get
+    from derive.engine import network
+    chain, path = getattr(args, "chain", None), getattr(args, "net", None)
+    if chain and path:
+        raise UsageError("give --chain or --net, not both")
+    hyper = network.layer_hyper(getattr(args, "layer_hyper", []))
+    if path:
+        return network.file_network(path, hyper)
+    if not chain:
+        return None
+    names = [n.strip() for n in chain.split(",") if n.strip()]
+    if not hyper and not network.needs_network([get(n) for n in names]):
+        return None
+    return network.chain_network(names, hyper)
 
 
 def _the_op(args, given):
@@ -279,8 +311,14 @@ def cmd_latex(args) -> int:
     from derive.engine.derivation import derive
     if _symbols(args):
         return 0
-    if args.chain and args.op:
+    if (args.chain or args.net) and args.op:
         raise UsageError("give an op or --chain, not both")
+    composed = _network(args)
+    if composed is not None:
+        from codegen.latex.network import network_latex
+        from derive.engine.network import derive_network
+        print(network_latex(composed, derive_network(composed), args.lang, args.form), end="")
+        return 0
     if args.chain or args.op == "article":
         if args.option:
             raise UsageError("--option is for an op, not a chain or the article")
@@ -315,7 +353,7 @@ def cmd_doc(args) -> int:
         return 0
     if args.user_ops and not args.ops and not args.chain:
         args.ops = [op.name for op in args.user_ops]
-    if args.chain and args.ops:
+    if (args.chain or args.net) and args.ops:
         raise UsageError("doc: give ops or --chain, not both")
     if "article" in args.ops and len(args.ops) > 1:
         raise UsageError("doc: 'article' stands alone")
@@ -327,7 +365,15 @@ def cmd_doc(args) -> int:
         raise UsageError("--option is for ops, not a chain or the article")
     out = Path(args.output) if args.output else None
     fmt = args.format or ("tex" if out and out.suffix == ".tex" else "md")
-    if args.chain:
+    composed = _network(args)
+    if composed is not None:
+        if args.example or args.sizes:
+            raise UsageError("--example and --sizes are for dense chains (linear and its activations), not yet for "
+                             "a network with image layers or a --net file")
+        from codegen.document.network import network_document
+        from derive.engine.network import derive_network
+        document = network_document(composed, derive_network(composed), args.lang, args.title)
+    elif args.chain:
         names = [n.strip() for n in args.chain.split(",") if n.strip()]
         document = doc.chain_document(names, args.lang, _sizes(args.sizes), args.title, example=args.example)
     elif args.ops == ["article"]:
@@ -390,6 +436,8 @@ def cmd_check(args) -> int:
     from derive.engine.derivation import derive_unchecked
     if _symbols(args):
         return 0
+    if args.chain or args.net:
+        return _check_network(args)
     ops = [get(n) for n in args.ops] or list(args.user_ops) or list(registry().values())
     failed = False
     print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15} {'extremes':9} check")
@@ -415,8 +463,36 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def _check_network(args) -> int:
+    """``derive check --chain ... | --net FILE``: the network composed, derived afresh and checked against
+    the chain rule run element by element on the unrolled network, at its small and its test sizes."""
+    from derive.engine import network
+    if args.ops:
+        raise UsageError("check: give ops or --chain/--net, not both")
+    if args.chain and args.net:
+        raise UsageError("give --chain or --net, not both")
+    hyper = network.layer_hyper(args.layer_hyper)
+    if args.net:
+        composed = network.file_network(args.net, hyper)
+    else:
+        composed = network.chain_network([n.strip() for n in args.chain.split(",") if n.strip()], hyper)
+    start = time.perf_counter()
+    d = network._derive(composed)  # afresh; raises Mismatch at the small sizes
+    sizes = composed.sizes_at(composed.op.test_sizes)
+    wrong = network.check_network(composed, d, sizes)
+    print(f"{'network':40} {'symbolic':10} check")
+    print(f"{composed.op.name[:40]:40} {'ok' if not wrong else 'MISMATCH':10} {'ok' if not wrong else 'FAILED'}")
+    print(f"    {d.certificate}")
+    print(f"    and at {network._sizes_text(sizes)}: " + ("the same" if not wrong else wrong[0]))
+    print(f"    {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 1 if wrong else 0
+
+
 def cmd_verify(args) -> int:
     items = [i for i in args.items if i != "--"]
+    composed = _network(args)
+    if composed is not None:
+        return _verify_network(args, composed, items)
     if args.chain:
         items.insert(0, None)
     if len(items) > 2:
@@ -457,6 +533,36 @@ def cmd_verify(args) -> int:
     except (UsageError, ValueError, KeyboardInterrupt):
         raise
     except Exception as error:  # SymPy refusing something the grammar let through: still one line
+        raise UsageError(f"cannot check this formula: {type(error).__name__}: {error}") from None
+    print(verdict.report())
+    return verdict.exit_code
+
+
+def _verify_network(args, composed, items) -> int:
+    """``derive verify --chain ... | --net FILE``: the formula against the network composed into one op
+    (``--wrt`` a node's error term, ``dy_3``, or an input, ``W_1``)."""
+    from derive.engine.network import derive_network
+    from derive.verifier.reading import read_formula, symbols
+    from derive.verifier.verification import judge
+    if len(items) > 1:
+        raise UsageError("verify: with --chain or --net, give the formula alone, in quotes")
+    if args.option:
+        raise UsageError("--option is for an op, not a network")
+    if args.symbols:
+        if items:
+            raise UsageError("--symbols takes no formula")
+        print(symbols(composed.op, None))
+        return 0
+    if not items:
+        raise UsageError("verify: give the formula to check (or --symbols to see the names it may use)")
+    text = _read_formula(sys.stdin) if items[0] == "-" else items[0]
+    try:
+        reading = read_formula(text, op=composed.op, wrt=args.wrt, chain=None, syntax=args.syntax)
+        derive_network(composed)  # checked against the unrolled network before anything is said against it
+        verdict = judge(reading, seed=args.seed)
+    except (UsageError, ValueError, KeyboardInterrupt):
+        raise
+    except Exception as error:
         raise UsageError(f"cannot check this formula: {type(error).__name__}: {error}") from None
     print(verdict.report())
     return verdict.exit_code

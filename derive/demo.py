@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .train import FLATTEN, Network, Recurrent
+from .train import Network, Recurrent
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 FEATURES = ("weight/kg", "height/cm", "age/years")
-CONV = ("conv2d", "relu", "max_pool2d", FLATTEN, "linear", "softmax_cross_entropy")
+CONV = ("conv2d", "relu", "max_pool2d", "flatten", "linear", "softmax_cross_entropy")
 SIDE = 6  # pixels of a bars-and-stripes image
 #: Networks the demo trains: ops, widths (input first; the conv network's are in conv_network), learning rate.
 NETWORKS = {

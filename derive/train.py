@@ -36,10 +36,6 @@ def update_running_stats(running_mean, running_var, cache, momentum: float = 0.1
     return mean.astype(cache["dtype"]), var.astype(cache["dtype"])
 
 
-#: Not an op: a view of (N, C, H, W) as (N, C*H*W) between pooling and a linear layer (no maths to derive).
-FLATTEN = "flatten"
-
-
 @dataclass
 class Network:
     """Ops in a chain, first layer first; each layer's parameters and hyper-parameters by name.
@@ -53,8 +49,7 @@ class Network:
 
     def __post_init__(self):
         for name in self.ops:
-            if name != FLATTEN:
-                get(name)  # unknown op names fail here, with the list of known ones
+            get(name)  # unknown op names fail here, with the list of known ones
         self.params = self.params or [{} for _ in self.ops]
         self.hyper = self.hyper or [{} for _ in self.ops]
 
@@ -76,26 +71,19 @@ class Network:
         return Network(tuple(ops), params)
 
     def modules(self):
-        return [None if name == FLATTEN else importlib.import_module(f"generated.{name}") for name in self.ops]
+        return [importlib.import_module(f"generated.{name}") for name in self.ops]
 
     def loss_and_grads(self, x: np.ndarray, **targets):
         """Forward through every layer, then each generated backward in reverse order."""
         caches, value = [], x
         modules = self.modules()
         for module, name, params, hyper in zip(modules, self.ops, self.params, self.hyper):
-            if module is None:
-                caches.append(value.shape)
-                value = value.reshape(len(value), -1)
-                continue
             extra = targets if get(name).is_loss else {}
             value, cache = module.forward(value, **params, **extra, **hyper)
             caches.append(cache)
         grads = [{} for _ in self.ops]
         upstream = 1.0  # dE/dE
         for pos in reversed(range(len(self.ops))):
-            if modules[pos] is None:
-                upstream = upstream.reshape(caches[pos])
-                continue
             g = modules[pos].backward(upstream, caches[pos])
             first = get(self.ops[pos]).inputs[0].name
             upstream = g[first]
@@ -105,9 +93,6 @@ class Network:
     def predict(self, x: np.ndarray) -> np.ndarray:
         value = x
         for module, name, params, hyper in zip(self.modules(), self.ops, self.params, self.hyper):
-            if module is None:
-                value = value.reshape(len(value), -1)
-                continue
             if get(name).is_loss:
                 break
             value, _ = module.forward(value, **params, **hyper)

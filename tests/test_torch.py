@@ -63,6 +63,7 @@ REFERENCE = {
     "conv2d": lambda x, W, b, stride, padding: F.conv2d(x, W, b, stride=stride, padding=padding),
     "max_pool2d": lambda x, kernel, stride: F.max_pool2d(x, kernel, stride),
     "avg_pool2d": lambda x, kernel, stride: F.avg_pool2d(x, kernel, stride),
+    "flatten": lambda x: torch.flatten(x, 1),
     "gelu": lambda x: F.gelu(x),
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "silu": lambda x: F.silu(x),
@@ -95,6 +96,7 @@ SHAPES = {
     "rnn_cell": [((4, 3), (4, 5), (5, 3), (5, 5), (5,), (5,)), ((1, 6), (1, 2), (2, 6), (2, 2), (2,), (2,)),
                  ((7, 1), (7, 4), (4, 1), (4, 4), (4,), (4,))],
     # L = S, more keys than queries and fewer (the causal mask aligned at the top left, as PyTorch's is_causal)
+    "flatten": [((3, 4),), ((2, 3, 5),), ((2, 4, 3, 5),)],
     "group_norm": [((3, 4), (4,), (4,)), ((2, 6, 5), (6,), (6,)), ((2, 4, 3, 5), (4,), (4,))],
     "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
                   ((3, 5, 2), (3, 2, 2), (3, 2, 4))],

@@ -183,6 +183,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
                           for size, rule in op.derived_sizes.items()],
         # an output indexed by group (group norm's y[n, h, q, s]) of an input (N, C, ...): dout viewed alike
         "regrouped": op.shape_kind == "channels" and tuple(op.output.shape) != tuple(op.inputs[0].shape),
+        "flattened": _flattened(op),
         "gradient_shapes": _gradient_shapes(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
@@ -367,11 +368,19 @@ def _reshaped(op) -> list[str]:
     return []
 
 
+def _flattened(op) -> bool:
+    """A (N, C, ...) op whose output does not keep the trailing axes (flatten's y[N, C S]): the output
+    keeps its own shape, and the input's gradient gets the input's shape back from the cache."""
+    return op.shape_kind == "channels" and op.output.shape[-1] != op.inputs[0].shape[-1]
+
+
 def _output_shape(op) -> str:
     """The output's shape in the forward, for an op reshaped at the boundary: the first input's leading
     axes, then the output's own (an embedding's idx[...] gives y[..., D], a linear layer's x[..., D]
     gives y[..., M]); the first input's shape where that is the output's."""
     first, rest = op.inputs[0], op.output.shape[1:]
+    if _flattened(op):
+        return f"{op.output.name}.shape"
     if op.shape_kind != "leading" or tuple(first.shape[1:]) == tuple(rest):
         return "shape"
     lead = "shape" if first.tensor.rank == 1 else f"shape[:-{first.tensor.rank - 1}]"
@@ -381,7 +390,9 @@ def _output_shape(op) -> str:
 def _gradient_shapes(op) -> dict:
     """How a reshaped input's gradient gets its input's shape back, where that is not the output's
     (``cache["shape"]``): the output's leading axes, then the gradient's own (a linear layer's
-    dx[..., D] beside its net[..., M])."""
+    dx[..., D] beside its net[..., M]); a flattened input's from the cache."""
+    if _flattened(op):
+        return {i.name: 'cache["input_shape"]' for i in op.differentiable if i.name in _reshaped(op)}
     rest = tuple(op.output.shape[1:])
     lead = f'cache["shape"][:-{len(rest)}]' if rest else 'cache["shape"]'
     return {i.name: f"{lead} + d{i.name}.shape[1:]" for i in op.inputs

@@ -32,8 +32,9 @@ Option(...))`` makes one op of the definitions ``define`` returns for each value
 """
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
 from derive.define.forms import Axis, Option, forms
+from derive.define.network import Add, Concat, Layer, Net
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
-__all__ = ["Axis", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NormalPdf", "Op",
-           "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "sizes"]
+__all__ = ["Add", "Axis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "Layer", "Net", "NormalPdf",
+           "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "sizes"]

@@ -133,10 +133,10 @@ def _bound(expr: sp.Expr, ranges: Ranges, lowest: bool):
     total = expr
     for v in sorted(expr.free_symbols & set(ranges), key=str):
         coeff = expr.coeff(v)
-        if coeff.free_symbols & set(ranges) or not coeff.is_number:
-            return None
+        if coeff.free_symbols & set(ranges) or not (coeff.is_positive or coeff.is_negative):
+            return None  # a coefficient of known sign (a number, a size: flatten's c S + s) bounds it
         lo, hi = ranges[v]
-        pick = lo if (coeff > 0) == lowest else hi
+        pick = lo if bool(coeff.is_positive) == lowest else hi
         total = total.subs(v, pick)
     return sp.expand(total)
 
