@@ -2,26 +2,27 @@
 """conv2d: 2-D convolution layer (卷积层), cross-correlation as in PyTorch, with stride and zero padding.
 
 Each output pixel (i, j) of output channel o sums the kernel times the
-input window that starts at (i s, j s) of the padded input, plus a bias.
+input window that starts at (i s_h, j s_w) of the padded input, plus a bias.
+Stride and padding are given per image axis (an int for both, or an (h, w) pair).
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     b: 'given' (default), None; the bias; None: the layer without one.
 
 Form b='given', forward (index form):
-    xp[n, c, h, w] = x[n, c, h - padding, w - padding]*[0 <= h - padding <= IH - 1]*[0 <= w - padding <= IW - 1]
-    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride + p, j*stride + q]))) + b[o]
+    xp[n, c, h, w] = x[n, c, h - padding_h, w - padding_w]*[0 <= h - padding_h <= IH - 1]*[0 <= w - padding_w <= IW - 1]
+    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride_h + p, j*stride_w + q]))) + b[o]
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding - i*stride <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding - i*stride, padding + w - j*stride]*[0 <= padding + w - j*stride <= KW - 1])))
-    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride + p, j*stride + q])))
+    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding_h - i*stride_h <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding_h - i*stride_h, padding_w + w - j*stride_w]*[0 <= padding_w + w - j*stride_w <= KW - 1])))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride_h + p, j*stride_w + q])))
     dE/db[o] = sum_n(sum_i(sum_j(dout[n, o, i, j])))
 
 Form b=None, forward (index form):
-    xp[n, c, h, w] = x[n, c, h - padding, w - padding]*[0 <= h - padding <= IH - 1]*[0 <= w - padding <= IW - 1]
-    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride + p, j*stride + q])))
+    xp[n, c, h, w] = x[n, c, h - padding_h, w - padding_w]*[0 <= h - padding_h <= IH - 1]*[0 <= w - padding_w <= IW - 1]
+    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride_h + p, j*stride_w + q])))
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding - i*stride <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding - i*stride, padding + w - j*stride]*[0 <= padding + w - j*stride <= KW - 1])))
-    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride + p, j*stride + q])))
+    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding_h - i*stride_h <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding_h - i*stride_h, padding_w + w - j*stride_w]*[0 <= padding_w + w - j*stride_w <= KW - 1])))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride_h + p, j*stride_w + q])))
 """
 import numpy as np
 
@@ -33,8 +34,8 @@ def forward(x, W, b=None, *, stride=1, padding=0):
         x: (N, C, IH, IW), float32 or float64.
         W: (O, C, KH, KW), float32 or float64.
         b: (O,), float32 or float64, or None (the form without it).
-        stride: step between windows (default 1).
-        padding: zeros added on each side of the image (default 0).
+        stride: step between windows, an int or (h, w) (default 1).
+        padding: zeros added on each side of the image, an int or (h, w) (default 0).
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
@@ -64,8 +65,8 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0):
         x: (N, C, IH, IW), float32 or float64.
         W: (O, C, KH, KW), float32 or float64.
         b: (O,), float32 or float64.
-        stride: step between windows (default 1).
-        padding: zeros added on each side of the image (default 0).
+        stride: step between windows, an int or (h, w) (default 1).
+        padding: zeros added on each side of the image, an int or (h, w) (default 0).
 
     Returns:
         (y, cache): the output, and the cache for backward.
@@ -73,17 +74,17 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0):
     x = _float_array("x", x)
     W = _float_array("W", W, x.dtype)
     b = _float_array("b", b, x.dtype)
-    stride = _number("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
-    padding = _number("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
+    stride_h, stride_w = _pair("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
+    padding_h, padding_w = _pair("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
     N, C, IH, IW, O, KH, KW = _sizes(("x", x, "N C IH IW"), ("W", W, "O C KH KW"), ("b", b, "O"))
-    if (IH + 2*padding - KH)//stride + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IH + 2*padding - KH)//stride) + 1 = {(IH + 2*padding - KH)//stride + 1} (is the kernel larger than the padded input?)")
-    if (IW + 2*padding - KW)//stride + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IW + 2*padding - KW)//stride) + 1 = {(IW + 2*padding - KW)//stride + 1} (is the kernel larger than the padded input?)")
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    y = np.tensordot(W, _windows(xp, (KH, KW), stride), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
+    if (IH + 2*padding_h - KH)//stride_h + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - KH)//stride_h) + 1 = {(IH + 2*padding_h - KH)//stride_h + 1} (is the kernel larger than the padded input?)")
+    if (IW + 2*padding_w - KW)//stride_w + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - KW)//stride_w) + 1 = {(IW + 2*padding_w - KW)//stride_w + 1} (is the kernel larger than the padded input?)")
+    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
+    y = np.tensordot(W, _windows(xp, (KH, KW), (stride_h, stride_w)), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
     y += b[:, None, None]
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding": padding, "stride": stride}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -102,10 +103,12 @@ def _backward_with_b(dout, cache):
     IW = cache["IW"]
     KH = cache["KH"]
     KW = cache["KW"]
-    padding = cache["padding"]
-    stride = cache["stride"]
-    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), stride, padding)
-    dW = np.tensordot(_windows(xp, (KH, KW), stride), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
+    padding_h = cache["padding_h"]
+    padding_w = cache["padding_w"]
+    stride_h = cache["stride_h"]
+    stride_w = cache["stride_w"]
+    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w))
+    dW = np.tensordot(_windows(xp, (KH, KW), (stride_h, stride_w)), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
     db = dout.sum(axis=(0, 2, 3))
     return {"x": dx, "W": dW, "b": db}
 
@@ -116,24 +119,24 @@ def _forward_without_b(x, W, *, stride=1, padding=0):
     Args:
         x: (N, C, IH, IW), float32 or float64.
         W: (O, C, KH, KW), float32 or float64.
-        stride: step between windows (default 1).
-        padding: zeros added on each side of the image (default 0).
+        stride: step between windows, an int or (h, w) (default 1).
+        padding: zeros added on each side of the image, an int or (h, w) (default 0).
 
     Returns:
         (y, cache): the output, and the cache for backward.
     """
     x = _float_array("x", x)
     W = _float_array("W", W, x.dtype)
-    stride = _number("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
-    padding = _number("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
+    stride_h, stride_w = _pair("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
+    padding_h, padding_w = _pair("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
     N, C, IH, IW, O, KH, KW = _sizes(("x", x, "N C IH IW"), ("W", W, "O C KH KW"))
-    if (IH + 2*padding - KH)//stride + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IH + 2*padding - KH)//stride) + 1 = {(IH + 2*padding - KH)//stride + 1} (is the kernel larger than the padded input?)")
-    if (IW + 2*padding - KW)//stride + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IW + 2*padding - KW)//stride) + 1 = {(IW + 2*padding - KW)//stride + 1} (is the kernel larger than the padded input?)")
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    y = np.tensordot(W, _windows(xp, (KH, KW), stride), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding": padding, "stride": stride}
+    if (IH + 2*padding_h - KH)//stride_h + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - KH)//stride_h) + 1 = {(IH + 2*padding_h - KH)//stride_h + 1} (is the kernel larger than the padded input?)")
+    if (IW + 2*padding_w - KW)//stride_w + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - KW)//stride_w) + 1 = {(IW + 2*padding_w - KW)//stride_w + 1} (is the kernel larger than the padded input?)")
+    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
+    y = np.tensordot(W, _windows(xp, (KH, KW), (stride_h, stride_w)), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -152,10 +155,12 @@ def _backward_without_b(dout, cache):
     IW = cache["IW"]
     KH = cache["KH"]
     KW = cache["KW"]
-    padding = cache["padding"]
-    stride = cache["stride"]
-    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), stride, padding)
-    dW = np.tensordot(_windows(xp, (KH, KW), stride), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
+    padding_h = cache["padding_h"]
+    padding_w = cache["padding_w"]
+    stride_h = cache["stride_h"]
+    stride_w = cache["stride_w"]
+    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w))
+    dW = np.tensordot(_windows(xp, (KH, KW), (stride_h, stride_w)), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
     return {"x": dx, "W": dW}
 
 
@@ -187,6 +192,16 @@ def _number(name, value, kind, condition="", holds=None):
     return value
 
 
+def _pair(name, value, kind, condition="", holds=None):
+    """A hyper-parameter per image axis, as PyTorch takes it: one number for both axes or an (h, w) pair."""
+    if not isinstance(value, (tuple, list)):
+        value = _number(name, value, kind, condition, holds)
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f"{name}: expected an integer or a pair (h, w) of them, got {value!r}")
+    return tuple(_number(name, v, kind, condition, holds) for v in value)
+
+
 def _sizes(*specs):
     """Check each (name, array, spec) against the others; return the sizes by first appearance.
 
@@ -212,32 +227,36 @@ def _sizes(*specs):
     return tuple(sizes.values())
 
 
-def _windows(array, kernel, stride):
-    """Every window of the last two axes, stride apart: (..., H, W) -> (..., OH, OW, KH, KW), a view."""
-    view = np.lib.stride_tricks.sliding_window_view(array, kernel, axis=(-2, -1))
-    return view[..., ::stride, ::stride, :, :]
+def _windows(array, kernel, stride, dilation=(1, 1)):
+    """Every window of the last two axes, ``stride`` apart, its values ``dilation`` apart (per axis):
+    (..., H, W) -> (..., OH, OW, KH, KW), a view."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    view = np.lib.stride_tricks.sliding_window_view(array, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(-2, -1))
+    return view[..., ::sh, ::sw, ::dh, ::dw]
 
 
-def _col2im(cols, kernel, image, stride, offset, weights=None):
+def _col2im(cols, kernel, image, stride, offset, weights=None, dilation=(1, 1)):
     """Windows back onto the image (..., KH, KW, OH, OW) -> (..., H, W): each adds at its place.
 
-    Window (i, j) offset (p, q) lands on pixel (i stride + p - offset, j stride + q - offset);
-    pixels outside the image (the padding) are dropped. One loop over the kernel offsets.
-    A window value the same at every offset may come with kernel axes of size 1.
-    ``weights`` (laid out alike) multiplies the windows one offset at a time: no full-size product.
-    Windows that do not overlap (stride >= kernel) are written in, not added: half the traffic.
+    Window (i, j) offset (p, q) lands on pixel (i sh + p dh - oh, j sw + q dw - ow) for stride (sh, sw),
+    dilation (dh, dw) and offset (oh, ow); pixels outside the image (the padding) are dropped. One
+    loop over the kernel offsets. A window value the same at every offset may come with kernel axes
+    of size 1. ``weights`` (laid out alike) multiplies the windows one offset at a time: no full-size
+    product. Windows that do not overlap (stride >= their extent) are written in, not added: half the traffic.
     """
     select = weights is not None and weights.dtype == bool and not np.isfinite(cols).all()  # inf * False is NaN
     lead = np.broadcast_shapes(cols.shape[:-4], () if weights is None else weights.shape[:-4])
     cols = np.broadcast_to(cols, (*lead, *kernel, *cols.shape[-2:]))
     *lead, kh, kw, oh, ow = cols.shape
     height, width = image
-    canvas = np.zeros((*lead, max(height + 2 * offset, (oh - 1) * stride + kh),
-                       max(width + 2 * offset, (ow - 1) * stride + kw)), cols.dtype)
-    overlap = stride < kh or stride < kw
+    (sh, sw), (top, left), (dh, dw) = stride, offset, dilation
+    extent = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    canvas = np.zeros((*lead, max(top + height, (oh - 1) * sh + extent[0]),
+                       max(left + width, (ow - 1) * sw + extent[1])), cols.dtype)
+    overlap = sh < extent[0] or sw < extent[1]
     for p in range(kh):
         for q in range(kw):
-            pixels = canvas[..., p:p + stride * oh:stride, q:q + stride * ow:stride]
+            pixels = canvas[..., p * dh:p * dh + sh * oh:sh, q * dw:q * dw + sw * ow:sw]
             values = cols[..., p, q, :, :]
             if select:
                 values = np.where(weights[..., p, q, :, :], values, 0)
@@ -247,5 +266,5 @@ def _col2im(cols, kernel, image, stride, offset, weights=None):
                 pixels += values
             elif values is not pixels:
                 pixels[...] = values
-    return canvas[..., offset:offset + height, offset:offset + width]
+    return canvas[..., top:top + height, left:left + width]
 

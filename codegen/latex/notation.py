@@ -24,6 +24,9 @@ SPECIAL = {
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
     "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
+    # a hyper-parameter per image axis (``pair()``): the letter with the axis's size as subscript
+    **{f"{name}_{axis}": f"{letter}_{axis.upper()}" for name, letter in
+       (("stride", "s"), ("padding", "P"), ("dilation", "d"), ("kernel", "K")) for axis in "hw"},
 }
 
 WORDS = {

@@ -341,7 +341,7 @@ LPAR: "("
 RPAR: ")"
 LBRACK: "["
 RBRACK: "]"
-NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+))*/
+NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+|[A-Z]))*/
 NUMBER: /\d+(\.\d+)?/
 %ignore /\s+/
 """
@@ -894,10 +894,11 @@ def check_size(text: str) -> None:
 
 
 def detect_syntax(text: str) -> str:
-    """LaTeX if the text has a backslash, a brace or an underscore (but not ``running_var[c]``); else plain."""
+    """LaTeX if the text has a backslash, a brace or an underscore (but not where an array is indexed the
+    plain way, ``running_var[c]``, ``xp[n, c, i*s_H + p, ...]``); else plain."""
     if any(c in text for c in "\\{"):
         return "latex"
-    if "_" in text and not re.search(r"[A-Za-z0-9]_[A-Za-z0-9]+\[", text):
+    if "_" in text and not re.search(r"[A-Za-z0-9]\[", text):
         return "latex"
     return "plain"
 
