@@ -2,8 +2,9 @@
 """conv2d: 2-D convolution layer (卷积层), cross-correlation as in PyTorch, with stride and zero padding.
 
 Each output pixel (i, j) of output channel o sums the kernel times the
-input window that starts at (i s_h, j s_w) of the padded input, plus a bias.
-Stride and padding are given per image axis (an int for both, or an (h, w) pair).
+input window that starts at (i s_h, j s_w) of the padded input, plus a bias;
+the window's values are d_h rows and d_w columns apart (the dilation, 1: adjacent).
+Stride, padding and dilation are given per image axis (an int for both, or an (h, w) pair).
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
@@ -11,23 +12,23 @@ chosen, and its cache records the form for backward):
 
 Form b='given', forward (index form):
     xp[n, c, h, w] = x[n, c, h - padding_h, w - padding_w]*[0 <= h - padding_h <= IH - 1]*[0 <= w - padding_w <= IW - 1]
-    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride_h + p, j*stride_w + q]))) + b[o]
+    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]))) + b[o]
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding_h - i*stride_h <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding_h - i*stride_h, padding_w + w - j*stride_w]*[0 <= padding_w + w - j*stride_w <= KW - 1])))
-    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride_h + p, j*stride_w + q])))
+    dE/dx[n, c, h, w] = sum_o(sum_i([Eq(Mod(h + padding_h - i*stride_h, dilation_h), 0)]*[0 <= h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h, padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w]*[Eq(Mod(padding_w + w - j*stride_w, dilation_w), 0)]*[0 <= padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w <= KW - 1])))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w])))
     dE/db[o] = sum_n(sum_i(sum_j(dout[n, o, i, j])))
 
 Form b=None, forward (index form):
     xp[n, c, h, w] = x[n, c, h - padding_h, w - padding_w]*[0 <= h - padding_h <= IH - 1]*[0 <= w - padding_w <= IW - 1]
-    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, i*stride_h + p, j*stride_w + q])))
+    y[n, o, i, j] = sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w])))
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_o(sum_i([0 <= h + padding_h - i*stride_h <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h + padding_h - i*stride_h, padding_w + w - j*stride_w]*[0 <= padding_w + w - j*stride_w <= KW - 1])))
-    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, i*stride_h + p, j*stride_w + q])))
+    dE/dx[n, c, h, w] = sum_o(sum_i([Eq(Mod(h + padding_h - i*stride_h, dilation_h), 0)]*[0 <= h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h <= KH - 1]*sum_j(dout[n, o, i, j]*W[o, c, h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h, padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w]*[Eq(Mod(padding_w + w - j*stride_w, dilation_w), 0)]*[0 <= padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w <= KW - 1])))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*xp[n, c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w])))
 """
 import numpy as np
 
 
-def forward(x, W, b=None, *, stride=1, padding=0):
+def forward(x, W, b=None, *, stride=1, padding=0, dilation=1):
     """Compute conv2d in the form the options choose, and what backward needs.
 
     Args:
@@ -36,15 +37,16 @@ def forward(x, W, b=None, *, stride=1, padding=0):
         b: (O,), float32 or float64, or None (the form without it).
         stride: step between windows, an int or (h, w) (default 1).
         padding: zeros added on each side of the image, an int or (h, w) (default 0).
+        dilation: step between a window's values, an int or (h, w) (default 1).
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
     form = ('given' if b is not None else None,)
     if form == ('given',):
-        out, cache = _forward_with_b(x, W, b, stride=stride, padding=padding)
+        out, cache = _forward_with_b(x, W, b, stride=stride, padding=padding, dilation=dilation)
     else:  # b=None
-        out, cache = _forward_without_b(x, W, stride=stride, padding=padding)
+        out, cache = _forward_without_b(x, W, stride=stride, padding=padding, dilation=dilation)
     cache["form"] = form
     return out, cache
 
@@ -58,7 +60,7 @@ def backward(dout, cache):
         return _backward_without_b(dout, cache)
 
 
-def _forward_with_b(x, W, b, *, stride=1, padding=0):
+def _forward_with_b(x, W, b, *, stride=1, padding=0, dilation=1):
     """Compute conv2d and what backward needs.
 
     Args:
@@ -67,6 +69,7 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0):
         b: (O,), float32 or float64.
         stride: step between windows, an int or (h, w) (default 1).
         padding: zeros added on each side of the image, an int or (h, w) (default 0).
+        dilation: step between a window's values, an int or (h, w) (default 1).
 
     Returns:
         (y, cache): the output, and the cache for backward.
@@ -76,15 +79,16 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0):
     b = _float_array("b", b, x.dtype)
     stride_h, stride_w = _pair("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
     padding_h, padding_w = _pair("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
+    dilation_h, dilation_w = _pair("dilation", dilation, int, "dilation >= 1", lambda dilation: dilation >= 1)
     N, C, IH, IW, O, KH, KW = _sizes(("x", x, "N C IH IW"), ("W", W, "O C KH KW"), ("b", b, "O"))
-    if (IH + 2*padding_h - KH)//stride_h + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - KH)//stride_h) + 1 = {(IH + 2*padding_h - KH)//stride_h + 1} (is the kernel larger than the padded input?)")
-    if (IW + 2*padding_w - KW)//stride_w + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - KW)//stride_w) + 1 = {(IW + 2*padding_w - KW)//stride_w + 1} (is the kernel larger than the padded input?)")
+    if (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h) + 1 = {(IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1} (is the kernel larger than the padded input?)")
+    if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
-    y = np.tensordot(W, _windows(xp, (KH, KW), (stride_h, stride_w)), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
+    y = np.tensordot(W, _windows(xp, (KH, KW), (stride_h, stride_w), (dilation_h, dilation_w)), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
     y += b[:, None, None]
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "dilation_h": dilation_h, "dilation_w": dilation_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -103,17 +107,19 @@ def _backward_with_b(dout, cache):
     IW = cache["IW"]
     KH = cache["KH"]
     KW = cache["KW"]
+    dilation_h = cache["dilation_h"]
+    dilation_w = cache["dilation_w"]
     padding_h = cache["padding_h"]
     padding_w = cache["padding_w"]
     stride_h = cache["stride_h"]
     stride_w = cache["stride_w"]
-    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w))
-    dW = np.tensordot(_windows(xp, (KH, KW), (stride_h, stride_w)), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
+    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w))
+    dW = np.tensordot(_windows(xp, (KH, KW), (stride_h, stride_w), (dilation_h, dilation_w)), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
     db = dout.sum(axis=(0, 2, 3))
     return {"x": dx, "W": dW, "b": db}
 
 
-def _forward_without_b(x, W, *, stride=1, padding=0):
+def _forward_without_b(x, W, *, stride=1, padding=0, dilation=1):
     """Compute conv2d and what backward needs.
 
     Args:
@@ -121,6 +127,7 @@ def _forward_without_b(x, W, *, stride=1, padding=0):
         W: (O, C, KH, KW), float32 or float64.
         stride: step between windows, an int or (h, w) (default 1).
         padding: zeros added on each side of the image, an int or (h, w) (default 0).
+        dilation: step between a window's values, an int or (h, w) (default 1).
 
     Returns:
         (y, cache): the output, and the cache for backward.
@@ -129,14 +136,15 @@ def _forward_without_b(x, W, *, stride=1, padding=0):
     W = _float_array("W", W, x.dtype)
     stride_h, stride_w = _pair("stride", stride, int, "stride >= 1", lambda stride: stride >= 1)
     padding_h, padding_w = _pair("padding", padding, int, "padding >= 0", lambda padding: padding >= 0)
+    dilation_h, dilation_w = _pair("dilation", dilation, int, "dilation >= 1", lambda dilation: dilation >= 1)
     N, C, IH, IW, O, KH, KW = _sizes(("x", x, "N C IH IW"), ("W", W, "O C KH KW"))
-    if (IH + 2*padding_h - KH)//stride_h + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - KH)//stride_h) + 1 = {(IH + 2*padding_h - KH)//stride_h + 1} (is the kernel larger than the padded input?)")
-    if (IW + 2*padding_w - KW)//stride_w + 1 < 1:
-        raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - KW)//stride_w) + 1 = {(IW + 2*padding_w - KW)//stride_w + 1} (is the kernel larger than the padded input?)")
+    if (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h) + 1 = {(IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1} (is the kernel larger than the padded input?)")
+    if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
+        raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
-    y = np.tensordot(W, _windows(xp, (KH, KW), (stride_h, stride_w)), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    y = np.tensordot(W, _windows(xp, (KH, KW), (stride_h, stride_w), (dilation_h, dilation_w)), axes=((1, 2, 3), (1, 4, 5))).transpose(1, 0, 2, 3)
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "dilation_h": dilation_h, "dilation_w": dilation_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -155,12 +163,14 @@ def _backward_without_b(dout, cache):
     IW = cache["IW"]
     KH = cache["KH"]
     KW = cache["KW"]
+    dilation_h = cache["dilation_h"]
+    dilation_w = cache["dilation_w"]
     padding_h = cache["padding_h"]
     padding_w = cache["padding_w"]
     stride_h = cache["stride_h"]
     stride_w = cache["stride_w"]
-    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w))
-    dW = np.tensordot(_windows(xp, (KH, KW), (stride_h, stride_w)), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
+    dx = _col2im(np.tensordot(W, dout, axes=((0,), (1,))).transpose(3, 0, 1, 2, 4, 5), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w))
+    dW = np.tensordot(_windows(xp, (KH, KW), (stride_h, stride_w), (dilation_h, dilation_w)), dout, axes=((0, 2, 3), (0, 2, 3))).transpose(3, 0, 1, 2)
     return {"x": dx, "W": dW}
 
 

@@ -45,6 +45,10 @@ CONV_CASES = [
     ((2, 3, 7, 6), (4, 3, 3, 2), {"stride": (1, 3), "padding": (0, 2)}),
     ((1, 2, 6, 8), (3, 2, 2, 3), {"stride": 2, "padding": (2, 1)}),
     ((2, 2, 5, 5), (2, 2, 3, 3), {"stride": [3, 2], "padding": 1}),
+    ((2, 3, 9, 8), (4, 3, 3, 2), {"dilation": 2}),
+    ((2, 3, 9, 8), (4, 3, 3, 3), {"dilation": (2, 3), "padding": (1, 2)}),
+    ((1, 2, 11, 9), (3, 2, 3, 2), {"dilation": (3, 1), "stride": (2, 2), "padding": 2}),
+    ((2, 2, 8, 8), (2, 2, 2, 2), {"dilation": 2, "stride": 3}),  # windows apart: nothing overlaps
 ]
 
 
@@ -80,6 +84,8 @@ def test_pooling_options_match_pytorch(module, reference, shape, options, dtype,
     (conv2d, {"stride": (1, 0)}, "stride: expected stride >= 1"),
     (conv2d, {"padding": (-1, 0)}, "padding: expected padding >= 0"),
     (conv2d, {"padding": ()}, "padding: expected an integer or a pair"),
+    (conv2d, {"dilation": 0}, "dilation: expected dilation >= 1"),
+    (conv2d, {"dilation": (1, 9)}, "the output would be empty"),
     (max_pool2d, {"kernel": (2,)}, "kernel: expected an integer or a pair"),
     (avg_pool2d, {"kernel": 2, "stride": (0, 1)}, "stride: expected stride >= 1"),
 ])

@@ -80,14 +80,14 @@ def test_cli_exit_code_3_and_help():
 def test_two_letters_swapped_are_named():
     verdict = verify(r"\delta_j y_k", chain="article", wrt="w_kj")
     assert any("letters j and k are swapped" in h for h in verdict.hints), verdict.report()
-    verdict = verify(r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + q,j s_W + p}", op="conv2d", wrt="W")
+    verdict = verify(r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + q d_H,j s_W + p d_W}", op="conv2d", wrt="W")
     assert any("letters p and q are swapped" in h for h in verdict.hints), verdict.report()
 
 
-def test_a_formula_right_at_stride_1_only_is_told_so():
+def test_a_formula_right_at_stride_1_and_dilation_1_only_is_told_so():
     verdict = verify(FULL_CONVOLUTION, op="conv2d", wrt="x")
     assert not verdict.equivalent and 2 in (verdict.counterexample.sizes["s_H"], verdict.counterexample.sizes["s_W"])
-    assert any(h.startswith("right only at s_H = 1, s_W = 1") for h in verdict.hints), verdict.report()
+    assert any(h.startswith("right only at d_H = 1, d_W = 1, s_H = 1, s_W = 1") for h in verdict.hints), verdict.report()
 
 
 def test_the_out_of_range_hint_quotes_the_counterexamples_sizes():

@@ -1,8 +1,9 @@
 """2-D convolution layer (卷积层), cross-correlation as in PyTorch, with stride and zero padding.
 
 Each output pixel (i, j) of output channel o sums the kernel times the
-input window that starts at (i s_h, j s_w) of the padded input, plus a bias.
-Stride and padding are given per image axis (an int for both, or an (h, w) pair).
+input window that starts at (i s_h, j s_w) of the padded input, plus a bias;
+the window's values are d_h rows and d_w columns apart (the dilation, 1: adjacent).
+Stride, padding and dilation are given per image axis (an int for both, or an (h, w) pair).
 """
 import sympy as sp
 
@@ -10,8 +11,9 @@ from derive.define import Hyper, Input, Intermediate, Iverson, Op, Option, Tenso
 
 N, C, IH, IW, O, KH, KW = sizes("N C IH IW O KH KW")
 (sh, sw), (ph, pw) = pair("stride", positive=True), pair("padding", nonnegative=True)
-OH = sp.floor((IH + 2 * ph - KH) / sh) + 1
-OW = sp.floor((IW + 2 * pw - KW) / sw) + 1
+dh, dw = pair("dilation", positive=True)
+OH = sp.floor((IH + 2 * ph - dh * (KH - 1) - 1) / sh) + 1
+OW = sp.floor((IW + 2 * pw - dw * (KW - 1) - 1) / sw) + 1
 n, c, o, i, j, p, q, h, w = indices("n c o i j p q h w")
 x, W, bias = Tensor("x", N, C, IH, IW), Tensor("W", O, C, KH, KW), Tensor("b", O)
 
@@ -20,7 +22,7 @@ xp = Intermediate("xp", (n, c, h, w), (N, C, IH + 2 * ph, IW + 2 * pw),
                   Iverson(sp.And(h - ph >= 0, h - ph <= IH - 1)) * Iverson(sp.And(w - pw >= 0, w - pw <= IW - 1))
                   * x[n, c, h - ph, w - pw])
 
-windows = sp.Sum(W[o, c, p, q] * xp[n, c, i * sh + p, j * sw + q], (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, C - 1))
+windows = sp.Sum(W[o, c, p, q] * xp[n, c, i * sh + p * dh, j * sw + q * dw], (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, C - 1))
 
 
 def conv2d(b):
@@ -36,8 +38,10 @@ def conv2d(b):
         hyper=(Hyper((sh, sw), 1, cases=(1, 2, (2, 1)), doc="step between windows, an int or (h, w)",
                      valid="stride >= 1"),
                Hyper((ph, pw), 0, cases=(0, 1, (1, 0)), doc="zeros added on each side of the image, an int or (h, w)",
-                     valid="padding >= 0")),
-        pytorch="F.conv2d(x, W, b, stride=stride, padding=padding)",
+                     valid="padding >= 0"),
+               Hyper((dh, dw), 1, cases=(1, 2, (1, 2)), doc="step between a window's values, an int or (h, w)",
+                     valid="dilation >= 1")),
+        pytorch="F.conv2d(x, W, b, stride=stride, padding=padding, dilation=dilation)",
         test_sizes={N: 2, C: 2, IH: 5, IW: 4, O: 3, KH: 3, KW: 2},
         small_sizes={N: 1, C: 2, IH: 3, IW: 3, O: 2, KH: 2, KW: 2},
         upstream=r"\delta",

@@ -748,7 +748,9 @@ def _hyper_hint(world, target, meaning, study) -> list[str]:
     paired = {s for pair in world.pairs for s in pair}
     groups = [pair for pair in world.pairs if set(pair) <= set(world.hyper_cases[0])] \
         + [(s,) for s in world.hyper_cases[0] if s not in paired]  # a pair's symbols (s_H, s_W) vary together
-    for group in sorted(groups, key=lambda g: str(g[0])):
+    groups = sorted(groups, key=lambda g: str(g[0]))
+    # one hyper-parameter at another test value, then two together (stride and dilation both at 1)
+    for group in groups + [a + b for a, b in itertools.combinations(groups, 2)]:
         wrong = tuple(wrong_at[s] for s in group)
         values = sorted({tuple(case[s] for s in group) for case in world.hyper_cases} - {wrong},
                         key=lambda v: [float(x) for x in v])
@@ -760,7 +762,7 @@ def _hyper_hint(world, target, meaning, study) -> list[str]:
                 continue
             again = _Study(world, target, meaning, study.seed, [sizes])
             if again.compare() is None and not again.undecided:
-                doc = constants[group[0]].meaning.split(" (default")[0]
+                doc = "; ".join(dict.fromkeys(constants[s].meaning.split(" (default")[0] for s in group))
                 at = ", ".join(f"{world.label(s)} = {v}" for s, v in zip(group, value))
                 was = ", ".join(f"{world.label(s)} = {v}" for s, v in zip(group, wrong))
                 return [f"right only at {at} ({doc}): at sizes {world.describe(sizes)} your formula "
