@@ -1,4 +1,4 @@
-"""2-D convolution layer (卷积层), cross-correlation as in PyTorch, with stride and zero padding.
+"""2-D convolution layer (卷积层), cross-correlation as in PyTorch, with stride, zero padding and dilation.
 
 Each output pixel (i, j) of output channel o sums the kernel times the
 input window that starts at (i s_h, j s_w) of the padded input, plus a bias;
@@ -31,7 +31,7 @@ def conv2d(b):
     return Op(
         name="conv2d",
         doc=__doc__ if with_bias else __doc__.replace(", plus a bias.", "; no bias (b=None).", 1),
-        doc_zh="卷积层：与 PyTorch 相同的互相关，带步长和补零；每个输出像素是卷积核与补零后输入的一个窗口的乘积之和，"
+        doc_zh="卷积层：与 PyTorch 相同的互相关，带步长、补零和膨胀（窗口内取值的间隔）；每个输出像素是卷积核与补零后输入的一个窗口的乘积之和，"
                + ("再加上偏移。" if with_bias else "没有偏移（b=None）。"),
         inputs=(Input(x), Input(W, element="w")) + ((Input(bias),) if with_bias else ()),
         output=Intermediate("y", (n, o, i, j), (N, O, OH, OW), windows + bias[o] if with_bias else windows),
