@@ -18,6 +18,9 @@ from derive.define.op import Op
 from . import references
 
 GENERATED = "generated"
+#: Options benchmarked besides an op's own bench_sizes, each a case of its own at the same sizes (dilated
+#: convolution), named ``op option=value`` in the tables and floors.
+VARIANTS = {"conv2d": ({"dilation": 2},)}
 
 
 class NotBenchmarked(Exception):
@@ -56,6 +59,8 @@ class Case:
     dtype: type
     sizes: dict
     hyper: dict
+    #: The options that make this a variant of the op's case (``VARIANTS``); empty for the case itself.
+    variant: dict = field(default_factory=dict)
     inputs: dict = field(init=False)
     dout: object = field(init=False)
 
@@ -69,6 +74,7 @@ class Case:
                 self.module = importlib.import_module(f"{GENERATED}.{self.op.name}")
             except ImportError:
                 raise NotBenchmarked(f"{self.op.name}: no generated module (run `derive build`)") from None
+        self.hyper = {**self.hyper, **self.variant}
         rng = np.random.default_rng(0)
         inputs = check.sample(self.op, self.sizes, rng, self.dtype, leading=())
         if self.op.shape_kind == "flat":  # check.sample spreads a flat size over two axes; one reads better
@@ -77,6 +83,11 @@ class Case:
         out, _ = self.module.forward(**inputs, **self.hyper)
         self.dout = 1.0 if self.op.is_loss else \
             check.upstream_like(self.op, out, lambda shape: rng.standard_normal(shape).astype(self.dtype))
+
+    @property
+    def name(self) -> str:
+        """The op's name, with a variant's options: ``conv2d dilation=2``."""
+        return " ".join([self.op.name] + [f"{k}={v}" for k, v in self.variant.items()])
 
     @property
     def shapes(self) -> str:

@@ -61,7 +61,8 @@ def _torch_table() -> dict:
         # The contract's F.nll_loss(log y, labels) needs one-hot targets; ours are any probabilities.
         "cross_entropy": lambda y, t: -(t * torch.log(y)).sum() / y.shape[0],
         "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
-        "conv2d": lambda x, W, b, stride=1, padding=0: F.conv2d(x, W, b, stride=stride, padding=padding),
+        "conv2d": lambda x, W, b, stride=1, padding=0, dilation=1: F.conv2d(x, W, b, stride=stride, padding=padding,
+                                                                            dilation=dilation),
         "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
         "avg_pool2d": lambda x, kernel=2, stride=None: F.avg_pool2d(x, kernel, stride),
         "flatten": lambda x: torch.flatten(x, 1),
@@ -118,15 +119,16 @@ def _autograd_table() -> dict:
         return anp.stack([x[:, :, i:i + stride * (height - 1) + 1:stride, j:j + stride * (width - 1) + 1:stride]
                           for i in range(kernel) for j in range(kernel)])
 
-    def conv2d(x, W, b, stride=1, padding=0):
-        x = anp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), "constant")
+    def conv2d(x, W, b, stride=1, padding=0, dilation=1):
+        (sh, sw), (ph, pw), (dh, dw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding, dilation))
+        x = anp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), "constant")
         _, _, kh, kw = W.shape
-        height = (x.shape[2] - kh) // stride + 1
-        width = (x.shape[3] - kw) // stride + 1
+        height = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        width = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
         out = b[None, :, None, None]
         for i in range(kh):
             for j in range(kw):
-                patch = x[:, :, i:i + stride * (height - 1) + 1:stride, j:j + stride * (width - 1) + 1:stride]
+                patch = x[:, :, i * dh:i * dh + sh * (height - 1) + 1:sh, j * dw:j * dw + sw * (width - 1) + 1:sw]
                 out = out + anp.transpose(anp.tensordot(patch, W[:, :, i, j], axes=([1], [1])), (0, 3, 1, 2))
         return out
 
@@ -297,14 +299,16 @@ def _softmax_cross_entropy_by_hand(z, t, dout=1.0):
     return loss, u
 
 
-def _conv2d_by_hand(x, W, b, dout, stride=1, padding=0):
+def _conv2d_by_hand(x, W, b, dout, stride=1, padding=0, dilation=1):
     """A convolution through im2col as a careful person writes it: the windows gathered once into a
     matrix (C KH KW, N OH OW) for both products that read them, three matrix products, and the
-    windows' gradients added back onto the image one kernel offset at a time."""
+    windows' gradients added back onto the image one kernel offset at a time (one int per option)."""
     n, c, height, width = x.shape
     o, _, kh, kw = W.shape
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    extent = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, extent, axis=(2, 3))[
+        :, :, ::stride, ::stride, ::dilation, ::dilation]
     oh, ow = windows.shape[2:4]
     cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * oh * ow)
     weights = W.reshape(o, -1)
@@ -315,7 +319,8 @@ def _conv2d_by_hand(x, W, b, dout, stride=1, padding=0):
     dpadded = np.zeros_like(padded)
     for p in range(kh):
         for q in range(kw):
-            dpadded[:, :, p:p + stride * oh:stride, q:q + stride * ow:stride] += dcols[:, p, q].transpose(1, 0, 2, 3)
+            dpadded[:, :, p * dilation:p * dilation + stride * oh:stride,
+                    q * dilation:q * dilation + stride * ow:stride] += dcols[:, p, q].transpose(1, 0, 2, 3)
     dx = dpadded[:, :, padding:padding + height, padding:padding + width]
     return y, dx, dW, dout.sum(axis=(0, 2, 3))
 

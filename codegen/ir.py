@@ -62,11 +62,12 @@ class Elementwise(Node):
 
 @dataclass(frozen=True)
 class Window(Node):
-    """Sliding windows: ``x[n, c, i s + p, j s + q]`` as an array with axes (n, c, i, j, p, q)."""
+    """Sliding windows: ``x[n, c, i s + p d, j s' + q d']`` as an array with axes (n, c, i, j, p, q)."""
 
     name: str
     kernel: tuple  # the sizes of the window axes (p, q)
-    stride: sp.Expr
+    stride: tuple  # per window axis: the step between windows (s, s')
+    dilation: tuple  # per window axis: the step between a window's values (d, d'), 1 for adjacent ones
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,18 @@ class Pad(Node):
 class Scatter(Node):
     """Windows summed back onto the image they came from (col2im).
 
-    ``out[..., a, b] = sum over (i, p) with a = i s + p - offset`` of
+    ``out[..., a, b] = sum over (i, p) with a = i s + p d - offset`` of
     ``arg[..., p, q, i, j]``; ``arg`` is laid out (leading, p, q, i, j), so
-    that each kernel offset's slice is contiguous.
+    that each kernel offset's slice is contiguous. Stride, offset and dilation are per image axis.
     """
 
     arg: Node
     layout: tuple  # the axes arg is read in: (leading, p, q, i, j)
     kernel: tuple  # the sizes of p, q
     image: tuple  # the sizes of a, b
-    stride: sp.Expr
-    offset: sp.Expr
+    stride: tuple
+    offset: tuple
+    dilation: tuple
 
 
 @dataclass(frozen=True)
@@ -240,11 +242,11 @@ class Lowering:
         windows = [_window_position(i) for i in idx]
         plain = [i for i, w in zip(idx, windows) if w is None]
         inner = [w for w in windows if w is not None]
-        if all(isinstance(i, sp.Symbol) for i in plain) and inner and all(w is not None for w in windows[len(plain):]) \
-                and len({w[2] for w in inner}) == 1:
+        if all(isinstance(i, sp.Symbol) for i in plain) and inner and all(w is not None for w in windows[len(plain):]):
+            inner = [self._offset_last(w) for w in inner]
             axes = tuple(plain) + tuple(w[0] for w in inner) + tuple(w[1] for w in inner)
             kernel = tuple(self.ranges[w[1]] for w in inner)
-            return Window(axes, self.names[expr.base], kernel, inner[0][2])
+            return Window(axes, self.names[expr.base], kernel, tuple(w[2] for w in inner), tuple(w[3] for w in inner))
         raise NotImplementedError(f"cannot vectorise the index {expr}")
 
     def _block_of(self, expr: sp.Indexed, pos: int):
@@ -313,6 +315,14 @@ class Lowering:
             return None
         axes = tuple(lowered[0].axes)
         return Stack(axes, tuple(lowered), axes.index(index), size)
+
+    def _offset_last(self, window):
+        """``i s + p d`` read either way round, (i, p, s, d): the offset p is the index that runs over a
+        size of its own (a kernel's side), the window i the one over an output size computed from others."""
+        i, p, s, d = window
+        if d != 1 and not isinstance(self.ranges.get(p), sp.Symbol) and isinstance(self.ranges.get(i), sp.Symbol):
+            return p, i, d, s
+        return window
 
     def sum(self, expr: sp.Sum, first) -> Node:
         if isinstance(expr.function, sp.Add) and any(
@@ -390,8 +400,8 @@ class Lowering:
         ties = [(f, t) for f, t in ties if t is not None]
         if len(ties) != 1:
             return None
-        bracket, (h, g, stride, shift, expr, size) = ties[0]
-        if shift != 0 or sp.expand(stride - size) != 0:
+        bracket, (h, g, stride, shift, dilation, expr, size) = ties[0]
+        if shift != 0 or dilation != 1 or sp.expand(stride - size) != 0:
             return None
         q = sp.Symbol(next(c for c in "qrstuvw" if c not in {str(x) for f in inside for x in f.free_symbols}),
                       integer=True)
@@ -467,18 +477,22 @@ class Lowering:
             return None
         rest = [f for f in inside if f not in {f for f, _ in ties}]
         offsets, image, replace = [], [], {}
-        strides, shifts = set(), set()
+        strides, shifts, dilations = [], [], []
         taken = {str(x) for f in inside for x in f.free_symbols} | {str(v) for v, _ in bound}
         letters = (c for c in "pqrsuvklm" if c not in taken)
-        for f, (a, i, stride, shift, expr, size) in sorted(ties, key=lambda t: str(t[1][0])):
+        for f, (a, i, stride, shift, dilation, expr, size) in sorted(ties, key=lambda t: str(t[1][0])):
+            if dilation != 1:  # the bracket saying the offset is whole goes with the placement
+                whole = [b for b in rest if isinstance(b, Iverson) and _divides(b, dilation, a + shift - i * stride)]
+                if not whole:
+                    return None
+                rest.remove(whole[0])
             p = sp.Symbol(next(letters), integer=True)  # the offset inside the window
             replace[expr] = p
             self.ranges[p] = size
             offsets.append((a, i, p))
-            strides.add(stride)
-            shifts.add(shift)
-        if len(strides) != 1 or len(shifts) != 1:
-            return None
+            strides.append(stride)
+            shifts.append(shift)
+            dilations.append(dilation)
         body = sp.Mul(*rest).xreplace(replace)
         if any(a in body.free_symbols for a, _, _ in offsets):
             return None
@@ -490,7 +504,7 @@ class Lowering:
         arg = self.lower(inner, layout)
         axes = leading + tuple(a for a, _, _ in offsets)
         kernel = tuple(self.ranges[p] for *_, p in offsets)
-        return Scatter(axes, arg, layout, kernel, image, strides.pop(), shifts.pop())
+        return Scatter(axes, arg, layout, kernel, image, tuple(strides), tuple(shifts), tuple(dilations))
 
     def pad(self, expr: sp.Expr) -> Node | None:
         """``[0 <= h - P <= H - 1] x[..., h - P, ...]`` (brackets for every shifted index): zero padding."""
@@ -554,19 +568,24 @@ class Lowering:
 
 
 def _window_position(index):
-    """``i s + p`` as (i, p, s): the window i (stride s) and the offset p inside it; else None."""
+    """``i s + p d`` (or ``i s + p``) as (i, p, s, d): the window i (stride s) and the offset p inside
+    it (dilation d, 1 for ``i s + p``); else None."""
     terms = sp.Add.make_args(index)
     if len(terms) != 2:
         return None
-    outer = [t for t in terms if isinstance(t, sp.Mul) and len(t.args) == 2]
-    inner = [t for t in terms if is_index(t)]
-    if len(outer) != 1 or len(inner) != 1:
+    scaled = []
+    for t in terms:
+        if is_index(t):
+            scaled.append((t, sp.S.One))
+        elif isinstance(t, sp.Mul) and len(t.args) == 2 and sum(is_index(a) for a in t.args) == 1:
+            (i,), (step,) = [a for a in t.args if is_index(a)], [a for a in t.args if not is_index(a)]
+            scaled.append((i, step))
+        else:
+            return None
+    (i, s), (p, d) = sorted(scaled, key=lambda pair: pair[1] == 1)  # a bare index is the offset
+    if i == p:
         return None
-    window = [a for a in outer[0].args if is_index(a)]
-    stride = [a for a in outer[0].args if a not in window]
-    if len(window) != 1 or len(stride) != 1:
-        return None
-    return window[0], inner[0], stride[0]
+    return i, p, s, d
 
 
 def _bracket(cond):
@@ -584,7 +603,9 @@ def _bracket(cond):
 
 
 def _tie(cond, summed):
-    """A bracket ``0 <= a + P - i s <= K-1`` as (a, i, s, P, the expression, K); else None."""
+    """A bracket ``0 <= (a + P - i s) / d <= K-1`` as (a, i, s, P, d, the expression, K); else None.
+    With a dilation d other than 1 the offset is whole only where d divides ``a + P - i s``: a bracket
+    of its own (``_divides``)."""
     found = _bracket(cond)
     if found is None:
         return None
@@ -594,11 +615,28 @@ def _tie(cond, summed):
     if len(free) != 1 or len(tied) != 1:
         return None
     a, i = free[0], tied[0]
-    stride = -sp.expand(expr).coeff(i)
-    shift = sp.expand(expr - a + stride * i)
-    if sp.expand(expr).coeff(a) != 1 or not stride.free_symbols.isdisjoint({a, i}) or index_symbols(shift):
+    unit = sp.expand(expr).coeff(a)
+    if unit == 0 or index_symbols(unit):
         return None
-    return a, i, stride, shift, expr, size
+    dilation = 1 / unit
+    scaled = sp.expand(expr * dilation)
+    stride = -scaled.coeff(i)
+    shift = sp.expand(scaled - a + stride * i)
+    if scaled.coeff(a) != 1 or not stride.free_symbols.isdisjoint({a, i}) or index_symbols(shift) \
+            or not dilation.is_positive:
+        return None
+    return a, i, stride, shift, dilation, expr, size
+
+
+def _divides(bracket, dilation, numerator) -> bool:
+    """Whether ``bracket`` is ``[(numerator) mod d = 0]``, the one saying a dilated offset is whole."""
+    cond = bracket.condition
+    if not isinstance(cond, sp.Eq) or 0 not in cond.args:
+        return False
+    (side,) = [s for s in cond.args if s != 0]
+    mod = -side if isinstance(-side, sp.Mod) else side
+    return isinstance(mod, sp.Mod) and mod.args[1] == dilation \
+        and 0 in (sp.expand(mod.args[0] - numerator), sp.expand(mod.args[0] + numerator))
 
 
 def symbols_used(node: Node) -> set:
@@ -614,12 +652,12 @@ def symbols_used(node: Node) -> set:
     elif isinstance(node, Mask):
         found |= symbols_used(node.window)
     elif isinstance(node, Window):
-        found |= set().union(*(sp.sympify(k).free_symbols for k in node.kernel)) | sp.sympify(node.stride).free_symbols
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.kernel + node.stride + node.dilation))
     elif isinstance(node, Pad):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.before + node.after))
     elif isinstance(node, Scatter):
-        found |= symbols_used(node.arg) | set().union(*(sp.sympify(k).free_symbols for k in node.image + node.kernel)) \
-            | sp.sympify(node.stride).free_symbols | sp.sympify(node.offset).free_symbols
+        found |= symbols_used(node.arg) | set().union(*(sp.sympify(k).free_symbols for k in node.image + node.kernel
+                                                        + node.stride + node.offset + node.dilation))
     elif isinstance(node, Contract):
         for child in node.args:
             found |= symbols_used(child)

@@ -424,8 +424,8 @@ def test_index_letters_do_not_collide_and_keep_one_order():
     """conv2d's kernel is w, so its column index prints as another letter; each axis's terms in one order."""
     tex = doc.ops_document(["conv2d"], "en").latex()
     assert "x_{nchw}" not in tex and "x_{nchv}" in tex
-    assert "w_{o,c,h + P - i s,v + P - j s}" in unbroken(tex)
-    assert "P + v" not in tex and "P + h" not in tex
+    assert r"w_{o,c,\frac{h + P_H - i s_H}{d_H},\frac{v + P_W - j s_W}{d_W}}" in unbroken(tex)
+    assert "P_W + v" not in tex and "P_H + h" not in tex
 
 
 def test_english_has_no_words_run_together_and_no_fragments():

@@ -19,8 +19,10 @@ from derive.verifier.verification import read, symbols, verify
 ROOT = Path(__file__).resolve().parent.parent
 A = "article"
 BN_CHAIN = "linear,batch_norm,relu,linear,softmax_cross_entropy"
-CONV_X = (r"\sum_{o} \sum_{i} \left[0 \leq h + P - i s \leq K_H - 1\right] \sum_{j} \delta_{noij} "
-          r"w_{o,c,h + P - i s,P + w - j s} \left[0 \leq P + w - j s \leq K_W - 1\right]")
+CONV_X = (r"\sum_{o} \sum_{i} \left[0 \leq \frac{h + P_H - i s_H}{d_H} \leq K_H - 1\right] "
+          r"\left[\left(h + P_H - i s_H\right) \bmod d_H = 0\right] \sum_{j} \delta_{noij} "
+          r"w_{o,c,\frac{h + P_H - i s_H}{d_H},\frac{w + P_W - j s_W}{d_W}} \left[0 \leq \frac{w + P_W - j s_W}{d_W} \leq K_W - 1\right] "
+          r"\left[\left(w + P_W - j s_W\right) \bmod d_W = 0\right]")
 BN_X = (r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
         r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)")
 
@@ -255,30 +257,35 @@ TABLE = [
     ("conv2d", "b", r"\sum_n \sum_i \sum_j \delta_{noij}", True, None),
     ("conv2d", "b", "sum(sum(sum(delta[n,o,i,j], n), i), j)", True, None),
     ("conv2d", "b", r"\sum_n \sum_i \delta_{noij}", False, "missing sum over j"),
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s + p,j s + q}", True, None),
-    ("conv2d", "W", r"\sum_{n,i,j} \delta_{noij} x_{n, c, i s + p - P, j s + q - P} [0 \le i s + p - P \le H - 1] "
-     r"[0 \le j s + q - P \le W - 1]", True, None),
-    ("conv2d", "W", "sum(sum(sum(delta[n,o,i,j]*xp[n, c, i*s + p, j*s + q], n), i), j)", True, None),
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i + p,j + q}", False, "s = 1"),  # no stride
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,p,q}", False, "s = 0"),  # p ranges over K and H
-    ("conv2d", "W", r"\frac{1}{N} \sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s + p,j s + q}", False, "1/N"),
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p d_H,j s_W + q d_W}", True, None),
+    ("conv2d", "W", r"\sum_{n,i,j} \delta_{noij} x_{n, c, i s_H + p d_H - P_H, j s_W + q d_W - P_W} [0 \le i s_H + p d_H - P_H \le H - 1] "
+     r"[0 \le j s_W + q d_W - P_W \le W - 1]", True, None),
+    ("conv2d", "W", "sum(sum(sum(delta[n,o,i,j]*xp[n, c, i*s_H + p*d_H, j*s_W + q*d_W], n), i), j)", True, None),
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i + p d_H,j + q d_W}", False, "s_H = s_W = 1"),  # no stride
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,p d_H,q d_W}", False, "s_H = s_W = 0"),  # p over K and H
+    ("conv2d", "W", r"\frac{1}{N} \sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p d_H,j s_W + q d_W}", False, "1/N"),
     ("conv2d", "x", CONV_X, True, None),
-    ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,h + P - i s,w + P - j s} [0 \le h + P - i s \le K_H - 1]"
-     r" [0 \le w + P - j s \le K_W - 1]", True, None),
+    ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,(h + P_H - i s_H)/d_H,(w + P_W - j s_W)/d_W} "
+     r"[0 \le (h + P_H - i s_H)/d_H \le K_H - 1] [0 \le (w + P_W - j s_W)/d_W \le K_W - 1] "
+     r"[(h + P_H - i s_H) \bmod d_H = 0] [(w + P_W - j s_W) \bmod d_W = 0]", True, None),
+    # the dilation left out: right at dilation 1 only
+    ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,h + P_H - i s_H,w + P_W - j s_W} [0 \le h + P_H - i s_H \le K_H - 1]"
+     r" [0 \le w + P_W - j s_W \le K_W - 1]", False, "d_H = d_W = 1"),
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p,j s_W + q}", False, "d_H = d_W = 1"),
     ("conv2d", "x", "-" + CONV_X, False, "sign"),
-    ("conv2d", "x", r"\sum_{o} \sum_{i} \sum_{j} \delta_{noij} w_{o,c,h + P - i s,P + w - j s}", False, "outside its range"),
-    ("avg_pool2d", "x", r"\frac{1}{K^{2}} \sum_{i} \left[0 \leq h - i s \leq K - 1\right] \sum_{j} g_{ncij} "
-     r"\left[0 \leq w - j s \leq K - 1\right]", True, None),
-    ("avg_pool2d", "x", "sum(sum(g[n,c,i,j]*(0 <= h - i*s <= K - 1)*(0 <= w - j*s <= K - 1), i), j)/K^2", True, None),
-    ("avg_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s \le K - 1] [0 \le w - j s \le K - 1]", False,
-     "missing the factor \\frac{1}{K^{2}}"),
-    ("avg_pool2d", "x", r"\frac{1}{K^2} \sum_{i} \sum_{j} g_{ncij}", False, None),
-    ("max_pool2d", "x", r"\sum_{i} \left[0 \leq h - i s \leq K - 1\right] \sum_{j} g_{ncij} mask_{n,c,i,j,h - i s,w - j s} "
-     r"\left[0 \leq w - j s \leq K - 1\right]", True, None),
-    ("max_pool2d", "x", r"\sum_i \sum_j g_{ncij} \, \mathrm{mask}_{n, c, i, j, h - i s, w - j s} [0 \le h - i s \le K - 1] "
-     r"[0 \le w - j s \le K - 1]", True, None),
-    ("max_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s \le K - 1] [0 \le w - j s \le K - 1]", False,
-     "mask_{n,c,i,j,h - i s,w - j s} is missing"),
+    ("conv2d", "x", r"\sum_{o} \sum_{i} \sum_{j} \delta_{noij} w_{o,c,h + P_H - i s_H,P_W + w - j s_W}", False, "outside its range"),
+    ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \left[0 \leq h - i s_H \leq K_H - 1\right] \sum_{j} g_{ncij} "
+     r"\left[0 \leq w - j s_W \leq K_W - 1\right]", True, None),
+    ("avg_pool2d", "x", "sum(sum(g[n,c,i,j]*(0 <= h - i*s_H <= K_H - 1)*(0 <= w - j*s_W <= K_W - 1), i), j)/(K_H*K_W)", True, None),
+    ("avg_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s_H \le K_H - 1] [0 \le w - j s_W \le K_W - 1]", False,
+     "missing the factor \\frac{1}{K_H K_W}"),
+    ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \sum_{j} g_{ncij}", False, None),
+    ("max_pool2d", "x", r"\sum_{i} \left[0 \leq h - i s_H \leq K_H - 1\right] \sum_{j} g_{ncij} mask_{n,c,i,j,h - i s_H,w - j s_W} "
+     r"\left[0 \leq w - j s_W \leq K_W - 1\right]", True, None),
+    ("max_pool2d", "x", r"\sum_i \sum_j g_{ncij} \, \mathrm{mask}_{n, c, i, j, h - i s_H, w - j s_W} [0 \le h - i s_H \le K_H - 1] "
+     r"[0 \le w - j s_W \le K_W - 1]", True, None),
+    ("max_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s_H \le K_H - 1] [0 \le w - j s_W \le K_W - 1]", False,
+     "mask_{n,c,i,j,h - i s_H,w - j s_W} is missing"),
     # dropout with an explicit mask
     ("dropout", "x", r"g_i mask_i/(1-p)", True, None),
     ("dropout", "x", r"\frac{g_i \, \mathrm{mask}_i}{1 - p}", True, None),

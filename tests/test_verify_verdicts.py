@@ -15,9 +15,9 @@ from derive.verifier.verification import verify
 ROOT = Path(__file__).resolve().parent.parent
 DELTA_K = r"(y_k - t_k) y_k (1 - y_k)"
 HUGE = r"(10^{12})^{16} (10^{12})^{16}"  # 10^384: log(e^A + y) - A needs more than 400 digits
-FULL_CONVOLUTION = (r"\sum_{p} \sum_{q} \sum_{o} w_{o,c,K_H - p - 1,K_W - q - 1} \delta_{n,o,h + p + P + 1 - K_H,"
-                    r"w + q + P + 1 - K_W} [0 \le h + p + P + 1 - K_H \le H + 2 P - K_H] "
-                    r"[0 \le w + q + P + 1 - K_W \le W + 2 P - K_W]")
+FULL_CONVOLUTION = (r"\sum_{p} \sum_{q} \sum_{o} w_{o,c,K_H - p - 1,K_W - q - 1} \delta_{n,o,h + p + P_H + 1 - K_H,"
+                    r"w + q + P_W + 1 - K_W} [0 \le h + p + P_H + 1 - K_H \le H + 2 P_H - K_H] "
+                    r"[0 \le w + q + P_W + 1 - K_W \le W + 2 P_W - K_W]")
 
 
 def where(source):
@@ -80,18 +80,18 @@ def test_cli_exit_code_3_and_help():
 def test_two_letters_swapped_are_named():
     verdict = verify(r"\delta_j y_k", chain="article", wrt="w_kj")
     assert any("letters j and k are swapped" in h for h in verdict.hints), verdict.report()
-    verdict = verify(r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s + q,j s + p}", op="conv2d", wrt="W")
+    verdict = verify(r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + q d_H,j s_W + p d_W}", op="conv2d", wrt="W")
     assert any("letters p and q are swapped" in h for h in verdict.hints), verdict.report()
 
 
-def test_a_formula_right_at_stride_1_only_is_told_so():
+def test_a_formula_right_at_stride_1_and_dilation_1_only_is_told_so():
     verdict = verify(FULL_CONVOLUTION, op="conv2d", wrt="x")
-    assert not verdict.equivalent and verdict.counterexample.sizes["s"] == 2
-    assert any(h.startswith("right only at s = 1") for h in verdict.hints), verdict.report()
+    assert not verdict.equivalent and 2 in (verdict.counterexample.sizes["s_H"], verdict.counterexample.sizes["s_W"])
+    assert any(h.startswith("right only at d_H = 1, d_W = 1, s_H = 1, s_W = 1") for h in verdict.hints), verdict.report()
 
 
 def test_the_out_of_range_hint_quotes_the_counterexamples_sizes():
-    verdict = verify(r"\sum_{o} \sum_{i} \sum_{j} \delta_{noij} w_{o,c,h + P - i s,P + w - j s}", op="conv2d",
+    verdict = verify(r"\sum_{o} \sum_{i} \sum_{j} \delta_{noij} w_{o,c,h + P_H - i s_H,P_W + w - j s_W}", op="conv2d",
                      wrt="x")
     hint = next(h for h in verdict.hints if "outside its range" in h)
     for name, value in verdict.counterexample.sizes.items():

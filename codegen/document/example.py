@@ -134,7 +134,8 @@ def _elements(tensor, sizes):
 
 def _check(c, sizes, inputs, params, forward, deltas, grads, loss) -> int:
     """The chain's equations at the same numbers: forward values, error terms, gradients."""
-    values = {h.symbol: sp.Float(h.default, 30) for layer in c.layers for h in layer.op.hyper}  # eps: as the code
+    values = {s: sp.Float(v, 30) for layer in c.layers for h in layer.op.hyper
+              for s, v in h.bind(h.default).items()}  # eps: as the code
     for t, array in {**inputs, **params}.items():
         values.update({e: sp.Float(array[tuple(int(i) for i in e.indices)], 30) for e in _elements(t, sizes)})
 

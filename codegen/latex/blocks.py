@@ -240,9 +240,10 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
                    "padded": r"\bar{" + upstream + "}"}, nt.matrices, nt.upstream, nt.indices)
     printer = ArticleLatex(nt, lang)
     (flip, kernel), (pad, shifted) = form.flipped, form.padded
-    text = {"en": "For stride 1 the same gradient reads as a full convolution: the upstream gradient, padded "
-                  "with zeros, correlated with the kernel flipped in both directions:",
-            "zh": "当步长为1时，同一个梯度可以看作一次“完全卷积”：把补零后的上游梯度与上下左右翻转后的卷积核做互相关："}[lang]
+    dilated = any(h.name == "dilation" for h in d.op.hyper)
+    text = {"en": f"For stride 1{' and dilation 1' if dilated else ''} the same gradient reads as a full convolution: "
+                  "the upstream gradient, padded with zeros, correlated with the kernel flipped in both directions:",
+            "zh": f"当步长为1{'且膨胀为1' if dilated else ''}时，同一个梯度可以看作一次“完全卷积”：把补零后的上游梯度与上下左右翻转后的卷积核做互相关："}[lang]
     outside = {"en": "zero where the index falls outside", "zh": "下标越界处为0"}[lang]
     grad = grads[0]
     return [Block(text=text),

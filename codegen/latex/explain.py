@@ -25,15 +25,14 @@ class FullConvolution:
     gradient: sp.Expr  # in terms of the flipped kernel and the padded upstream gradient
     flipped: tuple  # (flipped[o, c, p, q], kernel[o, c, K_H - 1 - p, K_W - 1 - q])
     padded: tuple  # (padded[n, o, a, b], upstream[n, o, a - shift, b - shift]), zero outside
-    stride: sp.Symbol
 
 
 def full_convolution(d: Derivation, grad: Gradient) -> FullConvolution | None:
-    """The stride-1 reading of an input gradient with two window brackets, or None."""
-    stride = next((h.symbol for h in d.op.hyper if h.name == "stride"), None)
-    if stride is None:
+    """The reading at stride 1 (and dilation 1) of an input gradient with two window brackets, or None."""
+    ones = {s: 1 for h in d.op.hyper if h.name in ("stride", "dilation") for s in h.symbols}
+    if not any(h.name == "stride" for h in d.op.hyper):
         return None
-    sums, body = [], grad.expr.xreplace({stride: 1})
+    sums, body = [], grad.expr.xreplace(ones)
     while isinstance(body, sp.Sum) or isinstance(body, sp.Mul) and any(isinstance(f, sp.Sum) for f in body.args):
         if isinstance(body, sp.Sum):
             sums += list(body.limits)
@@ -89,4 +88,4 @@ def full_convolution(d: Derivation, grad: Gradient) -> FullConvolution | None:
         else:
             pad_index.append((e, 0))
     padded = (pad[tuple(i for i, _ in pad_index)], g.base[tuple(i + s for i, s in pad_index)])
-    return FullConvolution(gradient, (flip[flip_index], w.base[w_at]), padded, stride)
+    return FullConvolution(gradient, (flip[flip_index], w.base[w_at]), padded)

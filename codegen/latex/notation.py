@@ -25,6 +25,9 @@ SPECIAL = {
     "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'", "ht": r"\tilde{h}",
     "cn": "c'", "ct": r"\tilde{c}",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
+    # a hyper-parameter per image axis (``pair()``): the letter with the axis's size as subscript
+    **{f"{name}_{axis}": f"{letter}_{axis.upper()}" for name, letter in
+       (("stride", "s"), ("padding", "P"), ("dilation", "d"), ("kernel", "K")) for axis in "hw"},
 }
 
 WORDS = {
@@ -148,9 +151,14 @@ class ArticleLatex(LatexPrinter):
 
     def _index(self, index) -> str:
         """An index, its terms in one order on every axis: products with an index letter (``i s``),
-        then the free letters (``h``), the summed ones (``p``), the rest (``P``); what is subtracted last."""
+        then the free letters (``h``), the summed ones (``p``), the rest (``P``); what is subtracted last.
+        Terms over one denominator (a dilated offset) print as one fraction: ``\\frac{h + P - i s}{d}``."""
         if not isinstance(index, sp.Add):
             return self._print(index)
+        over = {sp.fraction(term)[1] for term in index.args}
+        if len(over) == 1 and not next(iter(over)).is_number:
+            (over,) = over
+            return rf"\frac{{{self._index(sp.expand(index * over))}}}{{{self._print(over)}}}"
 
         def key(term):
             negative = term.could_extract_minus_sign()
@@ -198,6 +206,11 @@ class ArticleLatex(LatexPrinter):
             high = next((p for p in parts if isinstance(p, sp.LessThan)), None)
             if low is not None and high is not None and sp.expand(low.lhs - high.lhs) == 0:
                 return rf"\left[0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}\right]"
+        if isinstance(cond, sp.Eq) and 0 in cond.args:  # [(h + P - i s) mod d = 0]: a dilated offset is whole
+            (side,) = [a for a in cond.args if a != 0] or [0]
+            mod = -side if isinstance(-side, sp.Mod) else side
+            if isinstance(mod, sp.Mod):
+                return rf"\left[\left({self._index(mod.args[0])}\right) \bmod {self._print(mod.args[1])} = 0\right]"
         return rf"\left[{self._print(cond)}\right]"
 
     def _print_Relational(self, expr):

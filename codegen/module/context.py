@@ -157,7 +157,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
                                + [f"{h.name}={h.default!r}" for h in op.hyper]),
         "inputs": [_input_doc(op, i) for i in op.inputs],
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
-        "hyper_checks": [(h.name, h.kind, h.valid, h.default_to) for h in op.hyper],
+        "hyper_checks": [(h.name, h.kind, h.valid, h.default_to, ", ".join(s.name for s in h.symbols) if h.is_pair else "")
+                         for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": _gradient_formulas(d),
         "checks": checks + _index_checks(op) + _output_size_checks(op),
@@ -270,7 +271,8 @@ def _call_name(call, taken) -> str:
 def _representative_sizes(op, lowering):
     """A number for each axis, to choose the order of products (``ir.pairwise``): the op's benchmark
     sizes, hyper-parameters at their defaults, 64 for a size the op does not give."""
-    values = {h.symbol: op.bench_sizes.get(h.name, h.default) for h in op.hyper if isinstance(h.default, (int, float))}
+    values = {s: v for h in op.hyper if isinstance(h.default, (int, float))
+              for s, v in h.bind(op.bench_sizes.get(h.name, h.default)).items()}
     values.update({s: op.bench_sizes.get(s.name, 64) for s in op.sizes})
     values.update({s: sp.sympify(rule).subs(values) for s, rule in op.derived_sizes.items()})
 
@@ -333,7 +335,7 @@ def _index_checks(op) -> list[str]:
 
 def _output_size_checks(op) -> list[str]:
     """Output sizes that follow from the others (a convolution's): an empty output is an error."""
-    own = set(op.sizes) | set(op.derived_sizes) | {h.symbol for h in op.hyper}  # each checked already
+    own = set(op.sizes) | set(op.derived_sizes) | {s for h in op.hyper for s in h.symbols}  # each checked already
     lines = []
     for size in op.output.shape:
         if size in own or not size.free_symbols:

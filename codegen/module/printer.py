@@ -8,6 +8,7 @@ keep their dimensions when that lines them up for free.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import sympy as sp
@@ -454,8 +455,9 @@ class ArrayPrinter:
             return self.align(node.name, self.layouts[node.name], layout, node.axes)
         if isinstance(node, Window):
             self.helpers.add("windows")
-            kernel = ", ".join(self.scalar(k) for k in node.kernel)
-            return self.align(f"_windows({node.name}, ({kernel}), {self.scalar(node.stride)})", node.axes, layout)
+            dilation = f", {self.pair(node.dilation)}" if any(d != 1 for d in node.dilation) else ""
+            return self.align(f"_windows({node.name}, {self.pair(node.kernel)}, {self.pair(node.stride)}{dilation})",
+                              node.axes, layout)
         if isinstance(node, Mask):
             self.helpers.add("first_max")
             return self.align(f"_first_max_mask({self.code(node.window, tuple(node.window.axes), top=True)})",
@@ -467,11 +469,10 @@ class ArrayPrinter:
             self.helpers.add("col2im")
             factors = self.scatter_factors(node)
             arg = self.code(factors[0], tuple(node.layout), top=True)
-            image = ", ".join(self.scalar(k) for k in node.image)
-            kernel = ", ".join(self.scalar(k) for k in node.kernel)
             weights = f", {self.code(factors[1], tuple(node.layout), top=True)}" if len(factors) > 1 else ""
-            text = f"_col2im({arg}, ({kernel}), ({image}), {self.scalar(node.stride)}, {self.scalar(node.offset)}" \
-                   f"{weights})"
+            dilation = f", dilation={self.pair(node.dilation)}" if any(d != 1 for d in node.dilation) else ""
+            text = f"_col2im({arg}, {self.pair(node.kernel)}, {self.pair(node.image)}, {self.pair(node.stride)}, " \
+                   f"{self.pair(node.offset)}{weights}{dilation})"
             return self.align(text, node.axes, layout)
         if isinstance(node, Split):
             shape = ", ".join(self.scalar(k) for k in node.sizes)
@@ -571,6 +572,10 @@ class ArrayPrinter:
     def scalar(self, expr) -> str:
         return self.expr_printer.doprint(sp.sympify(expr))
 
+    def pair(self, values) -> str:
+        """A tuple of scalars, one per image axis: ``(KH, KW)``."""
+        return "(" + ", ".join(self.scalar(v) for v in values) + ("," if len(values) == 1 else "") + ")"
+
     @staticmethod
     def child_axes(node: Reduce) -> tuple:
         return tuple(node.arg.axes)
@@ -633,7 +638,7 @@ class ArrayPrinter:
         """Whether ``weights`` is an array assigned the first-maximum mask of these very windows."""
         mask = self.masks.get(weights.name) if isinstance(weights, Leaf) else None
         return mask is not None and isinstance(mask.window, Window) and \
-            (mask.window.name, mask.window.kernel, mask.window.stride) == (window.name, window.kernel, window.stride)
+            dataclasses.replace(mask.window, axes=()) == dataclasses.replace(window, axes=())
 
     def tensordot(self, args, out) -> str | None:
         """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).

@@ -21,7 +21,8 @@ between as intermediates too (``net``, ``mu``, ``xhat``); the derivation folds
 its results back onto them and names the gradient arriving at each.
 ``Input(t, differentiable=False, domain=...)`` says which inputs get no
 gradient and where an input's values lie (see ``DOMAINS``); ``Hyper`` declares
-a keyword-only hyper-parameter with its default. ``Sigmoid``, ``Softplus``,
+a keyword-only hyper-parameter with its default (``Hyper(pair("stride", positive=True), 1)``: one
+per image axis, ``stride_h`` and ``stride_w``, given as an int or an (h, w) pair). ``Sigmoid``, ``Softplus``,
 ``Phi`` and ``NormalPdf`` are functions the engine knows by name (it also
 recognises them written out with exp, log and erf). A tensor of integers
 (``Tensor("idx", N, integer=True)``, domain ``"index"``) may index another:
@@ -33,8 +34,9 @@ Option(...))`` makes one op of the definitions ``define`` returns for each value
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
 from derive.define.forms import Axis, Option, forms
 from derive.define.network import Add, Concat, Layer, Net
-from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op
+from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op, pair
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
-__all__ = ["Add", "Axis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "Layer", "Net", "NormalPdf",
-           "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "sizes"]
+__all__ = ["Add", "Axis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson",
+           "Layer", "Net", "NormalPdf", "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "pair",
+           "sizes"]

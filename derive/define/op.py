@@ -56,28 +56,58 @@ class Input:
         return tuple(self.tensor.shape)
 
 
+def pair(name: str, **assumptions) -> tuple[sp.Symbol, sp.Symbol]:
+    """The two integer symbols ``name_h`` and ``name_w`` of a hyper-parameter given per image axis (a
+    convolution's stride): ``Hyper((sh, sw), 1)`` takes an int for both or an (h, w) pair, as PyTorch."""
+    return tuple(sp.Symbol(f"{name}_{axis}", integer=True, **assumptions) for axis in "hw")
+
+
 @dataclass(frozen=True)
 class Hyper:
-    """A keyword-only hyper-parameter with its default and the values tests try."""
+    """A keyword-only hyper-parameter with its default and the values tests try.
 
-    symbol: sp.Symbol
+    ``symbol`` is one symbol, or the pair from ``pair()`` (a value per image axis, height first): the
+    keyword then takes an int (both axes) or an (h, w) pair, and its cases may be either."""
+
+    symbol: sp.Symbol | tuple
     default: float | int
     cases: tuple = ()
     doc: str = ""
-    #: The values allowed, as a Python condition on the name (``"0 <= p < 1"``); generated code checks it.
+    #: The values allowed, as a Python condition on the name (``"0 <= p < 1"``); generated code checks it
+    #: (each of a pair's values).
     valid: str = ""
     #: For a default of None: the hyper-parameter whose value it takes (pooling's stride is its kernel).
     default_to: str = ""
 
     @property
+    def is_pair(self) -> bool:
+        return isinstance(self.symbol, tuple)
+
+    @property
+    def symbols(self) -> tuple:
+        """The symbols the definition uses: the pair's two, or the one."""
+        return self.symbol if self.is_pair else (self.symbol,)
+
+    @property
     def name(self) -> str:
-        return self.symbol.name
+        return self.symbol[0].name[:-2] if self.is_pair else self.symbol.name
+
+    def bind(self, value) -> dict:
+        """Each symbol's value: an int stands for both of a pair's symbols, a pair gives each its own."""
+        if not self.is_pair:
+            return {self.symbol: value}
+        both = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        if len(both) != 2:
+            raise ValueError(f"{self.name}: expected an int or a pair of ints, got {value!r}")
+        return dict(zip(self.symbol, both))
 
     @property
     def kind(self) -> str:
         """``int``, ``float`` or ``bool``, from the default; generated code converts to it. A ``bool`` is 0 or 1
         in the definition (attention's ``causal`` selects its mask) and, like an ``int``, shapes what is summed."""
         sample = self.default if self.default is not None else next((c for c in self.cases if c is not None), 0)
+        if isinstance(sample, tuple):
+            sample = sample[0]
         if isinstance(sample, bool):
             return "bool"
         return "int" if isinstance(sample, int) else "float"
@@ -147,7 +177,7 @@ class Op:
             raise ValueError(f"{self.name}: duplicate input names {names}")
         if self.also_outputs and not self.output.index or any(not o.index for o in self.also_outputs):
             raise ValueError(f"also_outputs: {self.name} has several outputs; a loss (index ()) has one")
-        hypers = {h.symbol for h in self.hyper}
+        hypers = {s for h in self.hyper for s in h.symbols}
         for size, rule in self.derived_sizes.items():
             numerator, denominator = sp.fraction(rule)
             if denominator not in hypers or numerator.free_symbols & hypers:
@@ -254,7 +284,7 @@ class Op:
         for shape in [i.shape for i in self.inputs] + [node.shape for node in self.intermediates]:
             for s in shape:
                 for sym in sorted(sp.sympify(s).free_symbols, key=str):
-                    if sym not in seen and sym not in {h.symbol for h in self.hyper} and sym not in self.derived_sizes:
+                    if sym not in seen and sym not in {s for h in self.hyper for s in h.symbols} and sym not in self.derived_sizes:
                         seen.append(sym)
         return tuple(seen)
 

@@ -69,7 +69,7 @@ def definition_text(op: Op) -> str:
               for i in op.inputs]
     lines += [f"output {exact(op.output)}"]
     lines += [f"extra {exact(node)}" for node in op.extra]
-    lines += [f"hyper {exact(h.symbol)} {h.default!r} {h.cases!r} {h.doc!r}" for h in op.hyper]
+    lines += [f"hyper {' '.join(exact(s) for s in h.symbols)} {h.default!r} {h.cases!r} {h.doc!r}" for h in op.hyper]
     lines += [f"theorem {exact(lhs)} = {exact(rhs)}" for lhs, rhs in op.theorems]
     return "\n".join(lines)
 

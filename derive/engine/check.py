@@ -120,7 +120,7 @@ def with_hyper(op: Op, sizes: dict, values: dict) -> dict:
     """The sizes with the whole-number hyper-parameters (stride, causal) that shape the sums, and the
     sizes that follow from them (group norm's K = C / groups), as SymPy integers."""
     found = {s: sp.Integer(v) for s, v in sizes.items()}
-    found.update({h.symbol: sp.Integer(int(values[h.name])) for h in op.hyper if h.whole})
+    found.update({s: sp.Integer(int(v)) for h in op.hyper if h.whole for s, v in h.bind(values[h.name]).items()})
     for size, rule in op.derived_sizes.items():
         value = sp.sympify(rule).subs(found)
         if not value.is_integer:

@@ -111,7 +111,7 @@ def _solve_affine(expr: sp.Expr, v: sp.Symbol):
     a, c = sp.Poly(expr, v).all_coeffs()
     if a in (1, -1):
         return sp.expand(-c / a), []
-    return sp.expand(-c / a), [sp.Eq(sp.Mod(-c, a), 0)]
+    return sp.expand(-c / a), [sp.Eq(sp.Mod(sp.expand(-c * sp.sign(a)), sp.Abs(a)), 0)]  # modulo a positive number
 
 
 def _implied(cond: sp.Basic, ranges: Ranges) -> bool:

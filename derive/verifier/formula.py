@@ -87,7 +87,7 @@ class Ones(Node):
 @dataclass(frozen=True)
 class Product(Node):
     """Factors with the operators between them: ``juxt``, ``cdot``, ``times`` (products), ``odot``,
-    ``emul`` (elementwise), ``matmul``, ``div``, ``oslash``."""
+    ``emul`` (elementwise), ``matmul``, ``div``, ``oslash``, ``mod`` (``\\bmod``, in index arithmetic)."""
 
     factors: tuple
     ops: tuple
@@ -260,7 +260,7 @@ index_list: (NAME | NUMBER | COMMA)+
 EQ: "=" | "&=" | "& ="
 PLUS: "+"
 MINUS: "-"
-MULOP: /\\(cdot|times|odot|circ|oslash)(?![A-Za-z])/ | "*" | "/"
+MULOP: /\\(cdot|times|odot|circ|oslash|bmod)(?![A-Za-z])/ | "*" | "/"
 REL: /\\(geq|ge|leq|le|neq|ne)(?![A-Za-z])/ | ">=" | "<=" | ">" | "<"
 AMP: "&"
 ROWSEP: "\\\\"
@@ -280,7 +280,7 @@ TEXT: /\\(text|mathrm|operatorname|textrm|rm|mathit)\s*\{([^{}\\]|\\.)*\}/
 DECOR: /\\(vec|mathbf|boldsymbol|bm|overrightarrow|mathbold)(?![A-Za-z])/
 ACCENT: /\\(hat|widehat|tilde|widetilde|bar|overline)(?![A-Za-z])/
 TOP: /\\(top|intercal)(?![A-Za-z])/
-GREEK.-1: /\\(?!(sum|frac|dfrac|tfrac|sqrt|partial|begin|end|left|right|cdot|times|odot|circ|oslash|geq|ge|leq|le|neq|ne)(?![A-Za-z]))[A-Za-z]+/
+GREEK.-1: /\\(?!(sum|frac|dfrac|tfrac|sqrt|partial|begin|end|left|right|cdot|times|odot|circ|oslash|bmod|geq|ge|leq|le|neq|ne)(?![A-Za-z]))[A-Za-z]+/
 NAME: /[A-Za-z]+'*/
 NUMBER: /\d+(\.\d+)?/
 SUB_ONE: /_\s*[A-Za-z0-9]'*/
@@ -341,7 +341,7 @@ LPAR: "("
 RPAR: ")"
 LBRACK: "["
 RBRACK: "]"
-NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+))*/
+NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+|[A-Z]))*/
 NUMBER: /\d+(\.\d+)?/
 %ignore /\s+/
 """
@@ -401,7 +401,7 @@ REL_OPS = {">": ">", "<": "<", r"\geq": ">=", r"\ge": ">=", r"\leq": "<=", r"\le
            "<=": "<=", "=": "=", "==": "=", r"\neq": "!=", r"\ne": "!=", "!=": "!="}
 OTHERWISE = {"otherwise", "else", "其他", "否则", "sonst"}
 MUL_OPS = {r"\cdot": "cdot", r"\times": "times", "*": "cdot", r"\odot": "odot", r"\circ": "odot",
-           r"\oslash": "oslash", "/": "div"}
+           r"\oslash": "oslash", "/": "div", r"\bmod": "mod"}
 GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
          "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega", "Gamma", "Delta",
          "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
@@ -894,10 +894,11 @@ def check_size(text: str) -> None:
 
 
 def detect_syntax(text: str) -> str:
-    """LaTeX if the text has a backslash, a brace or an underscore (but not ``running_var[c]``); else plain."""
+    """LaTeX if the text has a backslash, a brace or an underscore (but not where an array is indexed the
+    plain way, ``running_var[c]``, ``xp[n, c, i*s_H + p, ...]``); else plain."""
     if any(c in text for c in "\\{"):
         return "latex"
-    if "_" in text and not re.search(r"[A-Za-z0-9]_[A-Za-z0-9]+\[", text):
+    if "_" in text and not re.search(r"[A-Za-z0-9]\[", text):
         return "latex"
     return "plain"
 
@@ -936,7 +937,7 @@ def _strip_math_delimiters(text: str) -> str:
 #: columns stay the user's): LALR cannot tell ``|a| b`` from ``|a |b||`` by the bar alone.
 BAR_OPEN, BAR_CLOSE = "\uE000", "\uE001"
 _BEFORE_OPERAND = set("([{+-=<>&,*/^_") | {BAR_OPEN}
-_OPERATOR_COMMANDS = {"cdot", "times", "odot", "circ", "oslash", "le", "leq", "ge", "geq", "ne", "neq", "frac",
+_OPERATOR_COMMANDS = {"cdot", "times", "odot", "circ", "oslash", "bmod", "le", "leq", "ge", "geq", "ne", "neq", "frac",
                       "sqrt", "left", "sum", "limits", "quad", "qquad"}
 
 

@@ -332,7 +332,8 @@ class Resolver:
         return found[0] if len(found) == 1 else None
 
     def _index_expr(self, node: F.Node) -> sp.Expr:
-        """Index arithmetic: letters, numbers, sizes and constants (a stride), added and multiplied."""
+        """Index arithmetic: letters, numbers, sizes and constants (a stride), added and multiplied; divided
+        and taken modulo (a dilated offset, ``\\frac{h + P - i s}{d}``, ``(h + P - i s) \\bmod d``)."""
         if isinstance(node, F.Num):
             return sp.Rational(node.value.numerator, node.value.denominator)
         scalar = self._subscripted_scalar(node)
@@ -360,10 +361,13 @@ class Resolver:
         if isinstance(node, F.Add):
             left, right = self._index_expr(node.left), self._index_expr(node.right)
             return left - right if node.minus else left + right
-        if isinstance(node, F.Product) and all(op in ("juxt", "cdot", "times", "emul") for op in node.ops):
-            out = ONE
-            for factor in node.factors:
-                out *= self._index_expr(factor)
+        if isinstance(node, F.Frac):
+            return sp.expand(self._index_expr(node.num) / self._index_expr(node.den))
+        if isinstance(node, F.Product) and all(op in ("juxt", "cdot", "times", "emul", "div", "mod") for op in node.ops):
+            out = self._index_expr(node.factors[0])
+            for op, factor in zip(node.ops, node.factors[1:]):
+                value = self._index_expr(factor)
+                out = sp.expand(out / value) if op == "div" else sp.Mod(out, value) if op == "mod" else out * value
             return out
         raise self.error("an index is a letter, or letters, sizes and numbers added and multiplied "
                          "(x_{n, c, i s + p})", node)
@@ -505,6 +509,8 @@ class Resolver:
             return self._elementwise(a, b, lambda x, y: x * y, node)
         if op in ("div", "oslash"):
             return self._divide(a, b, node)
+        if op == "mod":
+            raise self.error(r"\bmod is for index arithmetic, [(h + P - i s) \bmod d = 0]", node)
         raise self.error(f"unknown operator {op}", node)  # pragma: no cover - the grammar has no other
 
     def _product(self, a: Value, b: Value, node) -> Value:
@@ -711,7 +717,7 @@ class Resolver:
                     if self.table.named(char) and char not in self.letters:
                         return False
                     letters = True
-            elif not isinstance(sub, (F.Num, F.Add, F.Neg, F.Product, F.IndexExpr)):
+            elif not isinstance(sub, (F.Num, F.Add, F.Neg, F.Product, F.IndexExpr, F.Frac)):
                 return False
         return letters
 

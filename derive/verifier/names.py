@@ -137,8 +137,9 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
         words = tuple(dict.fromkeys(w for w in (size.name, name_key(name_tex(size.name))) if w))
         entries.append(Entry(size, words, meaning=_size_meaning(size, entries), kind="size"))
     for h in op.hyper:
-        words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
-        entries.append(Entry(h.symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
+        for symbol in h.symbols:
+            words = tuple(dict.fromkeys(w for w in (symbol.name, name_key(name_tex(symbol.name))) if w))
+            entries.append(Entry(symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     for size, rule in op.derived_sizes.items():  # a number once the sizes and hyper-parameters are
         entries.append(Entry(size, (size.name,), meaning=f"{size} = {rule}", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), (op.objective,), meaning="the objective", kind="objective"))
@@ -291,9 +292,9 @@ def chain_table(c: ChainDerivation):
         meaning = "batch size" if letter == "n" else f"number of nodes indexed by {letter}"
         entries.append(Entry(size, (size.name,), meaning=meaning, kind="size"))
     entries.append(Entry(ETA, ("eta",), meaning="learning rate", kind="constant"))
-    hyper = {h.symbol: h for layer in c.layers for h in layer.op.hyper}
+    hyper = {s: h for layer in c.layers for h in layer.op.hyper for s in h.symbols}
     for symbol, h in sorted(hyper.items(), key=lambda item: item[0].name):
-        words = tuple(dict.fromkeys(w for w in (h.name, name_key(name_tex(h.name))) if w))
+        words = tuple(dict.fromkeys(w for w in (symbol.name, name_key(name_tex(symbol.name))) if w))
         entries.append(Entry(symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     entries.append(Entry(sp.Symbol("E"), ("E",), meaning="the objective", kind="objective"))
     return Table(",".join(c.names), entries, letter_sizes, not c.coupled_by, BATCH_SIZE,

@@ -49,6 +49,8 @@ class World(Names):
     index_bounds: dict = field(default_factory=dict)
     #: Sizes that follow from a size and a hyper-parameter (group norm's K = C / groups), by symbol.
     derived_sizes: dict = field(default_factory=dict)
+    #: The symbols of each hyper-parameter given per image axis (a stride's s_H and s_W): they vary together.
+    pairs: tuple = ()
     _definitions: dict = field(default_factory=dict)
     _unrolled: dict = field(default_factory=dict)
     _points: dict = field(default_factory=dict)
@@ -261,10 +263,10 @@ def op_world(op: Op, names: Names | None = None) -> World:
     dependent += [(a.tensor, a.index, expanded(a.expr, d.adjoints)) for a in d.adjoints]
     simplex = tuple(inp.tensor for inp in op.inputs if inp.domain == "simplex")
     cases = max((len(h.cases) for h in op.hyper), default=0)
-    hyper_cases = [{h.symbol: _exact(values[h.name]) for h in op.hyper}
+    hyper_cases = [{s: _exact(v) for h in op.hyper for s, v in h.bind(values[h.name]).items()}
                    for values in (check.hyper_values(op, case, resolve=True) for case in range(cases))]
     defaults = check.hyper_values(op, resolve=True)
-    constants = {h.symbol: _exact(defaults[h.name]) for h in op.hyper}
+    constants = {s: _exact(v) for h in op.hyper for s, v in h.bind(defaults[h.name]).items()}
     activations = []
     if op.shape_kind == "flat" and not op.is_loss:
         local = d.gradients[0].expr.xreplace({d.upstream[d.gradients[0].index]: sp.S.One})
@@ -275,7 +277,7 @@ def op_world(op: Op, names: Names | None = None) -> World:
                  ArticleLatex(notation(op)), simplex, constants, activations,
                  [given for given in (op.small_sizes, op.test_sizes) if given], hyper_cases,
                  {inp.tensor: check.index_bound(op, inp) for inp in op.inputs if inp.domain == "index"},
-                 dict(op.derived_sizes))
+                 dict(op.derived_sizes), tuple(h.symbols for h in op.hyper if h.is_pair))
 
 
 def function_derivatives(exprs) -> list:
@@ -324,8 +326,8 @@ def chain_world(c: ChainDerivation, names: Names | None = None) -> World:
     sizes = tuple(sorted({s for e in table.entries for s in e.shape}, key=lambda s: "NIJKHFEDC".find(s.name)))
     printer = ArticleLatex(chain_notation(c))
     return World(",".join(c.names), table, targets, independent, dependent, set(c.deltas), sizes,
-                 printer, simplex, {ETA: sp.Rational(1, 10), **{h.symbol: sp.nsimplify(h.default)
-                                                               for layer in c.layers for h in layer.op.hyper}},
+                 printer, simplex, {ETA: sp.Rational(1, 10), **{s: sp.nsimplify(v) for layer in c.layers for h in layer.op.hyper
+                                                               for s, v in h.bind(h.default).items()}},
                  _chain_activations(c, printer))
 
 

@@ -745,19 +745,28 @@ def _hyper_hint(world, target, meaning, study) -> list[str]:
         return []
     wrong_at = study.runs[study.first_run][0]
     constants = {e.value: e for e in world.table.entries if e.kind == "constant"}
-    for symbol in sorted(world.hyper_cases[0], key=str):
-        values = sorted({case[symbol] for case in world.hyper_cases} - {wrong_at[symbol]}, key=float)
+    paired = {s for pair in world.pairs for s in pair}
+    groups = [pair for pair in world.pairs if set(pair) <= set(world.hyper_cases[0])] \
+        + [(s,) for s in world.hyper_cases[0] if s not in paired]  # a pair's symbols (s_H, s_W) vary together
+    groups = sorted(groups, key=lambda g: str(g[0]))
+    # one hyper-parameter at another test value, then two together (stride and dilation both at 1)
+    for group in groups + [a + b for a, b in itertools.combinations(groups, 2)]:
+        wrong = tuple(wrong_at[s] for s in group)
+        values = sorted({tuple(case[s] for s in group) for case in world.hyper_cases} - {wrong},
+                        key=lambda v: [float(x) for x in v])
         for value in values:  # the counterexample's hyper-parameters but this one, at the first sizes where
-            sizes = next((trial for trial in ({**s, **{h: wrong_at[h] for h in world.hyper_cases[0]}, symbol: value}
+            sizes = next((trial for trial in ({**s, **{h: wrong_at[h] for h in world.hyper_cases[0]},
+                                               **dict(zip(group, value))}
                                               for s in study.size_sets) if _every_axis_long(world, trial)), None)
             if sizes is None:  # no axis but the batch has length 1 (a sum over it says nothing)
                 continue
             again = _Study(world, target, meaning, study.seed, [sizes])
             if again.compare() is None and not again.undecided:
-                label, doc = world.label(symbol), constants[symbol].meaning.split(" (default")[0]
-                return [f"right only at {label} = {value} ({doc}): at sizes {world.describe(sizes)} your formula "
-                        f"agrees with the derivation, with {label} = {wrong_at[symbol]} (the counterexample) it "
-                        "does not"]
+                doc = "; ".join(dict.fromkeys(constants[s].meaning.split(" (default")[0] for s in group))
+                at = ", ".join(f"{world.label(s)} = {v}" for s, v in zip(group, value))
+                was = ", ".join(f"{world.label(s)} = {v}" for s, v in zip(group, wrong))
+                return [f"right only at {at} ({doc}): at sizes {world.describe(sizes)} your formula "
+                        f"agrees with the derivation, with {was} (the counterexample) it does not"]
     return []
 
 
@@ -816,19 +825,23 @@ def _left_out(world, target, study) -> list[str]:
         return []
     constants = {e.value: e for e in world.table.entries if e.kind == "constant"}
     tex = world.printer.doprint
-    def reads(expr, symbol, plain):  # in the indices and brackets, not in the sums' ranges (the sizes)
-        return expr.replace(lambda e: isinstance(e, (sp.Indexed, Iverson)) and symbol in e.free_symbols,
-                            lambda e: e.xreplace({symbol: plain}))
+    def reads(expr, group, plain):  # in the indices and brackets, not in the sums' ranges (the sizes)
+        return expr.replace(lambda e: isinstance(e, (sp.Indexed, Iverson)) and e.free_symbols & set(group),
+                            lambda e: e.xreplace({symbol: plain for symbol in group}))
 
-    for symbol in sorted(target.expr.free_symbols & set(constants), key=str):
+    used = target.expr.free_symbols & set(constants)
+    paired = {s for pair in world.pairs for s in pair}
+    groups = [pair for pair in world.pairs if used & set(pair)] + [(s,) for s in used if s not in paired]
+    for group in sorted(groups, key=lambda g: str(g[0])):  # a pair (s_H, s_W) left out on both axes
         for plain in (1, 0):
             try:
-                explained = study.matches(reads(target.expr, symbol, plain), yours=True)
+                explained = study.matches(reads(target.expr, group, plain), yours=True)
             except (TypeError, ValueError, ZeroDivisionError):
                 explained = False
             if explained:
-                return [f"your formula is the derivation with {tex(symbol)} = {plain} in its indices: is "
-                        f"{tex(symbol)} ({constants[symbol].meaning.split(' (default')[0]}) left out?"]
+                names = ", ".join(tex(s) for s in group)
+                return [f"your formula is the derivation with {' = '.join(tex(s) for s in group)} = {plain} in its "
+                        f"indices: is {names} ({constants[group[0]].meaning.split(' (default')[0]}) left out?"]
     switches = {a for a in sp.preorder_traversal(target.expr)
                 if isinstance(a, Iverson) or isinstance(a, sp.Indexed) and isinstance(a.base, Intermediate)
                 and isinstance(a.base.definition, FirstMax)}

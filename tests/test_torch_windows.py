@@ -1,0 +1,101 @@
+"""conv2d's and pooling's options against PyTorch: an int or an (h, w) pair for each window option, several
+combinations each, float64 and float32, the values and every gradient, the inputs left unchanged.
+
+PyTorch is an optional extra; without it these tests are skipped.
+"""
+import numpy as np
+import pytest
+
+from generated import avg_pool2d, conv2d, max_pool2d
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _against_torch(module, reference, arrays, options, dtype, rng):
+    """Run the generated forward and backward and PyTorch's function on the same arrays; compare the
+    output and every gradient, and check that neither call changed an input."""
+    arrays = {name: (a.astype(dtype) if a is not None else None) for name, a in arrays.items()}
+    before = {name: a.copy() for name, a in arrays.items() if a is not None}
+    out, cache = module.forward(**arrays, **options)
+    assert out.dtype == dtype
+    tensors = {name: torch.tensor(a, requires_grad=True) if a is not None else None for name, a in arrays.items()}
+    expected = reference(*tensors.values(), **options)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-5)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(dout, cache)
+    given = [name for name, a in arrays.items() if a is not None]
+    assert sorted(grads) == sorted(given)
+    for name in given:
+        assert grads[name].dtype == dtype and grads[name].shape == arrays[name].shape, name
+        np.testing.assert_allclose(grads[name], tensors[name].grad.numpy(), rtol=rtol, atol=atol, err_msg=name)
+    for name, a in before.items():
+        np.testing.assert_array_equal(arrays[name], a, err_msg=f"{name} was changed")
+
+
+def _conv(x, W, b=None, **options):
+    return F.conv2d(x, W, b, **options)
+
+
+#: (x shape, W shape, options): ints and pairs, each option on its own and together.
+CONV_CASES = [
+    ((2, 3, 7, 6), (4, 3, 3, 2), {"stride": (2, 1)}),
+    ((2, 3, 7, 6), (4, 3, 3, 2), {"stride": (1, 3), "padding": (0, 2)}),
+    ((1, 2, 6, 8), (3, 2, 2, 3), {"stride": 2, "padding": (2, 1)}),
+    ((2, 2, 5, 5), (2, 2, 3, 3), {"stride": [3, 2], "padding": 1}),
+    ((2, 3, 9, 8), (4, 3, 3, 2), {"dilation": 2}),
+    ((2, 3, 9, 8), (4, 3, 3, 3), {"dilation": (2, 3), "padding": (1, 2)}),
+    ((1, 2, 11, 9), (3, 2, 3, 2), {"dilation": (3, 1), "stride": (2, 2), "padding": 2}),
+    ((2, 2, 8, 8), (2, 2, 2, 2), {"dilation": 2, "stride": 3}),  # windows apart: nothing overlaps
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("xs, ws, options", CONV_CASES, ids=range(len(CONV_CASES)))
+def test_conv2d_options_match_pytorch(xs, ws, options, bias, dtype, rng):
+    arrays = {"x": rng.standard_normal(xs), "W": rng.standard_normal(ws),
+              "b": rng.standard_normal(ws[0]) if bias else None}
+    _against_torch(conv2d, _conv, arrays, options, dtype, rng)
+
+
+POOL_CASES = [
+    ((2, 3, 7, 6), {"kernel": (3, 2)}),
+    ((2, 3, 7, 6), {"kernel": (2, 3), "stride": (1, 2)}),
+    ((1, 2, 6, 9), {"kernel": 3, "stride": (2, 3)}),
+    ((2, 1, 5, 5), {"kernel": (1, 2), "stride": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("module, reference", [(max_pool2d, F.max_pool2d), (avg_pool2d, F.avg_pool2d)],
+                         ids=["max", "avg"])
+@pytest.mark.parametrize("shape, options", POOL_CASES, ids=range(len(POOL_CASES)))
+def test_pooling_options_match_pytorch(module, reference, shape, options, dtype, rng):
+    def call(x, kernel, stride=None, **rest):
+        return reference(x, kernel, stride, **rest)
+    _against_torch(module, call, {"x": rng.standard_normal(shape)}, options, dtype, rng)
+
+
+@pytest.mark.parametrize("module, options, message", [
+    (conv2d, {"stride": (1, 2, 3)}, "stride: expected an integer or a pair"),
+    (conv2d, {"stride": (1, 0)}, "stride: expected stride >= 1"),
+    (conv2d, {"padding": (-1, 0)}, "padding: expected padding >= 0"),
+    (conv2d, {"padding": ()}, "padding: expected an integer or a pair"),
+    (conv2d, {"dilation": 0}, "dilation: expected dilation >= 1"),
+    (conv2d, {"dilation": (1, 9)}, "the output would be empty"),
+    (max_pool2d, {"kernel": (2,)}, "kernel: expected an integer or a pair"),
+    (avg_pool2d, {"kernel": 2, "stride": (0, 1)}, "stride: expected stride >= 1"),
+])
+def test_a_bad_pair_is_a_value_error_naming_the_option(module, options, message, rng):
+    x = rng.standard_normal((1, 2, 6, 6))
+    inputs = {"x": x, "W": rng.standard_normal((2, 2, 2, 2))} if module is conv2d else {"x": x}
+    with pytest.raises(ValueError, match=message):
+        module.forward(**inputs, **options)
+
+
+def test_a_pair_of_non_integers_is_a_type_error_naming_the_option(rng):
+    with pytest.raises(TypeError, match="stride: expected an integer"):
+        conv2d.forward(rng.standard_normal((1, 1, 4, 4)), rng.standard_normal((1, 1, 2, 2)), stride=(1, 1.5))
