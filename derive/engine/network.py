@@ -134,9 +134,10 @@ def _instantiate(layer: Layer, op: Op, reads: list, owners: dict, taken_hypers: 
             value = values[h.default_to]
         values[h.name] = value
         if h.whole:
-            if not isinstance(value, (int, bool)) or isinstance(value, bool) and h.kind != "bool":
-                raise ValueError(f"hyper: {layer.name}.{h.name} must be a whole number, got {value!r}")
-            subs[h.symbol] = sp.Integer(int(value))
+            bound = h.bind(value)  # a pair's two symbols (stride_h, stride_w), or the one
+            if not all(isinstance(v, int) and (not isinstance(v, bool) or h.kind == "bool") for v in bound.values()):
+                raise ValueError(f"hyper: {layer.name}.{h.name} must be a whole number (or a pair), got {value!r}")
+            subs.update({symbol: sp.Integer(int(v)) for symbol, v in bound.items()})
         else:
             name = h.name if h.name not in {t.name for t in taken_hypers} else f"{h.name}_{layer.tag}"
             symbol = sp.Symbol(name, **h.symbol.assumptions0)
@@ -196,7 +197,7 @@ def _printed(inp: Input, layer: Layer) -> dict:
 def _check_valid(layer, op, values):
     for h in op.hyper:
         if h.valid and values[h.name] is not None:
-            held = _holds(h.valid, h.name, values[h.name])
+            held = all(_holds(h.valid, h.name, v) for v in h.bind(values[h.name]).values())
             if not held:
                 raise ValueError(f"hyper: {layer.name}.{h.name} must satisfy {h.valid}, got {values[h.name]!r}")
 
