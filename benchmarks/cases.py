@@ -43,6 +43,23 @@ def bench_sizes(op: Op, scale: float = 1.0) -> tuple[dict, dict]:
     return sizes, hyper
 
 
+#: Forms timed besides each op's default one, by op: the option values that choose them. Only options read
+#: from the inputs (class labels for t), so that every peer is called with the same arguments.
+FORMS = {"softmax_cross_entropy": ({"target": "labels"},), "cross_entropy": ({"target": "labels"},)}
+
+
+def bench_forms(op: Op) -> list:
+    """The op's default form and the others ``FORMS`` names for it."""
+    return [op] + [op.form(**values) for values in FORMS.get(op.name, ()) if op.is_builtin]
+
+
+def form_name(op: Op) -> str:
+    """The op's name, with the options that differ from the default form: ``softmax_cross_entropy[target=labels]``."""
+    default = {o.name: o.default for o in op.options if hasattr(o, "choices")}
+    changed = [f"{k}={v}" for k, v in op.chosen if default.get(k) != v]
+    return op.name + (f"[{', '.join(changed)}]" if changed else "")
+
+
 def _derived(size, op) -> bool:
     """A size no input has (an output size computed from the others, such as a convolution's)."""
     return not any(size in sp.sympify(s).free_symbols for i in op.inputs for s in i.shape)
@@ -76,6 +93,10 @@ class Case:
         self.inputs = inputs
         out, _ = self.module.forward(**inputs, **self.hyper)
         self.dout = 1.0 if self.op.is_loss else rng.standard_normal(np.shape(out)).astype(self.dtype)
+
+    @property
+    def name(self) -> str:
+        return form_name(self.op)
 
     @property
     def shapes(self) -> str:

@@ -59,7 +59,8 @@ def _torch_table() -> dict:
         "half_sse": lambda y, t: 0.5 * F.mse_loss(y, t, reduction="sum") / y.shape[0],
         "mse": lambda y, t: F.mse_loss(y, t),
         # The contract's F.nll_loss(log y, labels) needs one-hot targets; ours are any probabilities.
-        "cross_entropy": lambda y, t: -(t * torch.log(y)).sum() / y.shape[0],
+        "cross_entropy": lambda y, t: F.nll_loss(torch.log(y), t) if not t.is_floating_point()
+        else -(t * torch.log(y)).sum() / y.shape[0],
         "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
         "conv2d": lambda x, W, b, stride=1, padding=0: F.conv2d(x, W, b, stride=stride, padding=padding),
         "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
@@ -144,6 +145,10 @@ def _autograd_table() -> dict:
             scores = anp.where(np.tril(np.ones(scores.shape[-2:], bool)), scores, -np.inf)
         return anp.einsum("nls,nse->nle", anp.exp(log_softmax(scores)), v)
 
+    def against(log_p, t):
+        """Each log-probability times its target: t's own value, or 1 at each row's label (integer t)."""
+        return log_p[np.arange(len(t)), t] if np.issubdtype(t.dtype, np.integer) else t * log_p
+
     table = {
         "linear": lambda x, W, b: anp.dot(x, W.T) + b,
         "sigmoid": lambda x: 1 / (1 + anp.exp(-x)),
@@ -153,8 +158,8 @@ def _autograd_table() -> dict:
         "softmax": lambda x: anp.exp(log_softmax(x)),
         "half_sse": lambda y, t: 0.5 * anp.sum((t - y) ** 2) / y.shape[0],
         "mse": lambda y, t: anp.mean((y - t) ** 2),
-        "cross_entropy": lambda y, t: -anp.sum(t * anp.log(y)) / y.shape[0],
-        "softmax_cross_entropy": lambda z, t: -anp.sum(t * log_softmax(z)) / z.shape[0],
+        "cross_entropy": lambda y, t: -anp.sum(against(anp.log(y), t)) / y.shape[0],
+        "softmax_cross_entropy": lambda z, t: -anp.sum(against(log_softmax(z), t)) / z.shape[0],
         "conv2d": conv2d,
         "max_pool2d": lambda x, kernel=2, stride=None: anp.max(windows(x, kernel, stride), axis=0),
         "avg_pool2d": lambda x, kernel=2, stride=None: anp.mean(windows(x, kernel, stride), axis=0),
@@ -250,17 +255,21 @@ def _softmax_by_hand(x, dout):
 
 
 def _softmax_cross_entropy_by_hand(z, t, dout=1.0):
-    """Softmax cross-entropy (rows of t sum to 1) as a careful person writes it, forward and backward in
-    one: the shifted logits summed against t first, then turned into probabilities in place, then
-    into the gradient: one new full-size array."""
+    """Softmax cross-entropy (rows of t sum to 1, or t integer labels) as a careful person writes it,
+    forward and backward in one: the shifted logits summed against t first, then turned into
+    probabilities in place, then into the gradient: one new full-size array."""
     n = z.shape[0]
+    labels = np.issubdtype(t.dtype, np.integer)
     u = z - z.max(axis=1, keepdims=True)
-    against_t = np.einsum("nk,nk->", u, t)
+    against_t = u[np.arange(n), t].sum() if labels else np.einsum("nk,nk->", u, t)
     np.exp(u, out=u)
     s = u.sum(axis=1)
     loss = (np.log(s).sum() - against_t) / n
     u /= s[:, None]
-    u -= t
+    if labels:
+        u[np.arange(n), t] -= 1
+    else:
+        u -= t
     u *= dout / n
     return loss, u
 

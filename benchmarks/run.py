@@ -19,7 +19,7 @@ from derive.engine.derivation import derive_afresh
 from derive.define.registry import registry
 
 from . import blas, references
-from .cases import Case, NotBenchmarked, bench_sizes
+from .cases import Case, NotBenchmarked, bench_forms, bench_sizes
 from .derivation import measure
 from .svg import sweep_svg
 from .timing import interleaved, peak_memory
@@ -29,6 +29,7 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 FLOORS = (("linear", "bare", 1.05, 1.05), ("conv2d", "torch", 1.2, 2.0), ("max_pool2d", "torch", 1.5, 1.5),
           ("batch_norm", "torch", 1.5, 2.0), ("batch_norm_eval", "torch", 1.5, 2.0), ("layer_norm", "torch", 1.5, 2.0),
           ("softmax", "torch", 1.5, 2.0), ("softmax_cross_entropy", "torch", 1.5, 2.0),
+          ("softmax_cross_entropy[target=labels]", "torch", 1.5, 2.0),
           ("rms_norm", "torch", 2.0, 2.0), ("group_norm", "torch", 2.0, 2.0), ("attention", "torch", 1.5, 1.5),
           ("lstm_cell", "torch", 2.0, 2.0), ("gru_cell", "torch", 2.0, 2.0))
 #: The same for two of examples/, measured when given (``derive bench --ops examples/causal_attention.py``).
@@ -70,7 +71,7 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     notes, cases = [], []
     for op in ops:
         try:
-            cases += [Case(op, DTYPES[dtype], *bench_sizes(op)) for dtype in dtypes]
+            cases += [Case(form, DTYPES[dtype], *bench_sizes(form)) for form in bench_forms(op) for dtype in dtypes]
         except NotBenchmarked as why:
             notes.append(f"skipped {why}")
     results = _measure(cases, rounds)
@@ -86,7 +87,7 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     for note in notes:
         say(f"- {note}")
     floor_rows = _floor_rows(results, ops)
-    disagreeing = [f"{r.case.op.name} {np.dtype(r.case.dtype).name} vs {peer}" for r in results
+    disagreeing = [f"{r.case.name} {np.dtype(r.case.dtype).name} vs {peer}" for r in results
                    for peer, difference in r.differences.items() if not difference <= AGREE[r.case.dtype]]
     if results:
         floor_rows.append(("every peer computes what the generated code does", "",
@@ -159,7 +160,7 @@ def _results_table(results) -> list[str]:
         diffs = ", ".join(f"{r.differences[p]:.0e}{'' if r.differences[p] <= tolerance else ' DISAGREE'}"
                           if p in r.differences else "—" for p in ("torch", "autograd"))
         memory = _mib(r.memory["generated"]) + (f" ({_mib(r.memory['autograd'])})" if "autograd" in r.memory else "")
-        rows.append((c.op.name, np.dtype(c.dtype).name, c.shapes,
+        rows.append((c.name, np.dtype(c.dtype).name, c.shapes,
                      *(_time(r.times.get(p)) for p in ("generated", *peers)),
                      *(_ratio(r.ratio(p)) for p in peers), memory, diffs))
     return _table(headers, rows)
@@ -179,11 +180,12 @@ def _floor_rows(results, ops) -> list:
     wanted += [(op.name, peer, {"float64": limit, "float32": limit})
                for op in ops if is_elementwise(op) for peer, limit in ELEMENTWISE_FLOORS]
     for op, peer, limits in wanted:
-        if op not in registry() and op not in names:
+        base = op.partition("[")[0]  # a form of an op: softmax_cross_entropy[target=labels]
+        if base not in registry() and base not in names:
             rows.append((f"{op} vs {peer}", "", "not in the registry yet", "", _limits(limits), "—"))
-        if op not in names:
+        if base not in names:
             continue
-        found = [r for r in results if r.case.op.name == op]
+        found = [r for r in results if r.case.name == op]
         if not found:
             rows.append((f"{op} vs {peer}", "", "not measured (no sizes or module)", "", _limits(limits), "—"))
         for r in found:
@@ -200,7 +202,7 @@ def _floor_rows(results, ops) -> list:
         slower_at_best = [r for r in compared if r.ratio("autograd", "best") >= 1]
         worst = max(compared, key=lambda r: r.ratio("autograd"))
         dtypes = ", ".join(sorted({np.dtype(r.case.dtype).name for r in compared}))
-        named = lambda r: (f"{r.case.op.name} {np.dtype(r.case.dtype).name} "  # noqa: E731
+        named = lambda r: (f"{r.case.name} {np.dtype(r.case.dtype).name} "  # noqa: E731
                            f"{_ratios(r.ratio('autograd'), r.ratio('autograd', 'best'))}")
         measured = f"slower: {', '.join(map(named, slower))}" if slower else f"slowest: {named(worst)}"
         rows.append(("every op faster than autograd", dtypes, measured, "", "< 1x",

@@ -33,12 +33,19 @@ def module_source(d: Derivation) -> str:
     return text
 
 
+#: Each reading of ``derive.define.forms.READINGS`` as the generated forward tests its argument.
+READ_CODE = {
+    "integer": "np.issubdtype(np.asarray({}).dtype, np.integer)",
+    "nonzero": "{} != 0",
+}
+
+
 def _forms_module(d: Derivation) -> str:
     """An op with options: each form's forward and backward as the module template writes them (under
     private names), one set of helpers, and a ``forward`` and ``backward`` that run the form chosen."""
     template = environment().get_template("module.py.j2")
     head = module_context(d)
-    forms, helpers, inputs = [], set(), {i["name"]: i for i in head["inputs"]}
+    forms, helpers, inputs = [], set(), {}
     for op in d.op.all_forms:
         context = head if op is d.op else module_context(derive(op))
         label = form_label(op)
@@ -46,7 +53,11 @@ def _forms_module(d: Derivation) -> str:
         if context["reshape_helper"] != head["reshape_helper"]:
             raise ValueError(f"{d.op.name}: the form {label} reshapes its inputs another way")
         helpers |= set(context["helpers"])
-        inputs.update({i["name"]: i for i in context["inputs"] if i["name"] not in inputs})
+        for i in context["inputs"]:  # an input another form reads otherwise (t as class labels) says so
+            inputs[i["name"]] = inputs.get(i["name"], dict(i, others=[]))
+            if (i["shape"], i["index"]) != (inputs[i["name"]]["shape"], inputs[i["name"]]["index"]) \
+                    and i not in inputs[i["name"]]["others"]:
+                inputs[i["name"]]["others"].append(i)
         given = {i.name for i in op.inputs}
         forms.append({
             "key": repr(tuple(value for _, value in op.chosen)),
@@ -61,22 +72,23 @@ def _forms_module(d: Derivation) -> str:
     choosing = [o for o in d.op.options if isinstance(o, Option)]
     axes = [a for a in d.op.options if isinstance(a, Axis)]
     optional = {o.name for o in choosing if o.input}
-    options = [{"name": o.name, "input": o.input, "doc": o.doc,
+    options = [{"name": o.name, "input": o.input or bool(o.read), "doc": o.doc,
                 "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
                for o in choosing]
     form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input
-                     else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
-    keywords = [o for o in d.op.options if isinstance(o, Axis) or not o.input]
+                     else f"({o.choices[1]!r} if {READ_CODE[o.read[1]].format(o.read[0])} else {o.choices[0]!r})"
+                     if o.read else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
+    keywords = [o for o in d.op.options if isinstance(o, Axis) or not (o.input or o.read)]
     signature = ", ".join([i.name + ("=None" if i.name in optional else "") for i in d.op.inputs]
                           + (["*"] if d.op.hyper or keywords else [])
                           + [f"{h.name}={h.default!r}" for h in d.op.hyper]
                           + [f"{o.name}={o.default!r}" for o in keywords])
-    helper_context = dict(head, helpers=sorted(helpers), inputs=list(inputs.values()))
+    helper_context = dict(head, helpers=sorted(helpers), inputs=[a for i in inputs.values() for a in [i, *i["others"]]])
     return environment().get_template("forms.py.j2").render(
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
         signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
         any_loss=any(f["is_loss"] for f in forms),
-        inputs=[dict(i, optional=i["name"] in optional) for i in head["inputs"]],
+        inputs=[dict(inputs[i["name"]], optional=i["name"] in optional) for i in head["inputs"]],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 
 

@@ -3,28 +3,49 @@
 
 The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
+``t`` is target probabilities (N, K) or integer class labels (N,), as
+``F.cross_entropy`` reads it.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
+    target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
 
-Form reduction='mean', forward (index form):
+Form reduction='mean', target='probabilities', forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
 
-Form reduction='sum', forward (index form):
+Form reduction='mean', target='labels', forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))/N
+
+Form reduction='sum', target='probabilities', forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])
 
-Form reduction='none', forward (index form):
+Form reduction='sum', target='labels', forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))
+
+Form reduction='none', target='probabilities', forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
+
+Form reduction='none', target='labels', forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k] - KroneckerDelta(k, t[n]))*dout[n]
 """
 import numpy as np
 
@@ -34,19 +55,25 @@ def forward(z, t, *, reduction='mean'):
 
     Args:
         z: (N, K), float32 or float64.
-        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
-    if form == ('mean',):
-        out, cache = _forward_reduction_mean(z, t)
-    elif form == ('sum',):
-        out, cache = _forward_reduction_sum(z, t)
-    else:  # reduction='none'
-        out, cache = _forward_reduction_none(z, t)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'),)
+    if form == ('mean', 'probabilities'):
+        out, cache = _forward_reduction_mean__target_probabilities(z, t)
+    elif form == ('mean', 'labels'):
+        out, cache = _forward_reduction_mean__target_labels(z, t)
+    elif form == ('sum', 'probabilities'):
+        out, cache = _forward_reduction_sum__target_probabilities(z, t)
+    elif form == ('sum', 'labels'):
+        out, cache = _forward_reduction_sum__target_labels(z, t)
+    elif form == ('none', 'probabilities'):
+        out, cache = _forward_reduction_none__target_probabilities(z, t)
+    else:  # reduction='none', target='labels'
+        out, cache = _forward_reduction_none__target_labels(z, t)
     cache["form"] = form
     return out, cache
 
@@ -57,15 +84,21 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean',):
-        return _backward_reduction_mean(dout, cache)
-    elif form == ('sum',):
-        return _backward_reduction_sum(dout, cache)
-    else:  # reduction='none'
-        return _backward_reduction_none(dout, cache)
+    if form == ('mean', 'probabilities'):
+        return _backward_reduction_mean__target_probabilities(dout, cache)
+    elif form == ('mean', 'labels'):
+        return _backward_reduction_mean__target_labels(dout, cache)
+    elif form == ('sum', 'probabilities'):
+        return _backward_reduction_sum__target_probabilities(dout, cache)
+    elif form == ('sum', 'labels'):
+        return _backward_reduction_sum__target_labels(dout, cache)
+    elif form == ('none', 'probabilities'):
+        return _backward_reduction_none__target_probabilities(dout, cache)
+    else:  # reduction='none', target='labels'
+        return _backward_reduction_none__target_labels(dout, cache)
 
 
-def _forward_reduction_mean(z, t):
+def _forward_reduction_mean__target_probabilities(z, t):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -89,7 +122,7 @@ def _forward_reduction_mean(z, t):
     return E, cache
 
 
-def _backward_reduction_mean(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -108,7 +141,52 @@ def _backward_reduction_mean(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_sum(z, t):
+def _forward_reduction_mean__target_labels(z, t):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.take_along_axis(z, t[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s)).sum()/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    K = cache["K"]
+    N = cache["N"]
+    dz = (dout/N)*y
+    dz[np.arange(dz.shape[0]), t] -= dout/N
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities(z, t):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -132,7 +210,7 @@ def _forward_reduction_sum(z, t):
     return E, cache
 
 
-def _backward_reduction_sum(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -150,7 +228,51 @@ def _backward_reduction_sum(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_none(z, t):
+def _forward_reduction_sum__target_labels(z, t):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.take_along_axis(z, t[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s)).sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    K = cache["K"]
+    dz = dout*y
+    dz[np.arange(dz.shape[0]), t] -= dout
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities(z, t):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -174,7 +296,7 @@ def _forward_reduction_none(z, t):
     return L, cache
 
 
-def _backward_reduction_none(dout, cache):
+def _backward_reduction_none__target_probabilities(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -187,6 +309,48 @@ def _backward_reduction_none(dout, cache):
     y = cache["y"]
     dz = y - t
     dz *= dout[:, None]
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels(z, t):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.take_along_axis(z, t[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "K": K}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    K = cache["K"]
+    dz = dout[:, None]*y
+    dz[np.arange(dz.shape[0]), t] -= dout
     return {"z": dz}
 
 
@@ -241,6 +405,20 @@ def _sizes(*specs):
                 expected = tuple(sizes.get(s, "?") for s in names)
                 raise ValueError(f"{name}: expected shape ({', '.join(names)}) = {expected}, got {array.shape}")
     return tuple(sizes.values())
+
+
+def _index_array(name, value):
+    """Integer indices (token ids), as an array of int64."""
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name}: expected an array of integers, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def _index_range(name, array, size):
+    """Each index selects one of ``size`` rows: 0 <= index < size."""
+    if array.size and not (0 <= array.min() and array.max() < size):
+        raise ValueError(f"{name}: expected indices in 0..{size - 1}, got values from {array.min()} to {array.max()}")
 
 
 def _simplex(name, array):

@@ -28,7 +28,8 @@ def derive_cli(*args):
 def test_every_loss_has_the_three_reductions():
     for name in LOSSES:
         op = get(name)
-        assert [dict(f.chosen)["reduction"] for f in op.all_forms] == ["mean", "sum", "none"], name
+        reductions = [dict(f.chosen)["reduction"] for f in op.all_forms]
+        assert list(dict.fromkeys(reductions)) == ["mean", "sum", "none"], name
         assert op.form(reduction="none").output.index and not op.form(reduction="sum").output.index
 
 
@@ -45,9 +46,9 @@ def test_each_form_is_derived_from_its_own_definition(name):
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_the_reductions_have_gradients_of_their_own(name):
-    """Three definitions, three derivations: no form's gradient is another's, rescaled by hand."""
+    """A definition per form, a derivation per form: no form's gradient is another's, rescaled by hand."""
     found = [derive(form).gradients[0].expr for form in get(name).all_forms]
-    assert len(set(found)) == 3, found
+    assert len(set(found)) == len(found), found
 
 
 @pytest.mark.parametrize("name", sorted({op.name for op in FORMS.values()}))
@@ -66,14 +67,16 @@ def test_the_module_runs_each_forms_own_generated_code(name):
 
 
 def _draw(form, shapes, dtype, rng):
-    return {inp.name: check._draw(inp.domain, shape, rng).astype(dtype) for inp, shape in zip(form.inputs, shapes)}
+    """Inputs of the given shapes; integer labels (an index input) in the range of the last axis of the first."""
+    return {inp.name: rng.integers(0, shapes[0][-1], shape) if inp.domain == "index"
+            else check._draw(inp.domain, shape, rng).astype(dtype) for inp, shape in zip(form.inputs, shapes)}
 
 
 def _shapes(form):
-    """Several shapes per op: any shape for the elementwise losses, [N, K] for the others."""
+    """Several shapes per op: any shape for the elementwise losses, [N, K] for the others ([N] labels)."""
     if form.shape_kind == "flat":
         return [((7,), (7,)), ((2, 3, 4), (2, 3, 4)), ((1, 1), (1, 1))]
-    return [((3, 5), (3, 5)), ((1, 4), (1, 4)), ((6, 2), (6, 2))]
+    return [tuple(shape[:len(inp.shape)] for inp in form.inputs) for shape in [(3, 5), (1, 4), (6, 2)]]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -25,6 +25,8 @@ def _reduced(losses, reduction):
 
 
 def _ce(y, t, reduction="mean"):
+    if not t.is_floating_point():  # class labels: PyTorch's negative log-likelihood of log y
+        return F.nll_loss(torch.log(y), t, reduction=reduction)
     return _reduced(-(t * torch.log(y)).sum(-1), reduction)
 
 

@@ -308,6 +308,13 @@ TABLE = [
     ("softmax_cross_entropy", "z", r"\frac{1}{N}(y_{nk}\sum_j t_{nj} - t_{nk})", True, None),
     ("softmax_cross_entropy", "z", r"y_{nk} - t_{nk}", False, "1/N"),
     ("softmax_cross_entropy", "z", r"\frac{1}{N}(t_{nk} - y_{nk})", False, "sign"),
+    # integer class labels: the one-hot row [k = t_n] in place of t_{nk}
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N}(y_{nk} - [k = t_n])", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N}\left(\frac{e^{z_{nk}}}{\sum_j e^{z_{nj}}} - [k = t_n]\right)",
+     True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"y_{nk} - [k = t_n]", False, "1/N"),
+    ("cross_entropy[target=labels]", "y", r"-\frac{[k = t_n]}{N y_{nk}}", True, None),
+    ("cross_entropy[target=labels]", "y", r"-\frac{[k = t_n]}{y_{nk}}", False, "1/N"),
     # the article's network, one sample (the article's form) unless the batch index is written
     (A, "delta_k", r"(y_k - t_k) y_k (1 - y_k)", True, None),
     (A, "delta_k", r"-(t_k - y_k) y_k (1 - y_k)", True, None),
@@ -347,7 +354,17 @@ TABLE = [
 
 
 def _where(where):
-    return {"chain": where} if where in (A, BN_CHAIN) else {"op": where}
+    """A chain, an op, or one form of an op: ``op[option=value, ...]``."""
+    if where in (A, BN_CHAIN):
+        return {"chain": where}
+    name, _, chosen = where.partition("[")
+    if not chosen:
+        return {"op": where}
+    from derive.define.registry import get
+    options = dict(pair.split("=") for pair in chosen.rstrip("]").split(", "))
+    op = get(name)
+    known = {o.name: o for o in op.options}
+    return {"op": op.form(**{k: next(c for c in known[k].choices if str(c) == v) for k, v in options.items()})}
 
 
 def test_a_formula_that_is_zero_gets_no_left_out_hint():

@@ -49,6 +49,10 @@ class ExprPrinter(NumPyPrinter):
                 text += (" + " if text else "") + s
         return text
 
+    def _print_KroneckerDelta(self, expr):
+        """``[a = b]`` as a boolean array (a label's one-hot row): a factor, as an Iverson bracket's mask is."""
+        return f"({self._print(expr.args[0])} == {self._print(expr.args[1])})"
+
     def _print_Relational(self, expr):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
 
@@ -261,6 +265,13 @@ class ArrayPrinter:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
             for pos, (sign, term) in enumerate(terms):
+                one_hot = self.one_hot(term, axes) if pos > 0 else None
+                if one_hot is not None:  # [k = t_n] c_n: one entry per row, not a full-size mask
+                    label, coefficient = one_hot
+                    at = ", ".join(label if a == one_hot_axis(term) else f"np.arange({name}.shape[{p}])"
+                                   for p, a in enumerate(axes))
+                    self.lines.append(f"{name}[{at}] {'-=' if sign < 0 else '+='} {coefficient}")
+                    continue
                 scaled = self.stored_times_coefficient(term) if pos > 0 else None
                 if scaled is not None:  # no full-size temporary for the product
                     self.helpers.add("add_product")
@@ -273,6 +284,23 @@ class ArrayPrinter:
                 else:
                     self.lines.append(f"{name} {'-=' if sign < 0 else '+='} {code}")
         self.layouts[name] = axes
+
+    def one_hot(self, term: Node, axes: tuple):
+        """(the label's code, the coefficient's code) for a term ``[k = t_n] c_n`` of an accumulation into
+        an array of two axes (n, k): added at entry (n, t_n) of each row alone. Else None."""
+        axis = one_hot_axis(term)
+        if axis is None or len(axes) != 2:
+            return None
+        holes = dict(term.holes)
+        delta = next(f for f in sp.Mul.make_args(term.expr) if isinstance(f, sp.KroneckerDelta))
+        label = next(holes[a] for a in delta.args if not isinstance(holes[a], Arange))
+        rest = term.expr / delta
+        used = tuple((k, c) for k, c in holes.items() if k in rest.free_symbols)
+        row = tuple(a for a in axes if a != axis)
+        if tuple(label.axes) != row or any(axis in c.axes for _, c in used):
+            return None
+        coefficient = Elementwise(row if used else (), rest, used)
+        return self.code(label, row, top=True), self.code(coefficient, row, top=True)
 
     def stored_times_coefficient(self, term: Node):
         """(array, coefficient) for a term ``array * coefficient`` of an accumulation whose array is
@@ -484,6 +512,12 @@ class ArrayPrinter:
             return self.align(f"{arg if _atomic(arg) else f'({arg})'}.reshape({shape})", node.axes, layout)
         if isinstance(node, Arange):
             return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
+        if isinstance(node, Gather) and node.along:  # one value per row: z[n, t[n]]
+            rows = tuple(node.axes[:node.position]) + (None,) + tuple(node.axes[node.position:])
+            index = self.align(self.code(node.index, tuple(node.index.axes), top=True), tuple(node.index.axes), rows)
+            picked = ", ".join("0" if p == node.position else ":" for p in range(len(rows)))
+            text = f"np.take_along_axis({node.name}, {index}, axis={node.position})[{picked}]"
+            return self.align(text, node.axes, layout)
         if isinstance(node, Gather):
             index = self.code(node.index, tuple(node.index.axes), top=True)
             text = f"{node.name}[{index}]" if node.position == 0 else \
@@ -732,6 +766,21 @@ class ArrayPrinter:
             else:
                 slots.append("None")
         return f"{text}[{', '.join(slots)}]"
+
+
+def one_hot_axis(term: Node):
+    """The axis k of a term ``[k = t_n] c`` (a label's one-hot row times what does not run along k), else None."""
+    if not isinstance(term, Elementwise):
+        return None
+    holes = dict(term.holes)
+    deltas = [f for f in sp.Mul.make_args(term.expr) if isinstance(f, sp.KroneckerDelta)]
+    if len(deltas) != 1 or not all(a in holes for a in deltas[0].args):
+        return None
+    kinds = sorted(deltas[0].args, key=lambda a: not isinstance(holes[a], Arange))
+    arange, label = holes[kinds[0]], holes[kinds[1]]
+    if not isinstance(arange, Arange) or not isinstance(label, Leaf) or arange.axes[0] in label.axes:
+        return None
+    return arange.axes[0]
 
 
 def _full_ops(expr: sp.Expr, big: set, expanded: bool = False) -> int:

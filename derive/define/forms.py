@@ -17,7 +17,10 @@ checked like any op; the generated module has one ``forward`` taking the option 
 keyword, which runs the code generated for the form chosen and records it in the cache
 for ``backward``. An option with ``input=True`` is an input that may be left out
 (``linear(x, W, b=None)``): its choices are ``"given"`` and ``None``, and the form
-without it has no such input at all.
+without it has no such input at all. An option with ``read`` is chosen by what the call passes, as
+PyTorch chooses (``F.cross_entropy`` takes integer targets as class labels): ``read=("t", "integer")``
+picks the second choice when the argument ``t`` holds integers, ``read=("label_smoothing", "nonzero")``
+when the hyper-parameter is not 0; the generated ``forward`` has no keyword for it.
 
 An ``Axis`` is not a choice between forms: a row op (softmax) is the same along any
 axis, so it is derived once, along the last, and the generated ``forward`` takes the
@@ -31,6 +34,12 @@ from dataclasses import dataclass
 
 GIVEN = "given"
 
+#: How an option with ``read`` tells its second choice from its first, by the argument it reads.
+READINGS = {
+    "integer": "an array of integers",
+    "nonzero": "a number other than 0",
+}
+
 
 @dataclass(frozen=True)
 class Option:
@@ -41,12 +50,18 @@ class Option:
     doc: str = ""
     #: An input that may be left out: the choices are ``"given"`` and ``None``.
     input: bool = False
+    #: ``(argument, reading)``: the choice read from an input or hyper-parameter, not passed (``READINGS``):
+    #: the second choice where the reading holds, the first where it does not.
+    read: tuple = ()
 
     def __post_init__(self):
         if self.input:
             object.__setattr__(self, "choices", (GIVEN, None))
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
             raise ValueError(f"{self.name}: an option needs two or more distinct choices, got {self.choices!r}")
+        if self.read and (len(self.read) != 2 or self.read[1] not in READINGS or len(self.choices) != 2 or self.input):
+            raise ValueError(f"{self.name}: read is (argument, one of {sorted(READINGS)}), for an option of two "
+                             f"choices, got {self.read!r}")
 
     @property
     def default(self):
@@ -100,6 +115,9 @@ def forms(define, *options):
             raise ValueError(f"{head.name}: the axis {axis.name!r} is for an op on rows (shape_kind 'leading') "
                              f"of its first input {axis.of!r}")
     for option in options:
+        if isinstance(option, Option) and option.read and not any(
+                option.read[0] in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
+            raise ValueError(f"{head.name}: the option {option.name!r} reads {option.read[0]!r}, which no form has")
         if isinstance(option, Option) and option.input:
             if not any(i.name == option.name for i in head.inputs):
                 raise ValueError(f"{head.name}: the option {option.name!r} is an input, but the default form has none")
@@ -110,8 +128,8 @@ def forms(define, *options):
 
 def keywords(op, case: int = 0) -> dict:
     """The options a call of this form's ``forward`` passes as keywords (not those that leave an input
-    out), and the ``case``-th test value of each axis."""
-    inputs = {o.name for o in op.options if isinstance(o, Option) and o.input}
+    out or are read from an argument), and the ``case``-th test value of each axis."""
+    inputs = {o.name for o in op.options if isinstance(o, Option) and (o.input or o.read)}
     found = {name: value for name, value in op.chosen if name not in inputs}
     found.update({a.name: a.cases[case % len(a.cases)] for a in op.options if isinstance(a, Axis)})
     return found

@@ -165,12 +165,20 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     return Gradient(inp, index, named, tuple(abandoned))
 
 
+def index_ranges(op: Op) -> dict:
+    """The values an integer input takes, by its tensor (``t[n]`` in 0..K - 1 for labels of K classes):
+    the range a label read through a bracket keeps is no condition at all."""
+    from derive.engine.check import index_bound
+    return {i.tensor: (0, index_bound(op, i) - 1) for i in op.inputs if i.domain == "index"}
+
+
 def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict, identities,
                     fold=None) -> tuple[list[Step], list[str]]:
     """``d objective / d element``, differentiated and brought to textbook form: the steps, and the
     simplifications given up. ``sizes``: the element's indices and their ranges; ``fold``: what to do
     to each delta-free result before folding (the backward pass through intermediates restores them)."""
     ranges = {i: (0, s - 1) for i, s in sizes.items()}
+    ranges.update(index_ranges(op))
     try:
         with budget.bounded():
             raw = iverson_form(rewrite.drop_empty_sums(sp.diff(iverson_form(objective), element)))
