@@ -46,6 +46,8 @@ def _forms_module(d: Derivation) -> str:
     template = environment().get_template("module.py.j2")
     head = module_context(d)
     forms, helpers, inputs = [], set(), {}
+    # every form's inputs, in order (an input the default form leaves out, a weight, after the others)
+    arguments = list(dict.fromkeys(i.name for op in d.op.all_forms for i in op.inputs))
     for op in d.op.all_forms:
         context = head if op is d.op else module_context(derive(op))
         label = form_label(op)
@@ -63,7 +65,7 @@ def _forms_module(d: Derivation) -> str:
             "key": repr(tuple(value for _, value in op.chosen)),
             "title": ", ".join(f"{name}={value!r}" for name, value in op.chosen),
             "forward_name": context["forward_name"], "backward_name": context["backward_name"],
-            "call": ", ".join([i.name for i in d.op.inputs if i.name in given]
+            "call": ", ".join([name for name in arguments if name in given]
                               + [f"{h.name}={h.name}" for h in op.hyper]),
             "functions": "".join(template.blocks["functions"](template.new_context(context))),
             "forward_formulas": context["forward_formulas"], "gradient_formulas": context["gradient_formulas"],
@@ -79,7 +81,7 @@ def _forms_module(d: Derivation) -> str:
                      else f"({o.choices[1]!r} if {READ_CODE[o.read[1]].format(o.read[0])} else {o.choices[0]!r})"
                      if o.read else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
     keywords = [o for o in d.op.options if isinstance(o, Axis) or not (o.input or o.read)]
-    signature = ", ".join([i.name + ("=None" if i.name in optional else "") for i in d.op.inputs]
+    signature = ", ".join([name + ("=None" if name in optional else "") for name in arguments]
                           + (["*"] if d.op.hyper or keywords else [])
                           + [f"{h.name}={h.default!r}" for h in d.op.hyper]
                           + [f"{o.name}={o.default!r}" for o in keywords])
@@ -88,7 +90,7 @@ def _forms_module(d: Derivation) -> str:
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
         signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
         any_loss=any(f["is_loss"] for f in forms),
-        inputs=[dict(inputs[i["name"]], optional=i["name"] in optional) for i in head["inputs"]],
+        inputs=[dict(inputs[name], optional=name in optional) for name in arguments],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 
 

@@ -2,70 +2,117 @@
 """cross_entropy: Cross-entropy of predicted probabilities against targets, averaged over the batch.
 
 ``t`` is either target probabilities (N, K) or integer class labels (N,), as
-PyTorch reads its targets: ``-log y[n, t_n]`` per sample for labels.
+PyTorch reads its targets: ``-log y[n, t_n]`` per sample for labels, each
+weighted by its class's ``weight`` when given, the samples labelled
+``ignore_index`` left out (the mean divides by the weights of the others).
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
     target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
+    weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
 
-Form reduction='mean', target='probabilities', forward (index form):
+Form reduction='mean', target='probabilities', weight=None, forward (index form):
     E = sum_n(-sum_k(t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/(N*y[n, k])
 
-Form reduction='mean', target='labels', forward (index form):
-    E = sum_n(-sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))/N
+Form reduction='mean', target='probabilities', weight='given', forward (index form):
+    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
-    dE/dy[n, k] = -dout*KroneckerDelta(k, t[n])/(N*y[n, k])
+    dE/dy[n, k] = -dout*weight[k]*t[n, k]/(N*y[n, k])
 
-Form reduction='sum', target='probabilities', forward (index form):
+Form reduction='mean', target='labels', weight=None, forward (index form):
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'([Ne(t[n'], ignore_index)]))
+
+Form reduction='mean', target='labels', weight='given', forward (index form):
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]))
+
+Form reduction='sum', target='probabilities', weight=None, forward (index form):
     E = sum_n(-sum_k(t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/y[n, k]
 
-Form reduction='sum', target='labels', forward (index form):
-    E = sum_n(-sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))
+Form reduction='sum', target='probabilities', weight='given', forward (index form):
+    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
-    dE/dy[n, k] = -dout*KroneckerDelta(k, t[n])/y[n, k]
+    dE/dy[n, k] = -dout*weight[k]*t[n, k]/y[n, k]
 
-Form reduction='none', target='probabilities', forward (index form):
+Form reduction='sum', target='labels', weight=None, forward (index form):
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
+
+Form reduction='sum', target='labels', weight='given', forward (index form):
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
+
+Form reduction='none', target='probabilities', weight=None, forward (index form):
     L[n] = -sum_k(t[n, k]*log(y[n, k]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n, k] = -dout[n]*t[n, k]/y[n, k]
 
-Form reduction='none', target='labels', forward (index form):
-    L[n] = -sum_k(KroneckerDelta(k, t[n])*log(y[n, k]))
+Form reduction='none', target='probabilities', weight='given', forward (index form):
+    L[n] = -sum_k(weight[k]*t[n, k]*log(y[n, k]))
 Backward (derived by SymPy; dout = dE/dL):
-    dE/dy[n, k] = -dout[n]*KroneckerDelta(k, t[n])/y[n, k]
+    dE/dy[n, k] = -dout[n]*weight[k]*t[n, k]/y[n, k]
+
+Form reduction='none', target='labels', weight=None, forward (index form):
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dy[n, k] = -dout[n]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
+
+Form reduction='none', target='labels', weight='given', forward (index form):
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dy[n, k] = -dout[n]*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
 """
 import numpy as np
 
 
-def forward(y, t, *, reduction='mean'):
+def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean'):
     """Compute cross_entropy in the form the options choose, and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N, K), float32 or float64 (a probability in (0, 1), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'),)
-    if form == ('mean', 'probabilities'):
-        out, cache = _forward_reduction_mean__target_probabilities(y, t)
-    elif form == ('mean', 'labels'):
-        out, cache = _forward_reduction_mean__target_labels(y, t)
-    elif form == ('sum', 'probabilities'):
-        out, cache = _forward_reduction_sum__target_probabilities(y, t)
-    elif form == ('sum', 'labels'):
-        out, cache = _forward_reduction_sum__target_labels(y, t)
-    elif form == ('none', 'probabilities'):
-        out, cache = _forward_reduction_none__target_probabilities(y, t)
-    else:  # reduction='none', target='labels'
-        out, cache = _forward_reduction_none__target_labels(y, t)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None,)
+    if form == ('mean', 'probabilities', None):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight(y, t, ignore_index=ignore_index)
+    elif form == ('mean', 'probabilities', 'given'):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight(y, t, weight, ignore_index=ignore_index)
+    elif form == ('mean', 'labels', None):
+        out, cache = _forward_reduction_mean__target_labels__without_weight(y, t, ignore_index=ignore_index)
+    elif form == ('mean', 'labels', 'given'):
+        out, cache = _forward_reduction_mean__target_labels__with_weight(y, t, weight, ignore_index=ignore_index)
+    elif form == ('sum', 'probabilities', None):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight(y, t, ignore_index=ignore_index)
+    elif form == ('sum', 'probabilities', 'given'):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight(y, t, weight, ignore_index=ignore_index)
+    elif form == ('sum', 'labels', None):
+        out, cache = _forward_reduction_sum__target_labels__without_weight(y, t, ignore_index=ignore_index)
+    elif form == ('sum', 'labels', 'given'):
+        out, cache = _forward_reduction_sum__target_labels__with_weight(y, t, weight, ignore_index=ignore_index)
+    elif form == ('none', 'probabilities', None):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight(y, t, ignore_index=ignore_index)
+    elif form == ('none', 'probabilities', 'given'):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight(y, t, weight, ignore_index=ignore_index)
+    elif form == ('none', 'labels', None):
+        out, cache = _forward_reduction_none__target_labels__without_weight(y, t, ignore_index=ignore_index)
+    else:  # reduction='none', target='labels', weight='given'
+        out, cache = _forward_reduction_none__target_labels__with_weight(y, t, weight, ignore_index=ignore_index)
     cache["form"] = form
     return out, cache
 
@@ -76,39 +123,53 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean', 'probabilities'):
-        return _backward_reduction_mean__target_probabilities(dout, cache)
-    elif form == ('mean', 'labels'):
-        return _backward_reduction_mean__target_labels(dout, cache)
-    elif form == ('sum', 'probabilities'):
-        return _backward_reduction_sum__target_probabilities(dout, cache)
-    elif form == ('sum', 'labels'):
-        return _backward_reduction_sum__target_labels(dout, cache)
-    elif form == ('none', 'probabilities'):
-        return _backward_reduction_none__target_probabilities(dout, cache)
-    else:  # reduction='none', target='labels'
-        return _backward_reduction_none__target_labels(dout, cache)
+    if form == ('mean', 'probabilities', None):
+        return _backward_reduction_mean__target_probabilities__without_weight(dout, cache)
+    elif form == ('mean', 'probabilities', 'given'):
+        return _backward_reduction_mean__target_probabilities__with_weight(dout, cache)
+    elif form == ('mean', 'labels', None):
+        return _backward_reduction_mean__target_labels__without_weight(dout, cache)
+    elif form == ('mean', 'labels', 'given'):
+        return _backward_reduction_mean__target_labels__with_weight(dout, cache)
+    elif form == ('sum', 'probabilities', None):
+        return _backward_reduction_sum__target_probabilities__without_weight(dout, cache)
+    elif form == ('sum', 'probabilities', 'given'):
+        return _backward_reduction_sum__target_probabilities__with_weight(dout, cache)
+    elif form == ('sum', 'labels', None):
+        return _backward_reduction_sum__target_labels__without_weight(dout, cache)
+    elif form == ('sum', 'labels', 'given'):
+        return _backward_reduction_sum__target_labels__with_weight(dout, cache)
+    elif form == ('none', 'probabilities', None):
+        return _backward_reduction_none__target_probabilities__without_weight(dout, cache)
+    elif form == ('none', 'probabilities', 'given'):
+        return _backward_reduction_none__target_probabilities__with_weight(dout, cache)
+    elif form == ('none', 'labels', None):
+        return _backward_reduction_none__target_labels__without_weight(dout, cache)
+    else:  # reduction='none', target='labels', weight='given'
+        return _backward_reduction_none__target_labels__with_weight(dout, cache)
 
 
-def _forward_reduction_mean__target_probabilities(y, t):
+def _forward_reduction_mean__target_probabilities__without_weight(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     y = _float_array("y", y)
     t = _float_array("t", t, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
     E = -np.einsum('nk,nk->', t, np.log(y))/N
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N}
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__without_weight(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -126,26 +187,70 @@ def _backward_reduction_mean__target_probabilities(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_mean__target_labels(y, t):
+def _forward_reduction_mean__target_probabilities__with_weight(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    E = -np.einsum('k,nk,nk->', weight, t, np.log(y))/N
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    N = cache["N"]
+    dy = (t*weight/y)*(-dout/N)
+    return {"y": dy}
+
+
+def _forward_reduction_mean__target_labels__without_weight(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     y = _float_array("y", y)
     t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N"))
-    _index_range("t", t, K)
-    E = -np.log(np.take_along_axis(y, t[:, None], axis=1)[:, 0]).sum()/N
-    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "K": K, "N": N}
+    _index_range("t", t, K, ignore_index)
+    u = ((t != ignore_index)).astype(y.dtype)
+    E = -np.einsum('n,n->', u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))/u.sum()
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "K": K, "ignore_index": ignore_index}
     return E, cache
 
 
-def _backward_reduction_mean__target_labels(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__without_weight(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -159,30 +264,77 @@ def _backward_reduction_mean__target_labels(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     K = cache["K"]
-    N = cache["N"]
-    dy = ((np.arange(K) == t[:, None])/y)*(-dout/N)
+    ignore_index = cache["ignore_index"]
+    dy = (((np.arange(K) == t[:, None])/y)*(-dout/((t != ignore_index)).astype(cache["dtype"]).sum()))*(ignore_index != t[:, None])
     return {"y": dy}
 
 
-def _forward_reduction_sum__target_probabilities(y, t):
+def _forward_reduction_mean__target_labels__with_weight(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    rows = weight[np.where(t == ignore_index, 0, t)]
+    u = ((t != ignore_index)).astype(y.dtype)
+    E = -np.einsum('n,n,n->', rows, u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))/np.einsum('n,n->', rows, u)
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__with_weight(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dy = ((weight*(np.arange(K) == t[:, None])/y)*(-dout/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    return {"y": dy}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     y = _float_array("y", y)
     t = _float_array("t", t, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
     E = -np.einsum('nk,nk->', t, np.log(y))
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t}
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__without_weight(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -199,26 +351,68 @@ def _backward_reduction_sum__target_probabilities(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_sum__target_labels(y, t):
+def _forward_reduction_sum__target_probabilities__with_weight(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    E = -np.einsum('k,nk,nk->', weight, t, np.log(y))
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    dy = (t*weight/y)*(-dout)
+    return {"y": dy}
+
+
+def _forward_reduction_sum__target_labels__without_weight(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     y = _float_array("y", y)
     t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N"))
-    _index_range("t", t, K)
-    E = -np.log(np.take_along_axis(y, t[:, None], axis=1)[:, 0]).sum()
-    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "K": K}
+    _index_range("t", t, K, ignore_index)
+    E = -np.einsum('n,n->', ((t != ignore_index)).astype(y.dtype), np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "K": K, "ignore_index": ignore_index}
     return E, cache
 
 
-def _backward_reduction_sum__target_labels(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__without_weight(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -232,29 +426,75 @@ def _backward_reduction_sum__target_labels(dout=1.0, cache=None):
     y = cache["y"]
     t = cache["t"]
     K = cache["K"]
-    dy = ((np.arange(K) == t[:, None])/y)*(-dout)
+    ignore_index = cache["ignore_index"]
+    dy = (((np.arange(K) == t[:, None])/y)*(-dout))*(ignore_index != t[:, None])
     return {"y": dy}
 
 
-def _forward_reduction_none__target_probabilities(y, t):
+def _forward_reduction_sum__target_labels__with_weight(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    E = -np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(y.dtype), np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__with_weight(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dy = ((weight*(np.arange(K) == t[:, None])/y)*(-dout))*(ignore_index != t[:, None])
+    return {"y": dy}
+
+
+def _forward_reduction_none__target_probabilities__without_weight(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
 
     Returns:
         (L, cache): the output, and the cache for backward.
     """
     y = _float_array("y", y)
     t = _float_array("t", t, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
     L = -np.einsum('nk,nk->n', t, np.log(y))
     cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t}
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities(dout, cache):
+def _backward_reduction_none__target_probabilities__without_weight(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -269,26 +509,66 @@ def _backward_reduction_none__target_probabilities(dout, cache):
     return {"y": dy}
 
 
-def _forward_reduction_none__target_labels(y, t):
+def _forward_reduction_none__target_probabilities__with_weight(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    L = -np.einsum('k,nk,nk->n', weight, t, np.log(y))
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t, "weight": weight}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"y": dy}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    dy = -dout[:, None]*t*weight/y
+    return {"y": dy}
+
+
+def _forward_reduction_none__target_labels__without_weight(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
         y: (N, K), float32 or float64 (a probability in (0, 1)).
         t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
 
     Returns:
         (L, cache): the output, and the cache for backward.
     """
     y = _float_array("y", y)
     t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
     N, K = _sizes(("y", y, "N K"), ("t", t, "N"))
-    _index_range("t", t, K)
-    L = -np.log(np.take_along_axis(y, t[:, None], axis=1)[:, 0])
-    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t, "K": K}
+    _index_range("t", t, K, ignore_index)
+    L = (-np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))*(ignore_index != t)
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t, "K": K, "ignore_index": ignore_index}
     return L, cache
 
 
-def _backward_reduction_none__target_labels(dout, cache):
+def _backward_reduction_none__target_labels__without_weight(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -300,7 +580,49 @@ def _backward_reduction_none__target_labels(dout, cache):
     y = cache["y"]
     t = cache["t"]
     K = cache["K"]
-    dy = -dout[:, None]*(np.arange(K) == t[:, None])/y
+    ignore_index = cache["ignore_index"]
+    dy = (-dout[:, None]*(np.arange(K) == t[:, None])/y)*(ignore_index != t[:, None])
+    return {"y": dy}
+
+
+def _forward_reduction_none__target_labels__with_weight(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    L = (-(weight[np.where(t == ignore_index, 0, t)]*np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])))*(ignore_index != t)
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t, "weight": weight, "K": K, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__with_weight(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"y": dy}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dy = (-dout[:, None]*weight*(np.arange(K) == t[:, None])/y)*(ignore_index != t[:, None])
     return {"y": dy}
 
 
@@ -365,8 +687,10 @@ def _index_array(name, value):
     return array.astype(np.int64, copy=False)
 
 
-def _index_range(name, array, size):
-    """Each index selects one of ``size`` rows: 0 <= index < size."""
-    if array.size and not (0 <= array.min() and array.max() < size):
-        raise ValueError(f"{name}: expected indices in 0..{size - 1}, got values from {array.min()} to {array.max()}")
+def _index_range(name, array, size, outside=None):
+    """Each index selects one of ``size`` rows: 0 <= index < size, or is ``outside`` (ignore_index)."""
+    inside = array if outside is None else array[array != outside]
+    if inside.size and not (0 <= inside.min() and inside.max() < size):
+        also = "" if outside is None else f" or {outside}"
+        raise ValueError(f"{name}: expected indices in 0..{size - 1}{also}, got values from {inside.min()} to {inside.max()}")
 

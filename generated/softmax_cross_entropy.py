@@ -4,76 +4,238 @@
 The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
 ``t`` is target probabilities (N, K) or integer class labels (N,), as
-``F.cross_entropy`` reads it.
+``F.cross_entropy`` reads it, with its ``weight`` per class, ``ignore_index``
+and ``label_smoothing``.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
     target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
+    weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
+    smoothed: False (default), True; read from label_smoothing: the form with it, where it is not 0.
 
-Form reduction='mean', target='probabilities', forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
 
-Form reduction='mean', target='labels', forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/N
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))/N
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
 
-Form reduction='sum', target='probabilities', forward (index form):
+Form reduction='mean', target='probabilities', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+
+Form reduction='mean', target='labels', weight=None, smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
+
+Form reduction='mean', target='labels', weight=None, smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
+
+Form reduction='mean', target='labels', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
+
+Form reduction='mean', target='labels', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
+
+Form reduction='sum', target='probabilities', weight=None, smoothed=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])
 
-Form reduction='sum', target='labels', forward (index form):
+Form reduction='sum', target='probabilities', weight=None, smoothed=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
 
-Form reduction='none', target='probabilities', forward (index form):
+Form reduction='sum', target='probabilities', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+
+Form reduction='sum', target='labels', weight=None, smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='labels', weight=None, smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='labels', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='labels', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
 
-Form reduction='none', target='labels', forward (index form):
+Form reduction='none', target='probabilities', weight=None, smoothed=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
-    dE/dz[n, k] = (y[n, k] - KroneckerDelta(k, t[n]))*dout[n]
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+
+Form reduction='none', target='labels', weight=None, smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k] - KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='labels', weight=None, smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='labels', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='labels', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
 """
 import numpy as np
 
 
-def forward(z, t, *, reduction='mean'):
+def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduction='mean'):
     """Compute softmax_cross_entropy in the form the options choose, and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'),)
-    if form == ('mean', 'probabilities'):
-        out, cache = _forward_reduction_mean__target_probabilities(z, t)
-    elif form == ('mean', 'labels'):
-        out, cache = _forward_reduction_mean__target_labels(z, t)
-    elif form == ('sum', 'probabilities'):
-        out, cache = _forward_reduction_sum__target_probabilities(z, t)
-    elif form == ('sum', 'labels'):
-        out, cache = _forward_reduction_sum__target_labels(z, t)
-    elif form == ('none', 'probabilities'):
-        out, cache = _forward_reduction_none__target_probabilities(z, t)
-    else:  # reduction='none', target='labels'
-        out, cache = _forward_reduction_none__target_labels(z, t)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False),)
+    if form == ('mean', 'probabilities', None, False):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, True):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', False):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', True):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', None, False):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', None, True):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', 'given', False):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', 'given', True):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, False):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, True):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', False):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', True):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', None, False):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', None, True):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', 'given', False):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', 'given', True):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, False):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, True):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', False):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', True):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', None, False):
+        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', None, True):
+        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', 'given', False):
+        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    else:  # reduction='none', target='labels', weight='given', smoothed=True
+        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     cache["form"] = form
     return out, cache
 
@@ -84,32 +246,72 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean', 'probabilities'):
-        return _backward_reduction_mean__target_probabilities(dout, cache)
-    elif form == ('mean', 'labels'):
-        return _backward_reduction_mean__target_labels(dout, cache)
-    elif form == ('sum', 'probabilities'):
-        return _backward_reduction_sum__target_probabilities(dout, cache)
-    elif form == ('sum', 'labels'):
-        return _backward_reduction_sum__target_labels(dout, cache)
-    elif form == ('none', 'probabilities'):
-        return _backward_reduction_none__target_probabilities(dout, cache)
-    else:  # reduction='none', target='labels'
-        return _backward_reduction_none__target_labels(dout, cache)
+    if form == ('mean', 'probabilities', None, False):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False(dout, cache)
+    elif form == ('mean', 'probabilities', None, True):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', False):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', True):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True(dout, cache)
+    elif form == ('mean', 'labels', None, False):
+        return _backward_reduction_mean__target_labels__without_weight__smoothed_False(dout, cache)
+    elif form == ('mean', 'labels', None, True):
+        return _backward_reduction_mean__target_labels__without_weight__smoothed_True(dout, cache)
+    elif form == ('mean', 'labels', 'given', False):
+        return _backward_reduction_mean__target_labels__with_weight__smoothed_False(dout, cache)
+    elif form == ('mean', 'labels', 'given', True):
+        return _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout, cache)
+    elif form == ('sum', 'probabilities', None, False):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, True):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', False):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', True):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True(dout, cache)
+    elif form == ('sum', 'labels', None, False):
+        return _backward_reduction_sum__target_labels__without_weight__smoothed_False(dout, cache)
+    elif form == ('sum', 'labels', None, True):
+        return _backward_reduction_sum__target_labels__without_weight__smoothed_True(dout, cache)
+    elif form == ('sum', 'labels', 'given', False):
+        return _backward_reduction_sum__target_labels__with_weight__smoothed_False(dout, cache)
+    elif form == ('sum', 'labels', 'given', True):
+        return _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout, cache)
+    elif form == ('none', 'probabilities', None, False):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False(dout, cache)
+    elif form == ('none', 'probabilities', None, True):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True(dout, cache)
+    elif form == ('none', 'probabilities', 'given', False):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False(dout, cache)
+    elif form == ('none', 'probabilities', 'given', True):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True(dout, cache)
+    elif form == ('none', 'labels', None, False):
+        return _backward_reduction_none__target_labels__without_weight__smoothed_False(dout, cache)
+    elif form == ('none', 'labels', None, True):
+        return _backward_reduction_none__target_labels__without_weight__smoothed_True(dout, cache)
+    elif form == ('none', 'labels', 'given', False):
+        return _backward_reduction_none__target_labels__with_weight__smoothed_False(dout, cache)
+    else:  # reduction='none', target='labels', weight='given', smoothed=True
+        return _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, cache)
 
 
-def _forward_reduction_mean__target_probabilities(z, t):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
     _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
@@ -122,7 +324,7 @@ def _forward_reduction_mean__target_probabilities(z, t):
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -141,32 +343,185 @@ def _backward_reduction_mean__target_probabilities(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_labels(z, t):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_labels__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
-    _index_range("t", t, K)
+    _index_range("t", t, K, ignore_index)
     m = z.max(axis=1, keepdims=True)
     e = z - m
     np.exp(e, out=e)
     s = e.sum(axis=1)
     e *= (1/s)[:, None]
     y = e
-    E = -(np.take_along_axis(z, t[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s)).sum()/N
-    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "N": N}
+    u = ((t != ignore_index)).astype(z.dtype)
+    E = -np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), u)/u.sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
     return E, cache
 
 
-def _backward_reduction_mean__target_labels(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__without_weight__smoothed_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -180,24 +535,181 @@ def _backward_reduction_mean__target_labels(dout=1.0, cache=None):
     t = cache["t"]
     y = cache["y"]
     K = cache["K"]
-    N = cache["N"]
-    dz = (dout/N)*y
-    dz[np.arange(dz.shape[0]), t] -= dout/N
+    ignore_index = cache["ignore_index"]
+    dz = ((y - (np.arange(K) == t[:, None]))*(dout/((t != ignore_index)).astype(cache["dtype"]).sum()))*(ignore_index != t[:, None])
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_probabilities(z, t):
+def _forward_reduction_mean__target_labels__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2))/u2.sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__without_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = ((q.sum(axis=1, keepdims=True)*y - q)*(dout/((t != ignore_index)).astype(cache["dtype"]).sum()))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_labels__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    rows = weight[np.where(t == ignore_index, 0, t)]
+    u = ((t != ignore_index)).astype(z.dtype)
+    E = -np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), rows, u)/np.einsum('n,n->', rows, u)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__with_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = ((weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*(dout/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_labels__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2)))/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = ((np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*(dout/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
     _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
@@ -210,7 +722,7 @@ def _forward_reduction_sum__target_probabilities(z, t):
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -228,32 +740,181 @@ def _backward_reduction_sum__target_probabilities(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_labels(z, t):
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_labels__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
-    _index_range("t", t, K)
+    _index_range("t", t, K, ignore_index)
     m = z.max(axis=1, keepdims=True)
     e = z - m
     np.exp(e, out=e)
     s = e.sum(axis=1)
     e *= (1/s)[:, None]
     y = e
-    E = -(np.take_along_axis(z, t[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s)).sum()
-    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K}
+    E = -np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), ((t != ignore_index)).astype(z.dtype))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
     return E, cache
 
 
-def _backward_reduction_sum__target_labels(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__without_weight__smoothed_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -267,23 +928,179 @@ def _backward_reduction_sum__target_labels(dout=1.0, cache=None):
     t = cache["t"]
     y = cache["y"]
     K = cache["K"]
-    dz = dout*y
-    dz[np.arange(dz.shape[0]), t] -= dout
+    ignore_index = cache["ignore_index"]
+    dz = (dout*(y - (np.arange(K) == t[:, None])))*(ignore_index != t[:, None])
     return {"z": dz}
 
 
-def _forward_reduction_none__target_probabilities(z, t):
+def _forward_reduction_sum__target_labels__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__without_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout*(q.sum(axis=1, keepdims=True)*y - q))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_labels__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(z.dtype))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__with_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_labels__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2)))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout*(np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (L, cache): the output, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
     _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
@@ -296,7 +1113,7 @@ def _forward_reduction_none__target_probabilities(z, t):
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities(dout, cache):
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -312,32 +1129,175 @@ def _backward_reduction_none__target_probabilities(dout, cache):
     return {"z": dz}
 
 
-def _forward_reduction_none__target_labels(z, t):
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,nk->n', u, q) - np.einsum('n,nk->n', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,k,nk->n', u, weight, t) - np.einsum('n,k,nk->n', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,k,nk->n', u, weight, q) - np.einsum('n,k,nk->n', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (L, cache): the output, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
-    _index_range("t", t, K)
+    _index_range("t", t, K, ignore_index)
     m = z.max(axis=1, keepdims=True)
     e = z - m
     np.exp(e, out=e)
     s = e.sum(axis=1)
     e *= (1/s)[:, None]
     y = e
-    L = -(np.take_along_axis(z, t[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s))
-    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "K": K}
+    L = (-(np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s)))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
     return L, cache
 
 
-def _backward_reduction_none__target_labels(dout, cache):
+def _backward_reduction_none__target_labels__without_weight__smoothed_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -349,8 +1309,152 @@ def _backward_reduction_none__target_labels(dout, cache):
     t = cache["t"]
     y = cache["y"]
     K = cache["K"]
-    dz = dout[:, None]*y
-    dz[np.arange(dz.shape[0]), t] -= dout
+    ignore_index = cache["ignore_index"]
+    dz = (dout[:, None]*(y - (np.arange(K) == t[:, None])))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    L = (-(np.einsum('nk,nk->n', u, q) - np.einsum('n,nk->n', np.log(s), q)))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "q": q, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__without_weight__smoothed_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout[:, None]*(q.sum(axis=1, keepdims=True)*y - q))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = (-(weight[np.where(t == ignore_index, 0, t)]*(np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s))))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__with_weight__smoothed_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout[:, None]*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    L = (-(np.einsum('nk,k,nk->n', u, weight, q) - np.einsum('n,k,nk->n', np.log(s), weight, q)))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "q": q, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout[:, None]*(np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight))*(ignore_index != t[:, None])
     return {"z": dz}
 
 
@@ -415,10 +1519,32 @@ def _index_array(name, value):
     return array.astype(np.int64, copy=False)
 
 
-def _index_range(name, array, size):
-    """Each index selects one of ``size`` rows: 0 <= index < size."""
-    if array.size and not (0 <= array.min() and array.max() < size):
-        raise ValueError(f"{name}: expected indices in 0..{size - 1}, got values from {array.min()} to {array.max()}")
+def _index_range(name, array, size, outside=None):
+    """Each index selects one of ``size`` rows: 0 <= index < size, or is ``outside`` (ignore_index)."""
+    inside = array if outside is None else array[array != outside]
+    if inside.size and not (0 <= inside.min() and inside.max() < size):
+        also = "" if outside is None else f" or {outside}"
+        raise ValueError(f"{name}: expected indices in 0..{size - 1}{also}, got values from {inside.min()} to {inside.max()}")
+
+
+def _add_product(out, array, coefficient):
+    """out += array * coefficient (the coefficient smaller, broadcast: per channel, per row), a few
+    rows of the first axis at a time: the product is never a full-size temporary, and each block
+    of it is still in cache when it is added."""
+    array, coefficient = np.broadcast_to(array, out.shape), np.broadcast_to(coefficient, out.shape)
+    if out.ndim == 0:
+        out += array * coefficient
+        return
+    rows = max(1, _CHUNK // max(1, out[0].size))
+    scratch = np.empty((min(rows, len(out)), *out.shape[1:]), out.dtype)
+    for start in range(0, len(out), rows):
+        block = slice(start, start + rows)
+        product = scratch[:len(out[block])]
+        np.multiply(array[block], coefficient[block], out=product)
+        out[block] += product
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 
 
 def _simplex(name, array):

@@ -17,7 +17,7 @@ def test_integer_targets_are_labels_and_run_the_labels_form(name, dtype, rng):
     first = rng.uniform(0.1, 1.0, (4, 3))
     labels = np.array([2, 0, 1, 1], dtype=dtype)
     out, cache = module.forward(first, labels)
-    assert cache["form"] == ("mean", "labels")
+    assert cache["form"][:2] == ("mean", "labels")
     one_hot = np.eye(3)[labels.astype(int)]
     expected, _ = module.forward(first, one_hot)
     np.testing.assert_allclose(out, expected, rtol=1e-12)  # a label is its one-hot row
@@ -26,8 +26,8 @@ def test_integer_targets_are_labels_and_run_the_labels_form(name, dtype, rng):
 
 @pytest.mark.parametrize("name", CROSS_ENTROPIES)
 @pytest.mark.parametrize("labels, message", [
-    ([0, 3], r"^t: expected indices in 0\.\.2, got values from 0 to 3$"),
-    ([-1, 0], r"^t: expected indices in 0\.\.2, got values from -1 to 0$"),
+    ([0, 3], r"^t: expected indices in 0\.\.2 or -100, got values from 0 to 3$"),
+    ([-1, 0], r"^t: expected indices in 0\.\.2 or -100, got values from -1 to 0$"),
     ([[0, 1], [1, 2]], r"^t: expected shape \(N\), got \(2, 2\)$"),
 ])
 def test_bad_labels_are_a_value_error_naming_t(name, labels, message, rng):
@@ -55,3 +55,95 @@ def test_an_option_read_from_an_argument_is_checked():
     op = get("mse")
     with pytest.raises(ValueError, match="reads 'u', which no form has"):
         forms(lambda kind: op, Option("kind", ("a", "b"), read=("u", "integer")))
+
+
+def _torch_loss(name, first, t, weight, ignore_index, label_smoothing, reduction):
+    """PyTorch's own: F.cross_entropy on logits; for probabilities y, F.nll_loss of log y (labels) or
+    the weighted sum of -t log y (probability targets), reduced as PyTorch reduces."""
+    import torch
+    F = torch.nn.functional
+    keywords = {} if ignore_index is None else {"ignore_index": ignore_index}
+    if name == "softmax_cross_entropy":
+        return F.cross_entropy(first, t, weight=weight, label_smoothing=label_smoothing, reduction=reduction,
+                               **keywords)
+    if not t.is_floating_point():
+        return F.nll_loss(torch.log(first), t, weight=weight, reduction=reduction, **keywords)
+    losses = -((1 if weight is None else weight) * t * torch.log(first)).sum(-1)
+    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
+
+
+OPTIONS = [(name, target, weighted, smoothing, ignore_index)
+           for name in CROSS_ENTROPIES for target in ("labels", "probabilities") for weighted in (False, True)
+           for smoothing in ((0.0, 0.2) if name == "softmax_cross_entropy" else (0.0,))
+           for ignore_index in ((None, -100, 2) if target == "labels" else (None,))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name, target, weighted, smoothing, ignore_index", OPTIONS)
+def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_index, reduction, dtype, rng):
+    """Values and the gradient against PyTorch for each combination of the options, ignored samples
+    among the labels (ignore_index out of range, -100, or a class), inputs unchanged."""
+    torch = pytest.importorskip("torch")
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    n, k = 6, 4
+    first = (rng.standard_normal((n, k)) if name == "softmax_cross_entropy" else
+             rng.uniform(0.05, 1.0, (n, k))).astype(dtype)
+    if name == "cross_entropy":
+        first /= first.sum(axis=1, keepdims=True)
+    if target == "labels":
+        t = rng.integers(0, k, n)
+        if ignore_index is not None:
+            t[[1, 4]] = ignore_index
+    else:
+        t = rng.uniform(0.1, 1.0, (n, k)).astype(dtype)
+        t /= t.sum(axis=1, keepdims=True)
+    weight = rng.uniform(0.5, 2.0, k).astype(dtype) if weighted else None
+    keywords = {"reduction": reduction} | ({} if ignore_index is None else {"ignore_index": ignore_index}) \
+        | ({"label_smoothing": smoothing} if smoothing else {})
+    before = [a.copy() for a in (first, t, weight) if a is not None]
+    out, cache = module.forward(first, t, weight, **keywords)
+    tensor = torch.tensor(first, requires_grad=True)
+    expected = _torch_loss(name, tensor, torch.tensor(t), None if weight is None else torch.tensor(weight),
+                           ignore_index, smoothing, reduction)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
+    assert np.asarray(out).dtype == dtype and np.shape(out) == tuple(expected.shape)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(np.shape(out)).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(dout if np.ndim(out) else float(dout), cache)
+    assert set(grads) == {get(name).inputs[0].name}
+    got = grads[get(name).inputs[0].name]
+    assert got.dtype == dtype and got.shape == first.shape
+    np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=rtol, atol=atol)
+    for array, copy in zip([a for a in (first, t, weight) if a is not None], before):
+        np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("name", CROSS_ENTROPIES)
+def test_ignore_index_with_probability_targets_is_refused_as_pytorch_does(name, rng):
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    t = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"^ignore_index: expected ignore_index < 0, got 1$"):
+        module.forward(rng.uniform(0.1, 1.0, (2, 3)), t, ignore_index=1)
+
+
+def test_bad_options_are_value_errors_naming_them(rng):
+    from generated import softmax_cross_entropy as sce
+    z, labels = rng.standard_normal((2, 3)), np.array([0, 2])
+    with pytest.raises(ValueError, match=r"^label_smoothing: expected 0 <= label_smoothing <= 1, got 1.5$"):
+        sce.forward(z, labels, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"^weight: expected shape \(K\) = \(3,\), got \(2,\)$"):
+        sce.forward(z, labels, np.ones(2))
+    with pytest.raises(ValueError, match=r"^t: expected indices in 0\.\.2 or -100, got values from 0 to 5$"):
+        sce.forward(z, np.array([0, 5]))
+
+
+def test_an_unused_option_is_a_form_without_it():
+    """The default form has no weight, no ignore bracket and no smoothing in its definition: it
+    costs what it cost before the options came."""
+    op = get("softmax_cross_entropy")
+    assert dict(op.chosen) == {"reduction": "mean", "target": "probabilities", "weight": None, "smoothed": False}
+    assert [i.name for i in op.inputs] == ["z", "t"]
+    assert not op.output.definition.free_symbols & {h.symbol for h in op.hyper}
+    assert len(op.all_forms) == 24 and len(get("cross_entropy").all_forms) == 12

@@ -24,9 +24,9 @@ def _reduced(losses, reduction):
     return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
 
 
-def _ce(y, t, reduction="mean"):
+def _ce(y, t, ignore_index=-100, reduction="mean"):
     if not t.is_floating_point():  # class labels: PyTorch's negative log-likelihood of log y
-        return F.nll_loss(torch.log(y), t, reduction=reduction)
+        return F.nll_loss(torch.log(y), t, ignore_index=ignore_index, reduction=reduction)
     return _reduced(-(t * torch.log(y)).sum(-1), reduction)
 
 
@@ -46,7 +46,8 @@ REFERENCE = {
     "half_sse": _half_sse,
     "mse": lambda y, t, reduction="mean": F.mse_loss(y, t, reduction=reduction),
     "cross_entropy": _ce,
-    "softmax_cross_entropy": lambda z, t, reduction="mean": F.cross_entropy(z, t, reduction=reduction),
+    "softmax_cross_entropy": lambda z, t, ignore_index=-100, label_smoothing=0.0, reduction="mean": F.cross_entropy(
+        z, t, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction),
     "batch_norm": lambda x, gamma, beta, eps: F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps),
     "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps: F.batch_norm(
         x, running_mean, running_var, gamma, beta, training=False, eps=eps),

@@ -308,13 +308,33 @@ TABLE = [
     ("softmax_cross_entropy", "z", r"\frac{1}{N}(y_{nk}\sum_j t_{nj} - t_{nk})", True, None),
     ("softmax_cross_entropy", "z", r"y_{nk} - t_{nk}", False, "1/N"),
     ("softmax_cross_entropy", "z", r"\frac{1}{N}(t_{nk} - y_{nk})", False, "sign"),
-    # integer class labels: the one-hot row [k = t_n] in place of t_{nk}
-    ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N}(y_{nk} - [k = t_n])", True, None),
-    ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N}\left(\frac{e^{z_{nk}}}{\sum_j e^{z_{nj}}} - [k = t_n]\right)",
+    # integer class labels: the one-hot row [k = t_n] in place of t_{nk}, the samples labelled ignore_index left out
+    ("softmax_cross_entropy[target=labels]", "z",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_m [t_m \neq \text{ignore}]}(y_{nk} - [k = t_n])", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{[t_n \neq \text{ignore}]}{\sum_m [t_m \neq \text{ignore}]}"
+     r"\left(\frac{e^{z_{nk}}}{\sum_j e^{z_{nj}}} - [k = t_n]\right)", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{[t_n \neq \text{ignore}]}{\sum_m [t_m \neq \text{ignore}]}"
+     r"([k = t_n] - y_{nk})", False, "sign"),
+    ("cross_entropy[target=labels]", "y", r"-\frac{[t_n \neq \text{ignore}] [k = t_n]}{y_{nk} \sum_m [t_m \neq \text{ignore}]}",
      True, None),
-    ("softmax_cross_entropy[target=labels]", "z", r"y_{nk} - [k = t_n]", False, "1/N"),
-    ("cross_entropy[target=labels]", "y", r"-\frac{[k = t_n]}{N y_{nk}}", True, None),
-    ("cross_entropy[target=labels]", "y", r"-\frac{[k = t_n]}{y_{nk}}", False, "1/N"),
+    ("cross_entropy[target=labels, reduction=sum]", "y", r"-\frac{[k = t_n]}{y_{nk}}", False, r"t_{n} \neq"),
+    # a weight per class and ignore_index: the bracket [t_n != ignore] in the sum, the mean over the weights kept
+    ("cross_entropy[target=labels, weight=given]", "y",
+     r"-\frac{[t_n \neq \text{ignore}] w_k [k = t_n]}{y_{nk} \sum_m [t_m \neq \text{ignore}] \sum_j w_j [j = t_m]}", True, None),
+    ("cross_entropy[target=labels, weight=given]", "y",
+     r"-\frac{w_k [k = t_n]}{y_{nk} \sum_m [t_m \neq \text{ignore}] \sum_j w_j [j = t_m]}", False, r"t_{n} \neq"),
+    ("softmax_cross_entropy[target=labels, weight=given]", "z",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}] \sum_k w_k [k = t_m]} (y_{nk} \sum_j w_j [j = t_n] "
+     r"- w_k [k = t_n])", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N} (y_{nk} - [k = t_n])", False, None),  # ignored samples
+    # label smoothing: the smoothed target q = (1 - eps) t + eps/K in place of t
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - (1 - \epsilon) t_{nk} - \frac{\epsilon}{K})", True,
+     None),
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - q_{nk})", True, None),
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - t_{nk})", False, "should be"),
+    ("softmax_cross_entropy[target=labels, smoothed=True]", "z",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}]} (y_{nk} - (1 - \epsilon)[k = t_n] - \frac{\epsilon}{K})",
+     True, None),
     # the article's network, one sample (the article's form) unless the batch index is written
     (A, "delta_k", r"(y_k - t_k) y_k (1 - y_k)", True, None),
     (A, "delta_k", r"-(t_k - y_k) y_k (1 - y_k)", True, None),

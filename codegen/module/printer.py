@@ -216,6 +216,10 @@ class ArrayPrinter:
         self.target: tuple = ()  # the axes of the statement being printed
         self.shared: set[Node] = set()
         self.masks: dict[str, Mask] = {}  # statement name -> the first-maximum mask it was assigned
+        #: integer input -> the hyper-parameter it may hold out of range (ignore_index): read as row 0 there
+        self.outside: dict[str, str] = {}
+        self.integers: set[str] = set()  # the integer inputs (labels, token ids)
+        self.dtype = ""  # code for the op's float dtype, where arithmetic on integers alone must yield it
         self.expr_printer = ExprPrinter(self.helpers)
 
     # -- statements ---------------------------------------------------------
@@ -300,7 +304,7 @@ class ArrayPrinter:
         if tuple(label.axes) != row or any(axis in c.axes for _, c in used):
             return None
         coefficient = Elementwise(row if used else (), rest, used)
-        return self.code(label, row, top=True), self.code(coefficient, row, top=True)
+        return self.align(self.label(label), tuple(label.axes), row), self.code(coefficient, row, top=True)
 
     def stored_times_coefficient(self, term: Node):
         """(array, coefficient) for a term ``array * coefficient`` of an accumulation whose array is
@@ -514,12 +518,12 @@ class ArrayPrinter:
             return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Gather) and node.along:  # one value per row: z[n, t[n]]
             rows = tuple(node.axes[:node.position]) + (None,) + tuple(node.axes[node.position:])
-            index = self.align(self.code(node.index, tuple(node.index.axes), top=True), tuple(node.index.axes), rows)
+            index = self.align(self.label(node.index), tuple(node.index.axes), rows)
             picked = ", ".join("0" if p == node.position else ":" for p in range(len(rows)))
             text = f"np.take_along_axis({node.name}, {index}, axis={node.position})[{picked}]"
             return self.align(text, node.axes, layout)
         if isinstance(node, Gather):
-            index = self.code(node.index, tuple(node.index.axes), top=True)
+            index = self.label(node.index)
             text = f"{node.name}[{index}]" if node.position == 0 else \
                 f"np.take({node.name}, {index}, axis={node.position})"
             return self.align(text, node.axes, layout)
@@ -535,6 +539,14 @@ class ArrayPrinter:
         if isinstance(node, Contract):
             return self.contract(node, layout, top)
         raise TypeError(node)
+
+    def label(self, index: Node) -> str:
+        """An integer index as a gather reads it: where it holds its out-of-range value (ignore_index),
+        row 0, which the definition's bracket then drops."""
+        code = self.code(index, tuple(index.axes), top=True)
+        if isinstance(index, Leaf) and index.name in self.outside:
+            return f"np.where({code} == {self.outside[index.name]}, 0, {code})"
+        return code
 
     def scatter_factors(self, node: Scatter) -> tuple:
         """The windows scattered back, as (arg,) or, for a product of two arrays, (arg, weights):
@@ -560,6 +572,11 @@ class ArrayPrinter:
         full = tuple(node.axes) == tuple(self.target)
         self.expr_printer.arrays = {v for k, v in subs.items() if dict(node.holes)[k].axes} if full else set()
         text = self.expr_printer.doprint(node.expr.xreplace(subs))
+        if self.dtype and node.holes and all(isinstance(c, Arange) or isinstance(c, Leaf) and c.name in self.integers
+                                             for _, c in node.holes):
+            # brackets and one-hot rows of labels alone are booleans (their sums integers): as floats of the
+            # op's dtype, never float64 beside a float32 input
+            text = f"({text}).astype({self.dtype})"
         if axes and axes != layout:
             text = self.align(f"({text})", axes, layout)
         return text if top or _atomic(text) else f"({text})"

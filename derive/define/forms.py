@@ -17,7 +17,8 @@ checked like any op; the generated module has one ``forward`` taking the option 
 keyword, which runs the code generated for the form chosen and records it in the cache
 for ``backward``. An option with ``input=True`` is an input that may be left out
 (``linear(x, W, b=None)``): its choices are ``"given"`` and ``None``, and the form
-without it has no such input at all. An option with ``read`` is chosen by what the call passes, as
+without it has no such input at all (the default form, with ``given_by_default=False``:
+a cross-entropy's ``weight``). An option with ``read`` is chosen by what the call passes, as
 PyTorch chooses (``F.cross_entropy`` takes integer targets as class labels): ``read=("t", "integer")``
 picks the second choice when the argument ``t`` holds integers, ``read=("label_smoothing", "nonzero")``
 when the hyper-parameter is not 0; the generated ``forward`` has no keyword for it.
@@ -48,15 +49,17 @@ class Option:
     name: str
     choices: tuple = ()
     doc: str = ""
-    #: An input that may be left out: the choices are ``"given"`` and ``None``.
+    #: An input that may be left out: the choices are ``"given"`` and ``None``; ``None`` first (the default
+    #: form without it) where ``given_by_default`` is False (a weight PyTorch takes as None).
     input: bool = False
+    given_by_default: bool = True
     #: ``(argument, reading)``: the choice read from an input or hyper-parameter, not passed (``READINGS``):
     #: the second choice where the reading holds, the first where it does not.
     read: tuple = ()
 
     def __post_init__(self):
         if self.input:
-            object.__setattr__(self, "choices", (GIVEN, None))
+            object.__setattr__(self, "choices", (GIVEN, None) if self.given_by_default else (None, GIVEN))
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
             raise ValueError(f"{self.name}: an option needs two or more distinct choices, got {self.choices!r}")
         if self.read and (len(self.read) != 2 or self.read[1] not in READINGS or len(self.choices) != 2 or self.input):
@@ -119,8 +122,8 @@ def forms(define, *options):
                 option.read[0] in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
             raise ValueError(f"{head.name}: the option {option.name!r} reads {option.read[0]!r}, which no form has")
         if isinstance(option, Option) and option.input:
-            if not any(i.name == option.name for i in head.inputs):
-                raise ValueError(f"{head.name}: the option {option.name!r} is an input, but the default form has none")
+            if not any(i.name == option.name for op in made for i in op.inputs):
+                raise ValueError(f"{head.name}: the option {option.name!r} is an input, but no form has it")
         elif any(option.name in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
             raise ValueError(f"{head.name}: the option {option.name!r} has the name of an input or hyper-parameter")
     return dataclasses.replace(head, forms=tuple(others))

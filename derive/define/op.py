@@ -42,10 +42,15 @@ class Input:
     #: How the article writes one element (``w`` for ``W``) and the whole array.
     element: str | None = None
     matrix: str | None = None
+    #: For an integer input: the hyper-parameter whose value it may also hold, out of range (PyTorch's
+    #: ``ignore_index``), where a bracket of the definition (``[t_n != ignore_index]``) drops what it selects.
+    outside: str = ""
 
     def __post_init__(self):
         if self.domain not in DOMAINS:
             raise ValueError(f"domain: unknown {self.domain!r}, expected one of {sorted(DOMAINS)}")
+        if self.outside and self.domain != "index":
+            raise ValueError(f"outside: {self.name} is no integer input (domain 'index'), got {self.outside!r}")
 
     @property
     def name(self) -> str:

@@ -3,18 +3,22 @@
 The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
 ``t`` is target probabilities (N, K) or integer class labels (N,), as
-``F.cross_entropy`` reads it.
+``F.cross_entropy`` reads it, with its ``weight`` per class, ``ignore_index``
+and ``label_smoothing``.
 """
 import sympy as sp
 
-from derive.define import Input, Intermediate, Op, Tensor, forms, indices, sizes
-from derive.ops.cross_entropy import REDUCTION, TARGET, loss, summary, target_input
+from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+from derive.ops.cross_entropy import (REDUCTION, TARGET, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
+                                      weight_input)
 
 N, K = sizes("N K")
 n, k, j = indices("n k j")
 z = Tensor("z", N, K)
 y = Intermediate("y", (n, k), (N, K), sp.exp(z[n, k]) / sp.Sum(sp.exp(z[n, j]), (j, 0, K - 1)))
 DOC_ZH = "softmax 与交叉熵合为一层：输入 logits，输出损失。"
+SMOOTHED = Option("smoothed", (False, True), read=("label_smoothing", "nonzero"),
+                  doc="read from label_smoothing: the form with it, where it is not 0")
 
 
 def log_softmax(a, b):
@@ -22,22 +26,27 @@ def log_softmax(a, b):
     return z[a, b] - sp.log(sp.Sum(sp.exp(z[a, j]), (j, 0, K - 1)))
 
 
-def softmax_cross_entropy(reduction, target):
-    en, zh = summary(reduction, target)
+def softmax_cross_entropy(reduction, target, weight, smoothed):
+    en, zh = summary(reduction, target, weight, smoothed)
     first, *rest = __doc__.split("\n", 1)
     t = target_input(target)
     if target == "probabilities":
         t = Input(t.tensor, differentiable=False, domain="simplex")
+    options = "".join(f", {name}={name}" for name, used in (("weight", weight), ("ignore_index", target == "labels"),
+                                                           ("label_smoothing", smoothed)) if used)
     return Op(
         name="softmax_cross_entropy",
         doc=first + en + "".join("\n" + r for r in rest),
         doc_zh=DOC_ZH + zh,
-        inputs=(Input(z), t),
-        output=loss(log_softmax, target, reduction),
+        inputs=(Input(z), t) + ((weight_input(),) if weight else ()),
+        output=loss(log_softmax, target, reduction, weight, label_smoothing if smoothed else 0),
         extra=(y,),
-        pytorch="F.cross_entropy(z, t)" if reduction == "mean" else f"F.cross_entropy(z, t, reduction={reduction!r})",
+        hyper=(ignore(target),
+               Hyper(label_smoothing, 0.0, cases=(0.1, 0.3) if smoothed else (0.0,), valid="0 <= label_smoothing <= 1",
+                     doc="the share of each target spread evenly over the K classes")),
+        pytorch=f"F.cross_entropy(z, t{options}" + ("" if reduction == "mean" else f", reduction={reduction!r}") + ")",
         bench_sizes={"N": 1024, "K": 1000},
     )
 
 
-OP = forms(softmax_cross_entropy, REDUCTION, TARGET)
+OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED)
