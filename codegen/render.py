@@ -37,7 +37,23 @@ def module_source(d: Derivation) -> str:
 READ_CODE = {
     "integer": "np.issubdtype(np.asarray({}).dtype, np.integer)",
     "nonzero": "{} != 0",
+    "unnormalized": "not _sums_to_one({})",
 }
+
+
+def _read(option) -> str:
+    """The generated forward's choice of an option read from an argument: the first choice whose reading holds."""
+    argument, *readings = option.read
+    tests = "".join(f"{choice!r} if {READ_CODE[reading].format(argument)} else "
+                    for choice, reading in zip(option.choices[1:], readings))
+    return f"({tests}{option.choices[0]!r})"
+
+
+def _read_already(op, context) -> dict:
+    """The form's context without the checks its dispatcher has made: an input read as rows summing to 1
+    reaches this form only so (its ``_simplex`` check would add a second pass over it)."""
+    read = {o.read[0] for o in op.options if isinstance(o, Option) and "unnormalized" in o.read[1:]}
+    return dict(context, checks=[c for c in context["checks"] if not any(c == f'_simplex("{n}", {n})' for n in read)])
 
 
 def _forms_module(d: Derivation) -> str:
@@ -51,7 +67,7 @@ def _forms_module(d: Derivation) -> str:
     for op in d.op.all_forms:
         context = head if op is d.op else module_context(derive(op))
         label = form_label(op)
-        context = dict(context, forward_name=f"_forward_{label}", backward_name=f"_backward_{label}")
+        context = dict(_read_already(d.op, context), forward_name=f"_forward_{label}", backward_name=f"_backward_{label}")
         if context["reshape_helper"] != head["reshape_helper"]:
             raise ValueError(f"{d.op.name}: the form {label} reshapes its inputs another way")
         helpers |= set(context["helpers"])
@@ -77,8 +93,7 @@ def _forms_module(d: Derivation) -> str:
     options = [{"name": o.name, "input": o.input or bool(o.read), "doc": o.doc,
                 "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
                for o in choosing]
-    form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input
-                     else f"({o.choices[1]!r} if {READ_CODE[o.read[1]].format(o.read[0])} else {o.choices[0]!r})"
+    form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input else _read(o)
                      if o.read else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
     keywords = [o for o in d.op.options if isinstance(o, Axis) or not (o.input or o.read)]
     signature = ", ".join([name + ("=None" if name in optional else "") for name in arguments]
@@ -89,7 +104,7 @@ def _forms_module(d: Derivation) -> str:
     return environment().get_template("forms.py.j2").render(
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
         signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
-        any_loss=any(f["is_loss"] for f in forms),
+        any_loss=any(f["is_loss"] for f in forms), sums_to_one="unnormalized" in form,
         inputs=[dict(inputs[name], optional=name in optional) for name in arguments],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 

@@ -10,7 +10,7 @@ and ``label_smoothing``.
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
-    target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
+    target: 'probabilities' (default), 'labels', 'unnormalized'; read from t: target probabilities (N, K) whose rows sum to 1, class labels (N,) when t holds integers, or soft targets (N, K) whose rows do not sum to 1.
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     smoothed: False (default), True; read from label_smoothing: the form with it, where it is not 0.
 
@@ -66,6 +66,32 @@ Form reduction='mean', target='labels', weight='given', smoothed=True, forward (
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
+Form reduction='mean', target='unnormalized', weight=None, smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight=None, smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+
 Form reduction='sum', target='probabilities', weight=None, smoothed=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
@@ -118,6 +144,32 @@ Form reduction='sum', target='labels', weight='given', smoothed=True, forward (i
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]
 
+Form reduction='sum', target='unnormalized', weight=None, smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
+
+Form reduction='sum', target='unnormalized', weight=None, smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+
 Form reduction='none', target='probabilities', weight=None, smoothed=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
@@ -169,6 +221,32 @@ Form reduction='none', target='labels', weight='given', smoothed=True, forward (
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(t[n, j]) - t[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
 """
 import numpy as np
 
@@ -187,7 +265,7 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False),)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'unnormalized' if not _sums_to_one(t) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False),)
     if form == ('mean', 'probabilities', None, False):
         out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('mean', 'probabilities', None, True):
@@ -204,6 +282,14 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
         out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('mean', 'labels', 'given', True):
         out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', False):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', True):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('sum', 'probabilities', None, False):
         out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('sum', 'probabilities', None, True):
@@ -220,6 +306,14 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
         out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('sum', 'labels', 'given', True):
         out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', False):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', True):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('none', 'probabilities', None, False):
         out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('none', 'probabilities', None, True):
@@ -234,8 +328,16 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
         out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
     elif form == ('none', 'labels', 'given', False):
         out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    else:  # reduction='none', target='labels', weight='given', smoothed=True
+    elif form == ('none', 'labels', 'given', True):
         out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, False):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, True):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', False):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     cache["form"] = form
     return out, cache
 
@@ -262,6 +364,14 @@ def backward(dout=1.0, cache=None):
         return _backward_reduction_mean__target_labels__with_weight__smoothed_False(dout, cache)
     elif form == ('mean', 'labels', 'given', True):
         return _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout, cache)
+    elif form == ('mean', 'unnormalized', None, False):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, True):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', False):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', True):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True(dout, cache)
     elif form == ('sum', 'probabilities', None, False):
         return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False(dout, cache)
     elif form == ('sum', 'probabilities', None, True):
@@ -278,6 +388,14 @@ def backward(dout=1.0, cache=None):
         return _backward_reduction_sum__target_labels__with_weight__smoothed_False(dout, cache)
     elif form == ('sum', 'labels', 'given', True):
         return _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout, cache)
+    elif form == ('sum', 'unnormalized', None, False):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, True):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', False):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', True):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True(dout, cache)
     elif form == ('none', 'probabilities', None, False):
         return _backward_reduction_none__target_probabilities__without_weight__smoothed_False(dout, cache)
     elif form == ('none', 'probabilities', None, True):
@@ -292,8 +410,16 @@ def backward(dout=1.0, cache=None):
         return _backward_reduction_none__target_labels__without_weight__smoothed_True(dout, cache)
     elif form == ('none', 'labels', 'given', False):
         return _backward_reduction_none__target_labels__with_weight__smoothed_False(dout, cache)
-    else:  # reduction='none', target='labels', weight='given', smoothed=True
+    elif form == ('none', 'labels', 'given', True):
         return _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, cache)
+    elif form == ('none', 'unnormalized', None, False):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, True):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', False):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False(dout, cache)
+    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True(dout, cache)
 
 
 def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
@@ -313,7 +439,6 @@ def _forward_reduction_mean__target_probabilities__without_weight__smoothed_Fals
     ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
     label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
-    _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
     e = np.exp(u)
     s = e.sum(axis=1)
@@ -694,6 +819,200 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout=1.0
     return {"z": dz}
 
 
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,nk->', u, t) - np.einsum('n,nk->', np.log(s), t))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    N = cache["N"]
+    dz = (dout*t.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, t, -dout/N)
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    return {"z": dz}
+
+
 def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
@@ -711,7 +1030,6 @@ def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False
     ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
     label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
-    _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
     e = np.exp(u)
     s = e.sum(axis=1)
@@ -1085,6 +1403,196 @@ def _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout=1.0,
     return {"z": dz}
 
 
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,nk->', u, t) - np.einsum('n,nk->', np.log(s), t))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout)
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    return {"z": dz}
+
+
 def _forward_reduction_none__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
@@ -1102,7 +1610,6 @@ def _forward_reduction_none__target_probabilities__without_weight__smoothed_Fals
     ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
     label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
-    _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
     e = np.exp(u)
     s = e.sum(axis=1)
@@ -1458,11 +1965,201 @@ def _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, ca
     return {"z": dz}
 
 
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,nk->n', u, t) - np.einsum('n,nk->n', np.log(s), t))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,nk->n', u, q) - np.einsum('n,nk->n', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,k,nk->n', u, weight, t) - np.einsum('n,k,nk->n', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,k,nk->n', u, weight, q) - np.einsum('n,k,nk->n', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    return {"z": dz}
+
+
 def _option(name, value, choices):
     """An option's value, one of its choices, or a ValueError that names them."""
     if not any(value is c or type(value) is type(c) and value == c for c in choices):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def _sums_to_one(array):
+    """Whether each row of ``array`` sums to 1, up to the rounding of its additions (target probabilities)."""
+    array = np.asarray(array)
+    if array.ndim == 0 or array.dtype not in (np.float32, np.float64):
+        return False
+    return bool(np.abs(array.sum(axis=-1) - 1).max() <= 2 * array.shape[-1] * np.finfo(array.dtype).eps)
 
 
 def _float_array(name, value, dtype=None):

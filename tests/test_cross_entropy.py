@@ -73,7 +73,8 @@ def _torch_loss(name, first, t, weight, ignore_index, label_smoothing, reduction
 
 
 OPTIONS = [(name, target, weighted, smoothing, ignore_index)
-           for name in CROSS_ENTROPIES for target in ("labels", "probabilities") for weighted in (False, True)
+           for name in CROSS_ENTROPIES for target in ("labels", "probabilities", "unnormalized")
+           for weighted in (False, True)
            for smoothing in ((0.0, 0.2) if name == "softmax_cross_entropy" else (0.0,))
            for ignore_index in ((None, -100, 2) if target == "labels" else (None,))]
 
@@ -95,9 +96,10 @@ def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_
         t = rng.integers(0, k, n)
         if ignore_index is not None:
             t[[1, 4]] = ignore_index
-    else:
+    else:  # soft targets; rows summing to 1 or not (F.cross_entropy takes either)
         t = rng.uniform(0.1, 1.0, (n, k)).astype(dtype)
-        t /= t.sum(axis=1, keepdims=True)
+        if target == "probabilities":
+            t /= t.sum(axis=1, keepdims=True)
     weight = rng.uniform(0.5, 2.0, k).astype(dtype) if weighted else None
     keywords = {"reduction": reduction} | ({} if ignore_index is None else {"ignore_index": ignore_index}) \
         | ({"label_smoothing": smoothing} if smoothing else {})
@@ -146,4 +148,20 @@ def test_an_unused_option_is_a_form_without_it():
     assert dict(op.chosen) == {"reduction": "mean", "target": "probabilities", "weight": None, "smoothed": False}
     assert [i.name for i in op.inputs] == ["z", "t"]
     assert not op.output.definition.free_symbols & {h.symbol for h in op.hyper}
-    assert len(op.all_forms) == 24 and len(get("cross_entropy").all_forms) == 12
+    assert len(op.all_forms) == 36 and len(get("cross_entropy").all_forms) == 12
+
+
+@pytest.mark.parametrize("rows", [1.0, 0.5, 3.0])
+def test_soft_targets_whose_rows_do_not_sum_to_1_run_the_general_form(rows, rng):
+    """Rows summing to 1 run the textbook's form (y - t); any other sums the form derived without that
+    assumption, y sum_j t_nj - t_nk: the gradient that holds in general, as F.cross_entropy computes."""
+    from generated import softmax_cross_entropy as sce
+    z, t = rng.standard_normal((3, 4)), rng.uniform(0.1, 1.0, (3, 4))
+    t *= rows / t.sum(axis=1, keepdims=True)
+    loss, cache = sce.forward(z, t)
+    assert cache["form"][1] == ("probabilities" if rows == 1.0 else "unnormalized")
+    y = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(sce.backward(cache)["z"], (y * t.sum(axis=1, keepdims=True) - t) / 3, rtol=1e-12)
+    general = derive(get("softmax_cross_entropy").form(target="unnormalized")).gradients[0].expr
+    assert "Sum(t[n, j], (j, 0, K - 1))" in str(general)
+    assert str(derive(get("softmax_cross_entropy")).gradients[0].expr) == "g*(-t[n, k] + y[n, k])/N"

@@ -327,6 +327,9 @@ TABLE = [
      r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}] \sum_k w_k [k = t_m]} (y_{nk} \sum_j w_j [j = t_n] "
      r"- w_k [k = t_n])", True, None),
     ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N} (y_{nk} - [k = t_n])", False, None),  # ignored samples
+    # soft targets whose rows need not sum to 1: the gradient that holds in general
+    ("softmax_cross_entropy[target=unnormalized]", "z", r"\frac{1}{N}(y_{nk}\sum_j t_{nj} - t_{nk})", True, None),
+    ("softmax_cross_entropy[target=unnormalized]", "z", r"\frac{1}{N}(y_{nk} - t_{nk})", False, r"\sum_{j} t_{nj}"),
     # label smoothing: the smoothed target q = (1 - eps) t + eps/K in place of t
     ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - (1 - \epsilon) t_{nk} - \frac{\epsilon}{K})", True,
      None),

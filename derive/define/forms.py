@@ -21,7 +21,8 @@ without it has no such input at all (the default form, with ``given_by_default=F
 a cross-entropy's ``weight``). An option with ``read`` is chosen by what the call passes, as
 PyTorch chooses (``F.cross_entropy`` takes integer targets as class labels): ``read=("t", "integer")``
 picks the second choice when the argument ``t`` holds integers, ``read=("label_smoothing", "nonzero")``
-when the hyper-parameter is not 0; the generated ``forward`` has no keyword for it.
+when the hyper-parameter is not 0 (``read=("t", "integer", "unnormalized")``: the second, else the third,
+else the first); the generated ``forward`` has no keyword for it.
 
 An ``Axis`` is not a choice between forms: a row op (softmax) is the same along any
 axis, so it is derived once, along the last, and the generated ``forward`` takes the
@@ -35,10 +36,11 @@ from dataclasses import dataclass
 
 GIVEN = "given"
 
-#: How an option with ``read`` tells its second choice from its first, by the argument it reads.
+#: How an option with ``read`` tells its choices apart, by the argument it reads.
 READINGS = {
     "integer": "an array of integers",
     "nonzero": "a number other than 0",
+    "unnormalized": "an array whose rows do not each sum to 1",
 }
 
 
@@ -53,8 +55,8 @@ class Option:
     #: form without it) where ``given_by_default`` is False (a weight PyTorch takes as None).
     input: bool = False
     given_by_default: bool = True
-    #: ``(argument, reading)``: the choice read from an input or hyper-parameter, not passed (``READINGS``):
-    #: the second choice where the reading holds, the first where it does not.
+    #: ``(argument, reading, ...)``: the choice read from an input or hyper-parameter, not passed: one reading
+    #: (``READINGS``) per choice after the first; the first choice whose reading holds, else the first.
     read: tuple = ()
 
     def __post_init__(self):
@@ -62,9 +64,10 @@ class Option:
             object.__setattr__(self, "choices", (GIVEN, None) if self.given_by_default else (None, GIVEN))
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
             raise ValueError(f"{self.name}: an option needs two or more distinct choices, got {self.choices!r}")
-        if self.read and (len(self.read) != 2 or self.read[1] not in READINGS or len(self.choices) != 2 or self.input):
-            raise ValueError(f"{self.name}: read is (argument, one of {sorted(READINGS)}), for an option of two "
-                             f"choices, got {self.read!r}")
+        if self.read and (len(self.read) != len(self.choices) or not set(self.read[1:]) <= set(READINGS)
+                          or self.input):
+            raise ValueError(f"{self.name}: read is (argument, one of {sorted(READINGS)} for each choice after the "
+                             f"first), got {self.read!r}")
 
     @property
     def default(self):

@@ -78,6 +78,8 @@ def summary(reduction, target, weighted, smoothed=False) -> tuple[str, str]:
     zh = {"mean": "", "sum": "对批次求和（reduction='sum'）。", "none": "每个样本一个损失（reduction='none'）。"}[reduction]
     if target == "labels":
         en, zh = " Targets are integer class labels, ignore_index left out." + en, "目标为整数类别标签，忽略 ignore_index。" + zh
+    if target == "unnormalized":
+        en, zh = " Soft targets whose rows need not sum to 1." + en, "软目标，各行之和不必为 1。" + zh
     if weighted:
         en, zh = " Each class weighted." + en, "各类别加权。" + zh
     if smoothed:

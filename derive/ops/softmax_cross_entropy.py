@@ -9,7 +9,7 @@ and ``label_smoothing``.
 import sympy as sp
 
 from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
-from derive.ops.cross_entropy import (REDUCTION, TARGET, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
+from derive.ops.cross_entropy import (REDUCTION, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
                                       weight_input)
 
 N, K = sizes("N K")
@@ -17,6 +17,11 @@ n, k, j = indices("n k j")
 z = Tensor("z", N, K)
 y = Intermediate("y", (n, k), (N, K), sp.exp(z[n, k]) / sp.Sum(sp.exp(z[n, j]), (j, 0, K - 1)))
 DOC_ZH = "softmax 与交叉熵合为一层：输入 logits，输出损失。"
+#: Soft targets whose rows do not sum to 1 (F.cross_entropy takes them) are a form of their own: the gradient
+#: that holds in general, y sum_j t_nj - t_nk; rows that sum to 1 keep the textbook's y - t.
+TARGET = Option("target", ("probabilities", "labels", "unnormalized"), read=("t", "integer", "unnormalized"),
+                doc="read from t: target probabilities (N, K) whose rows sum to 1, class labels (N,) when t holds "
+                    "integers, or soft targets (N, K) whose rows do not sum to 1")
 SMOOTHED = Option("smoothed", (False, True), read=("label_smoothing", "nonzero"),
                   doc="read from label_smoothing: the form with it, where it is not 0")
 
@@ -29,7 +34,7 @@ def log_softmax(a, b):
 def softmax_cross_entropy(reduction, target, weight, smoothed):
     en, zh = summary(reduction, target, weight, smoothed)
     first, *rest = __doc__.split("\n", 1)
-    t = target_input(target)
+    t = target_input("labels" if target == "labels" else "probabilities")
     if target == "probabilities":
         t = Input(t.tensor, differentiable=False, domain="simplex")
     options = "".join(f", {name}={name}" for name, used in (("weight", weight), ("ignore_index", target == "labels"),
@@ -39,9 +44,10 @@ def softmax_cross_entropy(reduction, target, weight, smoothed):
         doc=first + en + "".join("\n" + r for r in rest),
         doc_zh=DOC_ZH + zh,
         inputs=(Input(z), t) + ((weight_input(),) if weight else ()),
-        output=loss(log_softmax, target, reduction, weight, label_smoothing if smoothed else 0),
+        output=loss(log_softmax, "labels" if target == "labels" else "probabilities", reduction, weight,
+                    label_smoothing if smoothed else 0),
         extra=(y,),
-        hyper=(ignore(target),
+        hyper=(ignore("labels" if target == "labels" else "probabilities"),
                Hyper(label_smoothing, 0.0, cases=(0.1, 0.3) if smoothed else (0.0,), valid="0 <= label_smoothing <= 1",
                      doc="the share of each target spread evenly over the K classes")),
         pytorch=f"F.cross_entropy(z, t{options}" + ("" if reduction == "mean" else f", reduction={reduction!r}") + ")",
