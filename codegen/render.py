@@ -105,6 +105,7 @@ def _forms_module(d: Derivation) -> str:
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
         signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
         any_loss=any(f["is_loss"] for f in forms), sums_to_one="unnormalized" in form,
+        absent=[(repr(tuple(v for _, v in chosen)), repr(why)) for chosen, why in d.op.absent],
         inputs=[dict(inputs[name], optional=name in optional) for name in arguments],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 

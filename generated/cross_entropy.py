@@ -11,63 +11,100 @@ chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
     target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
+    t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
-Form reduction='mean', target='probabilities', weight=None, forward (index form):
+Form reduction='mean', target='probabilities', weight=None, t_grad=False, forward (index form):
     E = sum_n(-sum_k(t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/(N*y[n, k])
 
-Form reduction='mean', target='probabilities', weight='given', forward (index form):
+Form reduction='mean', target='probabilities', weight=None, t_grad=True, forward (index form):
+    E = sum_n(-sum_k(t[n, k]*log(y[n, k])))/N
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*t[n, k]/(N*y[n, k])
+    dE/dt[n, k] = -dout*log(y[n, k])/N
+
+Form reduction='mean', target='probabilities', weight='given', t_grad=False, forward (index form):
     E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*t[n, k]/(N*y[n, k])
 
-Form reduction='mean', target='labels', weight=None, forward (index form):
+Form reduction='mean', target='probabilities', weight='given', t_grad=True, forward (index form):
+    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*weight[k]*t[n, k]/(N*y[n, k])
+    dE/dt[n, k] = -dout*weight[k]*log(y[n, k])/N
+
+Form reduction='mean', target='labels', weight=None, t_grad=False, forward (index form):
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'([Ne(t[n'], ignore_index)]))
 
-Form reduction='mean', target='labels', weight='given', forward (index form):
+Form reduction='mean', target='labels', weight='given', t_grad=False, forward (index form):
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]))
 
-Form reduction='sum', target='probabilities', weight=None, forward (index form):
+Form reduction='sum', target='probabilities', weight=None, t_grad=False, forward (index form):
     E = sum_n(-sum_k(t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/y[n, k]
 
-Form reduction='sum', target='probabilities', weight='given', forward (index form):
+Form reduction='sum', target='probabilities', weight=None, t_grad=True, forward (index form):
+    E = sum_n(-sum_k(t[n, k]*log(y[n, k])))
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*t[n, k]/y[n, k]
+    dE/dt[n, k] = -dout*log(y[n, k])
+
+Form reduction='sum', target='probabilities', weight='given', t_grad=False, forward (index form):
     E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*t[n, k]/y[n, k]
 
-Form reduction='sum', target='labels', weight=None, forward (index form):
+Form reduction='sum', target='probabilities', weight='given', t_grad=True, forward (index form):
+    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))
+Backward (derived by SymPy):
+    dE/dy[n, k] = -dout*weight[k]*t[n, k]/y[n, k]
+    dE/dt[n, k] = -dout*weight[k]*log(y[n, k])
+
+Form reduction='sum', target='labels', weight=None, t_grad=False, forward (index form):
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
 
-Form reduction='sum', target='labels', weight='given', forward (index form):
+Form reduction='sum', target='labels', weight='given', t_grad=False, forward (index form):
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
 
-Form reduction='none', target='probabilities', weight=None, forward (index form):
+Form reduction='none', target='probabilities', weight=None, t_grad=False, forward (index form):
     L[n] = -sum_k(t[n, k]*log(y[n, k]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n, k] = -dout[n]*t[n, k]/y[n, k]
 
-Form reduction='none', target='probabilities', weight='given', forward (index form):
+Form reduction='none', target='probabilities', weight=None, t_grad=True, forward (index form):
+    L[n] = -sum_k(t[n, k]*log(y[n, k]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dy[n, k] = -dout[n]*t[n, k]/y[n, k]
+    dE/dt[n, k] = -dout[n]*log(y[n, k])
+
+Form reduction='none', target='probabilities', weight='given', t_grad=False, forward (index form):
     L[n] = -sum_k(weight[k]*t[n, k]*log(y[n, k]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n, k] = -dout[n]*weight[k]*t[n, k]/y[n, k]
 
-Form reduction='none', target='labels', weight=None, forward (index form):
+Form reduction='none', target='probabilities', weight='given', t_grad=True, forward (index form):
+    L[n] = -sum_k(weight[k]*t[n, k]*log(y[n, k]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dy[n, k] = -dout[n]*weight[k]*t[n, k]/y[n, k]
+    dE/dt[n, k] = -dout[n]*weight[k]*log(y[n, k])
+
+Form reduction='none', target='labels', weight=None, t_grad=False, forward (index form):
     L[n] = -[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n, k] = -dout[n]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
 
-Form reduction='none', target='labels', weight='given', forward (index form):
+Form reduction='none', target='labels', weight='given', t_grad=False, forward (index form):
     L[n] = -[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n, k] = -dout[n]*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
@@ -75,7 +112,7 @@ Backward (derived by SymPy; dout = dE/dL):
 import numpy as np
 
 
-def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean'):
+def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=False):
     """Compute cross_entropy in the form the options choose, and what backward needs.
 
     Args:
@@ -84,35 +121,60 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean'):
         weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
         ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
+        t_grad: whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing): False (default), True.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None,)
-    if form == ('mean', 'probabilities', None):
-        out, cache = _forward_reduction_mean__target_probabilities__without_weight(y, t, ignore_index=ignore_index)
-    elif form == ('mean', 'probabilities', 'given'):
-        out, cache = _forward_reduction_mean__target_probabilities__with_weight(y, t, weight, ignore_index=ignore_index)
-    elif form == ('mean', 'labels', None):
-        out, cache = _forward_reduction_mean__target_labels__without_weight(y, t, ignore_index=ignore_index)
-    elif form == ('mean', 'labels', 'given'):
-        out, cache = _forward_reduction_mean__target_labels__with_weight(y, t, weight, ignore_index=ignore_index)
-    elif form == ('sum', 'probabilities', None):
-        out, cache = _forward_reduction_sum__target_probabilities__without_weight(y, t, ignore_index=ignore_index)
-    elif form == ('sum', 'probabilities', 'given'):
-        out, cache = _forward_reduction_sum__target_probabilities__with_weight(y, t, weight, ignore_index=ignore_index)
-    elif form == ('sum', 'labels', None):
-        out, cache = _forward_reduction_sum__target_labels__without_weight(y, t, ignore_index=ignore_index)
-    elif form == ('sum', 'labels', 'given'):
-        out, cache = _forward_reduction_sum__target_labels__with_weight(y, t, weight, ignore_index=ignore_index)
-    elif form == ('none', 'probabilities', None):
-        out, cache = _forward_reduction_none__target_probabilities__without_weight(y, t, ignore_index=ignore_index)
-    elif form == ('none', 'probabilities', 'given'):
-        out, cache = _forward_reduction_none__target_probabilities__with_weight(y, t, weight, ignore_index=ignore_index)
-    elif form == ('none', 'labels', None):
-        out, cache = _forward_reduction_none__target_labels__without_weight(y, t, ignore_index=ignore_index)
-    else:  # reduction='none', target='labels', weight='given'
-        out, cache = _forward_reduction_none__target_labels__with_weight(y, t, weight, ignore_index=ignore_index)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None, _option("t_grad", t_grad, (False, True)),)
+    if form == ('mean', 'labels', None, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', 'given', True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', None, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', 'given', True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', None, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', 'given', True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'probabilities', None, False):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__t_grad_False(y, t, ignore_index=ignore_index)
+    elif form == ('mean', 'probabilities', None, True):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__t_grad_True(y, t, ignore_index=ignore_index)
+    elif form == ('mean', 'probabilities', 'given', False):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
+    elif form == ('mean', 'probabilities', 'given', True):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__t_grad_True(y, t, weight, ignore_index=ignore_index)
+    elif form == ('mean', 'labels', None, False):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__t_grad_False(y, t, ignore_index=ignore_index)
+    elif form == ('mean', 'labels', 'given', False):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
+    elif form == ('sum', 'probabilities', None, False):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__t_grad_False(y, t, ignore_index=ignore_index)
+    elif form == ('sum', 'probabilities', None, True):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__t_grad_True(y, t, ignore_index=ignore_index)
+    elif form == ('sum', 'probabilities', 'given', False):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
+    elif form == ('sum', 'probabilities', 'given', True):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__t_grad_True(y, t, weight, ignore_index=ignore_index)
+    elif form == ('sum', 'labels', None, False):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__t_grad_False(y, t, ignore_index=ignore_index)
+    elif form == ('sum', 'labels', 'given', False):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
+    elif form == ('none', 'probabilities', None, False):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__t_grad_False(y, t, ignore_index=ignore_index)
+    elif form == ('none', 'probabilities', None, True):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__t_grad_True(y, t, ignore_index=ignore_index)
+    elif form == ('none', 'probabilities', 'given', False):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
+    elif form == ('none', 'probabilities', 'given', True):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__t_grad_True(y, t, weight, ignore_index=ignore_index)
+    elif form == ('none', 'labels', None, False):
+        out, cache = _forward_reduction_none__target_labels__without_weight__t_grad_False(y, t, ignore_index=ignore_index)
+    else:  # reduction='none', target='labels', weight='given', t_grad=False
+        out, cache = _forward_reduction_none__target_labels__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
     cache["form"] = form
     return out, cache
 
@@ -123,33 +185,45 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean', 'probabilities', None):
-        return _backward_reduction_mean__target_probabilities__without_weight(dout, cache)
-    elif form == ('mean', 'probabilities', 'given'):
-        return _backward_reduction_mean__target_probabilities__with_weight(dout, cache)
-    elif form == ('mean', 'labels', None):
-        return _backward_reduction_mean__target_labels__without_weight(dout, cache)
-    elif form == ('mean', 'labels', 'given'):
-        return _backward_reduction_mean__target_labels__with_weight(dout, cache)
-    elif form == ('sum', 'probabilities', None):
-        return _backward_reduction_sum__target_probabilities__without_weight(dout, cache)
-    elif form == ('sum', 'probabilities', 'given'):
-        return _backward_reduction_sum__target_probabilities__with_weight(dout, cache)
-    elif form == ('sum', 'labels', None):
-        return _backward_reduction_sum__target_labels__without_weight(dout, cache)
-    elif form == ('sum', 'labels', 'given'):
-        return _backward_reduction_sum__target_labels__with_weight(dout, cache)
-    elif form == ('none', 'probabilities', None):
-        return _backward_reduction_none__target_probabilities__without_weight(dout, cache)
-    elif form == ('none', 'probabilities', 'given'):
-        return _backward_reduction_none__target_probabilities__with_weight(dout, cache)
-    elif form == ('none', 'labels', None):
-        return _backward_reduction_none__target_labels__without_weight(dout, cache)
-    else:  # reduction='none', target='labels', weight='given'
-        return _backward_reduction_none__target_labels__with_weight(dout, cache)
+    if form == ('mean', 'probabilities', None, False):
+        return _backward_reduction_mean__target_probabilities__without_weight__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', None, True):
+        return _backward_reduction_mean__target_probabilities__without_weight__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', False):
+        return _backward_reduction_mean__target_probabilities__with_weight__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', True):
+        return _backward_reduction_mean__target_probabilities__with_weight__t_grad_True(dout, cache)
+    elif form == ('mean', 'labels', None, False):
+        return _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', 'given', False):
+        return _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, False):
+        return _backward_reduction_sum__target_probabilities__without_weight__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, True):
+        return _backward_reduction_sum__target_probabilities__without_weight__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', False):
+        return _backward_reduction_sum__target_probabilities__with_weight__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', True):
+        return _backward_reduction_sum__target_probabilities__with_weight__t_grad_True(dout, cache)
+    elif form == ('sum', 'labels', None, False):
+        return _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', 'given', False):
+        return _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', None, False):
+        return _backward_reduction_none__target_probabilities__without_weight__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', None, True):
+        return _backward_reduction_none__target_probabilities__without_weight__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', 'given', False):
+        return _backward_reduction_none__target_probabilities__with_weight__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', 'given', True):
+        return _backward_reduction_none__target_probabilities__with_weight__t_grad_True(dout, cache)
+    elif form == ('none', 'labels', None, False):
+        return _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache)
+    else:  # reduction='none', target='labels', weight='given', t_grad=False
+        return _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache)
 
 
-def _forward_reduction_mean__target_probabilities__without_weight(y, t, *, ignore_index=-100):
+def _forward_reduction_mean__target_probabilities__without_weight__t_grad_False(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -169,7 +243,7 @@ def _forward_reduction_mean__target_probabilities__without_weight(y, t, *, ignor
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities__without_weight(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__without_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -187,7 +261,47 @@ def _backward_reduction_mean__target_probabilities__without_weight(dout=1.0, cac
     return {"y": dy}
 
 
-def _forward_reduction_mean__target_probabilities__with_weight(y, t, weight, *, ignore_index=-100):
+def _forward_reduction_mean__target_probabilities__without_weight__t_grad_True(y, t, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
+    E = -np.einsum('nk,nk->', t, np.log(y))/N
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    N = cache["N"]
+    dy = (t/y)*(-dout/N)
+    dt = np.log(y)
+    dt *= -dout/N
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__t_grad_False(y, t, weight, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -209,7 +323,7 @@ def _forward_reduction_mean__target_probabilities__with_weight(y, t, weight, *, 
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities__with_weight(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__with_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -228,7 +342,50 @@ def _backward_reduction_mean__target_probabilities__with_weight(dout=1.0, cache=
     return {"y": dy}
 
 
-def _forward_reduction_mean__target_labels__without_weight(y, t, *, ignore_index=-100):
+def _forward_reduction_mean__target_probabilities__with_weight__t_grad_True(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    E = -np.einsum('k,nk,nk->', weight, t, np.log(y))/N
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    N = cache["N"]
+    dy = (t*weight/y)*(-dout/N)
+    dt = np.log(y)
+    dt *= (-dout*weight/N)
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_mean__target_labels__without_weight__t_grad_False(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -250,7 +407,7 @@ def _forward_reduction_mean__target_labels__without_weight(y, t, *, ignore_index
     return E, cache
 
 
-def _backward_reduction_mean__target_labels__without_weight(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -269,7 +426,7 @@ def _backward_reduction_mean__target_labels__without_weight(dout=1.0, cache=None
     return {"y": dy}
 
 
-def _forward_reduction_mean__target_labels__with_weight(y, t, weight, *, ignore_index=-100):
+def _forward_reduction_mean__target_labels__with_weight__t_grad_False(y, t, weight, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -294,7 +451,7 @@ def _forward_reduction_mean__target_labels__with_weight(y, t, weight, *, ignore_
     return E, cache
 
 
-def _backward_reduction_mean__target_labels__with_weight(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -314,7 +471,7 @@ def _backward_reduction_mean__target_labels__with_weight(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_sum__target_probabilities__without_weight(y, t, *, ignore_index=-100):
+def _forward_reduction_sum__target_probabilities__without_weight__t_grad_False(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -334,7 +491,7 @@ def _forward_reduction_sum__target_probabilities__without_weight(y, t, *, ignore
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities__without_weight(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__without_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -351,7 +508,46 @@ def _backward_reduction_sum__target_probabilities__without_weight(dout=1.0, cach
     return {"y": dy}
 
 
-def _forward_reduction_sum__target_probabilities__with_weight(y, t, weight, *, ignore_index=-100):
+def _forward_reduction_sum__target_probabilities__without_weight__t_grad_True(y, t, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
+    E = -np.einsum('nk,nk->', t, np.log(y))
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    dy = (t/y)*(-dout)
+    dt = np.log(y)
+    dt *= -dout
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__t_grad_False(y, t, weight, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -373,7 +569,7 @@ def _forward_reduction_sum__target_probabilities__with_weight(y, t, weight, *, i
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities__with_weight(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__with_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -391,7 +587,49 @@ def _backward_reduction_sum__target_probabilities__with_weight(dout=1.0, cache=N
     return {"y": dy}
 
 
-def _forward_reduction_sum__target_labels__without_weight(y, t, *, ignore_index=-100):
+def _forward_reduction_sum__target_probabilities__with_weight__t_grad_True(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    E = -np.einsum('k,nk,nk->', weight, t, np.log(y))
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    dy = (t*weight/y)*(-dout)
+    dt = np.log(y)
+    dt *= (-dout*weight)
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_sum__target_labels__without_weight__t_grad_False(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -412,7 +650,7 @@ def _forward_reduction_sum__target_labels__without_weight(y, t, *, ignore_index=
     return E, cache
 
 
-def _backward_reduction_sum__target_labels__without_weight(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -431,7 +669,7 @@ def _backward_reduction_sum__target_labels__without_weight(dout=1.0, cache=None)
     return {"y": dy}
 
 
-def _forward_reduction_sum__target_labels__with_weight(y, t, weight, *, ignore_index=-100):
+def _forward_reduction_sum__target_labels__with_weight__t_grad_False(y, t, weight, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -454,7 +692,7 @@ def _forward_reduction_sum__target_labels__with_weight(y, t, weight, *, ignore_i
     return E, cache
 
 
-def _backward_reduction_sum__target_labels__with_weight(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -474,7 +712,7 @@ def _backward_reduction_sum__target_labels__with_weight(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_none__target_probabilities__without_weight(y, t, *, ignore_index=-100):
+def _forward_reduction_none__target_probabilities__without_weight__t_grad_False(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -494,7 +732,7 @@ def _forward_reduction_none__target_probabilities__without_weight(y, t, *, ignor
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities__without_weight(dout, cache):
+def _backward_reduction_none__target_probabilities__without_weight__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -509,7 +747,44 @@ def _backward_reduction_none__target_probabilities__without_weight(dout, cache):
     return {"y": dy}
 
 
-def _forward_reduction_none__target_probabilities__with_weight(y, t, weight, *, ignore_index=-100):
+def _forward_reduction_none__target_probabilities__without_weight__t_grad_True(y, t, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"))
+    L = -np.einsum('nk,nk->n', t, np.log(y))
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    t = cache["t"]
+    dy = -dout[:, None]*t/y
+    dt = np.log(y)
+    dt *= (-dout)[:, None]
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__t_grad_False(y, t, weight, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -531,7 +806,7 @@ def _forward_reduction_none__target_probabilities__with_weight(y, t, weight, *, 
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities__with_weight(dout, cache):
+def _backward_reduction_none__target_probabilities__with_weight__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -547,7 +822,47 @@ def _backward_reduction_none__target_probabilities__with_weight(dout, cache):
     return {"y": dy}
 
 
-def _forward_reduction_none__target_labels__without_weight(y, t, *, ignore_index=-100):
+def _forward_reduction_none__target_probabilities__with_weight__t_grad_True(y, t, weight, *, ignore_index=-100):
+    """Compute cross_entropy and what backward needs.
+
+    Args:
+        y: (N, K), float32 or float64 (a probability in (0, 1)).
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    weight = _float_array("weight", weight, y.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    N, K = _sizes(("y", y, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    L = -np.einsum('k,nk,nk->n', weight, t, np.log(y))
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t, "weight": weight}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    t = cache["t"]
+    weight = cache["weight"]
+    dy = -dout[:, None]*t*weight/y
+    dt = np.log(y)
+    dt *= -dout[:, None]*weight
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_none__target_labels__without_weight__t_grad_False(y, t, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -568,7 +883,7 @@ def _forward_reduction_none__target_labels__without_weight(y, t, *, ignore_index
     return L, cache
 
 
-def _backward_reduction_none__target_labels__without_weight(dout, cache):
+def _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -585,7 +900,7 @@ def _backward_reduction_none__target_labels__without_weight(dout, cache):
     return {"y": dy}
 
 
-def _forward_reduction_none__target_labels__with_weight(y, t, weight, *, ignore_index=-100):
+def _forward_reduction_none__target_labels__with_weight__t_grad_False(y, t, weight, *, ignore_index=-100):
     """Compute cross_entropy and what backward needs.
 
     Args:
@@ -608,7 +923,7 @@ def _forward_reduction_none__target_labels__with_weight(y, t, weight, *, ignore_
     return L, cache
 
 
-def _backward_reduction_none__target_labels__with_weight(dout, cache):
+def _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:

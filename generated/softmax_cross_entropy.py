@@ -13,245 +13,450 @@ chosen, and its cache records the form for backward):
     target: 'probabilities' (default), 'labels', 'unnormalized'; read from t: target probabilities (N, K) whose rows sum to 1, class labels (N,) when t holds integers, or soft targets (N, K) whose rows do not sum to 1.
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     smoothed: False (default), True; read from label_smoothing: the form with it, where it is not 0.
+    t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
-Form reduction='mean', target='probabilities', weight=None, smoothed=False, forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
 
-Form reduction='mean', target='probabilities', weight=None, smoothed=True, forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
+    dE/dt[n, k] = -dout*ly[n, k]/N
+
+Form reduction='mean', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
 
-Form reduction='mean', target='probabilities', weight='given', smoothed=False, forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
 
-Form reduction='mean', target='probabilities', weight='given', smoothed=True, forward (index form):
+Form reduction='mean', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
 
-Form reduction='mean', target='labels', weight=None, smoothed=False, forward (index form):
+Form reduction='mean', target='probabilities', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]/N
+
+Form reduction='mean', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
 
-Form reduction='mean', target='labels', weight=None, smoothed=True, forward (index form):
+Form reduction='mean', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
 
-Form reduction='mean', target='labels', weight='given', smoothed=False, forward (index form):
+Form reduction='mean', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
-Form reduction='mean', target='labels', weight='given', smoothed=True, forward (index form):
+Form reduction='mean', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
-Form reduction='mean', target='unnormalized', weight=None, smoothed=False, forward (index form):
+Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
 
-Form reduction='mean', target='unnormalized', weight=None, smoothed=True, forward (index form):
+Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
+    dE/dt[n, k] = -dout*ly[n, k]/N
+
+Form reduction='mean', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
 
-Form reduction='mean', target='unnormalized', weight='given', smoothed=False, forward (index form):
+Form reduction='mean', target='unnormalized', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
 
-Form reduction='mean', target='unnormalized', weight='given', smoothed=True, forward (index form):
+Form reduction='mean', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
 
-Form reduction='sum', target='probabilities', weight=None, smoothed=False, forward (index form):
+Form reduction='mean', target='unnormalized', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]/N
+
+Form reduction='sum', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])
 
-Form reduction='sum', target='probabilities', weight=None, smoothed=True, forward (index form):
+Form reduction='sum', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - t[n, k])
+    dE/dt[n, k] = -dout*ly[n, k]
+
+Form reduction='sum', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
 
-Form reduction='sum', target='probabilities', weight='given', smoothed=False, forward (index form):
+Form reduction='sum', target='probabilities', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
 
-Form reduction='sum', target='probabilities', weight='given', smoothed=True, forward (index form):
+Form reduction='sum', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
 
-Form reduction='sum', target='labels', weight=None, smoothed=False, forward (index form):
+Form reduction='sum', target='probabilities', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]
+
+Form reduction='sum', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
 
-Form reduction='sum', target='labels', weight=None, smoothed=True, forward (index form):
+Form reduction='sum', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]
 
-Form reduction='sum', target='labels', weight='given', smoothed=False, forward (index form):
+Form reduction='sum', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
 
-Form reduction='sum', target='labels', weight='given', smoothed=True, forward (index form):
+Form reduction='sum', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]
 
-Form reduction='sum', target='unnormalized', weight=None, smoothed=False, forward (index form):
+Form reduction='sum', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
 
-Form reduction='sum', target='unnormalized', weight=None, smoothed=True, forward (index form):
+Form reduction='sum', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
+    dE/dt[n, k] = -dout*ly[n, k]
+
+Form reduction='sum', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
 
-Form reduction='sum', target='unnormalized', weight='given', smoothed=False, forward (index form):
+Form reduction='sum', target='unnormalized', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
 
-Form reduction='sum', target='unnormalized', weight='given', smoothed=True, forward (index form):
+Form reduction='sum', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
 
-Form reduction='none', target='probabilities', weight=None, smoothed=False, forward (index form):
+Form reduction='sum', target='unnormalized', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
 
-Form reduction='none', target='probabilities', weight=None, smoothed=True, forward (index form):
+Form reduction='none', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
 
-Form reduction='none', target='probabilities', weight='given', smoothed=False, forward (index form):
+Form reduction='none', target='probabilities', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
 
-Form reduction='none', target='probabilities', weight='given', smoothed=True, forward (index form):
+Form reduction='none', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(weight[k]*t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*weight[k]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
 
-Form reduction='none', target='labels', weight=None, smoothed=False, forward (index form):
+Form reduction='none', target='probabilities', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(weight[k]*ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*weight[k]*ly[n, k]
+
+Form reduction='none', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k] - KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
 
-Form reduction='none', target='labels', weight=None, smoothed=True, forward (index form):
+Form reduction='none', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
 
-Form reduction='none', target='labels', weight='given', smoothed=False, forward (index form):
+Form reduction='none', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n]))
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
 
-Form reduction='none', target='labels', weight='given', smoothed=True, forward (index form):
+Form reduction='none', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
 
-Form reduction='none', target='unnormalized', weight=None, smoothed=False, forward (index form):
+Form reduction='none', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(t[n, j]) - t[n, k])*dout[n]
 
-Form reduction='none', target='unnormalized', weight=None, smoothed=True, forward (index form):
+Form reduction='none', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(t[n, j]) - t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*ly[n, k]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
 
-Form reduction='none', target='unnormalized', weight='given', smoothed=False, forward (index form):
+Form reduction='none', target='unnormalized', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*ly[n, k]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
 
-Form reduction='none', target='unnormalized', weight='given', smoothed=True, forward (index form):
+Form reduction='none', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(weight[k]*t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*weight[k]*ly[n, k]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(weight[k]*ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*weight[k]*ly[n, k]
 """
 import numpy as np
 
 
-def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduction='mean'):
+def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduction='mean', t_grad=False):
     """Compute softmax_cross_entropy in the form the options choose, and what backward needs.
 
     Args:
@@ -261,83 +466,156 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
         ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
+        t_grad: whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing): False (default), True.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'unnormalized' if not _sums_to_one(t) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False),)
-    if form == ('mean', 'probabilities', None, False):
-        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'probabilities', None, True):
-        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'probabilities', 'given', False):
-        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'probabilities', 'given', True):
-        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'labels', None, False):
-        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'labels', None, True):
-        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'labels', 'given', False):
-        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'labels', 'given', True):
-        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'unnormalized', None, False):
-        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'unnormalized', None, True):
-        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'unnormalized', 'given', False):
-        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('mean', 'unnormalized', 'given', True):
-        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'probabilities', None, False):
-        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'probabilities', None, True):
-        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'probabilities', 'given', False):
-        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'probabilities', 'given', True):
-        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'labels', None, False):
-        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'labels', None, True):
-        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'labels', 'given', False):
-        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'labels', 'given', True):
-        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'unnormalized', None, False):
-        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'unnormalized', None, True):
-        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'unnormalized', 'given', False):
-        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('sum', 'unnormalized', 'given', True):
-        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'probabilities', None, False):
-        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'probabilities', None, True):
-        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'probabilities', 'given', False):
-        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'probabilities', 'given', True):
-        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'labels', None, False):
-        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'labels', None, True):
-        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'labels', 'given', False):
-        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'labels', 'given', True):
-        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'unnormalized', None, False):
-        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'unnormalized', None, True):
-        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    elif form == ('none', 'unnormalized', 'given', False):
-        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True
-        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'unnormalized' if not _sums_to_one(t) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False), _option("t_grad", t_grad, (False, True)),)
+    if form == ('mean', 'labels', None, False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', None, True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', 'given', False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', 'given', True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', None, False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', None, True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', 'given', False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', 'given', True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', None, False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', None, True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', 'given', False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', 'given', True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'probabilities', None, False, False):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, False, True):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, True, False):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, True, True):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', False, False):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', False, True):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', True, False):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', True, True):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', None, False, False):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', None, True, False):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', 'given', False, False):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', 'given', True, False):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, False, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, False, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, True, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, True, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', False, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', False, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', True, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', True, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, False, False):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, False, True):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, True, False):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, True, True):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', False, False):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', False, True):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', True, False):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', True, True):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', None, False, False):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', None, True, False):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', 'given', False, False):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', 'given', True, False):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, False, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, False, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, True, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, True, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', False, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', False, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', True, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', True, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, False, False):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, False, True):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, True, False):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, True, True):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', False, False):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', False, True):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', True, False):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', True, True):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', None, False, False):
+        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', None, True, False):
+        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', 'given', False, False):
+        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', 'given', True, False):
+        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, False, False):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, False, True):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, True, False):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, True, True):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', False, False):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', False, True):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', True, False):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     cache["form"] = form
     return out, cache
 
@@ -348,81 +626,129 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean', 'probabilities', None, False):
-        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False(dout, cache)
-    elif form == ('mean', 'probabilities', None, True):
-        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True(dout, cache)
-    elif form == ('mean', 'probabilities', 'given', False):
-        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False(dout, cache)
-    elif form == ('mean', 'probabilities', 'given', True):
-        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True(dout, cache)
-    elif form == ('mean', 'labels', None, False):
-        return _backward_reduction_mean__target_labels__without_weight__smoothed_False(dout, cache)
-    elif form == ('mean', 'labels', None, True):
-        return _backward_reduction_mean__target_labels__without_weight__smoothed_True(dout, cache)
-    elif form == ('mean', 'labels', 'given', False):
-        return _backward_reduction_mean__target_labels__with_weight__smoothed_False(dout, cache)
-    elif form == ('mean', 'labels', 'given', True):
-        return _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout, cache)
-    elif form == ('mean', 'unnormalized', None, False):
-        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False(dout, cache)
-    elif form == ('mean', 'unnormalized', None, True):
-        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True(dout, cache)
-    elif form == ('mean', 'unnormalized', 'given', False):
-        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False(dout, cache)
-    elif form == ('mean', 'unnormalized', 'given', True):
-        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True(dout, cache)
-    elif form == ('sum', 'probabilities', None, False):
-        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False(dout, cache)
-    elif form == ('sum', 'probabilities', None, True):
-        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True(dout, cache)
-    elif form == ('sum', 'probabilities', 'given', False):
-        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False(dout, cache)
-    elif form == ('sum', 'probabilities', 'given', True):
-        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True(dout, cache)
-    elif form == ('sum', 'labels', None, False):
-        return _backward_reduction_sum__target_labels__without_weight__smoothed_False(dout, cache)
-    elif form == ('sum', 'labels', None, True):
-        return _backward_reduction_sum__target_labels__without_weight__smoothed_True(dout, cache)
-    elif form == ('sum', 'labels', 'given', False):
-        return _backward_reduction_sum__target_labels__with_weight__smoothed_False(dout, cache)
-    elif form == ('sum', 'labels', 'given', True):
-        return _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout, cache)
-    elif form == ('sum', 'unnormalized', None, False):
-        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False(dout, cache)
-    elif form == ('sum', 'unnormalized', None, True):
-        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True(dout, cache)
-    elif form == ('sum', 'unnormalized', 'given', False):
-        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False(dout, cache)
-    elif form == ('sum', 'unnormalized', 'given', True):
-        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True(dout, cache)
-    elif form == ('none', 'probabilities', None, False):
-        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False(dout, cache)
-    elif form == ('none', 'probabilities', None, True):
-        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True(dout, cache)
-    elif form == ('none', 'probabilities', 'given', False):
-        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False(dout, cache)
-    elif form == ('none', 'probabilities', 'given', True):
-        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True(dout, cache)
-    elif form == ('none', 'labels', None, False):
-        return _backward_reduction_none__target_labels__without_weight__smoothed_False(dout, cache)
-    elif form == ('none', 'labels', None, True):
-        return _backward_reduction_none__target_labels__without_weight__smoothed_True(dout, cache)
-    elif form == ('none', 'labels', 'given', False):
-        return _backward_reduction_none__target_labels__with_weight__smoothed_False(dout, cache)
-    elif form == ('none', 'labels', 'given', True):
-        return _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, cache)
-    elif form == ('none', 'unnormalized', None, False):
-        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False(dout, cache)
-    elif form == ('none', 'unnormalized', None, True):
-        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True(dout, cache)
-    elif form == ('none', 'unnormalized', 'given', False):
-        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False(dout, cache)
-    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True
-        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True(dout, cache)
+    if form == ('mean', 'probabilities', None, False, False):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', None, False, True):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', None, True, False):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', None, True, True):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', False, False):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', False, True):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', True, False):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', True, True):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('mean', 'labels', None, False, False):
+        return _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', None, True, False):
+        return _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', 'given', False, False):
+        return _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', 'given', True, False):
+        return _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, False, False):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, False, True):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'unnormalized', None, True, False):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, True, True):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', False, False):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', False, True):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', True, False):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', True, True):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', None, False, False):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, False, True):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', None, True, False):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, True, True):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', False, False):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', False, True):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', True, False):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', True, True):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'labels', None, False, False):
+        return _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', None, True, False):
+        return _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', 'given', False, False):
+        return _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', 'given', True, False):
+        return _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, False, False):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, False, True):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'unnormalized', None, True, False):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, True, True):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', False, False):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', False, True):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', True, False):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', True, True):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', None, False, False):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', None, False, True):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', None, True, False):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', None, True, True):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', 'given', False, False):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', 'given', False, True):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', 'given', True, False):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', 'given', True, True):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'labels', None, False, False):
+        return _backward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'labels', None, True, False):
+        return _backward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'labels', 'given', False, False):
+        return _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'labels', 'given', True, False):
+        return _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, False, False):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, False, True):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'unnormalized', None, True, False):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, True, True):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', False, False):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', False, True):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', True, False):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
 
 
-def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -449,7 +775,7 @@ def _forward_reduction_mean__target_probabilities__without_weight__smoothed_Fals
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities__without_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -468,7 +794,57 @@ def _backward_reduction_mean__target_probabilities__without_weight__smoothed_Fal
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = y - t
+    dz *= dout/N
+    dt = ly*(-dout/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -497,7 +873,7 @@ def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities__without_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -516,7 +892,60 @@ def _backward_reduction_mean__target_probabilities__without_weight__smoothed_Tru
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    dt = ly*(dout*(label_smoothing - 1)/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -545,7 +974,7 @@ def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False(z
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -565,7 +994,60 @@ def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False(
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    dt = (-dout*weight/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -596,7 +1078,7 @@ def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True(z,
     return E, cache
 
 
-def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -616,7 +1098,63 @@ def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True(d
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_labels__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    dt = (dout*weight*(label_smoothing - 1)/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -646,7 +1184,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_False(z, t,
     return E, cache
 
 
-def _backward_reduction_mean__target_labels__without_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -665,7 +1203,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_False(dout
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_labels__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -695,7 +1233,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_True(z, t, 
     return E, cache
 
 
-def _backward_reduction_mean__target_labels__without_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -714,7 +1252,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_True(dout=
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_labels__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -747,7 +1285,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_False(z, t, we
     return E, cache
 
 
-def _backward_reduction_mean__target_labels__with_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -767,7 +1305,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_False(dout=1.
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_labels__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -799,7 +1337,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_True(z, t, wei
     return E, cache
 
 
-def _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -819,7 +1357,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_True(dout=1.0
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -846,7 +1384,7 @@ def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False
     return E, cache
 
 
-def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -865,7 +1403,57 @@ def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_Fals
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = (dout*t.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, t, -dout/N)
+    dt = ly*(-dout/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -894,7 +1482,7 @@ def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True(
     return E, cache
 
 
-def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -913,7 +1501,60 @@ def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    dt = ly*(dout*(label_smoothing - 1)/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -942,7 +1583,7 @@ def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False(z,
     return E, cache
 
 
-def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -962,7 +1603,60 @@ def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False(d
     return {"z": dz}
 
 
-def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    dt = (-dout*weight/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -993,7 +1687,7 @@ def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True(z, 
     return E, cache
 
 
-def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1013,7 +1707,63 @@ def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True(do
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    dt = (dout*weight*(label_smoothing - 1)/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1040,7 +1790,7 @@ def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities__without_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1058,7 +1808,56 @@ def _backward_reduction_sum__target_probabilities__without_weight__smoothed_Fals
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = y - t
+    dz *= dout
+    dt = ly*(-dout)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1087,7 +1886,7 @@ def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True(
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1105,7 +1904,59 @@ def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    dt = ly*(dout*(label_smoothing - 1))
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1134,7 +1985,7 @@ def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False(z,
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1153,7 +2004,59 @@ def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False(d
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    dt = (-dout*weight)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1184,7 +2087,7 @@ def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True(z, 
     return E, cache
 
 
-def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1203,7 +2106,62 @@ def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True(do
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_labels__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    dt = (dout*weight*(label_smoothing - 1))*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1232,7 +2190,7 @@ def _forward_reduction_sum__target_labels__without_weight__smoothed_False(z, t, 
     return E, cache
 
 
-def _backward_reduction_sum__target_labels__without_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1251,7 +2209,7 @@ def _backward_reduction_sum__target_labels__without_weight__smoothed_False(dout=
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_labels__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1281,7 +2239,7 @@ def _forward_reduction_sum__target_labels__without_weight__smoothed_True(z, t, *
     return E, cache
 
 
-def _backward_reduction_sum__target_labels__without_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1300,7 +2258,7 @@ def _backward_reduction_sum__target_labels__without_weight__smoothed_True(dout=1
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_labels__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1331,7 +2289,7 @@ def _forward_reduction_sum__target_labels__with_weight__smoothed_False(z, t, wei
     return E, cache
 
 
-def _backward_reduction_sum__target_labels__with_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1351,7 +2309,7 @@ def _backward_reduction_sum__target_labels__with_weight__smoothed_False(dout=1.0
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_labels__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1383,7 +2341,7 @@ def _forward_reduction_sum__target_labels__with_weight__smoothed_True(z, t, weig
     return E, cache
 
 
-def _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1403,7 +2361,7 @@ def _backward_reduction_sum__target_labels__with_weight__smoothed_True(dout=1.0,
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1430,7 +2388,7 @@ def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False(
     return E, cache
 
 
-def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1448,7 +2406,56 @@ def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout)
+    dt = ly*(-dout)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1477,7 +2484,7 @@ def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True(z
     return E, cache
 
 
-def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1495,7 +2502,59 @@ def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True(
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    dt = ly*(dout*(label_smoothing - 1))
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1524,7 +2583,7 @@ def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False(z, 
     return E, cache
 
 
-def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False(dout=1.0, cache=None):
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1543,7 +2602,59 @@ def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False(do
     return {"z": dz}
 
 
-def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    dt = (-dout*weight)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1574,7 +2685,7 @@ def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True(z, t
     return E, cache
 
 
-def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True(dout=1.0, cache=None):
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -1593,7 +2704,62 @@ def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True(dou
     return {"z": dz}
 
 
-def _forward_reduction_none__target_probabilities__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    dt = (dout*weight*(label_smoothing - 1))*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1620,7 +2786,7 @@ def _forward_reduction_none__target_probabilities__without_weight__smoothed_Fals
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities__without_weight__smoothed_False(dout, cache):
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1636,7 +2802,54 @@ def _backward_reduction_none__target_probabilities__without_weight__smoothed_Fal
     return {"z": dz}
 
 
-def _forward_reduction_none__target_probabilities__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('nk,nk->n', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = y - t
+    dz *= dout[:, None]
+    dt = (-dout)[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1665,7 +2878,7 @@ def _forward_reduction_none__target_probabilities__without_weight__smoothed_True
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities__without_weight__smoothed_True(dout, cache):
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1681,7 +2894,57 @@ def _backward_reduction_none__target_probabilities__without_weight__smoothed_Tru
     return {"z": dz}
 
 
-def _forward_reduction_none__target_probabilities__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('nk,nk->n', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    dt = (dout*(label_smoothing - 1))[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1710,7 +2973,7 @@ def _forward_reduction_none__target_probabilities__with_weight__smoothed_False(z
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities__with_weight__smoothed_False(dout, cache):
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1727,7 +2990,57 @@ def _backward_reduction_none__target_probabilities__with_weight__smoothed_False(
     return {"z": dz}
 
 
-def _forward_reduction_none__target_probabilities__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('k,nk,nk->n', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    dt = -dout[:, None]*ly*weight
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1758,7 +3071,7 @@ def _forward_reduction_none__target_probabilities__with_weight__smoothed_True(z,
     return L, cache
 
 
-def _backward_reduction_none__target_probabilities__with_weight__smoothed_True(dout, cache):
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1775,7 +3088,60 @@ def _backward_reduction_none__target_probabilities__with_weight__smoothed_True(d
     return {"z": dz}
 
 
-def _forward_reduction_none__target_labels__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('k,nk,nk->n', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    dt = dout[:, None]*ly*weight*(label_smoothing - 1)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1804,7 +3170,7 @@ def _forward_reduction_none__target_labels__without_weight__smoothed_False(z, t,
     return L, cache
 
 
-def _backward_reduction_none__target_labels__without_weight__smoothed_False(dout, cache):
+def _backward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1821,7 +3187,7 @@ def _backward_reduction_none__target_labels__without_weight__smoothed_False(dout
     return {"z": dz}
 
 
-def _forward_reduction_none__target_labels__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1850,7 +3216,7 @@ def _forward_reduction_none__target_labels__without_weight__smoothed_True(z, t, 
     return L, cache
 
 
-def _backward_reduction_none__target_labels__without_weight__smoothed_True(dout, cache):
+def _backward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1867,7 +3233,7 @@ def _backward_reduction_none__target_labels__without_weight__smoothed_True(dout,
     return {"z": dz}
 
 
-def _forward_reduction_none__target_labels__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1898,7 +3264,7 @@ def _forward_reduction_none__target_labels__with_weight__smoothed_False(z, t, we
     return L, cache
 
 
-def _backward_reduction_none__target_labels__with_weight__smoothed_False(dout, cache):
+def _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1916,7 +3282,7 @@ def _backward_reduction_none__target_labels__with_weight__smoothed_False(dout, c
     return {"z": dz}
 
 
-def _forward_reduction_none__target_labels__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1947,7 +3313,7 @@ def _forward_reduction_none__target_labels__with_weight__smoothed_True(z, t, wei
     return L, cache
 
 
-def _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, cache):
+def _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -1965,7 +3331,7 @@ def _backward_reduction_none__target_labels__with_weight__smoothed_True(dout, ca
     return {"z": dz}
 
 
-def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -1992,7 +3358,7 @@ def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False
     return L, cache
 
 
-def _backward_reduction_none__target_unnormalized__without_weight__smoothed_False(dout, cache):
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -2008,7 +3374,54 @@ def _backward_reduction_none__target_unnormalized__without_weight__smoothed_Fals
     return {"z": dz}
 
 
-def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('nk,nk->n', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout[:, None])
+    dt = (-dout)[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -2037,7 +3450,7 @@ def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True(
     return L, cache
 
 
-def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True(dout, cache):
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -2053,7 +3466,57 @@ def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True
     return {"z": dz}
 
 
-def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('nk,nk->n', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    dt = (dout*(label_smoothing - 1))[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -2082,7 +3545,7 @@ def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False(z,
     return L, cache
 
 
-def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False(dout, cache):
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -2099,7 +3562,57 @@ def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False(d
     return {"z": dz}
 
 
-def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('k,nk,nk->n', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    dt = -dout[:, None]*ly*weight
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
@@ -2130,7 +3643,7 @@ def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True(z, 
     return L, cache
 
 
-def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True(dout, cache):
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -2145,6 +3658,59 @@ def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True(do
     dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
     dz -= dout[:, None]*q*weight
     return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('k,nk,nk->n', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    dt = dout[:, None]*ly*weight*(label_smoothing - 1)
+    return {"z": dz, "t": dt}
 
 
 def _option(name, value, choices):

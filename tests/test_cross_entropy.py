@@ -72,19 +72,21 @@ def _torch_loss(name, first, t, weight, ignore_index, label_smoothing, reduction
     return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
 
 
-OPTIONS = [(name, target, weighted, smoothing, ignore_index)
+OPTIONS = [(name, target, weighted, smoothing, ignore_index, t_grad)
            for name in CROSS_ENTROPIES for target in ("labels", "probabilities", "unnormalized")
            for weighted in (False, True)
            for smoothing in ((0.0, 0.2) if name == "softmax_cross_entropy" else (0.0,))
-           for ignore_index in ((None, -100, 2) if target == "labels" else (None,))]
+           for ignore_index in ((None, -100, 2) if target == "labels" else (None,))
+           for t_grad in ((False,) if target == "labels" else (False, True))]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("name, target, weighted, smoothing, ignore_index", OPTIONS)
-def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_index, reduction, dtype, rng):
-    """Values and the gradient against PyTorch for each combination of the options, ignored samples
-    among the labels (ignore_index out of range, -100, or a class), inputs unchanged."""
+@pytest.mark.parametrize("name, target, weighted, smoothing, ignore_index, t_grad", OPTIONS)
+def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_index, t_grad, reduction, dtype, rng):
+    """Values and every gradient (t's too, with t_grad) against PyTorch for each combination of the
+    options, ignored samples among the labels (ignore_index out of range, -100, or a class), inputs
+    unchanged."""
     torch = pytest.importorskip("torch")
     module = __import__(f"generated.{name}", fromlist=["forward"])
     n, k = 6, 4
@@ -102,11 +104,11 @@ def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_
             t /= t.sum(axis=1, keepdims=True)
     weight = rng.uniform(0.5, 2.0, k).astype(dtype) if weighted else None
     keywords = {"reduction": reduction} | ({} if ignore_index is None else {"ignore_index": ignore_index}) \
-        | ({"label_smoothing": smoothing} if smoothing else {})
+        | ({"label_smoothing": smoothing} if smoothing else {}) | ({"t_grad": True} if t_grad else {})
     before = [a.copy() for a in (first, t, weight) if a is not None]
     out, cache = module.forward(first, t, weight, **keywords)
-    tensor = torch.tensor(first, requires_grad=True)
-    expected = _torch_loss(name, tensor, torch.tensor(t), None if weight is None else torch.tensor(weight),
+    tensor, target_tensor = torch.tensor(first, requires_grad=True), torch.tensor(t, requires_grad=t_grad)
+    expected = _torch_loss(name, tensor, target_tensor, None if weight is None else torch.tensor(weight),
                            ignore_index, smoothing, reduction)
     rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
     assert np.asarray(out).dtype == dtype and np.shape(out) == tuple(expected.shape)
@@ -114,10 +116,11 @@ def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_
     dout = rng.standard_normal(np.shape(out)).astype(dtype)
     expected.backward(torch.tensor(dout))
     grads = module.backward(dout if np.ndim(out) else float(dout), cache)
-    assert set(grads) == {get(name).inputs[0].name}
-    got = grads[get(name).inputs[0].name]
-    assert got.dtype == dtype and got.shape == first.shape
-    np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=rtol, atol=atol)
+    first_name = get(name).inputs[0].name
+    assert set(grads) == {first_name} | ({"t"} if t_grad else set())
+    for got, want, like in [(grads[first_name], tensor, first)] + ([(grads["t"], target_tensor, t)] if t_grad else []):
+        assert got.dtype == dtype and got.shape == like.shape
+        np.testing.assert_allclose(got, want.grad.numpy(), rtol=rtol, atol=atol)
     for array, copy in zip([a for a in (first, t, weight) if a is not None], before):
         np.testing.assert_array_equal(array, copy)
 
@@ -145,10 +148,11 @@ def test_an_unused_option_is_a_form_without_it():
     """The default form has no weight, no ignore bracket and no smoothing in its definition: it
     costs what it cost before the options came."""
     op = get("softmax_cross_entropy")
-    assert dict(op.chosen) == {"reduction": "mean", "target": "probabilities", "weight": None, "smoothed": False}
+    assert dict(op.chosen) == {"reduction": "mean", "target": "probabilities", "weight": None, "smoothed": False,
+                               "t_grad": False}
     assert [i.name for i in op.inputs] == ["z", "t"]
     assert not op.output.definition.free_symbols & {h.symbol for h in op.hyper}
-    assert len(op.all_forms) == 36 and len(get("cross_entropy").all_forms) == 12
+    assert len(op.all_forms) == 60 and len(get("cross_entropy").all_forms) == 18
 
 
 @pytest.mark.parametrize("rows", [1.0, 0.5, 3.0])
@@ -165,3 +169,26 @@ def test_soft_targets_whose_rows_do_not_sum_to_1_run_the_general_form(rows, rng)
     general = derive(get("softmax_cross_entropy").form(target="unnormalized")).gradients[0].expr
     assert "Sum(t[n, j], (j, 0, K - 1))" in str(general)
     assert str(derive(get("softmax_cross_entropy")).gradients[0].expr) == "g*(-t[n, k] + y[n, k])/N"
+
+
+@pytest.mark.parametrize("name", ["mse", "half_sse", "huber", "binary_cross_entropy", "bce_with_logits",
+                                  "cross_entropy", "softmax_cross_entropy"])
+def test_the_target_gradient_is_a_form_of_its_own(name, rng):
+    """t_grad=True: t differentiable in the definition, its gradient derived (backward returns "t");
+    the default form has none, and integer labels refuse one."""
+    op = get(name)
+    assert not op.input("t").differentiable and op.form(t_grad=True).input("t").differentiable
+    assert [g.input.name for g in derive(op.form(t_grad=True)).gradients][-1] == "t"
+    if name in CROSS_ENTROPIES:
+        module = __import__(f"generated.{name}", fromlist=["forward"])
+        with pytest.raises(ValueError, match=r"^t_grad: integer class labels have no gradient$"):
+            module.forward(rng.uniform(0.1, 1.0, (2, 3)), np.array([0, 1]), t_grad=True)
+        with pytest.raises(ValueError, match=r"^t_grad: integer class labels have no gradient$"):
+            op.form(target="labels", t_grad=True)
+
+
+def test_the_target_gradient_is_finite_where_a_probability_underflows():
+    """dE/dt = -log y / N, computed as z - log sum e^z: 2000/N where y = e^{-2000} is 0 and log y -inf."""
+    from generated import softmax_cross_entropy as sce
+    _, cache = sce.forward(np.array([[1000.0, -1000.0, 5.0]]), np.array([[0.2, 0.3, 0.5]]), t_grad=True)
+    np.testing.assert_allclose(sce.backward(cache)["t"], [[0.0, 2000.0, 995.0]], atol=1e-12)

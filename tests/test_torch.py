@@ -19,6 +19,12 @@ def _cell(kind, x, h, W_ih, W_hh, b_ih, b_hh):
     return torch.func.functional_call(cell, weights, (x, h))
 
 
+def _arguments(hyper: dict) -> list:
+    """The hyper-parameters and options a reference takes, in order: not t_grad, which is PyTorch's
+    t.requires_grad (set on the tensors from the form's differentiable inputs)."""
+    return [v for k, v in hyper.items() if k != "t_grad"]
+
+
 def _reduced(losses, reduction):
     """Per-sample (or per-element) losses reduced as PyTorch's ``reduction`` does."""
     return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
@@ -104,7 +110,7 @@ def test_forward_and_gradients_match_pytorch(op, module, rng):
     out, cache = module.forward(**inputs, **hyper)
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable))
                for k, v in inputs.items()}
-    expected = REFERENCE[op.name](*tensors.values(), *hyper.values())
+    expected = REFERENCE[op.name](*tensors.values(), *_arguments(hyper))
     np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
     dout = np.asarray(1.0) if op.is_loss else rng.standard_normal(np.shape(out))
     expected.backward(torch.tensor(dout))
@@ -145,7 +151,7 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
     out, cache = module.forward(**inputs, **hyper)
     assert np.asarray(out).dtype == dtype
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable)) for k, v in inputs.items()}
-    expected = REFERENCE[name](*tensors.values(), *hyper.values())
+    expected = REFERENCE[name](*tensors.values(), *_arguments(hyper))
     rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
     np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
     dout = np.asarray(1.0, dtype) if op.is_loss else rng.standard_normal(np.shape(out)).astype(dtype)

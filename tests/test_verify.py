@@ -330,6 +330,15 @@ TABLE = [
     # soft targets whose rows need not sum to 1: the gradient that holds in general
     ("softmax_cross_entropy[target=unnormalized]", "z", r"\frac{1}{N}(y_{nk}\sum_j t_{nj} - t_{nk})", True, None),
     ("softmax_cross_entropy[target=unnormalized]", "z", r"\frac{1}{N}(y_{nk} - t_{nk})", False, r"\sum_{j} t_{nj}"),
+    # the gradient with respect to the target (t_grad=True), where PyTorch has one
+    ("mse[t_grad=True]", "t", r"\frac{2}{S}(t_i - y_i)", True, None),
+    ("mse[t_grad=True]", "t", r"\frac{2}{S}(y_i - t_i)", False, "sign"),
+    ("half_sse[t_grad=True]", "t", r"\frac{1}{N}(t_{nk} - y_{nk})", True, None),
+    ("huber[t_grad=True]", "t", r"\frac{1}{N}\begin{cases} t_n - y_n & |y_n - t_n| < \delta \\ \delta \operatorname{sign}(t_n - y_n) "
+     r"& \text{otherwise} \end{cases}", True, None),
+    ("softmax_cross_entropy[t_grad=True]", "t", r"-\frac{1}{N}\log y_{nk}", True, None),
+    ("softmax_cross_entropy[t_grad=True]", "t", r"-\log y_{nk}", False, "1/N"),
+    ("cross_entropy[t_grad=True]", "t", r"-\frac{\log y_{nk}}{N}", True, None),
     # label smoothing: the smoothed target q = (1 - eps) t + eps/K in place of t
     ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - (1 - \epsilon) t_{nk} - \frac{\epsilon}{K})", True,
      None),

@@ -24,7 +24,7 @@ SPECIAL = {
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
     "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
-    "ignore_index": r"\text{ignore}", "label_smoothing": r"\epsilon",
+    "ignore_index": r"\text{ignore}", "label_smoothing": r"\epsilon", "ly": r"\log y",
 }
 
 WORDS = {

@@ -31,9 +31,10 @@ Option(...))`` makes one op of the definitions ``define`` returns for each value
 ``Axis`` (softmax's ``dim``) lets the generated code run a row op along any axis.
 """
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
-from derive.define.forms import Axis, Option, forms
+from derive.define.forms import Axis, NoForm, Option, forms, gradient_option
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
-__all__ = ["Axis", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NormalPdf", "Op",
-           "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "sizes"]
+__all__ = ["Axis", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson", "NoForm",
+           "NormalPdf", "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms",
+           "gradient_option", "indices", "sizes"]

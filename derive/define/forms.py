@@ -93,6 +93,19 @@ class Axis:
     doc: str = ""
 
 
+def gradient_option(name: str) -> Option:
+    """``<name>_grad``: an input whose gradient only some callers want (a loss's target, which PyTorch
+    differentiates where it requires grad), a form with it and the default form without it."""
+    return Option(f"{name}_grad", (False, True),
+                  doc=f"whether backward also returns d{name}, as PyTorch does for a {name} that requires grad "
+                      f"(False: the form without it, which costs nothing)")
+
+
+class NoForm(Exception):
+    """Raised by a definition for option values that make no form (integer labels have no gradient): the
+    generated ``forward`` refuses them with this message, a ValueError."""
+
+
 def forms(define, *options):
     """The op ``define(**values)`` returns for every combination of the ``Option`` values, as one op:
     the default form, with the others in ``forms`` (an ``Axis`` is no choice between forms: ``define``
@@ -104,12 +117,18 @@ def forms(define, *options):
     if len(set(names)) != len(names):
         raise ValueError(f"options: duplicate option names {names}")
     choosing = [o for o in options if isinstance(o, Option)]
-    made = []
+    made, absent = [], []
     for values in itertools.product(*(o.choices for o in choosing)):
         chosen = tuple(zip([o.name for o in choosing], values))
-        op = define(**dict(chosen))
+        try:
+            op = define(**dict(chosen))
+        except NoForm as why:
+            absent.append((chosen, str(why)))
+            continue
         made.append(dataclasses.replace(op, options=tuple(options), chosen=chosen))
     head, *others = made
+    if dict(head.chosen) != {o.name: o.default for o in choosing}:
+        raise ValueError(f"{head.name}: the default options {[o.default for o in choosing]} must make a form")
     for op in others:
         for what in ("name", "shape_kind"):
             if getattr(op, what) != getattr(head, what):
@@ -129,7 +148,7 @@ def forms(define, *options):
                 raise ValueError(f"{head.name}: the option {option.name!r} is an input, but no form has it")
         elif any(option.name in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
             raise ValueError(f"{head.name}: the option {option.name!r} has the name of an input or hyper-parameter")
-    return dataclasses.replace(head, forms=tuple(others))
+    return dataclasses.replace(head, forms=tuple(others), absent=tuple(absent))
 
 
 def keywords(op, case: int = 0) -> dict:

@@ -140,6 +140,8 @@ class Op:
     options: tuple = ()
     chosen: tuple[tuple[str, object], ...] = ()
     forms: tuple = field(default=(), compare=False, hash=False, repr=False)
+    #: Option values that make no form, with why (``derive.define.forms.NoForm``): refused.
+    absent: tuple = field(default=(), compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:
@@ -176,6 +178,9 @@ class Op:
         for candidate in self.all_forms:
             if dict(candidate.chosen) == wanted:
                 return candidate
+        for chosen, why in self.absent:
+            if dict(chosen) == wanted:
+                raise ValueError(why)
         raise ValueError(f"option: {self.name} has no form {wanted}")  # forms() makes every combination
 
     @property

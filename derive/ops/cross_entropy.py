@@ -7,7 +7,8 @@ weighted by its class's ``weight`` when given, the samples labelled
 """
 import sympy as sp
 
-from derive.define import Hyper, Input, Intermediate, Iverson, Op, Option, Tensor, forms, indices, sizes
+from derive.define import (Hyper, Input, Intermediate, Iverson, NoForm, Op, Option, Tensor, forms, gradient_option,
+                           indices, sizes)
 
 N, K = sizes("N K")
 n, k = indices("n k")
@@ -20,6 +21,7 @@ label_smoothing = sp.Symbol("label_smoothing", nonnegative=True)
 REDUCTION = Option("reduction", ("mean", "sum", "none"), doc="the samples' losses averaged, added, or each sample's own")
 TARGET = Option("target", ("probabilities", "labels"), read=("t", "integer"),
                 doc="read from t: target probabilities (N, K), or class labels (N,) when t holds integers")
+T_GRAD = gradient_option("t")
 WEIGHTED = Option("weight", input=True, given_by_default=False, doc="a weight per class (K,), no gradient; None: every class weighs 1")
 
 
@@ -31,12 +33,14 @@ def ignore(target):
                  doc="samples with this label count for nothing, in the loss and the mean's divisor")
 
 
-def target_input(target):
-    """``t`` as the form reads it: probabilities per class, or one integer label per sample (which may be
-    ``ignore_index``, out of range)."""
+def target_input(target, t_grad=False):
+    """``t`` as the form reads it: probabilities per class (with a gradient where asked), or one integer
+    label per sample (which may be ``ignore_index``, out of range, and has no gradient)."""
     if target == "labels":
+        if t_grad:
+            raise NoForm("t_grad: integer class labels have no gradient")
         return Input(LABELS, differentiable=False, domain="index", outside="ignore_index")
-    return Input(PROBABILITIES, differentiable=False, domain="probability")
+    return Input(PROBABILITIES, differentiable=t_grad, domain="probability")
 
 
 def weight_input():
@@ -87,7 +91,7 @@ def summary(reduction, target, weighted, smoothed=False) -> tuple[str, str]:
     return en, zh
 
 
-def cross_entropy(reduction, target, weight):
+def cross_entropy(reduction, target, weight, t_grad):
     en, zh = summary(reduction, target, weight)
     first, *rest = __doc__.split("\n", 1)
     reference = "F.nll_loss(log(y), t, weight, ignore_index=ignore_index)" if target == "labels" \
@@ -96,7 +100,7 @@ def cross_entropy(reduction, target, weight):
         name="cross_entropy",
         doc=first + en + "".join("\n" + r for r in rest),
         doc_zh="交叉熵：预测概率相对目标的交叉熵，对批次取平均。" + zh,
-        inputs=(Input(y, domain="probability"), target_input(target)) + ((weight_input(),) if weight else ()),
+        inputs=(Input(y, domain="probability"), target_input(target, t_grad)) + ((weight_input(),) if weight else ()),
         output=loss(lambda a, b: sp.log(y[a, b]), target, reduction, weight),
         hyper=(ignore(target),),
         pytorch=reference + ("" if reduction == "mean" else f" with reduction={reduction!r}"),
@@ -104,4 +108,4 @@ def cross_entropy(reduction, target, weight):
     )
 
 
-OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED)
+OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD)

@@ -9,7 +9,7 @@ and ``label_smoothing``.
 import sympy as sp
 
 from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
-from derive.ops.cross_entropy import (REDUCTION, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
+from derive.ops.cross_entropy import (REDUCTION, T_GRAD, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
                                       weight_input)
 
 N, K = sizes("N K")
@@ -31,12 +31,17 @@ def log_softmax(a, b):
     return z[a, b] - sp.log(sp.Sum(sp.exp(z[a, j]), (j, 0, K - 1)))
 
 
-def softmax_cross_entropy(reduction, target, weight, smoothed):
+#: The log-probabilities named, for the forms that differentiate by t (dE/dt is -log y/N): computed as
+#: z - log sum e^z, finite where y underflows to 0 and log y would be -inf.
+LOG_Y = Intermediate("ly", (n, k), (N, K), log_softmax(n, k))
+
+
+def softmax_cross_entropy(reduction, target, weight, smoothed, t_grad):
     en, zh = summary(reduction, target, weight, smoothed)
     first, *rest = __doc__.split("\n", 1)
-    t = target_input("labels" if target == "labels" else "probabilities")
+    t = target_input("labels" if target == "labels" else "probabilities", t_grad)
     if target == "probabilities":
-        t = Input(t.tensor, differentiable=False, domain="simplex")
+        t = Input(t.tensor, differentiable=t_grad, domain="simplex")
     options = "".join(f", {name}={name}" for name, used in (("weight", weight), ("ignore_index", target == "labels"),
                                                            ("label_smoothing", smoothed)) if used)
     return Op(
@@ -44,8 +49,8 @@ def softmax_cross_entropy(reduction, target, weight, smoothed):
         doc=first + en + "".join("\n" + r for r in rest),
         doc_zh=DOC_ZH + zh,
         inputs=(Input(z), t) + ((weight_input(),) if weight else ()),
-        output=loss(log_softmax, "labels" if target == "labels" else "probabilities", reduction, weight,
-                    label_smoothing if smoothed else 0),
+        output=loss((lambda a, b: LOG_Y[a, b]) if t_grad else log_softmax, "labels" if target == "labels"
+                    else "probabilities", reduction, weight, label_smoothing if smoothed else 0),
         extra=(y,),
         hyper=(ignore("labels" if target == "labels" else "probabilities"),
                Hyper(label_smoothing, 0.0, cases=(0.1, 0.3) if smoothed else (0.0,), valid="0 <= label_smoothing <= 1",
@@ -55,4 +60,4 @@ def softmax_cross_entropy(reduction, target, weight, smoothed):
     )
 
 
-OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED)
+OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED, T_GRAD)
