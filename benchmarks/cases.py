@@ -92,7 +92,8 @@ class Case:
             inputs = {name: a.reshape(-1) for name, a in inputs.items()}
         self.inputs = inputs
         out, _ = self.module.forward(**inputs, **self.hyper)
-        self.dout = 1.0 if self.op.is_loss else rng.standard_normal(np.shape(out)).astype(self.dtype)
+        self.dout = 1.0 if self.op.is_loss else \
+            check.upstream_like(self.op, out, lambda shape: rng.standard_normal(shape).astype(self.dtype))
 
     @property
     def name(self) -> str:
@@ -125,8 +126,9 @@ class Case:
         """Every array a forward + backward must read or write at least once: the inputs, ``dout``,
         the output and the gradients (a loss's 0-d value and upstream gradient left out)."""
         out, grads = self._generated()
-        upstream = [] if self.op.is_loss else [self.dout]
-        return [np.asarray(a) for a in [*self.inputs.values(), *upstream, out, *grads.values()] if np.ndim(a)]
+        upstream = [] if self.op.is_loss else list(check.as_outputs(self.op, self.dout))
+        outputs = list(check.as_outputs(self.op, out))
+        return [np.asarray(a) for a in [*self.inputs.values(), *upstream, *outputs, *grads.values()] if np.ndim(a)]
 
     def copies(self):
         """The physical limit of a memory-bound op: a zero-argument callable that copies each array
@@ -151,11 +153,12 @@ class Case:
         wanted = [i.name for i in self.op.differentiable]
         tensors = {name: torch.tensor(a, requires_grad=name in wanted) for name, a in self.inputs.items()}
         leaves = [tensors[name] for name in wanted]
-        dout = torch.tensor(self.dout, dtype=leaves[0].dtype)
+        dout = [torch.tensor(g, dtype=leaves[0].dtype) for g in check.as_outputs(self.op, self.dout)]
 
         def run():
             out = function(**tensors, **self.hyper)
-            return out, dict(zip(wanted, torch.autograd.grad(out, leaves, grad_outputs=dout)))
+            return out, dict(zip(wanted, torch.autograd.grad(check.as_outputs(self.op, out), leaves,
+                                                             grad_outputs=dout)))
         return run
 
     def _autograd(self):
@@ -175,7 +178,8 @@ class Case:
         """The largest difference from a peer's output and gradients, relative to the peer's largest value."""
         out, grads = self._generated()
         other_out, other_grads = peer()
-        return max(_relative(a, b) for a, b in [(out, other_out)] + [(grads[n], other_grads[n]) for n in grads])
+        pairs = list(zip(check.as_outputs(self.op, out), check.as_outputs(self.op, other_out)))
+        return max(_relative(a, b) for a, b in pairs + [(grads[n], other_grads[n]) for n in grads])
 
 
 def _relative(ours, theirs) -> float:

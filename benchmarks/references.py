@@ -88,6 +88,12 @@ def _torch_table() -> dict:
         "embedding": lambda idx, W: F.embedding(idx, W),
         "group_norm": lambda x, gamma, beta, groups=1, eps=1e-5: F.group_norm(x, groups, gamma, beta, eps),
         "attention": lambda q, k, v, causal=False: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        "lstm_cell": lambda x, h, c, W_ih, W_hh, b_ih, b_hh: torch.func.functional_call(  # nn.LSTMCell
+            torch.nn.LSTMCell(x.shape[-1], h.shape[-1], dtype=x.dtype),
+            {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}, (x, (h, c))),
+        "gru_cell": lambda x, h, W_ih, W_hh, b_ih, b_hh: torch.func.functional_call(  # nn.GRUCell, these weights
+            torch.nn.GRUCell(x.shape[-1], h.shape[-1], dtype=x.dtype),
+            {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}, (x, h)),
     }
 
 
@@ -184,11 +190,35 @@ def _autograd_table() -> dict:
         "embedding": lambda idx, W: W[idx],
         "group_norm": group_norm,
         "attention": attention,
+        "gru_cell": _autograd_gru_cell,
+        "lstm_cell": _autograd_lstm_cell,
     }
     if available("scipy"):  # autograd's erf is SciPy's, which the bench extra does not bring
         from autograd.scipy.special import erf
         table["gelu"] = lambda x: x * (1 + erf(x / np.sqrt(2))) / 2
     return table
+
+
+def _autograd_gru_cell(x, h, W_ih, W_hh, b_ih, b_hh):
+    """nn.GRUCell in autograd.numpy: the gates' rows r, z, n stacked in the weights."""
+    import autograd.numpy as anp
+    H = h.shape[-1]
+    gi, gh = x @ W_ih.T + b_ih, h @ W_hh.T + b_hh
+    r = 0.5 * (anp.tanh((gi[:, :H] + gh[:, :H]) / 2) + 1)
+    z = 0.5 * (anp.tanh((gi[:, H:2 * H] + gh[:, H:2 * H]) / 2) + 1)
+    n = anp.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h
+
+
+def _autograd_lstm_cell(x, h, c, W_ih, W_hh, b_ih, b_hh):
+    """nn.LSTMCell in autograd.numpy: the gates' rows i, f, g, o stacked in the weights; (h', c')."""
+    import autograd.numpy as anp
+    from autograd.builtins import tuple as outputs  # two outputs, each with its own upstream gradient
+    H = h.shape[-1]
+    a = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh
+    i, f, o = (0.5 * (anp.tanh(a[:, k * H:(k + 1) * H] / 2) + 1) for k in (0, 1, 3))
+    c_next = f * c + i * anp.tanh(a[:, 2 * H:3 * H])
+    return outputs((o * anp.tanh(c_next), c_next))
 
 
 def _linear_products(x, W, b, dout):

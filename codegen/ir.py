@@ -153,6 +153,28 @@ class IndexAdd(Node):
     size: sp.Expr
 
 
+@dataclass(frozen=True)
+class Block(Node):
+    """``W[g H + k, d]`` with a constant ``g``: block ``g`` (``size`` rows from ``start``) of ``arg`` along
+    axis ``position``, a view (a GRU's gate rows in its stacked weights). ``arg`` has the full axis."""
+
+    arg: Node
+    position: int
+    start: sp.Expr
+    size: sp.Expr
+    total: sp.Expr  # the full axis's length
+
+
+@dataclass(frozen=True)
+class Stack(Node):
+    """The opposite: ``blocks`` (each with ``axes``) laid end to end along axis ``position``, block g at
+    rows ``g size``: a gradient of stacked weights, assembled block by block."""
+
+    blocks: tuple
+    position: int
+    size: sp.Expr
+
+
 def is_scalar_expr(expr: sp.Expr) -> bool:
     return not any(isinstance(n, (sp.Indexed, sp.Sum, Maximum, FirstMax)) for n in sp.preorder_traversal(expr))
 
@@ -201,6 +223,9 @@ class Lowering:
 
     def leaf(self, expr: sp.Indexed) -> Node:
         idx = expr.indices
+        blocked = self.block(expr)
+        if blocked is not None:
+            return blocked
         if all(isinstance(i, sp.Symbol) for i in idx) and len(set(idx)) == len(idx):
             return Leaf(tuple(idx), self.names[expr.base])
         split = [pos for pos, i in enumerate(idx) if self._grouped(i)]
@@ -229,7 +254,78 @@ class Lowering:
             return Window(axes, self.names[expr.base], kernel, inner[0][2])
         raise NotImplementedError(f"cannot vectorise the index {expr}")
 
+    def _block_of(self, expr: sp.Indexed, pos: int):
+        """``(k, start)`` where index ``pos`` of ``expr`` reads ``g K + k`` of an axis ``G K`` long, ``k``
+        running over ``K`` values and ``g`` a constant (block ``g`` of ``G``); else None."""
+        index = expr.indices[pos]
+        shape = getattr(expr.base, "shape", None)
+        own = [v for v in sp.Add.make_args(index) if is_index(v) and v in self.ranges]
+        if shape is None or len(own) != 1:
+            return None
+        (k,) = own
+        start, size = sp.expand(index - k), self.ranges[k]
+        blocks, g = sp.simplify(shape[pos] / size), sp.simplify(start / size)
+        if start.free_symbols & set(self.ranges) or not (blocks.is_Integer and g.is_Integer) \
+                or blocks < 2 or not 0 <= g < blocks:
+            return None
+        return k, start
+
+    def block(self, expr: sp.Indexed) -> Node | None:
+        """``W[g H + k, d]``: a view of block g of W (other axes read with plain indices); else None."""
+        found = [(pos, self._block_of(expr, pos)) for pos in range(len(expr.indices))]
+        found = [(pos, b) for pos, b in found if b is not None]
+        if len(found) != 1 or not all(isinstance(i, sp.Symbol) for p, i in enumerate(expr.indices) if p != found[0][0]):
+            return None
+        ((pos, (k, start)),) = found
+        full = sp.Symbol(f"{k.name}_stacked", integer=True)
+        axes = tuple(expr.indices[:pos]) + (full,) + tuple(expr.indices[pos + 1:])
+        if len(set(axes)) != len(axes):
+            return None
+        self.ranges[full] = expr.base.shape[pos]
+        inner = Leaf(axes, self.names[expr.base])
+        return Block(tuple(expr.indices[:pos]) + (k,) + tuple(expr.indices[pos + 1:]), inner, pos, start,
+                     self.ranges[k], expr.base.shape[pos])
+
+    def stack(self, expr: sp.Expr, first) -> Node | None:
+        """``sum_g [0 <= k - g K <= K - 1] f_g(k - g K)`` over every block g of k's range: each f_g
+        lowered with its own rows, the blocks laid end to end; else None."""
+        if not isinstance(expr, sp.Add):
+            return None
+        blocks, index, size = {}, None, None
+        for term in expr.args:
+            brackets = [f for f in sp.Mul.make_args(term) if isinstance(f, Iverson)]
+            found = _bracket(brackets[0].condition) if len(brackets) == 1 else None
+            if found is None:
+                return None
+            shifted, length = found
+            own = [v for v in index_symbols(shifted) if v in self.ranges]
+            if len(own) != 1 or sp.expand(shifted - own[0]).free_symbols & set(self.ranges) \
+                    or (index is not None and (own[0], length) != (index, size)):
+                return None
+            index, size = own[0], length
+            g = sp.simplify((own[0] - shifted) / size)
+            if not g.is_Integer or g in blocks:
+                return None
+            blocks[int(g)] = term / brackets[0]
+        count = sp.simplify(self.ranges[index] / size)
+        if not count.is_Integer or sorted(blocks) != list(range(int(count))):
+            return None
+        total = self.ranges[index]
+        self.ranges[index] = size
+        lowered = []
+        for g in sorted(blocks):
+            lowered.append(self.lower(blocks[g].xreplace({index: index + g * size}), first))
+        self.ranges[index] = total
+        if any(index not in node.axes for node in lowered) or len({tuple(n.axes) for n in lowered}) != 1:
+            return None
+        axes = tuple(lowered[0].axes)
+        return Stack(axes, tuple(lowered), axes.index(index), size)
+
     def sum(self, expr: sp.Sum, first) -> Node:
+        if isinstance(expr.function, sp.Add) and any(
+                isinstance(e, sp.Indexed) and self._reads_block(e, expr) for e in sp.preorder_traversal(expr.function)):
+            # A sum over the blocks of stacked weights: one sum per block, which a matrix product joins.
+            return self.lower(sp.Add(*(sp.Sum(t, *expr.limits) for t in expr.function.args)), first)
         # Gather directly nested sums: sum_i sum_j f is one contraction over (i, j).
         bound, body = [], expr  # outermost first
         while True:
@@ -272,6 +368,13 @@ class Lowering:
             return Contract(axes, args)
         arg = self.lower(sp.Mul(*inside), reduced_first)
         return Reduce(axes, "sum", arg, size)
+
+    def _reads_block(self, e: sp.Indexed, expr: sp.Sum) -> bool:
+        saved = dict(self.ranges)
+        self.ranges.update({v: hi - lo + 1 for v, lo, hi in expr.limits})
+        found = any(self._block_of(e, pos) is not None for pos in range(len(e.indices)))
+        self.ranges = saved
+        return found
 
     def _grouped(self, index):
         """``g K + q`` with ``q`` running over ``K`` values: (g, q); else None."""
@@ -422,7 +525,7 @@ class Lowering:
         return Pad(tuple(axes), self.names[array.base], tuple(before), tuple(sp.simplify(a) for a in after))
 
     def elementwise(self, expr: sp.Expr, first) -> Node:
-        padded = self.pad(expr)
+        padded = self.pad(expr) or self.stack(expr, first)
         if padded is not None:
             return padded
         holes = {}
@@ -534,6 +637,10 @@ def symbols_used(node: Node) -> set:
     elif isinstance(node, (Split, Merge)):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.sizes))
         found |= symbols_used(node.arg) if isinstance(node, Merge) else set()
+    elif isinstance(node, Block):
+        found |= symbols_used(node.arg) | sp.sympify(node.start + node.size).free_symbols
+    elif isinstance(node, Stack):
+        found |= set().union(*(symbols_used(b) for b in node.blocks))
     elif isinstance(node, IndexAdd):
         found |= symbols_used(node.index) | symbols_used(node.values) | sp.sympify(node.size).free_symbols
     return found
@@ -575,7 +682,9 @@ def canonical(node: Node) -> Node:
             return Mask(axes, visit(n.window, local))
         if isinstance(n, Gather):
             return dataclasses.replace(n, axes=axes, index=visit(n.index, mapping))
-        if isinstance(n, Merge):
+        if isinstance(n, Stack):
+            return dataclasses.replace(n, axes=axes, blocks=tuple(visit(b, mapping) for b in n.blocks))
+        if isinstance(n, (Merge, Block)):
             local = dict(mapping)
             for a in appearance(n):
                 if a not in n.axes and a not in local:
@@ -598,8 +707,10 @@ def children(node: Node) -> tuple:
         return node.args
     if isinstance(node, Mask):
         return (node.window,)
-    if isinstance(node, (Reduce, Scatter, Merge)):
+    if isinstance(node, (Reduce, Scatter, Merge, Block)):
         return (node.arg,)
+    if isinstance(node, Stack):
+        return node.blocks
     if isinstance(node, Elementwise):
         return tuple(c for _, c in node.holes)
     if isinstance(node, Gather):
@@ -615,8 +726,10 @@ def map_children(node: Node, fn) -> Node:
         return dataclasses.replace(node, args=tuple(fn(c) for c in node.args))
     if isinstance(node, Mask):
         return dataclasses.replace(node, window=fn(node.window))
-    if isinstance(node, (Reduce, Scatter, Merge)):
+    if isinstance(node, (Reduce, Scatter, Merge, Block)):
         return dataclasses.replace(node, arg=fn(node.arg))
+    if isinstance(node, Stack):
+        return dataclasses.replace(node, blocks=tuple(fn(b) for b in node.blocks))
     if isinstance(node, Elementwise):
         return dataclasses.replace(node, holes=tuple((k, fn(c)) for k, c in node.holes))
     if isinstance(node, Gather):
@@ -878,3 +991,120 @@ def without_axis(node: Node, axis) -> Node:
     """``node`` for one value of ``axis`` (each array's batch axis set aside: attention per sample)."""
     node = map_children(node, lambda child: without_axis(child, axis))
     return dataclasses.replace(node, axes=tuple(a for a in node.axes if a != axis))
+
+
+def join_blocks(trees: list) -> list:
+    """Stacked weights as whole-array products, the way PyTorch computes a GRU or an LSTM.
+
+    Forward: the gate blocks ``x W[gH:(g+1)H]^T`` that several statements read become views of the one
+    product ``x W^T``. Backward: a stacked gradient whose blocks are each some ``δ_g^T x`` is one
+    product ``[δ_0 δ_1 ...]^T x``, and a sum over the blocks ``Σ_g δ_g W[gH:(g+1)H]`` is ``[δ_0 δ_1 ...] W``.
+    """
+    products = Counter(canonical(p) for tree in trees for node in subtrees(tree)
+                       for p in [_block_product(node)] if p is not None)
+
+    def visit(node: Node) -> Node:
+        node = map_children(node, visit)
+        product = _block_product(node)
+        if product is not None and products[canonical(product)] > 1:
+            (block,) = [a for a in node.args if isinstance(a, Block)]
+            full = block.arg.axes[block.position]
+            return Block(tuple(node.axes), product, tuple(product.axes).index(full), block.start, block.size,
+                         block.total)
+        if isinstance(node, Stack):
+            return _stack_of_products(node)
+        if isinstance(node, Elementwise):
+            return _sum_over_blocks(node)
+        return node
+
+    return [visit(tree) for tree in trees]
+
+
+def _block_product(node: Node) -> Contract | None:
+    """``Σ x W[block]`` with the block's rows kept (a gate's pre-activation) as the product with all of
+    W, whose rows are the stacked axis; else None."""
+    if not isinstance(node, Contract) or len(node.args) != 2:
+        return None
+    blocks = [a for a in node.args if isinstance(a, Block) and isinstance(a.arg, Leaf)]
+    if len(blocks) != 1 or blocks[0].axes[blocks[0].position] not in node.axes:
+        return None
+    (block,) = blocks
+    (other,) = [a for a in node.args if a is not block]
+    kept = block.axes[block.position]
+    if kept in other.axes:
+        return None
+    full = block.arg.axes[block.position]
+    args = tuple(block.arg if a is block else a for a in node.args)
+    return Contract(tuple(full if a == kept else a for a in node.axes), args)
+
+
+def _stack_of_products(node: Stack) -> Node:
+    """Blocks that are each (block g of something) times one array B, as (the blocks stacked) times B;
+    sums of blocks as the sum of the stack."""
+    blocks = node.blocks
+    stacked = blocks[0].axes[node.position]
+    if all(isinstance(b, Reduce) and b.kind == "sum" and b.axes == blocks[0].axes for b in blocks):
+        inner = [b.arg for b in blocks]
+        if len({tuple(a.axes) for a in inner}) == 1 and stacked in inner[0].axes:
+            arg = Stack(tuple(inner[0].axes), tuple(inner), tuple(inner[0].axes).index(stacked), node.size)
+            return Reduce(tuple(node.axes), "sum", arg, blocks[0].size)
+    if not all(isinstance(b, Contract) and len(b.args) == 2 and b.axes == blocks[0].axes for b in blocks):
+        return node
+    for shared in range(2):
+        common = {canonical(b.args[shared]) for b in blocks}
+        parts = [b.args[1 - shared] for b in blocks]
+        if len(common) == 1 and stacked not in blocks[0].args[shared].axes \
+                and len({tuple(p.axes) for p in parts}) == 1 and stacked in parts[0].axes:
+            arg = Stack(tuple(parts[0].axes), tuple(parts), tuple(parts[0].axes).index(stacked), node.size)
+            args = [None, None]
+            args[shared], args[1 - shared] = blocks[0].args[shared], arg
+            return Contract(tuple(node.axes), tuple(args))
+    return node
+
+
+def _sum_over_blocks(node: Elementwise) -> Node:
+    """``... + Σ_k W[k, d] δ_0[n, k] + Σ_k W[H + k, d] δ_1[n, k] + ...`` over every block of W as one
+    product of W with the blocks' factors stacked."""
+    terms = sp.Add.make_args(node.expr)
+    holes = node.children
+    groups: dict = {}
+    for key in terms:
+        child = holes.get(key)
+        if not isinstance(child, Contract) or len(child.args) != 2:
+            continue
+        blocks = [a for a in child.args if isinstance(a, Block) and isinstance(a.arg, Leaf)]
+        if len(blocks) != 1:
+            continue
+        (block,) = blocks
+        (other,) = [a for a in child.args if a is not block]
+        k = block.axes[block.position]
+        if k in child.axes or k not in other.axes:
+            continue
+        group = (block.arg, block.position, block.size, block.total, tuple(child.axes), tuple(other.axes))
+        groups.setdefault(group, {})[block.start] = (key, other)
+    expr, new_holes = node.expr, dict(node.holes)
+    for (leaf, position, size, total, axes, other_axes), found in sorted(groups.items(), key=lambda g: str(g[0])):
+        count = sp.simplify(total / size)
+        starts = sorted(found, key=lambda s: sp.simplify(s / size))
+        summed = [a for a in other_axes if a not in axes]
+        if not count.is_Integer or [sp.simplify(s / size) for s in starts] != list(range(int(count))) \
+                or len(summed) != 1:
+            continue
+        (k,) = summed
+        full = leaf.axes[position]
+        stacked = Stack(tuple(full if a == k else a for a in other_axes), tuple(found[s][1] for s in starts),
+                        other_axes.index(k), size)
+        key = sp.Symbol(f"_h{len(new_holes)}")
+        while key in new_holes:
+            key = sp.Symbol(f"{key.name}_")
+        new_holes[key] = Contract(axes, (leaf, stacked))
+        used = [found[s][0] for s in starts]
+        expr = expr.xreplace({u: 0 for u in used}) + key
+        for u in used:
+            del new_holes[u]
+    if expr == node.expr:
+        return node
+    if len(new_holes) == 1 and expr == next(iter(new_holes)):
+        return next(iter(new_holes.values()))
+    return Elementwise(tuple(node.axes), expr, tuple(new_holes.items()))
+

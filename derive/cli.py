@@ -115,9 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="write the size sweep as an SVG picture")
 
     p = sub.add_parser("demo", help="train the article's 3-2-2 network (or another) with the generated code")
-    p.add_argument("--network", default="article", choices=("article", "bn", "conv"),
+    p.add_argument("--network", default="article", choices=("article", "bn", "conv", "lstm"),
                    help="article: linear,sigmoid,linear,sigmoid,half_sse; bn: with batch norm and ReLU; "
-                        "conv: conv2d,relu,max_pool2d,flatten,linear,softmax_cross_entropy on bars and stripes")
+                        "conv: conv2d,relu,max_pool2d,flatten,linear,softmax_cross_entropy on bars and stripes; "
+                        "lstm: lstm_cell unrolled over 12 steps (backpropagation through time), echoing a bit "
+                        "3 steps back")
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's own)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,5 @@
-"""``derive demo``: the article's 3-2-2 network, trained with the generated code.
+"""``derive demo``: the article's 3-2-2 network (or a batch-norm, a convolutional or a recurrent one),
+trained with the generated code.
 
 The article's example: tell a man from a woman by weight, height and one
 more measurement (here age, which carries no signal). Inputs are
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .train import FLATTEN, Network
+from .train import FLATTEN, Network, Recurrent
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 FEATURES = ("weight/kg", "height/cm", "age/years")
@@ -21,7 +22,9 @@ NETWORKS = {
     "article": (ARTICLE, (3, 2, 2), 1.0),
     "bn": (("linear", "batch_norm", "relu", "linear", "softmax_cross_entropy"), (3, 8, 2), 0.5),
     "conv": (CONV, None, 0.5),
+    "lstm": (("lstm_cell", "linear", "softmax_cross_entropy"), None, 1.0),
 }
+DELAY, STEPS = 3, 12  # the lstm network echoes the bit it saw DELAY steps before, in sequences of STEPS
 
 
 def people(n: int, rng: np.random.Generator):
@@ -59,6 +62,14 @@ def conv_network(rng: np.random.Generator) -> Network:
     return Network(CONV, params, hyper)
 
 
+def delayed_bits(n: int, rng: np.random.Generator):
+    """``n`` sequences of random bits, one-hot (STEPS, n, 2), and the target at each step: the bit
+    DELAY steps before (0 for the first steps, before any bit came)."""
+    bits = rng.integers(0, 2, (STEPS, n))
+    echo = np.concatenate([np.zeros((DELAY, n), int), bits[:-DELAY]])
+    return np.eye(2)[bits], np.eye(2)[echo]
+
+
 def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int = 200, quiet: bool = False,
         network: str = "article"):
     """Train full-batch with SGD; return the losses, first to last, and the final accuracy."""
@@ -71,6 +82,12 @@ def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int 
         x, t = bars_and_stripes(samples, rng)
         net = conv_network(rng)
         ops, what = net.ops, f"{samples} bars-and-stripes images"
+    elif network == "lstm":
+        x, t = delayed_bits(samples, rng)
+        net = Recurrent.create(2, 16, 2, rng)
+        what = f"{samples} sequences of {STEPS} random bits, each step from the {DELAY + 1}th on echoing the bit " \
+            f"{DELAY} steps back (chance 50%)"
+        ops = (f"lstm_cell (unrolled over {STEPS} steps)",) + ops[1:]
     else:
         x, t = people(samples, rng)
         x = (x - x.mean(axis=0)) / x.std(axis=0)
@@ -83,13 +100,14 @@ def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int 
     bar = tqdm(range(epochs), desc=f"training {network}", unit="epoch", disable=True if quiet else None,
                leave=False)
     for epoch in bar:
-        loss, grads = net.loss_and_grads(x, t=t)
+        loss, grads = net.loss_and_grads(x, t) if network == "lstm" else net.loss_and_grads(x, t=t)
         net.step(grads, lr)
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if not quiet and (epoch % max(1, epochs // 10) == 0 or epoch == epochs - 1):
             tqdm.write(f"epoch {epoch + 1:5d}  E = {loss:.5f}")
-    accuracy = float(np.mean(net.predict(x).argmax(axis=1) == t.argmax(axis=1)))
+    scores, t = (net.predict(x)[DELAY:], t[DELAY:]) if network == "lstm" else (net.predict(x), t)  # steps with a bit to echo
+    accuracy = float(np.mean(scores.argmax(axis=-1) == t.argmax(axis=-1)))
     if not quiet:
         print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; accuracy {accuracy:.0%} on {what}")
     return losses, accuracy

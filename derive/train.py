@@ -116,3 +116,69 @@ class Network:
     def step(self, grads, lr: float) -> None:
         for params, g in zip(self.params, grads):
             sgd_step(params, g, lr)
+
+
+@dataclass
+class Recurrent:
+    """An LSTM cell unrolled over time with a linear read-out and softmax cross-entropy at every step.
+
+    Backpropagation through time is the generated ``lstm_cell.backward`` called from the last step
+    to the first, each step passing its ``(dh, dc)`` to the one before: nothing derived by hand.
+    """
+
+    params: dict  # "cell": lstm_cell's weights, "head": linear's
+
+    @staticmethod
+    def create(inputs: int, hidden: int, classes: int, rng: np.random.Generator, dtype=np.float64) -> "Recurrent":
+        """Weights uniform in +-1/sqrt(hidden), as nn.LSTMCell initialises them; the forget gate's bias 1."""
+        bound = 1 / np.sqrt(hidden)
+        cell = {name: rng.uniform(-bound, bound, shape).astype(dtype) for name, shape in
+                (("W_ih", (4 * hidden, inputs)), ("W_hh", (4 * hidden, hidden)), ("b_ih", (4 * hidden,)),
+                 ("b_hh", (4 * hidden,)))}
+        cell["b_ih"][hidden:2 * hidden] = 1.0  # remember by default: the usual start for a delay to learn
+        head = {"W": rng.uniform(-bound, bound, (classes, hidden)).astype(dtype), "b": np.zeros(classes, dtype)}
+        return Recurrent({"cell": cell, "head": head})
+
+    def loss_and_grads(self, xs: np.ndarray, targets: np.ndarray):
+        """``xs`` (T, N, D) and one-hot ``targets`` (T, N, K): the loss averaged over the steps, and the
+        gradients by backpropagation through time."""
+        from generated import linear, lstm_cell, softmax_cross_entropy
+        steps, batch = xs.shape[:2]
+        hidden = self.params["cell"]["W_hh"].shape[1]
+        h = c = np.zeros((batch, hidden), xs.dtype)
+        caches, loss = [], 0.0
+        for x, t in zip(xs, targets):
+            (h, c), cell_cache = lstm_cell.forward(x, h, c, **self.params["cell"])
+            z, head_cache = linear.forward(h, **self.params["head"])
+            value, loss_cache = softmax_cross_entropy.forward(z, t)
+            caches.append((cell_cache, head_cache, loss_cache))
+            loss += float(value) / steps
+        grads = {part: {k: np.zeros_like(v) for k, v in p.items()} for part, p in self.params.items()}
+        dh = dc = np.zeros((batch, hidden), xs.dtype)
+        for cell_cache, head_cache, loss_cache in reversed(caches):
+            dz = softmax_cross_entropy.backward(1.0 / steps, loss_cache)["z"]
+            head = linear.backward(dz, head_cache)
+            cell = lstm_cell.backward((dh + head["x"], dc), cell_cache)
+            dh, dc = cell["h"], cell["c"]
+            for part, found in (("head", head), ("cell", cell)):
+                for name in grads[part]:
+                    grads[part][name] += found[name]
+        return loss, grads
+
+    def predict(self, xs: np.ndarray) -> np.ndarray:
+        """The read-out's scores at every step, (T, N, K)."""
+        from generated import linear, lstm_cell
+        hidden = self.params["cell"]["W_hh"].shape[1]
+        h = c = np.zeros((xs.shape[1], hidden), xs.dtype)
+        scores = []
+        for x in xs:
+            (h, c), _ = lstm_cell.forward(x, h, c, **self.params["cell"])
+            scores.append(linear.forward(h, **self.params["head"])[0])
+        return np.stack(scores)
+
+    def step(self, grads, lr: float, clip: float = 1.0) -> None:
+        """Gradient descent, the gradient scaled to norm ``clip`` at most (recurrent gradients can spike)."""
+        norm = np.sqrt(sum(float(np.sum(g ** 2)) for part in grads.values() for g in part.values()))
+        scale = min(1.0, clip / norm) if norm > 0 else 1.0
+        for part, params in self.params.items():
+            sgd_step(params, {k: scale * g for k, g in grads[part].items()}, lr)

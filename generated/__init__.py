@@ -3,4 +3,4 @@
 Each module has forward(*inputs, **hyper) -> (out, cache) and
 backward(dout, cache) -> {input name: gradient}.
 """
-__all__ = ['attention', 'avg_pool2d', 'batch_norm', 'batch_norm_eval', 'bce_with_logits', 'binary_cross_entropy', 'conv2d', 'cross_entropy', 'dropout', 'elu', 'embedding', 'gelu', 'gelu_tanh', 'group_norm', 'half_sse', 'huber', 'layer_norm', 'leaky_relu', 'linear', 'log_softmax', 'max_pool2d', 'mse', 'prelu', 'relu', 'rms_norm', 'rnn_cell', 'sigmoid', 'silu', 'softmax', 'softmax_cross_entropy', 'softplus', 'tanh']
+__all__ = ['attention', 'avg_pool2d', 'batch_norm', 'batch_norm_eval', 'bce_with_logits', 'binary_cross_entropy', 'conv2d', 'cross_entropy', 'dropout', 'elu', 'embedding', 'gelu', 'gelu_tanh', 'group_norm', 'gru_cell', 'half_sse', 'huber', 'layer_norm', 'leaky_relu', 'linear', 'log_softmax', 'lstm_cell', 'max_pool2d', 'mse', 'prelu', 'relu', 'rms_norm', 'rnn_cell', 'sigmoid', 'silu', 'softmax', 'softmax_cross_entropy', 'softplus', 'tanh']

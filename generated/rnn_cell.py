@@ -99,8 +99,8 @@ def _number(name, value, kind, condition="", holds=None):
 def _sizes(*specs):
     """Check each (name, array, spec) against the others; return the sizes by first appearance.
 
-    A spec names each axis ("N D"); "*" stands for any shape, the same for
-    every such argument.
+    A spec names each axis ("N D", "3*H" for three blocks of H stacked); "*"
+    stands for any shape, the same for every such argument.
     """
     sizes, shared = {}, None
     for name, array, spec in specs:
@@ -113,10 +113,18 @@ def _sizes(*specs):
         if array.ndim != len(names):
             raise ValueError(f"{name}: expected shape ({', '.join(names)}), got {array.shape}")
         for size, length in zip(names, array.shape):
+            blocks, _, size = size.rpartition("*")
+            blocks = int(blocks or 1)
             if length == 0:
                 raise ValueError(f"{name}: axis {size} of shape {array.shape} is empty")
-            if sizes.setdefault(size, length) != length:
-                expected = tuple(sizes.get(s, "?") for s in names)
+            if length % blocks or sizes.setdefault(size, length // blocks) != length // blocks:
+                expected = tuple(_expected(s, sizes) for s in names)
                 raise ValueError(f"{name}: expected shape ({', '.join(names)}) = {expected}, got {array.shape}")
     return tuple(sizes.values())
+
+
+def _expected(spec, sizes):
+    """An axis's expected length, from the sizes known so far ("?" where its size is not yet known)."""
+    blocks, _, size = spec.rpartition("*")
+    return int(blocks or 1) * sizes[size] if size in sizes else "?"
 

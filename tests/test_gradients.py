@@ -29,15 +29,17 @@ def test_forward_matches_lambdify_of_definition(op, module, rng):
     inputs = check.sample(op, sizes, rng, leading=())
     hyper = check.hyper_values(op)
     out, _ = module.forward(**inputs, **hyper)
-    expected = _reference(op, sizes, inputs, hyper)
-    np.testing.assert_allclose(np.reshape(out, np.shape(expected)), expected, rtol=1e-12, atol=1e-12)
+    for node, got in zip(op.outputs, check.as_outputs(op, out)):
+        expected = _reference(op, sizes, inputs, hyper, node=node)
+        np.testing.assert_allclose(np.reshape(got, np.shape(expected)), expected, rtol=1e-12, atol=1e-12)
 
 
-def _reference(op, sizes, inputs, hyper, precision=None):
-    """The forward definition, unrolled at explicit sizes and evaluated by lambdify (or mpmath)."""
+def _reference(op, sizes, inputs, hyper, precision=None, node=None):
+    """The forward definition (of ``node``, one of the outputs, default the first), unrolled at explicit
+    sizes and evaluated by lambdify (or mpmath)."""
     from derive.engine.check import _unroll
     from derive.engine.rewrite import inline
-    node = op.output
+    node = node or op.output
     definition = inline(node.definition)
     hyper = {k: (hyper[h.default_to] if v is None and h.default_to else v)
              for h in op.hyper for k, v in hyper.items() if k == h.name}
@@ -77,15 +79,16 @@ def test_extreme_inputs_stay_finite_and_correct(op, module, rng):
         inputs[inp.name] = np.sign(inputs[inp.name] + 1e-9) * 1000.0 + inputs[inp.name]
     hyper = check.hyper_values(op)
     out, cache = module.forward(**inputs, **hyper)
-    dout = 1.0 if op.is_loss else np.ones(np.shape(out))
+    dout = 1.0 if op.is_loss else check.upstream_like(op, out, np.ones)
     grads = module.backward(dout, cache)
-    assert np.all(np.isfinite(out))
+    assert all(np.all(np.isfinite(y)) for y in check.as_outputs(op, out))
     assert all(np.all(np.isfinite(g)) for g in grads.values())
-    expected = _reference(op, sizes, inputs, hyper, precision=50 + 500)
     # an output that terms of the inputs' size cancel to (group norm's gamma xhat + beta near 0) keeps only the
     # absolute accuracy of those terms: a few units in the last place of 1000
     scale = max(float(np.max(np.abs(v))) for k, v in inputs.items() if op.input(k).domain != "index")
-    np.testing.assert_allclose(np.reshape(out, np.shape(expected)), expected, rtol=1e-12, atol=1e-15 * scale)
+    for node, got in zip(op.outputs, check.as_outputs(op, out)):
+        expected = _reference(op, sizes, inputs, hyper, precision=50 + 500, node=node)
+        np.testing.assert_allclose(np.reshape(got, np.shape(expected)), expected, rtol=1e-12, atol=1e-15 * scale)
 
 
 def test_float32_in_float32_out(op, module, rng):
@@ -94,11 +97,14 @@ def test_float32_in_float32_out(op, module, rng):
     hyper = check.hyper_values(op)
     out32, cache32 = module.forward(**inputs32, **hyper)
     out64, cache64 = module.forward(**inputs64, **hyper)
-    assert np.asarray(out32).dtype == np.float32
-    dout = 1.0 if op.is_loss else rng.standard_normal(np.shape(out64))
-    grads32 = module.backward(dout if op.is_loss else dout.astype(np.float32), cache32)
+    assert all(np.asarray(y).dtype == np.float32 for y in check.as_outputs(op, out32))
+    dout = 1.0 if op.is_loss else check.upstream_like(op, out64, rng.standard_normal)
+    single = tuple(g.astype(np.float32) for g in check.as_outputs(op, dout)) if not op.is_loss else (dout,)
+    dout32 = single if op.also_outputs else single[0]
+    grads32 = module.backward(dout32, cache32)
     grads64 = module.backward(dout, cache64)
-    np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
+    for y32, y64 in zip(check.as_outputs(op, out32), check.as_outputs(op, out64)):
+        np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
     for name, g in grads32.items():
         assert g.dtype == np.float32 and g.shape == inputs32[name].shape, name
         np.testing.assert_allclose(g, grads64[name], rtol=1e-3, atol=1e-4)
@@ -108,18 +114,19 @@ def test_inputs_are_never_modified(op, module, rng):
     inputs = check.sample(op, check.example_sizes(op), rng)
     before = {k: v.copy() for k, v in inputs.items()}
     out, cache = module.forward(**inputs, **check.hyper_values(op))
-    dout = 1.0 if op.is_loss else rng.standard_normal(np.shape(out))
-    dout_before = np.copy(dout)
+    dout = 1.0 if op.is_loss else check.upstream_like(op, out, rng.standard_normal)
+    dout_before = [np.copy(g) for g in check.as_outputs(op, dout)]
     module.backward(dout, cache)
     for name, value in inputs.items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
-    np.testing.assert_array_equal(dout, dout_before)
+    for g, g_before in zip(check.as_outputs(op, dout), dout_before):
+        np.testing.assert_array_equal(g, g_before)
 
 
 def test_gradients_have_their_inputs_shape_and_dtype(op, module, rng):
     inputs = check.sample(op, check.example_sizes(op), rng)
     out, cache = module.forward(**inputs, **check.hyper_values(op))
-    grads = module.backward(1.0 if op.is_loss else np.ones(np.shape(out)), cache)
+    grads = module.backward(1.0 if op.is_loss else check.upstream_like(op, out, np.ones), cache)
     assert sorted(grads) == sorted(i.name for i in op.differentiable)
     for name, g in grads.items():
         assert g.shape == inputs[name].shape and g.dtype == inputs[name].dtype, name

@@ -12,11 +12,21 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
-def _cell(kind, x, h, W_ih, W_hh, b_ih, b_hh):
-    """PyTorch's own recurrent cell (nn.RNNCell, nn.GRUCell) run with these tensors as its weights."""
+def _cell(kind, x, h, *rest):
+    """PyTorch's own recurrent cell (nn.RNNCell, nn.GRUCell; nn.LSTMCell with the cell state c before
+    the weights) run with these tensors as its weights."""
+    *c, W_ih, W_hh, b_ih, b_hh = rest
     cell = getattr(torch.nn, kind)(x.shape[-1], h.shape[-1], dtype=x.dtype)
     weights = {"weight_ih": W_ih, "weight_hh": W_hh, "bias_ih": b_ih, "bias_hh": b_hh}
-    return torch.func.functional_call(cell, weights, (x, h))
+    return torch.func.functional_call(cell, weights, (x, (h, *c) if c else h))
+
+
+def _matches(op, out, expected, dout, rtol, atol):
+    """The outputs (one or several) equal PyTorch's; then PyTorch's backward from the same upstream."""
+    expected = check.as_outputs(op, expected)
+    for got, want in zip(check.as_outputs(op, out), expected):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=rtol, atol=atol)
+    torch.autograd.backward(expected, [torch.tensor(g) for g in check.as_outputs(op, dout)])
 
 
 def _arguments(hyper: dict) -> list:
@@ -77,6 +87,8 @@ REFERENCE = {
     "embedding": lambda idx, W: F.embedding(idx, W),
     "attention": lambda q, k, v, causal=False: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
     "group_norm": lambda x, gamma, beta, groups, eps: F.group_norm(x, groups, gamma, beta, eps),
+    "gru_cell": lambda *tensors: _cell("GRUCell", *tensors),
+    "lstm_cell": lambda *tensors: _cell("LSTMCell", *tensors),
 }
 
 ELEMENTWISE = [(7,), (2, 3, 4), (1, 1)]
@@ -95,6 +107,11 @@ SHAPES = {
     "group_norm": [((3, 4), (4,), (4,)), ((2, 6, 5), (6,), (6,)), ((2, 4, 3, 5), (4,), (4,))],
     "attention": [((2, 4, 3), (2, 4, 3), (2, 4, 5)), ((1, 3, 8), (1, 6, 8), (1, 6, 2)),
                   ((3, 5, 2), (3, 2, 2), (3, 2, 4))],
+    "lstm_cell": [((4, 3), (4, 5), (4, 5), (20, 3), (20, 5), (20,), (20,)),
+                  ((1, 6), (1, 2), (1, 2), (8, 6), (8, 2), (8,), (8,)),
+                  ((7, 1), (7, 4), (7, 4), (16, 1), (16, 4), (16,), (16,))],
+    "gru_cell": [((4, 3), (4, 5), (15, 3), (15, 5), (15,), (15,)), ((1, 6), (1, 2), (6, 6), (6, 2), (6,), (6,)),
+                 ((7, 1), (7, 4), (12, 1), (12, 4), (12,), (12,)), ((64, 32), (64, 16), (48, 32), (48, 16), (48,), (48,))],
 }
 
 
@@ -111,9 +128,8 @@ def test_forward_and_gradients_match_pytorch(op, module, rng):
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable))
                for k, v in inputs.items()}
     expected = REFERENCE[op.name](*tensors.values(), *_arguments(hyper))
-    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
-    dout = np.asarray(1.0) if op.is_loss else rng.standard_normal(np.shape(out))
-    expected.backward(torch.tensor(dout))
+    dout = np.asarray(1.0) if op.is_loss else check.upstream_like(op, out, rng.standard_normal)
+    _matches(op, out, expected, dout, rtol=1e-10, atol=1e-12)
     grads = module.backward(float(dout) if op.is_loss else dout, cache)
     for inp in op.differentiable:
         np.testing.assert_allclose(grads[inp.name], tensors[inp.name].grad.numpy(), rtol=1e-9, atol=1e-12,
@@ -149,13 +165,13 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
     if case and not op.hyper and op.forms:  # an op whose options are forms (attention's causal): the second
         hyper = keywords(op.forms[0])
     out, cache = module.forward(**inputs, **hyper)
-    assert np.asarray(out).dtype == dtype
+    assert all(np.asarray(y).dtype == dtype for y in check.as_outputs(op, out))
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable)) for k, v in inputs.items()}
     expected = REFERENCE[name](*tensors.values(), *_arguments(hyper))
     rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
-    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
-    dout = np.asarray(1.0, dtype) if op.is_loss else rng.standard_normal(np.shape(out)).astype(dtype)
-    expected.backward(torch.tensor(dout))
+    dout = np.asarray(1.0, dtype) if op.is_loss else \
+        check.upstream_like(op, out, lambda shape: rng.standard_normal(shape).astype(dtype))
+    _matches(op, out, expected, dout, rtol, atol)
     grads = module.backward(float(dout) if op.is_loss else dout, cache)
     for inp in op.differentiable:
         assert grads[inp.name].dtype == dtype and grads[inp.name].shape == inputs[inp.name].shape, inp.name

@@ -384,7 +384,9 @@ def _op_section(op, writer: _Writer, lang: str, upstream: str) -> Section:
     backward = Section(w["backward"], f"{op.name}-backward")
     if not op.is_loss:
         backward.items.append(_para(upstream_sentence(d, printer, lang)))
-    for grad in d.gradients:
+    if not d.written_out:
+        backward.items.append(_para(words(lang)["through only"]))
+    for grad in d.gradients if d.written_out else ():
         block = gradient_block(d, printer, grad)
         steps = [sw.get(s.name, s.name) for s in grad.steps]
         element = printer.doprint(grad.element)
@@ -407,7 +409,8 @@ def _op_section(op, writer: _Writer, lang: str, upstream: str) -> Section:
         matrix = Section(w["matrix"], f"{op.name}-matrix")
         matrix.items = writer.items(matrix_blocks)
         section.sections.append(matrix)
-    params = [g for g in d.gradients if g.input != op.inputs[0]] if not op.is_loss else []
+    shown = d.gradients if d.written_out else d.backprop  # in terms of the named gradients, if not written out
+    params = [g for g in shown if g.input != op.inputs[0]] if not op.is_loss else []
     if params:
         update = Section(w["updates"], f"{op.name}-updates")
         eta = sp.Symbol("eta")

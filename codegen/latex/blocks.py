@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive.define.functions import used
-from derive.engine.backprop import adjoint_tensor
+from derive.engine.backprop import adjoint_tensor, upstream_of
 from derive.engine.derivation import Derivation
 from derive.define.op import Op
 from derive.engine.rewrite import normalize
@@ -48,6 +48,8 @@ def notation(op: Op) -> Notation:
     elements = {i.name: i.element for i in op.inputs if i.element}
     up = op.upstream_label
     elements[up] = op.upstream if up == "g" else r"\bar{g}"  # a tensor of the op's own is called g
+    for y in op.also_outputs:  # the gradient arriving at another output u: g^{u}
+        elements[upstream_of(op, y).name] = rf"{elements[up]}^{{{name_tex(y.name)}}}"
     matrices = {i.name: i.matrix for i in op.inputs if i.matrix}
     if op.upstream == r"\delta":
         matrices[up] = r"\boldsymbol{\delta}"
@@ -96,7 +98,8 @@ def shorthand(node) -> bool:
     """An intermediate that only names a formula of one other (``rstd = 1/sqrt(var + eps)``)."""
     arrays = {e for e in sp.preorder_traversal(node.definition) if isinstance(e, sp.Indexed)}
     return bool(node.index) and not node.definition.has(sp.Sum, sp.Piecewise) and len(arrays) == 1 \
-        and isinstance(next(iter(arrays)), IntermediateElement)  # (a ReLU's output keeps its name)
+        and isinstance(next(iter(arrays)), IntermediateElement) \
+        and not isinstance(node.definition, sp.Function)  # (a ReLU's output, a gate σ(a^{r}) keep their names)
 
 
 def inline_shorthand(expr: sp.Expr, intermediates) -> sp.Expr:
@@ -143,7 +146,8 @@ def backward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> lis
     printer = ArticleLatex(notation(d.op), lang)
     blocks = [] if d.op.is_loss else [Block(text=upstream_sentence(d, printer, lang))]
     if form == "index":
-        blocks += [gradient_block(d, printer, grad) for grad in d.gradients]
+        blocks += [gradient_block(d, printer, grad) for grad in d.gradients] if d.written_out \
+            else [Block(text=words(lang)["through only"])]
         return blocks + full_convolution_blocks(d, lang) + adjoint_blocks(d, lang)  # (documents: own section)
     if vector_indices(d.op):
         return blocks + _vector_blocks(d, notation(d.op), lang, words(lang), forward=False)
@@ -206,7 +210,7 @@ def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index
     names.update({n: n.name for n in op.intermediates})
     names.update({a.tensor: a.tensor.name for a in d.adjoints})
     if not op.is_loss:
-        names[d.upstream] = op.upstream_label
+        names.update({upstream_of(op, y): upstream_of(op, y).name for y in op.outputs})
     ranks = {name: len(t.shape) if hasattr(t, "shape") and t.shape is not None else 0 for t, name in names.items()}
     try:
         tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
@@ -250,11 +254,11 @@ def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
 
 def upstream_sentence(d: Derivation, printer: ArticleLatex, lang: str) -> str:
     """``where g_{nk} = dE/dy_{nk}``: the gradient arriving at the output."""
-    w, y = words(lang), d.op.output
-    g = d.upstream[y.index]
-    return (rf"{w['where']} ${printer.doprint(g)} = \frac{{\partial {printer.notation.objective}}}"
-            rf"{{\partial {printer.doprint(y[y.index])}}}$"
-            + (f" ({w['upstream']})" if lang == "en" else f"（{w['upstream']}）"))
+    w, objective = words(lang), printer.notation.objective
+    each = [rf"{printer.doprint(upstream_of(d.op, y)[y.index])} = \frac{{\partial {objective}}}"
+            rf"{{\partial {printer.doprint(y[y.index])}}}" for y in d.op.outputs]
+    what = w["upstream"] if len(each) == 1 else w["upstreams"]
+    return f"{w['where']} ${', '.join(each)}$" + (f" ({what})" if lang == "en" else f"（{what}）")
 
 
 def gradient_block(d: Derivation, printer: ArticleLatex, grad) -> Block:
@@ -288,7 +292,7 @@ def _vector_blocks(d: Derivation, nt: Notation, lang: str, w, forward: bool) -> 
     for node in op.intermediates if forward else ():
         lhs = node[node.index]
         blocks.append(_eq(printer, lhs, (normalize(node.definition, split=False),)))
-    for grad in () if forward else d.gradients:
+    for grad in d.gradients if d.written_out and not forward else ():
         expr = display(d, grad.expr)
         blocks.append(_eq(printer, _partial(grad.element), (expr,)))
     return blocks
@@ -323,7 +327,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
     names = {i.tensor: i.name for i in op.inputs}
     names.update({n: n.name for n in op.intermediates})
     if not op.is_loss:
-        names[d.upstream] = op.upstream_label
+        names.update({upstream_of(op, y): upstream_of(op, y).name for y in op.outputs})
     ranks = {i.name: i.tensor.rank for i in op.inputs}
     ranks.update({n.name: len(n.index) for n in op.intermediates})
     lowering = Lowering(names)
@@ -338,9 +342,13 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
         if tex is not None:
             lhs = nt.matrix(node.name, len(node.index))
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
-    for grad in () if forward else d.gradients:
+    for grad in d.gradients if d.written_out and not forward else ():
         expr = display(d, grad.expr)
-        tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)), tuple(grad.index))
+        try:
+            tex = matrix.print(lowering.statement(expr, tuple(grad.index), tuple(grad.input.shape)),
+                               tuple(grad.index))
+        except NotImplementedError:  # an index the vector IR has no operation for: no matrix form
+            tex = None
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:

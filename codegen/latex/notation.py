@@ -15,14 +15,15 @@ from sympy.printing.latex import LatexPrinter
 
 from derive.define.symbols import Iverson, as_piecewise, index_symbols, rename_bound
 
-from codegen.ir import Contract, Elementwise, Leaf, Node, Reduce
+from codegen.ir import Block, Contract, Elementwise, Leaf, Node, Reduce, Stack
 from codegen.module.printer import decimal_text
 
 #: How multi-letter names print.
 SPECIAL = {
     "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
-    "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'",
+    "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'", "ht": r"\tilde{h}",
+    "cn": "c'", "ct": r"\tilde{c}",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
     "ignore_index": r"\text{ignore}", "label_smoothing": r"\epsilon", "ly": r"\log y",
 }
@@ -31,6 +32,7 @@ WORDS = {
     "en": {
         "forward": "Forward pass", "backward": "Backward pass", "where": "where",
         "otherwise": "otherwise", "upstream": "the gradient arriving at the output",
+        "upstreams": "the gradients arriving at the outputs",
         "layout": "Matrix form: rows index the batch; a gradient has its parameter's shape.",
         "vector layout": "Vector form, for one row (layer norm) or one channel (batch norm): a vector holds "
                          "its values, a scalar is that row's or channel's own.",
@@ -39,12 +41,14 @@ WORDS = {
         "true": "true", "sample": "sample", "train": "train", "infer": "infer",
         "error term": "error term", "learning rate": "learning rate", "update": "Update",
         "no matrix form": "no plain matrix form; the index form above is the definition",
+        "through only": "Written out in full, these gradients would run to hundreds of terms; each is derived "
+                        "through the gradients of the intermediates, as follows.",
         "coupled": "The {ops} layer couples the samples of a batch (its mean and variance are over the batch), so "
                    "the batch index n stays: one sample alone would be normalised to 0.",
     },
     "zh": {
         "forward": "前向传播", "backward": "后向传播", "where": "其中",
-        "otherwise": "其他", "upstream": "输出端传来的梯度",
+        "otherwise": "其他", "upstream": "输出端传来的梯度", "upstreams": "各输出端传来的梯度",
         "layout": "矩阵形式：每行是一个样本；梯度与其参数形状相同。",
         "vector layout": "向量形式，针对一行（层归一化）或一个通道（批归一化）：向量为其各个值，标量为该行或该通道的量。",
         "steps": "推导", "gradient": "梯度",
@@ -52,6 +56,7 @@ WORDS = {
         "true": "真实", "sample": "样本", "train": "训练", "infer": "推理",
         "error term": "误差项", "learning rate": "学习率", "update": "更新",
         "no matrix form": "没有简单的矩阵形式，以上面的下标形式为准",
+        "through only": "这些梯度完全展开会有上百项；下面经由各中间量的梯度逐个推导。",
         "coupled": "{ops} 层把一个批次的样本联系在一起（均值和方差在整个批次上计算），所以保留批次下标 n："
                    "单个样本会被归一化为 0。",
     },
@@ -82,6 +87,9 @@ def name_tex(name: str) -> str:
     numbered = re.fullmatch(r"([A-Za-z]+)_?(\d+)", name)
     if numbered:
         return f"{name_tex(numbered.group(1))}^{{({numbered.group(2)})}}"
+    gate = re.fullmatch(r"([a-z])_([a-z]+)", name)
+    if gate:  # a_r, a gate's pre-activation: a^{r}, so that its indices stay one subscript
+        return f"{gate.group(1)}^{{{gate.group(2)}}}"
     if "_" in name:  # running_var: one name, not running with a subscript
         return r"\mathrm{" + name.replace("_", r"\_") + "}"
     return sp.latex(sp.Symbol(name))
@@ -110,6 +118,8 @@ class Notation:
             return label.upper()
         if re.fullmatch(r"[a-z]'+", tex):  # h': H'
             return tex.upper()
+        if re.fullmatch(r"[a-z]\^\{[a-z]+\}", tex):  # a^{r}: A^{r}
+            return tex[0].upper() + tex[1:]
         if tex.startswith("\\") and tex[1:].isalpha():
             return rf"\boldsymbol{{{tex}}}"
         return rf"\mathbf{{{tex}}}"
@@ -375,7 +385,29 @@ class MatrixForm:
             return self._reduce(node, axes)
         if isinstance(node, Elementwise):
             return self._elementwise(node, axes)
+        if isinstance(node, Block) and isinstance(node.arg, Leaf) and len(node.axes) <= 2:
+            return self._block(node, axes)
+        if isinstance(node, Stack) and len(node.axes) <= 2 and tuple(node.axes) == axes:
+            return self._stack(node, axes)
         raise _NoForm
+
+    def _block(self, node: Block, axes) -> str:
+        """Block g of stacked weights by its rows: ``{W_{ih}}_{[H:2H]}``."""
+        tex = self.notation.matrix(node.arg.name, len(node.arg.axes))
+        rows = f"{self.printer.doprint(node.start)}:{self.printer.doprint(node.start + node.size)}"
+        tex = f"{{{tex}}}_{{[{rows}]}}"
+        have = tuple(node.axes)
+        if have == axes or len(have) == 1 and len(axes) == 1:
+            return tex
+        if len(have) == 2 and have == tuple(reversed(axes)):
+            return f"{{{tex}}}^{{T}}"
+        return self._broadcast(tex, have, axes)
+
+    def _stack(self, node: Stack, axes) -> str:
+        """The blocks end to end: one above the other along rows, side by side along columns."""
+        separator = r" \\ " if node.position == 0 else " & "
+        blocks = separator.join(self._print(b, tuple(b.axes)) for b in node.blocks)
+        return rf"\begin{{bmatrix}} {blocks} \end{{bmatrix}}"
 
     def _leaf(self, node: Leaf, axes) -> str:
         tex = self.notation.matrix(node.name, self.ranks.get(node.name, len(node.axes)))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from derive.engine.backprop import upstream_of
 from derive.engine.derivation import Derivation
 from derive.define.op import DOMAINS
 from derive.engine.rewrite import nodes, normalize
@@ -14,7 +15,7 @@ from derive.define.functions import KnownFunction
 from derive.define.symbols import Intermediate, IntermediateElement, Tensor, bound_indices, index_symbols
 from derive.engine.rewrite import index_wilds, replace_pattern
 
-from codegen.ir import (Lowering, canonical, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
+from codegen.ir import (Lowering, canonical, join_blocks, leaf_names, pairwise, rows_sum_to_one, share_arithmetic, split_sums, subtrees,
                  symbols_used, work)
 from codegen.module.printer import ArrayPrinter
 from codegen.module import special
@@ -35,13 +36,13 @@ class Statement:
 
 
 def backward_programs(d: Derivation) -> list[list[Statement]]:
-    """The exact backward passes to choose from: the gradients written out in full, and (for an op
-    with intermediates) the pass through the intermediates' named gradients, one statement each."""
+    """The exact backward passes to choose from: the gradients written out in full (where the
+    derivation writes them out), and (for an op with intermediates) the pass through the intermediates' named gradients, one statement each."""
     programs = [[Statement(f"d{g.input.name}", g.expr, tuple(g.index), tuple(g.input.shape))
-                 for g in d.gradients]]
+                 for g in d.gradients]] if d.written_out else []
     if d.adjoints:
         taken = {i.name for i in d.op.inputs} | {n.name for n in d.op.intermediates} \
-            | {f"d{i.name}" for i in d.op.inputs} | {UPSTREAM}
+            | {f"d{i.name}" for i in d.op.inputs} | set(_upstream_names(d.op))
         steps = [Statement(_free_name(a.tensor.name, taken), a.expr, a.index, tuple(a.node.shape))
                  for a in d.adjoints]
         renames = {a.tensor: st.name for a, st in zip(d.adjoints, steps)}
@@ -68,13 +69,14 @@ def _renamed_tensors(expr: sp.Expr, renames: dict) -> sp.Expr:
 def module_context(d: Derivation) -> dict:
     """Everything the module template needs, as plain strings; the backward pass is the cheaper of
     the exact programs ``backward_programs`` offers."""
-    first, *others = backward_programs(d)
-    contexts = [_context(d, first)]
-    for program in others:
+    contexts, unsupported = [], None
+    for program in backward_programs(d):
         try:
             contexts.append(_context(d, program))
-        except NotImplementedError:  # an index form the vector IR has no operation for (a crop): not this one
-            continue
+        except NotImplementedError as error:  # an index form the vector IR has no operation for (a crop)
+            unsupported = unsupported or error
+    if not contexts:
+        raise unsupported
     return min(contexts, key=lambda c: c["_work"])
 
 
@@ -89,7 +91,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     names = {i.tensor: i.name for i in op.inputs}
     names.update({node: node.name for node in op.intermediates})
     if not op.is_loss:
-        names[d.upstream] = UPSTREAM
+        names.update({upstream_of(op, y): name for y, name in zip(op.outputs, _upstream_names(op))})
     assigned = {st.name for st in program}
     for st in program:
         names.update({e.base: e.base.name for e in nodes(st.expr)
@@ -105,8 +107,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
     names.update({node: node.name for node, _ in definitions})
     lowering = Lowering(names)
-    split = list(map(split_sums, share_arithmetic(
-        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions])))
+    split = join_blocks(list(map(split_sums, share_arithmetic(
+        [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions]))))
     size = _representative_sizes(op, lowering)
     split = [pairwise(tree, size) for tree in split]
     simplex = {i.name for i in op.inputs if i.domain == "simplex"}
@@ -119,7 +121,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     fwd.integers = {i.name for i in op.inputs if i.domain == "index"}
     fwd.dtype = f"{_dtype_from(op)}.dtype" if fwd.integers else ""
     fwd.plan([tree for _, tree in forward_trees])
-    kept = {n.name for n in cached_nodes} | {op.output.name}
+    kept = {n.name for n in cached_nodes} | {y.name for y in op.outputs}
     computed = set()  # shared subtrees stored by the statements so far: what they read is read
     for pos, (node, tree) in enumerate(forward_trees):
         computed |= {canonical(n) for n in subtrees(tree)} & fwd.shared
@@ -131,10 +133,10 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     leaves = {i.name: tuple(range(i.tensor.rank)) for i in cached_inputs}
     leaves.update({n.name: tuple(n.index) for n in cached_nodes})
     if not op.is_loss:
-        leaves[UPSTREAM] = tuple(range(len(op.output.index)))
+        leaves.update({name: tuple(range(len(y.index))) for y, name in zip(op.outputs, _upstream_names(op))})
     bwd = ArrayPrinter(kind, leaves, [st.name for st in program])
-    backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in share_arithmetic(
-        [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program]))))
+    backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in join_blocks(share_arithmetic(
+        [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program])))))
     bwd.outside, bwd.integers = fwd.outside, fwd.integers
     bwd.dtype = 'cache["dtype"]' if fwd.integers else ""
     bwd.plan([tree for _, tree in backward_trees])
@@ -149,7 +151,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
 
     _unshare_gradients(bwd.lines, [f"d{g.input.name}" for g in d.gradients])
     backward_sizes = sorted(set().union(broadcast, *(symbols_used(t) for _, t in backward_trees))
-                            - {sp.Symbol(UPSTREAM)}, key=str)
+                            - {sp.Symbol(name) for name in _upstream_names(op)}, key=str)
     forward_sizes = set().union(*(symbols_used(t) for _, t in forward_trees)) | set(backward_sizes)
     flat = op.shape_kind == "flat" and op.inputs[0].shape[0] in forward_sizes
     return {
@@ -162,17 +164,19 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
         "hyper_checks": [(h.name, h.kind, h.valid, h.default_to) for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
-        "gradient_formulas": [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
-                              for g in d.gradients],
+        "gradient_formulas": _gradient_formulas(d),
         "checks": checks + _index_checks(op) + _output_size_checks(op),
         "dtype_from": _dtype_from(op),
         "forward_lines": fwd.lines,
         "output": op.output.name,
+        "outputs": [y.name for y in op.outputs] if op.also_outputs else [],
+        "upstreams": _upstream_names(op),
         "cache": [i.name for i in cached_inputs] + [n.name for n in cached_nodes],
         "backward_sizes": [s.name for s in backward_sizes],
         "backward_lines": bwd.lines,
         "gradients": [g.input.name for g in d.gradients],
-        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())),
+        "helpers": sorted(fwd.helpers | bwd.helpers | ({"simplex"} if checks else set())
+                          | ({"upstreams"} if op.also_outputs else set())),
         "erfc_table": special.erfc_table(),
         "erf_taylor": repr(special.erf_taylor()),
         "is_loss": op.is_loss,
@@ -425,6 +429,21 @@ def _sizes_line(op) -> str:
     return f"{', '.join(names)}{',' if len(names) == 1 else ''} = _sizes({specs})"
 
 
+def _gradient_formulas(d: Derivation) -> list[str]:
+    """The gradients for the docstring: written out, or (where the derivation does not write them out)
+    through the intermediates' named gradients, as the code computes them."""
+    steps = [] if d.written_out else [f"{a.tensor.name}{_index(a.index)} = {text(_named_dout(a.expr, d))}"
+                                      for a in d.adjoints]
+    return steps + [f"dE/d{g.input.name}{_index(g.index)} = {text(_named_dout(g.expr, d))}"
+                    for g in (d.gradients if d.written_out else d.backprop)]
+
+
+def _upstream_names(op) -> list[str]:
+    """What backward calls the gradient arriving at each output: ``dout``, and ``dout_<name>`` for
+    each further output (an LSTM's ``dout_cn``)."""
+    return [UPSTREAM] + [f"{UPSTREAM}_{y.name}" for y in op.also_outputs]
+
+
 def _index(index) -> str:
     return f"[{', '.join(str(i) for i in index)}]" if index else ""
 
@@ -433,8 +452,9 @@ def _named_dout(expr, d: Derivation):
     """For docstrings: the upstream gradient written ``dout``, as the code calls it."""
     if d.op.is_loss:
         return _dout(expr, d)
-    return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base == d.upstream,
-                        lambda e: sp.IndexedBase(UPSTREAM)[e.indices])
+    named = {upstream_of(d.op, y): name for y, name in zip(d.op.outputs, _upstream_names(d.op))}
+    return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base in named,
+                        lambda e: sp.IndexedBase(named[e.base])[e.indices])
 
 
 def _dout(expr, d: Derivation):

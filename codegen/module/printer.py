@@ -15,7 +15,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import (Arange, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
+from codegen.ir import (Arange, Block, Stack, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
                         Split, Window,
                         canonical, children)
 
@@ -220,6 +220,7 @@ class ArrayPrinter:
         self.outside: dict[str, str] = {}
         self.integers: set[str] = set()  # the integer inputs (labels, token ids)
         self.dtype = ""  # code for the op's float dtype, where arithmetic on integers alone must yield it
+        self.stacks: dict = {}  # the blocks of a Stack -> the array that holds them
         self.expr_printer = ExprPrinter(self.helpers)
 
     # -- statements ---------------------------------------------------------
@@ -362,7 +363,7 @@ class ArrayPrinter:
             return None
         ordered = sorted(groups.items(), key=lambda pc: (pc[0] == 1, pc[1].could_extract_minus_sign(),
                                                           pc[1] == 1, sp.default_sort_key(pc[0])))
-        if ordered[0][0] == 1 or ordered[0][1] == 1 and isinstance(holes.get(ordered[0][0]), (Leaf, Split)):
+        if ordered[0][0] == 1 or ordered[0][1] == 1 and isinstance(holes.get(ordered[0][0]), (Leaf, Split, Block)):
             return None  # the first term must make a new array, never alias an input (nor a view of one)
         out = []
         for part, coeff in ordered:
@@ -458,6 +459,8 @@ class ArrayPrinter:
 
     def code(self, node: Node, layout: tuple, top: bool = False) -> str:
         """Code for ``node``, broadcastable into ``layout``; parenthesised unless ``top``."""
+        if isinstance(node, Stack):  # stored by code_direct, under whichever name its axis has
+            return self.code_direct(node, layout, top)
         key = canonical(node)
         if key in self.temps:
             return self.align(self.temps[key], self.layouts[self.temps[key]], layout)
@@ -514,6 +517,22 @@ class ArrayPrinter:
             sizes[node.position:node.position + 2] = [sp.Mul(*sizes[node.position:node.position + 2])]
             shape = ", ".join(self.scalar(k) for k in sizes)
             return self.align(f"{arg if _atomic(arg) else f'({arg})'}.reshape({shape})", node.axes, layout)
+        if isinstance(node, Block):
+            arg = self.code(node.arg, tuple(node.arg.axes), top=True)
+            rows = f"{self.scalar(node.start) if node.start != 0 else ''}:{self.scalar(node.start + node.size)}"
+            text = f"{arg if _atomic(arg) else f'({arg})'}[{', '.join([':'] * node.position + [rows])}]"
+            return self.align(text, node.axes, layout)
+        if isinstance(node, Stack):  # stored once, whatever the stacked axis is called where it is read
+            stacked = node.blocks[0].axes[node.position]
+            key = (tuple((b.name, tuple(None if a == stacked else a for a in b.axes)) if isinstance(b, Leaf)
+                         else canonical(b) for b in node.blocks), node.position)
+            if key not in self.stacks:
+                blocks = ", ".join(self.code(b, tuple(b.axes), top=True) for b in node.blocks)
+                self.stacks[key] = self.fresh(node)
+                self.lines.append(f"{self.stacks[key]} = np.concatenate(({blocks}), axis={node.position})")
+                self.layouts[self.stacks[key]] = tuple(node.axes)
+            name = self.stacks[key]
+            return self.align(name, self.layouts[name], layout, node.axes)
         if isinstance(node, Arange):
             return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
         if isinstance(node, Gather) and node.along:  # one value per row: z[n, t[n]]
@@ -740,7 +759,8 @@ class ArrayPrinter:
     def fresh(self, node: Node) -> str:
         stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
                 "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added",
-                "Arange": "positions", "Split": "grouped", "Merge": "merged"}[type(node).__name__]
+                "Arange": "positions", "Split": "grouped", "Merge": "merged",
+                "Block": "block", "Stack": "stacked"}[type(node).__name__]
         if isinstance(node, Reduce) and node.kind == "max":
             stem = "m"
         name, n = stem, 1

@@ -102,6 +102,9 @@ class Op:
     inputs: tuple[Input, ...]
     #: The output as an intermediate: its definition is the forward pass. A loss has index ().
     output: Intermediate
+    #: Outputs besides ``output`` (an LSTM's cell state ``c'``), each with its own upstream gradient:
+    #: the forward returns them all, ``(output, *also_outputs)``, and backward takes one gradient each.
+    also_outputs: tuple[Intermediate, ...] = ()
     #: Intermediates the forward computes besides those inside ``output``
     #: (such as the probabilities of softmax + cross-entropy), used to fold results.
     extra: tuple[Intermediate, ...] = ()
@@ -149,6 +152,8 @@ class Op:
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate input names {names}")
+        if self.also_outputs and not self.output.index or any(not o.index for o in self.also_outputs):
+            raise ValueError(f"also_outputs: {self.name} has several outputs; a loss (index ()) has one")
         hypers = {h.symbol for h in self.hyper}
         for size, rule in self.derived_sizes.items():
             numerator, denominator = sp.fraction(rule)
@@ -209,6 +214,10 @@ class Op:
         return self.origin or f"derive/ops/{self.name}.py"
 
     @property
+    def outputs(self) -> tuple[Intermediate, ...]:
+        return (self.output, *self.also_outputs)
+
+    @property
     def is_loss(self) -> bool:
         return not self.output.index
 
@@ -234,7 +243,7 @@ class Op:
             if node not in order:
                 order.append(node)
 
-        for node in (*self.extra, self.output):
+        for node in (*self.extra, *self.also_outputs, self.output):
             visit(node)
         return tuple(order)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+from functools import lru_cache
 
 import sympy as sp
 from sympy.core.function import Function
@@ -120,14 +121,19 @@ class Intermediate(IndexedBase):
         return substitute_indices(avoid_capture(self.definition, avoid), dict(zip(self.index, idx)))
 
 
+@lru_cache(maxsize=4096)
+def _definition_symbols(node: Intermediate) -> frozenset:
+    """The symbols a definition reads besides its own indices, once per intermediate: a nested
+    intermediate's would otherwise be found again at every element of every expression that reads it."""
+    return frozenset(node.definition.free_symbols - set(node.index))
+
+
 class IntermediateElement(Indexed):
     """``y[n, k]`` for an intermediate ``y``: differentiated through its definition."""
 
     @property
     def free_symbols(self):
-        own = super().free_symbols
-        inner = self.base.definition.free_symbols - set(self.base.index)
-        return own | inner
+        return super().free_symbols | _definition_symbols(self.base)
 
     def _eval_derivative(self, wrt):
         # Cases as Iverson brackets first: SymPy would fold a Piecewise out of the sum around this

@@ -48,9 +48,29 @@ def adjoint_tensor(node: Intermediate) -> Tensor:
     return Tensor(f"d{node.name}", *node.shape)
 
 
+def upstream_of(op: Op, output: Intermediate | None = None) -> sp.Expr:
+    """The gradient arriving at the output: ``g[n, k]``, or the scalar ``g`` of a loss; at another
+    output ``u`` (an LSTM's ``c'``), ``g_u``."""
+    if op.is_loss:
+        return sp.Symbol(op.upstream_label)
+    if output is not None and output is not op.output:
+        return Tensor(f"{op.upstream_label}_{output.name}", *output.shape)
+    return Tensor(op.upstream_label, *op.output.shape)
+
+
+def output_objective(op: Op) -> sp.Expr:
+    """What backward differentiates: each output's elements times the gradient arriving there, summed."""
+    total = sp.S.Zero
+    for y in op.outputs:
+        g = upstream_of(op, y)
+        total += sp.Sum(g[y.index] * y[y.index], *reversed([(i, 0, s - 1) for i, s in zip(y.index, y.shape)]))
+    return total
+
+
 def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint, ...], dict]:
     """The adjoint of every intermediate between the inputs and the output, last first, and each
-    differentiable input's gradient in terms of them. ``simplify(op, objective, element, sizes, restore)``
+    differentiable input's gradient in terms of them. ``simplify(op, objective, element, sizes, restore,
+    readers)``
     is the engine's pipeline (``derivation.vector_jacobian``); ``restore`` turns opaque values back
     into the intermediates, so that folding and printing see them."""
     path = _on_the_path(op)
@@ -69,9 +89,14 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
         return expr.replace(lambda e: isinstance(e, sp.Indexed) and e.base in back,
                             lambda e: back[e.base][e.indices])
 
-    def objective(readers, avoid):
-        """sum over the readers of (their adjoint) * (their definition, intermediates opaque)."""
+    def objective(readers, avoid, node=None):
+        """sum over the readers of (their adjoint) * (their definition, intermediates opaque); for
+        an output other than the first (an LSTM's c'), plus the gradient arriving at it."""
         total = sp.S.Zero
+        if node in op.also_outputs:
+            g = upstream_of(op, node)
+            total += sp.Sum(g[tuple(node.index)] * values[node][tuple(node.index)],
+                            *reversed([(i, 0, s - 1) for i, s in zip(node.index, node.shape)]))
         for c in readers:
             if c is op.output and op.is_loss:
                 total += upstream * opaque(c.definition)
@@ -87,8 +112,8 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
             continue
         readers = [c for c in path if node in _reads(c)]
         with fresh_scope():
-            steps, _ = simplify(op, objective(readers, set(node.index)), values[node][tuple(node.index)],
-                                dict(zip(node.index, node.shape)), restore)
+            steps, _ = simplify(op, objective(readers, set(node.index), node), values[node][tuple(node.index)],
+                                dict(zip(node.index, node.shape)), restore, readers)
         adjoints.append(Adjoint(node, named[node], tuple(steps)))
     gradients = {}
     for inp in op.differentiable:
@@ -96,7 +121,7 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
         index = _input_index(op, inp)
         with fresh_scope():
             steps, _ = simplify(op, objective(readers, set(index)), inp.tensor[index],
-                                dict(zip(index, inp.shape)), restore)
+                                dict(zip(index, inp.shape)), restore, readers)
         gradients[inp.name] = (index, tuple(steps))
     return tuple(adjoints), gradients
 
@@ -122,9 +147,9 @@ def expanded(expr: sp.Expr, adjoints) -> sp.Expr:
 
 
 def _on_the_path(op: Op) -> list:
-    """The intermediates between a differentiable input and the output, in computing order."""
+    """The intermediates between a differentiable input and an output, in computing order."""
     differentiable = {i.tensor for i in op.differentiable}
-    feeds_output = {op.output}
+    feeds_output = set(op.outputs)
     for node in reversed(op.intermediates):
         if node in feeds_output:
             feeds_output |= _reads(node)

@@ -150,16 +150,28 @@ class FiniteDifference:
         return max(self.errors.values(), default=0.0)
 
 
+def as_outputs(op: Op, value) -> tuple:
+    """A forward's result (or a backward's upstream gradient) as one array per output: an op with
+    several outputs (an LSTM's h' and c') takes and gives a tuple."""
+    return tuple(value) if op.also_outputs else (value,)
+
+
+def upstream_like(op: Op, out, draw):
+    """An upstream gradient for ``out`` as backward takes it, each output's drawn by ``draw(shape)``."""
+    grads = tuple(draw(np.shape(v)) for v in as_outputs(op, out))
+    return grads if op.also_outputs else grads[0]
+
+
 def finite_differences(op: Op, module, inputs: dict, hyper: dict, seed: int = 0) -> FiniteDifference:
     """Central differences of ``L = sum(forward(...) * dout)`` against ``backward``, in float64."""
     rng = np.random.default_rng([seed, 1])  # not the stream the inputs came from: dout = x hides errors
     out, cache = module.forward(**inputs, **hyper)
-    dout = 1.0 if op.is_loss else rng.standard_normal(np.shape(out))
+    dout = 1.0 if op.is_loss else upstream_like(op, out, rng.standard_normal)
     grads = module.backward(dout, cache)
 
     def objective(arrays):
         value, _ = module.forward(**arrays, **hyper)
-        return float(np.sum(np.asarray(value) * dout))
+        return sum(float(np.sum(np.asarray(v) * g)) for v, g in zip(as_outputs(op, value), as_outputs(op, dout)))
 
     errors, passed = {}, True
     for inp in op.differentiable:
@@ -220,15 +232,17 @@ def extremes(d: Derivation, module, dtype=np.float64, seed: int = 0) -> list[str
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             try:
                 out, cache = module.forward(**inputs, **hyper)
-                shape = np.shape(out)
-                dout = 1.0 if op.is_loss else (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2, shape)).astype(dtype)
+                dout = 1.0 if op.is_loss else upstream_like(
+                    op, out, lambda shape: (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2, shape)).astype(dtype))
                 grads = module.backward(dout, cache)
             except FloatingPointError as error:
                 problems.append(f"at inputs {label}: the generated code raised a floating-point warning: {error}")
                 continue
         expected = reference(d, sizes, inputs, hyper, dout)
-        got = {d.op.output.name: np.asarray(out)} | {k: np.asarray(v) for k, v in grads.items()}
-        scale = max([float(np.max(np.abs(v), initial=0.0)) for v in inputs.values()] + [float(np.max(np.abs(dout)))])
+        got = {y.name: np.asarray(v) for y, v in zip(op.outputs, as_outputs(op, out))} \
+            | {k: np.asarray(v) for k, v in grads.items()}
+        scale = max([float(np.max(np.abs(v), initial=0.0)) for v in inputs.values()]
+                    + [float(np.max(np.abs(g))) for g in as_outputs(op, dout)])
         for name, want in expected.items():
             problem = _compare(name, np.reshape(got[name], np.shape(want)), want, dtype, scale)
             if problem:
@@ -273,9 +287,9 @@ def reference(d: Derivation, sizes: dict, inputs: dict, hyper: dict, dout) -> di
     upstream = {}
     if op.is_loss:
         upstream[d.upstream] = sp.Float(float(dout), 50)
-    else:
-        g = np.asarray(dout).reshape([int(sp.sympify(s).subs(sizes)) for s in op.output.shape])
-        upstream = {d.upstream[idx]: sp.Float(float(g[idx]), 50) for idx in np.ndindex(g.shape)}
+    for y, dy in () if op.is_loss else zip(op.outputs, as_outputs(op, dout)):
+        g, tensor = np.asarray(dy).reshape([int(sp.sympify(s).subs(sizes)) for s in y.shape]), upstream_of(op, y)
+        upstream.update({tensor[idx]: sp.Float(float(g[idx]), 50) for idx in np.ndindex(g.shape)})
 
     def evaluate(expr, index, shape, keep=None):
         """Each element at 50 digits, with the intermediates it reads already numbers (computed in
@@ -293,7 +307,7 @@ def reference(d: Derivation, sizes: dict, inputs: dict, hyper: dict, dout) -> di
     for node in op.intermediates:
         shape = [int(sp.sympify(s).subs(sizes)) for s in node.shape]
         result[node.name] = evaluate(node.definition, node.index, shape, keep=node if node.index else None)
-    result = {op.output.name: result[op.output.name]}
+    result = {y.name: result[y.name] for y in op.outputs}
     for g in d.gradients:
         result[g.input.name] = evaluate(g.expr, g.index, [int(sp.sympify(s).subs(sizes)) for s in g.input.shape])
     return result
@@ -304,7 +318,7 @@ def reference(d: Derivation, sizes: dict, inputs: dict, hyper: dict, dout) -> di
 def claims(d: Derivation) -> list[tuple]:
     """What a derivation says, as (input, index, expression) per gradient: the gradients written out,
     and the same gradients through the named intermediates' gradients (expanded)."""
-    found = [(g.input, g.index, g.expr) for g in d.gradients]
+    found = [(g.input, g.index, g.expr) for g in d.gradients] if d.written_out else []
     found += [(g.input, g.index, expanded(g.expr, d.adjoints)) for g in d.backprop]
     return found
 
@@ -330,15 +344,15 @@ def brute_force(d: Derivation, sizes: dict, hyper: dict | None = None, points: i
     sizes = with_hyper(op, sizes, values)
     sample_points = _points(op, sizes, values, points)
     integers = {k: v for k, v in sample_points[0].items() if k.is_integer}
-    y = op.output
-    forward = exact_constants(inline(y.definition))  # an intermediate's decimals too (GELU's u)
     if op.is_loss:
+        forward = exact_constants(inline(op.output.definition))  # an intermediate's decimals too (GELU's u)
         objective = d.upstream * _unroll(forward, {}, sizes).xreplace(integers)
     else:
         objective = sp.S.Zero
-        for idx in itertools.product(*(range(int(s.subs(sizes))) for s in y.shape)):
-            at = dict(zip(y.index, idx))
-            objective += d.upstream[idx] * _unroll(forward, at, sizes).xreplace(integers)
+        for y in op.outputs:
+            forward, g = exact_constants(inline(y.definition)), upstream_of(op, y)
+            for idx in itertools.product(*(range(int(sp.sympify(s).subs(sizes))) for s in y.shape)):
+                objective += g[idx] * _unroll(forward, dict(zip(y.index, idx)), sizes).xreplace(integers)
     constraint = _simplex_constraint(op, sizes)
     wrong, pending = [], []  # pending: differences that did not cancel, to evaluate at the points
     expected_by = {}
@@ -464,12 +478,12 @@ def _points(op: Op, sizes: dict, hyper: dict, count: int) -> list[dict]:
             draws = _draw(inp.domain, shape, rng)
             point.update({inp.tensor[idx]: sp.Rational(round(float(draws[idx]) * 100), 100)
                           for idx in np.ndindex(shape)})
-        g = upstream_of(op)
-        if not op.is_loss:
-            out_shape = tuple(int(sp.sympify(s).subs(sizes)) for s in op.output.shape)
+        if op.is_loss:
+            point[upstream_of(op)] = sp.Rational(int(rng.integers(50, 300)), 100)
+        for y in () if op.is_loss else op.outputs:
+            g = upstream_of(op, y)
+            out_shape = tuple(int(sp.sympify(s).subs(sizes)) for s in y.shape)
             point.update({g[idx]: sp.Rational(int(rng.integers(-300, 300)), 100) for idx in np.ndindex(out_shape)})
-        else:
-            point[g] = sp.Rational(int(rng.integers(50, 300)), 100)
         out.append(point)
     return out
 
@@ -553,11 +567,27 @@ def expand_sums(expr: sp.Expr) -> sp.Expr:
 
 
 def is_zero(expr: sp.Expr) -> bool:
-    """Exact zero test: piecewise branches one by one, exponentials as a rational function."""
+    """Exact zero test: piecewise branches one by one; first with every function call held as a symbol
+    of its own (a gated cell's difference is then a polynomial in its σ's and tanh's), then with
+    exponentials as a rational function. Each is 0 where its numerator expands to 0; an identity both
+    miss is left to the points."""
     expr = sp.piecewise_fold(as_piecewise(expr))
     if isinstance(expr, sp.Piecewise):
         return all(is_zero(branch) for branch, _ in expr.args)
-    return sp.cancel(sp.together(expr.rewrite(sp.exp))) == 0
+    return _numerator_vanishes(_calls_held(written_out(expr))) or _numerator_vanishes(expr.rewrite(sp.exp))
+
+
+def _calls_held(expr: sp.Expr) -> sp.Expr:
+    """Each function call (the outermost, with its argument) as a symbol: a rational function of
+    these symbols that is 0 is 0 whatever values the calls take, so also for the values they do.
+    (σ written out first, as the derived side is: both then hold the same exponentials.)"""
+    calls = sorted(expr.atoms(sp.Function), key=sp.default_sort_key)
+    return expr.xreplace({call: sp.Dummy() for call in calls})
+
+
+def _numerator_vanishes(expr: sp.Expr) -> bool:
+    numerator, _ = sp.fraction(sp.together(expr))
+    return sp.expand(numerator) == 0  # no gcd needed, unlike cancel
 
 
 def chain_brute_force(c, sizes: dict, exact: bool = True) -> list[str]:

@@ -18,7 +18,7 @@ from derive.define.op import Input, Op
 from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index,
                                    iverson_form, rebuild)
 from derive.engine import budget, cache, rewrite
-from derive.engine.backprop import backward_pass
+from derive.engine.backprop import backward_pass, expanded, output_objective, upstream_of
 from derive.engine.budget import attempt
 from derive.engine.deltas import drop_implied_brackets, eliminate_deltas
 from derive.engine.prepare import prepare
@@ -71,6 +71,10 @@ class Derivation:
     #: output reads its inputs directly.
     adjoints: tuple = ()
     backprop: tuple[Gradient, ...] = ()
+    #: False for an op too large for its gradients to read well written out in full (a GRU's run to
+    #: 200 terms): each gradient is then its form through the intermediates expanded, for the checks
+    #: and the verifier, and is shown and generated only through the intermediates.
+    written_out: bool = True
 
     @property
     def forward(self) -> tuple[Intermediate, ...]:
@@ -85,13 +89,6 @@ class Derivation:
 
     def upstream_at(self, index) -> sp.Expr:
         return self.upstream[index] if index else self.upstream
-
-
-def upstream_of(op: Op) -> sp.Expr:
-    """The gradient arriving at the output: ``g[n, k]``, or the scalar ``g`` of a loss."""
-    if op.is_loss:
-        return sp.Symbol(op.upstream_label)
-    return Tensor(op.upstream_label, *op.output.shape)
 
 
 @lru_cache(maxsize=None)
@@ -125,10 +122,10 @@ def derive_unchecked(op: Op) -> Derivation:
                              + (f" (gave up after {why})" if why else ""))
         identities += ((lhs, rhs),)
     g = upstream_of(work)
-    gradients = tuple(_gradient(work, inp, g, identities) for inp in work.differentiable)
 
-    def simplify(op_, objective, element, sizes, restore):
-        return vector_jacobian(op_, objective, element, sizes, identities, fold=restore)
+    def simplify(op_, objective, element, sizes, restore, readers):
+        return vector_jacobian(op_, objective, element, sizes, identities, fold=restore,
+                               into=[n for n in op_.intermediates if n in readers])
 
     adjoints, through = backward_pass(work, g, identities, simplify)
     adjoints = tuple(dataclasses.replace(a, steps=tuple(Step(s.name, readable(s.expr, work, set(a.index)))
@@ -137,7 +134,20 @@ def derive_unchecked(op: Op) -> Derivation:
                                                                                      set(through[inp.name][0])))
                                                                for s in through[inp.name][1]))
                      for inp in work.differentiable if inp.name in through)
-    return Derivation(work, g, gradients, identities, source=op, adjoints=adjoints, backprop=backprop)
+    written_out = len(backprop) < len(work.differentiable) or sp.count_ops(rewrite.inline(work.output.definition)) <= WRITTEN_OUT_LIMIT
+    if written_out:
+        gradients = tuple(_gradient(work, inp, g, identities) for inp in work.differentiable)
+    else:
+        gradients = tuple(dataclasses.replace(b, steps=(Step("through the intermediates",
+                                                             expanded(b.expr, adjoints)),))
+                          for b in backprop)
+    return Derivation(work, g, gradients, identities, source=op, adjoints=adjoints, backprop=backprop,
+                      written_out=written_out)
+
+
+#: Operations in an op's forward with its intermediates written out (a GRU's 61, group norm's 36),
+#: beyond which its gradients are derived through the named intermediates only.
+WRITTEN_OUT_LIMIT = 48
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
@@ -148,16 +158,13 @@ def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
 def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     index = display_index(op, inp)
     y = op.output
-    if op.is_loss:
-        objective = g * y.definition
-    else:
-        objective = sp.Sum(g[y.index] * y[y.index], *reversed([(i, 0, s - 1) for i, s in zip(y.index, y.shape)]))
+    objective = g * y.definition if op.is_loss else output_objective(op)
     objective = avoid_capture(objective, set(index))
     element = inp.tensor[index]
     if op.is_loss:
         chain = g * sp.Derivative(y.definition, element, evaluate=False)
-    else:  # sum over the output of (upstream gradient) * (local derivative)
-        chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base == y,
+    else:  # sum over the outputs of (upstream gradient) * (local derivative)
+        chain = objective.replace(lambda e: isinstance(e, sp.Indexed) and e.base in op.outputs,
                                   lambda e: sp.Derivative(e, element, evaluate=False))
     steps, abandoned = vector_jacobian(op, objective, element, dict(zip(index, inp.shape)), identities)
     steps = [Step("chain rule", chain)] + steps
@@ -173,10 +180,12 @@ def index_ranges(op: Op) -> dict:
 
 
 def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict, identities,
-                    fold=None) -> tuple[list[Step], list[str]]:
+                    fold=None, into=None) -> tuple[list[Step], list[str]]:
     """``d objective / d element``, differentiated and brought to textbook form: the steps, and the
     simplifications given up. ``sizes``: the element's indices and their ranges; ``fold``: what to do
-    to each delta-free result before folding (the backward pass through intermediates restores them)."""
+    to each delta-free result before folding (the backward pass through intermediates restores them);
+    ``into``: the intermediates to fold into, if not all of the op's (that pass differentiates only
+    the definitions of what reads the node, so only they can fold back)."""
     ranges = {i: (0, s - 1) for i, s in sizes.items()}
     ranges.update(index_ranges(op))
     try:
@@ -190,12 +199,13 @@ def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict
     if fold is not None:
         raw, eliminated = fold(raw), [fold(e) for e in eliminated]
     # Deltas eliminated two ways (terms expanded, or the chain rule's shape kept): the simpler result wins.
-    steps, abandoned = min((_simplified(e, op, identities) for e in dict.fromkeys(eliminated)),
+    into = op.intermediates if into is None else into
+    steps, abandoned = min((_simplified(e, into, identities) for e in dict.fromkeys(eliminated)),
                            key=lambda found: rewrite.cost(found[0][-1].expr))
     return [Step("differentiate", raw)] + steps, abandoned
 
 
-def _simplified(expr: sp.Expr, op: Op, identities) -> tuple[list[Step], list[str]]:
+def _simplified(expr: sp.Expr, intermediates, identities) -> tuple[list[Step], list[str]]:
     """The simplification steps after delta elimination, each within its budget; the steps that
     changed something, and those given up (their input stands, and is right)."""
     steps, abandoned = [Step("eliminate deltas", expr)], []
@@ -209,7 +219,7 @@ def _simplified(expr: sp.Expr, op: Op, identities) -> tuple[list[Step], list[str
             steps.append(Step(name, result))
             expr = result
 
-    simplify("fold intermediates", lambda e: rewrite.fold(e, op.intermediates))
+    simplify("fold intermediates", lambda e: rewrite.fold(e, intermediates))
     if identities:
         simplify("apply identities", lambda e: rewrite.normalize(rewrite.apply_identities(e, identities)))
     simplify("textbook form", rewrite.textbook)

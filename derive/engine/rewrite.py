@@ -142,8 +142,9 @@ def _matching(pattern, node, wilds):
 def inline(expr: sp.Expr) -> sp.Expr:
     """Replace every intermediate by its definition, recursively."""
     while expr.has(IntermediateElement):
+        avoid = expr.free_symbols  # once per round: found again for every element, it was most of the time
         expr = expr.replace(lambda e: isinstance(e, IntermediateElement),
-                            lambda e: e.base.at(*e.indices, avoid=expr.free_symbols))
+                            lambda e: e.base.at(*e.indices, avoid=avoid))
     return expr
 
 

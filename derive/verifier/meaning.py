@@ -868,12 +868,17 @@ def name_key(tex: str) -> str | None:
 
 
 def _tag(node) -> str | None:
-    """A superscript that names (``a`` of ``\\delta^{a}``, ``\\sigma^{2}`` of the variance's gradient)."""
+    """A superscript that names (``a`` of ``\\delta^{a}``, ``\\sigma^{2}`` of the variance's gradient,
+    ``a^z`` of a gate's ``\\delta^{a^{z}}``)."""
     if isinstance(node, F.Name) and node.indices is None:
         return name_key_of(node)
     if isinstance(node, F.Pow) and isinstance(node.exp, F.Num) and not node.elementwise:
         inner = name_key_of(node.base)
         return f"{inner}^{node.exp.value}" if inner else None
+    if isinstance(node, F.Pow) and not node.elementwise and isinstance(node.base, F.Name) \
+            and node.base.indices is None:
+        inner, tag = name_key_of(node.base), _tag(node.exp)
+        return f"{inner}^{tag}" if inner and tag else None
     return None
 
 

@@ -121,6 +121,12 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
                              if word != "delta" else ("delta", "dout"),
                              tuple(out.shape), tuple(str(i) for i in out.index),
                              f"upstream gradient dE/d{name_tex(out.name)}", "upstream", batch_axis(out.shape)))
+        for y in op.also_outputs:  # the gradient arriving at another output: g^{c'}
+            g = upstream_of(op, y)
+            tex = printed.element(g.name)
+            entries.append(Entry(g, names(tex, g.name), tuple(y.shape), tuple(str(i) for i in y.index),
+                                 f"upstream gradient dE/d{name_tex(y.name)}", "upstream", batch_axis(y.shape),
+                                 written=tex))
     for node in op.intermediates:
         if node.index:
             entries.append(Entry(node, names(name_tex(node.name), node.name), tuple(node.shape),

@@ -17,7 +17,7 @@ import sympy as sp
 
 from derive.engine import check
 from derive.engine.chain import ChainDerivation
-from derive.engine.backprop import expanded
+from derive.engine.backprop import expanded, upstream_of
 from derive.engine.derivation import derive
 from derive.verifier.names import ETA, Names, Target, chain_names, op_names
 from derive.define.functions import KnownFunction
@@ -256,7 +256,7 @@ def op_world(op: Op, names: Names | None = None) -> World:
         targets.append(Target(by_value[grad.input.tensor], tuple(grad.index), expr, expr))
     independent = [(inp.tensor, inp.domain) for inp in op.inputs]
     if not op.is_loss:
-        independent.append((d.upstream, "real"))
+        independent += [(upstream_of(op, y), "real") for y in op.outputs]
     dependent = [(node, tuple(node.index), node.definition) for node in op.intermediates if node.index]
     dependent += [(a.tensor, a.index, expanded(a.expr, d.adjoints)) for a in d.adjoints]
     simplex = tuple(inp.tensor for inp in op.inputs if inp.domain == "simplex")
