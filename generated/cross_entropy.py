@@ -14,66 +14,66 @@ chosen, and its cache records the form for backward):
     t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
 Form reduction='mean', target='probabilities', weight=None, t_grad=False, forward (index form):
-    E = sum_n(-sum_k(t[n, k]*log(y[n, k])))/N
+    E = -sum_n(sum_k(t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/(N*y[n, k])
 
 Form reduction='mean', target='probabilities', weight=None, t_grad=True, forward (index form):
-    E = sum_n(-sum_k(t[n, k]*log(y[n, k])))/N
+    E = -sum_n(sum_k(t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/(N*y[n, k])
     dE/dt[n, k] = -dout*log(y[n, k])/N
 
 Form reduction='mean', target='probabilities', weight='given', t_grad=False, forward (index form):
-    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
+    E = -sum_n(sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*t[n, k]/(N*y[n, k])
 
 Form reduction='mean', target='probabilities', weight='given', t_grad=True, forward (index form):
-    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
+    E = -sum_n(sum_k(weight[k]*t[n, k]*log(y[n, k])))/N
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*t[n, k]/(N*y[n, k])
     dE/dt[n, k] = -dout*weight[k]*log(y[n, k])/N
 
 Form reduction='mean', target='labels', weight=None, t_grad=False, forward (index form):
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'([Ne(t[n'], ignore_index)]))
 
 Form reduction='mean', target='labels', weight='given', t_grad=False, forward (index form):
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]))
 
 Form reduction='sum', target='probabilities', weight=None, t_grad=False, forward (index form):
-    E = sum_n(-sum_k(t[n, k]*log(y[n, k])))
+    E = -sum_n(sum_k(t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/y[n, k]
 
 Form reduction='sum', target='probabilities', weight=None, t_grad=True, forward (index form):
-    E = sum_n(-sum_k(t[n, k]*log(y[n, k])))
+    E = -sum_n(sum_k(t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*t[n, k]/y[n, k]
     dE/dt[n, k] = -dout*log(y[n, k])
 
 Form reduction='sum', target='probabilities', weight='given', t_grad=False, forward (index form):
-    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*t[n, k]/y[n, k]
 
 Form reduction='sum', target='probabilities', weight='given', t_grad=True, forward (index form):
-    E = sum_n(-sum_k(weight[k]*t[n, k]*log(y[n, k])))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*t[n, k]/y[n, k]
     dE/dt[n, k] = -dout*weight[k]*log(y[n, k])
 
 Form reduction='sum', target='labels', weight=None, t_grad=False, forward (index form):
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
 
 Form reduction='sum', target='labels', weight='given', t_grad=False, forward (index form):
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))
 Backward (derived by SymPy):
     dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/y[n, k]
 

@@ -17,14 +17,14 @@ chosen, and its cache records the form for backward):
 
 Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
 
 Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(t[n, k]*ly[n, k]))/N
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
     dE/dt[n, k] = -dout*ly[n, k]/N
@@ -32,7 +32,7 @@ Backward (derived by SymPy):
 Form reduction='mean', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
 
@@ -40,21 +40,21 @@ Form reduction='mean', target='probabilities', weight=None, smoothed=True, t_gra
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(ly[n, k]*q[n, k]))/N
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
     dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]/N
 
 Form reduction='mean', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
 
 Form reduction='mean', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))/N
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
     dE/dt[n, k] = -dout*weight[k]*ly[n, k]/N
@@ -62,7 +62,7 @@ Backward (derived by SymPy):
 Form reduction='mean', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
 
@@ -70,47 +70,47 @@ Form reduction='mean', target='probabilities', weight='given', smoothed=True, t_
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))/N
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
     dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]/N
 
 Form reduction='mean', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
 
 Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(t[n, k]*ly[n, k]))/N
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
     dE/dt[n, k] = -dout*ly[n, k]/N
@@ -118,7 +118,7 @@ Backward (derived by SymPy):
 Form reduction='mean', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
 
@@ -126,21 +126,21 @@ Form reduction='mean', target='unnormalized', weight=None, smoothed=True, t_grad
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(ly[n, k]*q[n, k]))/N
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
     dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]/N
 
 Form reduction='mean', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
 
 Form reduction='mean', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))/N
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
     dE/dt[n, k] = -dout*weight[k]*ly[n, k]/N
@@ -148,7 +148,7 @@ Backward (derived by SymPy):
 Form reduction='mean', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
 
@@ -156,21 +156,21 @@ Form reduction='mean', target='unnormalized', weight='given', smoothed=True, t_g
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))/N
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
     dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]/N
 
 Form reduction='sum', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])
 
 Form reduction='sum', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(t[n, k]*ly[n, k]))
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])
     dE/dt[n, k] = -dout*ly[n, k]
@@ -178,7 +178,7 @@ Backward (derived by SymPy):
 Form reduction='sum', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
 
@@ -186,21 +186,21 @@ Form reduction='sum', target='probabilities', weight=None, smoothed=True, t_grad
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(ly[n, k]*q[n, k]))
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
     dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]
 
 Form reduction='sum', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
 
 Form reduction='sum', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
     dE/dt[n, k] = -dout*weight[k]*ly[n, k]
@@ -208,7 +208,7 @@ Backward (derived by SymPy):
 Form reduction='sum', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
 
@@ -216,47 +216,47 @@ Form reduction='sum', target='probabilities', weight='given', smoothed=True, t_g
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
     dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]
 
 Form reduction='sum', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
 
 Form reduction='sum', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]
 
 Form reduction='sum', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
 
 Form reduction='sum', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
-    E = sum_n(-[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]
 
 Form reduction='sum', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
 
 Form reduction='sum', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(t[n, k]*ly[n, k]))
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
     dE/dt[n, k] = -dout*ly[n, k]
@@ -264,7 +264,7 @@ Backward (derived by SymPy):
 Form reduction='sum', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
 
@@ -272,21 +272,21 @@ Form reduction='sum', target='unnormalized', weight=None, smoothed=True, t_grad=
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(ly[n, k]*q[n, k]))
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
     dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]
 
 Form reduction='sum', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
 
 Form reduction='sum', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
-    E = sum_n(-sum_k(weight[k]*t[n, k]*ly[n, k]))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
     dE/dt[n, k] = -dout*weight[k]*ly[n, k]
@@ -294,7 +294,7 @@ Backward (derived by SymPy):
 Form reduction='sum', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
 
@@ -302,7 +302,7 @@ Form reduction='sum', target='unnormalized', weight='given', smoothed=True, t_gr
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
     q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
-    E = sum_n(-sum_k(weight[k]*ly[n, k]*q[n, k]))
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
     dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]

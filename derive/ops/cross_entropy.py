@@ -57,16 +57,16 @@ def loss(log_p, target, reduction, weighted, smoothing=0):
     one_hot = sp.KroneckerDelta(k, LABELS[n]) if target == "labels" else PROBABILITIES[n, k]
     if smoothing:  # the smoothed target q (Szegedy et al. 2016): (1 - e) of the target, e spread over K classes
         one_hot = smoothed_target(one_hot, smoothing)[n, k]
-    per_sample = -sp.Sum(w(k) * one_hot * log_p(n, k), (k, 0, K - 1))
+    against = sp.Sum(w(k) * one_hot * log_p(n, k), (k, 0, K - 1))  # the loss is minus this
     divisor = N
     if target == "labels":
         kept = Iverson(sp.Ne(LABELS[n], ignore_index))
-        per_sample = kept * per_sample
+        against = kept * against
         divisor = sp.Sum(kept * sp.Sum(sp.KroneckerDelta(k, LABELS[n]) * w(k), (k, 0, K - 1)), (n, 0, N - 1))
     if reduction == "none":
-        return Intermediate("L", (n,), (N,), per_sample)
-    total = sp.Sum(per_sample, (n, 0, N - 1))
-    return Intermediate("E", (), (), total / divisor if reduction == "mean" else total)
+        return Intermediate("L", (n,), (N,), -against)
+    total = sp.Sum(against, (n, 0, N - 1))
+    return Intermediate("E", (), (), -total / divisor if reduction == "mean" else -total)
 
 
 def smoothed_target(target, smoothing) -> Intermediate:
