@@ -46,6 +46,23 @@ def bench_sizes(op: Op, scale: float = 1.0) -> tuple[dict, dict]:
     return sizes, hyper
 
 
+#: Forms timed besides each op's default one, by op: the option values that choose them. Only options read
+#: from the inputs (class labels for t), so that every peer is called with the same arguments.
+FORMS = {"softmax_cross_entropy": ({"target": "labels"},), "cross_entropy": ({"target": "labels"},)}
+
+
+def bench_forms(op: Op) -> list:
+    """The op's default form and the others ``FORMS`` names for it."""
+    return [op] + [op.form(**values) for values in FORMS.get(op.name, ()) if op.is_builtin]
+
+
+def form_name(op: Op) -> str:
+    """The op's name, with the options that differ from the default form: ``softmax_cross_entropy[target=labels]``."""
+    default = {o.name: o.default for o in op.options if hasattr(o, "choices")}
+    changed = [f"{k}={v}" for k, v in op.chosen if default.get(k) != v]
+    return op.name + (f"[{', '.join(changed)}]" if changed else "")
+
+
 def _derived(size, op) -> bool:
     """A size no input has (an output size computed from the others, such as a convolution's)."""
     return not any(size in sp.sympify(s).free_symbols for i in op.inputs for s in i.shape)
@@ -86,8 +103,8 @@ class Case:
 
     @property
     def name(self) -> str:
-        """The op's name, with a variant's options: ``conv2d dilation=2``."""
-        return " ".join([self.op.name] + [f"{k}={v}" for k, v in self.variant.items()])
+        """The op's name (a form's in brackets), with a variant's options: ``conv2d dilation=2``."""
+        return " ".join([form_name(self.op)] + [f"{k}={v}" for k, v in self.variant.items()])
 
     @property
     def shapes(self) -> str:

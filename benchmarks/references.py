@@ -59,8 +59,10 @@ def _torch_table() -> dict:
         "half_sse": lambda y, t: 0.5 * F.mse_loss(y, t, reduction="sum") / y.shape[0],
         "mse": lambda y, t: F.mse_loss(y, t),
         # The contract's F.nll_loss(log y, labels) needs one-hot targets; ours are any probabilities.
-        "cross_entropy": lambda y, t: -(t * torch.log(y)).sum() / y.shape[0],
-        "softmax_cross_entropy": lambda z, t: F.cross_entropy(z, t),
+        "cross_entropy": lambda y, t, ignore_index=-100: F.nll_loss(torch.log(y), t, ignore_index=ignore_index)
+        if not t.is_floating_point() else -(t * torch.log(y)).sum() / y.shape[0],
+        "softmax_cross_entropy": lambda z, t, ignore_index=-100, label_smoothing=0.0: F.cross_entropy(
+            z, t, ignore_index=ignore_index, label_smoothing=label_smoothing),
         "conv2d": lambda x, W, b, stride=1, padding=0, dilation=1: F.conv2d(x, W, b, stride=stride, padding=padding,
                                                                             dilation=dilation),
         "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
@@ -153,6 +155,16 @@ def _autograd_table() -> dict:
             scores = anp.where(np.tril(np.ones(scores.shape[-2:], bool)), scores, -np.inf)
         return anp.einsum("nls,nse->nle", anp.exp(log_softmax(scores)), v)
 
+    def mean_against(log_p, t, ignore_index, label_smoothing=0.0):
+        """The mean of -log p against the target: t's own probabilities (over N), or each row's label, the
+        rows labelled ignore_index left out (over the rows kept). No label smoothing (the benchmark's 0)."""
+        if label_smoothing:
+            raise ValueError("label_smoothing: the autograd reference has none")
+        if not np.issubdtype(t.dtype, np.integer):
+            return -anp.sum(t * log_p) / t.shape[0]
+        kept = t != ignore_index
+        return -anp.sum(log_p[np.arange(len(t))[kept], t[kept]]) / kept.sum()
+
     table = {
         "linear": lambda x, W, b: anp.dot(x, W.T) + b,
         "sigmoid": lambda x: 1 / (1 + anp.exp(-x)),
@@ -162,8 +174,9 @@ def _autograd_table() -> dict:
         "softmax": lambda x: anp.exp(log_softmax(x)),
         "half_sse": lambda y, t: 0.5 * anp.sum((t - y) ** 2) / y.shape[0],
         "mse": lambda y, t: anp.mean((y - t) ** 2),
-        "cross_entropy": lambda y, t: -anp.sum(t * anp.log(y)) / y.shape[0],
-        "softmax_cross_entropy": lambda z, t: -anp.sum(t * log_softmax(z)) / z.shape[0],
+        "cross_entropy": lambda y, t, ignore_index=-100: mean_against(anp.log(y), t, ignore_index),
+        "softmax_cross_entropy": lambda z, t, ignore_index=-100, label_smoothing=0.0: mean_against(
+            log_softmax(z), t, ignore_index, label_smoothing),
         "conv2d": conv2d,
         "max_pool2d": lambda x, kernel=2, stride=None: anp.max(windows(x, kernel, stride), axis=0),
         "avg_pool2d": lambda x, kernel=2, stride=None: anp.mean(windows(x, kernel, stride), axis=0),
@@ -283,18 +296,25 @@ def _softmax_by_hand(x, dout):
     return y, dx
 
 
-def _softmax_cross_entropy_by_hand(z, t, dout=1.0):
-    """Softmax cross-entropy (rows of t sum to 1) as a careful person writes it, forward and backward in
-    one: the shifted logits summed against t first, then turned into probabilities in place, then
-    into the gradient: one new full-size array."""
+def _softmax_cross_entropy_by_hand(z, t, dout=1.0, ignore_index=-100, label_smoothing=0.0):
+    """Softmax cross-entropy (rows of t sum to 1, or t integer labels) as a careful person writes it,
+    forward and backward in one: the shifted logits summed against t first, then turned into
+    probabilities in place, then into the gradient: one new full-size array."""
     n = z.shape[0]
+    labels = np.issubdtype(t.dtype, np.integer)
+    if label_smoothing or labels and np.any(t == ignore_index):
+        raise ValueError("ignore_index, label_smoothing: the hand-written version has neither (the benchmark's "
+                         "labels are all in range, its label_smoothing 0)")
     u = z - z.max(axis=1, keepdims=True)
-    against_t = np.einsum("nk,nk->", u, t)
+    against_t = u[np.arange(n), t].sum() if labels else np.einsum("nk,nk->", u, t)
     np.exp(u, out=u)
     s = u.sum(axis=1)
     loss = (np.log(s).sum() - against_t) / n
     u /= s[:, None]
-    u -= t
+    if labels:
+        u[np.arange(n), t] -= 1
+    else:
+        u -= t
     u *= dout / n
     return loss, u
 

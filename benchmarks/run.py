@@ -19,7 +19,7 @@ from derive.engine.derivation import derive_afresh
 from derive.define.registry import registry
 
 from . import blas, references
-from .cases import VARIANTS, Case, NotBenchmarked, bench_sizes
+from .cases import VARIANTS, Case, NotBenchmarked, bench_forms, bench_sizes
 from .derivation import measure
 from .svg import sweep_svg
 from .timing import interleaved, peak_memory
@@ -30,6 +30,7 @@ FLOORS = (("linear", "bare", 1.05, 1.05), ("conv2d", "torch", 1.2, 2.0), ("conv2
           ("max_pool2d", "torch", 1.5, 1.5),
           ("batch_norm", "torch", 1.5, 2.0), ("batch_norm_eval", "torch", 1.5, 2.0), ("layer_norm", "torch", 1.5, 2.0),
           ("softmax", "torch", 1.5, 2.0), ("softmax_cross_entropy", "torch", 1.5, 2.0),
+          ("softmax_cross_entropy[target=labels]", "torch", 1.5, 2.0),
           ("rms_norm", "torch", 2.0, 2.0), ("group_norm", "torch", 2.0, 2.0), ("attention", "torch", 1.5, 1.5),
           ("lstm_cell", "torch", 2.0, 2.0), ("gru_cell", "torch", 2.0, 2.0))
 #: The same for two of examples/, measured when given (``derive bench --ops examples/causal_attention.py``).
@@ -71,8 +72,8 @@ def run(ops=None, dtypes=("float64", "float32"), rounds=15, sweep=True, build=Tr
     notes, cases = [], []
     for op in ops:
         try:
-            cases += [Case(op, DTYPES[dtype], *bench_sizes(op), variant=dict(variant)) for dtype in dtypes
-                      for variant in ({}, *VARIANTS.get(op.name, ()))]
+            cases += [Case(form, DTYPES[dtype], *bench_sizes(form), variant=dict(variant)) for form in bench_forms(op)
+                      for dtype in dtypes for variant in ({}, *VARIANTS.get(form.name, ()))]
         except NotBenchmarked as why:
             notes.append(f"skipped {why}")
     results = _measure(cases, rounds)
@@ -181,7 +182,7 @@ def _floor_rows(results, ops) -> list:
     wanted += [(op.name, peer, {"float64": limit, "float32": limit})
                for op in ops if is_elementwise(op) for peer, limit in ELEMENTWISE_FLOORS]
     for op, peer, limits in wanted:
-        base = op.split()[0]  # a variant's op (``conv2d dilation=2``)
+        base = op.split()[0].partition("[")[0]  # a variant's op (``conv2d dilation=2``), a form's (``[target=labels]``)
         if base not in registry() and base not in names:
             rows.append((f"{op} vs {peer}", "", "not in the registry yet", "", _limits(limits), "—"))
         if base not in names:

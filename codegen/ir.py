@@ -135,11 +135,14 @@ class Arange(Node):
 @dataclass(frozen=True)
 class Gather(Node):
     """``W[idx[n, l], e]``: the named array ``name`` read along axis ``position`` at the integers of
-    ``index`` (an embedding's lookup); laid out as W's axes with that one replaced by index's axes."""
+    ``index`` (an embedding's lookup); laid out as W's axes with that one replaced by index's axes.
+    With ``along``, the index runs along W's other axes (``z[n, t[n]]``, a label per row): one value
+    per row, laid out as W's axes without that one."""
 
     name: str
     position: int
     index: Node
+    along: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,12 @@ class Lowering:
         if len(gathered) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != gathered[0]):
             (pos,) = gathered
             index = self.leaf(idx[pos])
-            axes = tuple(idx[:pos]) + tuple(index.axes) + tuple(idx[pos + 1:])
-            return Gather(axes, self.names[expr.base], pos, index)
+            others = tuple(idx[:pos]) + tuple(idx[pos + 1:])
+            if set(index.axes) & set(others):
+                if not set(index.axes) <= set(others) or len(set(others)) != len(others):
+                    raise NotImplementedError(f"cannot vectorise the index {expr}")
+                return Gather(others, self.names[expr.base], pos, index, along=True)
+            return Gather(others[:pos] + tuple(index.axes) + others[pos:], self.names[expr.base], pos, index)
         windows = [_window_position(i) for i in idx]
         plain = [i for i, w in zip(idx, windows) if w is None]
         inner = [w for w in windows if w is not None]

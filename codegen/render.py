@@ -33,26 +33,55 @@ def module_source(d: Derivation) -> str:
     return text
 
 
+#: Each reading of ``derive.define.forms.READINGS`` as the generated forward tests its argument.
+READ_CODE = {
+    "integer": "np.issubdtype(np.asarray({}).dtype, np.integer)",
+    "nonzero": "{} != 0",
+    "unnormalized": "not _sums_to_one({})",
+}
+
+
+def _read(option) -> str:
+    """The generated forward's choice of an option read from an argument: the first choice whose reading holds."""
+    argument, *readings = option.read
+    tests = "".join(f"{choice!r} if {READ_CODE[reading].format(argument)} else "
+                    for choice, reading in zip(option.choices[1:], readings))
+    return f"({tests}{option.choices[0]!r})"
+
+
+def _read_already(op, context) -> dict:
+    """The form's context without the checks its dispatcher has made: an input read as rows summing to 1
+    reaches this form only so (its ``_simplex`` check would add a second pass over it)."""
+    read = {o.read[0] for o in op.options if isinstance(o, Option) and "unnormalized" in o.read[1:]}
+    return dict(context, checks=[c for c in context["checks"] if not any(c == f'_simplex("{n}", {n})' for n in read)])
+
+
 def _forms_module(d: Derivation) -> str:
     """An op with options: each form's forward and backward as the module template writes them (under
     private names), one set of helpers, and a ``forward`` and ``backward`` that run the form chosen."""
     template = environment().get_template("module.py.j2")
     head = module_context(d)
-    forms, helpers, inputs = [], set(), {i["name"]: i for i in head["inputs"]}
+    forms, helpers, inputs = [], set(), {}
+    # every form's inputs, in order (an input the default form leaves out, a weight, after the others)
+    arguments = list(dict.fromkeys(i.name for op in d.op.all_forms for i in op.inputs))
     for op in d.op.all_forms:
         context = head if op is d.op else module_context(derive(op))
         label = form_label(op)
-        context = dict(context, forward_name=f"_forward_{label}", backward_name=f"_backward_{label}")
+        context = dict(_read_already(d.op, context), forward_name=f"_forward_{label}", backward_name=f"_backward_{label}")
         if context["reshape_helper"] != head["reshape_helper"]:
             raise ValueError(f"{d.op.name}: the form {label} reshapes its inputs another way")
         helpers |= set(context["helpers"])
-        inputs.update({i["name"]: i for i in context["inputs"] if i["name"] not in inputs})
+        for i in context["inputs"]:  # an input another form reads otherwise (t as class labels) says so
+            inputs[i["name"]] = inputs.get(i["name"], dict(i, others=[]))
+            if (i["shape"], i["index"]) != (inputs[i["name"]]["shape"], inputs[i["name"]]["index"]) \
+                    and i not in inputs[i["name"]]["others"]:
+                inputs[i["name"]]["others"].append(i)
         given = {i.name for i in op.inputs}
         forms.append({
             "key": repr(tuple(value for _, value in op.chosen)),
             "title": ", ".join(f"{name}={value!r}" for name, value in op.chosen),
             "forward_name": context["forward_name"], "backward_name": context["backward_name"],
-            "call": ", ".join([i.name for i in d.op.inputs if i.name in given]
+            "call": ", ".join([name for name in arguments if name in given]
                               + [f"{h.name}={h.name}" for h in op.hyper]),
             "functions": "".join(template.blocks["functions"](template.new_context(context))),
             "forward_formulas": context["forward_formulas"], "gradient_formulas": context["gradient_formulas"],
@@ -61,22 +90,23 @@ def _forms_module(d: Derivation) -> str:
     choosing = [o for o in d.op.options if isinstance(o, Option)]
     axes = [a for a in d.op.options if isinstance(a, Axis)]
     optional = {o.name for o in choosing if o.input}
-    options = [{"name": o.name, "input": o.input, "doc": o.doc,
+    options = [{"name": o.name, "input": o.input or bool(o.read), "doc": o.doc,
                 "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
                for o in choosing]
-    form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input
-                     else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
-    keywords = [o for o in d.op.options if isinstance(o, Axis) or not o.input]
-    signature = ", ".join([i.name + ("=None" if i.name in optional else "") for i in d.op.inputs]
+    form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input else _read(o)
+                     if o.read else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
+    keywords = [o for o in d.op.options if isinstance(o, Axis) or not (o.input or o.read)]
+    signature = ", ".join([name + ("=None" if name in optional else "") for name in arguments]
                           + (["*"] if d.op.hyper or keywords else [])
                           + [f"{h.name}={h.default!r}" for h in d.op.hyper]
                           + [f"{o.name}={o.default!r}" for o in keywords])
-    helper_context = dict(head, helpers=sorted(helpers), inputs=list(inputs.values()))
+    helper_context = dict(head, helpers=sorted(helpers), inputs=[a for i in inputs.values() for a in [i, *i["others"]]])
     return environment().get_template("forms.py.j2").render(
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
         signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
-        any_loss=any(f["is_loss"] for f in forms),
-        inputs=[dict(i, optional=i["name"] in optional) for i in head["inputs"]],
+        any_loss=any(f["is_loss"] for f in forms), sums_to_one="unnormalized" in form,
+        absent=[(repr(tuple(v for _, v in chosen)), repr(why)) for chosen, why in d.op.absent],
+        inputs=[dict(inputs[name], optional=name in optional) for name in arguments],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
 
 

@@ -8,43 +8,75 @@ overflows, and the gradient comes out as ``σ(z) - t``.
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the elements' losses averaged, added, or each element's own.
+    t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
-Form reduction='mean', forward (index form):
+Form reduction='mean', t_grad=False, forward (index form):
     E = sum_n((1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n]))/N
 Backward (derived by SymPy):
     dE/dz[n] = dout*(sigmoid(z[n]) - t[n])/N
 
-Form reduction='sum', forward (index form):
+Form reduction='mean', t_grad=True, forward (index form):
+    softplus_z[n] = softplus(z[n])
+    softplus_1[n] = softplus(-z[n])
+    E = sum_n((1 - t[n])*softplus_z[n] + t[n]*softplus_1[n])/N
+Backward (derived by SymPy):
+    dE/dz[n] = dout*(sigmoid(z[n]) - t[n])/N
+    dE/dt[n] = dout*(softplus(-z[n]) - softplus(z[n]))/N
+
+Form reduction='sum', t_grad=False, forward (index form):
     E = sum_n((1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n]))
 Backward (derived by SymPy):
     dE/dz[n] = dout*(sigmoid(z[n]) - t[n])
 
-Form reduction='none', forward (index form):
+Form reduction='sum', t_grad=True, forward (index form):
+    softplus_z[n] = softplus(z[n])
+    softplus_1[n] = softplus(-z[n])
+    E = sum_n((1 - t[n])*softplus_z[n] + t[n]*softplus_1[n])
+Backward (derived by SymPy):
+    dE/dz[n] = dout*(sigmoid(z[n]) - t[n])
+    dE/dt[n] = dout*(softplus(-z[n]) - softplus(z[n]))
+
+Form reduction='none', t_grad=False, forward (index form):
     L[n] = (1 - t[n])*softplus(z[n]) + t[n]*softplus(-z[n])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n] = (sigmoid(z[n]) - t[n])*dout[n]
+
+Form reduction='none', t_grad=True, forward (index form):
+    softplus_z[n] = softplus(z[n])
+    softplus_1[n] = softplus(-z[n])
+    L[n] = (1 - t[n])*softplus_z[n] + t[n]*softplus_1[n]
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n] = (sigmoid(z[n]) - t[n])*dout[n]
+    dE/dt[n] = (softplus(-z[n]) - softplus(z[n]))*dout[n]
 """
 import numpy as np
 
 
-def forward(z, t, *, reduction='mean'):
+def forward(z, t, *, reduction='mean', t_grad=False):
     """Compute bce_with_logits in the form the options choose, and what backward needs.
 
     Args:
         z: any shape, float32 or float64.
         t: the shape of z, float32 or float64 (a probability in (0, 1), no gradient).
         reduction: the elements' losses averaged, added, or each element's own: 'mean' (default), 'sum', 'none'.
+        t_grad: whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing): False (default), True.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
-    if form == ('mean',):
-        out, cache = _forward_reduction_mean(z, t)
-    elif form == ('sum',):
-        out, cache = _forward_reduction_sum(z, t)
-    else:  # reduction='none'
-        out, cache = _forward_reduction_none(z, t)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), _option("t_grad", t_grad, (False, True)),)
+    if form == ('mean', False):
+        out, cache = _forward_reduction_mean__t_grad_False(z, t)
+    elif form == ('mean', True):
+        out, cache = _forward_reduction_mean__t_grad_True(z, t)
+    elif form == ('sum', False):
+        out, cache = _forward_reduction_sum__t_grad_False(z, t)
+    elif form == ('sum', True):
+        out, cache = _forward_reduction_sum__t_grad_True(z, t)
+    elif form == ('none', False):
+        out, cache = _forward_reduction_none__t_grad_False(z, t)
+    else:  # reduction='none', t_grad=True
+        out, cache = _forward_reduction_none__t_grad_True(z, t)
     cache["form"] = form
     return out, cache
 
@@ -55,15 +87,21 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean',):
-        return _backward_reduction_mean(dout, cache)
-    elif form == ('sum',):
-        return _backward_reduction_sum(dout, cache)
-    else:  # reduction='none'
-        return _backward_reduction_none(dout, cache)
+    if form == ('mean', False):
+        return _backward_reduction_mean__t_grad_False(dout, cache)
+    elif form == ('mean', True):
+        return _backward_reduction_mean__t_grad_True(dout, cache)
+    elif form == ('sum', False):
+        return _backward_reduction_sum__t_grad_False(dout, cache)
+    elif form == ('sum', True):
+        return _backward_reduction_sum__t_grad_True(dout, cache)
+    elif form == ('none', False):
+        return _backward_reduction_none__t_grad_False(dout, cache)
+    else:  # reduction='none', t_grad=True
+        return _backward_reduction_none__t_grad_True(dout, cache)
 
 
-def _forward_reduction_mean(z, t):
+def _forward_reduction_mean__t_grad_False(z, t):
     """Compute bce_with_logits and what backward needs.
 
     Args:
@@ -82,7 +120,7 @@ def _forward_reduction_mean(z, t):
     return E, cache
 
 
-def _backward_reduction_mean(dout=1.0, cache=None):
+def _backward_reduction_mean__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -101,7 +139,51 @@ def _backward_reduction_mean(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_sum(z, t):
+def _forward_reduction_mean__t_grad_True(z, t):
+    """Compute bce_with_logits and what backward needs.
+
+    Args:
+        z: any shape, float32 or float64.
+        t: the shape of z, float32 or float64 (a probability in (0, 1)).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    _sizes(("z", z, "*"), ("t", t, "*"))
+    N = z.size
+    softplus_z = _softplus(z)
+    softplus_1 = _softplus(-z)
+    E = (softplus_1*t + softplus_z*(1 - t)).sum()/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "z": z, "t": t, "softplus_z": softplus_z, "softplus_1": softplus_1, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    z = cache["z"]
+    t = cache["t"]
+    softplus_z = cache["softplus_z"]
+    softplus_1 = cache["softplus_1"]
+    N = cache["N"]
+    dz = _sigmoid(z) - t
+    dz *= dout/N
+    dt = softplus_1 - softplus_z
+    dt *= dout/N
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__t_grad_False(z, t):
     """Compute bce_with_logits and what backward needs.
 
     Args:
@@ -119,7 +201,7 @@ def _forward_reduction_sum(z, t):
     return E, cache
 
 
-def _backward_reduction_sum(dout=1.0, cache=None):
+def _backward_reduction_sum__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -137,7 +219,49 @@ def _backward_reduction_sum(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_none(z, t):
+def _forward_reduction_sum__t_grad_True(z, t):
+    """Compute bce_with_logits and what backward needs.
+
+    Args:
+        z: any shape, float32 or float64.
+        t: the shape of z, float32 or float64 (a probability in (0, 1)).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    _sizes(("z", z, "*"), ("t", t, "*"))
+    softplus_z = _softplus(z)
+    softplus_1 = _softplus(-z)
+    E = (softplus_1*t + softplus_z*(1 - t)).sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "z": z, "t": t, "softplus_z": softplus_z, "softplus_1": softplus_1}
+    return E, cache
+
+
+def _backward_reduction_sum__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    z = cache["z"]
+    t = cache["t"]
+    softplus_z = cache["softplus_z"]
+    softplus_1 = cache["softplus_1"]
+    dz = _sigmoid(z) - t
+    dz *= dout
+    dt = softplus_1 - softplus_z
+    dt *= dout
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__t_grad_False(z, t):
     """Compute bce_with_logits and what backward needs.
 
     Args:
@@ -155,7 +279,7 @@ def _forward_reduction_none(z, t):
     return L, cache
 
 
-def _backward_reduction_none(dout, cache):
+def _backward_reduction_none__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -169,6 +293,46 @@ def _backward_reduction_none(dout, cache):
     dz = _sigmoid(z) - t
     dz *= dout
     return {"z": dz}
+
+
+def _forward_reduction_none__t_grad_True(z, t):
+    """Compute bce_with_logits and what backward needs.
+
+    Args:
+        z: any shape, float32 or float64.
+        t: the shape of z, float32 or float64 (a probability in (0, 1)).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    _sizes(("z", z, "*"), ("t", t, "*"))
+    softplus_z = _softplus(z)
+    softplus_1 = _softplus(-z)
+    L = softplus_1*t + softplus_z*(1 - t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "z": z, "t": t, "softplus_z": softplus_z, "softplus_1": softplus_1}
+    return L, cache
+
+
+def _backward_reduction_none__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    z = cache["z"]
+    t = cache["t"]
+    softplus_z = cache["softplus_z"]
+    softplus_1 = cache["softplus_1"]
+    dz = _sigmoid(z) - t
+    dz *= dout
+    dt = softplus_1 - softplus_z
+    dt *= dout
+    return {"z": dz, "t": dt}
 
 
 def _option(name, value, choices):

@@ -4,43 +4,69 @@
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the elements' losses averaged, added, or each element's own.
+    t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
-Form reduction='mean', forward (index form):
+Form reduction='mean', t_grad=False, forward (index form):
     E = -sum_n((1 - t[n])*log(1 - y[n]) + t[n]*log(y[n]))/N
 Backward (derived by SymPy):
     dE/dy[n] = dout*(y[n] - t[n])/(N*(1 - y[n])*y[n])
 
-Form reduction='sum', forward (index form):
+Form reduction='mean', t_grad=True, forward (index form):
+    E = -sum_n((1 - t[n])*log(1 - y[n]) + t[n]*log(y[n]))/N
+Backward (derived by SymPy):
+    dE/dy[n] = dout*(y[n] - t[n])/(N*(1 - y[n])*y[n])
+    dE/dt[n] = dout*(log(1 - y[n]) - log(y[n]))/N
+
+Form reduction='sum', t_grad=False, forward (index form):
     E = -sum_n((1 - t[n])*log(1 - y[n]) + t[n]*log(y[n]))
 Backward (derived by SymPy):
     dE/dy[n] = dout*(y[n] - t[n])/((1 - y[n])*y[n])
 
-Form reduction='none', forward (index form):
+Form reduction='sum', t_grad=True, forward (index form):
+    E = -sum_n((1 - t[n])*log(1 - y[n]) + t[n]*log(y[n]))
+Backward (derived by SymPy):
+    dE/dy[n] = dout*(y[n] - t[n])/((1 - y[n])*y[n])
+    dE/dt[n] = dout*(log(1 - y[n]) - log(y[n]))
+
+Form reduction='none', t_grad=False, forward (index form):
     L[n] = -(1 - t[n])*log(1 - y[n]) - t[n]*log(y[n])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n] = (y[n] - t[n])*dout[n]/((1 - y[n])*y[n])
+
+Form reduction='none', t_grad=True, forward (index form):
+    L[n] = -(1 - t[n])*log(1 - y[n]) - t[n]*log(y[n])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dy[n] = (y[n] - t[n])*dout[n]/((1 - y[n])*y[n])
+    dE/dt[n] = (log(1 - y[n]) - log(y[n]))*dout[n]
 """
 import numpy as np
 
 
-def forward(y, t, *, reduction='mean'):
+def forward(y, t, *, reduction='mean', t_grad=False):
     """Compute binary_cross_entropy in the form the options choose, and what backward needs.
 
     Args:
         y: any shape, float32 or float64 (a probability in (0, 1)).
         t: the shape of y, float32 or float64 (a probability in (0, 1), no gradient).
         reduction: the elements' losses averaged, added, or each element's own: 'mean' (default), 'sum', 'none'.
+        t_grad: whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing): False (default), True.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
-    if form == ('mean',):
-        out, cache = _forward_reduction_mean(y, t)
-    elif form == ('sum',):
-        out, cache = _forward_reduction_sum(y, t)
-    else:  # reduction='none'
-        out, cache = _forward_reduction_none(y, t)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), _option("t_grad", t_grad, (False, True)),)
+    if form == ('mean', False):
+        out, cache = _forward_reduction_mean__t_grad_False(y, t)
+    elif form == ('mean', True):
+        out, cache = _forward_reduction_mean__t_grad_True(y, t)
+    elif form == ('sum', False):
+        out, cache = _forward_reduction_sum__t_grad_False(y, t)
+    elif form == ('sum', True):
+        out, cache = _forward_reduction_sum__t_grad_True(y, t)
+    elif form == ('none', False):
+        out, cache = _forward_reduction_none__t_grad_False(y, t)
+    else:  # reduction='none', t_grad=True
+        out, cache = _forward_reduction_none__t_grad_True(y, t)
     cache["form"] = form
     return out, cache
 
@@ -51,15 +77,21 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean',):
-        return _backward_reduction_mean(dout, cache)
-    elif form == ('sum',):
-        return _backward_reduction_sum(dout, cache)
-    else:  # reduction='none'
-        return _backward_reduction_none(dout, cache)
+    if form == ('mean', False):
+        return _backward_reduction_mean__t_grad_False(dout, cache)
+    elif form == ('mean', True):
+        return _backward_reduction_mean__t_grad_True(dout, cache)
+    elif form == ('sum', False):
+        return _backward_reduction_sum__t_grad_False(dout, cache)
+    elif form == ('sum', True):
+        return _backward_reduction_sum__t_grad_True(dout, cache)
+    elif form == ('none', False):
+        return _backward_reduction_none__t_grad_False(dout, cache)
+    else:  # reduction='none', t_grad=True
+        return _backward_reduction_none__t_grad_True(dout, cache)
 
 
-def _forward_reduction_mean(y, t):
+def _forward_reduction_mean__t_grad_False(y, t):
     """Compute binary_cross_entropy and what backward needs.
 
     Args:
@@ -78,7 +110,7 @@ def _forward_reduction_mean(y, t):
     return E, cache
 
 
-def _backward_reduction_mean(dout=1.0, cache=None):
+def _backward_reduction_mean__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -99,7 +131,50 @@ def _backward_reduction_mean(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_sum(y, t):
+def _forward_reduction_mean__t_grad_True(y, t):
+    """Compute binary_cross_entropy and what backward needs.
+
+    Args:
+        y: any shape, float32 or float64 (a probability in (0, 1)).
+        t: the shape of y, float32 or float64 (a probability in (0, 1)).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    _sizes(("y", y, "*"), ("t", t, "*"))
+    N = y.size
+    E = -(t*np.log(y) + (1 - t)*np.log(1 - y)).sum()/N
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    N = cache["N"]
+    dy = y - t
+    u = 1 - y
+    dy /= y
+    dy /= u
+    dy *= dout/N
+    dt = np.log(u) - np.log(y)
+    dt *= dout/N
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_sum__t_grad_False(y, t):
     """Compute binary_cross_entropy and what backward needs.
 
     Args:
@@ -117,7 +192,7 @@ def _forward_reduction_sum(y, t):
     return E, cache
 
 
-def _backward_reduction_sum(dout=1.0, cache=None):
+def _backward_reduction_sum__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -137,7 +212,48 @@ def _backward_reduction_sum(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_none(y, t):
+def _forward_reduction_sum__t_grad_True(y, t):
+    """Compute binary_cross_entropy and what backward needs.
+
+    Args:
+        y: any shape, float32 or float64 (a probability in (0, 1)).
+        t: the shape of y, float32 or float64 (a probability in (0, 1)).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    _sizes(("y", y, "*"), ("t", t, "*"))
+    E = -(t*np.log(y) + (1 - t)*np.log(1 - y)).sum()
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t}
+    return E, cache
+
+
+def _backward_reduction_sum__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    dy = y - t
+    u = 1 - y
+    dy /= y
+    dy /= u
+    dy *= dout
+    dt = np.log(u) - np.log(y)
+    dt *= dout
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_none__t_grad_False(y, t):
     """Compute binary_cross_entropy and what backward needs.
 
     Args:
@@ -155,7 +271,7 @@ def _forward_reduction_none(y, t):
     return L, cache
 
 
-def _backward_reduction_none(dout, cache):
+def _backward_reduction_none__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -171,6 +287,45 @@ def _backward_reduction_none(dout, cache):
     dy /= y
     dy /= 1 - y
     return {"y": dy}
+
+
+def _forward_reduction_none__t_grad_True(y, t):
+    """Compute binary_cross_entropy and what backward needs.
+
+    Args:
+        y: any shape, float32 or float64 (a probability in (0, 1)).
+        t: the shape of y, float32 or float64 (a probability in (0, 1)).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    _sizes(("y", y, "*"), ("t", t, "*"))
+    L = -t*np.log(y) - (1 - t)*np.log(1 - y)
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t}
+    return L, cache
+
+
+def _backward_reduction_none__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    t = cache["t"]
+    dy = y - t
+    u = 1 - y
+    dy *= dout
+    dy /= y
+    dy /= u
+    dt = np.log(u) - np.log(y)
+    dt *= dout
+    return {"y": dy, "t": dt}
 
 
 def _option(name, value, choices):

@@ -113,10 +113,12 @@ def _index_array(name, value):
     return array.astype(np.int64, copy=False)
 
 
-def _index_range(name, array, size):
-    """Each index selects one of ``size`` rows: 0 <= index < size."""
-    if array.size and not (0 <= array.min() and array.max() < size):
-        raise ValueError(f"{name}: expected indices in 0..{size - 1}, got values from {array.min()} to {array.max()}")
+def _index_range(name, array, size, outside=None):
+    """Each index selects one of ``size`` rows: 0 <= index < size, or is ``outside`` (ignore_index)."""
+    inside = array if outside is None else array[array != outside]
+    if inside.size and not (0 <= inside.min() and inside.max() < size):
+        also = "" if outside is None else f" or {outside}"
+        raise ValueError(f"{name}: expected indices in 0..{size - 1}{also}, got values from {inside.min()} to {inside.max()}")
 
 
 def _rows(name, array, like=None, axes=1):

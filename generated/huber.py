@@ -4,26 +4,45 @@
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the elements' losses averaged, added, or each element's own.
+    t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
-Form reduction='mean', forward (index form):
+Form reduction='mean', t_grad=False, forward (index form):
     E = sum_n(((y[n] - t[n])**2/2 if delta > Abs(t[n] - y[n]); delta*(Abs(t[n] - y[n]) - delta/2) otherwise))/N
 Backward (derived by SymPy):
     dE/dy[n] = dout*(delta*[delta <= Abs(t[n] - y[n])]*sign(y[n] - t[n]) + (y[n] - t[n])*[delta > Abs(t[n] - y[n])])/N
 
-Form reduction='sum', forward (index form):
+Form reduction='mean', t_grad=True, forward (index form):
+    E = sum_n(((y[n] - t[n])**2/2 if delta > Abs(t[n] - y[n]); delta*(Abs(t[n] - y[n]) - delta/2) otherwise))/N
+Backward (derived by SymPy):
+    dE/dy[n] = dout*(delta*[delta <= Abs(t[n] - y[n])]*sign(y[n] - t[n]) + (y[n] - t[n])*[delta > Abs(t[n] - y[n])])/N
+    dE/dt[n] = dout*(delta*[delta <= Abs(t[n] - y[n])]*sign(t[n] - y[n]) + (t[n] - y[n])*[delta > Abs(t[n] - y[n])])/N
+
+Form reduction='sum', t_grad=False, forward (index form):
     E = sum_n(((y[n] - t[n])**2/2 if delta > Abs(t[n] - y[n]); delta*(Abs(t[n] - y[n]) - delta/2) otherwise))
 Backward (derived by SymPy):
     dE/dy[n] = dout*(delta*[delta <= Abs(t[n] - y[n])]*sign(y[n] - t[n]) + (y[n] - t[n])*[delta > Abs(t[n] - y[n])])
 
-Form reduction='none', forward (index form):
+Form reduction='sum', t_grad=True, forward (index form):
+    E = sum_n(((y[n] - t[n])**2/2 if delta > Abs(t[n] - y[n]); delta*(Abs(t[n] - y[n]) - delta/2) otherwise))
+Backward (derived by SymPy):
+    dE/dy[n] = dout*(delta*[delta <= Abs(t[n] - y[n])]*sign(y[n] - t[n]) + (y[n] - t[n])*[delta > Abs(t[n] - y[n])])
+    dE/dt[n] = dout*(delta*[delta <= Abs(t[n] - y[n])]*sign(t[n] - y[n]) + (t[n] - y[n])*[delta > Abs(t[n] - y[n])])
+
+Form reduction='none', t_grad=False, forward (index form):
     L[n] = ((y[n] - t[n])**2/2 if delta > Abs(t[n] - y[n]); delta*(Abs(t[n] - y[n]) - delta/2) otherwise)
 Backward (derived by SymPy; dout = dE/dL):
     dE/dy[n] = delta*dout[n]*[delta <= Abs(t[n] - y[n])]*sign(y[n] - t[n]) + (y[n] - t[n])*dout[n]*[delta > Abs(t[n] - y[n])]
+
+Form reduction='none', t_grad=True, forward (index form):
+    L[n] = ((y[n] - t[n])**2/2 if delta > Abs(t[n] - y[n]); delta*(Abs(t[n] - y[n]) - delta/2) otherwise)
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dy[n] = delta*dout[n]*[delta <= Abs(t[n] - y[n])]*sign(y[n] - t[n]) + (y[n] - t[n])*dout[n]*[delta > Abs(t[n] - y[n])]
+    dE/dt[n] = delta*dout[n]*[delta <= Abs(t[n] - y[n])]*sign(t[n] - y[n]) + (t[n] - y[n])*dout[n]*[delta > Abs(t[n] - y[n])]
 """
 import numpy as np
 
 
-def forward(y, t, *, delta=1.0, reduction='mean'):
+def forward(y, t, *, delta=1.0, reduction='mean', t_grad=False):
     """Compute huber in the form the options choose, and what backward needs.
 
     Args:
@@ -31,17 +50,24 @@ def forward(y, t, *, delta=1.0, reduction='mean'):
         t: the shape of y, float32 or float64 (any real number, no gradient).
         delta: where the loss turns from quadratic to linear (default 1.0).
         reduction: the elements' losses averaged, added, or each element's own: 'mean' (default), 'sum', 'none'.
+        t_grad: whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing): False (default), True.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
-    if form == ('mean',):
-        out, cache = _forward_reduction_mean(y, t, delta=delta)
-    elif form == ('sum',):
-        out, cache = _forward_reduction_sum(y, t, delta=delta)
-    else:  # reduction='none'
-        out, cache = _forward_reduction_none(y, t, delta=delta)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), _option("t_grad", t_grad, (False, True)),)
+    if form == ('mean', False):
+        out, cache = _forward_reduction_mean__t_grad_False(y, t, delta=delta)
+    elif form == ('mean', True):
+        out, cache = _forward_reduction_mean__t_grad_True(y, t, delta=delta)
+    elif form == ('sum', False):
+        out, cache = _forward_reduction_sum__t_grad_False(y, t, delta=delta)
+    elif form == ('sum', True):
+        out, cache = _forward_reduction_sum__t_grad_True(y, t, delta=delta)
+    elif form == ('none', False):
+        out, cache = _forward_reduction_none__t_grad_False(y, t, delta=delta)
+    else:  # reduction='none', t_grad=True
+        out, cache = _forward_reduction_none__t_grad_True(y, t, delta=delta)
     cache["form"] = form
     return out, cache
 
@@ -52,15 +78,21 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean',):
-        return _backward_reduction_mean(dout, cache)
-    elif form == ('sum',):
-        return _backward_reduction_sum(dout, cache)
-    else:  # reduction='none'
-        return _backward_reduction_none(dout, cache)
+    if form == ('mean', False):
+        return _backward_reduction_mean__t_grad_False(dout, cache)
+    elif form == ('mean', True):
+        return _backward_reduction_mean__t_grad_True(dout, cache)
+    elif form == ('sum', False):
+        return _backward_reduction_sum__t_grad_False(dout, cache)
+    elif form == ('sum', True):
+        return _backward_reduction_sum__t_grad_True(dout, cache)
+    elif form == ('none', False):
+        return _backward_reduction_none__t_grad_False(dout, cache)
+    else:  # reduction='none', t_grad=True
+        return _backward_reduction_none__t_grad_True(dout, cache)
 
 
-def _forward_reduction_mean(y, t, *, delta=1.0):
+def _forward_reduction_mean__t_grad_False(y, t, *, delta=1.0):
     """Compute huber and what backward needs.
 
     Args:
@@ -81,7 +113,7 @@ def _forward_reduction_mean(y, t, *, delta=1.0):
     return E, cache
 
 
-def _backward_reduction_mean(dout=1.0, cache=None):
+def _backward_reduction_mean__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -100,7 +132,49 @@ def _backward_reduction_mean(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_sum(y, t, *, delta=1.0):
+def _forward_reduction_mean__t_grad_True(y, t, *, delta=1.0):
+    """Compute huber and what backward needs.
+
+    Args:
+        y: any shape, float32 or float64.
+        t: the shape of y, float32 or float64.
+        delta: where the loss turns from quadratic to linear (default 1.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    delta = _number("delta", delta, float, "delta > 0", lambda delta: delta > 0)
+    _sizes(("y", y, "*"), ("t", t, "*"))
+    N = y.size
+    E = np.where(delta > abs((t - y)), 0.5*(y - t)**2, delta*(abs((t - y)) - 0.5*delta)).sum()/N
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "N": N, "delta": delta}
+    return E, cache
+
+
+def _backward_reduction_mean__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    N = cache["N"]
+    delta = cache["delta"]
+    u = t - y
+    dy = np.where(delta > abs(u), (y - t)*(dout/N), np.sign((y - t))*(delta*dout/N))
+    dt = np.where(delta > abs(u), u*(dout/N), np.sign(u)*(delta*dout/N))
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_sum__t_grad_False(y, t, *, delta=1.0):
     """Compute huber and what backward needs.
 
     Args:
@@ -120,7 +194,7 @@ def _forward_reduction_sum(y, t, *, delta=1.0):
     return E, cache
 
 
-def _backward_reduction_sum(dout=1.0, cache=None):
+def _backward_reduction_sum__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -138,7 +212,47 @@ def _backward_reduction_sum(dout=1.0, cache=None):
     return {"y": dy}
 
 
-def _forward_reduction_none(y, t, *, delta=1.0):
+def _forward_reduction_sum__t_grad_True(y, t, *, delta=1.0):
+    """Compute huber and what backward needs.
+
+    Args:
+        y: any shape, float32 or float64.
+        t: the shape of y, float32 or float64.
+        delta: where the loss turns from quadratic to linear (default 1.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    delta = _number("delta", delta, float, "delta > 0", lambda delta: delta > 0)
+    _sizes(("y", y, "*"), ("t", t, "*"))
+    E = np.where(delta > abs((t - y)), 0.5*(y - t)**2, delta*(abs((t - y)) - 0.5*delta)).sum()
+    cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "delta": delta}
+    return E, cache
+
+
+def _backward_reduction_sum__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    t = cache["t"]
+    delta = cache["delta"]
+    u = t - y
+    dy = np.where(delta > abs(u), (y - t)*dout, np.sign((y - t))*(delta*dout))
+    dt = np.where(delta > abs(u), dout*u, np.sign(u)*(delta*dout))
+    return {"y": dy, "t": dt}
+
+
+def _forward_reduction_none__t_grad_False(y, t, *, delta=1.0):
     """Compute huber and what backward needs.
 
     Args:
@@ -158,7 +272,7 @@ def _forward_reduction_none(y, t, *, delta=1.0):
     return L, cache
 
 
-def _backward_reduction_none(dout, cache):
+def _backward_reduction_none__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -172,6 +286,44 @@ def _backward_reduction_none(dout, cache):
     delta = cache["delta"]
     dy = np.where(delta > abs((t - y)), (y - t)*dout, delta*dout*np.sign((y - t)))
     return {"y": dy}
+
+
+def _forward_reduction_none__t_grad_True(y, t, *, delta=1.0):
+    """Compute huber and what backward needs.
+
+    Args:
+        y: any shape, float32 or float64.
+        t: the shape of y, float32 or float64.
+        delta: where the loss turns from quadratic to linear (default 1.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    y = _float_array("y", y)
+    t = _float_array("t", t, y.dtype)
+    delta = _number("delta", delta, float, "delta > 0", lambda delta: delta > 0)
+    _sizes(("y", y, "*"), ("t", t, "*"))
+    L = np.where(delta > abs((t - y)), 0.5*(y - t)**2, delta*(abs((t - y)) - 0.5*delta))
+    cache = {"dtype": y.dtype, "shape": np.shape(L), "y": y, "t": t, "delta": delta}
+    return L, cache
+
+
+def _backward_reduction_none__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"y": dy, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    t = cache["t"]
+    delta = cache["delta"]
+    u = t - y
+    dy = np.where(delta > abs(u), (y - t)*dout, delta*dout*np.sign((y - t)))
+    dt = np.where(delta > abs(u), dout*u, delta*dout*np.sign(u))
+    return {"y": dy, "t": dt}
 
 
 def _option(name, value, choices):

@@ -3,50 +3,619 @@
 
 The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
+``t`` is target probabilities (N, K) or integer class labels (N,), as
+``F.cross_entropy`` reads it, with its ``weight`` per class, ``ignore_index``
+and ``label_smoothing``.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     reduction: 'mean' (default), 'sum', 'none'; the samples' losses averaged, added, or each sample's own.
+    target: 'probabilities' (default), 'labels', 'unnormalized'; read from t: target probabilities (N, K) whose rows sum to 1, class labels (N,) when t holds integers, or soft targets (N, K) whose rows do not sum to 1.
+    weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
+    smoothed: False (default), True; read from label_smoothing: the form with it, where it is not 0.
+    t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
 
-Form reduction='mean', forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
 
-Form reduction='sum', forward (index form):
+Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - t[n, k])/N
+    dE/dt[n, k] = -dout*ly[n, k]/N
+
+Form reduction='mean', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+
+Form reduction='mean', target='probabilities', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+
+Form reduction='mean', target='probabilities', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]/N
+
+Form reduction='mean', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*[t[n] <= K - 1] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+
+Form reduction='mean', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+
+Form reduction='mean', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k]*[t[n] <= K - 1] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+
+Form reduction='mean', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+
+Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])/N
+    dE/dt[n, k] = -dout*ly[n, k]/N
+
+Form reduction='mean', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])/N
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+
+Form reduction='mean', target='unnormalized', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))/N
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])/N
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]/N
+
+Form reduction='sum', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
 Backward (derived by SymPy):
     dE/dz[n, k] = dout*(y[n, k] - t[n, k])
 
-Form reduction='none', forward (index form):
+Form reduction='sum', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k] - t[n, k])
+    dE/dt[n, k] = -dout*ly[n, k]
+
+Form reduction='sum', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+
+Form reduction='sum', target='probabilities', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+
+Form reduction='sum', target='probabilities', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]
+
+Form reduction='sum', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*[t[n] <= K - 1] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k]*[t[n] <= K - 1] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]
+
+Form reduction='sum', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
+
+Form reduction='sum', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(t[n, j]) - t[n, k])
+    dE/dt[n, k] = -dout*ly[n, k]
+
+Form reduction='sum', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+
+Form reduction='sum', target='unnormalized', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*ly[n, k]
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    E = -sum_n(sum_k(weight[k]*t[n, k]*ly[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])
+    dE/dt[n, k] = -dout*weight[k]*ly[n, k]
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+
+Form reduction='sum', target='unnormalized', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    E = -sum_n(sum_k(weight[k]*ly[n, k]*q[n, k]))
+Backward (derived by SymPy):
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])
+    dE/dt[n, k] = dout*(label_smoothing - 1)*weight[k]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
 Backward (derived by SymPy; dout = dE/dL):
     dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k] - t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+
+Form reduction='none', target='probabilities', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(weight[k]*t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*weight[k]*ly[n, k]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+
+Form reduction='none', target='probabilities', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(weight[k]*ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*weight[k]*ly[n, k]
+
+Form reduction='none', target='labels', weight=None, smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*[t[n] <= K - 1] - KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n]))
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (weight[t[n]]*y[n, k]*[t[n] <= K - 1] - weight[k]*KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
+    L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]*[Ne(t[n], ignore_index)]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(t[n, j]) - t[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(t[n, j]) - t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*ly[n, k]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight=None, smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(q[n, j]) - q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*ly[n, k]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=False, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*t[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=False, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    L[n] = -sum_k(weight[k]*t[n, k]*ly[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*t[n, j]) - weight[k]*t[n, k])*dout[n]
+    dE/dt[n, k] = -dout[n]*weight[k]*ly[n, k]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=False, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+
+Form reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True, forward (index form):
+    y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
+    ly[n, k] = z[n, k] - log(sum_j(exp(z[n, j])))
+    q[n, k] = (1 - label_smoothing)*t[n, k] + label_smoothing/K
+    L[n] = -sum_k(weight[k]*ly[n, k]*q[n, k])
+Backward (derived by SymPy; dout = dE/dL):
+    dE/dz[n, k] = (y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*dout[n]
+    dE/dt[n, k] = (label_smoothing - 1)*dout[n]*weight[k]*ly[n, k]
 """
 import numpy as np
 
 
-def forward(z, t, *, reduction='mean'):
+def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduction='mean', t_grad=False):
     """Compute softmax_cross_entropy in the form the options choose, and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
-        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
+        t_grad: whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing): False (default), True.
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
-    form = (_option("reduction", reduction, ('mean', 'sum', 'none')),)
-    if form == ('mean',):
-        out, cache = _forward_reduction_mean(z, t)
-    elif form == ('sum',):
-        out, cache = _forward_reduction_sum(z, t)
-    else:  # reduction='none'
-        out, cache = _forward_reduction_none(z, t)
+    form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'unnormalized' if not _sums_to_one(t) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False), _option("t_grad", t_grad, (False, True)),)
+    if form == ('mean', 'labels', None, False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', None, True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', 'given', False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'labels', 'given', True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', None, False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', None, True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', 'given', False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('sum', 'labels', 'given', True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', None, False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', None, True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', 'given', False, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('none', 'labels', 'given', True, True):
+        raise ValueError('t_grad: integer class labels have no gradient')
+    elif form == ('mean', 'probabilities', None, False, False):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, False, True):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, True, False):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', None, True, True):
+        out, cache = _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', False, False):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', False, True):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', True, False):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'probabilities', 'given', True, True):
+        out, cache = _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', None, False, False):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', None, True, False):
+        out, cache = _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', 'given', False, False):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'labels', 'given', True, False):
+        out, cache = _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, False, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, False, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, True, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', None, True, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', False, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', False, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', True, False):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('mean', 'unnormalized', 'given', True, True):
+        out, cache = _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, False, False):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, False, True):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, True, False):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', None, True, True):
+        out, cache = _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', False, False):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', False, True):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', True, False):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'probabilities', 'given', True, True):
+        out, cache = _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', None, False, False):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', None, True, False):
+        out, cache = _forward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', 'given', False, False):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'labels', 'given', True, False):
+        out, cache = _forward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, False, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, False, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, True, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', None, True, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', False, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', False, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', True, False):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('sum', 'unnormalized', 'given', True, True):
+        out, cache = _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, False, False):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, False, True):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, True, False):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', None, True, True):
+        out, cache = _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', False, False):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', False, True):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', True, False):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'probabilities', 'given', True, True):
+        out, cache = _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', None, False, False):
+        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', None, True, False):
+        out, cache = _forward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', 'given', False, False):
+        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'labels', 'given', True, False):
+        out, cache = _forward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, False, False):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, False, True):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, True, False):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', None, True, True):
+        out, cache = _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', False, False):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', False, True):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    elif form == ('none', 'unnormalized', 'given', True, False):
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
+        out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     cache["form"] = form
     return out, cache
 
@@ -57,28 +626,145 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    if form == ('mean',):
-        return _backward_reduction_mean(dout, cache)
-    elif form == ('sum',):
-        return _backward_reduction_sum(dout, cache)
-    else:  # reduction='none'
-        return _backward_reduction_none(dout, cache)
+    if form == ('mean', 'probabilities', None, False, False):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', None, False, True):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', None, True, False):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', None, True, True):
+        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', False, False):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', False, True):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', True, False):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'probabilities', 'given', True, True):
+        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('mean', 'labels', None, False, False):
+        return _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', None, True, False):
+        return _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', 'given', False, False):
+        return _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'labels', 'given', True, False):
+        return _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, False, False):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, False, True):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'unnormalized', None, True, False):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', None, True, True):
+        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', False, False):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', False, True):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', True, False):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('mean', 'unnormalized', 'given', True, True):
+        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', None, False, False):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, False, True):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', None, True, False):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', None, True, True):
+        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', False, False):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', False, True):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', True, False):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'probabilities', 'given', True, True):
+        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'labels', None, False, False):
+        return _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', None, True, False):
+        return _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', 'given', False, False):
+        return _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'labels', 'given', True, False):
+        return _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, False, False):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, False, True):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'unnormalized', None, True, False):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', None, True, True):
+        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', False, False):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', False, True):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', True, False):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('sum', 'unnormalized', 'given', True, True):
+        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', None, False, False):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', None, False, True):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', None, True, False):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', None, True, True):
+        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', 'given', False, False):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', 'given', False, True):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'probabilities', 'given', True, False):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'probabilities', 'given', True, True):
+        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'labels', None, False, False):
+        return _backward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'labels', None, True, False):
+        return _backward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'labels', 'given', False, False):
+        return _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'labels', 'given', True, False):
+        return _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, False, False):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, False, True):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'unnormalized', None, True, False):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', None, True, True):
+        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', False, False):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', False, True):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+    elif form == ('none', 'unnormalized', 'given', True, False):
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+    else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
+        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
 
 
-def _forward_reduction_mean(z, t):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
-    _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
     e = np.exp(u)
     s = e.sum(axis=1)
@@ -89,7 +775,7 @@ def _forward_reduction_mean(z, t):
     return E, cache
 
 
-def _backward_reduction_mean(dout=1.0, cache=None):
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -108,20 +794,994 @@ def _backward_reduction_mean(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_sum(z, t):
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
-        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (E, cache): the loss, a 0-d value, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
-    _simplex("t", t)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = y - t
+    dz *= dout/N
+    dt = ly*(-dout/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    dt = ly*(dout*(label_smoothing - 1)/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    dt = (-dout*weight/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    dt = (dout*weight*(label_smoothing - 1)/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    u = ((t != ignore_index)).astype(z.dtype)
+    E = -np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), u)/u.sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (y - (np.arange(K) == t[:, None]))*(dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2))/u2.sum()
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    q = cache["q"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = ((q.sum(axis=1, keepdims=True)*y - q)*(dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    rows = weight[np.where(t == ignore_index, 0, t)]
+    u = ((t != ignore_index)).astype(z.dtype)
+    E = -np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), rows, u)/np.einsum('n,n->', rows, u)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*(dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2)))/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = ((np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*(dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,nk->', u, t) - np.einsum('n,nk->', np.log(s), t))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    N = cache["N"]
+    dz = (dout*t.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, t, -dout/N)
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = (dout*t.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, t, -dout/N)
+    dt = ly*(-dout/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1)/N)[:, None]*y
+    _add_product(dz, q, -dout/N)
+    dt = ly*(dout*(label_smoothing - 1)/N)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, t)/N)[:, None]*y
+    _add_product(dz, t, -(dout*weight/N))
+    dt = (-dout*weight/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q, "N": N}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    N = cache["N"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    return {"z": dz}
+
+
+def _forward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)/N
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "N": N, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    N = cache["N"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q)/N)[:, None]*y
+    _add_product(dz, q, -(dout*weight/N))
+    dt = (dout*weight*(label_smoothing - 1)/N)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
     u = z - z.max(axis=1, keepdims=True)
     e = np.exp(u)
     s = e.sum(axis=1)
@@ -132,7 +1792,7 @@ def _forward_reduction_sum(z, t):
     return E, cache
 
 
-def _backward_reduction_sum(dout=1.0, cache=None):
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
     """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
 
     Returns:
@@ -150,20 +1810,974 @@ def _backward_reduction_sum(dout=1.0, cache=None):
     return {"z": dz}
 
 
-def _forward_reduction_none(z, t):
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = y - t
+    dz *= dout
+    dt = ly*(-dout)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
     """Compute softmax_cross_entropy and what backward needs.
 
     Args:
         z: (N, K), float32 or float64.
         t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    dt = ly*(dout*(label_smoothing - 1))
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    dt = (-dout*weight)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    dt = (dout*weight*(label_smoothing - 1))*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), ((t != ignore_index)).astype(z.dtype))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout))*(ignore_index != t[:, None])))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout*(q.sum(axis=1, keepdims=True)*y - q))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(z.dtype))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout))*(ignore_index != t[:, None])))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    u2 = ((t != ignore_index)).astype(z.dtype)
+    E = -(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2)))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "ignore_index": ignore_index}
+    return E, cache
+
+
+def _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout*(np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,nk->', u, t) - np.einsum('n,nk->', np.log(s), t))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout)
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('nk,nk->', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout)
+    dt = ly*(-dout)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,nk->', u, q) - np.einsum('n,nk->', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('nk,nk->', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout)
+    dt = ly*(dout*(label_smoothing - 1))
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    E = -(np.einsum('nk,k,nk->', u, weight, t) - np.einsum('n,k,nk->', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    E = -np.einsum('k,nk,nk->', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "ly": ly}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    _add_product(dz, t, -(dout*weight))
+    dt = (-dout*weight)*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -(np.einsum('nk,k,nk->', u, weight, q) - np.einsum('n,k,nk->', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "q": q}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    return {"z": dz}
+
+
+def _forward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (E, cache): the loss, a 0-d value, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    E = -np.einsum('k,nk,nk->', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return E, cache
+
+
+def _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout=1.0, cache=None):
+    """Gradients of the loss times ``dout`` (default 1), one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    if cache is None and isinstance(dout, dict):
+        dout, cache = 1.0, dout
+    if np.ndim(dout) != 0:
+        raise ValueError(f"dout: expected a scalar for a loss, got shape {np.shape(dout)}")
+    dout = np.asarray(dout, dtype=cache["dtype"])
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    _add_product(dz, q, -(dout*weight))
+    dt = (dout*weight*(label_smoothing - 1))*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
 
     Returns:
         (L, cache): the output, and the cache for backward.
     """
     z = _float_array("z", z)
     t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
     N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
-    _simplex("t", t)
     u = z - z.max(axis=1, keepdims=True)
     e = np.exp(u)
     s = e.sum(axis=1)
@@ -174,7 +2788,7 @@ def _forward_reduction_none(z, t):
     return L, cache
 
 
-def _backward_reduction_none(dout, cache):
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache):
     """Gradients given ``dout`` = dE/dL, one per differentiable input.
 
     Returns:
@@ -190,11 +2804,930 @@ def _backward_reduction_none(dout, cache):
     return {"z": dz}
 
 
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('nk,nk->n', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = y - t
+    dz *= dout[:, None]
+    dt = (-dout)[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,nk->n', u, q) - np.einsum('n,nk->n', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('nk,nk->n', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    dt = (dout*(label_smoothing - 1))[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,k,nk->n', u, weight, t) - np.einsum('n,k,nk->n', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('k,nk,nk->n', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    dt = -dout[:, None]*ly*weight
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,k,nk->n', u, weight, q) - np.einsum('n,k,nk->n', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('k,nk,nk->n', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    dt = dout[:, None]*ly*weight*(label_smoothing - 1)
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = (-(np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s)))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout[:, None]*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    L = (-(np.einsum('nk,nk->n', u, q) - np.einsum('n,nk->n', np.log(s), q)))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "q": q, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout[:, None]*(q.sum(axis=1, keepdims=True)*y - q))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    m = z.max(axis=1, keepdims=True)
+    e = z - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = (-(weight[np.where(t == ignore_index, 0, t)]*(np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s))))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    K = cache["K"]
+    ignore_index = cache["ignore_index"]
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout[:, None]*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*weight*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _index_array("t", t)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N"), ("weight", weight, "K"))
+    _index_range("t", t, K, ignore_index)
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
+    L = (-(np.einsum('nk,k,nk->n', u, weight, q) - np.einsum('n,k,nk->n', np.log(s), weight, q)))*(ignore_index != t)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "q": q, "ignore_index": ignore_index}
+    return L, cache
+
+
+def _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    ignore_index = cache["ignore_index"]
+    dz = (dout[:, None]*(np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight))*(ignore_index != t[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,nk->n', u, t) - np.einsum('n,nk->n', np.log(s), t))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('nk,nk->n', t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*t.sum(axis=1))[:, None]*y
+    _add_product(dz, t, -dout[:, None])
+    dt = (-dout)[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,nk->n', u, q) - np.einsum('n,nk->n', np.log(s), q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(z, t, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('nk,nk->n', ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*q.sum(axis=1))[:, None]*y
+    _add_product(dz, q, -dout[:, None])
+    dt = (dout*(label_smoothing - 1))[:, None]*ly
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    L = -(np.einsum('nk,k,nk->n', u, weight, t) - np.einsum('n,k,nk->n', np.log(s), weight, t))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    L = -np.einsum('k,nk,nk->n', weight, t, ly)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "t": t, "weight": weight, "y": y, "ly": ly}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    t = cache["t"]
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    dz = (dout*np.einsum('j,nj->n', weight, t))[:, None]*y
+    dz -= dout[:, None]*t*weight
+    dt = -dout[:, None]*ly*weight
+    return {"z": dz, "t": dt}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -(np.einsum('nk,k,nk->n', u, weight, q) - np.einsum('n,k,nk->n', np.log(s), weight, q))
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "q": q}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    q = cache["q"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    return {"z": dz}
+
+
+def _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, *, ignore_index=-100, label_smoothing=0.0):
+    """Compute softmax_cross_entropy and what backward needs.
+
+    Args:
+        z: (N, K), float32 or float64.
+        t: (N, K), float32 or float64 (a probability in (0, 1)).
+        weight: (K,), float32 or float64 (a positive number, no gradient).
+        ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
+        label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
+
+    Returns:
+        (L, cache): the output, and the cache for backward.
+    """
+    z = _float_array("z", z)
+    t = _float_array("t", t, z.dtype)
+    weight = _float_array("weight", weight, z.dtype)
+    ignore_index = _number("ignore_index", ignore_index, int, "ignore_index < 0", lambda ignore_index: ignore_index < 0)
+    label_smoothing = _number("label_smoothing", label_smoothing, float, "0 <= label_smoothing <= 1", lambda label_smoothing: 0 <= label_smoothing <= 1)
+    N, K = _sizes(("z", z, "N K"), ("t", t, "N K"), ("weight", weight, "K"))
+    u = z - z.max(axis=1, keepdims=True)
+    e = np.exp(u)
+    s = e.sum(axis=1)
+    e *= (1/s)[:, None]
+    y = e
+    ly = u
+    ly -= (np.log(s))[:, None]
+    q = -(label_smoothing - 1)*t
+    q += label_smoothing/K
+    L = -np.einsum('k,nk,nk->n', weight, ly, q)
+    cache = {"dtype": z.dtype, "shape": np.shape(L), "weight": weight, "y": y, "ly": ly, "q": q, "label_smoothing": label_smoothing}
+    return L, cache
+
+
+def _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache):
+    """Gradients given ``dout`` = dE/dL, one per differentiable input.
+
+    Returns:
+        {"z": dz, "t": dt}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    weight = cache["weight"]
+    y = cache["y"]
+    ly = cache["ly"]
+    q = cache["q"]
+    label_smoothing = cache["label_smoothing"]
+    dz = (dout*np.einsum('j,nj->n', weight, q))[:, None]*y
+    dz -= dout[:, None]*q*weight
+    dt = dout[:, None]*ly*weight*(label_smoothing - 1)
+    return {"z": dz, "t": dt}
+
+
 def _option(name, value, choices):
     """An option's value, one of its choices, or a ValueError that names them."""
     if not any(value is c or type(value) is type(c) and value == c for c in choices):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def _sums_to_one(array):
+    """Whether each row of ``array`` sums to 1, up to the rounding of its additions (target probabilities)."""
+    array = np.asarray(array)
+    if array.ndim == 0 or array.dtype not in (np.float32, np.float64):
+        return False
+    return bool(np.abs(array.sum(axis=-1) - 1).max() <= 2 * array.shape[-1] * np.finfo(array.dtype).eps)
 
 
 def _float_array(name, value, dtype=None):
@@ -249,6 +3782,42 @@ def _expected(spec, sizes):
     """An axis's expected length, from the sizes known so far ("?" where its size is not yet known)."""
     blocks, _, size = spec.rpartition("*")
     return int(blocks or 1) * sizes[size] if size in sizes else "?"
+
+
+def _index_array(name, value):
+    """Integer indices (token ids), as an array of int64."""
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name}: expected an array of integers, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def _index_range(name, array, size, outside=None):
+    """Each index selects one of ``size`` rows: 0 <= index < size, or is ``outside`` (ignore_index)."""
+    inside = array if outside is None else array[array != outside]
+    if inside.size and not (0 <= inside.min() and inside.max() < size):
+        also = "" if outside is None else f" or {outside}"
+        raise ValueError(f"{name}: expected indices in 0..{size - 1}{also}, got values from {inside.min()} to {inside.max()}")
+
+
+def _add_product(out, array, coefficient):
+    """out += array * coefficient (the coefficient smaller, broadcast: per channel, per row), a few
+    rows of the first axis at a time: the product is never a full-size temporary, and each block
+    of it is still in cache when it is added."""
+    array, coefficient = np.broadcast_to(array, out.shape), np.broadcast_to(coefficient, out.shape)
+    if out.ndim == 0:
+        out += array * coefficient
+        return
+    rows = max(1, _CHUNK // max(1, out[0].size))
+    scratch = np.empty((min(rows, len(out)), *out.shape[1:]), out.dtype)
+    for start in range(0, len(out), rows):
+        block = slice(start, start + rows)
+        product = scratch[:len(out[block])]
+        np.multiply(array[block], coefficient[block], out=product)
+        out[block] += product
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
 
 
 def _simplex(name, array):

@@ -29,12 +29,20 @@ def _matches(op, out, expected, dout, rtol, atol):
     torch.autograd.backward(expected, [torch.tensor(g) for g in check.as_outputs(op, dout)])
 
 
+def _arguments(hyper: dict) -> list:
+    """The hyper-parameters and options a reference takes, in order: not t_grad, which is PyTorch's
+    t.requires_grad (set on the tensors from the form's differentiable inputs)."""
+    return [v for k, v in hyper.items() if k != "t_grad"]
+
+
 def _reduced(losses, reduction):
     """Per-sample (or per-element) losses reduced as PyTorch's ``reduction`` does."""
     return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
 
 
-def _ce(y, t, reduction="mean"):
+def _ce(y, t, ignore_index=-100, reduction="mean"):
+    if not t.is_floating_point():  # class labels: PyTorch's negative log-likelihood of log y
+        return F.nll_loss(torch.log(y), t, ignore_index=ignore_index, reduction=reduction)
     return _reduced(-(t * torch.log(y)).sum(-1), reduction)
 
 
@@ -54,7 +62,8 @@ REFERENCE = {
     "half_sse": _half_sse,
     "mse": lambda y, t, reduction="mean": F.mse_loss(y, t, reduction=reduction),
     "cross_entropy": _ce,
-    "softmax_cross_entropy": lambda z, t, reduction="mean": F.cross_entropy(z, t, reduction=reduction),
+    "softmax_cross_entropy": lambda z, t, ignore_index=-100, label_smoothing=0.0, reduction="mean": F.cross_entropy(
+        z, t, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction),
     "batch_norm": lambda x, gamma, beta, eps: F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps),
     "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps: F.batch_norm(
         x, running_mean, running_var, gamma, beta, training=False, eps=eps),
@@ -120,7 +129,7 @@ def test_forward_and_gradients_match_pytorch(op, module, rng):
     out, cache = module.forward(**inputs, **hyper)
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable))
                for k, v in inputs.items()}
-    expected = REFERENCE[op.name](*tensors.values(), *hyper.values())
+    expected = REFERENCE[op.name](*tensors.values(), *_arguments(hyper))
     dout = np.asarray(1.0) if op.is_loss else check.upstream_like(op, out, rng.standard_normal)
     _matches(op, out, expected, dout, rtol=1e-10, atol=1e-12)
     grads = module.backward(float(dout) if op.is_loss else dout, cache)
@@ -160,7 +169,7 @@ def test_several_shapes_and_both_dtypes_match_pytorch(name, shapes, case, dtype,
     out, cache = module.forward(**inputs, **hyper)
     assert all(np.asarray(y).dtype == dtype for y in check.as_outputs(op, out))
     tensors = {k: torch.tensor(v, requires_grad=any(i.name == k for i in op.differentiable)) for k, v in inputs.items()}
-    expected = REFERENCE[name](*tensors.values(), *hyper.values())
+    expected = REFERENCE[name](*tensors.values(), *_arguments(hyper))
     rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
     dout = np.asarray(1.0, dtype) if op.is_loss else \
         check.upstream_like(op, out, lambda shape: rng.standard_normal(shape).astype(dtype))

@@ -326,6 +326,45 @@ TABLE = [
     ("softmax_cross_entropy", "z", r"\frac{1}{N}(y_{nk}\sum_j t_{nj} - t_{nk})", True, None),
     ("softmax_cross_entropy", "z", r"y_{nk} - t_{nk}", False, "1/N"),
     ("softmax_cross_entropy", "z", r"\frac{1}{N}(t_{nk} - y_{nk})", False, "sign"),
+    # integer class labels: the one-hot row [k = t_n] in place of t_{nk}, the samples labelled ignore_index left out
+    ("softmax_cross_entropy[target=labels]", "z",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_m [t_m \neq \text{ignore}]}(y_{nk} - [k = t_n])", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{[t_n \neq \text{ignore}]}{\sum_m [t_m \neq \text{ignore}]}"
+     r"\left(\frac{e^{z_{nk}}}{\sum_j e^{z_{nj}}} - [k = t_n]\right)", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{[t_n \neq \text{ignore}]}{\sum_m [t_m \neq \text{ignore}]}"
+     r"([k = t_n] - y_{nk})", False, "sign"),
+    ("cross_entropy[target=labels]", "y", r"-\frac{[t_n \neq \text{ignore}] [k = t_n]}{y_{nk} \sum_m [t_m \neq \text{ignore}]}",
+     True, None),
+    ("cross_entropy[target=labels, reduction=sum]", "y", r"-\frac{[k = t_n]}{y_{nk}}", False, r"t_{n} \neq"),
+    # a weight per class and ignore_index: the bracket [t_n != ignore] in the sum, the mean over the weights kept
+    ("cross_entropy[target=labels, weight=given]", "y",
+     r"-\frac{[t_n \neq \text{ignore}] w_k [k = t_n]}{y_{nk} \sum_m [t_m \neq \text{ignore}] \sum_j w_j [j = t_m]}", True, None),
+    ("cross_entropy[target=labels, weight=given]", "y",
+     r"-\frac{w_k [k = t_n]}{y_{nk} \sum_m [t_m \neq \text{ignore}] \sum_j w_j [j = t_m]}", False, r"t_{n} \neq"),
+    ("softmax_cross_entropy[target=labels, weight=given]", "z",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}] \sum_k w_k [k = t_m]} (y_{nk} \sum_j w_j [j = t_n] "
+     r"- w_k [k = t_n])", True, None),
+    ("softmax_cross_entropy[target=labels]", "z", r"\frac{1}{N} (y_{nk} - [k = t_n])", False, None),  # ignored samples
+    # soft targets whose rows need not sum to 1: the gradient that holds in general
+    ("softmax_cross_entropy[target=unnormalized]", "z", r"\frac{1}{N}(y_{nk}\sum_j t_{nj} - t_{nk})", True, None),
+    ("softmax_cross_entropy[target=unnormalized]", "z", r"\frac{1}{N}(y_{nk} - t_{nk})", False, r"\sum_{j} t_{nj}"),
+    # the gradient with respect to the target (t_grad=True), where PyTorch has one
+    ("mse[t_grad=True]", "t", r"\frac{2}{S}(t_i - y_i)", True, None),
+    ("mse[t_grad=True]", "t", r"\frac{2}{S}(y_i - t_i)", False, "sign"),
+    ("half_sse[t_grad=True]", "t", r"\frac{1}{N}(t_{nk} - y_{nk})", True, None),
+    ("huber[t_grad=True]", "t", r"\frac{1}{N}\begin{cases} t_n - y_n & |y_n - t_n| < \delta \\ \delta \operatorname{sign}(t_n - y_n) "
+     r"& \text{otherwise} \end{cases}", True, None),
+    ("softmax_cross_entropy[t_grad=True]", "t", r"-\frac{1}{N}\log y_{nk}", True, None),
+    ("softmax_cross_entropy[t_grad=True]", "t", r"-\log y_{nk}", False, "1/N"),
+    ("cross_entropy[t_grad=True]", "t", r"-\frac{\log y_{nk}}{N}", True, None),
+    # label smoothing: the smoothed target q = (1 - eps) t + eps/K in place of t
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - (1 - \epsilon) t_{nk} - \frac{\epsilon}{K})", True,
+     None),
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - q_{nk})", True, None),
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - t_{nk})", False, "should be"),
+    ("softmax_cross_entropy[target=labels, smoothed=True]", "z",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}]} (y_{nk} - (1 - \epsilon)[k = t_n] - \frac{\epsilon}{K})",
+     True, None),
     # the article's network, one sample (the article's form) unless the batch index is written
     (A, "delta_k", r"(y_k - t_k) y_k (1 - y_k)", True, None),
     (A, "delta_k", r"-(t_k - y_k) y_k (1 - y_k)", True, None),
@@ -365,7 +404,17 @@ TABLE = [
 
 
 def _where(where):
-    return {"chain": where} if where in (A, BN_CHAIN) else {"op": where}
+    """A chain, an op, or one form of an op: ``op[option=value, ...]``."""
+    if where in (A, BN_CHAIN):
+        return {"chain": where}
+    name, _, chosen = where.partition("[")
+    if not chosen:
+        return {"op": where}
+    from derive.define.registry import get
+    options = dict(pair.split("=") for pair in chosen.rstrip("]").split(", "))
+    op = get(name)
+    known = {o.name: o for o in op.options}
+    return {"op": op.form(**{k: next(c for c in known[k].choices if str(c) == v) for k, v in options.items()})}
 
 
 def test_a_formula_that_is_zero_gets_no_left_out_hint():

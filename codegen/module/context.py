@@ -117,6 +117,9 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     kind = "flat" if op.shape_kind == "flat" else "fixed"  # other kinds are reshaped at the boundary
     fwd = ArrayPrinter(kind, {i.name: tuple(range(i.tensor.rank)) for i in op.inputs},
                        [node.name for node, _ in definitions])
+    fwd.outside = {i.name: i.outside for i in op.inputs if i.outside}
+    fwd.integers = {i.name for i in op.inputs if i.domain == "index"}
+    fwd.dtype = f"{_dtype_from(op)}.dtype" if fwd.integers else ""
     fwd.plan([tree for _, tree in forward_trees])
     kept = {n.name for n in cached_nodes} | {y.name for y in op.outputs}
     computed = set()  # shared subtrees stored by the statements so far: what they read is read
@@ -134,6 +137,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     bwd = ArrayPrinter(kind, leaves, [st.name for st in program])
     backward_trees = list(zip(program, (pairwise(split_sums(t), size) for t in join_blocks(share_arithmetic(
         [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program])))))
+    bwd.outside, bwd.integers = fwd.outside, fwd.integers
+    bwd.dtype = 'cache["dtype"]' if fwd.integers else ""
     bwd.plan([tree for _, tree in backward_trees])
     broadcast = set()  # sizes of gradients that do not vary along some of their axes
     for st, tree in backward_trees:
@@ -162,7 +167,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": _gradient_formulas(d),
         "checks": checks + _index_checks(op) + _output_size_checks(op),
-        "dtype_from": next(i.name for i in op.inputs if i.domain not in ("index", "mask")),
+        "dtype_from": _dtype_from(op),
         "forward_lines": fwd.lines,
         "output": op.output.name,
         "outputs": [y.name for y in op.outputs] if op.also_outputs else [],
@@ -325,12 +330,17 @@ def _share_sum_bodies(node: Intermediate, expr: sp.Expr, earlier):
     return out + [(node, expr)]
 
 
+def _dtype_from(op) -> str:
+    """The input whose dtype the op keeps: the first of floats."""
+    return next(i.name for i in op.inputs if i.domain not in ("index", "mask"))
+
+
 def _index_checks(op) -> list[str]:
     """Integer inputs select rows of the tensor they index: each must be in range."""
     from derive.engine.check import index_bound
     printer = ArrayPrinter("fixed", {})
-    return [f'_index_range("{i.name}", {i.name}, {printer.scalar(index_bound(op, i))})'
-            for i in op.inputs if i.domain == "index"]
+    return [f'_index_range("{i.name}", {i.name}, {printer.scalar(index_bound(op, i))}'
+            + (f', {i.outside})' if i.outside else ')') for i in op.inputs if i.domain == "index"]
 
 
 def _output_size_checks(op) -> list[str]:

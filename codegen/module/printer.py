@@ -50,6 +50,10 @@ class ExprPrinter(NumPyPrinter):
                 text += (" + " if text else "") + s
         return text
 
+    def _print_KroneckerDelta(self, expr):
+        """``[a = b]`` as a boolean array (a label's one-hot row): a factor, as an Iverson bracket's mask is."""
+        return f"({self._print(expr.args[0])} == {self._print(expr.args[1])})"
+
     def _print_Relational(self, expr):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
 
@@ -213,6 +217,10 @@ class ArrayPrinter:
         self.target: tuple = ()  # the axes of the statement being printed
         self.shared: set[Node] = set()
         self.masks: dict[str, Mask] = {}  # statement name -> the first-maximum mask it was assigned
+        #: integer input -> the hyper-parameter it may hold out of range (ignore_index): read as row 0 there
+        self.outside: dict[str, str] = {}
+        self.integers: set[str] = set()  # the integer inputs (labels, token ids)
+        self.dtype = ""  # code for the op's float dtype, where arithmetic on integers alone must yield it
         self.stacks: dict = {}  # the blocks of a Stack -> the array that holds them
         self.expr_printer = ExprPrinter(self.helpers)
 
@@ -263,6 +271,13 @@ class ArrayPrinter:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
             for pos, (sign, term) in enumerate(terms):
+                one_hot = self.one_hot(term, axes) if pos > 0 else None
+                if one_hot is not None:  # [k = t_n] c_n: one entry per row, not a full-size mask
+                    label, coefficient = one_hot
+                    at = ", ".join(label if a == one_hot_axis(term) else f"np.arange({name}.shape[{p}])"
+                                   for p, a in enumerate(axes))
+                    self.lines.append(f"{name}[{at}] {'-=' if sign < 0 else '+='} {coefficient}")
+                    continue
                 scaled = self.stored_times_coefficient(term) if pos > 0 else None
                 if scaled is not None:  # no full-size temporary for the product
                     self.helpers.add("add_product")
@@ -275,6 +290,23 @@ class ArrayPrinter:
                 else:
                     self.lines.append(f"{name} {'-=' if sign < 0 else '+='} {code}")
         self.layouts[name] = axes
+
+    def one_hot(self, term: Node, axes: tuple):
+        """(the label's code, the coefficient's code) for a term ``[k = t_n] c_n`` of an accumulation into
+        an array of two axes (n, k): added at entry (n, t_n) of each row alone. Else None."""
+        axis = one_hot_axis(term)
+        if axis is None or len(axes) != 2:
+            return None
+        holes = dict(term.holes)
+        delta = next(f for f in sp.Mul.make_args(term.expr) if isinstance(f, sp.KroneckerDelta))
+        label = next(holes[a] for a in delta.args if not isinstance(holes[a], Arange))
+        rest = term.expr / delta
+        used = tuple((k, c) for k, c in holes.items() if k in rest.free_symbols)
+        row = tuple(a for a in axes if a != axis)
+        if tuple(label.axes) != row or any(axis in c.axes for _, c in used):
+            return None
+        coefficient = Elementwise(row if used else (), rest, used)
+        return self.align(self.label(label), tuple(label.axes), row), self.code(coefficient, row, top=True)
 
     def stored_times_coefficient(self, term: Node):
         """(array, coefficient) for a term ``array * coefficient`` of an accumulation whose array is
@@ -504,8 +536,14 @@ class ArrayPrinter:
             return self.align(name, self.layouts[name], layout, node.axes)
         if isinstance(node, Arange):
             return self.align(f"np.arange({self.scalar(node.size)})", node.axes, layout)
+        if isinstance(node, Gather) and node.along:  # one value per row: z[n, t[n]]
+            rows = tuple(node.axes[:node.position]) + (None,) + tuple(node.axes[node.position:])
+            index = self.align(self.label(node.index), tuple(node.index.axes), rows)
+            picked = ", ".join("0" if p == node.position else ":" for p in range(len(rows)))
+            text = f"np.take_along_axis({node.name}, {index}, axis={node.position})[{picked}]"
+            return self.align(text, node.axes, layout)
         if isinstance(node, Gather):
-            index = self.code(node.index, tuple(node.index.axes), top=True)
+            index = self.label(node.index)
             text = f"{node.name}[{index}]" if node.position == 0 else \
                 f"np.take({node.name}, {index}, axis={node.position})"
             return self.align(text, node.axes, layout)
@@ -521,6 +559,14 @@ class ArrayPrinter:
         if isinstance(node, Contract):
             return self.contract(node, layout, top)
         raise TypeError(node)
+
+    def label(self, index: Node) -> str:
+        """An integer index as a gather reads it: where it holds its out-of-range value (ignore_index),
+        row 0, which the definition's bracket then drops."""
+        code = self.code(index, tuple(index.axes), top=True)
+        if isinstance(index, Leaf) and index.name in self.outside:
+            return f"np.where({code} == {self.outside[index.name]}, 0, {code})"
+        return code
 
     def scatter_factors(self, node: Scatter) -> tuple:
         """The windows scattered back, as (arg,) or, for a product of two arrays, (arg, weights):
@@ -546,6 +592,11 @@ class ArrayPrinter:
         full = tuple(node.axes) == tuple(self.target)
         self.expr_printer.arrays = {v for k, v in subs.items() if dict(node.holes)[k].axes} if full else set()
         text = self.expr_printer.doprint(node.expr.xreplace(subs))
+        if self.dtype and node.holes and all(isinstance(c, Arange) or isinstance(c, Leaf) and c.name in self.integers
+                                             for _, c in node.holes):
+            # brackets and one-hot rows of labels alone are booleans (their sums integers): as floats of the
+            # op's dtype, never float64 beside a float32 input
+            text = f"({text}).astype({self.dtype})"
         if axes and axes != layout:
             text = self.align(f"({text})", axes, layout)
         return text if top or _atomic(text) else f"({text})"
@@ -757,6 +808,21 @@ class ArrayPrinter:
             else:
                 slots.append("None")
         return f"{text}[{', '.join(slots)}]"
+
+
+def one_hot_axis(term: Node):
+    """The axis k of a term ``[k = t_n] c`` (a label's one-hot row times what does not run along k), else None."""
+    if not isinstance(term, Elementwise):
+        return None
+    holes = dict(term.holes)
+    deltas = [f for f in sp.Mul.make_args(term.expr) if isinstance(f, sp.KroneckerDelta)]
+    if len(deltas) != 1 or not all(a in holes for a in deltas[0].args):
+        return None
+    kinds = sorted(deltas[0].args, key=lambda a: not isinstance(holes[a], Arange))
+    arange, label = holes[kinds[0]], holes[kinds[1]]
+    if not isinstance(arange, Arange) or not isinstance(label, Leaf) or arange.axes[0] in label.axes:
+        return None
+    return arange.axes[0]
 
 
 def _full_ops(expr: sp.Expr, big: set, expanded: bool = False) -> int:

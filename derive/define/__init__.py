@@ -32,11 +32,11 @@ Option(...))`` makes one op of the definitions ``define`` returns for each value
 ``Axis`` (softmax's ``dim``) lets the generated code run a row op along any axis.
 """
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
-from derive.define.forms import Axis, Option, forms
+from derive.define.forms import Axis, NoForm, Option, forms, gradient_option
 from derive.define.network import Add, Concat, Layer, Net
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op, pair
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
 __all__ = ["Add", "Axis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson",
-           "Layer", "Net", "NormalPdf", "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms", "indices", "pair",
-           "sizes"]
+           "Layer", "Net", "NoForm", "NormalPdf", "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms",
+           "gradient_option", "indices", "pair", "sizes"]

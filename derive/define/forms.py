@@ -17,7 +17,12 @@ checked like any op; the generated module has one ``forward`` taking the option 
 keyword, which runs the code generated for the form chosen and records it in the cache
 for ``backward``. An option with ``input=True`` is an input that may be left out
 (``linear(x, W, b=None)``): its choices are ``"given"`` and ``None``, and the form
-without it has no such input at all.
+without it has no such input at all (the default form, with ``given_by_default=False``:
+a cross-entropy's ``weight``). An option with ``read`` is chosen by what the call passes, as
+PyTorch chooses (``F.cross_entropy`` takes integer targets as class labels): ``read=("t", "integer")``
+picks the second choice when the argument ``t`` holds integers, ``read=("label_smoothing", "nonzero")``
+when the hyper-parameter is not 0 (``read=("t", "integer", "unnormalized")``: the second, else the third,
+else the first); the generated ``forward`` has no keyword for it.
 
 An ``Axis`` is not a choice between forms: a row op (softmax) is the same along any
 axis, so it is derived once, along the last, and the generated ``forward`` takes the
@@ -31,6 +36,13 @@ from dataclasses import dataclass
 
 GIVEN = "given"
 
+#: How an option with ``read`` tells its choices apart, by the argument it reads.
+READINGS = {
+    "integer": "an array of integers",
+    "nonzero": "a number other than 0",
+    "unnormalized": "an array whose rows do not each sum to 1",
+}
+
 
 @dataclass(frozen=True)
 class Option:
@@ -39,14 +51,23 @@ class Option:
     name: str
     choices: tuple = ()
     doc: str = ""
-    #: An input that may be left out: the choices are ``"given"`` and ``None``.
+    #: An input that may be left out: the choices are ``"given"`` and ``None``; ``None`` first (the default
+    #: form without it) where ``given_by_default`` is False (a weight PyTorch takes as None).
     input: bool = False
+    given_by_default: bool = True
+    #: ``(argument, reading, ...)``: the choice read from an input or hyper-parameter, not passed: one reading
+    #: (``READINGS``) per choice after the first; the first choice whose reading holds, else the first.
+    read: tuple = ()
 
     def __post_init__(self):
         if self.input:
-            object.__setattr__(self, "choices", (GIVEN, None))
+            object.__setattr__(self, "choices", (GIVEN, None) if self.given_by_default else (None, GIVEN))
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
             raise ValueError(f"{self.name}: an option needs two or more distinct choices, got {self.choices!r}")
+        if self.read and (len(self.read) != len(self.choices) or not set(self.read[1:]) <= set(READINGS)
+                          or self.input):
+            raise ValueError(f"{self.name}: read is (argument, one of {sorted(READINGS)} for each choice after the "
+                             f"first), got {self.read!r}")
 
     @property
     def default(self):
@@ -72,6 +93,19 @@ class Axis:
     doc: str = ""
 
 
+def gradient_option(name: str) -> Option:
+    """``<name>_grad``: an input whose gradient only some callers want (a loss's target, which PyTorch
+    differentiates where it requires grad), a form with it and the default form without it."""
+    return Option(f"{name}_grad", (False, True),
+                  doc=f"whether backward also returns d{name}, as PyTorch does for a {name} that requires grad "
+                      f"(False: the form without it, which costs nothing)")
+
+
+class NoForm(Exception):
+    """Raised by a definition for option values that make no form (integer labels have no gradient): the
+    generated ``forward`` refuses them with this message, a ValueError."""
+
+
 def forms(define, *options):
     """The op ``define(**values)`` returns for every combination of the ``Option`` values, as one op:
     the default form, with the others in ``forms`` (an ``Axis`` is no choice between forms: ``define``
@@ -83,12 +117,18 @@ def forms(define, *options):
     if len(set(names)) != len(names):
         raise ValueError(f"options: duplicate option names {names}")
     choosing = [o for o in options if isinstance(o, Option)]
-    made = []
+    made, absent = [], []
     for values in itertools.product(*(o.choices for o in choosing)):
         chosen = tuple(zip([o.name for o in choosing], values))
-        op = define(**dict(chosen))
+        try:
+            op = define(**dict(chosen))
+        except NoForm as why:
+            absent.append((chosen, str(why)))
+            continue
         made.append(dataclasses.replace(op, options=tuple(options), chosen=chosen))
     head, *others = made
+    if dict(head.chosen) != {o.name: o.default for o in choosing}:
+        raise ValueError(f"{head.name}: the default options {[o.default for o in choosing]} must make a form")
     for op in others:
         for what in ("name", "shape_kind"):
             if getattr(op, what) != getattr(head, what):
@@ -100,18 +140,21 @@ def forms(define, *options):
             raise ValueError(f"{head.name}: the axis {axis.name!r} is for an op on rows (shape_kind 'leading') "
                              f"of its first input {axis.of!r}")
     for option in options:
+        if isinstance(option, Option) and option.read and not any(
+                option.read[0] in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
+            raise ValueError(f"{head.name}: the option {option.name!r} reads {option.read[0]!r}, which no form has")
         if isinstance(option, Option) and option.input:
-            if not any(i.name == option.name for i in head.inputs):
-                raise ValueError(f"{head.name}: the option {option.name!r} is an input, but the default form has none")
+            if not any(i.name == option.name for op in made for i in op.inputs):
+                raise ValueError(f"{head.name}: the option {option.name!r} is an input, but no form has it")
         elif any(option.name in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):
             raise ValueError(f"{head.name}: the option {option.name!r} has the name of an input or hyper-parameter")
-    return dataclasses.replace(head, forms=tuple(others))
+    return dataclasses.replace(head, forms=tuple(others), absent=tuple(absent))
 
 
 def keywords(op, case: int = 0) -> dict:
     """The options a call of this form's ``forward`` passes as keywords (not those that leave an input
-    out), and the ``case``-th test value of each axis."""
-    inputs = {o.name for o in op.options if isinstance(o, Option) and o.input}
+    out or are read from an argument), and the ``case``-th test value of each axis."""
+    inputs = {o.name for o in op.options if isinstance(o, Option) and (o.input or o.read)}
     found = {name: value for name, value in op.chosen if name not in inputs}
     found.update({a.name: a.cases[case % len(a.cases)] for a in op.options if isinstance(a, Axis)})
     return found

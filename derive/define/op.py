@@ -42,10 +42,15 @@ class Input:
     #: How the article writes one element (``w`` for ``W``) and the whole array.
     element: str | None = None
     matrix: str | None = None
+    #: For an integer input: the hyper-parameter whose value it may also hold, out of range (PyTorch's
+    #: ``ignore_index``), where a bracket of the definition (``[t_n != ignore_index]``) drops what it selects.
+    outside: str = ""
 
     def __post_init__(self):
         if self.domain not in DOMAINS:
             raise ValueError(f"domain: unknown {self.domain!r}, expected one of {sorted(DOMAINS)}")
+        if self.outside and self.domain != "index":
+            raise ValueError(f"outside: {self.name} is no integer input (domain 'index'), got {self.outside!r}")
 
     @property
     def name(self) -> str:
@@ -168,6 +173,8 @@ class Op:
     options: tuple = ()
     chosen: tuple[tuple[str, object], ...] = ()
     forms: tuple = field(default=(), compare=False, hash=False, repr=False)
+    #: Option values that make no form, with why (``derive.define.forms.NoForm``): refused.
+    absent: tuple = field(default=(), compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         if self.shape_kind not in SHAPE_KINDS:
@@ -206,6 +213,9 @@ class Op:
         for candidate in self.all_forms:
             if dict(candidate.chosen) == wanted:
                 return candidate
+        for chosen, why in self.absent:
+            if dict(chosen) == wanted:
+                raise ValueError(why)
         raise ValueError(f"option: {self.name} has no form {wanted}")  # forms() makes every combination
 
     @property

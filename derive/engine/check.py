@@ -491,9 +491,14 @@ def _points(op: Op, sizes: dict, hyper: dict, count: int) -> list[dict]:
 def index_bound(op: Op, inp) -> sp.Expr:
     """How many values an integer input may take: the size of the axis it indexes (a vocabulary).
 
-    The op may read it as written (``W[idx[n], e]``) or in working form (``sum_v [v = idx_n] W[v, e]``).
+    The op may read it as written (``W[idx[n], e]``), in working form (``sum_v [v = idx_n] W[v, e]``), or as
+    the one-hot row of an intermediate (``q[n, k] = [k = t_n]``).
     """
     for node in op.intermediates:
+        for delta in node.definition.atoms(sp.KroneckerDelta):  # a one-hot row of its own: q[n, k] = [k = t_n]
+            for v, other in (delta.args, reversed(delta.args)):
+                if v in node.index and isinstance(other, sp.Indexed) and other.base == inp.tensor:
+                    return node.shape[node.index.index(v)]
         for sub in sp.preorder_traversal(node.definition):
             if isinstance(sub, sp.Indexed):
                 for pos, i in enumerate(sub.indices):
@@ -519,8 +524,10 @@ def at_numbers(expr: sp.Expr, values: dict) -> sp.Expr:
             return mask
         flat = [float(w) for w in window]
         return sp.S.One if int(np.argmax(flat)) == int(a) * int(m) + int(b) else sp.S.Zero
-    return expr.replace(lambda e: isinstance(e, FirstMax), first_max).xreplace(
-        {k: sp.sympify(v) for k, v in values.items()})
+    numbers = {k: sp.sympify(v) for k, v in values.items()}
+    found = expr.replace(lambda e: isinstance(e, FirstMax), first_max).xreplace(numbers)
+    # an element selected by an integer input (a class's weight[t[n]]) is known once t[n] is a number
+    return found.xreplace(numbers) if found.has(sp.Indexed) else found
 
 
 def _simplex_constraint(op: Op, sizes: dict) -> dict:

@@ -128,14 +128,16 @@ def _implied(cond: sp.Basic, ranges: Ranges) -> bool:
 
 
 def _bound(expr: sp.Expr, ranges: Ranges, lowest: bool):
-    """The least (or greatest) value of an expression affine in ranged indices, else None."""
+    """The least (or greatest) value of an expression affine in ranged indices (and in elements of
+    ranged integer inputs, ``t[n]``), else None."""
     expr = sp.expand(expr)
     total = expr
-    for v in sorted(expr.free_symbols & set(ranges), key=str):
+    elements = sorted((a for a in expr.atoms(sp.Indexed) if a.base in ranges), key=str)
+    for v in elements + sorted(expr.free_symbols & set(ranges) - set(elements), key=str):  # t[n] before n
         coeff = expr.coeff(v)
         if coeff.free_symbols & set(ranges) or not (coeff.is_positive or coeff.is_negative):
             return None  # a coefficient of known sign (a number, a size: flatten's c S + s) bounds it
-        lo, hi = ranges[v]
+        lo, hi = ranges[v.base if isinstance(v, sp.Indexed) else v]
         pick = lo if bool(coeff.is_positive) == lowest else hi
         total = total.subs(v, pick)
     return sp.expand(total)

@@ -179,6 +179,13 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
     return Gradient(inp, index, named, tuple(abandoned))
 
 
+def index_ranges(op: Op) -> dict:
+    """The values an integer input takes, by its tensor (``t[n]`` in 0..K - 1 for labels of K classes):
+    the range a label read through a bracket keeps is no condition at all."""
+    from derive.engine.check import index_bound
+    return {i.tensor: (0, index_bound(op, i) - 1) for i in op.inputs if i.domain == "index"}
+
+
 def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict, identities,
                     fold=None, into=None) -> tuple[list[Step], list[str]]:
     """``d objective / d element``, differentiated and brought to textbook form: the steps, and the
@@ -187,6 +194,7 @@ def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict
     ``into``: the intermediates to fold into, if not all of the op's (that pass differentiates only
     the definitions of what reads the node, so only they can fold back)."""
     ranges = {i: (0, s - 1) for i, s in sizes.items()}
+    ranges.update(index_ranges(op))
     try:
         with budget.bounded():
             raw = iverson_form(rewrite.drop_empty_sums(sp.diff(iverson_form(objective), element)))

@@ -6,7 +6,7 @@ overflows, and the gradient comes out as ``σ(z) - t``.
 """
 import sympy as sp
 
-from derive.define.forms import Option, forms
+from derive.define.forms import Option, forms, gradient_option
 from derive.define.op import Input, Op
 from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
@@ -28,13 +28,13 @@ SUMMARIES = {
 }
 
 
-def bce_with_logits(reduction):
+def bce_with_logits(reduction, t_grad):
     first, rest = __doc__.split("\n", 1)
     return Op(
         name="bce_with_logits",
         doc=first.replace("averaged over all elements", SUMMARIES[reduction][0]) + "\n" + rest,
         doc_zh=f"带 logits 的二元交叉熵：sigmoid 与二元交叉熵合为一层，{SUMMARIES[reduction][1]}。",
-        inputs=(Input(z), Input(t, differentiable=False, domain="probability")),
+        inputs=(Input(z), Input(t, differentiable=t_grad, domain="probability")),
         output=OUTPUTS[reduction],
         shape_kind="flat",
         pytorch="F.binary_cross_entropy_with_logits" + ("" if reduction == "mean" else f"(z, t, reduction={reduction!r})"),
@@ -42,5 +42,7 @@ def bce_with_logits(reduction):
     )
 
 
+T_GRAD = gradient_option("t")
+
 OP = forms(bce_with_logits, Option("reduction", ("mean", "sum", "none"),
-                                   doc="the elements' losses averaged, added, or each element's own"))
+                                   doc="the elements' losses averaged, added, or each element's own"), T_GRAD)

@@ -1,7 +1,7 @@
 """Binary cross-entropy between predicted probabilities and their targets, the mean over all elements."""
 import sympy as sp
 
-from derive.define.forms import Option, forms
+from derive.define.forms import Option, forms, gradient_option
 from derive.define.op import Input, Op
 from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
@@ -24,12 +24,12 @@ DOCS = {
 }
 
 
-def binary_cross_entropy(reduction):
+def binary_cross_entropy(reduction, t_grad):
     return Op(
         name="binary_cross_entropy",
         doc=DOCS[reduction][0],
         doc_zh=DOCS[reduction][1],
-        inputs=(Input(y, domain="probability"), Input(t, differentiable=False, domain="probability")),
+        inputs=(Input(y, domain="probability"), Input(t, differentiable=t_grad, domain="probability")),
         output=OUTPUTS[reduction],
         shape_kind="flat",
         pytorch="F.binary_cross_entropy" + ("" if reduction == "mean" else f"(y, t, reduction={reduction!r})"),
@@ -37,5 +37,7 @@ def binary_cross_entropy(reduction):
     )
 
 
+T_GRAD = gradient_option("t")
+
 OP = forms(binary_cross_entropy, Option("reduction", ("mean", "sum", "none"),
-                                        doc="the elements' losses averaged, added, or each element's own"))
+                                        doc="the elements' losses averaged, added, or each element's own"), T_GRAD)

@@ -1,7 +1,7 @@
 """The article's objective: half the squared error, summed over outputs, averaged over the batch."""
 import sympy as sp
 
-from derive.define import Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+from derive.define import Input, Intermediate, Op, Option, Tensor, forms, gradient_option, indices, sizes
 
 N, K = sizes("N K")
 n, k = indices("n k")
@@ -25,17 +25,19 @@ PYTORCH = {"mean": "0.5*F.mse_loss(y, t, reduction='sum')/N", "sum": "0.5*F.mse_
            "none": "0.5*F.mse_loss(y, t, reduction='none').sum(-1)"}
 
 
-def half_sse(reduction):
+def half_sse(reduction, t_grad):
     return Op(
         name="half_sse",
         doc=DOCS[reduction][0],
         doc_zh=DOCS[reduction][1],
-        inputs=(Input(y), Input(t, differentiable=False)),
+        inputs=(Input(y), Input(t, differentiable=t_grad)),
         output=OUTPUTS[reduction],
         pytorch=PYTORCH[reduction],
         bench_sizes={"N": 1024, "K": 1000},
     )
 
 
+T_GRAD = gradient_option("t")
+
 OP = forms(half_sse, Option("reduction", ("mean", "sum", "none"),
-                            doc="the samples' errors averaged, added, or each sample's own (ours: see README)"))
+                            doc="the samples' errors averaged, added, or each sample's own (ours: see README)"), T_GRAD)

@@ -1,7 +1,7 @@
 """The Huber loss: half the squared error where the error is below delta, linear beyond, averaged over all elements."""
 import sympy as sp
 
-from derive.define.forms import Option, forms
+from derive.define.forms import Option, forms, gradient_option
 from derive.define.op import Hyper, Input, Op
 from derive.define.symbols import Intermediate, Tensor, indices, sizes
 
@@ -24,12 +24,12 @@ SUMMARIES = {
 }
 
 
-def huber(reduction):
+def huber(reduction, t_grad):
     return Op(
         name="huber",
         doc=__doc__.replace("averaged over all elements", SUMMARIES[reduction][0]),
         doc_zh=f"Huber 损失：误差小于 delta 时取平方误差的一半，超过 delta 时线性增长，{SUMMARIES[reduction][1]}。",
-        inputs=(Input(y), Input(t, differentiable=False)),
+        inputs=(Input(y), Input(t, differentiable=t_grad)),
         output=OUTPUTS[reduction],
         hyper=(Hyper(delta, 1.0, cases=(1.0, 0.5), doc="where the loss turns from quadratic to linear",
                      valid="delta > 0"),),
@@ -39,5 +39,7 @@ def huber(reduction):
     )
 
 
+T_GRAD = gradient_option("t")
+
 OP = forms(huber, Option("reduction", ("mean", "sum", "none"),
-                         doc="the elements' losses averaged, added, or each element's own"))
+                         doc="the elements' losses averaged, added, or each element's own"), T_GRAD)

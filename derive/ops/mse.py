@@ -1,7 +1,7 @@
 """Mean squared error over all elements."""
 import sympy as sp
 
-from derive.define import Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+from derive.define import Input, Intermediate, Op, Option, Tensor, forms, gradient_option, indices, sizes
 
 (S,) = sizes("S")
 (i,) = indices("i")
@@ -9,7 +9,7 @@ y, t = Tensor("y", S), Tensor("t", S)
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def mse(reduction):
+def mse(reduction, t_grad):
     squared = (y[i] - t[i]) ** 2
     output = {"mean": Intermediate("E", (), (), sp.Sum(squared, (i, 0, S - 1)) / S),
               "sum": Intermediate("E", (), (), sp.Sum(squared, (i, 0, S - 1))),
@@ -23,7 +23,7 @@ def mse(reduction):
         name="mse",
         doc=doc,
         doc_zh=doc_zh,
-        inputs=(Input(y), Input(t, differentiable=False)),
+        inputs=(Input(y), Input(t, differentiable=t_grad)),
         output=output,
         shape_kind="flat",
         pytorch="F.mse_loss" if reduction == "mean" else f"F.mse_loss(y, t, reduction={reduction!r})",
@@ -31,4 +31,6 @@ def mse(reduction):
     )
 
 
-OP = forms(mse, Option("reduction", REDUCTIONS, doc="how the losses of the elements are combined"))
+T_GRAD = gradient_option("t")
+
+OP = forms(mse, Option("reduction", REDUCTIONS, doc="how the losses of the elements are combined"), T_GRAD)

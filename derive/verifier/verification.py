@@ -460,7 +460,9 @@ def _evaluate(form: sp.Expr, values: dict, digits: int = PRECISION):
     element outside its tensor); an ``_Unknown`` where it cannot be computed so precisely, or in time."""
     try:
         with time_limit(EVALUATION_SECONDS):
-            number = sp.N(form.xreplace(values), digits, strict=True, maxn=8 * digits)
+            found = form.xreplace(values)
+            found = found.xreplace(values) if found.has(sp.Indexed) else found  # weight[t[n]] once t[n] is known
+            number = sp.N(found, digits, strict=True, maxn=8 * digits)
     except _Timeout:
         return _Unknown(f"takes over {EVALUATION_SECONDS} s to evaluate", slow=True)
     except PrecisionExhausted:
