@@ -362,15 +362,23 @@ class Resolver:
             left, right = self._index_expr(node.left), self._index_expr(node.right)
             return left - right if node.minus else left + right
         if isinstance(node, F.Frac):
-            return sp.expand(self._index_expr(node.num) / self._index_expr(node.den))
+            return sp.expand(self._index_expr(node.num) / self._divisor(node.den))
         if isinstance(node, F.Product) and all(op in ("juxt", "cdot", "times", "emul", "div", "mod") for op in node.ops):
             out = self._index_expr(node.factors[0])
             for op, factor in zip(node.ops, node.factors[1:]):
-                value = self._index_expr(factor)
+                value = self._divisor(factor) if op in ("div", "mod") else self._index_expr(factor)
                 out = sp.expand(out / value) if op == "div" else sp.Mod(out, value) if op == "mod" else out * value
             return out
         raise self.error("an index is a letter, or letters, sizes and numbers added and multiplied "
                          "(x_{n, c, i s + p})", node)
+
+    def _divisor(self, node: F.Node) -> sp.Expr:
+        """What an index is divided by or taken modulo: a size or constant (a dilation), never a number
+        (``x_{i + \\frac{1}{2}}`` reads no element)."""
+        value = self._index_expr(node)
+        if value.is_number:
+            raise self.error("an index is divided only by a size or constant (a dilation d), not a number", node)
+        return value
 
     def _with_batch(self, entry: Entry, idx: list) -> list:
         if self.sample and entry.batch_axis is not None:
