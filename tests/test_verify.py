@@ -233,6 +233,9 @@ TABLE = [
     ("embedding", "W", r"\sum_n [idx_n = v] g_{nd}", True, None),
     ("embedding", "W", r"\sum_n [v = idx_{n}] g_{nd}", True, None),
     ("embedding", "W", r"\frac{1}{N}\sum_n [idx_n = v] g_{nd}", False, "1/N"),
+    # flatten: element S c + h of a row is channel c's value h, read back the same way
+    ("flatten", "x", r"g_{n, S c + h}", True, None),
+    ("flatten", "x", r"g_{n, C h + c}", False, None),
     # group norm: channel w = K h + q of group h, the batch norm form within each sample's group
     ("group_norm", "beta", r"\sum_n \sum_h \sum_s [0 \le w - K h \le K - 1] g_{n,h,w - K h,s}", True, None),
     ("group_norm", "x", GN_X, True, None),
