@@ -405,10 +405,10 @@ class MatrixForm:
         raise _NoForm
 
     def _block(self, node: Block, axes) -> str:
-        """Block g of stacked weights by its rows: ``{W_{ih}}_{[H:2H]}``."""
+        """Block g of stacked weights by its rows: ``{W_{ih}{}}_{[H:2H]}``."""
         tex = self.notation.matrix(node.arg.name, len(node.arg.axes))
         rows = f"{self.printer.doprint(node.start)}:{self.printer.doprint(node.start + node.size)}"
-        tex = f"{{{tex}}}_{{[{rows}]}}"
+        tex = f"{{{tex}{{}}}}_{{[{rows}]}}"  # the {} keeps TeX from reading \vec{b}_{hh}'s subscript twice
         have = tuple(node.axes)
         if have == axes or len(have) == 1 and len(axes) == 1:
             return tex

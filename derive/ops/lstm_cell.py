@@ -1,4 +1,4 @@
-"""Long short-term memory: the next hidden and cell states through input, forget and output gates.
+"""Long short-term memory: the new hidden and cell states, through an input, a forget and an output gate.
 
 One time step of ``nn.LSTMCell``: the weights stack the gates' rows i, f, g, o
 (``W_ih[4H, D]``), ``i = σ(W_ii x + b_ii + W_hi h + b_hi)``, ``f`` and ``o`` alike,
