@@ -361,12 +361,12 @@ TABLE = [
     ("softmax_cross_entropy[t_grad=True]", "t", r"-\log y_{nk}", False, "1/N"),
     ("cross_entropy[t_grad=True]", "t", r"-\frac{\log y_{nk}}{N}", True, None),
     # label smoothing: the smoothed target q = (1 - eps) t + eps/K in place of t
-    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - (1 - \epsilon) t_{nk} - \frac{\epsilon}{K})", True,
+    ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - (1 - \tilde{\epsilon}) t_{nk} - \frac{\tilde{\epsilon}}{K})", True,
      None),
     ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - q_{nk})", True, None),
     ("softmax_cross_entropy[smoothed=True]", "z", r"\frac{1}{N} (y_{nk} - t_{nk})", False, "should be"),
     ("softmax_cross_entropy[target=labels, smoothed=True]", "z",
-     r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}]} (y_{nk} - (1 - \epsilon)[k = t_n] - \frac{\epsilon}{K})",
+     r"\frac{[t_n \neq \text{ignore}]}{\sum_{m} [t_m \neq \text{ignore}]} (y_{nk} - (1 - \tilde{\epsilon})[k = t_n] - \frac{\tilde{\epsilon}}{K})",
      True, None),
     # the article's network, one sample (the article's form) unless the batch index is written
     (A, "delta_k", r"(y_k - t_k) y_k (1 - y_k)", True, None),

@@ -28,7 +28,7 @@ SPECIAL = {
     # a hyper-parameter per image axis (``pair()``): the letter with the axis's size as subscript
     **{f"{name}_{axis}": f"{letter}_{axis.upper()}" for name, letter in
        (("stride", "s"), ("padding", "P"), ("dilation", "d"), ("kernel", "K")) for axis in "hw"},
-    "ignore_index": r"\text{ignore}", "label_smoothing": r"\epsilon", "ly": r"\log y",
+    "ignore_index": r"\text{ignore}", "label_smoothing": r"\tilde{\epsilon}", "ly": r"\log y",
 }
 
 WORDS = {
