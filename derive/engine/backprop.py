@@ -60,18 +60,18 @@ def upstream_of(op: Op, output: Intermediate | None = None) -> sp.Expr:
 
 def output_objective(op: Op) -> sp.Expr:
     """What backward differentiates: each output's elements times the gradient arriving there, summed."""
-    total = sp.S.Zero
-    for y in op.outputs:
-        g = upstream_of(op, y)
-        total += sp.Sum(g[y.index] * y[y.index], *reversed([(i, 0, s - 1) for i, s in zip(y.index, y.shape)]))
-    return total
+    return sp.Add(*(_over(y, upstream_of(op, y)[tuple(y.index)] * y[tuple(y.index)]) for y in op.outputs))
+
+
+def _over(node: Intermediate, body: sp.Expr) -> sp.Expr:
+    """``body`` summed over every element of ``node`` (its indices over their ranges)."""
+    return sp.Sum(body, *reversed([(i, 0, s - 1) for i, s in zip(node.index, node.shape)]))
 
 
 def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint, ...], dict]:
     """The adjoint of every intermediate between the inputs and the output, last first, and each
     differentiable input's gradient in terms of them. ``simplify(op, objective, element, sizes, restore,
-    readers)``
-    is the engine's pipeline (``derivation.vector_jacobian``); ``restore`` turns opaque values back
+    readers)`` is the engine's pipeline (``derivation.vector_jacobian``); ``restore`` turns opaque values back
     into the intermediates, so that folding and printing see them."""
     path = _on_the_path(op)
     if not [n for n in path if n is not op.output]:
@@ -94,16 +94,13 @@ def backward_pass(op: Op, upstream, identities, simplify) -> tuple[tuple[Adjoint
         an output other than the first (an LSTM's c'), plus the gradient arriving at it."""
         total = sp.S.Zero
         if node in op.also_outputs:
-            g = upstream_of(op, node)
-            total += sp.Sum(g[tuple(node.index)] * values[node][tuple(node.index)],
-                            *reversed([(i, 0, s - 1) for i, s in zip(node.index, node.shape)]))
+            total += _over(node, upstream_of(op, node)[tuple(node.index)] * values[node][tuple(node.index)])
         for c in readers:
             if c is op.output and op.is_loss:
                 total += upstream * opaque(c.definition)
                 continue
             adjoint = upstream if c is op.output else named[c]
-            body = adjoint[tuple(c.index)] * opaque(c.definition)
-            total += sp.Sum(body, *reversed([(i, 0, s - 1) for i, s in zip(c.index, c.shape)]))
+            total += _over(c, adjoint[tuple(c.index)] * opaque(c.definition))
         return avoid_capture(total, avoid)
 
     adjoints = []
