@@ -6,7 +6,6 @@ import itertools
 import re
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -343,13 +342,11 @@ def test_doc_writes_latex_by_suffix_and_prints_without_output(tmp_path):
     assert result.returncode == 0 and "\\tag{1}" in result.stdout
 
 
-def test_doc_article_is_fast(tmp_path):
-    """The floor: a document for the article's network in under 5 s, start-up included, no TeX."""
-    start = time.perf_counter()
+def test_doc_article_writes_without_tex(tmp_path):
+    """The article's document needs no TeX on the machine (its time is the benchmark's floor, not a test's)."""
     result = run("doc", "article", "--lang", "zh", "-o", str(tmp_path / "a.md"))
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
-    assert elapsed < 5.0, f"derive doc article took {elapsed:.1f} s"
+    assert (tmp_path / "a.md").stat().st_size > 0
 
 
 @pytest.mark.parametrize("args, message", [

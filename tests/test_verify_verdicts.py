@@ -1,10 +1,8 @@
 """derive verify never gives a false verdict (issue 16): values that overflow a float, differences of 1e-16,
 values that cannot be computed; hints for swapped letters and hyper-parameter values; one refusal for a
 free index the quantity lacks; refusals before anything is derived."""
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -153,17 +151,3 @@ def test_bad_input_is_refused_before_anything_is_derived():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == ["0", "False"]
-
-
-def test_a_refusal_in_a_new_process_takes_well_under_a_second_of_cpu():
-    """Measured as CPU time (user + system), which a busy machine does not inflate as it does the wall
-    clock; the README gives the wall-clock numbers."""
-    run("article", "--wrt", "delta_k", "q_k")  # the parse tables are written to the cache once
-    for args in (["article", "--wrt", "delta_k", "q_k"], ["batch_norm", "--wrt", "x", r"\frac{1}{2"],
-                 ["--chain", "linear,batch_norm,relu,linear,softmax_cross_entropy", "--wrt", "w_kj", "q_k"]):
-        start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "derive", "verify", *args], cwd=ROOT,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 2
-        assert usage.ru_utime + usage.ru_stime < 1.0, (args, usage, time.perf_counter() - start)
