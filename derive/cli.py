@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--net", metavar="FILE.py", help="train a network file's network on a teacher network's data")
+    p.add_argument("--sizes", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --net: a size of the network (D=3, M_1=8); the others are 4; repeatable")
     return parser
 
 
@@ -609,8 +612,28 @@ def cmd_demo(args) -> int:
     from .demo import run
     if args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
+    if args.net:
+        from .demo import run_net
+        from .engine.network import file_network
+        run_net(file_network(args.net, {}), epochs=args.epochs, lr=args.lr, seed=args.seed,
+                sizes=_demo_sizes(args.sizes))
+        return 0
+    if args.sizes:
+        raise UsageError("--sizes is for --net")
     run(epochs=args.epochs, lr=args.lr, seed=args.seed, network=args.network)
     return 0
+
+
+def _demo_sizes(texts) -> dict:
+    """``--sizes NAME=VALUE`` as {name: whole number >= 1}, read without evaluating."""
+    import re
+    found = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not re.fullmatch(r"\d+", value) or int(value) < 1:
+            raise UsageError(f"--sizes: expected NAME=VALUE with a whole number >= 1 (D=3), got {text!r}")
+        found[name] = int(value)
+    return found
 
 
 COMMANDS = {"list": cmd_list, "build": cmd_build, "latex": cmd_latex, "doc": cmd_doc, "code": cmd_code,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from .train import Network, Recurrent
+from .train import Graph, Network, Recurrent
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
 FEATURES = ("weight/kg", "height/cm", "age/years")
@@ -68,6 +68,67 @@ def delayed_bits(n: int, rng: np.random.Generator):
     bits = rng.integers(0, 2, (STEPS, n))
     echo = np.concatenate([np.zeros((DELAY, n), int), bits[:-DELAY]])
     return np.eye(2)[bits], np.eye(2)[echo]
+
+
+WIDTH = 4  # every size of a network file not given by --sizes (the batch is the samples)
+
+
+def net_sizes(composed, samples: int, given: dict) -> dict:
+    """Every size of a network file's network: ``given`` (by name), the batch ``samples``, the others WIDTH."""
+    import sympy as sp
+    free = [s for s in composed.op.sizes if s not in composed.relations]
+    names = {str(s) for s in free}
+    for name in given:
+        if name not in names:
+            raise ValueError(f"--sizes: {composed.net.name} has no size {name!r}; its sizes are {', '.join(sorted(names))}")
+    return composed.sizes_at({s: given.get(str(s), samples if s == sp.Symbol("N", integer=True, positive=True)
+                                           else WIDTH) for s in free})
+
+
+def teacher_data(composed, sizes: dict, rng: np.random.Generator):
+    """Inputs drawn at random and the targets a teacher (the same network with other random weights)
+    gives them: its scores' argmax, one-hot, for a loss on probabilities, else its prediction."""
+    teacher = Graph.create(composed, sizes, rng)
+    for name in teacher.params:
+        teacher.params[name] *= 2.0  # a sharper teacher than the student's start
+    x = rng.standard_normal(Graph.shape(composed.op.inputs[0].shape, sizes))
+    scores = teacher.predict(x)
+    targets = {}
+    for inp in composed.op.inputs[1:]:
+        if not inp.differentiable:
+            shape = Graph.shape(inp.shape, sizes)
+            if scores.shape != shape:
+                raise ValueError(f"--net: the target {inp.name} of shape {shape} is not the prediction's "
+                                 f"shape {scores.shape}: demo makes targets for a loss on its prediction only")
+            targets[inp.name] = np.eye(shape[-1])[scores.argmax(axis=-1)] if inp.domain == "simplex" else scores
+    return x, targets
+
+
+def run_net(composed, epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int = 200,
+            sizes: dict | None = None, quiet: bool = False):
+    """Train a network file's network (``composed``) full-batch with SGD on a teacher's data (see
+    teacher_data); return the losses, first to last."""
+    if not composed.op.is_loss:
+        raise ValueError(f"--net: {composed.net.name} must end in a loss for demo to train it")
+    lr = 0.2 if lr is None else lr
+    rng = np.random.default_rng(seed)
+    at = net_sizes(composed, samples, sizes or {})
+    x, targets = teacher_data(composed, at, rng)
+    graph = Graph.create(composed, at, rng)
+    if not quiet:
+        shown = ", ".join(f"{s}={v}" for s, v in at.items())
+        print(f"{composed.net.name} ({composed.net.origin}): {' -> '.join(l.name for l in composed.net.layers)}, "
+              f"sizes {shown}, learning rate {lr}")
+    losses = []
+    for epoch in range(epochs):
+        loss, grads = graph.loss_and_grads(x, **targets)
+        graph.step(grads, lr)
+        losses.append(loss)
+        if not quiet and (epoch % max(1, epochs // 10) == 0 or epoch == epochs - 1):
+            print(f"epoch {epoch + 1:5d}  E = {loss:.5f}")
+    if not quiet:
+        print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} on {samples} random inputs and a teacher network's targets")
+    return losses
 
 
 def run(epochs: int = 300, lr: float | None = None, seed: int = 0, samples: int = 200, quiet: bool = False,

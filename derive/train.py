@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from derive.define.network import Add
 from derive.define.registry import get
 
 
@@ -167,3 +168,117 @@ class Recurrent:
         scale = min(1.0, clip / norm) if norm > 0 else 1.0
         for part, params in self.params.items():
             sgd_step(params, {k: scale * g for k, g in grads[part].items()}, lr)
+
+
+@dataclass
+class Graph:
+    """A network file's network (``derive.engine.network.Composed``) run with each layer's generated module.
+
+    The backward pass walks the layers last to first, each generated ``backward`` given the gradient
+    arriving at its node: the sum over the layers that read the node (a skip connection's two paths, a
+    node two branches read), and a shared parameter's gradient the sum over the layers that use it.
+    """
+
+    composed: object
+    params: dict  # parameter name (``W_h``) -> array, one per parameter whoever uses it
+
+    @staticmethod
+    def create(composed, sizes: dict, rng: np.random.Generator, dtype=np.float64) -> "Graph":
+        """Parameters at ``sizes`` (every size of the network): weights Xavier-initialised, vectors at 0
+        (a normalisation's scale ``gamma`` at 1, as PyTorch starts it)."""
+        params = {}
+        for inp in composed.op.inputs[1:]:
+            if not inp.differentiable:
+                continue
+            shape = Graph.shape(inp.shape, sizes)
+            if len(shape) >= 2:
+                fan_in, fan_out = int(np.prod(shape[1:])), shape[0]
+                params[inp.name] = (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+            else:
+                start = 1.0 if inp.name.partition("_")[0] == "gamma" else 0.0
+                params[inp.name] = np.full(shape, start, dtype)
+        graph = Graph(composed, params)
+        for layer, op, _ in graph._steps():
+            if op is not None:
+                try:
+                    importlib.import_module(f"generated.{op.name}")
+                except ImportError:
+                    raise ValueError(f"--net: layer {layer.name}'s op {op.name} has no generated module "
+                                     f"(demo trains built-in ops only)") from None
+        return graph
+
+    @staticmethod
+    def shape(symbols, sizes: dict) -> tuple:
+        """A shape in the network's size symbols, at ``sizes``."""
+        import sympy as sp
+        out = tuple(int(sp.sympify(s).xreplace(sizes)) for s in symbols)
+        if any(n < 1 for n in out):
+            raise ValueError(f"--sizes: they leave the shape {tuple(symbols)} = {out} empty")
+        return out
+
+    def _steps(self):
+        """(layer, op or None for Add/Concat, {op input name: network name}) in computing order."""
+        tags = {layer.name: getattr(layer, "tag", layer.name) for layer in self.composed.net.layers}
+        for layer in self.composed.net.layers:
+            _, op, _ = self.composed.nodes[layer.name]
+            names = {}
+            if op is not None:
+                for inp in op.inputs[len(layer.reads):]:
+                    if not inp.differentiable:
+                        names[inp.name] = inp.name  # a target: an input of the network by its own name
+                    else:
+                        owner = layer.share.get(inp.name, layer.name)
+                        names[inp.name] = f"{inp.name}_{tags[owner]}"
+            yield layer, op, names
+
+    def forward(self, x: np.ndarray, targets: dict, until: str | None = None):
+        """Every node's value (the loss last) and each layer's cache; stops after the node ``until``."""
+        values, caches = {self.composed.net.input: x}, {}
+        for layer, op, names in self._steps():
+            reads = [values[r] for r in layer.reads]
+            if op is None:
+                values[layer.name] = sum(reads[1:], reads[0]) if isinstance(layer, Add) else \
+                    np.concatenate(reads, axis=-1)
+            else:
+                given = {inp.name: v for inp, v in zip(op.inputs, reads)}
+                for name, network_name in names.items():
+                    given[name] = targets[network_name] if network_name in targets else self.params[network_name]
+                values[layer.name], caches[layer.name] = importlib.import_module(f"generated.{op.name}").forward(
+                    **given, **layer.hyper)
+            if layer.name == until:
+                break
+        return values, caches
+
+    def loss_and_grads(self, x: np.ndarray, **targets):
+        """The loss and every parameter's gradient (by name)."""
+        values, caches = self.forward(x, targets)
+        last = self.composed.net.layers[-1].name
+        arriving = {last: 1.0}  # dE/dE
+        grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        for layer, op, names in reversed(list(self._steps())):
+            upstream = arriving.pop(layer.name, None)
+            if upstream is None:  # no path to the loss
+                continue
+            if op is None:
+                if isinstance(layer, Add):
+                    pieces = [upstream] * len(layer.reads)
+                else:
+                    ends = np.cumsum([values[r].shape[-1] for r in layer.reads])[:-1]
+                    pieces = np.split(upstream, ends, axis=-1)
+            else:
+                found = importlib.import_module(f"generated.{op.name}").backward(upstream, caches[layer.name])
+                pieces = [found[inp.name] for inp in op.inputs[:len(layer.reads)]]
+                for name, network_name in names.items():
+                    if network_name in grads:
+                        grads[network_name] += found[name]
+            for read, piece in zip(layer.reads, pieces):  # a node read by several layers: the sum
+                arriving[read] = arriving[read] + piece if read in arriving else piece
+        return float(values[last]), grads
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The value the loss reads (the network's scores or prediction)."""
+        loss = self.composed.net.layers[-1]
+        return self.forward(x, {}, until=loss.reads[0])[0][loss.reads[0]]
+
+    def step(self, grads, lr: float) -> None:
+        sgd_step(self.params, grads, lr)

@@ -167,6 +167,9 @@ BAD = [
     (["latex", "--hyper", "conv2d.padding=1", "relu"], "is for --chain or --net"),
     (["latex", "--net", "no/such/net.py"], "no such file"),
     (["doc", "--chain", ",".join(CNN), "--example"], "--example and --sizes are for dense chains"),
+    (["demo", "--net", str(NETS[0]), "--sizes", "Q=3"], "has no size 'Q'"),
+    (["demo", "--net", str(NETS[0]), "--sizes", "D=0"], "a whole number >= 1"),
+    (["demo", "--sizes", "D=3"], "--sizes is for --net"),
 ]
 
 
@@ -194,3 +197,59 @@ def test_a_net_file_that_does_not_fit_is_refused(tmp_path, capsys):
 def test_dense_chains_keep_their_path():
     assert not network.needs_network([get(n) for n in ("linear", "sigmoid", "linear", "sigmoid", "half_sse")])
     assert network.needs_network([get(n) for n in CNN])
+
+
+# -- demo --net: a network file trained with the generated modules -------------------------------------
+
+def _graph(path, seed=0, **given):
+    from derive.demo import net_sizes, teacher_data
+    from derive.train import Graph
+    composed = file_network(path, {})
+    rng = np.random.default_rng(seed)
+    sizes = net_sizes(composed, 3, given)
+    x, targets = teacher_data(composed, sizes, rng)
+    return Graph.create(composed, sizes, rng), x, targets
+
+
+@pytest.mark.parametrize("path", NETS, ids=[p.stem for p in NETS])
+def test_a_network_files_gradients_equal_central_differences(path):
+    """The skip connection's two paths, the node two branches read, the weights used twice: each summed."""
+    graph, x, targets = _graph(path, D=3, M_1=4)
+    _, grads = graph.loss_and_grads(x, **targets)
+    h = 1e-6
+    for name, value in graph.params.items():
+        numeric = np.zeros_like(value)
+        for i in np.ndindex(value.shape):
+            keep = value[i]
+            value[i] = keep + h
+            up = graph.loss_and_grads(x, **targets)[0]
+            value[i] = keep - h
+            down = graph.loss_and_grads(x, **targets)[0]
+            value[i] = keep
+            numeric[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-8, err_msg=f"{path.stem}: {name}")
+
+
+def test_shared_weights_are_one_parameter_with_the_sum_of_their_uses():
+    graph, x, targets = _graph(ROOT / "examples" / "networks" / "branches.py")
+    assert "W_p" not in graph.params and "W_h" in graph.params  # p uses h's W
+    _, grads = graph.loss_and_grads(x, **targets)
+    # the same network with p's W a copy of its own: the shared gradient is the sum of the two uses
+    net = graph.composed.net
+    layers = [Layer("p", "linear", "o", share={"b": "h"}) if layer.name == "p" else layer for layer in net.layers]
+    composed = compose(dataclasses.replace(net, layers=tuple(layers)))
+    from derive.train import Graph
+    apart = Graph(composed, {**graph.params, "W_p": graph.params["W_h"].copy()})
+    _, split = apart.loss_and_grads(x, **targets)
+    np.testing.assert_allclose(grads["W_h"], split["W_h"] + split["W_p"], rtol=1e-12)
+    assert np.abs(split["W_p"]).max() > 1e-6 and np.abs(split["W_h"]).max() > 1e-6
+
+
+@pytest.mark.parametrize("path", NETS, ids=[p.stem for p in NETS])
+def test_demo_trains_a_network_file_and_its_loss_falls(path, capsys):
+    from derive.demo import run_net
+    losses = run_net(file_network(path, {}), epochs=60, samples=50, quiet=True)
+    assert losses[-1] < 0.5 * losses[0] and all(np.isfinite(losses))
+    assert main(["demo", "--net", str(path), "--epochs", "20", "--sizes", "D=3"]) == 0
+    out = capsys.readouterr().out
+    assert "D=3" in out and out.count("E = ") >= 10
