@@ -5,25 +5,100 @@ The statistics run over every axis but the channel axis: N for ``[N, C]``
 input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
 ``m = N S`` values per channel, biased variance, ``eps`` inside the root.
 The cache keeps the batch mean and variance for the running estimates
-(``derive.train.update_running_stats``).
+(``derive.train.update_running_stats``). ``gamma`` and ``beta`` may each be None (PyTorch's
+``weight=None``, ``bias=None``; both None is ``affine=False``): no scale, no shift.
 
-Forward (index form):
+Options (each choice a form derived on its own: forward runs the code generated for the form
+chosen, and its cache records the form for backward):
+    gamma: 'given' (default), None; the scale; None: no scale (PyTorch's weight=None).
+    beta: 'given' (default), None; the shift; None: no shift (PyTorch's bias=None).
+
+Form gamma='given', beta='given', forward (index form):
     mu[c] = sum_n(sum_s(x[n, c, s]))/(N*S)
     xc[n, c, s] = x[n, c, s] - mu[c]
     var[c] = sum_n(sum_s(xc[n, c, s]**2))/(N*S)
     rstd[c] = 1/sqrt(eps + var[c])
     xhat[n, c, s] = xc[n, c, s]*rstd[c]
     y[n, c, s] = beta[c] + gamma[c]*xhat[n, c, s]
-
 Backward (derived by SymPy; dout = dE/dy):
     dE/dx[n, c, s] = (N*S*dout[n, c, s] - xhat[n, c, s]*sum_n'(sum_s'(dout[n', c, s']*xhat[n', c, s'])) - sum_n'(sum_s'(dout[n', c, s'])))*gamma[c]*rstd[c]/(N*S)
     dE/dgamma[c] = sum_n(sum_s(dout[n, c, s]*xhat[n, c, s]))
     dE/dbeta[c] = sum_n(sum_s(dout[n, c, s]))
+
+Form gamma='given', beta=None, forward (index form):
+    mu[c] = sum_n(sum_s(x[n, c, s]))/(N*S)
+    xc[n, c, s] = x[n, c, s] - mu[c]
+    var[c] = sum_n(sum_s(xc[n, c, s]**2))/(N*S)
+    rstd[c] = 1/sqrt(eps + var[c])
+    xhat[n, c, s] = xc[n, c, s]*rstd[c]
+    y[n, c, s] = gamma[c]*xhat[n, c, s]
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, c, s] = (N*S*dout[n, c, s] - xhat[n, c, s]*sum_n'(sum_s'(dout[n', c, s']*xhat[n', c, s'])) - sum_n'(sum_s'(dout[n', c, s'])))*gamma[c]*rstd[c]/(N*S)
+    dE/dgamma[c] = sum_n(sum_s(dout[n, c, s]*xhat[n, c, s]))
+
+Form gamma=None, beta='given', forward (index form):
+    mu[c] = sum_n(sum_s(x[n, c, s]))/(N*S)
+    xc[n, c, s] = x[n, c, s] - mu[c]
+    var[c] = sum_n(sum_s(xc[n, c, s]**2))/(N*S)
+    rstd[c] = 1/sqrt(eps + var[c])
+    xhat[n, c, s] = xc[n, c, s]*rstd[c]
+    y[n, c, s] = beta[c] + xhat[n, c, s]
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, c, s] = (N*S*dout[n, c, s] - xhat[n, c, s]*sum_n'(sum_s'(dout[n', c, s']*xhat[n', c, s'])) - sum_n'(sum_s'(dout[n', c, s'])))*rstd[c]/(N*S)
+    dE/dbeta[c] = sum_n(sum_s(dout[n, c, s]))
+
+Form gamma=None, beta=None, forward (index form):
+    mu[c] = sum_n(sum_s(x[n, c, s]))/(N*S)
+    xc[n, c, s] = x[n, c, s] - mu[c]
+    var[c] = sum_n(sum_s(xc[n, c, s]**2))/(N*S)
+    rstd[c] = 1/sqrt(eps + var[c])
+    xhat[n, c, s] = xc[n, c, s]*rstd[c]
+    y[n, c, s] = xhat[n, c, s]
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, c, s] = (N*S*dout[n, c, s] - xhat[n, c, s]*sum_n'(sum_s'(dout[n', c, s']*xhat[n', c, s'])) - sum_n'(sum_s'(dout[n', c, s'])))*rstd[c]/(N*S)
 """
 import numpy as np
 
 
-def forward(x, gamma, beta, *, eps=1e-05):
+def forward(x, gamma=None, beta=None, *, eps=1e-05):
+    """Compute batch_norm in the form the options choose, and what backward needs.
+
+    Args:
+        x: (N, C, ...), its trailing axes flattened to S, float32 or float64.
+        gamma: (C,), float32 or float64, or None (the form without it).
+        beta: (C,), float32 or float64, or None (the form without it).
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (out, cache): the chosen form's output, and the cache for backward (holding the form).
+    """
+    form = ('given' if gamma is not None else None, 'given' if beta is not None else None,)
+    if form == ('given', 'given'):
+        out, cache = _forward_with_gamma__with_beta(x, gamma, beta, eps=eps)
+    elif form == ('given', None):
+        out, cache = _forward_with_gamma__without_beta(x, gamma, eps=eps)
+    elif form == (None, 'given'):
+        out, cache = _forward_without_gamma__with_beta(x, beta, eps=eps)
+    else:  # gamma=None, beta=None
+        out, cache = _forward_without_gamma__without_beta(x, eps=eps)
+    cache["form"] = form
+    return out, cache
+
+
+def backward(dout, cache):
+    """Gradients of the form that forward ran (its cache says which), one per input of that form."""
+    form = cache["form"]
+    if form == ('given', 'given'):
+        return _backward_with_gamma__with_beta(dout, cache)
+    elif form == ('given', None):
+        return _backward_with_gamma__without_beta(dout, cache)
+    elif form == (None, 'given'):
+        return _backward_without_gamma__with_beta(dout, cache)
+    else:  # gamma=None, beta=None
+        return _backward_without_gamma__without_beta(dout, cache)
+
+
+def _forward_with_gamma__with_beta(x, gamma, beta, *, eps=1e-05):
     """Compute batch_norm and what backward needs.
 
     Args:
@@ -54,7 +129,7 @@ def forward(x, gamma, beta, *, eps=1e-05):
     return y.reshape(shape), cache
 
 
-def backward(dout, cache):
+def _backward_with_gamma__with_beta(dout, cache):
     """Gradients given ``dout`` = dE/dy, one per differentiable input.
 
     Returns:
@@ -79,6 +154,166 @@ def backward(dout, cache):
     dgamma = c
     dbeta = s
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}
+
+
+def _forward_with_gamma__without_beta(x, gamma, *, eps=1e-05):
+    """Compute batch_norm and what backward needs.
+
+    Args:
+        x: (N, C, ...), its trailing axes flattened to S, float32 or float64.
+        gamma: (C,), float32 or float64.
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    gamma = _float_array("gamma", gamma, x.dtype)
+    eps = _number("eps", eps, float, "eps > 0", lambda eps: eps > 0)
+    shape = x.shape
+    x = _channels("x", x)
+    N, C, S = _sizes(("x", x, "N C S"), ("gamma", gamma, "C"))
+    mu = x.sum(axis=(0, 2))/(N*S)
+    xc = x - mu[:, None]
+    var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
+    rstd = 1/np.sqrt(var + eps)
+    xc *= rstd[:, None]
+    xhat = xc
+    y = gamma[:, None]*xhat
+    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "mu": mu, "var": var, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
+    return y.reshape(shape), cache
+
+
+def _backward_with_gamma__without_beta(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx, "gamma": dgamma}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    dout = _channels("dout", dout)
+    gamma = cache["gamma"]
+    mu = cache["mu"]
+    var = cache["var"]
+    rstd = cache["rstd"]
+    xhat = cache["xhat"]
+    N = cache["N"]
+    S = cache["S"]
+    dx = (gamma*rstd)[:, None]*dout
+    c = np.einsum('ncs,ncs->c', dout, xhat)
+    _add_product(dx, xhat, -(c*gamma*rstd/(N*S))[:, None])
+    dx -= (dout.sum(axis=(0, 2))*gamma*rstd/(N*S))[:, None]
+    dgamma = c
+    return {"x": dx.reshape(cache["shape"]), "gamma": dgamma}
+
+
+def _forward_without_gamma__with_beta(x, beta, *, eps=1e-05):
+    """Compute batch_norm and what backward needs.
+
+    Args:
+        x: (N, C, ...), its trailing axes flattened to S, float32 or float64.
+        beta: (C,), float32 or float64.
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    beta = _float_array("beta", beta, x.dtype)
+    eps = _number("eps", eps, float, "eps > 0", lambda eps: eps > 0)
+    shape = x.shape
+    x = _channels("x", x)
+    N, C, S = _sizes(("x", x, "N C S"), ("beta", beta, "C"))
+    mu = x.sum(axis=(0, 2))/(N*S)
+    xc = x - mu[:, None]
+    var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
+    rstd = 1/np.sqrt(var + eps)
+    xc *= rstd[:, None]
+    xhat = xc
+    y = xhat + beta[:, None]
+    cache = {"dtype": x.dtype, "shape": shape, "mu": mu, "var": var, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
+    return y.reshape(shape), cache
+
+
+def _backward_without_gamma__with_beta(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx, "beta": dbeta}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    dout = _channels("dout", dout)
+    mu = cache["mu"]
+    var = cache["var"]
+    rstd = cache["rstd"]
+    xhat = cache["xhat"]
+    N = cache["N"]
+    S = cache["S"]
+    dx = dout*rstd[:, None]
+    _add_product(dx, xhat, -(np.einsum('ncs,ncs->c', dout, xhat)*rstd/(N*S))[:, None])
+    s = dout.sum(axis=(0, 2))
+    dx -= (rstd*s/(N*S))[:, None]
+    dbeta = s
+    return {"x": dx.reshape(cache["shape"]), "beta": dbeta}
+
+
+def _forward_without_gamma__without_beta(x, *, eps=1e-05):
+    """Compute batch_norm and what backward needs.
+
+    Args:
+        x: (N, C, ...), its trailing axes flattened to S, float32 or float64.
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    eps = _number("eps", eps, float, "eps > 0", lambda eps: eps > 0)
+    shape = x.shape
+    x = _channels("x", x)
+    N, C, S = _sizes(("x", x, "N C S"))
+    mu = x.sum(axis=(0, 2))/(N*S)
+    xc = x - mu[:, None]
+    var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
+    rstd = 1/np.sqrt(var + eps)
+    xc *= rstd[:, None]
+    xhat = xc
+    y = xhat
+    cache = {"dtype": x.dtype, "shape": shape, "mu": mu, "var": var, "rstd": rstd, "xhat": xhat, "N": N, "S": S}
+    return y.reshape(shape), cache
+
+
+def _backward_without_gamma__without_beta(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    dout = _channels("dout", dout)
+    mu = cache["mu"]
+    var = cache["var"]
+    rstd = cache["rstd"]
+    xhat = cache["xhat"]
+    N = cache["N"]
+    S = cache["S"]
+    dx = dout*rstd[:, None]
+    _add_product(dx, xhat, -(np.einsum('ncs,ncs->c', dout, xhat)*rstd/(N*S))[:, None])
+    dx -= (dout.sum(axis=(0, 2))*rstd/(N*S))[:, None]
+    return {"x": dx.reshape(cache["shape"])}
+
+
+def _option(name, value, choices):
+    """An option's value, one of its choices, or a ValueError that names them."""
+    if not any(value is c or type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _float_array(name, value, dtype=None):

@@ -3,24 +3,99 @@
 
 Unlike batch norm the statistics belong to one sample (one row of D values),
 so it works the same for a batch of one; biased variance, ``eps`` inside the root.
+``gamma`` and ``beta`` may each be None (PyTorch's ``weight=None``, ``bias=None``): no scale, no shift.
 
-Forward (index form):
+Options (each choice a form derived on its own: forward runs the code generated for the form
+chosen, and its cache records the form for backward):
+    gamma: 'given' (default), None; the scale; None: no scale (PyTorch's weight=None).
+    beta: 'given' (default), None; the shift; None: no shift (PyTorch's bias=None).
+
+Form gamma='given', beta='given', forward (index form):
     mu[n] = sum_d(x[n, d])/D
     xc[n, d] = x[n, d] - mu[n]
     var[n] = sum_d(xc[n, d]**2)/D
     rstd[n] = 1/sqrt(eps + var[n])
     xhat[n, d] = xc[n, d]*rstd[n]
     y[n, d] = beta[d] + gamma[d]*xhat[n, d]
-
 Backward (derived by SymPy; dout = dE/dy):
     dE/dx[n, d] = (D*dout[n, d]*gamma[d] - xhat[n, d]*sum_d'(dout[n, d']*gamma[d']*xhat[n, d']) - sum_d'(dout[n, d']*gamma[d']))*rstd[n]/D
     dE/dgamma[d] = sum_n(dout[n, d]*xhat[n, d])
     dE/dbeta[d] = sum_n(dout[n, d])
+
+Form gamma='given', beta=None, forward (index form):
+    mu[n] = sum_d(x[n, d])/D
+    xc[n, d] = x[n, d] - mu[n]
+    var[n] = sum_d(xc[n, d]**2)/D
+    rstd[n] = 1/sqrt(eps + var[n])
+    xhat[n, d] = xc[n, d]*rstd[n]
+    y[n, d] = gamma[d]*xhat[n, d]
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, d] = (D*dout[n, d]*gamma[d] - xhat[n, d]*sum_d'(dout[n, d']*y[n, d']) - sum_d'(dout[n, d']*gamma[d']))*rstd[n]/D
+    dE/dgamma[d] = sum_n(dout[n, d]*xhat[n, d])
+
+Form gamma=None, beta='given', forward (index form):
+    mu[n] = sum_d(x[n, d])/D
+    xc[n, d] = x[n, d] - mu[n]
+    var[n] = sum_d(xc[n, d]**2)/D
+    rstd[n] = 1/sqrt(eps + var[n])
+    xhat[n, d] = xc[n, d]*rstd[n]
+    y[n, d] = beta[d] + xhat[n, d]
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, d] = (D*dout[n, d] - xhat[n, d]*sum_d'(dout[n, d']*xhat[n, d']) - sum_d'(dout[n, d']))*rstd[n]/D
+    dE/dbeta[d] = sum_n(dout[n, d])
+
+Form gamma=None, beta=None, forward (index form):
+    mu[n] = sum_d(x[n, d])/D
+    xc[n, d] = x[n, d] - mu[n]
+    var[n] = sum_d(xc[n, d]**2)/D
+    rstd[n] = 1/sqrt(eps + var[n])
+    xhat[n, d] = xc[n, d]*rstd[n]
+    y[n, d] = xhat[n, d]
+Backward (derived by SymPy; dout = dE/dy):
+    dE/dx[n, d] = (D*dout[n, d] - xhat[n, d]*sum_d'(dout[n, d']*xhat[n, d']) - sum_d'(dout[n, d']))*rstd[n]/D
 """
 import numpy as np
 
 
-def forward(x, gamma, beta, *, eps=1e-05):
+def forward(x, gamma=None, beta=None, *, eps=1e-05):
+    """Compute layer_norm in the form the options choose, and what backward needs.
+
+    Args:
+        x: (..., D), float32 or float64.
+        gamma: (D,), float32 or float64, or None (the form without it).
+        beta: (D,), float32 or float64, or None (the form without it).
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (out, cache): the chosen form's output, and the cache for backward (holding the form).
+    """
+    form = ('given' if gamma is not None else None, 'given' if beta is not None else None,)
+    if form == ('given', 'given'):
+        out, cache = _forward_with_gamma__with_beta(x, gamma, beta, eps=eps)
+    elif form == ('given', None):
+        out, cache = _forward_with_gamma__without_beta(x, gamma, eps=eps)
+    elif form == (None, 'given'):
+        out, cache = _forward_without_gamma__with_beta(x, beta, eps=eps)
+    else:  # gamma=None, beta=None
+        out, cache = _forward_without_gamma__without_beta(x, eps=eps)
+    cache["form"] = form
+    return out, cache
+
+
+def backward(dout, cache):
+    """Gradients of the form that forward ran (its cache says which), one per input of that form."""
+    form = cache["form"]
+    if form == ('given', 'given'):
+        return _backward_with_gamma__with_beta(dout, cache)
+    elif form == ('given', None):
+        return _backward_with_gamma__without_beta(dout, cache)
+    elif form == (None, 'given'):
+        return _backward_without_gamma__with_beta(dout, cache)
+    else:  # gamma=None, beta=None
+        return _backward_without_gamma__without_beta(dout, cache)
+
+
+def _forward_with_gamma__with_beta(x, gamma, beta, *, eps=1e-05):
     """Compute layer_norm and what backward needs.
 
     Args:
@@ -51,7 +126,7 @@ def forward(x, gamma, beta, *, eps=1e-05):
     return y.reshape(shape), cache
 
 
-def backward(dout, cache):
+def _backward_with_gamma__with_beta(dout, cache):
     """Gradients given ``dout`` = dE/dy, one per differentiable input.
 
     Returns:
@@ -71,6 +146,156 @@ def backward(dout, cache):
     dgamma = np.einsum('nd,nd->d', dout, xhat)
     dbeta = dout.sum(axis=0)
     return {"x": dx.reshape(cache["shape"]), "gamma": dgamma, "beta": dbeta}
+
+
+def _forward_with_gamma__without_beta(x, gamma, *, eps=1e-05):
+    """Compute layer_norm and what backward needs.
+
+    Args:
+        x: (..., D), float32 or float64.
+        gamma: (D,), float32 or float64.
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    gamma = _float_array("gamma", gamma, x.dtype)
+    eps = _number("eps", eps, float, "eps > 0", lambda eps: eps > 0)
+    shape = x.shape
+    x = _rows("x", x)
+    N, D = _sizes(("x", x, "N D"), ("gamma", gamma, "D"))
+    mu = x.sum(axis=1)/D
+    xc = x - mu[:, None]
+    var = np.einsum('nd,nd->n', xc, xc)/D
+    rstd = 1/np.sqrt(var + eps)
+    xc *= rstd[:, None]
+    xhat = xc
+    y = gamma*xhat
+    cache = {"dtype": x.dtype, "shape": shape, "gamma": gamma, "rstd": rstd, "xhat": xhat, "y": y, "D": D}
+    return y.reshape(shape), cache
+
+
+def _backward_with_gamma__without_beta(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx, "gamma": dgamma}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    dout = _rows("dout", dout)
+    gamma = cache["gamma"]
+    rstd = cache["rstd"]
+    xhat = cache["xhat"]
+    y = cache["y"]
+    D = cache["D"]
+    dx = dout*gamma*rstd[:, None]
+    _add_product(dx, xhat, -(np.einsum('nd,nd->n', dout, y)*rstd/D)[:, None])
+    dx -= (np.einsum('d,nd->n', gamma, dout)*rstd/D)[:, None]
+    dgamma = np.einsum('nd,nd->d', dout, xhat)
+    return {"x": dx.reshape(cache["shape"]), "gamma": dgamma}
+
+
+def _forward_without_gamma__with_beta(x, beta, *, eps=1e-05):
+    """Compute layer_norm and what backward needs.
+
+    Args:
+        x: (..., D), float32 or float64.
+        beta: (D,), float32 or float64.
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    beta = _float_array("beta", beta, x.dtype)
+    eps = _number("eps", eps, float, "eps > 0", lambda eps: eps > 0)
+    shape = x.shape
+    x = _rows("x", x)
+    N, D = _sizes(("x", x, "N D"), ("beta", beta, "D"))
+    mu = x.sum(axis=1)/D
+    xc = x - mu[:, None]
+    var = np.einsum('nd,nd->n', xc, xc)/D
+    rstd = 1/np.sqrt(var + eps)
+    xc *= rstd[:, None]
+    xhat = xc
+    y = xhat + beta
+    cache = {"dtype": x.dtype, "shape": shape, "rstd": rstd, "xhat": xhat, "D": D}
+    return y.reshape(shape), cache
+
+
+def _backward_without_gamma__with_beta(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx, "beta": dbeta}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    dout = _rows("dout", dout)
+    rstd = cache["rstd"]
+    xhat = cache["xhat"]
+    D = cache["D"]
+    dx = dout*rstd[:, None]
+    _add_product(dx, xhat, -(np.einsum('nd,nd->n', dout, xhat)*rstd/D)[:, None])
+    dx -= (dout.sum(axis=1)*rstd/D)[:, None]
+    dbeta = dout.sum(axis=0)
+    return {"x": dx.reshape(cache["shape"]), "beta": dbeta}
+
+
+def _forward_without_gamma__without_beta(x, *, eps=1e-05):
+    """Compute layer_norm and what backward needs.
+
+    Args:
+        x: (..., D), float32 or float64.
+        eps: added to the variance inside the square root (default 1e-05).
+
+    Returns:
+        (y, cache): the output, and the cache for backward.
+    """
+    x = _float_array("x", x)
+    eps = _number("eps", eps, float, "eps > 0", lambda eps: eps > 0)
+    shape = x.shape
+    x = _rows("x", x)
+    N, D = _sizes(("x", x, "N D"))
+    mu = x.sum(axis=1)/D
+    xc = x - mu[:, None]
+    var = np.einsum('nd,nd->n', xc, xc)/D
+    rstd = 1/np.sqrt(var + eps)
+    xc *= rstd[:, None]
+    xhat = xc
+    y = xhat
+    cache = {"dtype": x.dtype, "shape": shape, "rstd": rstd, "xhat": xhat, "D": D}
+    return y.reshape(shape), cache
+
+
+def _backward_without_gamma__without_beta(dout, cache):
+    """Gradients given ``dout`` = dE/dy, one per differentiable input.
+
+    Returns:
+        {"x": dx}, each with its input's shape and dtype.
+    """
+    dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
+    if dout.shape != cache["shape"]:
+        raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
+    dout = _rows("dout", dout)
+    rstd = cache["rstd"]
+    xhat = cache["xhat"]
+    D = cache["D"]
+    dx = dout*rstd[:, None]
+    _add_product(dx, xhat, -(np.einsum('nd,nd->n', dout, xhat)*rstd/D)[:, None])
+    dx -= (dout.sum(axis=1)*rstd/D)[:, None]
+    return {"x": dx.reshape(cache["shape"])}
+
+
+def _option(name, value, choices):
+    """An option's value, one of its choices, or a ValueError that names them."""
+    if not any(value is c or type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _float_array(name, value, dtype=None):

@@ -4,15 +4,16 @@ The statistics run over every axis but the channel axis: N for ``[N, C]``
 input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
 ``m = N S`` values per channel, biased variance, ``eps`` inside the root.
 The cache keeps the batch mean and variance for the running estimates
-(``derive.train.update_running_stats``).
+(``derive.train.update_running_stats``). ``gamma`` and ``beta`` may each be None (PyTorch's
+``weight=None``, ``bias=None``; both None is ``affine=False``): no scale, no shift.
 """
 import sympy as sp
 
-from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
 
 N, C, S = sizes("N C S")
 n, c, s = indices("n c s")
-x, gamma, beta = Tensor("x", N, C, S), Tensor("gamma", C), Tensor("beta", C)
+x, scale, shift = Tensor("x", N, C, S), Tensor("gamma", C), Tensor("beta", C)
 eps = sp.Symbol("eps", positive=True)
 m = N * S
 
@@ -22,16 +23,25 @@ var = Intermediate("var", (c,), (C,), sp.Sum(xc[n, c, s] ** 2, (s, 0, S - 1), (n
 rstd = Intermediate("rstd", (c,), (C,), 1 / sp.sqrt(var[c] + eps), positive=True)
 xhat = Intermediate("xhat", (n, c, s), (N, C, S), xc[n, c, s] * rstd[c])
 
-OP = Op(
-    name="batch_norm",
-    doc=__doc__,
-    doc_zh="批归一化层（训练模式，BN层）：每个通道用本批次的均值和方差归一化，再缩放和偏移。",
-    inputs=(Input(x), Input(gamma), Input(beta)),
-    output=Intermediate("y", (n, c, s), (N, C, S), gamma[c] * xhat[n, c, s] + beta[c]),
-    hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),
-    theorems=((sp.Sum(xhat[n, c, s], (s, 0, S - 1), (n, 0, N - 1)), sp.S.Zero),),
-    statistics=(mu, var),
-    shape_kind="channels",
-    pytorch="F.batch_norm(x, None, None, gamma, beta, training=True)",
-    bench_sizes={"N": 64, "C": 64, "S": 32 * 32},
-)
+def batch_norm(gamma, beta):
+    """The layer with its scale and shift (``"given"``) or without either (None): nothing to differentiate."""
+    scaled = scale[c] * xhat[n, c, s] if gamma is not None else xhat[n, c, s]
+    affine = {(True, True): "，再缩放和偏移", (True, False): "，再缩放", (False, True): "，再偏移", (False, False): ""}[
+        (gamma is not None, beta is not None)]
+    return Op(
+        name="batch_norm",
+        doc=__doc__,
+        doc_zh="批归一化层（训练模式，BN层）：每个通道用本批次的均值和方差归一化" + affine + "。",
+        inputs=(Input(x),) + ((Input(scale),) if gamma is not None else ()) + ((Input(shift),) if beta is not None else ()),
+        output=Intermediate("y", (n, c, s), (N, C, S), scaled + shift[c] if beta is not None else scaled),
+        hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),
+        theorems=((sp.Sum(xhat[n, c, s], (s, 0, S - 1), (n, 0, N - 1)), sp.S.Zero),),
+        statistics=(mu, var),
+        shape_kind="channels",
+        pytorch="F.batch_norm(x, None, None, gamma, beta, training=True)",
+        bench_sizes={"N": 64, "C": 64, "S": 32 * 32},
+    )
+
+
+OP = forms(batch_norm, Option("gamma", input=True, doc="the scale; None: no scale (PyTorch's weight=None)"),
+           Option("beta", input=True, doc="the shift; None: no shift (PyTorch's bias=None)"))
