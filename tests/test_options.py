@@ -336,3 +336,40 @@ def test_a_users_op_gets_forms_the_same_way(tmp_path):
     out, cache = namespace["forward"](y, t, reduction="sum")
     assert out == pytest.approx(np.abs(y - t).sum())
     np.testing.assert_array_equal(namespace["backward"](cache)["y"], np.sign(y - t))
+
+
+#: Normalization layers on their shapes: batch norm on [N, C] and images, layer norm on [N, D] and [N, L, D].
+NORM_SHAPES = {"batch_norm": [(6, 3), (2, 3, 4, 5)], "layer_norm": [(5, 4), (2, 3, 4)]}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("gamma, beta", [("given", "given"), ("given", None), (None, "given"), (None, None)])
+@pytest.mark.parametrize("name, shape", [(name, s) for name, shapes in NORM_SHAPES.items() for s in shapes])
+def test_a_norm_with_and_without_its_affine_parameters_matches_pytorch(name, shape, gamma, beta, dtype, rng):
+    """gamma=None and beta=None (PyTorch's affine=False when both are): each a form derived on its own."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    module = importlib.import_module(f"generated.{name}")
+    width = shape[1] if name == "batch_norm" else shape[-1]
+    x = (3 * rng.standard_normal(shape) + 1).astype(dtype)
+    params = {k: rng.standard_normal(width).astype(dtype) for k, given in (("gamma", gamma), ("beta", beta)) if given}
+    inputs = {"x": x, **params}
+    before = {k: v.copy() for k, v in inputs.items()}
+    out, cache = module.forward(**inputs)
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
+    if name == "batch_norm":
+        expected = F.batch_norm(tensors["x"], None, None, tensors.get("gamma"), tensors.get("beta"), training=True)
+    else:
+        expected = F.layer_norm(tensors["x"], (width,), tensors.get("gamma"), tensors.get("beta"))
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-4, 2e-4)
+    assert out.dtype == dtype and out.shape == tuple(expected.shape)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(dout, cache)
+    assert set(grads) == set(inputs), "a gradient for each input given, none for one left out"
+    for k, v in inputs.items():
+        assert grads[k].dtype == dtype and grads[k].shape == v.shape, k
+        np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol, atol=atol, err_msg=k)
+    for k in inputs:
+        np.testing.assert_array_equal(inputs[k], before[k], err_msg=f"{k} was modified")
