@@ -170,6 +170,11 @@ class Recurrent:
             sgd_step(params, {k: scale * g for k, g in grads[part].items()}, lr)
 
 
+def _generated(op):
+    """The op's generated module (``generated/<op>.py``)."""
+    return importlib.import_module(f"generated.{op.name}")
+
+
 @dataclass
 class Graph:
     """A network file's network (``derive.engine.network.Composed``) run with each layer's generated module.
@@ -201,7 +206,7 @@ class Graph:
         for layer, op, _ in graph._steps():
             if op is not None:
                 try:
-                    importlib.import_module(f"generated.{op.name}")
+                    _generated(op)
                 except ImportError:
                     raise ValueError(f"--net: layer {layer.name}'s op {op.name} has no generated module "
                                      f"(demo trains built-in ops only)") from None
@@ -243,7 +248,7 @@ class Graph:
                 given = {inp.name: v for inp, v in zip(op.inputs, reads)}
                 for name, network_name in names.items():
                     given[name] = targets[network_name] if network_name in targets else self.params[network_name]
-                values[layer.name], caches[layer.name] = importlib.import_module(f"generated.{op.name}").forward(
+                values[layer.name], caches[layer.name] = _generated(op).forward(
                     **given, **layer.hyper)
             if layer.name == until:
                 break
@@ -266,7 +271,7 @@ class Graph:
                     ends = np.cumsum([values[r].shape[-1] for r in layer.reads])[:-1]
                     pieces = np.split(upstream, ends, axis=-1)
             else:
-                found = importlib.import_module(f"generated.{op.name}").backward(upstream, caches[layer.name])
+                found = _generated(op).backward(upstream, caches[layer.name])
                 pieces = [found[inp.name] for inp in op.inputs[:len(layer.reads)]]
                 for name, network_name in names.items():
                     if network_name in grads:
