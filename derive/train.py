@@ -29,9 +29,7 @@ def update_running_stats(running_mean, running_var, cache, momentum: float = 0.1
     one. ``cache`` is what ``generated.batch_norm.forward`` returned. Returns
     new arrays; the old ones are left as they are.
     """
-    m = cache["N"] * cache["S"]
-    if m < 2:
-        raise ValueError("cache: the running variance needs at least 2 values per channel")
+    m = cache["N"] * cache["S"]  # at least 2: the forward refuses one value per channel
     mean = (1 - momentum) * np.asarray(running_mean) + momentum * cache["mu"]
     var = (1 - momentum) * np.asarray(running_var) + momentum * cache["var"] * (m / (m - 1))
     return mean.astype(cache["dtype"]), var.astype(cache["dtype"])

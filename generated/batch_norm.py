@@ -5,8 +5,10 @@ The statistics run over every axis but the channel axis: N for ``[N, C]``
 input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
 ``m = N S`` values per channel, biased variance, ``eps`` inside the root.
 The cache keeps the batch mean and variance for the running estimates
-(``derive.train.update_running_stats``). ``gamma`` and ``beta`` may each be None (PyTorch's
-``weight=None``, ``bias=None``; both None is ``affine=False``): no scale, no shift.
+(``derive.train.update_running_stats``). One value per channel (``m = 1``) is refused, as PyTorch
+refuses it: the variance is 0 and the output would be ``beta`` whatever the input. ``gamma`` and
+``beta`` may each be None (PyTorch's ``weight=None``, ``bias=None``; both None is ``affine=False``):
+no scale, no shift.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
@@ -117,6 +119,8 @@ def _forward_with_gamma__with_beta(x, gamma, beta, *, eps=1e-05):
     shape = x.shape
     x = _channels("x", x)
     N, C, S = _sizes(("x", x, "N C S"), ("gamma", gamma, "C"), ("beta", beta, "C"))
+    if not (N*S > 1):
+        raise ValueError(f"x: expected more than 1 value per channel when training, got shape {shape}")
     mu = x.sum(axis=(0, 2))/(N*S)
     xc = x - mu[:, None]
     var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
@@ -173,6 +177,8 @@ def _forward_with_gamma__without_beta(x, gamma, *, eps=1e-05):
     shape = x.shape
     x = _channels("x", x)
     N, C, S = _sizes(("x", x, "N C S"), ("gamma", gamma, "C"))
+    if not (N*S > 1):
+        raise ValueError(f"x: expected more than 1 value per channel when training, got shape {shape}")
     mu = x.sum(axis=(0, 2))/(N*S)
     xc = x - mu[:, None]
     var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
@@ -226,6 +232,8 @@ def _forward_without_gamma__with_beta(x, beta, *, eps=1e-05):
     shape = x.shape
     x = _channels("x", x)
     N, C, S = _sizes(("x", x, "N C S"), ("beta", beta, "C"))
+    if not (N*S > 1):
+        raise ValueError(f"x: expected more than 1 value per channel when training, got shape {shape}")
     mu = x.sum(axis=(0, 2))/(N*S)
     xc = x - mu[:, None]
     var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)
@@ -276,6 +284,8 @@ def _forward_without_gamma__without_beta(x, *, eps=1e-05):
     shape = x.shape
     x = _channels("x", x)
     N, C, S = _sizes(("x", x, "N C S"))
+    if not (N*S > 1):
+        raise ValueError(f"x: expected more than 1 value per channel when training, got shape {shape}")
     mu = x.sum(axis=(0, 2))/(N*S)
     xc = x - mu[:, None]
     var = np.einsum('ncs,ncs->c', xc, xc)/(N*S)

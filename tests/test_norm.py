@@ -1,4 +1,6 @@
 """Normalisation layers: both input layouts, huge means, a batch of one, running statistics, the compact form."""
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -26,6 +28,30 @@ def test_batch_norm_on_every_layout(shape, rng):
     op = get("batch_norm")
     result = check.finite_differences(op, batch_norm, {"x": x, "gamma": gamma, "beta": beta}, {})
     assert result.passed, result.errors
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1), (1, 3, 1, 1), (2, 3), (1, 3, 2), (1, 3, 1, 2)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_refuses_one_value_per_channel_as_pytorch_does(shape, affine, rng):
+    """m = 1 value per channel: its variance is 0, the output beta whatever x; PyTorch raises, and so do we."""
+    x = rng.standard_normal(shape)
+    gamma, beta = (rng.standard_normal(3), rng.standard_normal(3)) if affine else (None, None)
+    one_value = np.prod(shape) // shape[1] == 1
+    if one_value:
+        with pytest.raises(ValueError, match=r"^x: expected more than 1 value per channel when training, got shape "
+                                             + re.escape(str(shape))):
+            batch_norm.forward(x, gamma, beta)
+    else:
+        np.testing.assert_allclose(batch_norm.forward(x, gamma, beta)[0], reference_batch_norm(
+            x, *((gamma, beta) if affine else (np.ones(3), np.zeros(3)))), rtol=1e-12, atol=1e-12)
+    torch = pytest.importorskip("torch")
+    as_tensor = (lambda a: None if a is None else torch.from_numpy(a))
+    try:
+        torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, as_tensor(gamma), as_tensor(beta), training=True)
+        raised = False
+    except ValueError:
+        raised = True
+    assert raised == one_value
 
 
 def test_batch_norm_is_exact_for_a_huge_mean_and_a_tiny_spread(rng):
@@ -83,8 +109,6 @@ def test_running_statistics_use_the_unbiased_variance(rng):
     mean, var = update_running_stats(np.zeros(2), np.ones(2), cache, momentum=0.1)
     np.testing.assert_allclose(mean, 0.1 * x.mean(axis=(0, 2)))
     np.testing.assert_allclose(var, 0.9 + 0.1 * x.var(axis=(0, 2), ddof=1))
-    with pytest.raises(ValueError, match="cache"):
-        update_running_stats(np.zeros(2), np.ones(2), batch_norm.forward(x[:1, :, :1], np.ones(2), np.zeros(2))[1])
 
 
 def test_inference_mode_normalises_by_the_running_statistics(rng):

@@ -166,7 +166,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
                          for h in op.hyper],
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": _gradient_formulas(d),
-        "checks": checks + _index_checks(op) + _output_size_checks(op),
+        "checks": checks + _index_checks(op) + _output_size_checks(op) + _required_size_checks(op),
         "dtype_from": _dtype_from(op),
         "forward_lines": fwd.lines,
         "output": op.output.name,
@@ -356,6 +356,14 @@ def _output_size_checks(op) -> list[str]:
         lines.append(f"if {code} < 1:\n        raise ValueError(f\"{op.inputs[0].name}: the output would be empty: "
                      f"{formula} = {{{code}}} (is the kernel larger than the {image}?)\")")
     return lines
+
+
+def _required_size_checks(op) -> list[str]:
+    """The op's own conditions on its sizes (``Op.requires``): one refused says what it expects and the shape it got."""
+    first = op.inputs[0].name
+    got = "shape" if _reshaped(op) else f"{first}.shape"
+    return [f"if not ({ArrayPrinter('fixed', {}).scalar(condition)}):\n        raise ValueError(f\"{first}: expected "
+            f"{expects}, got shape {{{got}}}\")" for condition, expects in op.requires]
 
 
 def _checks(op, d: Derivation, forward_assumes: bool) -> list[str]:

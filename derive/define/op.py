@@ -142,6 +142,10 @@ class Op:
     shape_kind: str = "fixed"
     #: Intermediates the forward keeps in its cache for the caller (batch norm's mean and variance).
     statistics: tuple[Intermediate, ...] = ()
+    #: Conditions on the sizes that the op refuses to run without, each with what it expects, as PyTorch refuses
+    #: them (batch norm in training: ``(N * S > 1, "more than 1 value per channel when training")``); the
+    #: generated forward checks them.
+    requires: tuple[tuple[sp.Expr, str], ...] = ()
     #: Identities the derivation may use, proven from the definitions first: (lhs, rhs).
     theorems: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
     #: The PyTorch function with the same semantics, for cross-checks.

@@ -4,8 +4,10 @@ The statistics run over every axis but the channel axis: N for ``[N, C]``
 input, N, H and W for ``[N, C, H, W]`` (flattened here to ``S`` positions);
 ``m = N S`` values per channel, biased variance, ``eps`` inside the root.
 The cache keeps the batch mean and variance for the running estimates
-(``derive.train.update_running_stats``). ``gamma`` and ``beta`` may each be None (PyTorch's
-``weight=None``, ``bias=None``; both None is ``affine=False``): no scale, no shift.
+(``derive.train.update_running_stats``). One value per channel (``m = 1``) is refused, as PyTorch
+refuses it: the variance is 0 and the output would be ``beta`` whatever the input. ``gamma`` and
+``beta`` may each be None (PyTorch's ``weight=None``, ``bias=None``; both None is ``affine=False``):
+no scale, no shift.
 """
 import sympy as sp
 
@@ -37,6 +39,7 @@ def batch_norm(gamma, beta):
         hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),
         theorems=((sp.Sum(xhat[n, c, s], (s, 0, S - 1), (n, 0, N - 1)), sp.S.Zero),),
         statistics=(mu, var),
+        requires=((m > 1, "more than 1 value per channel when training"),),
         shape_kind="channels",
         pytorch="F.batch_norm(x, None, None, gamma, beta, training=True)",
         bench_sizes={"N": 64, "C": 64, "S": 32 * 32},
