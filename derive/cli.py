@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--form", default="index", choices=("index", "matrix"))
     p.add_argument("--batch", action="store_true", help="for a chain: keep the batch index (default: one sample)")
+    p.add_argument("--unroll", metavar="T", help="a recurrent cell (rnn_cell, gru_cell, lstm_cell) unrolled over T "
+                   "steps: backpropagation through time; T a name (symbolic) or a number")
 
     p = sub.add_parser("doc", parents=[cached, defined, inferred, chosen], help="a complete document (Markdown or LaTeX) for ops, a network, or the article")
     p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
@@ -96,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ops", nargs="*", help="ops to check (default: yours with --ops or --def, else every built-in op)")
     p.add_argument("--chain", help="a chain of ops (image layers, flatten), checked against the unrolled network")
     p.add_argument("--net", metavar="FILE.py", help="a network file, checked against the unrolled network")
+    p.add_argument("--unroll", metavar="T", help="a recurrent cell unrolled over T steps, checked against the cell "
+                   "copied 1 to 4 times")
 
     p = sub.add_parser("verify", parents=[cached, defined, chosen], help="check a formula derived by hand against the machine's derivation",
                        epilog="exit codes: 0 EQUIVALENT (the exact difference simplifies to 0, or both sides agree "
@@ -316,6 +320,8 @@ def cmd_latex(args) -> int:
         return 0
     if (args.chain or args.net) and args.op:
         raise UsageError("give an op or --chain, not both")
+    if args.unroll is not None:
+        return _print_unrolled(args)
     composed = _network(args)
     if composed is not None:
         from codegen.latex.network import network_latex
@@ -330,6 +336,28 @@ def cmd_latex(args) -> int:
     found = certified(op)  # every form checked, and the module that runs them
     print(op_latex(found.derivation if not args.option else derive(_form(args, op)), args.lang, forms=(args.form,)),
           end="")
+    return 0
+
+
+def _steps(text: str):
+    """``--unroll``'s number of steps: a name (symbolic, ``T``) or a whole number of at least 1."""
+    import re
+
+    import sympy as sp
+    if re.fullmatch(r"[A-Za-z]", text):
+        return sp.Symbol(text, integer=True, positive=True)
+    if re.fullmatch(r"[1-9][0-9]{0,5}", text):
+        return sp.Integer(text)
+    raise UsageError(f"--unroll: expected the number of steps as a letter (T, symbolic) or a whole number, got {text!r}")
+
+
+def _print_unrolled(args) -> int:
+    from codegen.latex.unroll import unroll_latex
+    from derive.engine.unroll import unroll
+    if args.chain or args.net or args.option or args.form != "index":
+        raise UsageError("--unroll takes one recurrent cell, in index form (no --chain, --net, --option or --form)")
+    steps = _steps(args.unroll)
+    print(unroll_latex(unroll(_the_op(args, args.op)), args.lang, steps), end="")
     return 0
 
 
@@ -441,6 +469,8 @@ def cmd_check(args) -> int:
         return 0
     if args.chain or args.net:
         return _check_network(args)
+    if args.unroll is not None:
+        return _check_unrolled(args)
     ops = [get(n) for n in args.ops] or list(args.user_ops) or list(registry().values())
     failed = False
     print(f"{'op':24} {'symbolic':10} {'fd max rel err':>15} {'extremes':9} check")
@@ -487,6 +517,28 @@ def _check_network(args) -> int:
     print(f"{composed.op.name[:40]:40} {'ok' if not wrong else 'MISMATCH':10} {'ok' if not wrong else 'FAILED'}")
     print(f"    {d.certificate}")
     print(f"    and at {network._sizes_text(sizes)}: " + ("the same" if not wrong else wrong[0]))
+    print(f"    {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 1 if wrong else 0
+
+
+def _check_unrolled(args) -> int:
+    """``derive check CELL --unroll T``: the recursion derived afresh (checked at 1, 2 and 3 steps on the way)
+    and checked again at 1 to 4 steps, at sizes other than the certificate's."""
+    from derive.define.registry import get
+    from derive.engine.check import example_sizes
+    from derive.engine.unroll import check_unrolled, unroll
+    if len(args.ops) != 1 or args.chain or args.net:
+        raise UsageError("check --unroll takes one recurrent cell")
+    _steps(args.unroll)
+    start = time.perf_counter()
+    u = unroll(get(args.ops[0]))
+    sizes = {s: v + 1 for s, v in example_sizes(u.op).items()}
+    wrong = [w for steps in range(1, 5) for w in check_unrolled(u, steps, sizes, seed=steps)]
+    print(f"{'cell unrolled':24} {'symbolic':10} check")
+    print(f"{u.op.name:24} {'exact' if not wrong else 'MISMATCH':10} {'ok' if not wrong else 'FAILED'}")
+    print(f"    {u.certificate}")
+    print(f"    and at T = 1 to 4, {', '.join(f'{s}={v}' for s, v in sizes.items())}: "
+          + ("the same" if not wrong else wrong[0]))
     print(f"    {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 1 if wrong else 0
 

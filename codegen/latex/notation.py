@@ -107,6 +107,7 @@ class Notation:
     upstream: frozenset  # labels of upstream gradients, printed first in products
     indices: dict = field(default_factory=dict)  # index letter -> the letter printed (one a tensor also uses)
     objective: str = "E"  # what the objective is called (``L`` where the op uses the name E itself)
+    timed: frozenset = frozenset()  # labels whose first index is a time step, printed apart: h_{t-1,nk}
 
     def element(self, label: str) -> str:
         return self.elements.get(label, name_tex(label))
@@ -145,10 +146,12 @@ class ArticleLatex(LatexPrinter):
 
     def _print_Indexed(self, expr):
         base = self.notation.element(str(expr.base.label))
-        idx = [self._index(i) for i in expr.indices]
+        step, indices = (expr.indices[0], expr.indices[1:]) if str(expr.base.label) in self.notation.timed \
+            else (None, expr.indices)
+        idx = [self._index(i) for i in indices]
         plain = all(len(i.replace("'", "")) == 1 for i in idx)
         sub = "".join(idx) if plain else ",".join(idx)
-        return f"{base}_{{{sub}}}"
+        return f"{base}_{{{sub}}}" if step is None else f"{base}_{{{self._index(step)},{sub}}}"
 
     def _index(self, index) -> str:
         """An index, its terms in one order on every axis: products with an index letter (``i s``),
@@ -188,8 +191,9 @@ class ArticleLatex(LatexPrinter):
         self.bound -= bound
         if isinstance(expr.function, sp.Add):
             tex = rf"\left({tex}\right)"
-        for v, _, _ in expr.limits:
-            tex = rf"\sum_{{{self._print(v)}}} {tex}"
+        for v, low, high in expr.limits:  # over its index's whole range 0..K-1: the letter; else the limits
+            tex = rf"\sum_{{{self._print(v)}}} {tex}" if low == 0 else \
+                rf"\sum_{{{self._print(v)} = {self._print(low)}}}^{{{self._print(high)}}} {tex}"
         return tex
 
     def _print_Rational(self, expr):
