@@ -354,10 +354,10 @@ def _steps(text: str):
 def _print_unrolled(args) -> int:
     from codegen.latex.unroll import unroll_latex
     from derive.engine.unroll import unroll
-    if args.chain or args.net or args.option or args.form != "index":
-        raise UsageError("--unroll takes one recurrent cell, in index form (no --chain, --net, --option or --form)")
+    if args.chain or args.net or args.option:
+        raise UsageError("--unroll takes one recurrent cell (no --chain, --net or --option)")
     steps = _steps(args.unroll)
-    print(unroll_latex(unroll(_the_op(args, args.op)), args.lang, steps), end="")
+    print(unroll_latex(unroll(_the_op(args, args.op)), args.lang, steps, args.form), end="")
     return 0
 
 

@@ -65,11 +65,23 @@ def test_the_lstm_cell_state_carries_its_gradient_back_through_the_forget_gate()
     assert "exact rational inputs" in u.certificate
 
 
+def test_the_matrix_form_is_the_cells_own_at_each_step():
+    rnn = unroll_latex(unroll(get("rnn_cell")), form="matrix")
+    assert r"\mathbf{g}^{h}_{t} = \mathbf{G}^{h}_{t} + \boldsymbol{\delta}^{A}_{t + 1} W_{hh}" in rnn
+    assert r"\boldsymbol{\delta}^{A}_{t} = \mathbf{g}^{h}_{t} \odot \left(1 - H_{t}^{\circ 2}\right)" in rnn
+    assert r"\frac{\partial E}{\partial W_{hh}} = \sum_{t = 1}^{T} {\boldsymbol{\delta}^{A}_{t}}^{T} H_{t - 1}" in rnn
+    assert r"\frac{\partial E}{\partial H_{0}} = \boldsymbol{\delta}^{A}_{1} W_{hh}" in rnn
+    lstm = unroll_latex(unroll(get("lstm_cell")), form="matrix")
+    assert r"\mathbf{g}^{c}_{t} = \mathbf{G}^{c}_{t} + F_{t + 1} \odot \boldsymbol{\delta}^{C}_{t + 1}" in lstm
+
+
 def test_the_unroll_commands(capsys):
     assert main(["latex", "rnn_cell", "--unroll", "T"]) == 0
     assert r"\sum_{t = 1}^{T}" in capsys.readouterr().out
     assert main(["latex", "rnn_cell", "--unroll", "5", "--lang", "zh"]) == 0
     assert r"\sum_{t = 1}^{5}" in capsys.readouterr().out
+    assert main(["latex", "gru_cell", "--unroll", "T", "--form", "matrix"]) == 0
+    assert r"\sum_{t = 1}^{T}" in capsys.readouterr().out
     assert main(["check", "rnn_cell", "--unroll", "T"]) == 0
     assert "the same" in capsys.readouterr().out
 
@@ -77,7 +89,7 @@ def test_the_unroll_commands(capsys):
 @pytest.mark.parametrize("args, message", [
     (["latex", "linear", "--unroll", "T"], "linear is no recurrent cell"),
     (["latex", "rnn_cell", "--unroll", "0"], "expected the number of steps"),
-    (["latex", "rnn_cell", "--unroll", "T", "--form", "matrix"], "in index form"),
+    (["latex", "--unroll", "T", "--chain", "linear,relu"], "one recurrent cell"),
     (["check", "rnn_cell", "gru_cell", "--unroll", "T"], "one recurrent cell"),
 ])
 def test_bad_unroll_input_is_one_line_and_exit_2(args, message, capsys):

@@ -497,7 +497,7 @@ class _NoForm(Exception):
 
 
 _ATOM = re.compile(r"^\{?(e\^\{[^{}]*\}|\\vec\{[^{}]*\}|\\boldsymbol\{[^{}]*\}|\\mathbf\{[^{}]*\}|\\?[A-Za-z]+'*)"
-                   r"(\^\{[^{}T]*\})?\}?(\^\{T\})?$")
+                   r"(\^\{[^{}T]*\})?(_\{[^{}]*\})?\}?(\^\{T\})?$")
 
 
 def _atomic(tex: str) -> bool:

@@ -7,9 +7,9 @@ import dataclasses
 
 import sympy as sp
 
-from codegen.latex.blocks import Block, _eq, _partial, notation
-from codegen.latex.notation import ArticleLatex, name_tex
-from derive.engine.unroll import STEPS, Unrolled
+from codegen.latex.blocks import Block, Equation, _eq, _matrix_blocks, _matrix_name, _matrix_text, _partial, notation
+from codegen.latex.notation import ArticleLatex, Notation, name_tex, words
+from derive.engine.unroll import STEP, STEPS, Unrolled, cell_steps
 
 WORDS = {
     "en": {"steps": "The cell unrolled over ${T}$ steps: step $t$ reads $x_{{t}}$ and {previous} and computes {next}, "
@@ -52,8 +52,9 @@ def _elements(u: Unrolled) -> set:
     return {e for x in exprs for e in sp.preorder_traversal(x) if isinstance(e, sp.Indexed)}
 
 
-def unroll_blocks(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS) -> list[Block]:
-    """The blocks of the unrolled derivation; ``steps`` is how the number of steps is written (T, or a number)."""
+def unroll_blocks(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS, form: str = "index") -> list[Block]:
+    """The blocks of the unrolled derivation; ``steps`` is how the number of steps is written (T, or a number);
+    ``form``: index, or matrix (each statement that has one; the others in index form)."""
     w, colon = WORDS[lang], "：" if lang == "zh" else ":"
     printer = ArticleLatex(unroll_notation(u), lang)
     at = {STEPS: steps}
@@ -66,6 +67,8 @@ def unroll_blocks(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS) -> list
                              is_="is" if len(states) == 1 else "are")
     blocks = [Block(text=f"{lead}.")] if lang == "en" else [Block(text=f"{lead}。")]
     blocks.append(Block(text=w["forward"].format(T=big_t) + colon))
+    if form == "matrix":
+        return blocks + matrix_blocks(u, lang, steps)
     blocks += [_eq(printer, element, (definition,)) for element, definition, _ in u.forward]
     blocks.append(Block(text=w["arriving"].format(T=big_t) + colon))
     blocks += [_eq(printer, element, (direct + later,)) for element, direct, later in u.arriving]
@@ -76,9 +79,83 @@ def unroll_blocks(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS) -> list
     return blocks
 
 
-def unroll_latex(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS) -> str:
+def step_notation(u: Unrolled, step: sp.Expr) -> Notation:
+    """The cell's matrix names at one step: each per-step array subscripted with the step (``H_{t}``), the
+    states it reads with the step before (``H_{t-1}``), the weights as they are."""
+    nt = notation(u.op)
+    printer = ArticleLatex(nt)
+    at, before = printer._index(step), printer._index(step - 1)
+    moved = cell_steps(u)
+    matrices = dict(nt.matrices)
+    for inp in u.op.inputs:
+        if inp.name not in moved.weights:
+            matrices[inp.name] = f"{nt.matrix(inp.name, inp.tensor.rank)}_{{{before if inp.name in moved.previous else at}}}"
+    for node in u.op.intermediates:
+        state = moved.renamed.get(node.name)
+        rank = len(node.index)
+        matrices[node.name] = f"{nt.matrix(state or node.name, rank)}_{{{at}}}"
+        label = f"d{node.name}"
+        delta = rf"\boldsymbol{{\delta}}^{{{_matrix_name(state, rank)}}}" if state else nt.matrix(label, rank)
+        matrices[label] = f"{delta}_{{{at}}}"
+    for s in u.states:
+        matrices[s.upstream] = rf"\mathbf{{g}}^{{{name_tex(s.input)}}}_{{{at}}}"
+    return dataclasses.replace(nt, matrices=matrices)
+
+
+def matrix_blocks(u: Unrolled, lang: str, steps: sp.Expr) -> list[Block]:
+    """The forward pass, the recursion and the gradients as matrices (rows index the batch), each statement
+    printed from the cell's own at its step; a statement with no matrix form in index form."""
+    w, colon = WORDS[lang], "：" if lang == "zh" else ":"
+    d, t = u.cell, STEP
+    timed = ArticleLatex(unroll_notation(u), lang)
+
+    def text(expr, index, shape, step):
+        nt = step_notation(u, step)
+        return _matrix_text(d, nt, ArticleLatex(nt, lang), expr, index, shape)[0]
+
+    now = step_notation(u, t)
+    blocks = [Block(text=words(lang)["layout"])] + _matrix_blocks(d, now, ArticleLatex(now, lang), words(lang), True)
+    blocks.append(Block(text=w["arriving"].format(T=timed.doprint(steps)) + colon))
+    through = {g.input.name: g for g in d.backprop}
+    for (element, direct, later), s in zip(u.arriving, u.states):
+        g = through[s.input]
+        tex = text(g.expr, g.index, g.input.shape, t + 1)
+        lhs = now.matrices[s.upstream]
+        blocks.append(Block(equation=Equation(f"{lhs} = \\mathbf{{G}}^{{{name_tex(s.input)}}}_{{t}} + {tex}", element,
+                                              (direct + later,))) if tex else _eq(timed, element, (direct + later,)))
+    blocks.append(Block(text=w["errors"] + colon))
+    for (element, node, rhs, _), a in zip(u.errors, d.adjoints):
+        tex = text(a.expr, a.index, a.node.shape, t)
+        blocks.append(Block(equation=Equation(f"{now.matrices[a.tensor.name]} = {tex}", element, (rhs,))) if tex
+                      else _eq(timed, element, (_partial(node), rhs)))
+    blocks.append(Block(text=w["gradients"] + colon))
+    for (element, rhs, inp, kind), g in zip(u.gradients, d.backprop):
+        step = {"step": t, "first": sp.S.One, "weight": t}[kind]
+        tex = text(g.expr, g.index, g.input.shape, step)
+        wrt = step_notation(u, step).matrices.get(inp.name) or now.matrix(inp.name, inp.tensor.rank)
+        if tex and kind == "weight":
+            body = f"\\left({tex}\\right)" if _several_terms(tex) else tex
+            tex = f"\\sum_{{t = 1}}^{{{timed.doprint(steps)}}} {body}"
+        lhs = rf"\frac{{\partial {now.objective}}}{{\partial {wrt}}}"
+        blocks.append(Block(equation=Equation(f"{lhs} = {tex}", _partial(element), (rhs,))) if tex
+                      else _eq(timed, _partial(element), (rhs.xreplace({STEPS: steps}),)))
+    return blocks
+
+
+def _several_terms(tex: str) -> bool:
+    """A sum or difference at the top level of ``tex`` (outside every group): a sum over t needs parentheses."""
+    depth = 0
+    for k, ch in enumerate(tex):
+        depth += ch in "{([" and tex[k - 1:k] != "\\"
+        depth -= ch in "})]" and tex[k - 1:k] != "\\"
+        if depth == 0 and tex[k:k + 3] in (" + ", " - "):
+            return True
+    return False
+
+
+def unroll_latex(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS, form: str = "index") -> str:
     """The blocks as LaTeX: prose lines and numbered equations."""
     out = []
-    for b in unroll_blocks(u, lang, steps):
+    for b in unroll_blocks(u, lang, steps, form):
         out.append(f"\\begin{{equation}}\n{b.equation.tex}\n\\end{{equation}}" if b.equation else f"{b.text}\n")
     return "\n".join(out) + "\n"

@@ -108,6 +108,11 @@ class _Steps:
         return sp.IndexedBase(self.renamed.get(name, name))[(step, *e.indices)]
 
 
+def cell_steps(u: "Unrolled") -> _Steps:
+    """How ``u``'s cell elements move to a step (its weights, the states it reads, the outputs renamed)."""
+    return _Steps(u.op, u.states)
+
+
 def unroll(cell: Op) -> Unrolled:
     """The cell unrolled over ``T`` steps (see the module's docstring)."""
     states = recurrent_states(cell)
