@@ -14,7 +14,10 @@ from derive.engine import check
 from derive.engine.derivation import derive
 from derive.define.registry import registry
 
-from .render import module_source, op_latex
+from derive.engine.unroll import is_recurrent, unroll
+
+from .module.unrolled import unrolled_name
+from .render import module_source, op_latex, unrolled_source
 
 LANGS = ("en", "zh")
 GENERATED = Path(__file__).resolve().parent.parent / "generated"
@@ -39,16 +42,26 @@ def outputs() -> dict[str, str]:
         files[f"{name}.py"] = module_source(d)
         for lang in LANGS:
             files[f"latex/{lang}/{name}.tex"] = op_latex(d, lang)
+    for op in recurrent_cells():  # each cell over a sequence, by backpropagation through time
+        files[f"{unrolled_name(op.name)}.py"] = unrolled_source(unroll(op))
     from codegen.document.article import article_files  # the network pages need every op derived first
     files.update(article_files())
     return dict(sorted(files.items()))
 
 
+def recurrent_cells() -> list:
+    """The built-in ops that carry states from step to step (``derive.engine.unroll``)."""
+    return [op for op in registry().values() if is_recurrent(op)]
+
+
 def _package_init() -> str:
-    names = list(registry())
+    sequences = [unrolled_name(op.name) for op in recurrent_cells()]
+    names = list(registry()) + sequences
     return (f'"""{HEADER}: one NumPy module per op. Do not edit; change derive/ops and rebuild.\n\n'
             "Each module has forward(*inputs, **hyper) -> (out, cache) and\n"
-            "backward(dout, cache) -> {input name: gradient}.\n"
+            "backward(dout, cache) -> {input name: gradient}"
+            + (f"; {', '.join(sequences)} run a cell over a\nsequence (batch first), with backpropagation through time"
+               if sequences else "") + ".\n"
             '"""\n'
             f"__all__ = {names!r}\n")
 

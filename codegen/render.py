@@ -22,6 +22,15 @@ def environment() -> jinja2.Environment:
     )
 
 
+def unrolled_source(u) -> str:
+    """The module of a recurrent cell unrolled over a sequence (``codegen.module.unrolled``), compiled here too."""
+    from codegen.module.unrolled import unrolled_context
+    context = unrolled_context(u)
+    text = environment().get_template("unrolled.py.j2").render(**context)
+    compile(text, f"generated/{context['name']}.py", "exec")
+    return text
+
+
 def module_source(d: Derivation) -> str:
     """The NumPy module for an op; compiled here so that a broken template never reaches disk."""
     if d.op.options:

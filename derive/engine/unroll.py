@@ -84,6 +84,15 @@ def recurrent_states(op: Op) -> tuple[State, ...]:
     return states
 
 
+def is_recurrent(op: Op) -> bool:
+    """Whether ``op`` is a recurrent cell: each output the next value of an input of its shape."""
+    try:
+        recurrent_states(op)
+    except ValueError:
+        return False
+    return True
+
+
 class _Steps:
     """Moves the cell's elements to a step: the states it reads to the step before, the rest to the step,
     the weights nowhere."""
