@@ -404,12 +404,11 @@ class Lowering:
         axis h = g K + q (each h lies in exactly one group)."""
         summed = {v for v, _ in bound}
         ties = [(f, _tie(f.condition, summed)) for f in inside if isinstance(f, Iverson)]
-        ties = [(f, t) for f, t in ties if t is not None]
+        # the groups' tie (h = g K + q, blocks end to end); others (a grouped conv's windows) stay inside
+        ties = [(f, t) for f, t in ties if t is not None and t[3] == 0 and t[4] == 1 and sp.expand(t[2] - t[6]) == 0]
         if len(ties) != 1:
             return None
         bracket, (h, g, stride, shift, dilation, expr, size) = ties[0]
-        if shift != 0 or dilation != 1 or sp.expand(stride - size) != 0:
-            return None
         q = sp.Symbol(next(c for c in "qrstuvw" if c not in {str(x) for f in inside for x in f.free_symbols}),
                       integer=True)
         body = sp.Mul(*(f for f in inside if f is not bracket)).xreplace({expr: q})

@@ -17,7 +17,7 @@ def test_symbolic_equals_brute_force_jacobian(op, derivation, case):
 @pytest.mark.parametrize("case", [0, 1])
 def test_finite_differences_float64(op, module, rng, case):
     """Central differences of sum(forward * dout), every element, against backward."""
-    inputs = check.sample(op, check.example_sizes(op), rng)
+    inputs = check.sample(op, check.example_sizes(op), rng, hyper=check.hyper_values(op, case))
     result = check.finite_differences(op, module, inputs, check.hyper_values(op, case), seed=case)
     assert result.passed, f"max relative error per input: {result.errors}"
     assert result.max_error < 1e-5
