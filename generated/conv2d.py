@@ -17,18 +17,18 @@ chosen, and its cache records the form for backward):
 
 Form b='given', forward (index form):
     xp[n, c, h, w] = x[n, c, h - padding_h, w - padding_w]*[0 <= h - padding_h <= IH - 1]*[0 <= w - padding_w <= IW - 1]
-    y[n, g, o, i, j] = sum_c(sum_p(sum_q(W[g*O_g + o, c, p, q]*xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]))) + b[g*O_g + o]
+    y[n, o, i, j] = sum_g([0 <= o - g*O_g <= O_g - 1]*sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w])))) + b[o]
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_g([0 <= c - g*C_g <= C_g - 1]*sum_o(sum_i([Eq(Mod(h + padding_h - i*stride_h, dilation_h), 0)]*[0 <= h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h <= KH - 1]*sum_j(dout[n, g, o, i, j]*W[g*O_g + o, c - g*C_g, h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h, padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w]*[Eq(Mod(padding_w + w - j*stride_w, dilation_w), 0)]*[0 <= padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w <= KW - 1]))))
-    dE/dW[u, c, p, q] = sum_n(sum_g([0 <= u - g*O_g <= O_g - 1]*sum_i(sum_j(dout[n, g, u - g*O_g, i, j]*xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]))))
-    dE/db[u] = sum_n(sum_g([0 <= u - g*O_g <= O_g - 1]*sum_i(sum_j(dout[n, g, u - g*O_g, i, j]))))
+    dE/dx[n, c, h, w] = sum_o(sum_i([Eq(Mod(h + padding_h - i*stride_h, dilation_h), 0)]*[0 <= h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h <= KH - 1]*sum_j(dout[n, o, i, j]*[Eq(Mod(padding_w + w - j*stride_w, dilation_w), 0)]*[0 <= padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w <= KW - 1]*sum_g(W[o, c - g*C_g, h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h, padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w]*[0 <= c - g*C_g <= C_g - 1]*[0 <= o - g*O_g <= O_g - 1]))))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*sum_g(xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]*[0 <= o - g*O_g <= O_g - 1]))))
+    dE/db[o] = sum_n(sum_i(sum_j(dout[n, o, i, j])))
 
 Form b=None, forward (index form):
     xp[n, c, h, w] = x[n, c, h - padding_h, w - padding_w]*[0 <= h - padding_h <= IH - 1]*[0 <= w - padding_w <= IW - 1]
-    y[n, g, o, i, j] = sum_c(sum_p(sum_q(W[g*O_g + o, c, p, q]*xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w])))
+    y[n, o, i, j] = sum_g([0 <= o - g*O_g <= O_g - 1]*sum_c(sum_p(sum_q(W[o, c, p, q]*xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]))))
 Backward (derived by SymPy; dout = dE/dy):
-    dE/dx[n, c, h, w] = sum_g([0 <= c - g*C_g <= C_g - 1]*sum_o(sum_i([Eq(Mod(h + padding_h - i*stride_h, dilation_h), 0)]*[0 <= h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h <= KH - 1]*sum_j(dout[n, g, o, i, j]*W[g*O_g + o, c - g*C_g, h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h, padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w]*[Eq(Mod(padding_w + w - j*stride_w, dilation_w), 0)]*[0 <= padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w <= KW - 1]))))
-    dE/dW[u, c, p, q] = sum_n(sum_g([0 <= u - g*O_g <= O_g - 1]*sum_i(sum_j(dout[n, g, u - g*O_g, i, j]*xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]))))
+    dE/dx[n, c, h, w] = sum_o(sum_i([Eq(Mod(h + padding_h - i*stride_h, dilation_h), 0)]*[0 <= h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h <= KH - 1]*sum_j(dout[n, o, i, j]*[Eq(Mod(padding_w + w - j*stride_w, dilation_w), 0)]*[0 <= padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w <= KW - 1]*sum_g(W[o, c - g*C_g, h/dilation_h + padding_h/dilation_h - i*stride_h/dilation_h, padding_w/dilation_w + w/dilation_w - j*stride_w/dilation_w]*[0 <= c - g*C_g <= C_g - 1]*[0 <= o - g*O_g <= O_g - 1]))))
+    dE/dW[o, c, p, q] = sum_n(sum_i(sum_j(dout[n, o, i, j]*sum_g(xp[n, g*C_g + c, p*dilation_h + i*stride_h, q*dilation_w + j*stride_w]*[0 <= o - g*O_g <= O_g - 1]))))
 """
 import numpy as np
 
@@ -101,10 +101,10 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0, dilation=1, groups=1):
     if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
-    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4)
-    y += b.reshape(groups, O_g)[:, :, None, None]
-    cache = {"dtype": x.dtype, "shape": y.shape[:1] + (O,) + y.shape[3:], "view": y.shape, "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
-    return y.reshape(cache["shape"]), cache
+    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
+    y += b[:, None, None]
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    return y, cache
 
 
 def _backward_with_b(dout, cache):
@@ -116,7 +116,6 @@ def _backward_with_b(dout, cache):
     dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
-    dout = dout.reshape(cache["view"])
     W = cache["W"]
     xp = cache["xp"]
     C_g = cache["C_g"]
@@ -133,9 +132,10 @@ def _backward_with_b(dout, cache):
     padding_w = cache["padding_w"]
     stride_h = cache["stride_h"]
     stride_w = cache["stride_w"]
-    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), dout, ((1,), (2,)), ((0,), (1,))).transpose(4, 0, 1, 2, 3, 5, 6), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
-    dW = _batch_tensordot(_windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), dout, ((0, 2, 3), (0, 3, 4)), ((1,), (1,))).transpose(0, 4, 1, 2, 3).reshape(O_g*groups, C_g, KH, KW)
-    db = dout.sum(axis=(0, 3, 4)).reshape(O_g*groups)
+    grouped = dout.reshape(N, groups, O_g, (IH + dilation_h*(1 - KH) + 2*padding_h - 1)//stride_h + 1, (IW + dilation_w*(1 - KW) + 2*padding_w - 1)//stride_w + 1)
+    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), grouped, ((1,), (2,)), ((0,), (1,))).transpose(4, 0, 1, 2, 3, 5, 6), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
+    dW = _batch_tensordot(_windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), grouped, ((0, 2, 3), (0, 3, 4)), ((1,), (1,))).transpose(0, 4, 1, 2, 3).reshape(O_g*groups, C_g, KH, KW)
+    db = dout.sum(axis=(0, 2, 3))
     return {"x": dx, "W": dW, "b": db}
 
 
@@ -172,9 +172,9 @@ def _forward_without_b(x, W, *, stride=1, padding=0, dilation=1, groups=1):
     if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
-    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4)
-    cache = {"dtype": x.dtype, "shape": y.shape[:1] + (O,) + y.shape[3:], "view": y.shape, "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
-    return y.reshape(cache["shape"]), cache
+    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    return y, cache
 
 
 def _backward_without_b(dout, cache):
@@ -186,7 +186,6 @@ def _backward_without_b(dout, cache):
     dout = _float_array("dout", dout).astype(cache["dtype"], copy=False)
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
-    dout = dout.reshape(cache["view"])
     W = cache["W"]
     xp = cache["xp"]
     C_g = cache["C_g"]
@@ -203,8 +202,9 @@ def _backward_without_b(dout, cache):
     padding_w = cache["padding_w"]
     stride_h = cache["stride_h"]
     stride_w = cache["stride_w"]
-    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), dout, ((1,), (2,)), ((0,), (1,))).transpose(4, 0, 1, 2, 3, 5, 6), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
-    dW = _batch_tensordot(_windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), dout, ((0, 2, 3), (0, 3, 4)), ((1,), (1,))).transpose(0, 4, 1, 2, 3).reshape(O_g*groups, C_g, KH, KW)
+    grouped = dout.reshape(N, groups, O_g, (IH + dilation_h*(1 - KH) + 2*padding_h - 1)//stride_h + 1, (IW + dilation_w*(1 - KW) + 2*padding_w - 1)//stride_w + 1)
+    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), grouped, ((1,), (2,)), ((0,), (1,))).transpose(4, 0, 1, 2, 3, 5, 6), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
+    dW = _batch_tensordot(_windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), grouped, ((0, 2, 3), (0, 3, 4)), ((1,), (1,))).transpose(0, 4, 1, 2, 3).reshape(O_g*groups, C_g, KH, KW)
     return {"x": dx, "W": dW}
 
 

@@ -172,10 +172,10 @@ def test_full_convolution_reading_equals_the_gradient(padding, rng):
     out, cache = conv2d.forward(x, W, b, padding=padding)
     g = rng.standard_normal(out.shape)
     expected = conv2d.backward(g, cache)["x"]
-    g = g.reshape(cache["view"])  # the definition's upstream, by group: one group of all O channels
     op = get("conv2d")
+    from derive.ops.conv2d import Og, groups
     sizes = dict(zip(op.inputs[0].shape, x.shape)) | dict(zip(op.inputs[1].shape, W.shape)) \
-        | dict(zip(op.output.shape[1:3], (1, W.shape[0])))
+        | {groups: 1, Og: W.shape[0]}  # one group
     pads = next(h for h in op.hyper if h.name == "padding").bind(padding)
     (flip, kernel), (pad, shifted) = form.flipped, form.padded
 

@@ -188,9 +188,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "derived_sizes": [(str(size), str(sp.fraction(rule)[0]), str(sp.fraction(rule)[1]), _read_at(op, size))
                           for size, rule in op.derived_sizes.items()],
         # an output indexed by group (group norm's y[n, h, q, s]) of an input (N, C, ...): dout viewed alike
-        "regrouped": op.shape_kind == "channels" and tuple(op.output.shape) != tuple(op.inputs[0].shape)
-        or _merged_shape(op) is not None,
-        "merged_shape": _merged_shape(op),
+        "regrouped": op.shape_kind == "channels" and tuple(op.output.shape) != tuple(op.inputs[0].shape),
         "flattened": _flattened(op),
         "gradient_shapes": _gradient_shapes(op),
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
@@ -418,18 +416,6 @@ def _read_at(op, size):
     size is read there and checked against its rule; None where no input has it (computed)."""
     inp = next((i for i in op.inputs if size in i.shape), None)
     return None if inp is None else (inp.name, ", ".join(str(s) for s in inp.shape))
-
-
-def _merged_shape(op) -> str | None:
-    """The output's shape for the caller where the definition writes it by group, ``(..., groups, O_g,
-    ...)`` with ``O_g = O / groups`` (a grouped conv2d's y[n, g, o, i, j]): the two axes read as one, O."""
-    shape = tuple(op.output.shape)
-    for pos, (group, size) in enumerate(zip(shape, shape[1:])):
-        rule = op.derived_sizes.get(size)
-        if op.shape_kind == "fixed" and rule is not None and sp.fraction(rule)[1] == group:
-            y = op.output.name
-            return f"{y}.shape[:{pos}] + ({sp.fraction(rule)[0]},) + {y}.shape[{pos + 2}:]"
-    return None
 
 
 def _spec(op, inp) -> str:

@@ -28,9 +28,10 @@ xp = Intermediate("xp", (n, c, h, w), (N, C, IH + 2 * ph, IW + 2 * pw),
                   Iverson(sp.And(h - ph >= 0, h - ph <= IH - 1)) * Iverson(sp.And(w - pw >= 0, w - pw <= IW - 1))
                   * x[n, c, h - ph, w - pw])
 
-# Output channel o of group g is W's channel g O_g + o; its window reads the group's channels g C_g + c.
-windows = sp.Sum(W[g * Og + o, c, p, q] * xp[n, g * Cg + c, i * sh + p * dh, j * sw + q * dw],
-                 (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, Cg - 1))
+# Output channel o is in group g when g O_g <= o < (g + 1) O_g; its window reads that group's input channels.
+windows = sp.Sum(Iverson(sp.And(o - g * Og >= 0, o - g * Og <= Og - 1))
+                 * sp.Sum(W[o, c, p, q] * xp[n, g * Cg + c, i * sh + p * dh, j * sw + q * dw],
+                          (q, 0, KW - 1), (p, 0, KH - 1), (c, 0, Cg - 1)), (g, 0, groups - 1))
 
 
 def conv2d(b):
@@ -42,8 +43,7 @@ def conv2d(b):
         doc_zh="卷积层：与 PyTorch 相同的互相关，带步长、补零、膨胀（窗口内取值的间隔）和分组（每组输出通道只读本组的输入通道）；每个输出像素是卷积核与补零后输入的一个窗口的乘积之和，"
                + ("再加上偏移。" if with_bias else "没有偏移（b=None）。"),
         inputs=(Input(x), Input(W, element="w")) + ((Input(bias),) if with_bias else ()),
-        output=Intermediate("y", (n, g, o, i, j), (N, groups, Og, OH, OW),
-                            windows + bias[g * Og + o] if with_bias else windows),
+        output=Intermediate("y", (n, o, i, j), (N, O, OH, OW), windows + bias[o] if with_bias else windows),
         hyper=(Hyper((sh, sw), 1, cases=(1, 2, (2, 1)), doc="step between windows, an int or (h, w)",
                      valid="stride >= 1"),
                Hyper((ph, pw), 0, cases=(0, 1, (1, 0)), doc="zeros added on each side of the image, an int or (h, w)",
