@@ -50,7 +50,7 @@ def conv2d(b):
                      valid="padding >= 0"),
                Hyper((dh, dw), 1, cases=(1, 2, (1, 2)), doc="step between a window's values, an int or (h, w)",
                      valid="dilation >= 1"),
-               Hyper(groups, 1, cases=(1, 2, 2), doc="how many groups the channels are split into; it divides C and O",
+               Hyper(groups, 1, cases=(1, 1, 2), doc="how many groups the channels are split into; it divides C and O",
                      valid="groups >= 1")),
         derived_sizes={Cg: C / groups, Og: O / groups},
         pytorch="F.conv2d(x, W, b, stride=stride, padding=padding, dilation=dilation, groups=groups)",
