@@ -6,10 +6,9 @@ input window that starts at (i s_h, j s_w) of the padded input, plus a bias;
 the window's values are d_h rows and d_w columns apart (the dilation, 1: adjacent).
 Stride, padding and dilation are given per image axis (an int for both, or an (h, w) pair).
 With ``groups`` G the C input and O output channels split into G groups of
-C_g = C / G and O_g = O / G (G divides both); output channel o of group g reads
-only its group's input channels: channel g C_g + c is channel c of group g, and
-the kernel is W[O, C_g, KH, KW]. The output is written by group, y[n, g, o, i, j],
-the shape (N, O, OH, OW) in the generated code.
+C_g = C / G and O_g = O / G (G divides both); output channel o is in group g
+when g O_g <= o < (g + 1) O_g, and reads only that group's input channels
+g C_g + c, c < C_g: the kernel is W[O, C_g, KH, KW].
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
