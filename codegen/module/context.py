@@ -412,8 +412,8 @@ def _gradient_shapes(op) -> dict:
 
 
 def _read_at(op, size):
-    """The input whose shape has this derived size (a grouped conv2d's W[O, C_g, ...]) and its spec: the
-    size is read there and checked against its rule; None where no input has it (computed)."""
+    """The input whose shape has this derived size (a grouped conv2d's W[O, C_g, ...]) and that shape, for
+    the message: the size is read there and checked against its rule; None where no input has it (computed)."""
     inp = next((i for i in op.inputs if size in i.shape), None)
     return None if inp is None else (inp.name, ", ".join(str(s) for s in inp.shape))
 
