@@ -20,7 +20,7 @@ from . import references
 GENERATED = "generated"
 #: Options benchmarked besides an op's own bench_sizes, each a case of its own at the same sizes (dilated
 #: convolution), named ``op option=value`` in the tables and floors.
-VARIANTS = {"conv2d": ({"dilation": 2},)}
+VARIANTS = {"conv2d": ({"dilation": 2}, {"dilation": 2, "groups": 4})}
 
 
 class NotBenchmarked(Exception):
@@ -93,7 +93,7 @@ class Case:
                 raise NotBenchmarked(f"{self.op.name}: no generated module (run `derive build`)") from None
         self.hyper = {**self.hyper, **self.variant}
         rng = np.random.default_rng(0)
-        inputs = check.sample(self.op, self.sizes, rng, self.dtype, leading=())
+        inputs = check.sample(self.op, self.sizes, rng, self.dtype, leading=(), hyper=self.hyper)
         if self.op.shape_kind == "flat":  # check.sample spreads a flat size over two axes; one reads better
             inputs = {name: a.reshape(-1) for name, a in inputs.items()}
         self.inputs = inputs

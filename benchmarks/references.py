@@ -63,8 +63,8 @@ def _torch_table() -> dict:
         if not t.is_floating_point() else -(t * torch.log(y)).sum() / y.shape[0],
         "softmax_cross_entropy": lambda z, t, ignore_index=-100, label_smoothing=0.0: F.cross_entropy(
             z, t, ignore_index=ignore_index, label_smoothing=label_smoothing),
-        "conv2d": lambda x, W, b, stride=1, padding=0, dilation=1: F.conv2d(x, W, b, stride=stride, padding=padding,
-                                                                            dilation=dilation),
+        "conv2d": lambda x, W, b, stride=1, padding=0, dilation=1, groups=1: F.conv2d(
+            x, W, b, stride=stride, padding=padding, dilation=dilation, groups=groups),
         "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
         "avg_pool2d": lambda x, kernel=2, stride=None: F.avg_pool2d(x, kernel, stride),
         "flatten": lambda x: torch.flatten(x, 1),
@@ -121,18 +121,24 @@ def _autograd_table() -> dict:
         return anp.stack([x[:, :, i:i + stride * (height - 1) + 1:stride, j:j + stride * (width - 1) + 1:stride]
                           for i in range(kernel) for j in range(kernel)])
 
-    def conv2d(x, W, b, stride=1, padding=0, dilation=1):
+    def conv2d(x, W, b, stride=1, padding=0, dilation=1, groups=1):
         (sh, sw), (ph, pw), (dh, dw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding, dilation))
         x = anp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), "constant")
-        _, _, kh, kw = W.shape
+        o, cg, kh, kw = W.shape
+        og = o // groups
         height = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
         width = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
-        out = b[None, :, None, None]
-        for i in range(kh):
-            for j in range(kw):
-                patch = x[:, :, i * dh:i * dh + sh * (height - 1) + 1:sh, j * dw:j * dw + sw * (width - 1) + 1:sw]
-                out = out + anp.transpose(anp.tensordot(patch, W[:, :, i, j], axes=([1], [1])), (0, 3, 1, 2))
-        return out
+        parts = []
+        for g in range(groups):  # each group's output channels from its own input channels
+            out = b[None, g * og:(g + 1) * og, None, None]
+            for i in range(kh):
+                for j in range(kw):
+                    patch = x[:, g * cg:(g + 1) * cg, i * dh:i * dh + sh * (height - 1) + 1:sh,
+                              j * dw:j * dw + sw * (width - 1) + 1:sw]
+                    weights = W[g * og:(g + 1) * og, :, i, j]
+                    out = out + anp.transpose(anp.tensordot(patch, weights, axes=([1], [1])), (0, 3, 1, 2))
+            parts.append(out)
+        return anp.concatenate(parts, axis=1)
 
     def normalize(x, axes, eps):
         mean = anp.mean(x, axis=axes, keepdims=True)
@@ -319,23 +325,24 @@ def _softmax_cross_entropy_by_hand(z, t, dout=1.0, ignore_index=-100, label_smoo
     return loss, u
 
 
-def _conv2d_by_hand(x, W, b, dout, stride=1, padding=0, dilation=1):
+def _conv2d_by_hand(x, W, b, dout, stride=1, padding=0, dilation=1, groups=1):
     """A convolution through im2col as a careful person writes it: the windows gathered once into a
-    matrix (C KH KW, N OH OW) for both products that read them, three matrix products, and the
-    windows' gradients added back onto the image one kernel offset at a time (one int per option)."""
+    matrix (groups, C_g KH KW, N OH OW) for both products that read them, three (batched) matrix products,
+    and the windows' gradients added back onto the image one kernel offset at a time (one int per option)."""
     n, c, height, width = x.shape
-    o, _, kh, kw = W.shape
+    o, cg, kh, kw = W.shape
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     extent = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)
     windows = np.lib.stride_tricks.sliding_window_view(padded, extent, axis=(2, 3))[
         :, :, ::stride, ::stride, ::dilation, ::dilation]
     oh, ow = windows.shape[2:4]
-    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * oh * ow)
-    weights = W.reshape(o, -1)
+    cols = windows.reshape(n, groups, cg, oh, ow, kh, kw).transpose(1, 2, 5, 6, 0, 3, 4) \
+        .reshape(groups, cg * kh * kw, n * oh * ow)
+    weights = W.reshape(groups, o // groups, -1)
     y = (weights @ cols).reshape(o, n, oh, ow).transpose(1, 0, 2, 3) + b[:, None, None]
-    grad = dout.transpose(1, 0, 2, 3).reshape(o, -1)
-    dW = (grad @ cols.T).reshape(W.shape)
-    dcols = (weights.T @ grad).reshape(c, kh, kw, n, oh, ow)
+    grad = dout.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)
+    dW = (grad @ cols.transpose(0, 2, 1)).reshape(W.shape)
+    dcols = (weights.transpose(0, 2, 1) @ grad).reshape(c, kh, kw, n, oh, ow)
     dpadded = np.zeros_like(padded)
     for p in range(kh):
         for q in range(kw):

@@ -27,6 +27,7 @@ from .timing import interleaved, peak_memory
 DTYPES = {"float64": np.float64, "float32": np.float32}
 #: (op, peer, largest allowed generated/peer time ratio in float64, in float32); every op must also beat autograd.
 FLOORS = (("linear", "bare", 1.05, 1.05), ("conv2d", "torch", 1.2, 2.0), ("conv2d dilation=2", "torch", 1.5, 2.0),
+          ("conv2d dilation=2 groups=4", "torch", 1.5, 2.0),
           ("max_pool2d", "torch", 1.5, 1.5),
           ("batch_norm", "torch", 1.5, 2.0), ("batch_norm_eval", "torch", 1.5, 2.0), ("layer_norm", "torch", 1.5, 2.0),
           ("softmax", "torch", 1.5, 2.0), ("softmax_cross_entropy", "torch", 1.5, 2.0),

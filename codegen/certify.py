@@ -54,8 +54,9 @@ def _certified(op: Op, extremes: bool) -> Certified:
         where = op.name + (f" ({', '.join(f'{k}={v!r}' for k, v in form.chosen)})" if form.chosen else "")
         cases = case_count(form)
         for case in range(cases):
-            inputs = check.sample(form, check.example_sizes(form), np.random.default_rng(case))
-            fd = check.finite_differences(form, module, inputs, check.hyper_values(form, case), seed=case)
+            hyper = check.hyper_values(form, case)
+            inputs = check.sample(form, check.example_sizes(form), np.random.default_rng(case), hyper=hyper)
+            fd = check.finite_differences(form, module, inputs, hyper, seed=case)
             if not fd.passed:
                 name = max(fd.errors, key=lambda k: (fd.errors[k] != fd.errors[k], fd.errors[k]))  # NaN first
                 error = fd.errors[name]

@@ -360,7 +360,7 @@ class Lowering:
             return self.elementwise(outside * inner, first)
         for v, size in bound:
             self.ranges[v] = size
-        gathered = self.gather(bound, inside, first)
+        gathered = self.gather(bound, inside, first) or self.block_sum(bound, inside, first)
         if gathered is not None:
             return gathered
         scatter = self.merge(bound, inside, first) or self.scatter(bound, inside, first) \
@@ -404,17 +404,15 @@ class Lowering:
         axis h = g K + q (each h lies in exactly one group)."""
         summed = {v for v, _ in bound}
         ties = [(f, _tie(f.condition, summed)) for f in inside if isinstance(f, Iverson)]
-        ties = [(f, t) for f, t in ties if t is not None]
+        # the groups' tie (h = g K + q, blocks end to end); others (a grouped conv's windows) stay inside
+        ties = [(f, t) for f, t in ties if t is not None and t[3] == 0 and t[4] == 1 and sp.expand(t[2] - t[6]) == 0]
         if len(ties) != 1:
             return None
         bracket, (h, g, stride, shift, dilation, expr, size) = ties[0]
-        if shift != 0 or dilation != 1 or sp.expand(stride - size) != 0:
-            return None
         q = sp.Symbol(next(c for c in "qrstuvw" if c not in {str(x) for f in inside for x in f.free_symbols}),
                       integer=True)
-        body = sp.Mul(*(f for f in inside if f is not bracket)).xreplace({expr: q})
-        if h in body.free_symbols:
-            return None
+        # h itself read elsewhere (a grouped conv's W[o, ...] beside its window of group g): h = g K + q there too
+        body = sp.Mul(*(f for f in inside if f is not bracket)).xreplace({expr: q}).xreplace({h: g * size + q})
         self.ranges[q] = size
         others = [(v, n) for v, n in bound if v != g]
         inner = sp.Sum(body, *reversed([(v, 0, n - 1) for v, n in others])) if others else body
@@ -433,6 +431,26 @@ class Lowering:
             return None
         axes = tuple(arg.axes)[:position] + (h,) + tuple(arg.axes)[position + 2:]
         return Merge(axes, arg, position, tuple(self.ranges.get(a, 1) for a in arg.axes))
+
+    def block_sum(self, bound, inside, first) -> Node | None:
+        """``sum_o [0 <= o - g K <= K - 1] f(o)`` with g not summed here: only block g's K values of o,
+        ``sum_r f(g K + r)`` (a grouped conv's output channels of group g); else None."""
+        summed = {v for v, _ in bound}
+        for bracket in (f for f in inside if isinstance(f, Iverson)):
+            found = _bracket(bracket.condition)
+            own = [v for v in index_symbols(found[0]) if v in summed] if found else []
+            if len(own) != 1:
+                continue
+            (o,), (shifted, size) = own, found
+            g = [v for v in index_symbols(shifted) if v != o]
+            if len(g) != 1 or g[0] not in self.ranges or sp.expand(shifted - o + g[0] * size) != 0:
+                continue
+            taken = {str(x) for f in inside for x in f.free_symbols} | {str(v) for v, _ in bound}
+            r = sp.Symbol(next(c for c in "rstuvwk" if c not in taken), integer=True)
+            body = sp.Mul(*(f for f in inside if f is not bracket)).xreplace({o: g[0] * size + r})
+            limits = [(r, 0, size - 1) if v == o else (v, 0, n - 1) for v, n in bound]
+            return self.lower(sp.Sum(body, *reversed(limits)), first)
+        return None
 
     def gather(self, bound, inside, first) -> Node | None:
         """``sum_v [v = idx_n] f(v)`` is ``f(idx_n)``: the delta is a substitution (the forward of a gather)."""

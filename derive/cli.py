@@ -483,7 +483,8 @@ def cmd_check(args) -> int:
             sizes = check.example_sizes(form, small=True)
             wrong += [w for case in range(cases) for w in check.brute_force(d, sizes, check.hyper_values(form, case))]
             fds += [check.finite_differences(form, module, check.sample(form, check.example_sizes(form),
-                                                                       np.random.default_rng(case)),
+                                                                       np.random.default_rng(case),
+                                                                       hyper=check.hyper_values(form, case)),
                                              check.hyper_values(form, case), seed=case) for case in range(cases)]
             extremes += [f"{np.dtype(t).name}: {line}" for t in (np.float64, np.float32)
                          for line in check.extremes(d, module, t)]

@@ -121,12 +121,14 @@ def _expected(spec, sizes):
     return int(blocks or 1) * sizes[size] if size in sizes else "?"
 
 
-def _windows(array, kernel, stride, dilation=(1, 1)):
-    """Every window of the last two axes, ``stride`` apart, its values ``dilation`` apart (per axis):
-    (..., H, W) -> (..., OH, OW, KH, KW), a view."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    view = np.lib.stride_tricks.sliding_window_view(array, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(-2, -1))
-    return view[..., ::sh, ::sw, ::dh, ::dw]
+def _windows(array, kernel, stride, dilation=None):
+    """Every window of the last len(kernel) axes, ``stride`` apart, its values ``dilation`` apart (per axis,
+    1 by default): (..., H, W) -> (..., OH, OW, KH, KW), a view. A grouped conv's channels are a third
+    axis, its windows the groups (kernel and stride C_g)."""
+    dilation = dilation or (1,) * len(kernel)
+    extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    view = np.lib.stride_tricks.sliding_window_view(array, extent, axis=tuple(range(-len(kernel), 0)))
+    return view[(..., *(slice(None, None, s) for s in stride), *(slice(None, None, d) for d in dilation))]
 
 
 def _offset_sum(windows, weights=None):

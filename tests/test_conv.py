@@ -106,7 +106,7 @@ def test_max_pool_infinities_and_nan_as_the_definition_says(kernel, stride):
     ({"stride": 0}, ValueError, r"^stride: expected stride >= 1"),
     ({"stride": 1.5}, TypeError, r"^stride: expected an integer"),
     ({"padding": -1}, ValueError, r"^padding: expected padding >= 0"),
-    ({"W": np.ones((2, 2, 3, 3))}, ValueError, r"^W: expected shape \(O, C, KH, KW\)"),
+    ({"W": np.ones((2, 2, 3, 3))}, ValueError, r"^W: expected shape \(O, C_g, KH, KW\) with C_g = C / groups = 3"),
     ({"b": np.ones(3)}, ValueError, r"^b: expected shape \(O\)"),
 ])
 def test_conv2d_bad_hyper_parameters_say_why(kwargs, error, message):
@@ -173,7 +173,9 @@ def test_full_convolution_reading_equals_the_gradient(padding, rng):
     g = rng.standard_normal(out.shape)
     expected = conv2d.backward(g, cache)["x"]
     op = get("conv2d")
-    sizes = dict(zip(op.inputs[0].shape, x.shape)) | dict(zip(op.inputs[1].shape, W.shape))
+    from derive.ops.conv2d import Og, groups
+    sizes = dict(zip(op.inputs[0].shape, x.shape)) | dict(zip(op.inputs[1].shape, W.shape)) \
+        | {groups: 1, Og: W.shape[0]}  # one group
     pads = next(h for h in op.hyper if h.name == "padding").bind(padding)
     (flip, kernel), (pad, shifted) = form.flipped, form.padded
 

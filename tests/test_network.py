@@ -158,7 +158,7 @@ def test_the_network_file_commands(tmp_path, capsys):
 BAD = [
     (["latex", "--chain", "conv2d,relu,max_pool,flatten,linear,softmax_cross_entropy"], "unknown op 'max_pool'"),
     (["latex", "--chain", ",".join(CNN), "--hyper", "avg_pool2d.kernel=3"], "no layer 'avg_pool2d' in the chain"),
-    (["latex", "--chain", ",".join(CNN), "--hyper", "conv2d.groups=2"], "has no hyper-parameter 'groups'"),
+    (["latex", "--chain", ",".join(CNN), "--hyper", "conv2d.kernel=2"], "has no hyper-parameter 'kernel'"),
     (["latex", "--chain", ",".join(CNN), "--hyper", "conv2d.padding=one"], "must be a number"),
     (["latex", "--chain", ",".join(CNN), "--hyper", "conv2d.padding=-1"], "must satisfy padding >= 0"),
     (["latex", "--chain", "linear,conv2d,relu,half_sse"], "the shapes do not chain"),

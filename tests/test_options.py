@@ -201,8 +201,8 @@ LAYER_SHAPES = {
 }
 TORCH_LAYERS = {
     "linear": lambda x, W, b=None: __import__("torch").nn.functional.linear(x, W, b),
-    "conv2d": lambda x, W, b=None, stride=1, padding=0, dilation=1: __import__("torch").nn.functional.conv2d(
-        x, W, b, stride=stride, padding=padding, dilation=dilation),
+    "conv2d": lambda x, W, b=None, stride=1, padding=0, dilation=1, groups=1: __import__("torch").nn.functional.conv2d(
+        x, W, b, stride=stride, padding=padding, dilation=dilation, groups=groups),
 }
 
 

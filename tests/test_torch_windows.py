@@ -1,5 +1,5 @@
-"""conv2d's and pooling's options against PyTorch: an int or an (h, w) pair for each window option, several
-combinations each, float64 and float32, the values and every gradient, the inputs left unchanged.
+"""conv2d's and pooling's options against PyTorch: an int or an (h, w) pair for each window option, and
+conv2d's groups, several combinations each, float64 and float32, the values and every gradient, the inputs left unchanged.
 
 PyTorch is an optional extra; without it these tests are skipped.
 """
@@ -49,6 +49,12 @@ CONV_CASES = [
     ((2, 3, 9, 8), (4, 3, 3, 3), {"dilation": (2, 3), "padding": (1, 2)}),
     ((1, 2, 11, 9), (3, 2, 3, 2), {"dilation": (3, 1), "stride": (2, 2), "padding": 2}),
     ((2, 2, 8, 8), (2, 2, 2, 2), {"dilation": 2, "stride": 3}),  # windows apart: nothing overlaps
+    # groups: W[O, C / groups, KH, KW], output channel o reading its group's input channels only
+    ((2, 4, 6, 5), (6, 2, 3, 2), {"groups": 2}),
+    ((2, 6, 7, 6), (3, 2, 2, 3), {"groups": 3, "stride": (2, 1), "padding": 1}),
+    ((1, 4, 9, 8), (8, 1, 3, 3), {"groups": 4, "dilation": 2, "padding": (2, 1)}),  # depthwise, two per channel
+    ((2, 4, 11, 9), (4, 2, 3, 2), {"groups": 2, "dilation": (3, 1), "stride": 2, "padding": (0, 2)}),
+    ((2, 3, 5, 5), (3, 1, 2, 2), {"groups": 3, "stride": 3}),  # depthwise, windows apart
 ]
 
 
@@ -94,6 +100,20 @@ def test_a_bad_pair_is_a_value_error_naming_the_option(module, options, message,
     inputs = {"x": x, "W": rng.standard_normal((2, 2, 2, 2))} if module is conv2d else {"x": x}
     with pytest.raises(ValueError, match=message):
         module.forward(**inputs, **options)
+
+
+@pytest.mark.parametrize("xs, ws, groups, message", [
+    ((1, 3, 5, 5), (4, 1, 2, 2), 2, "groups: expected a divisor of C = 3, got 2"),
+    ((1, 4, 5, 5), (3, 2, 2, 2), 2, "groups: expected a divisor of O = 3, got 2"),
+    ((1, 4, 5, 5), (4, 4, 2, 2), 2, r"W: expected shape \(O, C_g, KH, KW\) with C_g = C / groups = 2"),
+    ((1, 4, 5, 5), (4, 2, 2, 2), 0, "groups: expected groups >= 1"),
+])
+def test_bad_groups_are_a_value_error_naming_them(xs, ws, groups, message, rng):
+    """As PyTorch refuses them: C and O must be divisible by groups, W must have C / groups channels."""
+    with pytest.raises(ValueError, match=message):
+        conv2d.forward(rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0]), groups=groups)
+    with pytest.raises(RuntimeError):
+        _conv(torch.zeros(xs), torch.zeros(ws), groups=groups)
 
 
 def test_a_pair_of_non_integers_is_a_type_error_naming_the_option(rng):

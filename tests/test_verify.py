@@ -18,9 +18,10 @@ from derive.verifier.verification import read, symbols, verify
 ROOT = Path(__file__).resolve().parent.parent
 A = "article"
 BN_CHAIN = "linear,batch_norm,relu,linear,softmax_cross_entropy"
-CONV_X = (r"\sum_{o} \sum_{i} \left[0 \leq \frac{h + P_H - i s_H}{d_H} \leq K_H - 1\right] "
+CONV_X = (r"\sum_g [0 \le c - g C_g \le C_g - 1] \sum_{o} [0 \le o - g O_g \le O_g - 1] \sum_{i} "
+          r"\left[0 \leq \frac{h + P_H - i s_H}{d_H} \leq K_H - 1\right] "
           r"\left[\left(h + P_H - i s_H\right) \bmod d_H = 0\right] \sum_{j} \delta_{noij} "
-          r"w_{o,c,\frac{h + P_H - i s_H}{d_H},\frac{w + P_W - j s_W}{d_W}} \left[0 \leq \frac{w + P_W - j s_W}{d_W} \leq K_W - 1\right] "
+          r"w_{o,c - g C_g,\frac{h + P_H - i s_H}{d_H},\frac{w + P_W - j s_W}{d_W}} \left[0 \leq \frac{w + P_W - j s_W}{d_W} \leq K_W - 1\right] "
           r"\left[\left(w + P_W - j s_W\right) \bmod d_W = 0\right]")
 BN_X = (r"\frac{\gamma_c}{N S\sqrt{\sigma^2_c+\epsilon}}\left(N S g_{ncs} - \sum_n\sum_s g_{ncs} - "
         r"\hat{x}_{ncs}\sum_n\sum_s g_{ncs}\hat{x}_{ncs}\right)")
@@ -259,22 +260,25 @@ TABLE = [
     ("conv2d", "b", r"\sum_n \sum_i \sum_j \delta_{noij}", True, None),
     ("conv2d", "b", "sum(sum(sum(delta[n,o,i,j], n), i), j)", True, None),
     ("conv2d", "b", r"\sum_n \sum_i \delta_{noij}", False, "missing sum over j"),
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p d_H,j s_W + q d_W}", True, None),
-    ("conv2d", "W", r"\sum_{n,i,j} \delta_{noij} x_{n, c, i s_H + p d_H - P_H, j s_W + q d_W - P_W} [0 \le i s_H + p d_H - P_H \le H - 1] "
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] \bar{x}_{n,g C_g + c,i s_H + p d_H,j s_W + q d_W}", True, None),
+    ("conv2d", "W", r"\sum_{n,i,j} \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] x_{n, g C_g + c, i s_H + p d_H - P_H, j s_W + q d_W - P_W} [0 \le i s_H + p d_H - P_H \le H - 1] "
      r"[0 \le j s_W + q d_W - P_W \le W - 1]", True, None),
-    ("conv2d", "W", "sum(sum(sum(delta[n,o,i,j]*xp[n, c, i*s_H + p*d_H, j*s_W + q*d_W], n), i), j)", True, None),
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i + p d_H,j + q d_W}", False, "s_H = s_W = 1"),  # no stride
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,p d_H,q d_W}", False, "s_H = s_W = 0"),  # p over K and H
-    ("conv2d", "W", r"\frac{1}{N} \sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p d_H,j s_W + q d_W}", False, "1/N"),
+    ("conv2d", "W", "sum(sum(sum(delta[n,o,i,j]*sum((0 <= o - g*O/groups <= O/groups - 1)*xp[n, g*C/groups + c, i*s_H + p*d_H, j*s_W + q*d_W], g), n), i), j)", True, None),
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] \bar{x}_{n,g C_g + c,i + p d_H,j + q d_W}", False, "s_H = s_W = 1"),  # no stride
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] \bar{x}_{n,g C_g + c,p d_H,q d_W}", False, "s_H = s_W = 0"),  # p over K and H
+    ("conv2d", "W", r"\frac{1}{N} \sum_n \sum_i \sum_j \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] \bar{x}_{n,g C_g + c,i s_H + p d_H,j s_W + q d_W}", False, "1/N"),
     ("conv2d", "x", CONV_X, True, None),
-    ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,(h + P_H - i s_H)/d_H,(w + P_W - j s_W)/d_W} "
+    ("conv2d", "x", r"\sum_g [0 \le c - g C_g \le C_g - 1] \sum_o [0 \le o - g O_g \le O_g - 1] \sum_i \sum_j \delta_{noij} w_{o,c - g C_g,(h + P_H - i s_H)/d_H,(w + P_W - j s_W)/d_W} "
      r"[0 \le (h + P_H - i s_H)/d_H \le K_H - 1] [0 \le (w + P_W - j s_W)/d_W \le K_W - 1] "
      r"[(h + P_H - i s_H) \bmod d_H = 0] [(w + P_W - j s_W) \bmod d_W = 0]", True, None),
     # the dilation left out: right at dilation 1 only
-    ("conv2d", "x", r"\sum_o \sum_i \sum_j \delta_{noij} w_{o,c,h + P_H - i s_H,w + P_W - j s_W} [0 \le h + P_H - i s_H \le K_H - 1]"
+    ("conv2d", "x", r"\sum_g [0 \le c - g C_g \le C_g - 1] \sum_o [0 \le o - g O_g \le O_g - 1] \sum_i \sum_j \delta_{noij} w_{o,c - g C_g,h + P_H - i s_H,w + P_W - j s_W} [0 \le h + P_H - i s_H \le K_H - 1]"
      r" [0 \le w + P_W - j s_W \le K_W - 1]", False, "d_H = d_W = 1"),
-    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p,j s_W + q}", False, "d_H = d_W = 1"),
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] \bar{x}_{n,g C_g + c,i s_H + p,j s_W + q}", False, "d_H = d_W = 1"),
     ("conv2d", "x", "-" + CONV_X, False, "sign"),
+    # groups left out (every input channel read, W's channel index c over all C): right at groups = 1 only,
+    # and c runs over C_g in dE/dw, over C in \bar{x}
+    ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p d_H,j s_W + q d_W}", False, None),
     ("conv2d", "x", r"\sum_{o} \sum_{i} \sum_{j} \delta_{noij} w_{o,c,h + P_H - i s_H,P_W + w - j s_W}", False, "outside its range"),
     ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \left[0 \leq h - i s_H \leq K_H - 1\right] \sum_{j} g_{ncij} "
      r"\left[0 \leq w - j s_W \leq K_W - 1\right]", True, None),

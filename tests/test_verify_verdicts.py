@@ -13,7 +13,8 @@ from derive.verifier.verification import verify
 ROOT = Path(__file__).resolve().parent.parent
 DELTA_K = r"(y_k - t_k) y_k (1 - y_k)"
 HUGE = r"(10^{12})^{16} (10^{12})^{16}"  # 10^384: log(e^A + y) - A needs more than 400 digits
-FULL_CONVOLUTION = (r"\sum_{p} \sum_{q} \sum_{o} w_{o,c,K_H - p - 1,K_W - q - 1} \delta_{n,o,h + p + P_H + 1 - K_H,"
+FULL_CONVOLUTION = (r"\sum_g [0 \le c - g C_g \le C_g - 1] \sum_{p} \sum_{q} \sum_{o} [0 \le o - g O_g \le O_g - 1] "
+                    r"w_{o,c - g C_g,K_H - p - 1,K_W - q - 1} \delta_{n,o,h + p + P_H + 1 - K_H,"
                     r"w + q + P_W + 1 - K_W} [0 \le h + p + P_H + 1 - K_H \le H + 2 P_H - K_H] "
                     r"[0 \le w + q + P_W + 1 - K_W \le W + 2 P_W - K_W]")
 
@@ -78,7 +79,8 @@ def test_cli_exit_code_3_and_help():
 def test_two_letters_swapped_are_named():
     verdict = verify(r"\delta_j y_k", chain="article", wrt="w_kj")
     assert any("letters j and k are swapped" in h for h in verdict.hints), verdict.report()
-    verdict = verify(r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + q d_H,j s_W + p d_W}", op="conv2d", wrt="W")
+    verdict = verify(r"\sum_n \sum_i \sum_j \delta_{noij} \sum_g [0 \le o - g O_g \le O_g - 1] "
+                     r"\bar{x}_{n,g C_g + c,i s_H + q d_H,j s_W + p d_W}", op="conv2d", wrt="W")
     assert any("letters p and q are swapped" in h for h in verdict.hints), verdict.report()
 
 

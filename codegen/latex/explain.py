@@ -47,11 +47,17 @@ def full_convolution(d: Derivation, grad: Gradient) -> FullConvolution | None:
     arrays = [f for f in sp.Mul.make_args(body) if isinstance(f, sp.Indexed)]
     upstream = [a for a in arrays if a.base == d.upstream]
     kernel = [a for a in arrays if a.base != d.upstream]
-    if len(brackets) != 2 or len(upstream) != 1 or len(kernel) != 1 or len(arrays) + len(brackets) != len(body.args):
+    if len(upstream) != 1 or len(kernel) != 1 or len(arrays) + len(brackets) != len(body.args):
+        return None
+    # a window's bracket ties a summed window index (coefficient -1) to the pixel; another (a grouped
+    # conv's [0 <= c - g C_g <= C_g - 1], its channel in group g) stays as it is
+    windows = [b for b in brackets if _window_bracket(b, summed)]
+    kept = sp.Mul(*(b for b in brackets if b not in windows))
+    if len(windows) != 2:
         return None
     (g,), (w,) = upstream, kernel
     substitute, offsets = {}, []
-    for bracket, letter in zip(brackets, "pq"):
+    for bracket, letter in zip(windows, "pq"):
         low = next((a.lhs for a in bracket.condition.args if isinstance(a, sp.GreaterThan) and a.rhs == 0), None)
         high = next((a.rhs for a in bracket.condition.args if isinstance(a, sp.LessThan)), None)
         window = [v for v in index_symbols(low)] if low is not None else []
@@ -62,19 +68,20 @@ def full_convolution(d: Derivation, grad: Gradient) -> FullConvolution | None:
         p = sp.Symbol(letter, integer=True)
         substitute[i] = sp.expand(i + low - high + p)  # i = h + P - (K - 1) + p
         offsets.append((p, high + 1))
-    if any(v in summed - set(substitute) and v not in w.indices for v in summed - set(substitute)):
+    if any(v not in sp.Tuple(*w.indices).free_symbols for v in summed - set(substitute)):
         return None
     flip = Tensor("flipped", *w.base.shape)
     pad = Tensor("padded", *g.base.shape)
     w_at = tuple(sp.expand(e.xreplace(substitute)) for e in w.indices)
     g_at = tuple(sp.expand(e.xreplace(substitute)) for e in g.indices)
     flip_index = tuple(next((p for p, size in offsets if sp.expand(e - (size - 1 - p)) == 0), e) for e in w_at)
-    if sum(1 for e in flip_index if e in {p for p, _ in offsets}) != 2 \
-            or not all(isinstance(e, sp.Symbol) for e in flip_index):
-        return None  # the kernel must be read at (its own indices, the two flipped offsets)
+    offset_symbols = {p for p, _ in offsets}
+    if sum(1 for e in flip_index if e in offset_symbols) != 2 \
+            or any(e not in offset_symbols and e.free_symbols & offset_symbols for e in flip_index):
+        return None  # the kernel must be read at (indices of its own, the two flipped offsets)
     shifts = [sp.expand(e - sum(v for v in index_symbols(e) if v not in {p for p, _ in offsets})
                         - sum(p for p, _ in offsets if p in e.free_symbols)) for e in g_at]
-    gradient = flip[flip_index] * pad[tuple(e - s for e, s in zip(g_at, shifts))]
+    gradient = kept * flip[flip_index] * pad[tuple(e - s for e, s in zip(g_at, shifts))]
     for v, lo, hi in reversed([lim for lim in sums if lim[0] not in substitute]):
         gradient = sp.Sum(gradient, (v, lo, hi))
     for p, size in reversed(offsets):
@@ -89,3 +96,9 @@ def full_convolution(d: Derivation, grad: Gradient) -> FullConvolution | None:
             pad_index.append((e, 0))
     padded = (pad[tuple(i for i, _ in pad_index)], g.base[tuple(i + s for i, s in pad_index)])
     return FullConvolution(gradient, (flip[flip_index], w.base[w_at]), padded)
+
+
+def _window_bracket(bracket: Iverson, summed: set) -> bool:
+    """``[0 <= h + P - i <= K - 1]`` with ``i`` summed: a window's range (at stride 1)."""
+    low = next((a.lhs for a in bracket.condition.args if isinstance(a, sp.GreaterThan) and a.rhs == 0), None)
+    return low is not None and any(sp.expand(low).coeff(v) == -1 for v in index_symbols(low) if v in summed)

@@ -185,7 +185,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "reshaped": _reshaped(op),
         "scalar_rows": [i.name for i in op.inputs if _has_leading(op, i) and i.tensor.rank == 1],
         "output_shape": _output_shape(op),
-        "derived_sizes": [(str(size), str(sp.fraction(rule)[0]), str(sp.fraction(rule)[1]))
+        "derived_sizes": [(str(size), str(sp.fraction(rule)[0]), str(sp.fraction(rule)[1]), _read_at(op, size))
                           for size, rule in op.derived_sizes.items()],
         # an output indexed by group (group norm's y[n, h, q, s]) of an input (N, C, ...): dout viewed alike
         "regrouped": op.shape_kind == "channels" and tuple(op.output.shape) != tuple(op.inputs[0].shape),
@@ -419,6 +419,13 @@ def _gradient_shapes(op) -> dict:
             if _has_leading(op, i) and i.differentiable and tuple(i.shape[1:]) != rest}
 
 
+def _read_at(op, size):
+    """The input whose shape has this derived size (a grouped conv2d's W[O, C_g, ...]) and that shape, for
+    the message: the size is read there and checked against its rule; None where no input has it (computed)."""
+    inp = next((i for i in op.inputs if size in i.shape), None)
+    return None if inp is None else (inp.name, ", ".join(str(s) for s in inp.shape))
+
+
 def _spec(op, inp) -> str:
     return "*" if op.shape_kind == "flat" else " ".join(str(s) for s in inp.shape)
 
@@ -444,10 +451,19 @@ def _input_doc(op, inp) -> dict:
 
 def _sizes_line(op) -> str:
     specs = ", ".join(f'("{i.name}", {i.name}, "{_spec(op, i)}")' for i in op.inputs)
-    names = [] if op.shape_kind == "flat" else [str(s) for s in op.sizes if any(s in i.shape for i in op.inputs)]
+    read = [s for i in op.inputs for s in i.shape if s in op.derived_sizes]  # checked against their rule after
+    names = [] if op.shape_kind == "flat" else [str(s) for s in _by_appearance(op, op.sizes + tuple(read))]
     if not names:
         return f"_sizes({specs})"
     return f"{', '.join(names)}{',' if len(names) == 1 else ''} = _sizes({specs})"
+
+
+def _by_appearance(op, sizes) -> list:
+    """These sizes in the order the inputs' shapes name them, as ``_sizes`` returns them."""
+    seen = []
+    for inp in op.inputs:
+        seen += [s for s in inp.shape if s in sizes and s not in seen]
+    return seen
 
 
 def _gradient_formulas(d: Derivation) -> list[str]:

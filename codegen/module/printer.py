@@ -704,17 +704,23 @@ class ArrayPrinter:
             other = b if window is a else a
             offsets_summed = all(k in other.axes for k in window.axes[-len(window.kernel):])
             a, b = (other, window) if offsets_summed else (window, other)
-        shared = [x for x in a.axes if x in b.axes]
-        if any(x in out for x in shared) or len(set(a.axes)) != len(a.axes) or len(set(b.axes)) != len(b.axes):
+        batch = [x for x in out if x in a.axes and x in b.axes]  # a grouped conv's groups: one product each
+        shared = [x for x in a.axes if x in b.axes and x not in batch]
+        if len(set(a.axes)) != len(a.axes) or len(set(b.axes)) != len(b.axes):
             return None
-        left = [x for x in a.axes if x not in shared]
-        right = [x for x in b.axes if x not in shared]
-        if set(left + right) != set(out):
+        left = [x for x in a.axes if x not in shared and x not in batch]
+        right = [x for x in b.axes if x not in shared and x not in batch]
+        if set(batch + left + right) != set(out) or batch and not (left and right):
             return None
         axes = (tuple(a.axes.index(x) for x in shared), tuple(b.axes.index(x) for x in shared))
-        text = f"np.tensordot({self.code(a, tuple(a.axes), top=True)}, {self.code(b, tuple(b.axes), top=True)}, " \
-               f"axes=({_tuple(axes[0])}, {_tuple(axes[1])}))"
-        have = left + right
+        operands = f"{self.code(a, tuple(a.axes), top=True)}, {self.code(b, tuple(b.axes), top=True)}"
+        if batch:
+            self.helpers.add("batch_tensordot")
+            text = f"_batch_tensordot({operands}, ({_tuple(axes[0])}, {_tuple(axes[1])}), " \
+                   f"({_tuple(tuple(a.axes.index(x) for x in batch))}, {_tuple(tuple(b.axes.index(x) for x in batch))}))"
+        else:
+            text = f"np.tensordot({operands}, axes=({_tuple(axes[0])}, {_tuple(axes[1])}))"
+        have = batch + left + right
         if have != list(out):
             text += f".transpose{tuple(have.index(x) for x in out)}"
         return text

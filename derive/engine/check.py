@@ -64,8 +64,14 @@ def example_shape(op: Op, inp, sizes: dict, leading=(2,)) -> tuple:
     return shape
 
 
-def sample(op: Op, sizes: dict, rng: np.random.Generator, dtype=np.float64, leading=(2,)) -> dict:
-    """Random inputs from each input's domain, away from kinks and poles."""
+def sample(op: Op, sizes: dict, rng: np.random.Generator, dtype=np.float64, leading=(2,), hyper=None) -> dict:
+    """Random inputs from each input's domain, away from kinks and poles.
+
+    ``hyper`` (by name; each one's default where not given) fixes the sizes that follow from a
+    hyper-parameter: a grouped conv2d's weight has C / groups channels.
+    """
+    if op.derived_sizes:
+        sizes = {**sizes, **with_hyper(op, sizes, {**hyper_values(op), **(hyper or {})})}
     arrays = {}
     for inp in op.inputs:
         shape = example_shape(op, inp, sizes, leading)

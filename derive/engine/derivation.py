@@ -152,9 +152,9 @@ def derive_unchecked(op: Op) -> Derivation:
                       written_out=written_out)
 
 
-#: Operations in an op's forward with its intermediates written out (a GRU's 61, group norm's 36),
-#: beyond which its gradients are derived through the named intermediates only.
-WRITTEN_OUT_LIMIT = 48
+#: Operations in an op's forward with its intermediates written out (a GRU's 61, a grouped conv2d's 50,
+#: group norm's 36), beyond which its gradients are derived through the named intermediates only.
+WRITTEN_OUT_LIMIT = 56
 
 
 def _gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:

@@ -244,12 +244,12 @@ def _map_sizes(layer, op, reads, subs, position, known, seeds):
             elif sp.simplify(size.xreplace(sizes) - value) != 0:
                 raise ValueError(f"shapes: {layer.name} ({op.name}) needs {inp.name}'s axis of size {size} "
                                  f"to be {value}: the shapes do not chain")
-    for size, rule in op.derived_sizes.items():
-        sizes[size] = rule.xreplace(sizes).xreplace(subs)
     for s in op.sizes:
         if s not in sizes:
             sizes[s] = s if s == BATCH and BATCH not in sizes.values() else \
                 sp.Symbol(f"{s.name}_{position}", integer=True, positive=True)  # M_3: printed M^{(3)}
+    for size, rule in op.derived_sizes.items():  # after every size it follows from (a conv's O_g = O / groups)
+        sizes[size] = rule.xreplace(sizes).xreplace(subs)
     return sizes, groups
 
 

@@ -141,7 +141,8 @@ def op_table(op: Op, upstream: sp.Expr) -> Table:
             words = tuple(dict.fromkeys(w for w in (symbol.name, name_key(name_tex(symbol.name))) if w))
             entries.append(Entry(symbol, words, meaning=f"{h.doc} (default {h.default})", kind="constant"))
     for size, rule in op.derived_sizes.items():  # a number once the sizes and hyper-parameters are
-        entries.append(Entry(size, (size.name,), meaning=f"{size} = {rule}", kind="constant"))
+        entries.append(Entry(size, (size.name,), meaning=f"{size} = {rule}", kind="constant",
+                             written=sp.latex(size)))  # as the derivation prints it: C_{g}
     entries.append(Entry(sp.Symbol("E"), (op.objective,), meaning="the objective", kind="objective"))
     entries = _printed_names_first(entries)
     _check_unique(entries)
