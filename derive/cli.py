@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ops", nargs="*", help="op names, or 'article' for the article's parts 1 and 2")
     p.add_argument("--chain", help="comma-separated ops of a network, first layer first")
     p.add_argument("--net", metavar="FILE.py", help="a network file (NET = Net(...): named layers and edges)")
+    p.add_argument("--unroll", metavar="T", help="one recurrent cell unrolled over T steps (a letter or a number)")
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--format", choices=("md", "tex"), help="default: from the -o suffix, else md")
     p.add_argument("-o", "--output", help="file to write; an SVG per picture is written beside Markdown "
@@ -396,8 +397,14 @@ def cmd_doc(args) -> int:
         raise UsageError("--option is for ops, not a chain or the article")
     out = Path(args.output) if args.output else None
     fmt = args.format or ("tex" if out and out.suffix == ".tex" else "md")
-    composed = _network(args)
-    if composed is not None:
+    composed = None if args.unroll is not None else _network(args)
+    if args.unroll is not None:
+        from codegen.document.unroll import unrolled_document
+        from derive.engine.unroll import unroll
+        if len(args.ops) != 1 or args.chain or args.net or args.option or args.example or args.sizes:
+            raise UsageError("doc --unroll takes one recurrent cell (no --chain, --net, --option, --example, --sizes)")
+        document = unrolled_document(unroll(_the_op(args, args.ops[0])), args.lang, _steps(args.unroll), args.title)
+    elif composed is not None:
         if args.example or args.sizes:
             raise UsageError("--example and --sizes are for dense chains (linear and its activations), not yet for "
                              "a network with image layers or a --net file")
