@@ -4,11 +4,16 @@
 Unlike batch norm the statistics belong to one sample (one row of D values),
 so it works the same for a batch of one; biased variance, ``eps`` inside the root.
 ``gamma`` and ``beta`` may each be None (PyTorch's ``weight=None``, ``bias=None``): no scale, no shift.
+With ``normalized_ndim=k`` a row is the last k axes together, as ``F.layer_norm(x, x.shape[-k:])``:
+D is their product, and ``gamma`` and ``beta`` have their shape.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
     gamma: 'given' (default), None; the scale; None: no scale (PyTorch's weight=None).
     beta: 'given' (default), None; the shift; None: no shift (PyTorch's bias=None).
+    normalized_ndim: how many trailing axes of x make one row (default 1): the same derivation,
+        over rows of D values, D their product; those axes of x flattened into one on the way in
+        (gamma, beta of their shape, flattened alike), each result's shape given back on the way out.
 
 Form gamma='given', beta='given', forward (index form):
     mu[n] = sum_d(x[n, d])/D
@@ -57,19 +62,23 @@ Backward (derived by SymPy; dout = dE/dy):
 import numpy as np
 
 
-def forward(x, gamma=None, beta=None, *, eps=1e-05):
+def forward(x, gamma=None, beta=None, *, normalized_ndim=1, eps=1e-05):
     """Compute layer_norm in the form the options choose, and what backward needs.
 
     Args:
         x: (..., D), float32 or float64.
         gamma: (D,), float32 or float64, or None (the form without it).
         beta: (D,), float32 or float64, or None (the form without it).
+        normalized_ndim: the trailing axes of x normalised together, as F.layer_norm(x, x.shape[-normalized_ndim:]); gamma and beta have their shape (default 1).
         eps: added to the variance inside the square root (default 1e-05).
 
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
     form = ('given' if gamma is not None else None, 'given' if beta is not None else None,)
+    x, row_shape = _flat_rows("normalized_ndim", normalized_ndim, x, "x")
+    gamma = _row_shaped("gamma", gamma, row_shape, "x")
+    beta = _row_shaped("beta", beta, row_shape, "x")
     if form == ('given', 'given'):
         out, cache = _forward_with_gamma__with_beta(x, gamma, beta, eps=eps)
     elif form == ('given', None):
@@ -79,20 +88,29 @@ def forward(x, gamma=None, beta=None, *, eps=1e-05):
     else:  # gamma=None, beta=None
         out, cache = _forward_without_gamma__without_beta(x, eps=eps)
     cache["form"] = form
+    cache["row_shape"] = row_shape
+    out = out.reshape(out.shape[:-1] + row_shape)
     return out, cache
 
 
 def backward(dout, cache):
     """Gradients of the form that forward ran (its cache says which), one per input of that form."""
     form = cache["form"]
+    dout = _rows_flat("dout", dout, cache["row_shape"], cache["shape"])
     if form == ('given', 'given'):
-        return _backward_with_gamma__with_beta(dout, cache)
+        grads = _backward_with_gamma__with_beta(dout, cache)
     elif form == ('given', None):
-        return _backward_with_gamma__without_beta(dout, cache)
+        grads = _backward_with_gamma__without_beta(dout, cache)
     elif form == (None, 'given'):
-        return _backward_without_gamma__with_beta(dout, cache)
+        grads = _backward_without_gamma__with_beta(dout, cache)
     else:  # gamma=None, beta=None
-        return _backward_without_gamma__without_beta(dout, cache)
+        grads = _backward_without_gamma__without_beta(dout, cache)
+    grads["x"] = grads["x"].reshape(cache["shape"][:-1] + cache["row_shape"])
+    if "gamma" in grads:
+        grads["gamma"] = grads["gamma"].reshape(cache["row_shape"])
+    if "beta" in grads:
+        grads["beta"] = grads["beta"].reshape(cache["row_shape"])
+    return grads
 
 
 def _forward_with_gamma__with_beta(x, gamma, beta, *, eps=1e-05):
@@ -296,6 +314,39 @@ def _option(name, value, choices):
     if not any(value is c or type(value) is type(c) and value == c for c in choices):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def _flat_rows(name, count, array, of):
+    """``array`` (the input ``of``) with its last ``count`` axes (1 to its ndim) flattened into one row
+    axis, a view where NumPy can, and those axes' shape."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer count of {of}'s trailing axes, got {count!r}")
+    if count < 1:
+        raise ValueError(f"{name}: expected a count of {of}'s trailing axes, 1 or more, got {count}")
+    array = np.asarray(array)
+    if array.ndim < count:
+        raise ValueError(f"{of}: expected at least {count} axes ({name}={count}), got shape {array.shape}")
+    lead, row = array.shape[:array.ndim - count], array.shape[array.ndim - count:]
+    return array.reshape(lead + (int(np.prod(row)),)), row
+
+
+def _row_shaped(name, value, row_shape, of):
+    """An input of one row's shape (a scale, a shift), flattened as the row is; None stays None."""
+    if value is None:
+        return None
+    array = np.asarray(value)
+    if array.shape != row_shape:
+        raise ValueError(f"{name}: expected shape {row_shape} ({of}.shape[-{len(row_shape)}:]), got {array.shape}")
+    return array.reshape(-1)
+
+
+def _rows_flat(name, array, row_shape, shape):
+    """The upstream gradient, of the output's shape (rows laid out on ``row_shape``), flattened to ``shape``."""
+    array = np.asarray(array)
+    expected = shape[:-1] + row_shape
+    if array.shape != expected:
+        raise ValueError(f"{name}: expected the output's shape {expected}, got {array.shape}")
+    return array.reshape(shape)
 
 
 def _float_array(name, value, dtype=None):
