@@ -5,6 +5,7 @@
 PyTorch reads its targets: ``-log y[n, t_n]`` per sample for labels, each
 weighted by its class's ``weight`` when given, the samples labelled
 ``ignore_index`` left out (the mean divides by the weights of the others).
+As in PyTorch, ``y[N, K, d...]`` with ``t[N, d...]`` (or ``t[N, K, d...]``) is ``N d...`` samples.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
@@ -12,6 +13,9 @@ chosen, and its cache records the form for backward):
     target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
+    y of shape (N, K, d...): as PyTorch's cross-entropy takes it, y's axes after the class axis 1 are more samples, t's labels (N, d...); the same derivation over N d... rows, the class
+        axis 1 of y, t moved last (or t of labels (N, d...) flattened) on the way in,
+        the shapes given back on the way out (reduction='none': (N, d...)).
 
 Form reduction='mean', target='probabilities', weight=None, t_grad=False, forward (index form):
     E = -sum_n(sum_k(t[n, k]*log(y[n, k])))/N
@@ -126,6 +130,7 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=Fa
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
+    y, t, samples = _classes_last(("y", y), ("t", t))
     form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None, _option("t_grad", t_grad, (False, True)),)
     if form == ('mean', 'labels', None, True):
         raise ValueError('t_grad: integer class labels have no gradient')
@@ -176,6 +181,9 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=Fa
     else:  # reduction='none', target='labels', weight='given', t_grad=False
         out, cache = _forward_reduction_none__target_labels__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
     cache["form"] = form
+    cache["samples"] = samples
+    if samples is not None and np.ndim(out):
+        out = out.reshape(samples)
     return out, cache
 
 
@@ -185,42 +193,47 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
+    dout = _samples_flat("dout", dout, cache["samples"])
     if form == ('mean', 'probabilities', None, False):
-        return _backward_reduction_mean__target_probabilities__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', None, True):
-        return _backward_reduction_mean__target_probabilities__without_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__t_grad_True(dout, cache)
     elif form == ('mean', 'probabilities', 'given', False):
-        return _backward_reduction_mean__target_probabilities__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', 'given', True):
-        return _backward_reduction_mean__target_probabilities__with_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__t_grad_True(dout, cache)
     elif form == ('mean', 'labels', None, False):
-        return _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout, cache)
     elif form == ('mean', 'labels', 'given', False):
-        return _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', None, False):
-        return _backward_reduction_sum__target_probabilities__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', None, True):
-        return _backward_reduction_sum__target_probabilities__without_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__t_grad_True(dout, cache)
     elif form == ('sum', 'probabilities', 'given', False):
-        return _backward_reduction_sum__target_probabilities__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', 'given', True):
-        return _backward_reduction_sum__target_probabilities__with_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__t_grad_True(dout, cache)
     elif form == ('sum', 'labels', None, False):
-        return _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'labels', 'given', False):
-        return _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', None, False):
-        return _backward_reduction_none__target_probabilities__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', None, True):
-        return _backward_reduction_none__target_probabilities__without_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__t_grad_True(dout, cache)
     elif form == ('none', 'probabilities', 'given', False):
-        return _backward_reduction_none__target_probabilities__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', 'given', True):
-        return _backward_reduction_none__target_probabilities__with_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__t_grad_True(dout, cache)
     elif form == ('none', 'labels', None, False):
-        return _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache)
     else:  # reduction='none', target='labels', weight='given', t_grad=False
-        return _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache)
+    for name in ("y", "t", ):
+        if name in grads:
+            grads[name] = _class_axis_back(grads[name], cache["samples"])
+    return grads
 
 
 def _forward_reduction_mean__target_probabilities__without_weight__t_grad_False(y, t, *, ignore_index=-100):
@@ -946,6 +959,46 @@ def _option(name, value, choices):
     if not any(value is c or type(value) is type(c) and value == c for c in choices):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def _classes_last(first, *others):
+    """The per-sample inputs as rows, and the samples' shape (N, d...): the first of shape (N, K, d...), its
+    class axis 1 (PyTorch's layout), each other of its shape or of (N, d...) (labels); the class axis moved
+    last and the samples flattened to N d... rows. None for the shape where the first has no axes after
+    its class axis: the inputs as they are."""
+    name, array = first
+    if np.ndim(array) < 3:
+        return (array, *(value for _, value in others), None)
+    shape = np.shape(array)
+    samples = shape[:1] + shape[2:]
+    rows = []
+    for other, value in (first, *others):
+        value = np.asarray(value)
+        if value.shape == shape:
+            rows.append(np.moveaxis(value, 1, -1).reshape(-1, shape[1]))
+        elif value.shape == samples:
+            rows.append(value.reshape(-1))
+        else:
+            raise ValueError(f"{other}: expected shape {shape} like {name}, or {samples} (labels, {name}'s "
+                             f"without its class axis 1), got {value.shape}")
+    return (*rows, samples)
+
+
+def _samples_flat(name, array, samples):
+    """An upstream gradient per sample, of shape (N, d...), as one per row; a scalar's as it is."""
+    if samples is None or np.ndim(array) == 0:
+        return array
+    array = np.asarray(array)
+    if array.shape != samples:
+        raise ValueError(f"{name}: expected the output's shape {samples}, got {array.shape}")
+    return array.reshape(-1)
+
+
+def _class_axis_back(grad, samples):
+    """A gradient of rows (N d..., K) in its input's layout (N, K, d...)."""
+    if samples is None:
+        return grad
+    return np.moveaxis(grad.reshape(samples + grad.shape[-1:]), -1, 1)
 
 
 def _float_array(name, value, dtype=None):

@@ -4,11 +4,12 @@
 PyTorch reads its targets: ``-log y[n, t_n]`` per sample for labels, each
 weighted by its class's ``weight`` when given, the samples labelled
 ``ignore_index`` left out (the mean divides by the weights of the others).
+As in PyTorch, ``y[N, K, d...]`` with ``t[N, d...]`` (or ``t[N, K, d...]``) is ``N d...`` samples.
 """
 import sympy as sp
 
-from derive.define import (Hyper, Input, Intermediate, Iverson, NoForm, Op, Option, Tensor, forms, gradient_option,
-                           indices, sizes)
+from derive.define import (ClassAxis, Hyper, Input, Intermediate, Iverson, NoForm, Op, Option, Tensor, forms,
+                           gradient_option, indices, sizes)
 
 N, K = sizes("N K")
 n, k = indices("n k")
@@ -23,6 +24,12 @@ TARGET = Option("target", ("probabilities", "labels"), read=("t", "integer"),
                 doc="read from t: target probabilities (N, K), or class labels (N,) when t holds integers")
 T_GRAD = gradient_option("t")
 WEIGHTED = Option("weight", input=True, given_by_default=False, doc="a weight per class (K,), no gradient; None: every class weighs 1")
+
+
+def class_axis(of: str) -> ClassAxis:
+    """The class axis of ``of`` (axis 1), PyTorch's: more axes after it are more samples."""
+    return ClassAxis(of, doc=f"as PyTorch's cross-entropy takes it, {of}'s axes after the class axis 1 are more "
+                             f"samples, t's labels (N, d...)")
 
 
 def ignore(target):
@@ -108,4 +115,4 @@ def cross_entropy(reduction, target, weight, t_grad):
     )
 
 
-OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD)
+OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD, class_axis("y"))
