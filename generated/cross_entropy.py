@@ -415,7 +415,7 @@ def _forward_reduction_mean__target_labels__without_weight__t_grad_False(y, t, *
     N, K = _sizes(("y", y, "N K"), ("t", t, "N"))
     _index_range("t", t, K, ignore_index)
     u = ((t != ignore_index)).astype(y.dtype)
-    E = -np.einsum('n,n->', u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))/u.sum()
+    E = _over_count(-np.einsum('n,n->', u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])), u.sum())
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -435,7 +435,7 @@ def _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout=1
     t = cache["t"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = (((np.arange(K) == t[:, None])/y)*(-dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dy = np.where(ignore_index != t[:, None], ((np.arange(K) == t[:, None])/y)*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"y": dy}
 
 
@@ -459,7 +459,7 @@ def _forward_reduction_mean__target_labels__with_weight__t_grad_False(y, t, weig
     _index_range("t", t, K, ignore_index)
     rows = weight[np.where(t == ignore_index, 0, t)]
     u = ((t != ignore_index)).astype(y.dtype)
-    E = -np.einsum('n,n,n->', rows, u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))/np.einsum('n,n->', rows, u)
+    E = _over_count(-np.einsum('n,n,n->', rows, u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])), np.einsum('n,n->', rows, u))
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -480,7 +480,7 @@ def _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout=1.0,
     weight = cache["weight"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = ((weight*(np.arange(K) == t[:, None])/y)*(-dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dy = np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None])/y)*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"y": dy}
 
 
@@ -1069,4 +1069,11 @@ def _index_range(name, array, size, outside=None):
     if inside.size and not (0 <= inside.min() and inside.max() < size):
         also = "" if outside is None else f" or {outside}"
         raise ValueError(f"{name}: expected indices in 0..{size - 1}{also}, got values from {inside.min()} to {inside.max()}")
+
+
+def _over_count(x, count):
+    """x / count, for a count of what brackets keep (a mean's divisor over the samples not ignored): NaN
+    where it is 0 (0/0, PyTorch's mean of no sample), without NumPy's warning; beside the brackets, which
+    are all 0 then, the code selects, so that a gradient is 0 there as PyTorch's is."""
+    return x / count if count else x * np.nan
 

@@ -1192,7 +1192,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_False__t_gr
     e *= (1/s)[:, None]
     y = e
     u = ((t != ignore_index)).astype(z.dtype)
-    E = -np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), u)/u.sum()
+    E = _over_count(-np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), u), u.sum())
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1212,7 +1212,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_g
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (y - (np.arange(K) == t[:, None]))*(dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (y - (np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (np.arange(K) == t[:, None])*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
     return {"z": dz}
 
 
@@ -1241,7 +1241,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_gra
     y = e
     q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
     u2 = ((t != ignore_index)).astype(z.dtype)
-    E = -(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2))/u2.sum()
+    E = _over_count(-(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2)), u2.sum())
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1262,7 +1262,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_gr
     q = cache["q"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = ((q.sum(axis=1, keepdims=True)*y - q)*(dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dz = np.where(ignore_index != t[:, None], (q.sum(axis=1, keepdims=True)*y - q)*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"z": dz}
 
 
@@ -1294,7 +1294,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_
     y = e
     rows = weight[np.where(t == ignore_index, 0, t)]
     u = ((t != ignore_index)).astype(z.dtype)
-    E = -np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), rows, u)/np.einsum('n,n->', rows, u)
+    E = _over_count(-np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), rows, u), np.einsum('n,n->', rows, u))
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1315,7 +1315,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*(dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None]))*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
     return {"z": dz}
 
 
@@ -1346,7 +1346,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_F
     y = e
     q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
     u2 = ((t != ignore_index)).astype(z.dtype)
-    E = -(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2)))/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2)
+    E = _over_count(-(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2))), np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2))
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1368,7 +1368,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_
     q = cache["q"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = ((np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*(dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dz = np.where(ignore_index != t[:, None], (np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"z": dz}
 
 
@@ -3871,6 +3871,13 @@ def _add_product(out, array, coefficient):
 
 
 _CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
+
+
+def _over_count(x, count):
+    """x / count, for a count of what brackets keep (a mean's divisor over the samples not ignored): NaN
+    where it is 0 (0/0, PyTorch's mean of no sample), without NumPy's warning; beside the brackets, which
+    are all 0 then, the code selects, so that a gradient is 0 there as PyTorch's is."""
+    return x / count if count else x * np.nan
 
 
 def _simplex(name, array):
