@@ -264,3 +264,32 @@ def test_the_target_gradient_is_finite_where_a_probability_underflows():
     from generated import softmax_cross_entropy as sce
     _, cache = sce.forward(np.array([[1000.0, -1000.0, 5.0]]), np.array([[0.2, 0.3, 0.5]]), t_grad=True)
     np.testing.assert_allclose(sce.backward(cache)["t"], [[0.0, 2000.0, 995.0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5)])
+@pytest.mark.parametrize("name, weighted, smoothing", [(name, weighted, smoothing) for name in CROSS_ENTROPIES
+                                                       for weighted in (False, True)
+                                                       for smoothing in ((0.0, 0.1) if name == "softmax_cross_entropy"
+                                                                         else (0.0,))])
+@pytest.mark.filterwarnings("error")
+def test_the_mean_over_no_sample_is_nan_with_a_zero_gradient_as_in_pytorch(name, weighted, smoothing, shape, dtype,
+                                                                           rng):
+    """Every label ignore_index, reduction='mean': PyTorch's loss is nan (0/0) and its gradient 0; ours
+    too, and without NumPy's 'invalid value' or 'divide by zero' warning (warnings are errors here)."""
+    torch = pytest.importorskip("torch")
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    first = rng.uniform(0.1, 1.0, shape).astype(dtype)
+    first = first / first.sum(axis=1, keepdims=True) if name == "cross_entropy" else first
+    t = np.full(shape[:1] + shape[2:], -100)
+    weight = rng.uniform(0.5, 2.0, shape[1]).astype(dtype) if weighted else None
+    out, cache = module.forward(first, t, weight, **({"label_smoothing": smoothing} if smoothing else {}))
+    grad = module.backward(cache)[get(name).inputs[0].name]
+    tensor = torch.tensor(first, requires_grad=True)
+    expected = _torch_loss(name, tensor, torch.tensor(t), None if weight is None else torch.tensor(weight), None,
+                           smoothing, "mean")
+    expected.backward()
+    assert np.isnan(out) and np.isnan(expected.item()) and np.asarray(out).dtype == dtype
+    assert grad.dtype == dtype and grad.shape == shape
+    np.testing.assert_array_equal(grad, tensor.grad.numpy())
+    assert not grad.any()
