@@ -91,8 +91,11 @@ def _forms_module(d: Derivation) -> str:
     axes = [a for a in d.op.options if isinstance(a, Axis)]
     rows = [{"name": r.name, "of": r.of, "default": r.default, "doc": r.doc, "inputs": _row_inputs(d.op, arguments)}
             for r in d.op.options if isinstance(r, RowAxes)]
-    classes = next(({"of": c.of, "doc": c.doc, "inputs": _per_sample(d.op, arguments)}
+    classes = next(({"of": c.of, "inputs": _per_sample(d.op, arguments)}
                     for c in d.op.options if isinstance(c, ClassAxis)), None)
+    if classes:  # each per-sample input may come with more sample axes
+        for name in classes["inputs"]:
+            inputs[name] = dict(_more_samples(inputs[name]), others=[_more_samples(i) for i in inputs[name]["others"]])
     optional = {o.name for o in choosing if o.input}
     options = [{"name": o.name, "input": o.input or bool(o.read), "doc": o.doc,
                 "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
@@ -119,6 +122,12 @@ def _row_inputs(op, arguments) -> list:
     """The inputs of one row's shape (D,), a layer norm's scale and shift: laid out as the row is."""
     row = {i.name for form in op.all_forms for i in form.inputs[1:] if tuple(i.shape) == (form.inputs[0].shape[-1],)}
     return [name for name in arguments if name in row]
+
+
+def _more_samples(argument: dict) -> dict:
+    """An argument's documented shape, (N, K) or (N,), with PyTorch's further sample axes beside it."""
+    shape = argument["shape"]
+    return dict(argument, shape=f"{shape} or {shape[:-1].rstrip(',')}, d...)")
 
 
 def _per_sample(op, arguments) -> list:

@@ -13,9 +13,9 @@ chosen, and its cache records the form for backward):
     target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
-    y of shape (N, K, d...): as PyTorch's cross-entropy takes it, y's axes after the class axis 1 are more samples, t's labels (N, d...); the same derivation over N d... rows, the class
-        axis 1 of y, t moved last (or t of labels (N, d...) flattened) on the way in,
-        the shapes given back on the way out (reduction='none': (N, d...)).
+    y of shape (N, K, d...), as PyTorch's losses take it: the class axis 1, the axes after it more
+        samples (t of that shape, or (N, d...) for labels); the same derivation over
+        N d... rows, the class axis moved last on the way in, the shapes given back on the way out.
 
 Form reduction='mean', target='probabilities', weight=None, t_grad=False, forward (index form):
     E = -sum_n(sum_k(t[n, k]*log(y[n, k])))/N
@@ -120,8 +120,8 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=Fa
     """Compute cross_entropy in the form the options choose, and what backward needs.
 
     Args:
-        y: (N, K), float32 or float64 (a probability in (0, 1)).
-        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        y: (N, K) or (N, K, d...), float32 or float64 (a probability in (0, 1)).
+        t: (N, K) or (N, K, d...), float32 or float64 (a probability in (0, 1), no gradient); or (N,) or (N, d...), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
         weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
         ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.

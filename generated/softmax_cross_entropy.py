@@ -15,9 +15,9 @@ chosen, and its cache records the form for backward):
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     smoothed: False (default), True; read from label_smoothing: the form with it, where it is not 0.
     t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
-    z of shape (N, K, d...): as PyTorch's cross-entropy takes it, z's axes after the class axis 1 are more samples, t's labels (N, d...); the same derivation over N d... rows, the class
-        axis 1 of z, t moved last (or t of labels (N, d...) flattened) on the way in,
-        the shapes given back on the way out (reduction='none': (N, d...)).
+    z of shape (N, K, d...), as PyTorch's losses take it: the class axis 1, the axes after it more
+        samples (t of that shape, or (N, d...) for labels); the same derivation over
+        N d... rows, the class axis moved last on the way in, the shapes given back on the way out.
 
 Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -464,8 +464,8 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
     """Compute softmax_cross_entropy in the form the options choose, and what backward needs.
 
     Args:
-        z: (N, K), float32 or float64.
-        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        z: (N, K) or (N, K, d...), float32 or float64.
+        t: (N, K) or (N, K, d...), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,) or (N, d...), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
         weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
         ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         label_smoothing: the share of each target spread evenly over the K classes (default 0.0).

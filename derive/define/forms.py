@@ -121,7 +121,6 @@ class ClassAxis:
     ``(N, d...)`` and each gradient its input's shape."""
 
     of: str
-    doc: str = ""
 
     @property
     def name(self) -> str:

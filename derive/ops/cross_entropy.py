@@ -26,12 +26,6 @@ T_GRAD = gradient_option("t")
 WEIGHTED = Option("weight", input=True, given_by_default=False, doc="a weight per class (K,), no gradient; None: every class weighs 1")
 
 
-def class_axis(of: str) -> ClassAxis:
-    """The class axis of ``of`` (axis 1), PyTorch's: more axes after it are more samples."""
-    return ClassAxis(of, doc=f"as PyTorch's cross-entropy takes it, {of}'s axes after the class axis 1 are more "
-                             f"samples, t's labels (N, d...)")
-
-
 def ignore(target):
     """``ignore_index``: a label whose samples count for nothing; with probability targets PyTorch refuses
     a class (>= 0) there, since no sample has one label to ignore."""
@@ -115,4 +109,4 @@ def cross_entropy(reduction, target, weight, t_grad):
     )
 
 
-OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD, class_axis("y"))
+OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD, ClassAxis("y"))

@@ -9,9 +9,9 @@ and ``label_smoothing``. As in PyTorch, ``z[N, K, d...]`` with ``t[N, d...]`` (o
 """
 import sympy as sp
 
-from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
-from derive.ops.cross_entropy import (REDUCTION, T_GRAD, WEIGHTED, class_axis, ignore, label_smoothing, loss, summary,
-                                      target_input, weight_input)
+from derive.define import ClassAxis, Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+from derive.ops.cross_entropy import (REDUCTION, T_GRAD, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
+                                      weight_input)
 
 N, K = sizes("N K")
 n, k, j = indices("n k j")
@@ -61,4 +61,4 @@ def softmax_cross_entropy(reduction, target, weight, smoothed, t_grad):
     )
 
 
-OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED, T_GRAD, class_axis("z"))
+OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED, T_GRAD, ClassAxis("z"))
