@@ -325,7 +325,8 @@ def _flat_rows(name, count, array, of):
         raise ValueError(f"{name}: expected a count of {of}'s trailing axes, 1 or more, got {count}")
     array = np.asarray(array)
     if array.ndim < count:
-        raise ValueError(f"{of}: expected at least {count} axes ({name}={count}), got shape {array.shape}")
+        raise ValueError(f"{of}: expected at least {count} ax{'is' if count == 1 else 'es'} ({name}={count}), "
+                         f"got shape {array.shape}")
     lead, row = array.shape[:array.ndim - count], array.shape[array.ndim - count:]
     return array.reshape(lead + (int(np.prod(row)),)), row
 

@@ -634,7 +634,7 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
-    dout = _samples_flat("dout", dout, cache["samples"])
+    dout = _samples_flat("dout", dout, cache["samples"], cache["shape"])
     if form == ('mean', 'probabilities', None, False, False):
         grads = _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', None, False, True):
@@ -3766,9 +3766,10 @@ def _classes_last(first, *others):
     return (*rows, samples)
 
 
-def _samples_flat(name, array, samples):
-    """An upstream gradient per sample, of shape (N, d...), as one per row; a scalar's as it is."""
-    if samples is None or np.ndim(array) == 0:
+def _samples_flat(name, array, samples, shape):
+    """An upstream gradient per sample, of shape (N, d...), as one per row (the form's output ``shape``);
+    a scalar loss's as it is."""
+    if samples is None or not shape:
         return array
     array = np.asarray(array)
     if array.shape != samples:

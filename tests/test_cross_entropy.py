@@ -192,8 +192,9 @@ def test_the_per_sample_gradient_beside_more_axes_has_their_shape(name, rng):
     module = __import__(f"generated.{name}", fromlist=["forward"])
     out, cache = module.forward(rng.uniform(0.1, 1.0, (2, 3, 4)), rng.integers(0, 3, (2, 4)), reduction="none")
     assert out.shape == (2, 4)
-    with pytest.raises(ValueError, match=r"^dout: expected the output's shape \(2, 4\), got \(8,\)$"):
-        module.backward(np.ones(8), cache)
+    for dout, shape in ((np.ones(8), r"\(8,\)"), (1.0, r"\(\)")):
+        with pytest.raises(ValueError, match=rf"^dout: expected the output's shape \(2, 4\), got {shape}$"):
+            module.backward(dout, cache)
     assert module.backward(np.ones((2, 4)), cache)[get(name).inputs[0].name].shape == (2, 3, 4)
 
 
