@@ -1,4 +1,4 @@
-"""Layer normalization over the last axis: each row normalised by its own mean and variance.
+"""Layer normalization over the last axis, or several trailing axes as one: each row normalised by its own statistics.
 
 Unlike batch norm the statistics belong to one sample (one row of D values),
 so it works the same for a batch of one; biased variance, ``eps`` inside the root.
