@@ -111,7 +111,8 @@ def _forms_module(d: Derivation) -> str:
     helper_context = dict(head, helpers=sorted(helpers), inputs=[a for i in inputs.values() for a in [i, *i["others"]]])
     return environment().get_template("forms.py.j2").render(
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
-        signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes, rows=rows, classes=classes,
+        signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes, rows=rows,
+        classes=classes,
         any_loss=any(f["is_loss"] for f in forms), sums_to_one="unnormalized" in form,
         absent=[(repr(tuple(v for _, v in chosen)), repr(why)) for chosen, why in d.op.absent],
         inputs=[dict(inputs[name], optional=name in optional) for name in arguments],

@@ -39,6 +39,6 @@ from derive.define.network import Add, Concat, Layer, Net
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op, pair
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
-__all__ = ["Add", "Axis", "ClassAxis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson",
-           "Layer", "Net", "NoForm", "NormalPdf", "Op", "Option", "Phi", "RowAxes", "Sigmoid", "Softplus", "Tensor", "forms",
-           "gradient_option", "indices", "pair", "sizes"]
+__all__ = ["Add", "Axis", "ClassAxis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input",
+           "Intermediate", "Iverson", "Layer", "Net", "NoForm", "NormalPdf", "Op", "Option", "Phi", "RowAxes",
+           "Sigmoid", "Softplus", "Tensor", "forms", "gradient_option", "indices", "pair", "sizes"]
