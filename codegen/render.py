@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import jinja2
 
-from derive.define.forms import GIVEN, Axis, Option, form_label
+from derive.define.forms import GIVEN, Axis, ClassAxis, Option, RowAxes, form_label
 from derive.engine.derivation import Derivation, derive
 
 from codegen.module.context import module_context
@@ -98,25 +98,52 @@ def _forms_module(d: Derivation) -> str:
         })
     choosing = [o for o in d.op.options if isinstance(o, Option)]
     axes = [a for a in d.op.options if isinstance(a, Axis)]
+    rows = [{"name": r.name, "of": r.of, "default": r.default, "doc": r.doc, "inputs": _row_inputs(d.op, arguments)}
+            for r in d.op.options if isinstance(r, RowAxes)]
+    classes = next(({"of": c.of, "inputs": _per_sample(d.op, arguments)}
+                    for c in d.op.options if isinstance(c, ClassAxis)), None)
+    if classes:  # each per-sample input may come with more sample axes
+        for name in classes["inputs"]:
+            inputs[name] = dict(_more_samples(inputs[name]), others=[_more_samples(i) for i in inputs[name]["others"]])
     optional = {o.name for o in choosing if o.input}
     options = [{"name": o.name, "input": o.input or bool(o.read), "doc": o.doc,
                 "listed": ", ".join(f"{c!r}{' (default)' if c == o.default else ''}" for c in o.choices)}
                for o in choosing]
     form = ", ".join(f"{GIVEN!r} if {o.name} is not None else None" if o.input else _read(o)
                      if o.read else f'_option("{o.name}", {o.name}, {o.choices!r})' for o in choosing)
-    keywords = [o for o in d.op.options if isinstance(o, Axis) or not (o.input or o.read)]
+    keywords = [o for o in d.op.options if isinstance(o, Axis) or isinstance(o, Option) and not (o.input or o.read)]
     signature = ", ".join([name + ("=None" if name in optional else "") for name in arguments]
-                          + (["*"] if d.op.hyper or keywords else [])
+                          + (["*"] if d.op.hyper or keywords or rows else [])
+                          + [f"{r['name']}={r['default']!r}" for r in rows]
                           + [f"{h.name}={h.default!r}" for h in d.op.hyper]
                           + [f"{o.name}={o.default!r}" for o in keywords])
     helper_context = dict(head, helpers=sorted(helpers), inputs=[a for i in inputs.values() for a in [i, *i["others"]]])
     return environment().get_template("forms.py.j2").render(
         op=d.op, summary=head["summary"], details=head["details"], options=options, forms=forms,
-        signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes,
+        signature=signature, form=f"({form},)" if form else "()", hyper=head["hyper"], axes=axes, rows=rows,
+        classes=classes,
         any_loss=any(f["is_loss"] for f in forms), sums_to_one="unnormalized" in form,
         absent=[(repr(tuple(v for _, v in chosen)), repr(why)) for chosen, why in d.op.absent],
         inputs=[dict(inputs[name], optional=name in optional) for name in arguments],
         helpers="".join(template.blocks["helpers"](template.new_context(helper_context))))
+
+
+def _row_inputs(op, arguments) -> list:
+    """The inputs of one row's shape (D,), a layer norm's scale and shift: laid out as the row is."""
+    row = {i.name for form in op.all_forms for i in form.inputs[1:] if tuple(i.shape) == (form.inputs[0].shape[-1],)}
+    return [name for name in arguments if name in row]
+
+
+def _more_samples(argument: dict) -> dict:
+    """An argument's documented shape, (N, K) or (N,), with PyTorch's further sample axes beside it."""
+    shape = argument["shape"]
+    return dict(argument, shape=f"{shape} or {shape[:-1].rstrip(',')}, d...)")
+
+
+def _per_sample(op, arguments) -> list:
+    """The inputs with one row per sample (logits, targets), which a class axis lays out as the first input."""
+    lead = {i.name for form in op.all_forms for i in form.inputs if i.shape[:1] == form.inputs[0].shape[:1]}
+    return [name for name in arguments if name in lead]
 
 
 def op_latex(d: Derivation, lang: str = "en", forms=("index", "matrix")) -> str:

@@ -231,7 +231,7 @@ def _form(args, op):
     """The form of ``op`` that ``--option NAME=VALUE`` chooses (the default form without one)."""
     if not args.option:
         return op
-    from derive.define.forms import Axis, Option
+    from derive.define.forms import Axis, Option, RowAxes
     known = {o.name: o for o in op.options if isinstance(o, Option)}
     values = {}
     for text in args.option:
@@ -241,6 +241,9 @@ def _form(args, op):
         if any(isinstance(o, Axis) and o.name == name for o in op.options):
             raise UsageError(f"--option: {name} of {op.name} is an axis, not a form: the derivation is the same "
                              f"along every axis (give {name}= to the generated forward)")
+        if any(isinstance(o, RowAxes) and o.name == name for o in op.options):
+            raise UsageError(f"--option: {name} of {op.name} lays a row out on several axes, not a form: the "
+                             f"derivation is the same over the flattened row (give {name}= to the generated forward)")
         if name not in known:
             have = f"its options are {', '.join(known)}" if known else "it has none"
             raise UsageError(f"--option: {op.name} has no option {name!r}; {have}")

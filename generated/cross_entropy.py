@@ -5,6 +5,7 @@
 PyTorch reads its targets: ``-log y[n, t_n]`` per sample for labels, each
 weighted by its class's ``weight`` when given, the samples labelled
 ``ignore_index`` left out (the mean divides by the weights of the others).
+As in PyTorch, ``y[N, K, d...]`` with ``t[N, d...]`` (or ``t[N, K, d...]``) is ``N d...`` samples.
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
@@ -12,6 +13,9 @@ chosen, and its cache records the form for backward):
     target: 'probabilities' (default), 'labels'; read from t: target probabilities (N, K), or class labels (N,) when t holds integers.
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
+    y of shape (N, K, d...), as PyTorch's losses take it: the class axis 1, the axes after it more
+        samples (t of that shape, or (N, d...) for labels); the same derivation over
+        N d... rows, the class axis moved last on the way in, the shapes given back on the way out.
 
 Form reduction='mean', target='probabilities', weight=None, t_grad=False, forward (index form):
     E = -sum_n(sum_k(t[n, k]*log(y[n, k])))/N
@@ -116,8 +120,8 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=Fa
     """Compute cross_entropy in the form the options choose, and what backward needs.
 
     Args:
-        y: (N, K), float32 or float64 (a probability in (0, 1)).
-        t: (N, K), float32 or float64 (a probability in (0, 1), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        y: (N, K) or (N, K, d...), float32 or float64 (a probability in (0, 1)).
+        t: (N, K) or (N, K, d...), float32 or float64 (a probability in (0, 1), no gradient); or (N,) or (N, d...), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
         weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
         ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         reduction: the samples' losses averaged, added, or each sample's own: 'mean' (default), 'sum', 'none'.
@@ -126,6 +130,7 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=Fa
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
+    y, t, samples = _classes_last(("y", y), ("t", t))
     form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'probabilities'), 'given' if weight is not None else None, _option("t_grad", t_grad, (False, True)),)
     if form == ('mean', 'labels', None, True):
         raise ValueError('t_grad: integer class labels have no gradient')
@@ -176,6 +181,9 @@ def forward(y, t, weight=None, *, ignore_index=-100, reduction='mean', t_grad=Fa
     else:  # reduction='none', target='labels', weight='given', t_grad=False
         out, cache = _forward_reduction_none__target_labels__with_weight__t_grad_False(y, t, weight, ignore_index=ignore_index)
     cache["form"] = form
+    cache["samples"] = samples
+    if samples is not None and np.ndim(out):
+        out = out.reshape(samples)
     return out, cache
 
 
@@ -185,42 +193,47 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
+    dout = _samples_flat("dout", dout, cache["samples"], cache["shape"])
     if form == ('mean', 'probabilities', None, False):
-        return _backward_reduction_mean__target_probabilities__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', None, True):
-        return _backward_reduction_mean__target_probabilities__without_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__t_grad_True(dout, cache)
     elif form == ('mean', 'probabilities', 'given', False):
-        return _backward_reduction_mean__target_probabilities__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', 'given', True):
-        return _backward_reduction_mean__target_probabilities__with_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__t_grad_True(dout, cache)
     elif form == ('mean', 'labels', None, False):
-        return _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout, cache)
     elif form == ('mean', 'labels', 'given', False):
-        return _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', None, False):
-        return _backward_reduction_sum__target_probabilities__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', None, True):
-        return _backward_reduction_sum__target_probabilities__without_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__t_grad_True(dout, cache)
     elif form == ('sum', 'probabilities', 'given', False):
-        return _backward_reduction_sum__target_probabilities__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', 'given', True):
-        return _backward_reduction_sum__target_probabilities__with_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__t_grad_True(dout, cache)
     elif form == ('sum', 'labels', None, False):
-        return _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout, cache)
     elif form == ('sum', 'labels', 'given', False):
-        return _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', None, False):
-        return _backward_reduction_none__target_probabilities__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', None, True):
-        return _backward_reduction_none__target_probabilities__without_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__t_grad_True(dout, cache)
     elif form == ('none', 'probabilities', 'given', False):
-        return _backward_reduction_none__target_probabilities__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', 'given', True):
-        return _backward_reduction_none__target_probabilities__with_weight__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__t_grad_True(dout, cache)
     elif form == ('none', 'labels', None, False):
-        return _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache)
     else:  # reduction='none', target='labels', weight='given', t_grad=False
-        return _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache)
+    for name in ("y", "t", ):
+        if name in grads:
+            grads[name] = _class_axis_back(grads[name], cache["samples"])
+    return grads
 
 
 def _forward_reduction_mean__target_probabilities__without_weight__t_grad_False(y, t, *, ignore_index=-100):
@@ -402,7 +415,7 @@ def _forward_reduction_mean__target_labels__without_weight__t_grad_False(y, t, *
     N, K = _sizes(("y", y, "N K"), ("t", t, "N"))
     _index_range("t", t, K, ignore_index)
     u = ((t != ignore_index)).astype(y.dtype)
-    E = -np.einsum('n,n->', u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))/u.sum()
+    E = _over_count(-np.einsum('n,n->', u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])), u.sum())
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -422,7 +435,7 @@ def _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout=1
     t = cache["t"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = (((np.arange(K) == t[:, None])/y)*(-dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dy = np.where(ignore_index != t[:, None], ((np.arange(K) == t[:, None])/y)*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"y": dy}
 
 
@@ -446,7 +459,7 @@ def _forward_reduction_mean__target_labels__with_weight__t_grad_False(y, t, weig
     _index_range("t", t, K, ignore_index)
     rows = weight[np.where(t == ignore_index, 0, t)]
     u = ((t != ignore_index)).astype(y.dtype)
-    E = -np.einsum('n,n,n->', rows, u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0]))/np.einsum('n,n->', rows, u)
+    E = _over_count(-np.einsum('n,n,n->', rows, u, np.log(np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])), np.einsum('n,n->', rows, u))
     cache = {"dtype": y.dtype, "shape": np.shape(E), "y": y, "t": t, "weight": weight, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -467,7 +480,7 @@ def _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout=1.0,
     weight = cache["weight"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = ((weight*(np.arange(K) == t[:, None])/y)*(-dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dy = np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None])/y)*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"y": dy}
 
 
@@ -948,6 +961,47 @@ def _option(name, value, choices):
     return value
 
 
+def _classes_last(first, *others):
+    """The per-sample inputs as rows, and the samples' shape (N, d...): the first of shape (N, K, d...), its
+    class axis 1 (PyTorch's layout), each other of its shape or of (N, d...) (labels); the class axis moved
+    last and the samples flattened to N d... rows. None for the shape where the first has no axes after
+    its class axis: the inputs as they are."""
+    name, array = first
+    if np.ndim(array) < 3:
+        return (array, *(value for _, value in others), None)
+    shape = np.shape(array)
+    samples = shape[:1] + shape[2:]
+    rows = []
+    for other, value in (first, *others):
+        value = np.asarray(value)
+        if value.shape == shape:
+            rows.append(np.moveaxis(value, 1, -1).reshape(-1, shape[1]))
+        elif value.shape == samples:
+            rows.append(value.reshape(-1))
+        else:
+            raise ValueError(f"{other}: expected shape {shape} like {name}, or {samples} (labels, {name}'s "
+                             f"without its class axis 1), got {value.shape}")
+    return (*rows, samples)
+
+
+def _samples_flat(name, array, samples, shape):
+    """An upstream gradient per sample, of shape (N, d...), as one per row (the form's output ``shape``);
+    a scalar loss's as it is."""
+    if samples is None or not shape:
+        return array
+    array = np.asarray(array)
+    if array.shape != samples:
+        raise ValueError(f"{name}: expected the output's shape {samples}, got {array.shape}")
+    return array.reshape(-1)
+
+
+def _class_axis_back(grad, samples):
+    """A gradient of rows (N d..., K) in its input's layout (N, K, d...)."""
+    if samples is None:
+        return grad
+    return np.moveaxis(grad.reshape(samples + grad.shape[-1:]), -1, 1)
+
+
 def _float_array(name, value, dtype=None):
     """The argument as a float32 or float64 array, of the same dtype as the first input."""
     array = np.asarray(value)
@@ -1016,4 +1070,11 @@ def _index_range(name, array, size, outside=None):
     if inside.size and not (0 <= inside.min() and inside.max() < size):
         also = "" if outside is None else f" or {outside}"
         raise ValueError(f"{name}: expected indices in 0..{size - 1}{also}, got values from {inside.min()} to {inside.max()}")
+
+
+def _over_count(x, count):
+    """x / count, for a count of what brackets keep (a mean's divisor over the samples not ignored): NaN
+    where it is 0 (0/0, PyTorch's mean of no sample), without NumPy's warning; beside the brackets, which
+    are all 0 then, the code selects, so that a gradient is 0 there as PyTorch's is."""
+    return x / count if count else x * np.nan
 

@@ -5,7 +5,8 @@ The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
 ``t`` is target probabilities (N, K) or integer class labels (N,), as
 ``F.cross_entropy`` reads it, with its ``weight`` per class, ``ignore_index``
-and ``label_smoothing``.
+and ``label_smoothing``. As in PyTorch, ``z[N, K, d...]`` with ``t[N, d...]`` (or ``t[N, K, d...]``) is
+``N d...`` samples (an image's pixels, a sequence's tokens).
 
 Options (each choice a form derived on its own: forward runs the code generated for the form
 chosen, and its cache records the form for backward):
@@ -14,6 +15,9 @@ chosen, and its cache records the form for backward):
     weight: None (default), 'given'; a weight per class (K,), no gradient; None: every class weighs 1.
     smoothed: False (default), True; read from label_smoothing: the form with it, where it is not 0.
     t_grad: False (default), True; whether backward also returns dt, as PyTorch does for a t that requires grad (False: the form without it, which costs nothing).
+    z of shape (N, K, d...), as PyTorch's losses take it: the class axis 1, the axes after it more
+        samples (t of that shape, or (N, d...) for labels); the same derivation over
+        N d... rows, the class axis moved last on the way in, the shapes given back on the way out.
 
 Form reduction='mean', target='probabilities', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -460,8 +464,8 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
     """Compute softmax_cross_entropy in the form the options choose, and what backward needs.
 
     Args:
-        z: (N, K), float32 or float64.
-        t: (N, K), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
+        z: (N, K) or (N, K, d...), float32 or float64.
+        t: (N, K) or (N, K, d...), float32 or float64 (a probability vector per row, summing to 1 (checked), no gradient); or (N,) or (N, d...), integers (an integer index into the axis of another input it selects from (no gradient), no gradient).
         weight: (K,), float32 or float64 (a positive number, no gradient), or None (the form without it).
         ignore_index: samples with this label count for nothing, in the loss and the mean's divisor (default -100).
         label_smoothing: the share of each target spread evenly over the K classes (default 0.0).
@@ -471,6 +475,7 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
     Returns:
         (out, cache): the chosen form's output, and the cache for backward (holding the form).
     """
+    z, t, samples = _classes_last(("z", z), ("t", t))
     form = (_option("reduction", reduction, ('mean', 'sum', 'none')), ('labels' if np.issubdtype(np.asarray(t).dtype, np.integer) else 'unnormalized' if not _sums_to_one(t) else 'probabilities'), 'given' if weight is not None else None, (True if label_smoothing != 0 else False), _option("t_grad", t_grad, (False, True)),)
     if form == ('mean', 'labels', None, False, True):
         raise ValueError('t_grad: integer class labels have no gradient')
@@ -617,6 +622,9 @@ def forward(z, t, weight=None, *, ignore_index=-100, label_smoothing=0.0, reduct
     else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
         out, cache = _forward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(z, t, weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     cache["form"] = form
+    cache["samples"] = samples
+    if samples is not None and np.ndim(out):
+        out = out.reshape(samples)
     return out, cache
 
 
@@ -626,126 +634,131 @@ def backward(dout=1.0, cache=None):
     if cache is None and isinstance(dout, dict):
         dout, cache = 1.0, dout
     form = cache["form"]
+    dout = _samples_flat("dout", dout, cache["samples"], cache["shape"])
     if form == ('mean', 'probabilities', None, False, False):
-        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', None, False, True):
-        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('mean', 'probabilities', None, True, False):
-        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', None, True, True):
-        return _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('mean', 'probabilities', 'given', False, False):
-        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', 'given', False, True):
-        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('mean', 'probabilities', 'given', True, False):
-        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('mean', 'probabilities', 'given', True, True):
-        return _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('mean', 'labels', None, False, False):
-        return _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'labels', None, True, False):
-        return _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('mean', 'labels', 'given', False, False):
-        return _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'labels', 'given', True, False):
-        return _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('mean', 'unnormalized', None, False, False):
-        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'unnormalized', None, False, True):
-        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('mean', 'unnormalized', None, True, False):
-        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('mean', 'unnormalized', None, True, True):
-        return _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('mean', 'unnormalized', 'given', False, False):
-        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('mean', 'unnormalized', 'given', False, True):
-        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('mean', 'unnormalized', 'given', True, False):
-        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('mean', 'unnormalized', 'given', True, True):
-        return _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_mean__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('sum', 'probabilities', None, False, False):
-        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', None, False, True):
-        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('sum', 'probabilities', None, True, False):
-        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', None, True, True):
-        return _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('sum', 'probabilities', 'given', False, False):
-        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', 'given', False, True):
-        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('sum', 'probabilities', 'given', True, False):
-        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('sum', 'probabilities', 'given', True, True):
-        return _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('sum', 'labels', None, False, False):
-        return _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('sum', 'labels', None, True, False):
-        return _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('sum', 'labels', 'given', False, False):
-        return _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('sum', 'labels', 'given', True, False):
-        return _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('sum', 'unnormalized', None, False, False):
-        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('sum', 'unnormalized', None, False, True):
-        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('sum', 'unnormalized', None, True, False):
-        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('sum', 'unnormalized', None, True, True):
-        return _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('sum', 'unnormalized', 'given', False, False):
-        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('sum', 'unnormalized', 'given', False, True):
-        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('sum', 'unnormalized', 'given', True, False):
-        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('sum', 'unnormalized', 'given', True, True):
-        return _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_sum__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('none', 'probabilities', None, False, False):
-        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', None, False, True):
-        return _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('none', 'probabilities', None, True, False):
-        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', None, True, True):
-        return _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__without_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('none', 'probabilities', 'given', False, False):
-        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', 'given', False, True):
-        return _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('none', 'probabilities', 'given', True, False):
-        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('none', 'probabilities', 'given', True, True):
-        return _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_probabilities__with_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('none', 'labels', None, False, False):
-        return _backward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('none', 'labels', None, True, False):
-        return _backward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('none', 'labels', 'given', False, False):
-        return _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('none', 'labels', 'given', True, False):
-        return _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('none', 'unnormalized', None, False, False):
-        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('none', 'unnormalized', None, False, True):
-        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__without_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('none', 'unnormalized', None, True, False):
-        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_False(dout, cache)
     elif form == ('none', 'unnormalized', None, True, True):
-        return _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__without_weight__smoothed_True__t_grad_True(dout, cache)
     elif form == ('none', 'unnormalized', 'given', False, False):
-        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_False(dout, cache)
     elif form == ('none', 'unnormalized', 'given', False, True):
-        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__with_weight__smoothed_False__t_grad_True(dout, cache)
     elif form == ('none', 'unnormalized', 'given', True, False):
-        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
     else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
-        return _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+        grads = _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
+    for name in ("z", "t", ):
+        if name in grads:
+            grads[name] = _class_axis_back(grads[name], cache["samples"])
+    return grads
 
 
 def _forward_reduction_mean__target_probabilities__without_weight__smoothed_False__t_grad_False(z, t, *, ignore_index=-100, label_smoothing=0.0):
@@ -1179,7 +1192,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_False__t_gr
     e *= (1/s)[:, None]
     y = e
     u = ((t != ignore_index)).astype(z.dtype)
-    E = -np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), u)/u.sum()
+    E = _over_count(-np.einsum('n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), u), u.sum())
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1199,7 +1212,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_g
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (y - (np.arange(K) == t[:, None]))*(dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (y - (np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (np.arange(K) == t[:, None])*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
     return {"z": dz}
 
 
@@ -1228,7 +1241,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_gra
     y = e
     q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
     u2 = ((t != ignore_index)).astype(z.dtype)
-    E = -(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2))/u2.sum()
+    E = _over_count(-(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2)), u2.sum())
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1249,7 +1262,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_gr
     q = cache["q"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = ((q.sum(axis=1, keepdims=True)*y - q)*(dout/np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dz = np.where(ignore_index != t[:, None], (q.sum(axis=1, keepdims=True)*y - q)*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"z": dz}
 
 
@@ -1281,7 +1294,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad_
     y = e
     rows = weight[np.where(t == ignore_index, 0, t)]
     u = ((t != ignore_index)).astype(z.dtype)
-    E = -np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), rows, u)/np.einsum('n,n->', rows, u)
+    E = _over_count(-np.einsum('n,n,n->', np.take_along_axis(z, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0] - m[:, 0] - np.log(s), rows, u), np.einsum('n,n->', rows, u))
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1302,7 +1315,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*(dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None]))*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
     return {"z": dz}
 
 
@@ -1333,7 +1346,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_F
     y = e
     q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
     u2 = ((t != ignore_index)).astype(z.dtype)
-    E = -(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2)))/np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2)
+    E = _over_count(-(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2))), np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2))
     cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
     return E, cache
 
@@ -1355,7 +1368,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_
     q = cache["q"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = ((np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*(dout/np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))))*(ignore_index != t[:, None])
+    dz = np.where(ignore_index != t[:, None], (np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
     return {"z": dz}
 
 
@@ -3730,6 +3743,47 @@ def _sums_to_one(array):
     return bool(np.abs(array.sum(axis=-1) - 1).max() <= 2 * array.shape[-1] * np.finfo(array.dtype).eps)
 
 
+def _classes_last(first, *others):
+    """The per-sample inputs as rows, and the samples' shape (N, d...): the first of shape (N, K, d...), its
+    class axis 1 (PyTorch's layout), each other of its shape or of (N, d...) (labels); the class axis moved
+    last and the samples flattened to N d... rows. None for the shape where the first has no axes after
+    its class axis: the inputs as they are."""
+    name, array = first
+    if np.ndim(array) < 3:
+        return (array, *(value for _, value in others), None)
+    shape = np.shape(array)
+    samples = shape[:1] + shape[2:]
+    rows = []
+    for other, value in (first, *others):
+        value = np.asarray(value)
+        if value.shape == shape:
+            rows.append(np.moveaxis(value, 1, -1).reshape(-1, shape[1]))
+        elif value.shape == samples:
+            rows.append(value.reshape(-1))
+        else:
+            raise ValueError(f"{other}: expected shape {shape} like {name}, or {samples} (labels, {name}'s "
+                             f"without its class axis 1), got {value.shape}")
+    return (*rows, samples)
+
+
+def _samples_flat(name, array, samples, shape):
+    """An upstream gradient per sample, of shape (N, d...), as one per row (the form's output ``shape``);
+    a scalar loss's as it is."""
+    if samples is None or not shape:
+        return array
+    array = np.asarray(array)
+    if array.shape != samples:
+        raise ValueError(f"{name}: expected the output's shape {samples}, got {array.shape}")
+    return array.reshape(-1)
+
+
+def _class_axis_back(grad, samples):
+    """A gradient of rows (N d..., K) in its input's layout (N, K, d...)."""
+    if samples is None:
+        return grad
+    return np.moveaxis(grad.reshape(samples + grad.shape[-1:]), -1, 1)
+
+
 def _float_array(name, value, dtype=None):
     """The argument as a float32 or float64 array, of the same dtype as the first input."""
     array = np.asarray(value)
@@ -3818,6 +3872,13 @@ def _add_product(out, array, coefficient):
 
 
 _CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
+
+
+def _over_count(x, count):
+    """x / count, for a count of what brackets keep (a mean's divisor over the samples not ignored): NaN
+    where it is 0 (0/0, PyTorch's mean of no sample), without NumPy's warning; beside the brackets, which
+    are all 0 then, the code selects, so that a gradient is 0 there as PyTorch's is."""
+    return x / count if count else x * np.nan
 
 
 def _simplex(name, array):

@@ -68,7 +68,8 @@ def _torch_loss(name, first, t, weight, ignore_index, label_smoothing, reduction
                                **keywords)
     if not t.is_floating_point():
         return F.nll_loss(torch.log(first), t, weight=weight, reduction=reduction, **keywords)
-    losses = -((1 if weight is None else weight) * t * torch.log(first)).sum(-1)
+    per_class = 1 if weight is None else weight.reshape(-1, *[1] * (first.ndim - 2))  # along the class axis 1
+    losses = -(per_class * t * torch.log(first)).sum(1)
     return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
 
 
@@ -123,6 +124,78 @@ def test_every_option_matches_pytorch(name, target, weighted, smoothing, ignore_
         np.testing.assert_allclose(got, want.grad.numpy(), rtol=rtol, atol=atol)
     for array, copy in zip([a for a in (first, t, weight) if a is not None], before):
         np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("trailing", [(5,), (2, 3)])
+@pytest.mark.parametrize("name, target", [(name, target) for name in CROSS_ENTROPIES
+                                          for target in ("labels", "probabilities", "unnormalized")])
+def test_more_axes_after_the_class_axis_are_more_samples_as_in_pytorch(name, target, trailing, reduction, dtype, rng):
+    """z[N, K, d...] with labels t[N, d...] (some ignored) or probabilities t[N, K, d...]: the class axis is
+    axis 1, the others samples (the mean over all of them, weighted); reduction='none' gives (N, d...).
+    Values and every gradient (t's too) against PyTorch, with a weight and label smoothing, inputs unchanged."""
+    torch = pytest.importorskip("torch")
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    n, k = 3, 4
+    shape = (n, k, *trailing)
+    first = (rng.standard_normal(shape) if name == "softmax_cross_entropy" else rng.uniform(0.05, 1.0, shape))
+    first = (first / first.sum(axis=1, keepdims=True) if name == "cross_entropy" else first).astype(dtype)
+    if target == "labels":
+        t = rng.integers(0, k, (n, *trailing))
+        t[0, 1] = t[2, 0] = -100
+    else:
+        t = rng.uniform(0.1, 1.0, shape).astype(dtype)
+        t = t / t.sum(axis=1, keepdims=True) if target == "probabilities" else t
+    t_grad = target != "labels"
+    weight = rng.uniform(0.5, 2.0, k).astype(dtype)
+    smoothing = 0.1 if name == "softmax_cross_entropy" else 0.0
+    keywords = {"reduction": reduction, "t_grad": t_grad} | ({"label_smoothing": smoothing} if smoothing else {})
+    before = [a.copy() for a in (first, t, weight)]
+    out, cache = module.forward(first, t, weight, **keywords)
+    tensor, target_tensor = torch.tensor(first, requires_grad=True), torch.tensor(t, requires_grad=t_grad)
+    expected = _torch_loss(name, tensor, target_tensor, torch.tensor(weight), None, smoothing, reduction)
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 1e-6)
+    assert np.asarray(out).dtype == dtype and np.shape(out) == tuple(expected.shape)
+    assert np.shape(out) == ((n, *trailing) if reduction == "none" else ())
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(np.shape(out)).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(dout if np.ndim(out) else float(dout), cache)
+    first_name = get(name).inputs[0].name
+    assert set(grads) == {first_name} | ({"t"} if t_grad else set())
+    for got, want, like in [(grads[first_name], tensor, first)] + ([(grads["t"], target_tensor, t)] if t_grad else []):
+        assert got.dtype == dtype and got.shape == like.shape
+        np.testing.assert_allclose(got, want.grad.numpy(), rtol=rtol, atol=atol)
+    for array, copy in zip((first, t, weight), before):
+        np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("name", CROSS_ENTROPIES)
+@pytest.mark.parametrize("t_shape, message", [
+    ((2, 5), r"^t: expected shape \(2, 3, 4\) like (z|y), or \(2, 4\) \(labels, (z|y)'s without its class axis 1\), "
+             r"got \(2, 5\)$"),
+    ((2, 4, 3), r"^t: expected shape \(2, 3, 4\) like (z|y), or \(2, 4\) .*got \(2, 4, 3\)$"),
+    ((2,), r"^t: expected shape \(2, 3, 4\) like (z|y), or \(2, 4\) .*got \(2,\)$"),
+])
+def test_targets_beside_more_axes_must_have_the_samples_shape(name, t_shape, message, rng):
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    first = rng.uniform(0.1, 1.0, (2, 3, 4))
+    with pytest.raises(ValueError, match=message):
+        module.forward(first, rng.integers(0, 3, t_shape))
+    with pytest.raises(ValueError, match=message):
+        module.forward(first, rng.uniform(0.1, 1.0, t_shape))
+
+
+@pytest.mark.parametrize("name", CROSS_ENTROPIES)
+def test_the_per_sample_gradient_beside_more_axes_has_their_shape(name, rng):
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    out, cache = module.forward(rng.uniform(0.1, 1.0, (2, 3, 4)), rng.integers(0, 3, (2, 4)), reduction="none")
+    assert out.shape == (2, 4)
+    for dout, shape in ((np.ones(8), r"\(8,\)"), (1.0, r"\(\)")):
+        with pytest.raises(ValueError, match=rf"^dout: expected the output's shape \(2, 4\), got {shape}$"):
+            module.backward(dout, cache)
+    assert module.backward(np.ones((2, 4)), cache)[get(name).inputs[0].name].shape == (2, 3, 4)
 
 
 @pytest.mark.parametrize("name", CROSS_ENTROPIES)
@@ -192,3 +265,32 @@ def test_the_target_gradient_is_finite_where_a_probability_underflows():
     from generated import softmax_cross_entropy as sce
     _, cache = sce.forward(np.array([[1000.0, -1000.0, 5.0]]), np.array([[0.2, 0.3, 0.5]]), t_grad=True)
     np.testing.assert_allclose(sce.backward(cache)["t"], [[0.0, 2000.0, 995.0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5)])
+@pytest.mark.parametrize("name, weighted, smoothing", [(name, weighted, smoothing) for name in CROSS_ENTROPIES
+                                                       for weighted in (False, True)
+                                                       for smoothing in ((0.0, 0.1) if name == "softmax_cross_entropy"
+                                                                         else (0.0,))])
+@pytest.mark.filterwarnings("error")
+def test_the_mean_over_no_sample_is_nan_with_a_zero_gradient_as_in_pytorch(name, weighted, smoothing, shape, dtype,
+                                                                           rng):
+    """Every label ignore_index, reduction='mean': PyTorch's loss is nan (0/0) and its gradient 0; ours
+    too, and without NumPy's 'invalid value' or 'divide by zero' warning (warnings are errors here)."""
+    torch = pytest.importorskip("torch")
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    first = rng.uniform(0.1, 1.0, shape).astype(dtype)
+    first = first / first.sum(axis=1, keepdims=True) if name == "cross_entropy" else first
+    t = np.full(shape[:1] + shape[2:], -100)
+    weight = rng.uniform(0.5, 2.0, shape[1]).astype(dtype) if weighted else None
+    out, cache = module.forward(first, t, weight, **({"label_smoothing": smoothing} if smoothing else {}))
+    grad = module.backward(cache)[get(name).inputs[0].name]
+    tensor = torch.tensor(first, requires_grad=True)
+    expected = _torch_loss(name, tensor, torch.tensor(t), None if weight is None else torch.tensor(weight), None,
+                           smoothing, "mean")
+    expected.backward()
+    assert np.isnan(out) and np.isnan(expected.item()) and np.asarray(out).dtype == dtype
+    assert grad.dtype == dtype and grad.shape == shape
+    np.testing.assert_array_equal(grad, tensor.grad.numpy())
+    assert not grad.any()

@@ -130,3 +130,68 @@ def test_input_gradient_comes_out_compact(name):
     names = {str(e.base.label) for e in sp.preorder_traversal(expr) if isinstance(e, sp.Indexed)}
     assert names <= {"g", "gamma", "rstd", "xhat"}
     assert [s.name for s in grad.steps][-2:] == ["apply identities", "textbook form"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("gamma, beta", [("given", "given"), ("given", None), (None, None)])
+@pytest.mark.parametrize("shape, k", [((2, 3, 4), 2), ((2, 3, 4), 3), ((4, 5), 1), ((2, 3, 4, 5), 2), ((3, 1, 6), 2)])
+def test_layer_norm_over_several_trailing_axes_matches_pytorch(shape, k, gamma, beta, dtype, rng):
+    """normalized_ndim=k normalises the last k axes together, as F.layer_norm(x, x.shape[-k:]); gamma and
+    beta have those axes' shape, and so do their gradients."""
+    torch = pytest.importorskip("torch")
+    row = shape[-k:]
+    x = (3 * rng.standard_normal(shape) + 1).astype(dtype)
+    params = {name: rng.standard_normal(row).astype(dtype) for name, given in (("gamma", gamma), ("beta", beta))
+              if given}
+    inputs = {"x": x, **params}
+    before = {name: v.copy() for name, v in inputs.items()}
+    out, cache = layer_norm.forward(**inputs, normalized_ndim=k)
+    tensors = {name: torch.tensor(v, requires_grad=True) for name, v in inputs.items()}
+    expected = torch.nn.functional.layer_norm(tensors["x"], row, tensors.get("gamma"), tensors.get("beta"))
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-4, 2e-4)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = layer_norm.backward(dout, cache)
+    assert set(grads) == set(inputs)
+    for name, v in inputs.items():
+        assert grads[name].dtype == dtype and grads[name].shape == v.shape, name
+        np.testing.assert_allclose(grads[name], tensors[name].grad.numpy(), rtol=rtol, atol=atol, err_msg=name)
+    for name in inputs:
+        np.testing.assert_array_equal(inputs[name], before[name], err_msg=f"{name} was modified")
+
+
+def test_layer_norm_over_two_axes_passes_finite_differences(rng):
+    x, gamma, beta = rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    out, _ = layer_norm.forward(x, gamma, beta, normalized_ndim=2)
+    flat = x.reshape(2, 12)
+    expected = (flat - flat.mean(-1, keepdims=True)) / np.sqrt(flat.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, gamma * expected.reshape(x.shape) + beta, rtol=1e-12, atol=1e-12)
+    result = check.finite_differences(get("layer_norm"), layer_norm, {"x": x, "gamma": gamma, "beta": beta},
+                                      {"normalized_ndim": 2})
+    assert result.passed, result.errors
+
+
+@pytest.mark.parametrize("arguments, normalized_ndim, error, words", [
+    (((2, 3, 4), (4,), (4,)), 2, ValueError, ["gamma", "(3, 4)", "(4,)"]),
+    (((2, 3, 4), (3, 4), (4, 3)), 2, ValueError, ["beta", "(3, 4)", "(4, 3)"]),
+    (((2, 3, 4), (3, 4), None), 1, ValueError, ["gamma", "(4,)", "(3, 4)"]),
+    (((3, 4), (3, 4), (3, 4)), 3, ValueError, ["x", "3 axes", "(3, 4)"]),
+    (((3, 4), (4,), (4,)), 0, ValueError, ["normalized_ndim", "0"]),
+    (((3, 4), (4,), (4,)), 1.0, TypeError, ["normalized_ndim", "1.0"]),
+    (((3, 4), (4,), (4,)), True, TypeError, ["normalized_ndim", "True"]),
+])
+def test_layer_norm_refuses_a_bad_normalized_ndim_or_parameter_shape(arguments, normalized_ndim, error, words, rng):
+    x, gamma, beta = (None if s is None else rng.standard_normal(s) for s in arguments)
+    with pytest.raises(error) as raised:
+        layer_norm.forward(x, gamma, beta, normalized_ndim=normalized_ndim)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(words[0] + ":") and all(w in message for w in words), message
+
+
+def test_layer_norm_backward_refuses_dout_of_another_shape(rng):
+    x = rng.standard_normal((2, 3, 4))
+    _, cache = layer_norm.forward(x, np.ones((3, 4)), np.zeros((3, 4)), normalized_ndim=2)
+    with pytest.raises(ValueError, match=r"^dout: expected the output's shape \(2, 3, 4\), got \(2, 12\)"):
+        layer_norm.backward(np.ones((2, 12)), cache)

@@ -18,7 +18,7 @@ from derive.define.symbols import Iverson, as_piecewise
 
 from codegen.ir import (Arange, Block, Stack, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
                         Split, Window,
-                        canonical, children)
+                        canonical, children, subtrees)
 
 
 class ExprPrinter(NumPyPrinter):
@@ -29,6 +29,7 @@ class ExprPrinter(NumPyPrinter):
         self.helpers = helpers
         self.ranks: dict = {}  # array code -> number of axes, to order terms
         self.arrays: set = set()  # the symbols that stand for arrays in the expression being printed
+        self.counts: set = set()  # the symbols that stand for a count of what brackets keep (it may be 0)
 
     def _module_format(self, fqn, register=True):
         return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
@@ -62,6 +63,10 @@ class ExprPrinter(NumPyPrinter):
         other = sp.Piecewise(*rest) if rest[0][1] is not sp.true else rest[0][0]
         if other == 0 and isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and value == cond.lhs:
             return f"np.maximum({self._print(value)}, 0)"  # ReLU: NaN stays NaN, as in PyTorch
+        if other == 0 and value.free_symbols & self.counts:
+            # Divided by a count of kept samples, which is 0 only where every bracket is: select, as an
+            # Iverson bracket is strongly zero (0 even beside the NaN of 0/0), PyTorch's zero gradient.
+            return f"np.where({self._print(cond)}, {self._print(value)}, 0)"
         if other == 0:  # a mask: multiplying by it beats np.where's unpredictable branches
             return f"{self.parenthesize(value, 50)}*({self._print(cond)})"
         scaled = self.factored_branches(value, other, cond)
@@ -95,6 +100,13 @@ class ExprPrinter(NumPyPrinter):
             return self._print(sp.piecewise_fold(as_piecewise(expr)))
         arrays = [f for f in expr.args if f.free_symbols & self.arrays]
         scalars = [f for f in expr.args if not f.free_symbols & self.arrays]
+        count = next((f.base for f in scalars if isinstance(f, sp.Pow) and f.exp == -1 and f.base in self.counts), None)
+        if count is not None and not arrays:
+            self.helpers.add("over_count")
+            return f"_over_count({self._print(expr * count)}, {self._print(count)})"
+        if count is not None and len(scalars) == 1:
+            self.helpers.add("over_count")
+            return f"{self.parenthesize(sp.Mul(*arrays), 50)}*_over_count(1, {self._print(count)})"
         if arrays and len(scalars) > 1 or arrays and scalars and any(
                 isinstance(f, sp.Pow) and f.exp.is_negative for f in scalars):
             # Scalars first, multiplied together: one pass over the arrays instead of one per scalar.
@@ -591,6 +603,7 @@ class ArrayPrinter:
         # Only a statement's own full-size arrays gain from multiplying the scalars together first.
         full = tuple(node.axes) == tuple(self.target)
         self.expr_printer.arrays = {v for k, v in subs.items() if dict(node.holes)[k].axes} if full else set()
+        self.expr_printer.counts = {subs[k] for k, child in node.holes if _counts_kept(child)}
         text = self.expr_printer.doprint(node.expr.xreplace(subs))
         if self.dtype and node.holes and all(isinstance(c, Arange) or isinstance(c, Leaf) and c.name in self.integers
                                              for _, c in node.holes):
@@ -869,6 +882,13 @@ def _fits(have: tuple, want: tuple) -> bool:
             return False
     # Axes of ``want`` left of the tail must not be ones we hold.
     return not (set(want[: len(want) - len(have)]) & present)
+
+
+def _counts_kept(node: Node) -> bool:
+    """Whether ``node`` is a total over what brackets keep (a mean's divisor over the samples not
+    ignored): 0 where they keep nothing."""
+    return not node.axes and isinstance(node, (Contract, Reduce)) and any(
+        isinstance(n, Elementwise) and n.expr.has(Iverson) for n in subtrees(node))
 
 
 def _atomic(text: str) -> bool:

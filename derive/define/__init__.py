@@ -29,14 +29,16 @@ recognises them written out with exp, log and erf). A tensor of integers
 ``W[idx[n], e]`` is an embedding's lookup. An ``Option`` selects between forward
 definitions (a loss's ``reduction``, a bias that may be left out): ``forms(define,
 Option(...))`` makes one op of the definitions ``define`` returns for each value; an
-``Axis`` (softmax's ``dim``) lets the generated code run a row op along any axis.
+``Axis`` (softmax's ``dim``) lets the generated code run a row op along any axis, and ``RowAxes``
+(layer norm's ``normalized_ndim``) lay a row out on several trailing axes; ``ClassAxis`` lets a loss
+over classes take ``z[N, K, d...]``.
 """
 from derive.define.functions import NormalPdf, Phi, Sigmoid, Softplus
-from derive.define.forms import Axis, NoForm, Option, forms, gradient_option
+from derive.define.forms import Axis, ClassAxis, NoForm, Option, RowAxes, forms, gradient_option
 from derive.define.network import Add, Concat, Layer, Net
 from derive.define.op import DOMAINS, SHAPE_KINDS, Hyper, Input, Op, pair
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, indices, sizes
 
-__all__ = ["Add", "Axis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input", "Intermediate", "Iverson",
-           "Layer", "Net", "NoForm", "NormalPdf", "Op", "Option", "Phi", "Sigmoid", "Softplus", "Tensor", "forms",
-           "gradient_option", "indices", "pair", "sizes"]
+__all__ = ["Add", "Axis", "ClassAxis", "Concat", "DOMAINS", "SHAPE_KINDS", "FirstMax", "Hyper", "Input",
+           "Intermediate", "Iverson", "Layer", "Net", "NoForm", "NormalPdf", "Op", "Option", "Phi", "RowAxes",
+           "Sigmoid", "Softplus", "Tensor", "forms", "gradient_option", "indices", "pair", "sizes"]

@@ -27,6 +27,12 @@ else the first); the generated ``forward`` has no keyword for it.
 An ``Axis`` is not a choice between forms: a row op (softmax) is the same along any
 axis, so it is derived once, along the last, and the generated ``forward`` takes the
 axis as a keyword (``dim=-1``) and moves it last on the way in and back on the way out.
+``RowAxes`` is likewise no choice: a row of D values may be laid out on several trailing axes (layer
+norm's ``normalized_ndim``); the generated ``forward`` flattens them into D on the way in, and the
+inputs of a row's shape (a scale, a shift) with them, and gives every result its shape back.
+``ClassAxis`` neither: a loss per sample over K classes, derived on ``z[N, K]``, takes ``z[N, K, d...]``
+as PyTorch's losses do (class axis 1, the axes after it more samples); the generated ``forward`` moves
+the class axis last and flattens the samples, and gives each result and gradient its shape back.
 """
 from __future__ import annotations
 
@@ -93,6 +99,34 @@ class Axis:
     doc: str = ""
 
 
+@dataclass(frozen=True)
+class RowAxes:
+    """A keyword counting the trailing axes of an input that make one row of a row op (layer norm's
+    ``normalized_ndim``). Not a form: the op is derived over rows of D values, and the generated
+    ``forward`` flattens that many last axes into D, checks that each input of shape (D,) has their
+    shape and flattens it too; ``backward`` gives each gradient its input's shape back."""
+
+    name: str
+    of: str
+    default: int = 1
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class ClassAxis:
+    """A loss per sample over K classes (``z[N, K]``, labels ``t[N]``) that takes more axes after the class
+    axis as more samples, as PyTorch's cross-entropy does (``z[N, K, d...]``, ``t[N, d...]``). Not a form
+    and no keyword: the generated ``forward`` reads it from the first input's shape, moves the class axis
+    of every per-sample input last and flattens the samples to ``N d...`` rows; ``reduction="none"`` gives
+    ``(N, d...)`` and each gradient its input's shape."""
+
+    of: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.of}'s class axis"
+
+
 def gradient_option(name: str) -> Option:
     """``<name>_grad``: an input whose gradient only some callers want (a loss's target, which PyTorch
     differentiates where it requires grad), a form with it and the default form without it."""
@@ -136,9 +170,19 @@ def forms(define, *options):
         if [h.name for h in op.hyper] != [h.name for h in head.hyper]:
             raise ValueError(f"{head.name}: the form {dict(op.chosen)} has other hyper-parameters")
     for axis in options:
-        if isinstance(axis, Axis) and (head.shape_kind != "leading" or head.inputs[0].name != axis.of):
+        if isinstance(axis, (Axis, RowAxes)) and (head.shape_kind != "leading" or head.inputs[0].name != axis.of):
             raise ValueError(f"{head.name}: the axis {axis.name!r} is for an op on rows (shape_kind 'leading') "
                              f"of its first input {axis.of!r}")
+    for classes in options:
+        if isinstance(classes, ClassAxis) and (head.inputs[0].name != classes.of or head.inputs[0].tensor.rank != 2
+                                               or any(len(op.output.shape) > 1 for op in made)):
+            raise ValueError(f"{head.name}: the class axis is for a loss per sample over classes, its first input "
+                             f"{classes.of!r} of shape (N, K)")
+    rows = [o for o in options if isinstance(o, RowAxes)]
+    if rows and (len(rows) > 1 or any(isinstance(o, Axis) for o in options)
+                 or any(op.output.shape != op.inputs[0].shape for op in made)):
+        raise ValueError(f"{head.name}: the row axes {rows[0].name!r} are for an op whose output has its first "
+                         f"input's shape, with no other axis keyword")
     for option in options:
         if isinstance(option, Option) and option.read and not any(
                 option.read[0] in {i.name for i in op.inputs} | {h.name for h in op.hyper} for op in made):

@@ -4,11 +4,12 @@
 PyTorch reads its targets: ``-log y[n, t_n]`` per sample for labels, each
 weighted by its class's ``weight`` when given, the samples labelled
 ``ignore_index`` left out (the mean divides by the weights of the others).
+As in PyTorch, ``y[N, K, d...]`` with ``t[N, d...]`` (or ``t[N, K, d...]``) is ``N d...`` samples.
 """
 import sympy as sp
 
-from derive.define import (Hyper, Input, Intermediate, Iverson, NoForm, Op, Option, Tensor, forms, gradient_option,
-                           indices, sizes)
+from derive.define import (ClassAxis, Hyper, Input, Intermediate, Iverson, NoForm, Op, Option, Tensor, forms,
+                           gradient_option, indices, sizes)
 
 N, K = sizes("N K")
 n, k = indices("n k")
@@ -108,4 +109,4 @@ def cross_entropy(reduction, target, weight, t_grad):
     )
 
 
-OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD)
+OP = forms(cross_entropy, REDUCTION, TARGET, WEIGHTED, T_GRAD, ClassAxis("y"))

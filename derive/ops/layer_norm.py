@@ -1,12 +1,14 @@
-"""Layer normalization over the last axis: each row normalised by its own mean and variance.
+"""Layer normalization over the last axis, or several trailing axes as one: each row normalised by its own statistics.
 
 Unlike batch norm the statistics belong to one sample (one row of D values),
 so it works the same for a batch of one; biased variance, ``eps`` inside the root.
 ``gamma`` and ``beta`` may each be None (PyTorch's ``weight=None``, ``bias=None``): no scale, no shift.
+With ``normalized_ndim=k`` a row is the last k axes together, as ``F.layer_norm(x, x.shape[-k:])``:
+D is their product, and ``gamma`` and ``beta`` have their shape.
 """
 import sympy as sp
 
-from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+from derive.define import Hyper, Input, Intermediate, Op, Option, RowAxes, Tensor, forms, indices, sizes
 
 N, D = sizes("N D")
 n, d = indices("n d")
@@ -28,7 +30,7 @@ def layer_norm(gamma, beta):
     return Op(
         name="layer_norm",
         doc=__doc__,
-        doc_zh="层归一化：每行（最后一个轴）用它自己的均值和方差归一化" + affine + "。",
+        doc_zh="层归一化：每行（最后一个轴，或末尾几个轴合为一行）用它自己的均值和方差归一化" + affine + "。",
         inputs=(Input(x),) + ((Input(scale),) if gamma is not None else ()) + ((Input(shift),) if beta is not None else ()),
         output=Intermediate("y", (n, d), (N, D), scaled + shift[d] if beta is not None else scaled),
         hyper=(Hyper(eps, 1e-5, cases=(1e-5, 1e-3), doc="added to the variance inside the square root", valid="eps > 0"),),
@@ -40,4 +42,6 @@ def layer_norm(gamma, beta):
 
 
 OP = forms(layer_norm, Option("gamma", input=True, doc="the scale; None: no scale (PyTorch's weight=None)"),
-           Option("beta", input=True, doc="the shift; None: no shift (PyTorch's bias=None)"))
+           Option("beta", input=True, doc="the shift; None: no shift (PyTorch's bias=None)"),
+           RowAxes("normalized_ndim", of="x", doc="the trailing axes of x normalised together, as F.layer_norm(x, "
+                   "x.shape[-normalized_ndim:]); gamma and beta have their shape"))

@@ -4,11 +4,12 @@ The loss is written with the log of the softmax (``z - log sum exp z``), and
 the probabilities ``y`` are named so that the gradient folds onto them.
 ``t`` is target probabilities (N, K) or integer class labels (N,), as
 ``F.cross_entropy`` reads it, with its ``weight`` per class, ``ignore_index``
-and ``label_smoothing``.
+and ``label_smoothing``. As in PyTorch, ``z[N, K, d...]`` with ``t[N, d...]`` (or ``t[N, K, d...]``) is
+``N d...`` samples (an image's pixels, a sequence's tokens).
 """
 import sympy as sp
 
-from derive.define import Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
+from derive.define import ClassAxis, Hyper, Input, Intermediate, Op, Option, Tensor, forms, indices, sizes
 from derive.ops.cross_entropy import (REDUCTION, T_GRAD, WEIGHTED, ignore, label_smoothing, loss, summary, target_input,
                                       weight_input)
 
@@ -60,4 +61,4 @@ def softmax_cross_entropy(reduction, target, weight, smoothed, t_grad):
     )
 
 
-OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED, T_GRAD)
+OP = forms(softmax_cross_entropy, REDUCTION, TARGET, WEIGHTED, SMOOTHED, T_GRAD, ClassAxis("z"))
