@@ -87,6 +87,16 @@ class Pad(Node):
 
 
 @dataclass(frozen=True)
+class Crop(Node):
+    """A stretch of an array along each axis: ``x[n, c, h + P, w + P]`` for h < H (the gradient of a padded input
+    taken back to the input)."""
+
+    name: str
+    start: tuple  # per axis
+    size: tuple
+
+
+@dataclass(frozen=True)
 class Scatter(Node):
     """Windows summed back onto the image they came from (col2im).
 
@@ -230,6 +240,9 @@ class Lowering:
             return blocked
         if all(isinstance(i, sp.Symbol) for i in idx) and len(set(idx)) == len(idx):
             return Leaf(tuple(idx), self.names[expr.base])
+        cropped = self.crop(expr)
+        if cropped is not None:
+            return cropped
         split = [pos for pos, i in enumerate(idx) if self._grouped(i)]
         if len(split) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != split[0]):
             (pos,) = split
@@ -513,6 +526,23 @@ class Lowering:
         kernel = tuple(self.ranges[p] for *_, p in offsets)
         return Scatter(axes, arg, layout, kernel, image, tuple(strides), tuple(shifts), tuple(dilations))
 
+    def crop(self, expr: sp.Indexed) -> Node | None:
+        """``x[..., h + P, ...]``: each index one axis of its own plus a shift that holds no index; else None."""
+        axes, starts = [], []
+        for index in expr.indices:
+            own = index_symbols(index)
+            if len(own) != 1:
+                return None
+            (axis,) = own
+            start = sp.expand(index - axis)
+            if sp.expand(index).coeff(axis) != 1 or axis not in self.ranges or not start.is_nonnegative:
+                return None  # a negative start reads outside the array: only brackets (a Pad) make that right
+            axes.append(axis)
+            starts.append(start)
+        if len(set(axes)) != len(axes):
+            return None
+        return Crop(tuple(axes), self.names[expr.base], tuple(starts), tuple(self.ranges[a] for a in axes))
+
     def pad(self, expr: sp.Expr) -> Node | None:
         """``[0 <= h - P <= H - 1] x[..., h - P, ...]`` (brackets for every shifted index): zero padding."""
         factors = sp.Mul.make_args(expr)
@@ -662,6 +692,8 @@ def symbols_used(node: Node) -> set:
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.kernel + node.stride + node.dilation))
     elif isinstance(node, Pad):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.before + node.after))
+    elif isinstance(node, Crop):
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.start + node.size))
     elif isinstance(node, Scatter):
         found |= symbols_used(node.arg) | set().union(*(sp.sympify(k).free_symbols for k in node.image + node.kernel
                                                         + node.stride + node.offset + node.dilation))
@@ -697,7 +729,7 @@ def canonical(node: Node) -> Node:
 
     def visit(n: Node, mapping: dict) -> Node:
         axes = tuple(mapping.get(a, a) for a in n.axes)
-        if isinstance(n, (Leaf, Window, Pad, Arange, Split)):
+        if isinstance(n, (Leaf, Window, Pad, Crop, Arange, Split)):
             return dataclasses.replace(n, axes=axes)
         if isinstance(n, (Contract, Reduce, Scatter)):
             local = dict(mapping)
@@ -782,7 +814,7 @@ def leaf_names(node: Node, computed=frozenset()) -> set:
     nodes already stored as temporaries)."""
     if canonical(node) in computed:
         return set()
-    if isinstance(node, (Leaf, Window, Pad, Split)):
+    if isinstance(node, (Leaf, Window, Pad, Crop, Split)):
         return {node.name}
     own = {node.name} if isinstance(node, Gather) else set()
     return own.union(*(leaf_names(c, computed) for c in children(node)))

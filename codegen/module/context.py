@@ -120,6 +120,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     fwd.outside = {i.name: i.outside for i in op.inputs if i.outside}
     fwd.integers = {i.name for i in op.inputs if i.domain == "index"}
     fwd.dtype = f"{_dtype_from(op)}.dtype" if fwd.integers else ""
+    fwd.float_dtype = f"{_dtype_from(op)}.dtype"
     fwd.plan([tree for _, tree in forward_trees])
     kept = {n.name for n in cached_nodes} | {y.name for y in op.outputs}
     computed = set()  # shared subtrees stored by the statements so far: what they read is read
@@ -139,6 +140,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program])))))
     bwd.outside, bwd.integers = fwd.outside, fwd.integers
     bwd.dtype = 'cache["dtype"]' if fwd.integers else ""
+    bwd.float_dtype = 'cache["dtype"]'
     bwd.plan([tree for _, tree in backward_trees])
     broadcast = set()  # sizes of gradients that do not vary along some of their axes
     for st, tree in backward_trees:
@@ -164,6 +166,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
         "hyper_checks": [(h.name, h.kind, h.valid, h.default_to, ", ".join(s.name for s in h.symbols) if h.is_pair else "")
                          for h in op.hyper],
+        "others": {h.name: [(o.name, ", ".join(s.name for s in o.symbols)) for o in h.named_in_valid(op.hyper) if o.is_pair]
+                   for h in op.hyper},
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": _gradient_formulas(d),
         "checks": checks + _index_checks(op) + _output_size_checks(op),

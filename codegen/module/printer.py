@@ -16,7 +16,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import (Arange, Block, Stack, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
+from codegen.ir import (Arange, Block, Stack, Contract, Crop, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
                         Split, Window,
                         canonical, children)
 
@@ -221,6 +221,7 @@ class ArrayPrinter:
         self.outside: dict[str, str] = {}
         self.integers: set[str] = set()  # the integer inputs (labels, token ids)
         self.dtype = ""  # code for the op's float dtype, where arithmetic on integers alone must yield it
+        self.float_dtype = ""  # code for the op's float dtype, for sums that read no float array (a window's cells)
         self.stacks: dict = {}  # the blocks of a Stack -> the array that holds them
         self.expr_printer = ExprPrinter(self.helpers)
 
@@ -497,6 +498,10 @@ class ArrayPrinter:
         if isinstance(node, Pad):
             widths = ", ".join(f"({self.scalar(b)}, {self.scalar(a)})" for b, a in zip(node.before, node.after))
             return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
+        if isinstance(node, Crop):
+            spans = ", ".join(":" if start == 0 else f"{self.scalar(start)}:{self.scalar(start + size)}"
+                              for start, size in zip(node.start, node.size))
+            return self.align(f"{node.name}[{spans}]", node.axes, layout)
         if isinstance(node, Scatter):
             self.helpers.add("col2im")
             factors = self.scatter_factors(node)
@@ -616,6 +621,8 @@ class ArrayPrinter:
         if not node.axes and self.shape_kind == "fixed":
             return self.align(f"{inner}.{method}()", (), layout)
         axis = self.axis_numbers(child_axes, reduced)
+        if method == "sum" and self.float_dtype and _reads_no_floats(node.arg, self.integers):
+            axis += f", dtype={self.float_dtype}"  # counted brackets: in the op's dtype, never int64 beside float32
         if keep is not None:
             return f"{inner}.{method}(axis={axis}, keepdims=True)"
         return self.align(f"{inner}.{method}(axis={axis})", tuple(node.axes), layout)
@@ -762,7 +769,7 @@ class ArrayPrinter:
         return out
 
     def fresh(self, node: Node) -> str:
-        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
+        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded", "Crop": "cropped",
                 "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added",
                 "Arange": "positions", "Split": "grouped", "Merge": "merged",
                 "Block": "block", "Stack": "stacked"}[type(node).__name__]
@@ -863,6 +870,19 @@ def _fits(have: tuple, want: tuple) -> bool:
             return False
     # Axes of ``want`` left of the tail must not be ones we hold.
     return not (set(want[: len(want) - len(have)]) & present)
+
+
+def _reads_no_floats(node: Node, integers: set) -> bool:
+    """Whether ``node`` is computed from positions and integer inputs alone (its sums are integers)."""
+    if isinstance(node, Arange):
+        return True
+    if isinstance(node, Leaf):
+        return node.name in integers
+    if isinstance(node, Elementwise):
+        return bool(node.holes) and all(_reads_no_floats(c, integers) for _, c in node.holes)
+    if isinstance(node, Reduce):
+        return _reads_no_floats(node.arg, integers)
+    return False
 
 
 def _atomic(text: str) -> bool:
