@@ -72,9 +72,11 @@ class Window(Node):
 
 @dataclass(frozen=True)
 class Mask(Node):
-    """A window's first maximum as a 0/1 array, laid out like the windows (max pooling)."""
+    """A window's first maximum as a 0/1 array, laid out like the windows (max pooling); ``candidates``, if
+    any, is True at the window cells where the maximum may lie (laid out like the windows, broadcasting)."""
 
     window: Node
+    candidates: Node | None = None
 
 
 @dataclass(frozen=True)
@@ -224,8 +226,9 @@ class Lowering:
             (u, v), (k, m), (p, q) = expr.bound, expr.kernel, expr.at
             self.ranges.update({u: k, v: m})
             window = self.lower(expr.window, first)
+            candidates = None if expr.candidates is sp.true else self.lower(Iverson(expr.candidates), first)
             rename = {u: p, v: q}
-            return Mask(tuple(rename.get(a, a) for a in window.axes), window)
+            return Mask(tuple(rename.get(a, a) for a in window.axes), window, candidates)
         if isinstance(expr, Maximum):
             self.ranges[expr.bound] = expr.limits[2] - expr.limits[1] + 1
             arg = self.lower(expr.body, first)
@@ -687,7 +690,7 @@ def symbols_used(node: Node) -> set:
     elif isinstance(node, Reduce):
         found |= symbols_used(node.arg)
     elif isinstance(node, Mask):
-        found |= symbols_used(node.window)
+        found |= symbols_used(node.window) | (symbols_used(node.candidates) if node.candidates else set())
     elif isinstance(node, Window):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.kernel + node.stride + node.dilation))
     elif isinstance(node, Pad):
@@ -749,7 +752,7 @@ def canonical(node: Node) -> Node:
             for a, b in zip(n.window.axes, n.axes):
                 if a != b:
                     local[a] = mapping.get(b, b)
-            return Mask(axes, visit(n.window, local))
+            return Mask(axes, visit(n.window, local), visit(n.candidates, local) if n.candidates else None)
         if isinstance(n, Gather):
             return dataclasses.replace(n, axes=axes, index=visit(n.index, mapping))
         if isinstance(n, Stack):
@@ -776,7 +779,7 @@ def children(node: Node) -> tuple:
     if isinstance(node, Contract):
         return node.args
     if isinstance(node, Mask):
-        return (node.window,)
+        return (node.window,) + ((node.candidates,) if node.candidates else ())
     if isinstance(node, (Reduce, Scatter, Merge, Block)):
         return (node.arg,)
     if isinstance(node, Stack):
@@ -795,7 +798,8 @@ def map_children(node: Node, fn) -> Node:
     if isinstance(node, Contract):
         return dataclasses.replace(node, args=tuple(fn(c) for c in node.args))
     if isinstance(node, Mask):
-        return dataclasses.replace(node, window=fn(node.window))
+        return dataclasses.replace(node, window=fn(node.window),
+                                   candidates=fn(node.candidates) if node.candidates else None)
     if isinstance(node, (Reduce, Scatter, Merge, Block)):
         return dataclasses.replace(node, arg=fn(node.arg))
     if isinstance(node, Stack):

@@ -239,8 +239,9 @@ class ArticleLatex(LatexPrinter):
 
     def _print_FirstMax(self, expr):
         (u, v), (p, q) = expr.bound, expr.at
+        among = "" if expr.candidates is sp.true else rf":\, {self._print(expr.candidates)}"
         return (rf"\left[({self._print(p)}, {self._print(q)}) = \operatorname*{{arg\,max}}_{{({self._print(u)}, "
-                rf"{self._print(v)})}} {self._print(expr.window)}\right]")
+                rf"{self._print(v)}){among}}} {self._print(expr.window)}\right]")
 
     def _print_Maximum(self, expr):
         return rf"\max_{{{self._print(expr.bound)}}} {self._print(expr.body)}"

@@ -49,8 +49,19 @@ def backward_programs(d: Derivation) -> list[list[Statement]]:
         steps = [dataclasses.replace(st, expr=_renamed_tensors(st.expr, renames)) for st in steps]
         steps += [Statement(f"d{g.input.name}", _renamed_tensors(g.expr, renames), tuple(g.index),
                             tuple(g.input.shape)) for g in d.backprop]
-        programs.append(steps)
+        programs.append(_live(steps, len(d.backprop)))
     return programs
+
+
+def _live(steps: list[Statement], outputs: int) -> list[Statement]:
+    """The steps the last ``outputs`` (the gradients) read, directly or not: an intermediate's gradient that
+    reaches no input (max pooling's mask, whose own derivative is 0) is not computed."""
+    read, kept = set(), []
+    for pos, st in reversed(list(enumerate(steps))):
+        if pos >= len(steps) - outputs or st.name in read:
+            kept.append(st)
+            read |= {str(e.base.label) for e in nodes(st.expr) if isinstance(e, sp.Indexed)}
+    return kept[::-1]
 
 
 def _free_name(name: str, taken: set) -> str:

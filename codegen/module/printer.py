@@ -150,6 +150,14 @@ class ExprPrinter(NumPyPrinter):
     def _print_Iverson(self, expr):
         return f"({self._print(expr.condition)})"
 
+    def _print_And(self, expr):
+        """One np.logical_and per pair, which broadcasts (``logical_and.reduce`` of a tuple stacks it first, and
+        a window's row and column conditions differ in shape)."""
+        return self._pairwise("np.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._pairwise("np.logical_or", expr.args)
+
     def _print_Min(self, expr):
         return self._pairwise("np.minimum", expr.args)
 
@@ -493,8 +501,8 @@ class ArrayPrinter:
                               node.axes, layout)
         if isinstance(node, Mask):
             self.helpers.add("first_max")
-            return self.align(f"_first_max_mask({self.code(node.window, tuple(node.window.axes), top=True)})",
-                              node.axes, layout)
+            return self.align(f"_first_max_mask({self.code(node.window, tuple(node.window.axes), top=True)}"
+                              f"{self.candidates(node)})", node.axes, layout)
         if isinstance(node, Pad):
             widths = ", ".join(f"({self.scalar(b)}, {self.scalar(a)})" for b, a in zip(node.before, node.after))
             return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
@@ -672,10 +680,12 @@ class ArrayPrinter:
         if len(args) == 2 and window is not None and args[0].axes == args[1].axes \
                 and list(out) == list(window.axes[:-2]):
             weights = args[1] if window is args[0] else args[0]
-            if self.first_max_of(weights, window):
+            mask = self.first_max_of(weights, window)
+            if mask is not None:
                 # The windows summed against their first-maximum mask: their maximum (NaN too).
                 self.helpers.add("offset_max")
-                return self.align(f"_offset_max({self.code(window, tuple(window.axes), top=True)})", out, layout)
+                return self.align(f"_offset_max({self.code(window, tuple(window.axes), top=True)}"
+                                  f"{self.candidates(mask)})", out, layout)
             self.helpers.add("offset_sum")
             text = f"_offset_sum({self.code(window, tuple(window.axes), top=True)}, " \
                    f"{self.code(weights, tuple(window.axes), top=True)})"
@@ -692,11 +702,16 @@ class ArrayPrinter:
         text = f"np.einsum('{spec}', {operands})"
         return self.align(text, out, layout)
 
-    def first_max_of(self, weights: Node, window: Window) -> bool:
-        """Whether ``weights`` is an array assigned the first-maximum mask of these very windows."""
+    def first_max_of(self, weights: Node, window: Window) -> Mask | None:
+        """The first-maximum mask of these very windows, if ``weights`` is an array assigned one."""
         mask = self.masks.get(weights.name) if isinstance(weights, Leaf) else None
-        return mask is not None and isinstance(mask.window, Window) and \
+        same = mask is not None and isinstance(mask.window, Window) and \
             dataclasses.replace(mask.window, axes=()) == dataclasses.replace(window, axes=())
+        return mask if same else None
+
+    def candidates(self, mask: Mask) -> str:
+        """The mask's candidates as the helpers' second argument (laid out like its windows), or nothing."""
+        return f", {self.code(mask.candidates, tuple(mask.window.axes), top=True)}" if mask.candidates else ""
 
     def tensordot(self, args, out) -> str | None:
         """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).

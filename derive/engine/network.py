@@ -699,7 +699,8 @@ class _FirstOfWindow(sp.Function):
 
 def _window_written_out(mask: FirstMax):
     (u, v), (k, m), (a, b) = mask.bound, mask.kernel, mask.at
-    window = [mask.window.xreplace({u: p, v: q}) for p in range(int(k)) for q in range(int(m))]
+    offsets = [{u: p, v: q} for p in range(int(k)) for q in range(int(m))]
+    window = [sp.Piecewise((mask.window.xreplace(at), mask.candidates.xreplace(at)), (-sp.oo, True)) for at in offsets]
     return _FirstOfWindow(a * m + b, *window)
 
 
