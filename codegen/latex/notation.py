@@ -23,7 +23,7 @@ SPECIAL = {
     "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
     "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'", "ht": r"\tilde{h}",
-    "cn": "c'", "ct": r"\tilde{c}",
+    "cn": "c'", "ct": r"\tilde{c}", "cells": r"\kappa",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
     # a hyper-parameter per image axis (``pair()``): the letter with the axis's size as subscript
     **{f"{name}_{axis}": f"{letter}_{axis.upper()}" for name, letter in
