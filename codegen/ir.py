@@ -95,7 +95,7 @@ class Crop(Node):
 
     name: str
     start: tuple  # per axis
-    size: tuple
+    size: tuple  # per axis; None: the whole axis
 
 
 @dataclass(frozen=True)
@@ -531,8 +531,10 @@ class Lowering:
 
     def crop(self, expr: sp.Indexed) -> Node | None:
         """``x[..., h + P, ...]``: each index one axis of its own plus a shift that holds no index; else None."""
-        axes, starts = [], []
-        for index in expr.indices:
+        if expr.base.shape is None:
+            return None
+        axes, starts, lengths = [], [], []
+        for index, whole in zip(expr.indices, expr.base.shape):
             own = index_symbols(index)
             if len(own) != 1:
                 return None
@@ -542,9 +544,10 @@ class Lowering:
                 return None  # a negative start reads outside the array: only brackets (a Pad) make that right
             axes.append(axis)
             starts.append(start)
+            lengths.append(None if start == 0 and sp.expand(self.ranges[axis] - whole) == 0 else self.ranges[axis])
         if len(set(axes)) != len(axes):
             return None
-        return Crop(tuple(axes), self.names[expr.base], tuple(starts), tuple(self.ranges[a] for a in axes))
+        return Crop(tuple(axes), self.names[expr.base], tuple(starts), tuple(lengths))
 
     def pad(self, expr: sp.Expr) -> Node | None:
         """``[0 <= h - P <= H - 1] x[..., h - P, ...]`` (brackets for every shifted index): zero padding."""
@@ -696,7 +699,7 @@ def symbols_used(node: Node) -> set:
     elif isinstance(node, Pad):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.before + node.after))
     elif isinstance(node, Crop):
-        found |= set().union(*(sp.sympify(k).free_symbols for k in node.start + node.size))
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.start + node.size if k is not None))
     elif isinstance(node, Scatter):
         found |= symbols_used(node.arg) | set().union(*(sp.sympify(k).free_symbols for k in node.image + node.kernel
                                                         + node.stride + node.offset + node.dilation))

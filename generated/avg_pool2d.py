@@ -159,7 +159,7 @@ def _forward_ceil_mode_False__count_include_pad_False(x, *, kernel=2, stride=Non
     cells = (np.logical_and((np.arange((IH + 2*padding_h - kernel_h)//stride_h + 1)[:, None]*stride_h + np.arange(kernel_h) - padding_h) >= 0, (np.arange((IH + 2*padding_h - kernel_h)//stride_h + 1)[:, None]*stride_h + np.arange(kernel_h) - padding_h) <= IH - 1)).sum(axis=1, dtype=x.dtype, keepdims=True)*(np.logical_and((np.arange((IW + 2*padding_w - kernel_w)//stride_w + 1)[:, None]*stride_w + np.arange(kernel_w) - padding_w) >= 0, (np.arange((IW + 2*padding_w - kernel_w)//stride_w + 1)[:, None]*stride_w + np.arange(kernel_w) - padding_w) <= IW - 1)).sum(axis=1, dtype=x.dtype)
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
     y = (1/cells)*_offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "C": C, "IH": IH, "IW": IW, "N": N, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -173,10 +173,8 @@ def _backward_ceil_mode_False__count_include_pad_False(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     cells = cache["cells"]
-    C = cache["C"]
     IH = cache["IH"]
     IW = cache["IW"]
-    N = cache["N"]
     kernel_h = cache["kernel_h"]
     kernel_w = cache["kernel_w"]
     padding_h = cache["padding_h"]
@@ -212,7 +210,7 @@ def _forward_ceil_mode_True__count_include_pad_True(x, *, kernel=2, stride=None,
     cells = (np.logical_and((np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h) >= 0, (np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h) <= IH + 2*padding_h - 1)).sum(axis=1, dtype=x.dtype, keepdims=True)*(np.logical_and((np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w) >= 0, (np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w) <= IW + 2*padding_w - 1)).sum(axis=1, dtype=x.dtype)
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(kernel_h + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(kernel_w + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) - IW - 2*padding_w, 0))))
     y = (1/cells)*_offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "C": C, "IH": IH, "IW": IW, "N": N, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -226,10 +224,8 @@ def _backward_ceil_mode_True__count_include_pad_True(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     cells = cache["cells"]
-    C = cache["C"]
     IH = cache["IH"]
     IW = cache["IW"]
-    N = cache["N"]
     kernel_h = cache["kernel_h"]
     kernel_w = cache["kernel_w"]
     padding_h = cache["padding_h"]
@@ -265,7 +261,7 @@ def _forward_ceil_mode_True__count_include_pad_False(x, *, kernel=2, stride=None
     cells = (np.logical_and((np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h - padding_h) >= 0, (np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h - padding_h) <= IH - 1)).sum(axis=1, dtype=x.dtype, keepdims=True)*(np.logical_and((np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w - padding_w) >= 0, (np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w - padding_w) <= IW - 1)).sum(axis=1, dtype=x.dtype)
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(kernel_h + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(kernel_w + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) - IW - 2*padding_w, 0))))
     y = (1/cells)*_offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "C": C, "IH": IH, "IW": IW, "N": N, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -279,10 +275,8 @@ def _backward_ceil_mode_True__count_include_pad_False(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     cells = cache["cells"]
-    C = cache["C"]
     IH = cache["IH"]
     IW = cache["IW"]
-    N = cache["N"]
     kernel_h = cache["kernel_h"]
     kernel_w = cache["kernel_w"]
     padding_h = cache["padding_h"]

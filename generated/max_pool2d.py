@@ -93,7 +93,7 @@ def _forward_ceil_mode_False(x, *, kernel=2, stride=None, padding=0, dilation=1)
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
     mask = _first_max_mask(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w), (dilation_h, dilation_w)), ((np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange((IH + 2*padding_h - dilation_h*(kernel_h - 1) - 1)//stride_h + 1)[:, None, None, None]*stride_h - padding_h >= 0, np.logical_and(dilation_w*np.arange(kernel_w) + np.arange((IW + 2*padding_w - dilation_w*(kernel_w - 1) - 1)//stride_w + 1)[:, None, None]*stride_w - padding_w >= 0, np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange((IH + 2*padding_h - dilation_h*(kernel_h - 1) - 1)//stride_h + 1)[:, None, None, None]*stride_h - padding_h <= IH - 1, dilation_w*np.arange(kernel_w) + np.arange((IW + 2*padding_w - dilation_w*(kernel_w - 1) - 1)//stride_w + 1)[:, None, None]*stride_w - padding_w <= IW - 1))))))
     y = _offset_max(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w), (dilation_h, dilation_w)), ((np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange((IH + 2*padding_h - dilation_h*(kernel_h - 1) - 1)//stride_h + 1)[:, None, None, None]*stride_h - padding_h >= 0, np.logical_and(dilation_w*np.arange(kernel_w) + np.arange((IW + 2*padding_w - dilation_w*(kernel_w - 1) - 1)//stride_w + 1)[:, None, None]*stride_w - padding_w >= 0, np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange((IH + 2*padding_h - dilation_h*(kernel_h - 1) - 1)//stride_h + 1)[:, None, None, None]*stride_h - padding_h <= IH - 1, dilation_w*np.arange(kernel_w) + np.arange((IW + 2*padding_w - dilation_w*(kernel_w - 1) - 1)//stride_w + 1)[:, None, None]*stride_w - padding_w <= IW - 1))))))
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "C": C, "IH": IH, "IW": IW, "N": N, "dilation_h": dilation_h, "dilation_w": dilation_w, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "IH": IH, "IW": IW, "dilation_h": dilation_h, "dilation_w": dilation_w, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -107,10 +107,8 @@ def _backward_ceil_mode_False(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     mask = cache["mask"]
-    C = cache["C"]
     IH = cache["IH"]
     IW = cache["IW"]
-    N = cache["N"]
     dilation_h = cache["dilation_h"]
     dilation_w = cache["dilation_w"]
     kernel_h = cache["kernel_h"]
@@ -150,7 +148,7 @@ def _forward_ceil_mode_True(x, *, kernel=2, stride=None, padding=0, dilation=1):
     xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(dilation_h*(kernel_h - 1) + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - dilation_h*(kernel_h - 1) - 2)//stride_h) + 1 - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(dilation_w*(kernel_w - 1) + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - dilation_w*(kernel_w - 1) - 2)//stride_w) + 1 - IW - 2*padding_w, 0))))
     mask = _first_max_mask(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w), (dilation_h, dilation_w)), ((np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - dilation_h*(kernel_h - 1) - 2)//stride_h) + 1)[:, None, None, None]*stride_h - padding_h >= 0, np.logical_and(dilation_w*np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - dilation_w*(kernel_w - 1) - 2)//stride_w) + 1)[:, None, None]*stride_w - padding_w >= 0, np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - dilation_h*(kernel_h - 1) - 2)//stride_h) + 1)[:, None, None, None]*stride_h - padding_h <= IH - 1, dilation_w*np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - dilation_w*(kernel_w - 1) - 2)//stride_w) + 1)[:, None, None]*stride_w - padding_w <= IW - 1))))))
     y = _offset_max(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w), (dilation_h, dilation_w)), ((np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - dilation_h*(kernel_h - 1) - 2)//stride_h) + 1)[:, None, None, None]*stride_h - padding_h >= 0, np.logical_and(dilation_w*np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - dilation_w*(kernel_w - 1) - 2)//stride_w) + 1)[:, None, None]*stride_w - padding_w >= 0, np.logical_and(dilation_h*np.arange(kernel_h)[:, None] + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - dilation_h*(kernel_h - 1) - 2)//stride_h) + 1)[:, None, None, None]*stride_h - padding_h <= IH - 1, dilation_w*np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - dilation_w*(kernel_w - 1) - 2)//stride_w) + 1)[:, None, None]*stride_w - padding_w <= IW - 1))))))
-    cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "C": C, "IH": IH, "IW": IW, "N": N, "dilation_h": dilation_h, "dilation_w": dilation_w, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
+    cache = {"dtype": x.dtype, "shape": np.shape(y), "mask": mask, "IH": IH, "IW": IW, "dilation_h": dilation_h, "dilation_w": dilation_w, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
 
@@ -164,10 +162,8 @@ def _backward_ceil_mode_True(dout, cache):
     if dout.shape != cache["shape"]:
         raise ValueError(f"dout: expected the output's shape {cache['shape']}, got {dout.shape}")
     mask = cache["mask"]
-    C = cache["C"]
     IH = cache["IH"]
     IW = cache["IW"]
-    N = cache["N"]
     dilation_h = cache["dilation_h"]
     dilation_w = cache["dilation_w"]
     kernel_h = cache["kernel_h"]

@@ -507,7 +507,7 @@ class ArrayPrinter:
             widths = ", ".join(f"({self.scalar(b)}, {self.scalar(a)})" for b, a in zip(node.before, node.after))
             return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
         if isinstance(node, Crop):
-            spans = ", ".join(":" if start == 0 else f"{self.scalar(start)}:{self.scalar(start + size)}"
+            spans = ", ".join(":" if size is None else f"{self.scalar(start) if start != 0 else ''}:{self.scalar(start + size)}"
                               for start, size in zip(node.start, node.size))
             return self.align(f"{node.name}[{spans}]", node.axes, layout)
         if isinstance(node, Scatter):
