@@ -214,6 +214,17 @@ class ArticleLatex(LatexPrinter):
                 return rf"\left[\left({self._index(mod.args[0])}\right) \bmod {self._print(mod.args[1])} = 0\right]"
         return rf"\left[{self._print(cond)}\right]"
 
+    def _ranges(self, cond) -> str:
+        r"""A conjunction of ranges as ``0 \leq e \leq K - 1, 0 \leq f \leq L - 1`` (SymPy flattens the pairs
+        into one And); any other condition as SymPy prints it."""
+        parts = list(cond.args) if isinstance(cond, sp.And) else [cond]
+        lows = [p for p in parts if isinstance(p, sp.GreaterThan) and p.rhs == 0]
+        highs = [p for p in parts if isinstance(p, sp.LessThan)]
+        pairs = [(low, next((h for h in highs if sp.expand(h.lhs - low.lhs) == 0), None)) for low in lows]
+        if len(lows) + len(highs) != len(parts) or any(h is None for _, h in pairs) or len(pairs) != len(highs):
+            return self._print(cond)
+        return ", ".join(rf"0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}" for low, high in pairs)
+
     def _print_Relational(self, expr):
         """An element on the left: ``|t - y| < \\delta``, not SymPy's ``\\delta > |t - y|``."""
         if expr.rel_op in ("<", "<=", ">", ">=") and not self._has_element(expr.lhs) and self._has_element(expr.rhs):
@@ -239,7 +250,7 @@ class ArticleLatex(LatexPrinter):
 
     def _print_FirstMax(self, expr):
         (u, v), (p, q) = expr.bound, expr.at
-        among = "" if expr.candidates is sp.true else rf":\, {self._print(expr.candidates)}"
+        among = "" if expr.candidates is sp.true else rf":\, {self._ranges(expr.candidates)}"
         return (rf"\left[({self._print(p)}, {self._print(q)}) = \operatorname*{{arg\,max}}_{{({self._print(u)}, "
                 rf"{self._print(v)}){among}}} {self._print(expr.window)}\right]")
 
