@@ -311,7 +311,10 @@ def _first_max_mask(windows, candidates=None):
     Whole-array passes over the kernel offsets (argmax over a window's few values
     is slow in NumPy); laid out offsets first, so that each offset's slice is contiguous.
     """
-    if candidates is not None and not candidates.all():
+    if candidates is not None and candidates.all():
+        candidates = None
+    if candidates is not None:
+        candidates = np.broadcast_to(candidates, windows.shape)
         windows = np.where(candidates, windows, -np.inf)
     *lead, kh, kw = windows.shape
     offsets = [windows[..., p, q] for p in range(kh) for q in range(kw)]
@@ -320,8 +323,10 @@ def _first_max_mask(windows, candidates=None):
         np.maximum(top, values, out=top)
     mask = np.empty((kh * kw, *top.shape), bool)
     free = np.ones(top.shape, bool)  # windows whose maximum is not yet placed
-    for values, out in zip(offsets, mask):
+    for k, (values, out) in enumerate(zip(offsets, mask)):
         np.logical_and(values == top, free, out=out)
+        if candidates is not None:  # a window of -inf: its first cell in the image, never the padding
+            out &= candidates[..., k // kw, k % kw]
         free ^= out
     if free.any():  # a NaN is its window's maximum: the first one, as argmax has it (PyTorch's CPU kernel: the last)
         first = windows.reshape(*top.shape, -1).argmax(axis=-1)

@@ -524,8 +524,9 @@ def at_numbers(expr: sp.Expr, values: dict) -> sp.Expr:
         allowed = [mask.candidates.xreplace(at).xreplace(numbers) for at in offsets]
         if not all(sp.S(w).is_number for w in window) or not all(c in (sp.true, sp.false) for c in allowed):
             return mask
-        flat = [float(w) if c else -np.inf for w, c in zip(window, allowed)]
-        return sp.S.One if int(np.argmax(flat)) == int(a) * int(m) + int(b) else sp.S.Zero
+        among = [k for k, c in enumerate(allowed) if c]
+        first = among[int(np.argmax([float(window[k]) for k in among]))]
+        return sp.S.One if first == int(a) * int(m) + int(b) else sp.S.Zero
     numbers = {k: sp.sympify(v) for k, v in values.items()}
     found = expr.replace(lambda e: isinstance(e, FirstMax), first_max).xreplace(numbers)
     # an element selected by an integer input (a class's weight[t[n]]) is known once t[n] is a number
