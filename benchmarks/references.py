@@ -65,8 +65,10 @@ def _torch_table() -> dict:
             z, t, ignore_index=ignore_index, label_smoothing=label_smoothing),
         "conv2d": lambda x, W, b, stride=1, padding=0, dilation=1, groups=1: F.conv2d(
             x, W, b, stride=stride, padding=padding, dilation=dilation, groups=groups),
-        "max_pool2d": lambda x, kernel=2, stride=None: F.max_pool2d(x, kernel, stride),
-        "avg_pool2d": lambda x, kernel=2, stride=None: F.avg_pool2d(x, kernel, stride),
+        "max_pool2d": lambda x, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False: F.max_pool2d(
+            x, kernel, stride, padding, dilation, ceil_mode),
+        "avg_pool2d": lambda x, kernel=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True: F.avg_pool2d(
+            x, kernel, stride, padding, ceil_mode, count_include_pad),
         "flatten": lambda x: torch.flatten(x, 1),
         "batch_norm": lambda x, gamma, beta, eps=1e-5: F.batch_norm(x, None, None, gamma, beta,
                                                                     training=True, eps=eps),
@@ -113,13 +115,17 @@ def _autograd_table() -> dict:
         shifted = z - anp.max(z, axis=-1, keepdims=True)
         return shifted - anp.log(anp.sum(anp.exp(shifted), axis=-1, keepdims=True))
 
-    def windows(x, kernel, stride):
-        """Every (i, j) offset of a kernel window, as strided slices of x: (kernel², N, C, Ho, Wo)."""
-        stride = stride or kernel
-        height = (x.shape[2] - kernel) // stride + 1
-        width = (x.shape[3] - kernel) // stride + 1
-        return anp.stack([x[:, :, i:i + stride * (height - 1) + 1:stride, j:j + stride * (width - 1) + 1:stride]
-                          for i in range(kernel) for j in range(kernel)])
+    def windows(x, kernel, stride, padding=0, dilation=1, fill=0.0):
+        """Every (i, j) offset of a kernel window, as strided slices of x padded with ``fill``:
+        (kernel², N, C, Ho, Wo)."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (v if isinstance(v, tuple) else (v, v)
+                                                  for v in (kernel, stride or kernel, padding, dilation))
+        if ph or pw:
+            x = anp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), "constant", constant_values=fill)
+        height = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        width = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        return anp.stack([x[:, :, i * dh:i * dh + sh * (height - 1) + 1:sh, j * dw:j * dw + sw * (width - 1) + 1:sw]
+                          for i in range(kh) for j in range(kw)])
 
     def conv2d(x, W, b, stride=1, padding=0, dilation=1, groups=1):
         (sh, sw), (ph, pw), (dh, dw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding, dilation))
@@ -184,8 +190,9 @@ def _autograd_table() -> dict:
         "softmax_cross_entropy": lambda z, t, ignore_index=-100, label_smoothing=0.0: mean_against(
             log_softmax(z), t, ignore_index, label_smoothing),
         "conv2d": conv2d,
-        "max_pool2d": lambda x, kernel=2, stride=None: anp.max(windows(x, kernel, stride), axis=0),
-        "avg_pool2d": lambda x, kernel=2, stride=None: anp.mean(windows(x, kernel, stride), axis=0),
+        "max_pool2d": lambda x, kernel=2, stride=None, padding=0, dilation=1: anp.max(
+            windows(x, kernel, stride, padding, dilation, fill=-anp.inf), axis=0),
+        "avg_pool2d": lambda x, kernel=2, stride=None, padding=0: anp.mean(windows(x, kernel, stride, padding), axis=0),
         "flatten": lambda x: anp.reshape(x, (x.shape[0], -1)),
         "batch_norm": batch_norm,
         "batch_norm_eval": lambda x, gamma, beta, running_mean, running_var, eps=1e-5: (

@@ -72,9 +72,11 @@ class Window(Node):
 
 @dataclass(frozen=True)
 class Mask(Node):
-    """A window's first maximum as a 0/1 array, laid out like the windows (max pooling)."""
+    """A window's first maximum as a 0/1 array, laid out like the windows (max pooling); ``candidates``, if
+    any, is True at the window cells where the maximum may lie (laid out like the windows, broadcasting)."""
 
     window: Node
+    candidates: Node | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,16 @@ class Pad(Node):
     name: str
     before: tuple  # per axis
     after: tuple
+
+
+@dataclass(frozen=True)
+class Crop(Node):
+    """A stretch of an array along each axis: ``x[n, c, h + P, w + P]`` for h < H (the gradient of a padded input
+    taken back to the input)."""
+
+    name: str
+    start: tuple  # per axis
+    size: tuple  # per axis; None: the whole axis
 
 
 @dataclass(frozen=True)
@@ -214,8 +226,9 @@ class Lowering:
             (u, v), (k, m), (p, q) = expr.bound, expr.kernel, expr.at
             self.ranges.update({u: k, v: m})
             window = self.lower(expr.window, first)
+            candidates = None if expr.candidates is sp.true else self.lower(Iverson(expr.candidates), first)
             rename = {u: p, v: q}
-            return Mask(tuple(rename.get(a, a) for a in window.axes), window)
+            return Mask(tuple(rename.get(a, a) for a in window.axes), window, candidates)
         if isinstance(expr, Maximum):
             self.ranges[expr.bound] = expr.limits[2] - expr.limits[1] + 1
             arg = self.lower(expr.body, first)
@@ -230,6 +243,9 @@ class Lowering:
             return blocked
         if all(isinstance(i, sp.Symbol) for i in idx) and len(set(idx)) == len(idx):
             return Leaf(tuple(idx), self.names[expr.base])
+        cropped = self.crop(expr)
+        if cropped is not None:
+            return cropped
         split = [pos for pos, i in enumerate(idx) if self._grouped(i)]
         if len(split) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != split[0]):
             (pos,) = split
@@ -531,6 +547,26 @@ class Lowering:
         kernel = tuple(self.ranges[p] for *_, p in offsets)
         return Scatter(axes, arg, layout, kernel, image, tuple(strides), tuple(shifts), tuple(dilations))
 
+    def crop(self, expr: sp.Indexed) -> Node | None:
+        """``x[..., h + P, ...]``: each index one axis of its own plus a shift that holds no index; else None."""
+        if expr.base.shape is None:
+            return None
+        axes, starts, lengths = [], [], []
+        for index, whole in zip(expr.indices, expr.base.shape):
+            own = index_symbols(index)
+            if len(own) != 1:
+                return None
+            (axis,) = own
+            start = sp.expand(index - axis)
+            if sp.expand(index).coeff(axis) != 1 or axis not in self.ranges or not start.is_nonnegative:
+                return None  # a negative start reads outside the array: only brackets (a Pad) make that right
+            axes.append(axis)
+            starts.append(start)
+            lengths.append(None if start == 0 and sp.expand(self.ranges[axis] - whole) == 0 else self.ranges[axis])
+        if len(set(axes)) != len(axes):
+            return None
+        return Crop(tuple(axes), self.names[expr.base], tuple(starts), tuple(lengths))
+
     def pad(self, expr: sp.Expr) -> Node | None:
         """``[0 <= h - P <= H - 1] x[..., h - P, ...]`` (brackets for every shifted index): zero padding."""
         factors = sp.Mul.make_args(expr)
@@ -675,11 +711,13 @@ def symbols_used(node: Node) -> set:
     elif isinstance(node, Reduce):
         found |= symbols_used(node.arg)
     elif isinstance(node, Mask):
-        found |= symbols_used(node.window)
+        found |= symbols_used(node.window) | (symbols_used(node.candidates) if node.candidates else set())
     elif isinstance(node, Window):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.kernel + node.stride + node.dilation))
     elif isinstance(node, Pad):
         found |= set().union(*(sp.sympify(k).free_symbols for k in node.before + node.after))
+    elif isinstance(node, Crop):
+        found |= set().union(*(sp.sympify(k).free_symbols for k in node.start + node.size if k is not None))
     elif isinstance(node, Scatter):
         found |= symbols_used(node.arg) | set().union(*(sp.sympify(k).free_symbols for k in node.image + node.kernel
                                                         + node.stride + node.offset + node.dilation))
@@ -715,7 +753,7 @@ def canonical(node: Node) -> Node:
 
     def visit(n: Node, mapping: dict) -> Node:
         axes = tuple(mapping.get(a, a) for a in n.axes)
-        if isinstance(n, (Leaf, Window, Pad, Arange, Split)):
+        if isinstance(n, (Leaf, Window, Pad, Crop, Arange, Split)):
             return dataclasses.replace(n, axes=axes)
         if isinstance(n, (Contract, Reduce, Scatter)):
             local = dict(mapping)
@@ -735,7 +773,7 @@ def canonical(node: Node) -> Node:
             for a, b in zip(n.window.axes, n.axes):
                 if a != b:
                     local[a] = mapping.get(b, b)
-            return Mask(axes, visit(n.window, local))
+            return Mask(axes, visit(n.window, local), visit(n.candidates, local) if n.candidates else None)
         if isinstance(n, Gather):
             return dataclasses.replace(n, axes=axes, index=visit(n.index, mapping))
         if isinstance(n, Stack):
@@ -762,7 +800,7 @@ def children(node: Node) -> tuple:
     if isinstance(node, Contract):
         return node.args
     if isinstance(node, Mask):
-        return (node.window,)
+        return (node.window,) + ((node.candidates,) if node.candidates else ())
     if isinstance(node, (Reduce, Scatter, Merge, Block)):
         return (node.arg,)
     if isinstance(node, Stack):
@@ -781,7 +819,8 @@ def map_children(node: Node, fn) -> Node:
     if isinstance(node, Contract):
         return dataclasses.replace(node, args=tuple(fn(c) for c in node.args))
     if isinstance(node, Mask):
-        return dataclasses.replace(node, window=fn(node.window))
+        return dataclasses.replace(node, window=fn(node.window),
+                                   candidates=fn(node.candidates) if node.candidates else None)
     if isinstance(node, (Reduce, Scatter, Merge, Block)):
         return dataclasses.replace(node, arg=fn(node.arg))
     if isinstance(node, Stack):
@@ -800,7 +839,7 @@ def leaf_names(node: Node, computed=frozenset()) -> set:
     nodes already stored as temporaries)."""
     if canonical(node) in computed:
         return set()
-    if isinstance(node, (Leaf, Window, Pad, Split)):
+    if isinstance(node, (Leaf, Window, Pad, Crop, Split)):
         return {node.name}
     own = {node.name} if isinstance(node, Gather) else set()
     return own.union(*(leaf_names(c, computed) for c in children(node)))

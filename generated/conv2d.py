@@ -235,14 +235,14 @@ def _number(name, value, kind, condition="", holds=None):
     return value
 
 
-def _pair(name, value, kind, condition="", holds=None):
-    """A hyper-parameter per image axis, as PyTorch takes it: one number for both axes or an (h, w) pair."""
-    if not isinstance(value, (tuple, list)):
-        value = _number(name, value, kind, condition, holds)
-        return value, value
-    if len(value) != 2:
+def _pair(name, value, kind, condition="", holds=None, others=()):
+    """A hyper-parameter per image axis, as PyTorch takes it: one number for both axes or an (h, w) pair.
+    ``holds`` also takes the same axis's value of each of ``others`` (the pairs its condition names)."""
+    both = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(both) != 2:
         raise ValueError(f"{name}: expected an integer or a pair (h, w) of them, got {value!r}")
-    return tuple(_number(name, v, kind, condition, holds) for v in value)
+    return tuple(_number(name, v, kind, condition, holds and (lambda v, axis=axis: holds(v, *(o[axis] for o in others))))
+                 for axis, v in enumerate(both))
 
 
 def _sizes(*specs):

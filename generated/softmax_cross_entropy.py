@@ -1212,7 +1212,7 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_g
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (y - (np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (np.arange(K) == t[:, None])*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
+    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), (y - (np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (np.arange(K) == t[:, None])*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
     return {"z": dz}
 
 
@@ -1315,7 +1315,7 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None]))*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
+    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None]))*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
     return {"z": dz}
 
 
@@ -2220,7 +2220,7 @@ def _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_gr
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout))*(ignore_index != t[:, None])))
     return {"z": dz}
 
 
@@ -2320,7 +2320,7 @@ def _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout))*(ignore_index != t[:, None])))
     return {"z": dz}
 
 
@@ -3198,7 +3198,7 @@ def _backward_reduction_none__target_labels__without_weight__smoothed_False__t_g
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout[:, None]*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout[:, None]*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
     return {"z": dz}
 
 
@@ -3293,7 +3293,7 @@ def _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and.reduce((ignore_index != t[:, None],t[:, None] <= K - 1)), dout[:, None]*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*weight*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
+    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout[:, None]*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*weight*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
     return {"z": dz}
 
 

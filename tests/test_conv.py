@@ -101,6 +101,43 @@ def test_max_pool_infinities_and_nan_as_the_definition_says(kernel, stride):
     np.testing.assert_array_equal(infinite, np.where(dx > 0, np.inf, 0.0))
 
 
+@pytest.mark.parametrize("options", [{"kernel": 2, "stride": 2, "padding": 1}, {"kernel": 3, "stride": 1, "padding": 1},
+                                     {"kernel": 2, "stride": 1, "padding": 1, "dilation": 2}])
+def test_max_pool_padding_is_never_the_maximum_not_even_of_minus_infinities(options):
+    """A window of -inf and padding: its maximum is -inf and its gradient goes to its first cell in the image,
+    as in PyTorch (which pads with -inf and starts each window's argmax inside the image)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[[[-np.inf, 1.0, np.inf, -np.inf],
+                    [2.0, -np.inf, np.inf, -np.inf],
+                    [-np.inf, -np.inf, -np.inf, -np.inf],
+                    [4.0, 5.0, -np.inf, -np.inf]]]])
+    out, cache = max_pool2d.forward(x, **options)
+    tx = torch.tensor(x, requires_grad=True)
+    expected = torch.nn.functional.max_pool2d(tx, options["kernel"], options["stride"], options["padding"],
+                                              options.get("dilation", 1))
+    dout = np.arange(1.0, out.size + 1).reshape(out.shape)
+    expected.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out, expected.detach().numpy())
+    np.testing.assert_array_equal(max_pool2d.backward(dout, cache)["x"], tx.grad.numpy())
+
+
+def test_a_condition_may_name_only_the_hyper_parameters_before_it():
+    """``valid`` reads another hyper-parameter axis by axis (pooling's padding and its kernel); one listed after
+    it would not be checked yet in the generated forward."""
+    from derive.define import Hyper, Input, Intermediate, Op, Tensor, indices, pair, sizes
+    from derive.engine.network import _holds
+    (N,), (n,) = sizes("N"), indices("n")
+    x = Tensor("x", N)
+    (ph, pw), (kh, kw) = pair("padding", nonnegative=True), pair("kernel", positive=True)
+    with pytest.raises(ValueError, match="^valid: .* only hyper-parameters before it"):
+        Op(name="late", doc="d", inputs=(Input(x),), output=Intermediate("y", (n,), (N,), x[n] * (ph + kh)),
+           hyper=(Hyper((ph, pw), 0, valid="2 * padding <= kernel"), Hyper((kh, kw), 2, valid="kernel >= 1")))
+    assert _holds("0 <= 2 * padding <= kernel", "padding", 1, {"kernel": 2})
+    assert not _holds("0 <= 2 * padding <= kernel", "padding", 2, {"kernel": 3})
+    with pytest.raises(ValueError, match=r"^padding: expected 0 <= 2 \* padding <= kernel, got 2"):
+        avg_pool2d.forward(np.ones((1, 1, 6, 6)), kernel=(4, 3), padding=2)  # right for the height, not the width
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"W": np.ones((2, 3, 5, 5))}, ValueError, r"^x: the output would be empty"),
     ({"stride": 0}, ValueError, r"^stride: expected stride >= 1"),

@@ -71,8 +71,10 @@ REFERENCE = {
     "dropout": lambda x, mask, p: x * mask / (1 - p),
     "conv2d": lambda x, W, b, stride, padding, dilation, groups: F.conv2d(x, W, b, stride=stride, padding=padding,
                                                                           dilation=dilation, groups=groups),
-    "max_pool2d": lambda x, kernel, stride: F.max_pool2d(x, kernel, stride),
-    "avg_pool2d": lambda x, kernel, stride: F.avg_pool2d(x, kernel, stride),
+    "max_pool2d": lambda x, kernel, stride, padding, dilation, ceil_mode=False: F.max_pool2d(
+        x, kernel, stride, padding, dilation, ceil_mode),
+    "avg_pool2d": lambda x, kernel, stride, padding, ceil_mode=False, count_include_pad=True: F.avg_pool2d(
+        x, kernel, stride, padding, ceil_mode, count_include_pad),
     "flatten": lambda x: torch.flatten(x, 1),
     "gelu": lambda x: F.gelu(x),
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),

@@ -75,14 +75,59 @@ POOL_CASES = [
 ]
 
 
+#: Each option on its own and together; ceil_mode where a partial last window is kept, and where it would
+#: start in the right padding and is dropped (6 + 2 - 2 = 6 = 3 * 2: the window at 6 starts past 6 + 1 - 1).
+MAX_CASES = [
+    ((2, 3, 7, 6), {"kernel": 3, "padding": 1}),
+    ((2, 2, 6, 7), {"kernel": (2, 3), "stride": 1, "padding": (1, 0)}),
+    ((2, 2, 9, 8), {"kernel": 3, "dilation": 2}),
+    ((1, 2, 9, 10), {"kernel": (3, 2), "stride": (2, 1), "dilation": (2, 3), "padding": (1, 1)}),
+    ((2, 2, 7, 6), {"kernel": 2, "ceil_mode": True}),
+    ((2, 2, 6, 6), {"kernel": 2, "stride": 3, "padding": 1, "ceil_mode": True}),
+    ((1, 3, 8, 7), {"kernel": 3, "stride": 2, "padding": 1, "dilation": 2, "ceil_mode": True}),
+]
+AVG_CASES = [
+    ((2, 3, 7, 6), {"kernel": 3, "padding": 1}),
+    ((2, 2, 6, 7), {"kernel": (2, 3), "stride": 1, "padding": (1, 0), "count_include_pad": False}),
+    ((2, 3, 7, 6), {"kernel": 3, "stride": 2, "padding": 1, "count_include_pad": False}),
+    ((2, 2, 7, 6), {"kernel": 2, "ceil_mode": True}),
+    ((2, 2, 6, 6), {"kernel": 2, "stride": 3, "padding": 1, "ceil_mode": True}),
+    ((1, 2, 7, 8), {"kernel": (3, 2), "stride": 2, "padding": 1, "ceil_mode": True}),
+    ((1, 2, 7, 8), {"kernel": (3, 2), "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}),
+]
+POOLS = [(max_pool2d, F.max_pool2d, shape, options) for shape, options in POOL_CASES + MAX_CASES] \
+    + [(avg_pool2d, F.avg_pool2d, shape, options) for shape, options in POOL_CASES + AVG_CASES]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("module, reference", [(max_pool2d, F.max_pool2d), (avg_pool2d, F.avg_pool2d)],
-                         ids=["max", "avg"])
-@pytest.mark.parametrize("shape, options", POOL_CASES, ids=range(len(POOL_CASES)))
+@pytest.mark.parametrize("module, reference, shape, options", POOLS,
+                         ids=[f"{m.__name__.split('.')[-1][:3]}{k}" for k, (m, *_) in enumerate(POOLS)])
 def test_pooling_options_match_pytorch(module, reference, shape, options, dtype, rng):
     def call(x, kernel, stride=None, **rest):
         return reference(x, kernel, stride, **rest)
     _against_torch(module, call, {"x": rng.standard_normal(shape)}, options, dtype, rng)
+
+
+def test_max_pooling_never_takes_the_padding(rng):
+    """Windows of negative values at the edge: zero padding would be their maximum; PyTorch's is -inf."""
+    x = -np.abs(rng.standard_normal((1, 2, 5, 5))) - 1
+    options = {"kernel": 3, "stride": 2, "padding": 1}
+    _against_torch(max_pool2d, lambda x, kernel, stride, padding: F.max_pool2d(x, kernel, stride, padding), {"x": x},
+                   options, np.float64, rng)
+    out, _ = max_pool2d.forward(x, kernel=3, stride=2, padding=1)
+    assert (out < 0).all()
+
+
+@pytest.mark.parametrize("module", [max_pool2d, avg_pool2d], ids=["max", "avg"])
+@pytest.mark.parametrize("options", [{"kernel": 3, "padding": 2}, {"kernel": (2, 4), "padding": (1, 3)},
+                                     {"kernel": 1, "padding": 1}])
+def test_padding_beyond_half_the_kernel_is_refused_as_pytorch_does(module, options, rng):
+    x = rng.standard_normal((1, 1, 8, 8))
+    with pytest.raises(RuntimeError, match="pad should be"):
+        (F.max_pool2d if module is max_pool2d else F.avg_pool2d)(torch.tensor(x), options["kernel"],
+                                                                 padding=options["padding"])
+    with pytest.raises(ValueError, match=r"^padding: expected 0 <= 2 \* padding <= kernel"):
+        module.forward(x, **options)
 
 
 @pytest.mark.parametrize("module, options, message", [

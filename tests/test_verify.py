@@ -280,18 +280,28 @@ TABLE = [
     # and c runs over C_g in dE/dw, over C in \bar{x}
     ("conv2d", "W", r"\sum_n \sum_i \sum_j \delta_{noij} \bar{x}_{n,c,i s_H + p d_H,j s_W + q d_W}", False, None),
     ("conv2d", "x", r"\sum_{o} \sum_{i} \sum_{j} \delta_{noij} w_{o,c,h + P_H - i s_H,P_W + w - j s_W}", False, "outside its range"),
-    ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \left[0 \leq h - i s_H \leq K_H - 1\right] \sum_{j} g_{ncij} "
-     r"\left[0 \leq w - j s_W \leq K_W - 1\right]", True, None),
-    ("avg_pool2d", "x", "sum(sum(g[n,c,i,j]*(0 <= h - i*s_H <= K_H - 1)*(0 <= w - j*s_W <= K_W - 1), i), j)/(K_H*K_W)", True, None),
-    ("avg_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s_H \le K_H - 1] [0 \le w - j s_W \le K_W - 1]", False,
-     "missing the factor \\frac{1}{K_H K_W}"),
+    ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \left[0 \leq h + P_H - i s_H \leq K_H - 1\right] \sum_{j} g_{ncij} "
+     r"\left[0 \leq w + P_W - j s_W \leq K_W - 1\right]", True, None),
+    ("avg_pool2d", "x", "sum(sum(g[n,c,i,j]*(0 <= h + P_H - i*s_H <= K_H - 1)*(0 <= w + P_W - j*s_W <= K_W - 1), i), j)"
+     "/(K_H*K_W)", True, None),
+    # the padding left out: right at padding 0 only
+    ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \sum_{j} g_{ncij} [0 \le h - i s_H \le K_H - 1] [0 \le w - j s_W \le K_W - 1]",
+     False, "P_H = P_W = 0"),
+    ("avg_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h + P_H - i s_H \le K_H - 1] [0 \le w + P_W - j s_W \le K_W - 1]",
+     False, "missing the factor \\frac{1}{K_H K_W}"),
     ("avg_pool2d", "x", r"\frac{1}{K_H K_W} \sum_{i} \sum_{j} g_{ncij}", False, None),
-    ("max_pool2d", "x", r"\sum_{i} \left[0 \leq h - i s_H \leq K_H - 1\right] \sum_{j} g_{ncij} mask_{n,c,i,j,h - i s_H,w - j s_W} "
-     r"\left[0 \leq w - j s_W \leq K_W - 1\right]", True, None),
-    ("max_pool2d", "x", r"\sum_i \sum_j g_{ncij} \, \mathrm{mask}_{n, c, i, j, h - i s_H, w - j s_W} [0 \le h - i s_H \le K_H - 1] "
-     r"[0 \le w - j s_W \le K_W - 1]", True, None),
-    ("max_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s_H \le K_H - 1] [0 \le w - j s_W \le K_W - 1]", False,
-     "mask_{n,c,i,j,h - i s_H,w - j s_W} is missing"),
+    # count_include_pad=False: each window divided by its cells inside the image, kappa_{ij}
+    ("avg_pool2d[count_include_pad=False]", "x", r"\sum_{i} [0 \le h + P_H - i s_H \le K_H - 1] \sum_{j} "
+     r"\frac{g_{ncij}}{\kappa_{ij}} [0 \le w + P_W - j s_W \le K_W - 1]", True, None),
+    ("avg_pool2d[count_include_pad=False]", "x", r"\frac{1}{K_H K_W} \sum_{i} [0 \le h + P_H - i s_H \le K_H - 1] \sum_{j} "
+     r"g_{ncij} [0 \le w + P_W - j s_W \le K_W - 1]", False, "right only at P_H = 0, P_W = 0"),
+    ("max_pool2d", "x", r"\sum_{i} \left[0 \leq \frac{h + P_H - i s_H}{d_H} \leq K_H - 1\right] \left[(h + P_H - i s_H) \bmod d_H = 0\right] "
+     r"\sum_{j} g_{ncij} mask_{n,c,i,j,\frac{h + P_H - i s_H}{d_H},\frac{w + P_W - j s_W}{d_W}} "
+     r"\left[0 \leq \frac{w + P_W - j s_W}{d_W} \leq K_W - 1\right] \left[(w + P_W - j s_W) \bmod d_W = 0\right]", True, None),
+    # the dilation left out: right at dilation 1 only
+    ("max_pool2d", "x", r"\sum_i \sum_j g_{ncij} \, \mathrm{mask}_{n, c, i, j, h + P_H - i s_H, w + P_W - j s_W} "
+     r"[0 \le h + P_H - i s_H \le K_H - 1] [0 \le w + P_W - j s_W \le K_W - 1]", False, "d_H = d_W = 1"),
+    ("max_pool2d", "x", r"\sum_{i} \sum_{j} g_{ncij} [0 \le h - i s_H \le K_H - 1] [0 \le w - j s_W \le K_W - 1]", False, None),
     # dropout with an explicit mask
     ("dropout", "x", r"g_i mask_i/(1-p)", True, None),
     ("dropout", "x", r"\frac{g_i \, \mathrm{mask}_i}{1 - p}", True, None),

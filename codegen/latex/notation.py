@@ -23,7 +23,7 @@ SPECIAL = {
     "net": "net", "xhat": r"\hat{x}", "xc": r"\tilde{x}", "mu": r"\mu", "var": r"\sigma^{2}", "rstd": r"\rho",
     "alpha": r"\alpha", "eps": r"\epsilon", "gamma": r"\gamma", "beta": r"\beta", "eta": r"\eta",
     "stride": "s", "padding": "P", "kernel": "K", "xp": r"\bar{x}", "hn": "h'", "ht": r"\tilde{h}",
-    "cn": "c'", "ct": r"\tilde{c}",
+    "cn": "c'", "ct": r"\tilde{c}", "cells": r"\kappa",
     "IH": "H", "IW": "W", "KH": "K_H", "KW": "K_W",
     # a hyper-parameter per image axis (``pair()``): the letter with the axis's size as subscript
     **{f"{name}_{axis}": f"{letter}_{axis.upper()}" for name, letter in
@@ -218,6 +218,17 @@ class ArticleLatex(LatexPrinter):
                 return rf"\left[\left({self._index(mod.args[0])}\right) \bmod {self._print(mod.args[1])} = 0\right]"
         return rf"\left[{self._print(cond)}\right]"
 
+    def _ranges(self, cond) -> str:
+        r"""A conjunction of ranges as ``0 \leq e \leq K - 1, 0 \leq f \leq L - 1`` (SymPy flattens the pairs
+        into one And); any other condition as SymPy prints it."""
+        parts = list(cond.args) if isinstance(cond, sp.And) else [cond]
+        lows = [p for p in parts if isinstance(p, sp.GreaterThan) and p.rhs == 0]
+        highs = [p for p in parts if isinstance(p, sp.LessThan)]
+        pairs = [(low, next((h for h in highs if sp.expand(h.lhs - low.lhs) == 0), None)) for low in lows]
+        if len(lows) + len(highs) != len(parts) or any(h is None for _, h in pairs) or len(pairs) != len(highs):
+            return self._print(cond)
+        return ", ".join(rf"0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}" for low, high in pairs)
+
     def _print_Relational(self, expr):
         """An element on the left: ``|t - y| < \\delta``, not SymPy's ``\\delta > |t - y|``."""
         if expr.rel_op in ("<", "<=", ">", ">=") and not self._has_element(expr.lhs) and self._has_element(expr.rhs):
@@ -243,8 +254,9 @@ class ArticleLatex(LatexPrinter):
 
     def _print_FirstMax(self, expr):
         (u, v), (p, q) = expr.bound, expr.at
+        among = "" if expr.candidates is sp.true else rf":\, {self._ranges(expr.candidates)}"
         return (rf"\left[({self._print(p)}, {self._print(q)}) = \operatorname*{{arg\,max}}_{{({self._print(u)}, "
-                rf"{self._print(v)})}} {self._print(expr.window)}\right]")
+                rf"{self._print(v)}){among}}} {self._print(expr.window)}\right]")
 
     def _print_Maximum(self, expr):
         return rf"\max_{{{self._print(expr.bound)}}} {self._print(expr.body)}"

@@ -49,8 +49,19 @@ def backward_programs(d: Derivation) -> list[list[Statement]]:
         steps = [dataclasses.replace(st, expr=_renamed_tensors(st.expr, renames)) for st in steps]
         steps += [Statement(f"d{g.input.name}", _renamed_tensors(g.expr, renames), tuple(g.index),
                             tuple(g.input.shape)) for g in d.backprop]
-        programs.append(steps)
+        programs.append(_live(steps, len(d.backprop)))
     return programs
+
+
+def _live(steps: list[Statement], outputs: int) -> list[Statement]:
+    """The steps the last ``outputs`` (the gradients) read, directly or not: an intermediate's gradient that
+    reaches no input (max pooling's mask, whose own derivative is 0) is not computed."""
+    read, kept = set(), []
+    for pos, st in reversed(list(enumerate(steps))):
+        if pos >= len(steps) - outputs or st.name in read:
+            kept.append(st)
+            read |= {str(e.base.label) for e in nodes(st.expr) if isinstance(e, sp.Indexed)}
+    return kept[::-1]
 
 
 def _free_name(name: str, taken: set) -> str:
@@ -120,6 +131,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     fwd.outside = {i.name: i.outside for i in op.inputs if i.outside}
     fwd.integers = {i.name for i in op.inputs if i.domain == "index"}
     fwd.dtype = f"{_dtype_from(op)}.dtype" if fwd.integers else ""
+    fwd.float_dtype = f"{_dtype_from(op)}.dtype"
     fwd.plan([tree for _, tree in forward_trees])
     kept = {n.name for n in cached_nodes} | {y.name for y in op.outputs}
     computed = set()  # shared subtrees stored by the statements so far: what they read is read
@@ -139,6 +151,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         [lowering.statement(_dout(st.expr, d), st.index, st.shape) for st in program])))))
     bwd.outside, bwd.integers = fwd.outside, fwd.integers
     bwd.dtype = 'cache["dtype"]' if fwd.integers else ""
+    bwd.float_dtype = 'cache["dtype"]'
     bwd.plan([tree for _, tree in backward_trees])
     broadcast = set()  # sizes of gradients that do not vary along some of their axes
     for st, tree in backward_trees:
@@ -164,6 +177,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "hyper": [(h.name, h.default, h.doc) for h in op.hyper],
         "hyper_checks": [(h.name, h.kind, h.valid, h.default_to, ", ".join(s.name for s in h.symbols) if h.is_pair else "")
                          for h in op.hyper],
+        "others": {h.name: [(o.name, ", ".join(s.name for s in o.symbols)) for o in h.named_in_valid(op.hyper) if o.is_pair]
+                   for h in op.hyper},
         "forward_formulas": [f"{n.name}{_index(n.index)} = {text(n.definition)}" for n in op.intermediates],
         "gradient_formulas": _gradient_formulas(d),
         "checks": checks + _index_checks(op) + _output_size_checks(op) + _required_size_checks(op),

@@ -16,7 +16,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from derive.define.symbols import Iverson, as_piecewise
 
-from codegen.ir import (Arange, Block, Stack, Contract, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
+from codegen.ir import (Arange, Block, Stack, Contract, Crop, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
                         Split, Window,
                         canonical, children, subtrees)
 
@@ -162,6 +162,14 @@ class ExprPrinter(NumPyPrinter):
     def _print_Iverson(self, expr):
         return f"({self._print(expr.condition)})"
 
+    def _print_And(self, expr):
+        """One np.logical_and per pair, which broadcasts (``logical_and.reduce`` of a tuple stacks it first, and
+        a window's row and column conditions differ in shape)."""
+        return self._pairwise("np.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return self._pairwise("np.logical_or", expr.args)
+
     def _print_Min(self, expr):
         return self._pairwise("np.minimum", expr.args)
 
@@ -233,6 +241,7 @@ class ArrayPrinter:
         self.outside: dict[str, str] = {}
         self.integers: set[str] = set()  # the integer inputs (labels, token ids)
         self.dtype = ""  # code for the op's float dtype, where arithmetic on integers alone must yield it
+        self.float_dtype = ""  # code for the op's float dtype, for sums that read no float array (a window's cells)
         self.stacks: dict = {}  # the blocks of a Stack -> the array that holds them
         self.expr_printer = ExprPrinter(self.helpers)
 
@@ -504,11 +513,15 @@ class ArrayPrinter:
                               node.axes, layout)
         if isinstance(node, Mask):
             self.helpers.add("first_max")
-            return self.align(f"_first_max_mask({self.code(node.window, tuple(node.window.axes), top=True)})",
-                              node.axes, layout)
+            return self.align(f"_first_max_mask({self.code(node.window, tuple(node.window.axes), top=True)}"
+                              f"{self.candidates(node)})", node.axes, layout)
         if isinstance(node, Pad):
             widths = ", ".join(f"({self.scalar(b)}, {self.scalar(a)})" for b, a in zip(node.before, node.after))
             return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
+        if isinstance(node, Crop):
+            spans = ", ".join(":" if size is None else f"{self.scalar(start) if start != 0 else ''}:{self.scalar(start + size)}"
+                              for start, size in zip(node.start, node.size))
+            return self.align(f"{node.name}[{spans}]", node.axes, layout)
         if isinstance(node, Scatter):
             self.helpers.add("col2im")
             factors = self.scatter_factors(node)
@@ -629,6 +642,8 @@ class ArrayPrinter:
         if not node.axes and self.shape_kind == "fixed":
             return self.align(f"{inner}.{method}()", (), layout)
         axis = self.axis_numbers(child_axes, reduced)
+        if method == "sum" and self.float_dtype and _reads_no_floats(node.arg, self.integers):
+            axis += f", dtype={self.float_dtype}"  # counted brackets: in the op's dtype, never int64 beside float32
         if keep is not None:
             return f"{inner}.{method}(axis={axis}, keepdims=True)"
         return self.align(f"{inner}.{method}(axis={axis})", tuple(node.axes), layout)
@@ -678,10 +693,12 @@ class ArrayPrinter:
         if len(args) == 2 and window is not None and args[0].axes == args[1].axes \
                 and list(out) == list(window.axes[:-2]):
             weights = args[1] if window is args[0] else args[0]
-            if self.first_max_of(weights, window):
+            mask = self.first_max_of(weights, window)
+            if mask is not None:
                 # The windows summed against their first-maximum mask: their maximum (NaN too).
                 self.helpers.add("offset_max")
-                return self.align(f"_offset_max({self.code(window, tuple(window.axes), top=True)})", out, layout)
+                return self.align(f"_offset_max({self.code(window, tuple(window.axes), top=True)}"
+                                  f"{self.candidates(mask)})", out, layout)
             self.helpers.add("offset_sum")
             text = f"_offset_sum({self.code(window, tuple(window.axes), top=True)}, " \
                    f"{self.code(weights, tuple(window.axes), top=True)})"
@@ -698,11 +715,16 @@ class ArrayPrinter:
         text = f"np.einsum('{spec}', {operands})"
         return self.align(text, out, layout)
 
-    def first_max_of(self, weights: Node, window: Window) -> bool:
-        """Whether ``weights`` is an array assigned the first-maximum mask of these very windows."""
+    def first_max_of(self, weights: Node, window: Window) -> Mask | None:
+        """The first-maximum mask of these very windows, if ``weights`` is an array assigned one."""
         mask = self.masks.get(weights.name) if isinstance(weights, Leaf) else None
-        return mask is not None and isinstance(mask.window, Window) and \
+        same = mask is not None and isinstance(mask.window, Window) and \
             dataclasses.replace(mask.window, axes=()) == dataclasses.replace(window, axes=())
+        return mask if same else None
+
+    def candidates(self, mask: Mask) -> str:
+        """The mask's candidates as the helpers' second argument (laid out like its windows), or nothing."""
+        return f", {self.code(mask.candidates, tuple(mask.window.axes), top=True)}" if mask.candidates else ""
 
     def tensordot(self, args, out) -> str | None:
         """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).
@@ -781,7 +803,7 @@ class ArrayPrinter:
         return out
 
     def fresh(self, node: Node) -> str:
-        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded",
+        stem = {"Reduce": "s", "Contract": "c", "Elementwise": "u", "Window": "windows", "Pad": "padded", "Crop": "cropped",
                 "Scatter": "image", "Mask": "mask", "Gather": "rows", "IndexAdd": "added",
                 "Arange": "positions", "Split": "grouped", "Merge": "merged",
                 "Block": "block", "Stack": "stacked"}[type(node).__name__]
@@ -889,6 +911,19 @@ def _counts_kept(node: Node) -> bool:
     ignored): 0 where they keep nothing."""
     return not node.axes and isinstance(node, (Contract, Reduce)) and any(
         isinstance(n, Elementwise) and n.expr.has(Iverson) for n in subtrees(node))
+
+
+def _reads_no_floats(node: Node, integers: set) -> bool:
+    """Whether ``node`` is computed from positions and integer inputs alone (its sums are integers)."""
+    if isinstance(node, Arange):
+        return True
+    if isinstance(node, Leaf):
+        return node.name in integers
+    if isinstance(node, Elementwise):
+        return bool(node.holes) and all(_reads_no_floats(c, integers) for _, c in node.holes)
+    if isinstance(node, Reduce):
+        return _reads_no_floats(node.arg, integers)
+    return False
 
 
 def _atomic(text: str) -> bool:

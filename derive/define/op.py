@@ -5,6 +5,7 @@ them, and derivation, LaTeX, code and tests all follow from it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -79,7 +80,8 @@ class Hyper:
     cases: tuple = ()
     doc: str = ""
     #: The values allowed, as a Python condition on the name (``"0 <= p < 1"``); generated code checks it
-    #: (each of a pair's values).
+    #: (each of a pair's values). It may name hyper-parameters listed before it (``"2 * padding <= kernel"``):
+    #: of a pair, the same axis's value.
     valid: str = ""
     #: For a default of None: the hyper-parameter whose value it takes (pooling's stride is its kernel).
     default_to: str = ""
@@ -105,6 +107,11 @@ class Hyper:
         if len(both) != 2:
             raise ValueError(f"{self.name}: expected an int or a pair of ints, got {value!r}")
         return dict(zip(self.symbol, both))
+
+    def named_in_valid(self, hypers) -> tuple:
+        """The other hyper-parameters among ``hypers`` that ``valid`` names."""
+        words = set(re.findall(r"[A-Za-z_]\w*", self.valid))
+        return tuple(h for h in hypers if h.name in words and h.name != self.name)
 
     @property
     def kind(self) -> str:
@@ -189,6 +196,11 @@ class Op:
         if self.also_outputs and not self.output.index or any(not o.index for o in self.also_outputs):
             raise ValueError(f"also_outputs: {self.name} has several outputs; a loss (index ()) has one")
         hypers = {s for h in self.hyper for s in h.symbols}
+        for pos, h in enumerate(self.hyper):
+            for other in h.named_in_valid(self.hyper):
+                if other not in self.hyper[:pos] or other.is_pair and not h.is_pair:
+                    raise ValueError(f"valid: {self.name}'s {h.name} may name only hyper-parameters before it (a "
+                                     f"pair only in a pair's condition), got {other.name} in {h.valid!r}")
         for size, rule in self.derived_sizes.items():
             numerator, denominator = sp.fraction(rule)
             if denominator not in hypers or numerator.free_symbols & hypers:

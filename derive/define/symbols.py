@@ -199,6 +199,10 @@ class FirstMax(Function):
     for. A primitive with a stated rule: piecewise constant, so its
     derivative is 0 wherever it has one; ties go to the first maximum in
     row-major order, as in PyTorch. Max pooling sums the window against it.
+    An eighth argument, a condition on p' and q', restricts the maximum to
+    the offsets where it holds (padded max pooling: the cells inside the
+    image, as if the padding were -inf, without an infinity that 0 * -inf
+    would turn into NaN).
     """
 
     def _eval_derivative(self, s):
@@ -221,9 +225,14 @@ class FirstMax(Function):
         return self.args[5:7]
 
     @property
+    def candidates(self):
+        """Where in the window the maximum may lie: a condition on the bound offsets (true: anywhere)."""
+        return self.args[7] if len(self.args) > 7 else sp.true
+
+    @property
     def free_symbols(self):
-        inner = self.window.free_symbols - set(self.bound)
-        return inner.union(*(a.free_symbols for a in self.args[3:]))
+        inner = (self.window.free_symbols | self.candidates.free_symbols) - set(self.bound)
+        return inner.union(*(a.free_symbols for a in self.args[3:7]))
 
 
 class Maximum(Function):

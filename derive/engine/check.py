@@ -525,11 +525,14 @@ def at_numbers(expr: sp.Expr, values: dict) -> sp.Expr:
     all numbers yet, as when integer inputs go in first, stays)."""
     def first_max(mask):
         (u, v), (k, m), (a, b) = mask.bound, mask.kernel, mask.at
-        window = [mask.window.xreplace({u: p, v: q}).xreplace(values) for p in range(int(k)) for q in range(int(m))]
-        if not all(sp.S(w).is_number for w in window):
+        offsets = [{u: p, v: q} for p in range(int(k)) for q in range(int(m))]
+        window = [mask.window.xreplace(at).xreplace(values) for at in offsets]
+        allowed = [mask.candidates.xreplace(at).xreplace(numbers) for at in offsets]
+        if not all(sp.S(w).is_number for w in window) or not all(c in (sp.true, sp.false) for c in allowed):
             return mask
-        flat = [float(w) for w in window]
-        return sp.S.One if int(np.argmax(flat)) == int(a) * int(m) + int(b) else sp.S.Zero
+        among = [k for k, c in enumerate(allowed) if c]
+        first = among[int(np.argmax([float(window[k]) for k in among]))]
+        return sp.S.One if first == int(a) * int(m) + int(b) else sp.S.Zero
     numbers = {k: sp.sympify(v) for k, v in values.items()}
     found = expr.replace(lambda e: isinstance(e, FirstMax), first_max).xreplace(numbers)
     # an element selected by an integer input (a class's weight[t[n]]) is known once t[n] is a number

@@ -16,6 +16,7 @@ the node it reads.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, replace
 
@@ -197,16 +198,22 @@ def _printed(inp: Input, layer: Layer) -> dict:
 def _check_valid(layer, op, values):
     for h in op.hyper:
         if h.valid and values[h.name] is not None:
-            held = all(_holds(h.valid, h.name, v) for v in h.bind(values[h.name]).values())
+            others = [(o, list(o.bind(values[o.name]).values())) for o in h.named_in_valid(op.hyper)]
+            held = all(_holds(h.valid, h.name, v, {o.name: both[axis] if o.is_pair else both[0] for o, both in others})
+                       for axis, v in enumerate(h.bind(values[h.name]).values()))
             if not held:
                 raise ValueError(f"hyper: {layer.name}.{h.name} must satisfy {h.valid}, got {values[h.name]!r}")
 
 
-def _holds(condition: str, name: str, value) -> bool:
-    """``condition`` (``"stride >= 1"``, ``"0 <= p < 1"``) at ``value``, read without evaluating any text."""
+def _holds(condition: str, name: str, value, others=None) -> bool:
+    """``condition`` (``"stride >= 1"``, ``"0 <= p < 1"``, ``"0 <= 2 * padding <= kernel"``) at ``value`` and the
+    values ``others`` gives the other names, read without evaluating any text: each side a product of numbers
+    and names."""
+    known = {**(others or {}), name: value}
     parts = [p.strip() for p in re.split(r"(<=|>=|<|>)", condition)]
     compare = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
-    terms = [value if p == name else float(p) for p in parts[::2]]
+    terms = [math.prod(known[f] if f in known else float(f) for f in (f.strip() for f in p.split("*")))
+             for p in parts[::2]]
     return all(compare[o](a, b) for a, o, b in zip(terms, parts[1::2], terms[1:]))
 
 
@@ -692,7 +699,8 @@ class _FirstOfWindow(sp.Function):
 
 def _window_written_out(mask: FirstMax):
     (u, v), (k, m), (a, b) = mask.bound, mask.kernel, mask.at
-    window = [mask.window.xreplace({u: p, v: q}) for p in range(int(k)) for q in range(int(m))]
+    offsets = [{u: p, v: q} for p in range(int(k)) for q in range(int(m))]
+    window = [sp.Piecewise((mask.window.xreplace(at), mask.candidates.xreplace(at)), (-sp.oo, True)) for at in offsets]
     return _FirstOfWindow(a * m + b, *window)
 
 
