@@ -104,7 +104,7 @@ def _forward_ceil_mode_False__count_include_pad_True(x, *, kernel=2, stride=None
         raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - kernel_h)//stride_h) + 1 = {(IH + 2*padding_h - kernel_h)//stride_h + 1} (is the kernel larger than the padded input?)")
     if (IW + 2*padding_w - kernel_w)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - kernel_w)//stride_w) + 1 = {(IW + 2*padding_w - kernel_w)//stride_w + 1} (is the kernel larger than the padded input?)")
-    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
+    xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
     y = _offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))/(kernel_h*kernel_w)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
@@ -154,7 +154,7 @@ def _forward_ceil_mode_False__count_include_pad_False(x, *, kernel=2, stride=Non
     if (IW + 2*padding_w - kernel_w)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - kernel_w)//stride_w) + 1 = {(IW + 2*padding_w - kernel_w)//stride_w + 1} (is the kernel larger than the padded input?)")
     cells = (np.logical_and((np.arange((IH + 2*padding_h - kernel_h)//stride_h + 1)[:, None]*stride_h + np.arange(kernel_h) - padding_h) >= 0, (np.arange((IH + 2*padding_h - kernel_h)//stride_h + 1)[:, None]*stride_h + np.arange(kernel_h) - padding_h) <= IH - 1)).sum(axis=1, dtype=x.dtype, keepdims=True)*(np.logical_and((np.arange((IW + 2*padding_w - kernel_w)//stride_w + 1)[:, None]*stride_w + np.arange(kernel_w) - padding_w) >= 0, (np.arange((IW + 2*padding_w - kernel_w)//stride_w + 1)[:, None]*stride_w + np.arange(kernel_w) - padding_w) <= IW - 1)).sum(axis=1, dtype=x.dtype)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
+    xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
     y = (1/cells)*_offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))
     cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
@@ -204,7 +204,7 @@ def _forward_ceil_mode_True__count_include_pad_True(x, *, kernel=2, stride=None,
     if np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1 < 1:
         raise ValueError(f"x: the output would be empty: Min(((IW + padding_w - 1)//stride_w), ((IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w)) + 1 = {np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1} (is the kernel larger than the padded input?)")
     cells = (np.logical_and((np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h) >= 0, (np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h) <= IH + 2*padding_h - 1)).sum(axis=1, dtype=x.dtype, keepdims=True)*(np.logical_and((np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w) >= 0, (np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w) <= IW + 2*padding_w - 1)).sum(axis=1, dtype=x.dtype)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(kernel_h + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(kernel_w + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) - IW - 2*padding_w, 0))))
+    xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(kernel_h + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(kernel_w + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) - IW - 2*padding_w, 0))))
     y = (1/cells)*_offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))
     cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
@@ -254,7 +254,7 @@ def _forward_ceil_mode_True__count_include_pad_False(x, *, kernel=2, stride=None
     if np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1 < 1:
         raise ValueError(f"x: the output would be empty: Min(((IW + padding_w - 1)//stride_w), ((IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w)) + 1 = {np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1} (is the kernel larger than the padded input?)")
     cells = (np.logical_and((np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h - padding_h) >= 0, (np.arange(kernel_h) + np.arange(np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) + 1)[:, None]*stride_h - padding_h) <= IH - 1)).sum(axis=1, dtype=x.dtype, keepdims=True)*(np.logical_and((np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w - padding_w) >= 0, (np.arange(kernel_w) + np.arange(np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) + 1)[:, None]*stride_w - padding_w) <= IW - 1)).sum(axis=1, dtype=x.dtype)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(kernel_h + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(kernel_w + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) - IW - 2*padding_w, 0))))
+    xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h + np.maximum(kernel_h + stride_h*np.minimum((IH + padding_h - 1)//stride_h, (IH + 2*padding_h + stride_h - kernel_h - 1)//stride_h) - IH - 2*padding_h, 0)), (padding_w, padding_w + np.maximum(kernel_w + stride_w*np.minimum((IW + padding_w - 1)//stride_w, (IW + 2*padding_w + stride_w - kernel_w - 1)//stride_w) - IW - 2*padding_w, 0))))
     y = (1/cells)*_offset_sum(_windows(xp, (kernel_h, kernel_w), (stride_h, stride_w)))
     cache = {"dtype": x.dtype, "shape": np.shape(y), "cells": cells, "IH": IH, "IW": IW, "kernel_h": kernel_h, "kernel_w": kernel_w, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
@@ -351,6 +351,12 @@ def _expected(spec, sizes):
     """An axis's expected length, from the sizes known so far ("?" where its size is not yet known)."""
     blocks, _, size = spec.rpartition("*")
     return int(blocks or 1) * sizes[size] if size in sizes else "?"
+
+
+def _pad(array, widths):
+    """Zeros added before and after each axis; the array itself where every width is 0 (the default padding
+    costs no copy: nothing writes to the result)."""
+    return array if not any(before or after for before, after in widths) else np.pad(array, widths)
 
 
 def _windows(array, kernel, stride, dilation=None):

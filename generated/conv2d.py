@@ -99,7 +99,7 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h) + 1 = {(IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1} (is the kernel larger than the padded input?)")
     if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
-    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
+    xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
     y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
     y += b[:, None, None]
     cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
@@ -170,7 +170,7 @@ def _forward_without_b(x, W, *, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"x: the output would be empty: ((IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h) + 1 = {(IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1} (is the kernel larger than the padded input?)")
     if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
-    xp = np.pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
+    xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
     y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
@@ -276,6 +276,12 @@ def _expected(spec, sizes):
     """An axis's expected length, from the sizes known so far ("?" where its size is not yet known)."""
     blocks, _, size = spec.rpartition("*")
     return int(blocks or 1) * sizes[size] if size in sizes else "?"
+
+
+def _pad(array, widths):
+    """Zeros added before and after each axis; the array itself where every width is 0 (the default padding
+    costs no copy: nothing writes to the result)."""
+    return array if not any(before or after for before, after in widths) else np.pad(array, widths)
 
 
 def _windows(array, kernel, stride, dilation=None):

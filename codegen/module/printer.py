@@ -517,7 +517,8 @@ class ArrayPrinter:
                               f"{self.candidates(node)})", node.axes, layout)
         if isinstance(node, Pad):
             widths = ", ".join(f"({self.scalar(b)}, {self.scalar(a)})" for b, a in zip(node.before, node.after))
-            return self.align(f"np.pad({node.name}, ({widths}))", node.axes, layout)
+            self.helpers.add("pad")
+            return self.align(f"_pad({node.name}, ({widths}))", node.axes, layout)
         if isinstance(node, Crop):
             spans = ", ".join(":" if size is None else f"{self.scalar(start) if start != 0 else ''}:{self.scalar(start + size)}"
                               for start, size in zip(node.start, node.size))
