@@ -274,3 +274,16 @@ def test_notebook_display_renders_in_katex():
         assert katex_failures(maths_in_markdown(shown._repr_markdown_())) == []
         latex = [{"tex": m, "display": True} for m in re.findall(r"\$\$(.*?)\$\$", shown._repr_latex_(), re.S)]
         assert len(latex) == len(shown.document.equations) and katex_failures(latex) == []
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("cell", ["rnn_cell", "lstm_cell"])
+def test_a_cell_unrolled_compiles_and_renders_in_katex(cell, lang, tmp_path):
+    """Backpropagation through time as a document: TeX (its picture, every line within the text) and KaTeX."""
+    from codegen.document.unroll import unrolled_document
+    from derive.define.registry import get
+    from derive.engine.unroll import unroll
+    document = unrolled_document(unroll(get(cell)), lang)
+    compile_tex(document, tmp_path, f"{cell}-{lang}")
+    need_katex()
+    assert katex_failures(maths_in_markdown(doc.Shown(document)._repr_markdown_())) == []

@@ -88,11 +88,25 @@ def test_the_unroll_commands(capsys):
     assert "the same" in capsys.readouterr().out
 
 
+def test_the_unrolled_document_has_the_picture_and_every_part(tmp_path):
+    out = tmp_path / "lstm.md"
+    assert main(["doc", "lstm_cell", "--unroll", "T", "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "lstm-unrolled.svg" in text and (tmp_path / "lstm-unrolled.svg").read_text().startswith("<svg")
+    for part in ("The cell over time", "Forward pass", "Backward pass", "Matrix form",
+                 r"g^{c}_{t,nk} = G^{c}_{t,nk} + \delta^{c}_{t + 1,nk} f_{t + 1,nk}"):
+        assert part in text, part
+    zh = tmp_path / "rnn.tex"
+    assert main(["doc", "rnn_cell", "--unroll", "T", "--lang", "zh", "-o", str(zh)]) == 0
+    assert "随时间反向传播" in zh.read_text(encoding="utf-8") and r"\begin{tikzpicture}" in zh.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("args, message", [
     (["latex", "linear", "--unroll", "T"], "linear is no recurrent cell"),
     (["latex", "rnn_cell", "--unroll", "0"], "expected the number of steps"),
     (["latex", "--unroll", "T", "--chain", "linear,relu"], "one recurrent cell"),
     (["check", "rnn_cell", "gru_cell", "--unroll", "T"], "one recurrent cell"),
+    (["doc", "rnn_cell", "gru_cell", "--unroll", "T"], "one recurrent cell"),
 ])
 def test_bad_unroll_input_is_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sympy as sp
 
-from codegen.document.document import DOC_WORDS, Document, Figure, Section, _para, _Writer
+from codegen.document.document import DOC_WORDS, Code, Document, Figure, Section, _para, _Writer
 from codegen.document.figures import Arrow, Box, Label, Picture, Text
 from codegen.latex import unroll as unroll_tex
 from codegen.latex.notation import name_tex
 from derive.engine.unroll import STEPS, Unrolled
 
 INTRO = {
-    "en": "The recurrent cell `{cell}` unrolled over ${T}$ steps, and backpropagation through time derived from the "
+    "en": "The recurrent cell {cell} unrolled over ${T}$ steps, and backpropagation through time derived from the "
           "cell's own derivation by the chain rule on the unrolled graph (nothing is differentiated afresh); every "
           "equation is a printed result, checked before it was printed: {certificate}.",
-    "zh": "循环单元 `{cell}` 按时间展开 ${T}$ 步；随时间反向传播由单元自身的推导、在展开的计算图上用链式法则求得（不重新求导）；"
+    "zh": "循环单元 {cell} 按时间展开 ${T}$ 步；随时间反向传播由单元自身的推导、在展开的计算图上用链式法则求得（不重新求导）；"
           "每个公式都是推导结果的打印，打印前已经验证：{certificate}。",
 }
 CAPTION = {"en": "The cell over time: each step reads its input and the states before it, and passes its states "
@@ -31,7 +31,8 @@ def unrolled_document(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS, tit
     if title is None:
         title = (f"随时间反向传播的推导：{u.op.name}" if lang == "zh" else
                  f"Backpropagation through time derived: {u.op.name}")
-    intro = [_para(INTRO[lang].format(cell=u.op.name, T=big_t, certificate=u.certificate))]
+    before, after = INTRO[lang].format(cell="\0", T=big_t, certificate=u.certificate).split("\0")
+    intro = [_para(before, Code(u.op.name), after)]
     blocks = unroll_tex.unroll_blocks(u, lang, steps, "index")
     texts = [k for k, b in enumerate(blocks) if not b.equation]
     unrolled = Section(UNROLLED[lang], "unrolled", writer.items(blocks[:1]))
@@ -69,7 +70,7 @@ def unrolled_picture(u: Unrolled) -> Picture:
             shapes.append(Arrow(right + gap, y0 + 2 * box_h / 3, right, y0 + 2 * box_h / 3, dashed=True))
             label = "⋯" if dots else ", ".join(f"{name_tex(s)}_{{{between}}}" for s in states)
             shapes.append(Text(right + gap / 2, y0 + box_h / 3 - 10, Label(label, tex=r"\cdots" if dots else label),
-                               size=11, plain=dots, halo=True))
+                               size=11, halo=True))
             g = "g_{t}" if k == 1 else ""
             if g:
                 shapes.append(Text(right + gap / 2, y0 + 2 * box_h / 3 + 11, Label("g", "t", tex=g), size=11, halo=True))
