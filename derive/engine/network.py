@@ -355,12 +355,15 @@ class _Mapping:
         expr = sp.sympify(expr)
         if isinstance(expr, sp.Sum):
             body = expr.function
-            limits = []
+            limits, single = [], {}
             for v, lo, hi in expr.limits:
                 size = sp.sympify(hi - lo + 1)
                 for letter, s in zip(self.letter(v, size), self._sizes_for(v, size)):
-                    limits.append((letter, 0, s - 1))
-            body = self.expr(body)
+                    if self.expr(s) == 1:  # over one value (a convolution's groups put in as 1): that term
+                        single[letter] = sp.S.Zero
+                    else:
+                        limits.append((letter, 0, s - 1))
+            body = self.expr(body).xreplace(single)
             return sp.Sum(body, *limits) if limits else body  # a letter for no axes: one term
         if isinstance(expr, sp.Indexed):
             return self.element(expr)
