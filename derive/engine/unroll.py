@@ -147,9 +147,10 @@ def unroll(cell: Op) -> Unrolled:
     return certified(Unrolled(d, states, forward, arriving, errors, tuple(gradients)))
 
 
-#: The step counts the recursion is checked at before it is printed: a step with no later one, and
-#: steps that pass their gradient on through one and two later ones.
-CHECKED_STEPS = (1, 2, 3)
+#: The step counts the recursion is checked at before it is printed: every step of T = 3 covers the last
+#: step (no later one) and steps that pass their gradient on through one and two later ones; a second T
+#: shows a formula that reads T where it should not. ``derive check --unroll`` checks T = 1 to 4.
+CHECKED_STEPS = (2, 3)
 
 
 def certified(u: Unrolled) -> Unrolled:
@@ -175,7 +176,7 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
     copied ``steps`` times (SymPy's derivative of each element's own definition in the elements it reads,
     accumulated from the loss back), at exact rational inputs; empty when all agree."""
     from derive.define.functions import written_out
-    from derive.engine.check import _unroll, example_sizes, exact_constants
+    from derive.engine.check import example_sizes, exact_constants, expand_sums
     from derive.engine.network import _agree, _key, _number
     op = u.op
     sizes = {s: sp.Integer(v) for s, v in (sizes or example_sizes(op)).items()}  # distinct, none 1: W^T shows
@@ -190,9 +191,13 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
         for idx in cells(shape):
             values[(name, (*lead, *idx))] = sp.Rational(int(rng.integers(-150, 150)), 100)
 
+    prepared = {}  # each formula written out and at the sizes once, for all its elements and steps
+
     def concrete(expr, letters, idx, step):
+        if expr not in prepared:
+            prepared[expr] = written_out(exact_constants(expr)).xreplace(sizes)
         at = dict(zip(letters, idx)) | ({} if step is None else {STEP: step})  # a weight's sum runs over t itself
-        return _unroll(written_out(exact_constants(expr)), at, sizes)
+        return expand_sums(prepared[expr].xreplace({k: sp.Integer(v) for k, v in at.items()}))
 
     def value(expr, letters, idx, step, known):
         found = concrete(expr, letters, idx, step)
