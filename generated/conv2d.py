@@ -301,6 +301,11 @@ def _batch_tensordot(a, b, axes, batch, outer=0):
     lead, rows, cols = a.shape[:len(batch_a)], a.shape[len(batch_a):len(batch_a) + len(kept_a)], b.shape[b.ndim - len(kept_b) + outer:]
     inner = int(np.prod(a.shape[len(batch_a) + len(kept_a):]))
     front = b.shape[:outer]
+    if outer and int(np.prod(lead)) == 1:  # one group: a single large product, read in the order wanted
+        b = b.transpose(*range(outer, b.ndim - len(cols)), *range(outer), *range(b.ndim - len(cols), b.ndim))
+        product = a.reshape(int(np.prod(rows)), inner) @ b.reshape(inner, -1)
+        return product.reshape(int(np.prod(rows)), int(np.prod(front)), -1).transpose(1, 0, 2) \
+            .reshape(*front, *lead, *rows, *cols)
     product = a.reshape(*lead, int(np.prod(rows)), inner) @ b.reshape(*front, *lead, inner, int(np.prod(cols)))
     return product.reshape(*front, *lead, *rows, *cols)
 
