@@ -100,7 +100,7 @@ def _forward_with_b(x, W, b, *, stride=1, padding=0, dilation=1, groups=1):
     if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
     xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
-    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
+    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,)), outer=1).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
     y += b[:, None, None]
     cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
@@ -132,7 +132,7 @@ def _backward_with_b(dout, cache):
     stride_h = cache["stride_h"]
     stride_w = cache["stride_w"]
     grouped = dout.reshape(N, groups, O_g, (IH + dilation_h*(1 - KH) + 2*padding_h - 1)//stride_h + 1, (IW + dilation_w*(1 - KW) + 2*padding_w - 1)//stride_w + 1)
-    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), grouped, ((1,), (2,)), ((0,), (1,))).transpose(4, 0, 1, 2, 3, 5, 6), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
+    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), grouped, ((1,), (2,)), ((0,), (1,)), outer=1), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
     dW = _batch_tensordot(_windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), grouped, ((0, 2, 3), (0, 3, 4)), ((1,), (1,))).transpose(0, 4, 1, 2, 3).reshape(O_g*groups, C_g, KH, KW)
     db = dout.sum(axis=(0, 2, 3))
     return {"x": dx, "W": dW, "b": db}
@@ -171,7 +171,7 @@ def _forward_without_b(x, W, *, stride=1, padding=0, dilation=1, groups=1):
     if (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1 < 1:
         raise ValueError(f"x: the output would be empty: ((IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w) + 1 = {(IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1} (is the kernel larger than the padded input?)")
     xp = _pad(x, ((0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)))
-    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,))).transpose(2, 0, 1, 3, 4).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
+    y = _batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), _windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), ((2, 3, 4), (4, 5, 6)), ((0,), (1,)), outer=1).reshape(N, O_g*groups, (IH + 2*padding_h - dilation_h*(KH - 1) - 1)//stride_h + 1, (IW + 2*padding_w - dilation_w*(KW - 1) - 1)//stride_w + 1)
     cache = {"dtype": x.dtype, "shape": np.shape(y), "W": W, "xp": xp, "C_g": C_g, "IH": IH, "IW": IW, "KH": KH, "KW": KW, "N": N, "O_g": O_g, "dilation_h": dilation_h, "dilation_w": dilation_w, "groups": groups, "padding_h": padding_h, "padding_w": padding_w, "stride_h": stride_h, "stride_w": stride_w}
     return y, cache
 
@@ -202,7 +202,7 @@ def _backward_without_b(dout, cache):
     stride_h = cache["stride_h"]
     stride_w = cache["stride_w"]
     grouped = dout.reshape(N, groups, O_g, (IH + dilation_h*(1 - KH) + 2*padding_h - 1)//stride_h + 1, (IW + dilation_w*(1 - KW) + 2*padding_w - 1)//stride_w + 1)
-    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), grouped, ((1,), (2,)), ((0,), (1,))).transpose(4, 0, 1, 2, 3, 5, 6), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
+    dx = _col2im(_batch_tensordot(W.reshape(groups, O_g, C_g, KH, KW), grouped, ((1,), (2,)), ((0,), (1,)), outer=1), (KH, KW), (IH, IW), (stride_h, stride_w), (padding_h, padding_w), dilation=(dilation_h, dilation_w)).reshape(N, C_g*groups, IH, IW)
     dW = _batch_tensordot(_windows(xp, (C_g, KH, KW), (C_g, stride_h, stride_w), (1, dilation_h, dilation_w)), grouped, ((0, 2, 3), (0, 3, 4)), ((1,), (1,))).transpose(0, 4, 1, 2, 3).reshape(O_g*groups, C_g, KH, KW)
     return {"x": dx, "W": dW}
 
@@ -294,18 +294,26 @@ def _windows(array, kernel, stride, dilation=None):
     return view[(..., *(slice(None, None, s) for s in stride), *(slice(None, None, d) for d in dilation))]
 
 
-def _batch_tensordot(a, b, axes, batch):
+def _batch_tensordot(a, b, axes, batch, outer=0):
     """``np.tensordot(a, b, axes)`` for each entry of the ``batch`` axes both keep (a grouped conv's
-    groups), as one batched matrix product: laid out (batch, a's other axes, b's other axes)."""
+    groups), as one batched matrix product: laid out (batch, a's other axes, b's other axes). The first
+    ``outer`` of b's other axes go ahead of the batch instead, a batch of b alone that a is broadcast
+    over (a conv's images): the product comes out in the order its user wants, with no copy to reorder it."""
     (summed_a, summed_b), (batch_a, batch_b) = axes, batch
     kept_a = [k for k in range(a.ndim) if k not in summed_a and k not in batch_a]
     kept_b = [k for k in range(b.ndim) if k not in summed_b and k not in batch_b]
     a = a.transpose(*batch_a, *kept_a, *summed_a)
-    b = b.transpose(*batch_b, *summed_b, *kept_b)
-    lead, rows, cols = a.shape[:len(batch_a)], a.shape[len(batch_a):len(batch_a) + len(kept_a)], b.shape[len(b.shape) - len(kept_b):]
+    b = b.transpose(*kept_b[:outer], *batch_b, *summed_b, *kept_b[outer:])
+    lead, rows, cols = a.shape[:len(batch_a)], a.shape[len(batch_a):len(batch_a) + len(kept_a)], b.shape[b.ndim - len(kept_b) + outer:]
     inner = int(np.prod(a.shape[len(batch_a) + len(kept_a):]))
-    product = a.reshape(*lead, int(np.prod(rows)), inner) @ b.reshape(*lead, inner, int(np.prod(cols)))
-    return product.reshape(*lead, *rows, *cols)
+    front = b.shape[:outer]
+    if outer and int(np.prod(lead)) == 1:  # one group: a single large product, read in the order wanted
+        b = b.transpose(*range(outer, b.ndim - len(cols)), *range(outer), *range(b.ndim - len(cols), b.ndim))
+        product = a.reshape(int(np.prod(rows)), inner) @ b.reshape(inner, -1)
+        return product.reshape(int(np.prod(rows)), int(np.prod(front)), -1).transpose(1, 0, 2) \
+            .reshape(*front, *lead, *rows, *cols)
+    product = a.reshape(*lead, int(np.prod(rows)), inner) @ b.reshape(*front, *lead, inner, int(np.prod(cols)))
+    return product.reshape(*front, *lead, *rows, *cols)
 
 
 def _col2im(cols, kernel, image, stride, offset, weights=None, dilation=(1, 1)):

@@ -10,7 +10,7 @@
         doutput: dE/doutput; (dh_last, dc_last): dE/d(the last states), each None for 0.
 
 Backpropagation through time, derived from the cell's own derivation (`derive latex lstm_cell --unroll T`)
-and checked against the cell copied 1, 2 and 3 times: every error term, arriving gradient and gradient equal the chain rule run element by element on the cell copied T = 1, 2, 3 times at N=3, D=4, H=2 (SymPy's derivative of each element's definition; exact rational inputs, 60 digits).
+and checked before it was written: every error term, arriving gradient and gradient equal the chain rule run element by element on the cell copied T = 2, 3 times at N=3, D=4, H=2 (SymPy's derivative of each element's definition; exact rational inputs, 60 digits).
     g[t, n, j] = sum_k(da_g[t + 1, n, k]*W_hh[2*H + k, j] + da_o[t + 1, n, k]*W_hh[3*H + k, j] + da_f[t + 1, n, k]*W_hh[H + k, j] + da_i[t + 1, n, k]*W_hh[k, j]) + G_h[t, n, j]   (t < T; at t = T: G_h[t, n, j])
     g_cn[t, n, k] = G_c[t, n, k] + dc[t + 1, n, k]*f[t + 1, n, k]   (t < T; at t = T: G_c[t, n, k])
     do[t, n, k] = g[t, n, k]*tanh(c[t, n, k])

@@ -158,6 +158,17 @@ def test_pooling_kernel_larger_than_the_image():
         max_pool2d.forward(np.ones((1, 1, 2, 2)), kernel=3)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("outer, layout", [(0, "grnk"), (1, "ngrk")])
+def test_batch_tensordot_is_a_tensordot_per_group(groups, outer, layout, rng):
+    """The grouped conv's product, in either layout (b's first other axis ahead of the groups or not), and
+    with one group (a single large product) as with several: each group's tensordot."""
+    a = rng.standard_normal((groups, 2, 4, 3))
+    b = rng.standard_normal((5, groups, 3, 4, 6))
+    got = conv2d._batch_tensordot(a, b, ((2, 3), (3, 2)), ((0,), (1,)), outer=outer)
+    np.testing.assert_allclose(got, np.einsum(f"grst,ngtsk->{layout}", a, b), rtol=1e-12, atol=1e-12)
+
+
 def test_generated_code_has_no_python_loops_but_over_kernel_offsets():
     """Batch, channels and pixels are vectorised; only the window helpers (col2im, a window's maximum) loop,
     over the kernel offsets."""

@@ -750,13 +750,17 @@ class ArrayPrinter:
             return None
         axes = (tuple(a.axes.index(x) for x in shared), tuple(b.axes.index(x) for x in shared))
         operands = f"{self.code(a, tuple(a.axes), top=True)}, {self.code(b, tuple(b.axes), top=True)}"
+        have = batch + left + right
         if batch:
             self.helpers.add("batch_tensordot")
+            # b's axes the output wants ahead of the batch (a conv's images): a broadcast over them, no reorder
+            outer = next((k for k in range(len(right), 0, -1) if right[:k] + batch + left + right[k:] == list(out)), 0)
+            have = right[:outer] + batch + left + right[outer:]
             text = f"_batch_tensordot({operands}, ({_tuple(axes[0])}, {_tuple(axes[1])}), " \
-                   f"({_tuple(tuple(a.axes.index(x) for x in batch))}, {_tuple(tuple(b.axes.index(x) for x in batch))}))"
+                   f"({_tuple(tuple(a.axes.index(x) for x in batch))}, {_tuple(tuple(b.axes.index(x) for x in batch))})" \
+                   f"{f', outer={outer}' if outer else ''})"
         else:
             text = f"np.tensordot({operands}, axes=({_tuple(axes[0])}, {_tuple(axes[1])}))"
-        have = batch + left + right
         if have != list(out):
             text += f".transpose{tuple(have.index(x) for x in out)}"
         return text
