@@ -230,9 +230,10 @@ def backward(dout=1.0, cache=None):
         grads = _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, cache)
     else:  # reduction='none', target='labels', weight='given', t_grad=False
         grads = _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cache)
-    for name in ("y", "t", ):
-        if name in grads:
-            grads[name] = _class_axis_back(grads[name], cache["samples"])
+    if "y" in grads:
+        grads["y"] = _class_axis_back(grads["y"], cache["samples"])
+    if "t" in grads:
+        grads["t"] = _class_axis_back(grads["t"], cache["samples"])
     return grads
 
 

@@ -755,9 +755,10 @@ def backward(dout=1.0, cache=None):
         grads = _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_False(dout, cache)
     else:  # reduction='none', target='unnormalized', weight='given', smoothed=True, t_grad=True
         grads = _backward_reduction_none__target_unnormalized__with_weight__smoothed_True__t_grad_True(dout, cache)
-    for name in ("z", "t", ):
-        if name in grads:
-            grads[name] = _class_axis_back(grads[name], cache["samples"])
+    if "z" in grads:
+        grads["z"] = _class_axis_back(grads["z"], cache["samples"])
+    if "t" in grads:
+        grads["t"] = _class_axis_back(grads["t"], cache["samples"])
     return grads
 
 
