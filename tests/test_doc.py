@@ -421,7 +421,7 @@ def test_index_letters_do_not_collide_and_keep_one_order():
     """conv2d's kernel is w, so its column index prints as another letter; each axis's terms in one order."""
     tex = doc.ops_document(["conv2d"], "en").latex()
     assert "x_{nchw}" not in tex and "x_{nchv}" in tex
-    assert r"w_{o,c,\frac{h + P_H - i s_H}{d_H},\frac{v + P_W - j s_W}{d_W}}" in unbroken(tex)
+    assert r"w_{o,c - C_{g} g,\frac{h + P_H - i s_H}{d_H},\frac{v + P_W - j s_W}{d_W}}" in unbroken(tex)  # group g's
     assert "P_W + v" not in tex and "P_H + h" not in tex
 
 

@@ -782,3 +782,14 @@ def test_every_row_a_chain_prints_reads_back_as_its_sympy_expression(names, samp
 def test_an_unknown_wrt_names_the_option_and_the_quantities():
     with pytest.raises(ValueError, match=r"^wrt: unknown symbol Z; the quantities are x_nj, W \(w_kj\), b_k$"):
         verify(r"\sum_n \delta_{nk}", op="linear", wrt="Z")
+
+
+def test_a_value_not_computed_in_time_gives_no_ratio_hint_and_no_crash():
+    """On a loaded machine a value may take longer than its time limit (an ``_Unknown``): the hints that
+    compare numbers skip it (CI once failed here with a TypeError from abs())."""
+    from types import SimpleNamespace
+
+    from derive.verifier.verification import _ratio_hints, _Unknown
+    slow = _Unknown("takes over 2 s to evaluate", slow=True)
+    study = SimpleNamespace(runs=[({}, [None, None], [{}], [[slow, 1.5]], [[2.0, slow]])], sample=False)
+    assert _ratio_hints(None, None, study) == []

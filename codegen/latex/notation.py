@@ -218,7 +218,7 @@ class ArticleLatex(LatexPrinter):
                 return rf"\left[\left({self._index(mod.args[0])}\right) \bmod {self._print(mod.args[1])} = 0\right]"
         return rf"\left[{self._print(cond)}\right]"
 
-    def _ranges(self, cond) -> str:
+    def _ranges(self, cond, sep: str = ", ") -> str:
         r"""A conjunction of ranges as ``0 \leq e \leq K - 1, 0 \leq f \leq L - 1`` (SymPy flattens the pairs
         into one And); any other condition as SymPy prints it."""
         parts = list(cond.args) if isinstance(cond, sp.And) else [cond]
@@ -227,7 +227,7 @@ class ArticleLatex(LatexPrinter):
         pairs = [(low, next((h for h in highs if sp.expand(h.lhs - low.lhs) == 0), None)) for low in lows]
         if len(lows) + len(highs) != len(parts) or any(h is None for _, h in pairs) or len(pairs) != len(highs):
             return self._print(cond)
-        return ", ".join(rf"0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}" for low, high in pairs)
+        return sep.join(rf"0 \leq {self._index(low.lhs)} \leq {self._index(high.rhs)}" for low, high in pairs)
 
     def _print_Relational(self, expr):
         """An element on the left: ``|t - y| < \\delta``, not SymPy's ``\\delta > |t - y|``."""
@@ -254,9 +254,12 @@ class ArticleLatex(LatexPrinter):
 
     def _print_FirstMax(self, expr):
         (u, v), (p, q) = expr.bound, expr.at
-        among = "" if expr.candidates is sp.true else rf":\, {self._ranges(expr.candidates)}"
-        return (rf"\left[({self._print(p)}, {self._print(q)}) = \operatorname*{{arg\,max}}_{{({self._print(u)}, "
-                rf"{self._print(v)}){among}}} {self._print(expr.window)}\right]")
+        offsets = f"({self._print(u)}, {self._print(v)})"
+        if expr.candidates is not sp.true:  # the cells it may be, stacked under it: a line no wider than the window
+            ranges = self._ranges(expr.candidates, sep=",\\\\ ")
+            offsets = rf"\substack{{{offsets}:\\ {ranges}}}"
+        return (rf"\left[({self._print(p)}, {self._print(q)}) = \operatorname*{{arg\,max}}_{{{offsets}}} "
+                rf"{self._print(expr.window)}\right]")
 
     def _print_Maximum(self, expr):
         return rf"\max_{{{self._print(expr.bound)}}} {self._print(expr.body)}"

@@ -919,7 +919,7 @@ def _ratio_hints(world, target, study) -> list[str]:
         for p, values in enumerate(points):
             for e, at in enumerate(elements):
                 a, b = expected[p][e], got[p][e]
-                if a is None or b is None or abs(b) < 1e-9 or abs(a) < 1e-9:
+                if _state(a, b) == "undecided" or b is None or abs(b) < 1e-9 or abs(a) < 1e-9:  # no number: no ratio
                     continue
                 ratios.append((sizes, at, values, a / b))
     if len(ratios) < 2:
