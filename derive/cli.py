@@ -367,6 +367,7 @@ def _print_unrolled(args) -> int:
 
 def _print_chain(args) -> int:
     from codegen.document.article import part1, part2
+    from codegen.latex.blocks import blocks_latex
     from codegen.latex.chain import chain_blocks
     from derive.engine.chain import chain
     if args.op == "article":
@@ -374,8 +375,7 @@ def _print_chain(args) -> int:
     else:
         names = [n.strip() for n in args.chain.split(",") if n.strip()]
         blocks = chain_blocks(chain(names), args.lang, sample=not args.batch)
-    for b in blocks:
-        print(f"\\begin{{equation}}\n{b.equation.tex}\n\\end{{equation}}" if b.equation else f"{b.text}\n")
+    print(blocks_latex(blocks), end="")
     return 0
 
 

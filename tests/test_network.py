@@ -79,7 +79,7 @@ def test_cnn_gradients_equal_the_generated_layers_chained(cnn):
     point = {inp.tensor[idx]: sp.Rational(round(arrays[inp.name][idx] * 100), 100)
              for inp in composed.op.inputs for idx in np.ndindex(arrays[inp.name].shape)}
     point[d.upstream] = sp.S.One
-    unrolled = network._Unrolled(composed.op, sizes)
+    unrolled = network._Unrolled.of_op(composed.op, sizes)
     derived = network._derived_values(d, sizes, unrolled.forward(point), point)
     net = Network(CNN, [{"W": arrays["W_1"], "b": arrays["b_1"]}, {}, {}, {},
                         {"W": arrays["W_5"], "b": arrays["b_5"]}, {}])

@@ -217,18 +217,27 @@ def test_a_layer_with_and_without_its_bias_matches_pytorch(name, shapes, bias, d
         out, cache = module.forward(**inputs, **hyper)
         tensors = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
         expected = TORCH_LAYERS[name](**tensors, **hyper)
-        rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 2e-5)
-        assert out.dtype == dtype and out.shape == tuple(expected.shape)
-        np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        expected.backward(torch.tensor(dout))
-        grads = module.backward(dout, cache)
-        assert set(grads) == set(inputs), "no b key without a bias"
-        for k, v in inputs.items():
-            assert grads[k].dtype == dtype and grads[k].shape == v.shape, k
-            np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol, atol=atol, err_msg=k)
+        tolerance = (1e-10, 1e-12) if dtype == np.float64 else (2e-5, 2e-5)
+        _agrees_with_torch(module, out, cache, inputs, tensors, expected, dtype, tolerance, rng,
+                           "no b key without a bias")
     for k in inputs:
         np.testing.assert_array_equal(inputs[k], before[k], err_msg=f"{k} was modified")
+
+
+def _agrees_with_torch(module, out, cache, inputs, tensors, expected, dtype, tolerance, rng, which_gradients):
+    """The generated output, and every gradient for a random upstream one, equal PyTorch's (``expected``, computed
+    from ``tensors``), in the inputs' dtype and shapes; the gradients are one per input (``which_gradients``)."""
+    import torch
+    rtol, atol = tolerance
+    assert out.dtype == dtype and out.shape == tuple(expected.shape)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected.backward(torch.tensor(dout))
+    grads = module.backward(dout, cache)
+    assert set(grads) == set(inputs), which_gradients
+    for k, v in inputs.items():
+        assert grads[k].dtype == dtype and grads[k].shape == v.shape, k
+        np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol, atol=atol, err_msg=k)
 
 
 @pytest.mark.parametrize("name", ["linear", "conv2d"])
@@ -356,16 +365,9 @@ def test_a_norm_with_and_without_its_affine_parameters_matches_pytorch(name, sha
         expected = F.batch_norm(tensors["x"], None, None, tensors.get("gamma"), tensors.get("beta"), training=True)
     else:
         expected = F.layer_norm(tensors["x"], (width,), tensors.get("gamma"), tensors.get("beta"))
-    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (2e-4, 2e-4)
-    assert out.dtype == dtype and out.shape == tuple(expected.shape)
-    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=atol)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    expected.backward(torch.tensor(dout))
-    grads = module.backward(dout, cache)
-    assert set(grads) == set(inputs), "a gradient for each input given, none for one left out"
-    for k, v in inputs.items():
-        assert grads[k].dtype == dtype and grads[k].shape == v.shape, k
-        np.testing.assert_allclose(grads[k], tensors[k].grad.numpy(), rtol=rtol, atol=atol, err_msg=k)
+    tolerance = (1e-10, 1e-12) if dtype == np.float64 else (2e-4, 2e-4)
+    _agrees_with_torch(module, out, cache, inputs, tensors, expected, dtype, tolerance, rng,
+                       "a gradient for each input given, none for one left out")
     for k in inputs:
         np.testing.assert_array_equal(inputs[k], before[k], err_msg=f"{k} was modified")
 

@@ -85,6 +85,12 @@ def _index_letters(op: Op, elements: dict) -> dict:
     return renamed
 
 
+def blocks_latex(blocks) -> str:
+    """Blocks as LaTeX: prose lines, and each equation in an ``equation`` environment."""
+    return "".join(f"\\begin{{equation}}\n{b.equation.tex}\n\\end{{equation}}\n" if b.equation else f"{b.text}\n\n"
+                   for b in blocks)
+
+
 def display(d: Derivation, expr: sp.Expr) -> sp.Expr:
     """What the reader sees: a loss's upstream gradient is 1 (E is the objective), and
     shorthand intermediates written out (batch norm's ``1/sqrt(var + eps)``), but never the output,

@@ -7,7 +7,7 @@ import sympy as sp
 
 from derive.define.network import Add, Concat
 from derive.engine.network import Composed
-from codegen.latex.blocks import Block, _eq, _matrix_text, _partial, display, forward_blocks, notation
+from codegen.latex.blocks import Block, _eq, _matrix_text, _partial, blocks_latex, display, forward_blocks, notation
 from codegen.latex.notation import ArticleLatex, Notation, name_tex, words
 
 WORDS = {
@@ -124,7 +124,4 @@ def matrix_statements(d, nt: Notation):
 
 def network_latex(composed: Composed, d, lang: str = "en", form: str = "index") -> str:
     """The blocks as LaTeX: prose lines and numbered equations."""
-    out = []
-    for b in network_blocks(composed, d, lang, form):
-        out.append(f"\\begin{{equation}}\n{b.equation.tex}\n\\end{{equation}}" if b.equation else f"{b.text}\n")
-    return "\n".join(out) + "\n"
+    return blocks_latex(network_blocks(composed, d, lang, form))

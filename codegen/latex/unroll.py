@@ -7,7 +7,9 @@ import dataclasses
 
 import sympy as sp
 
-from codegen.latex.blocks import Block, Equation, _eq, _matrix_blocks, _matrix_name, _matrix_text, _partial, notation
+from codegen.latex.blocks import (Block, Equation, _eq, _matrix_blocks, _matrix_name, _matrix_text, _partial,
+                                  blocks_latex, notation)
+from codegen.latex.breaking import _split_top
 from codegen.latex.notation import ArticleLatex, Notation, name_tex, words
 from derive.engine.unroll import STEP, STEPS, Unrolled, cell_steps
 
@@ -40,8 +42,7 @@ def unroll_notation(u: Unrolled):
         elements[s.upstream] = f"g^{{{name_tex(s.input)}}}"
         elements[s.direct] = f"G^{{{name_tex(s.input)}}}"
         elements[f"d{s.input}"] = rf"\delta^{{{name_tex(s.input)}}}"
-    timed = {str(e.base.label) for e in _elements(u) if len(e.indices) and e.indices[0].has(sp.Symbol("t", integer=True))
-             or str(e.base.label) in {s.input for s in u.states}}
+    timed = {str(e.base.label) for e in _elements(u)} - cell_steps(u).weights  # all but the weights have a step
     return dataclasses.replace(nt, elements=elements, upstream=nt.upstream | {s.upstream for s in u.states},
                                timed=frozenset(timed))
 
@@ -134,7 +135,8 @@ def matrix_blocks(u: Unrolled, lang: str, steps: sp.Expr) -> list[Block]:
         tex = text(g.expr, g.index, g.input.shape, step)
         wrt = step_notation(u, step).matrices.get(inp.name) or now.matrix(inp.name, inp.tensor.rank)
         if tex and kind == "weight":
-            body = f"\\left({tex}\\right)" if _several_terms(tex) else tex
+            several = len(_split_top(tex, "+")) > 1 or len(_split_top(tex, "-")) > 1  # a sum: in parentheses
+            body = f"\\left({tex}\\right)" if several else tex
             tex = f"\\sum_{{t = 1}}^{{{timed.doprint(steps)}}} {body}"
         lhs = rf"\frac{{\partial {now.objective}}}{{\partial {wrt}}}"
         blocks.append(Block(equation=Equation(f"{lhs} = {tex}", _partial(element), (rhs,))) if tex
@@ -142,20 +144,6 @@ def matrix_blocks(u: Unrolled, lang: str, steps: sp.Expr) -> list[Block]:
     return blocks
 
 
-def _several_terms(tex: str) -> bool:
-    """A sum or difference at the top level of ``tex`` (outside every group): a sum over t needs parentheses."""
-    depth = 0
-    for k, ch in enumerate(tex):
-        depth += ch in "{([" and tex[k - 1:k] != "\\"
-        depth -= ch in "})]" and tex[k - 1:k] != "\\"
-        if depth == 0 and tex[k:k + 3] in (" + ", " - "):
-            return True
-    return False
-
-
 def unroll_latex(u: Unrolled, lang: str = "en", steps: sp.Expr = STEPS, form: str = "index") -> str:
     """The blocks as LaTeX: prose lines and numbered equations."""
-    out = []
-    for b in unroll_blocks(u, lang, steps, form):
-        out.append(f"\\begin{{equation}}\n{b.equation.tex}\n\\end{{equation}}" if b.equation else f"{b.text}\n")
-    return "\n".join(out) + "\n"
+    return blocks_latex(unroll_blocks(u, lang, steps, form))

@@ -596,7 +596,7 @@ def check_network(composed: Composed, d, sizes: dict, points: int = 3) -> list[s
     from derive.engine.check import _points, hyper_values
     op = composed.op
     sizes = {s: sp.Integer(v) for s, v in sizes.items()}
-    unrolled = _Unrolled(op, sizes)
+    unrolled = _Unrolled.of_op(op, sizes)
     wrong = []
     for point in _points(op, sizes, hyper_values(op, resolve=True), points):
         if op.is_loss:
@@ -629,19 +629,27 @@ def _key(element) -> tuple:
 
 
 class _Unrolled:
-    """The network at explicit sizes, one expression per element of every node in the elements it
-    reads (each element a symbol of its own, so that nothing is differentiated through another)."""
+    """A computation at explicit sizes, one expression per element in the elements it reads (each
+    element a symbol of its own, so that nothing is differentiated through another): a network's
+    nodes (``of_op``), or a recurrent cell's steps (``derive.engine.unroll``)."""
 
-    def __init__(self, op: Op, sizes: dict):
+    def __init__(self, local):
+        """``local``: (key, the element's expression in the elements it reads), in computing order."""
+        self.symbols = {}
+        self.local = [(key, self._opaque(expr)) for key, expr in local]
+
+    @classmethod
+    def of_op(cls, op: Op, sizes: dict) -> "_Unrolled":
+        """Every element of every intermediate of ``op`` at ``sizes``."""
         from derive.define.functions import written_out
         from derive.engine.check import _unroll, exact_constants
-        self.symbols = {}
-        self.local = []  # (key, expression in the element symbols), in computing order
+        local = []
         for node in op.intermediates:
             shape = [int(sp.sympify(s).xreplace(sizes)) for s in node.shape]
             for idx in itertools.product(*(range(n) for n in shape)):
-                expr = _unroll(written_out(exact_constants(node.definition)), dict(zip(node.index, idx)), sizes)
-                self.local.append(((node.name, idx), self._opaque(expr)))
+                local.append(((node.name, idx), _unroll(written_out(exact_constants(node.definition)),
+                                                        dict(zip(node.index, idx)), sizes)))
+        return cls(local)
 
     def _opaque(self, expr):
         expr = expr.replace(lambda e: isinstance(e, FirstMax), _window_written_out)
@@ -668,11 +676,14 @@ class _Unrolled:
     def backward(self, values: dict, upstream) -> dict:
         """dE/d(element) for every element, from the output back, by key; ``upstream`` gives the output's
         elements theirs (a loss's is 1)."""
-        adjoint = {}
         output = self.local[-1][0][0]
-        for key, _ in self.local:
-            if key[0] == output:
-                adjoint[key] = upstream(key[1])
+        return self.accumulate(values, {key: upstream(key[1]) for key, _ in self.local if key[0] == output})
+
+    def accumulate(self, values: dict, seeds: dict) -> dict:
+        """dE/d(element) for every element, by key: each element's definition differentiated by the elements
+        it reads, accumulated from the last back; ``seeds``: what the loss sends elements directly, by key;
+        ``values``: every element's value, by symbol."""
+        adjoint = dict(seeds)
         keys = {v: k for k, v in self.symbols.items()}
         for key, expr in reversed(self.local):
             a = adjoint.get(key)

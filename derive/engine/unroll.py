@@ -177,7 +177,7 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
     accumulated from the loss back), at exact rational inputs; empty when all agree."""
     from derive.define.functions import written_out
     from derive.engine.check import example_sizes, exact_constants, expand_sums
-    from derive.engine.network import _agree, _key, _number
+    from derive.engine.network import _agree, _key, _number, _Unrolled
     op = u.op
     sizes = {s: sp.Integer(v) for s, v in (sizes or example_sizes(op)).items()}  # distinct, none 1: W^T shows
     sizes[STEPS] = sp.Integer(steps)
@@ -221,9 +221,10 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
                 key = (str(element.base.label), (step, *idx))
                 local.append((key, concrete(definition, node.index, idx, step)))
                 values[key] = value(definition, node.index, idx, step, values)
-    brute = _chain_rule(local, values, {(s.input, (step, *idx)): values[(s.direct, (step, *idx))]
-                                        for s in u.states for step in range(1, steps + 1)
-                                        for idx in cells(op.input(s.input).shape)})
+    graph = _Unrolled(local)
+    brute = graph.accumulate({graph.symbol(key): v for key, v in values.items()},
+                             {(s.input, (step, *idx)): values[(s.direct, (step, *idx))]
+                              for s in u.states for step in range(1, steps + 1) for idx in cells(op.input(s.input).shape)})
     derived, wrong = dict(values), []
 
     def compare(key, got):
@@ -254,31 +255,3 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
                 lead = {"step": (step,), "first": (0,), "weight": ()}[kind]
                 compare((inp.name, (*lead, *idx)), value(rhs, letters, idx, step, derived))
     return wrong
-
-
-def _chain_rule(local: list, values: dict, seeds: dict) -> dict:
-    """dE/d(element) for every element, by key: each element's definition differentiated by the elements it
-    reads (SymPy), accumulated from the last back; ``seeds``: what the loss sends elements directly."""
-    from derive.engine.network import _number
-    symbols = {}
-
-    def symbol(key):
-        return symbols.setdefault(key, sp.Symbol(f"{key[0]}[{','.join(map(str, key[1]))}]"))
-
-    from derive.engine.network import _key
-    opaque = []
-    for key, expr in local:
-        leaves = {e for e in sp.preorder_traversal(expr) if isinstance(e, sp.Indexed)}
-        opaque.append((key, expr.xreplace({e: symbol(_key(e)) for e in leaves})))
-    at = {symbol(k): v for k, v in values.items()}
-    keys = {v: k for k, v in symbols.items()}
-    adjoint = dict(seeds)
-    for key, expr in reversed(opaque):
-        a = adjoint.get(key)
-        if a is None or a == 0:
-            continue
-        for leaf in sorted(expr.free_symbols & set(keys), key=str):
-            partial = _number(sp.diff(expr, leaf).xreplace(at), {})
-            if partial != 0:
-                adjoint[keys[leaf]] = adjoint.get(keys[leaf], sp.S.Zero) + a * partial
-    return adjoint
