@@ -26,6 +26,7 @@ from derive.define.network import Add, Concat, Layer, Net
 from derive.define.op import Hyper, Input, Op
 from derive.define.registry import get
 from derive.define.symbols import FirstMax, Intermediate, Iverson, Tensor, rebuild
+from derive.engine.deltas import drop_implied_brackets
 
 BATCH = sp.Symbol("N", integer=True, positive=True)
 
@@ -346,7 +347,9 @@ class _Mapping:
     def intermediate(self, node: Intermediate, label: str) -> Intermediate:
         index = tuple(l for i, s in zip(node.index, node.shape) for l in self.letter(i, s))
         shape = self.shape_of(node, node.index)
-        definition = self.expr(node.definition)
+        # a bracket the node's own index ranges guarantee ([0 <= o <= O_1 - 1] of one group) says nothing
+        definition = drop_implied_brackets(self.expr(node.definition),
+                                           {v: (0, s - 1) for v, s in zip(index, shape)})
         new = Intermediate(sp.Symbol(label, **node.label.assumptions0), index, shape, definition)
         self.nodes[node] = new
         return new
