@@ -134,3 +134,31 @@ def test_a_warm_build_writes_the_same_bytes_as_a_cold_one(tmp_path):
     warm, result = build(tmp_path, "warm")
     assert " 0 derived" in result.stderr
     assert uncached == cold == warm
+
+
+def test_rendered_files_are_kept_and_a_damaged_entry_is_rendered_again(tmp_path, monkeypatch):
+    from functools import partial
+
+    import pytest
+
+    from codegen import build as building
+    render = partial(building._op_files, get("relu"))
+    with using(DerivationCache(tmp_path)):
+        first = building._rendered("op relu", render)
+        entry, = tmp_path.glob("rendered-*.json")
+        monkeypatch.setattr(building, "module_source", lambda d: pytest.fail("rendered again"))
+        assert building._rendered("op relu", render) == first
+        entry.write_text("{not json")
+        monkeypatch.undo()
+        assert building._rendered("op relu", render) == first
+    assert first == render() and set(first) == {"relu.py", "latex/en/relu.tex", "latex/zh/relu.tex"}
+
+
+def test_editing_a_template_changes_the_emitters_version(tmp_path):
+    from codegen.build import CODEGEN
+    emitters = tmp_path / "codegen"
+    shutil.copytree(CODEGEN, emitters, ignore=shutil.ignore_patterns("__pycache__"))
+    before = engine_version.__wrapped__(emitters)
+    with open(emitters / "templates" / "module.py.j2", "a") as f:
+        f.write("\n")
+    assert engine_version.__wrapped__(emitters) != before

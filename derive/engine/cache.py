@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pickle
 import stat
@@ -76,9 +77,10 @@ def definition_text(op: Op) -> str:
 
 @lru_cache(maxsize=None)
 def engine_version(engine: Path = ENGINE) -> str:
-    """A hash of the engine's source files (``engine/*.py``) and the versions it runs on."""
+    """A hash of a package's source files (``**/*.py`` and templates, ``**/*.j2``) and the versions
+    it runs on: the engine's by default, the emitters' for rendered outputs."""
     digest = hashlib.sha256(f"python {sys.version_info[:2]} sympy {sp.__version__}\n".encode())
-    for path in sorted(engine.rglob("*.py")):
+    for path in sorted(p for p in engine.rglob("*") if p.suffix in (".py", ".j2")):
         digest.update(f"{path.relative_to(engine).as_posix()}\n".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -118,16 +120,35 @@ class DerivationCache:
         return replace(found, source=op, op=replace(found.op, **sizes))
 
     def store(self, op: Op, derivation) -> None:
-        """Write the entry atomically: a temporary file in the same directory, renamed into place."""
+        self._write(self.path(op), pickle.dumps(derivation, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def load_texts(self, name: str) -> dict | None:
+        """Files rendered from derivations (relative path -> text), stored under ``name`` (a hash of
+        all they depend on), or None. Plain JSON: nothing in it runs when read."""
+        path = self.directory / f"{name}.json"
+        if not path.is_file() or not self._trusted():
+            return None
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # a damaged entry is a miss
+            return None
+        if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+            return None
+        return found
+
+    def store_texts(self, name: str, texts: dict) -> None:
+        self._write(self.directory / f"{name}.json", json.dumps(texts, sort_keys=True).encode("utf-8"))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write an entry atomically: a temporary file in the same directory, renamed into place."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self._trusted():
             return
-        data = pickle.dumps(derivation, protocol=pickle.HIGHEST_PROTOCOL)
         fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(temporary, self.path(op))
+            os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
