@@ -299,6 +299,9 @@ SPACING: /\\(,|;|!|:| |quad|qquad|displaystyle|textstyle|left\.|right\.)/ | "~"
 %ignore /\s+/
 """
 
+#: One name in the plain syntax: a network's tensors by their code names too (``W_5``, ``dy_4``, ``W_h``).
+PLAIN_NAME = r"[A-Za-z][A-Za-z0-9']*(_[A-Za-z0-9]+)*"
+
 PLAIN_GRAMMAR = r"""
 start: expr (EQ expr)*
 
@@ -341,7 +344,7 @@ LPAR: "("
 RPAR: ")"
 LBRACK: "["
 RBRACK: "]"
-NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+|[A-Z]))*/
+NAME: /""" + PLAIN_NAME + r"""/
 NUMBER: /\d+(\.\d+)?/
 %ignore /\s+/
 """

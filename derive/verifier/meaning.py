@@ -908,8 +908,8 @@ def name_key_of(node) -> str | None:
 
 def canonical(table: Table, tree: F.Node) -> F.Node:
     """``\\sigma^{2}_{c}`` as the name ``sigma^2`` (the variance) where the table has such a name and
-    no ``sigma``, ``\\delta^{a}_{nk}`` as the name ``delta^a`` (a named gradient); anything else stays
-    as written."""
+    no ``sigma``, ``\\delta^{a}_{nk}`` as the name ``delta^a`` (a named gradient), ``W_5`` as the name
+    ``W_5`` where no layer 5 has a ``W`` (a network's tensor); anything else stays as written."""
     def visit(node):
         if isinstance(node, F.Pow) and not node.elementwise and isinstance(node.exp, F.Num) \
                 and isinstance(node.base, F.Name) and not table.named(node.base.word):
@@ -920,6 +920,10 @@ def canonical(table: Table, tree: F.Node) -> F.Node:
             word = f"{node.base.word}^{_tag(node.exp)}"  # \delta^{a}: the gradient arriving at a
             if table.named(word):
                 return dataclasses.replace(node.base, word=word)
+        if isinstance(node, F.Name) and node.layer is not None:
+            word = f"{node.word}_{node.layer}"  # a network's tensor by its code name: W_5, dy_4, y_1
+            if table.named(word) and not any(e.layer == node.layer for e in table.named(node.word)):
+                return dataclasses.replace(node, word=word, layer=None)
         return node
     return transform(tree, visit)
 

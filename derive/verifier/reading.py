@@ -92,7 +92,9 @@ def symbols(op: str | None = None, chain=None) -> str:
             continue
         ranges = ", ".join(f"{c} < {s}" for c, s in zip(e.letters_in(sample), e.shape_in(sample)))
         whole = _array_name(e, sample, table)
-        lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else ""))
+        plain = plain_element(e, sample)
+        lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else "")
+                     + (f"; plain: {plain}" if plain else ""))
     sizes = [e for e in table.entries if e.kind == "size"]
     lines.append("  sizes: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in sizes))
     consts = [e for e in table.entries if e.kind == "constant"]
@@ -114,7 +116,8 @@ def symbols(op: str | None = None, chain=None) -> str:
                  "\\sqrt, \\operatorname{erf}, \\Phi and \\varphi (the standard normal's distribution and density), "
                  "\\operatorname{softplus}, \\operatorname{sign}, |x| (or \\left| x \\right|), \\pi; [x > 0] and "
                  "[0 \\le a \\le K - 1] are 1 where they hold, else 0.")
-    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0); "
+    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0); a name "
+                 "printed with a tag or an accent by its plain word above (W_5[k, j], dy_4[n, f], W_h @ X); "
                  "functions exp, log, tanh, sigmoid, sqrt, erf, Phi, phi, softplus, sign, abs.")
     return "\n".join(lines)
 
@@ -128,6 +131,17 @@ def _op_names(op) -> Names:
 def _chain_names(names: tuple) -> Names:
     from derive.engine.chain import chain as make_chain
     return chain_names(make_chain(names, backward=False))
+
+
+def plain_element(entry, sample: bool) -> str:
+    """How the plain syntax writes an element whose printed name it cannot spell (``w^{(5)}_{kj}`` is
+    ``W_5[k, j]``, ``\\delta^{y^{(4)}}_{nf}`` is ``dy_4[n, f]``, ``\\hat{x}_{ncs}`` is ``xhat[n, c, s]``): its first
+    name that is a plain word; empty where the printed name is one already, or none is."""
+    words = [w for w in entry.names if re.fullmatch(F.PLAIN_NAME, w)]
+    if not words or re.fullmatch(F.PLAIN_NAME, entry.head()):
+        return ""
+    letters = entry.letters_in(sample)
+    return f"{words[0]}[{', '.join(letters)}]" if letters else words[0]
 
 
 def _array_name(entry, sample, table) -> str:
