@@ -920,9 +920,13 @@ def parse(text: str, syntax: str = "auto") -> Equation:
     except FormulaError as error:
         other = "plain" if first == "latex" else "latex"
         try:
-            return _parse(text, other)
+            tree = _parse(text, other)
         except FormulaError:
             raise error from None
+        if other == "plain" and not re.search(r"@|\*\*|\.T\b", text) and \
+                re.search(r"[A-Za-z]_[a-z](?![A-Za-z0-9])", text):
+            raise error  # y_j is LaTeX's subscript, wrongly written, unless the rest is plain (W_h @ X)
+        return tree
 
 
 def _strip_math_delimiters(text: str) -> str:
