@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", action="store_true", help="list the symbols a formula may use, and exit")
     p.add_argument("--unroll", metavar="T", help="a recurrent cell unrolled over T steps: --wrt a step's arriving "
                    "gradient (g_h), error term (da), input (x), the first state (h) or a weight (W_hh), with time "
-                   "indices (h_{t-1,nj}, \sum_{t=1}^{T}); checked at T = 2 and 3")
+                   "indices (h_{t-1,nj}, \\sum_{t=1}^{T}); checked at T = 2 and 3, or at the number of steps given (up to 6)")
     p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
 
@@ -577,9 +577,14 @@ def cmd_verify(args) -> int:
         raise UsageError("give an op or --chain, not both")
     unrolled = args.unroll is not None
     if unrolled:
-        _steps(args.unroll)
+        steps = _steps(args.unroll)
         if args.chain or args.option or op in (None, "article"):
             raise UsageError("verify --unroll takes one recurrent cell (no --chain, --net or --option)")
+        from derive.verifier.reading import MAX_STEPS
+        if steps.is_Integer and steps > MAX_STEPS:
+            raise UsageError(f"verify --unroll: T (a letter: checked at T = 2 and 3) or at most {MAX_STEPS} steps, "
+                             f"got {steps}")
+        unrolled = int(steps) if steps.is_Integer else True
     if op is None and not args.chain:
         raise UsageError("verify: give an op (see 'derive list'), 'article', or --chain")
     family = None  # with --option: the op whose form it chooses
@@ -592,7 +597,7 @@ def cmd_verify(args) -> int:
         if text is not None:
             raise UsageError("--symbols takes no formula")
         from derive.verifier.reading import symbols
-        print(symbols(op, args.chain, unrolled))
+        print(symbols(op, args.chain, bool(unrolled)))
         return 0
     if text is None:
         raise UsageError("verify: give the formula to check (or --symbols to see the names it may use)")

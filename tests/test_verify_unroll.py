@@ -60,6 +60,12 @@ RNN_MISTAKES = [
     ("x", r"\sum_k w^{ih}_{kd} \delta^{a}_{t,nk}", None),
     ("h", r"\sum_k w^{hh}_{kj} \delta^{a}_{1,nk}", None),
     ("h", r"\sum_k w^{hh}_{kj} \delta^{a}_{0,nk}", r"reads \delta^{a}_{1,nk} where your formula reads \delta^{a}_{0,nk}"),
+    # a sum to a fixed step is right only at that many steps: checked at one step more
+    ("W_hh", r"\sum_{t=1}^{3} \sum_n \delta^{a}_{t,nk} h_{t-1,nj}", ""),
+    # one sample: the batch index left out everywhere
+    ("g_h", r"G^{h}_{t,j} + \sum_k w^{hh}_{kj} \delta^{a}_{t+1,k}", None),
+    ("W_hh", r"\sum_t \delta^{a}_{t,k} h_{t-1,j}", None),
+    ("W_hh", r"\delta^{a}_{t,k} h_{t-1,j}", "one step only"),
     # the plain syntax
     ("W_hh", "sum(sum(da[t, n, k]*h[t-1, n, j], n), t)", None),
     ("W_hh", "sum(da[t, n, k]*h[t-1, n, j], n)", "one step only"),
@@ -112,6 +118,17 @@ def test_cli_verdicts_symbols_and_bad_input():
                  ["rnn_cell", "--unroll", "T", "--wrt", "W_hh", r"\sum_{t=1}^{T} \delta^{a}_{t,nk"]):
         bad = run(*args)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+def test_a_number_of_steps_is_checked_at_that_number():
+    right = verify(r"\sum_{t=1}^{4} \sum_n \delta^{a}_{t,nk} h_{t-1,nj}", op="rnn_cell", wrt="W_hh", unroll=4)
+    assert right.equivalent and "T = 4," in right.numeric
+    assert not verify(r"\sum_{t=1}^{3} \sum_n \delta^{a}_{t,nk} h_{t-1,nj}", op="rnn_cell", wrt="W_hh",
+                      unroll=4).equivalent
+    with pytest.raises(ValueError, match="unroll"):
+        verify("x_{t,nd}", op="rnn_cell", wrt="x", unroll=40)
+    with pytest.raises(ValueError, match="names step 30"):
+        verify(r"\sum_{t=1}^{30} \sum_n \delta^{a}_{t,nk} h_{t-1,nj}", op="rnn_cell", wrt="W_hh", unroll=True)
 
 
 def test_main_in_process(capsys):

@@ -20,6 +20,7 @@ from derive.verifier.meaning import Meaning, Resolver, ShapeMismatch, canonical,
 from derive.verifier.names import Names, Target, chain_names, op_names
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
+MAX_STEPS = 6  # an unrolled cell checked at a given number of steps: every element of every step
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,17 @@ class Reading:
     sample: bool  # the one-sample form
     parts: tuple  # the syntax trees to check
     meanings: tuple  # for each part, its Meaning, or the ShapeMismatch that makes it wrong
+    steps: tuple = ()  # an unrolled cell: the numbers of steps to check at (empty: unroll.CHECKED_STEPS)
 
 
 def read_formula(formula: str, op: str | None = None, wrt: str | None = None, chain=None,
-                 syntax: str = "auto", unroll: bool = False) -> Reading:
+                 syntax: str = "auto", unroll=False) -> Reading:
     """Read ``formula`` for a gradient of ``op`` or of ``chain`` (as ``verify`` takes them), or of the
-    recurrent cell ``op`` unrolled over the steps (``unroll``), or refuse it."""
+    recurrent cell ``op`` unrolled over the steps (``unroll``: True, or a number of steps to check at), or
+    refuse it."""
+    if unroll is not True and unroll is not False and not (isinstance(unroll, int) and 1 <= unroll <= MAX_STEPS):
+        raise ValueError(f"unroll: True (T steps, checked at T = 2 and 3) or a number of steps from 1 to {MAX_STEPS}, "
+                         f"got {unroll!r}")
     tree = F.parse(formula, syntax)  # malformed text first: it needs no names
     where = source(op, chain, unroll)
     names = _names(where)
@@ -55,7 +61,8 @@ def read_formula(formula: str, op: str | None = None, wrt: str | None = None, ch
             designators.append(found)
     quantity, letters = _choose_target(names, wrt, designators, sample, formula)
     meanings = tuple(_reading(names, quantity, letters, part, sample, formula) for part in parts)
-    return Reading(formula, where, names, quantity, letters, sample, tuple(parts), meanings)
+    steps = (unroll,) if unroll is not True and unroll is not False else ()
+    return Reading(formula, where, names, quantity, letters, sample, tuple(parts), meanings, steps)
 
 
 def source(op, chain, unroll: bool = False) -> tuple:

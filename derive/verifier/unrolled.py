@@ -12,7 +12,6 @@ the loss's own gradient left out, an element read at the wrong step (``\\delta_t
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,7 +23,7 @@ from derive.engine.backprop import adjoint_nodes, adjoint_tensor
 from derive.engine.derivation import display_index, upstream_of
 from derive.engine.prepare import prepare
 from derive.engine.unroll import CHECKED_STEPS, STEP, STEPS, Unrolled, _Steps, recurrent_states, step_values
-from derive.verifier.meaning import BATCH_INDEX, Entry, Table, index
+from derive.verifier.meaning import BATCH_INDEX, Entry, Table
 from derive.verifier.names import Names, Target, op_table
 
 TIME = STEP.name  # the letter a formula writes the step with
@@ -169,7 +168,7 @@ class _Run:
         sizes = dict(example_sizes(u.op))
         if sample:
             sizes = {s: (1 if s.name == "N" else v) for s, v in sizes.items()}
-        self.steps, self.u = steps, u
+        self.steps, self.u, self.sample = steps, u, sample
         key = (id(u), steps, sample, seed)  # u is kept by certified_unrolled: its id names it
         if key not in _VALUES:
             _VALUES[key] = step_values(u, steps, sizes, seed)
@@ -200,7 +199,8 @@ class _Run:
 
     def values(self, expr) -> list:
         """``expr`` at every element (nan where it reads an element no step has)."""
-        letters = [{k: v for k, v in at.items() if isinstance(k, sp.Symbol)} for at in self.elements]
+        one = {BATCH_INDEX: 0} if self.sample else {}  # one sample: n = 0, also where the quantity has no n
+        letters = [one | {k: v for k, v in at.items() if isinstance(k, sp.Symbol)} for at in self.elements]
         return [self.at.value(expr, self.known, at) for at in letters]
 
     def expected(self, derived: _Derived) -> list:
@@ -215,18 +215,37 @@ def _agree(a, b) -> bool:
 
 def judge_unrolled(reading, seed: int = 0):
     """The verdict on a formula read for an unrolled cell (``reading.source == ("unrolled", cell)``)."""
-    from derive.verifier.verification import Verdict
     cell = reading.source[1]
     u = certified_unrolled(cell)
     target = next(t for t in reading.names.targets if t.entry == reading.quantity.entry)
     derived = _derived(u, target)
+    from derive.engine.chain import sample_form
     printer = _printer(u)
     sample = reading.sample
+    shown = sample_form(derived.expr) if sample else derived.expr
     base = dict(quantity=f"{target.short(sample)} of {cell.name} unrolled over T steps",
-                derived=f"{target.name(sample)} = {printer.doprint(derived.expr)}", formula=reading.text,
+                derived=f"{target.name(sample)} = {printer.doprint(shown)}", formula=reading.text,
                 form="index form" + (", one sample" if sample else ""))
-    verdicts = [_check(u, target, derived, meaning, sample, seed, printer, base) for meaning in reading.meanings]
+    steps = reading.steps or _symbolic_steps(reading.meanings)
+    verdicts = [_check(u, target, derived, meaning, sample, seed, printer, base, steps) for meaning in reading.meanings]
     return next((v for v in verdicts if not v.equivalent), verdicts[-1])
+
+
+def _symbolic_steps(meanings) -> tuple:
+    """The numbers of steps a formula about T steps is checked at: 2 and 3, and one more than any step it
+    names by number (``\\sum_{t=1}^{3}`` is right at T = 2 and 3, where nothing comes after the last step)."""
+    from derive.verifier.reading import MAX_STEPS
+    named = {0}
+    for meaning in meanings:
+        expr = getattr(meaning, "expr", sp.S.Zero)
+        named |= {int(e.indices[0]) for e in expr.atoms(sp.Indexed) if e.indices and e.indices[0].is_Integer}
+        named |= {int(x) for total in expr.atoms(sp.Sum) for v, *limits in total.limits if v == STEP
+                  for x in limits if x.is_Integer}
+    beyond = max(named) + 1
+    if beyond > MAX_STEPS + 1:
+        raise ValueError(f"formula: it names step {beyond - 1}; for T steps, write a step as t, t + 1, T or a number up "
+                         f"to {MAX_STEPS}")
+    return CHECKED_STEPS + ((beyond,) if beyond > max(CHECKED_STEPS) else ())
 
 
 def _printer(u: Unrolled):
@@ -235,7 +254,7 @@ def _printer(u: Unrolled):
     return ArticleLatex(unroll_notation(u))
 
 
-def _check(u, target, derived, meaning, sample, seed, printer, base):
+def _check(u, target, derived, meaning, sample, seed, printer, base, checked):
     from derive.verifier.meaning import ShapeMismatch
     from derive.verifier.verification import Counterexample, Verdict
     if isinstance(meaning, ShapeMismatch):
@@ -250,7 +269,7 @@ def _check(u, target, derived, meaning, sample, seed, printer, base):
                   for c in extra if c != TIME]
         return Verdict(False, reason=f"free {'index' if len(extra) == 1 else 'indices'} {', '.join(extra)} not in "
                                      f"{target.short(sample)}", hints=tuple(hints), tried=TRIED, **base)
-    runs = [_Run(u, target, steps, sample, seed) for steps in CHECKED_STEPS]
+    runs = [_Run(u, target, steps, sample, seed) for steps in checked]
     yours = [run.values(meaning.expr) for run in runs]
     first = None
     for run, got in zip(runs, yours):
@@ -261,11 +280,11 @@ def _check(u, target, derived, meaning, sample, seed, printer, base):
     count = sum(len(run.elements) for run in runs)
     sizes_text = ", ".join(f"{s}={v}" for s, v in runs[0].at.sizes.items() if s != STEPS)
     if first is None:
-        return Verdict(True, proof="none sought: a formula about the unrolled cell is compared at T = "
-                                   f"{', '.join(map(str, CHECKED_STEPS))} steps, as the derivation itself was certified",
+        at = ", ".join(map(str, checked))
+        return Verdict(True, proof=f"none sought: a formula about the unrolled cell is compared at T = {at} steps, "
+                                   "as the derivation itself was certified",
                        numeric=f"equal within 1e-30 (exact two-decimal inputs, every value computed to 50 digits) at "
-                               f"every element of every step, T = {', '.join(map(str, CHECKED_STEPS))}, {sizes_text} "
-                               f"({count} element values)", **base)
+                               f"every element of every step, T = {at}, {sizes_text} ({count} element values)", **base)
     run, at, want, value = first
     example = Counterexample({**{str(s): int(v) for s, v in run.at.sizes.items()}},
                              {str(k): int(v) for k, v in at.items()}, {}, _mp(want), _mp(value),
