@@ -195,7 +195,8 @@ class _Run:
                 ranges.append((i, [0]))
             else:
                 ranges.append((i, list(range(int(sp.sympify(size).xreplace(self.at.sizes))))))
-        self.elements = [dict(zip((i for i, _ in ranges), combo)) for combo in itertools.product(*(r for _, r in ranges))]
+        self.elements = [dict(zip((i for i, _ in ranges), combo))
+                         for combo in itertools.product(*(r for _, r in ranges))]
 
     def values(self, expr) -> list:
         """``expr`` at every element (nan where it reads an element no step has)."""
@@ -287,11 +288,34 @@ def _check(u, target, derived, meaning, sample, seed, printer, base, checked):
                                f"every element of every step, T = {at}, {sizes_text} ({count} element values)", **base)
     run, at, want, value = first
     example = Counterexample({**{str(s): int(v) for s, v in run.at.sizes.items()}},
-                             {str(k): int(v) for k, v in at.items()}, {}, _mp(want), _mp(value),
+                             {str(k): int(v) for k, v in at.items() if isinstance(k, sp.Symbol)}, _inputs(u, run.at),
+                             _mp(want), _mp(value),
                              note="indices count from 0, steps from 1")
     hints = _hints(u, target, derived, runs, yours, printer, sample)
-    reason = "" if not sp.sympify(value).has(sp.nan) else "your formula reads an element no step has (before the first state)"
+    undefined = sp.sympify(value).has(sp.nan)
+    reason = "your formula reads an element no step has (before the first state)" if undefined else ""
     return Verdict(False, counterexample=example, hints=tuple(hints), reason=reason, tried=TRIED, **base)
+
+
+def _inputs(u: Unrolled, at) -> dict:
+    """The inputs drawn, as nested lists: the weights, and each step's ``x_1``, ``h_0``, ``G_h_1``..."""
+    import numpy as np
+    moved = _Steps(u.op, u.states)
+    weights = moved.weights
+    arrays = {}
+    for (name, idx), value in at.values.items():
+        drawn = name in {i.name for i in u.op.inputs} | {s.direct for s in u.states}
+        if drawn and not (name in moved.previous and idx[0] != 0):  # h_1, h_2... are computed
+            label, idx = (name, idx) if name in weights else (f"{name}_{idx[0]}", idx[1:])
+            arrays.setdefault(label, {})[idx] = float(value)
+    out = {}
+    for label, cells in arrays.items():
+        shape = tuple(max(i[p] for i in cells) + 1 for p in range(len(next(iter(cells)))))
+        array = np.zeros(shape)
+        for idx, value in cells.items():
+            array[idx] = value
+        out[label] = array.tolist()
+    return out
 
 
 def _mp(value):
