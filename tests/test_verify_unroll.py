@@ -95,6 +95,18 @@ def test_lstm_cell_state_carries_back_through_the_forget_gate():
     assert any("the loss's own gradient left out" in h for h in alone.hints), alone.report()
 
 
+def test_gru_cell_the_direct_path_from_the_next_step():
+    """A GRU's state reaches the next one directly, through z: the term g^{h}_{t+1} z_{t+1} is the one most often
+    left out or taken at the wrong step."""
+    gates = (r"\sum_{j} \left(w^{hh}_{j + 2 H,k} \delta^{m}_{t + 1,nj} + w^{hh}_{j + H,k} \delta^{a^{z}}_{t + 1,nj} "
+             r"+ w^{hh}_{jk} \delta^{a^{r}}_{t + 1,nj}\right) + G^{h}_{t,nk}")
+    assert verify(gates + r" + g^{h}_{t + 1,nk} z_{t + 1,nk}", op="gru_cell", wrt="g_h", unroll=True).equivalent
+    left_out = verify(gates, op="gru_cell", wrt="g_h", unroll=True)
+    assert any("the next step's term left out" in h for h in left_out.hints), left_out.report()
+    wrong_step = verify(gates + r" + g^{h}_{t + 1,nk} z_{t,nk}", op="gru_cell", wrt="g_h", unroll=True)
+    assert any("reads z_{t + 1,nk} where your formula reads z_{t,nk}" in h for h in wrong_step.hints)
+
+
 def run(*args):
     return subprocess.run([sys.executable, "-m", "derive", "verify", *args], cwd=ROOT, capture_output=True, text=True)
 
