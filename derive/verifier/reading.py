@@ -136,7 +136,8 @@ def symbols(op: str | None = None, chain=None, unroll: bool = False) -> str:
     lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in names.targets))
     if table.time is not None:
         lines.append("Steps: t is the step (1 to T); write the time index first, as the derivation prints it: "
-                     "h_{t-1,nj}, \\delta^{a}_{t+1,nk}, h_{0,nj} (plain: h[t-1, n, j], da[t+1, n, k], by the plain words above); "
+                     "h_{t-1,nj}, \\delta^{a}_{t+1,nk}, h_{0,nj} (plain: h[t-1, n, j], da[t+1, n, k], by the plain "
+                     "words above); "
                      "\\sum_{t=1}^{T} (plain: sum(..., t)) sums over the steps; an element beyond the last step "
                      "(\\delta^{a}_{T+1,nk}, f_{T+1,nk}) is 0.")
     if table.coupled_by:
