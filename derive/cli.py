@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--net", metavar="FILE.py", help="a network file (NET = Net(...)); --wrt a node's error term "
                                                      "(dh) or a parameter (W_h)")
     p.add_argument("--symbols", action="store_true", help="list the symbols a formula may use, and exit")
+    p.add_argument("--unroll", metavar="T", help="a recurrent cell unrolled over T steps: --wrt a step's arriving "
+                   "gradient (g_h), error term (da), input (x), the first state (h) or a weight (W_hh), with time "
+                   "indices (h_{t-1,nj}, \\sum_{t=1}^{T}); checked at T = 2 and 3, or at the number of steps given (up to 6)")
     p.add_argument("--syntax", default="auto", choices=("auto", "latex", "plain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random points")
 
@@ -557,6 +560,8 @@ def _check_unrolled(args) -> int:
 def cmd_verify(args) -> int:
     items = [i for i in args.items if i != "--"]
     composed = _network(args)
+    if composed is not None and args.unroll is not None:
+        raise UsageError("verify --unroll takes one recurrent cell (no --chain, --net or --option)")
     if composed is not None:
         return _verify_network(args, composed, items)
     if args.chain:
@@ -570,6 +575,16 @@ def cmd_verify(args) -> int:
     op, text = (items + [None, None])[:2]
     if args.chain and op is not None:
         raise UsageError("give an op or --chain, not both")
+    unrolled = args.unroll is not None
+    if unrolled:
+        steps = _steps(args.unroll)
+        if args.chain or args.option or op in (None, "article"):
+            raise UsageError("verify --unroll takes one recurrent cell (no --chain, --net or --option)")
+        from derive.verifier.reading import MAX_STEPS
+        if steps.is_Integer and steps > MAX_STEPS:
+            raise UsageError(f"verify --unroll: T (a letter: checked at T = 2 and 3) or at most {MAX_STEPS} steps, "
+                             f"got {steps}")
+        unrolled = int(steps) if steps.is_Integer else True
     if op is None and not args.chain:
         raise UsageError("verify: give an op (see 'derive list'), 'article', or --chain")
     family = None  # with --option: the op whose form it chooses
@@ -582,7 +597,7 @@ def cmd_verify(args) -> int:
         if text is not None:
             raise UsageError("--symbols takes no formula")
         from derive.verifier.reading import symbols
-        print(symbols(op, args.chain))
+        print(symbols(op, args.chain, bool(unrolled)))
         return 0
     if text is None:
         raise UsageError("verify: give the formula to check (or --symbols to see the names it may use)")
@@ -590,8 +605,11 @@ def cmd_verify(args) -> int:
         text = _read_formula(sys.stdin)
     from derive.verifier.reading import read_formula
     try:  # malformed input, an unknown name or quantity are refused here, before anything is derived
-        reading = read_formula(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax)
-        if op is not None and op != "article":
+        reading = read_formula(text, op=op, wrt=args.wrt, chain=args.chain, syntax=args.syntax, unroll=unrolled)
+        if unrolled:
+            from derive.verifier.unrolled import certified_unrolled
+            certified_unrolled(reading.source[1])  # the recursion checked before anything is said against it
+        elif op is not None and op != "article":
             from codegen.certify import certified
             certified(family or _the_op(args, op))  # the derivation checked before anything is said against it
         from derive.verifier.verification import judge

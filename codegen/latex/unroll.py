@@ -37,14 +37,21 @@ def unroll_notation(u: Unrolled):
     """The cell's names, with every per-step array timed (``h_{t-1,nk}``); each state's arriving gradient
     ``g^{h}``, its direct one ``G^{h}``, its error term ``\\delta^{c}`` (the cell's ``\\delta^{c'}``)."""
     nt = notation(u.op)
-    elements = dict(nt.elements)
-    for s in u.states:
-        elements[s.upstream] = f"g^{{{name_tex(s.input)}}}"
-        elements[s.direct] = f"G^{{{name_tex(s.input)}}}"
-        elements[f"d{s.input}"] = rf"\delta^{{{name_tex(s.input)}}}"
+    elements = dict(nt.elements) | state_names(u.states)
     timed = {str(e.base.label) for e in _elements(u)} - cell_steps(u).weights  # all but the weights have a step
     return dataclasses.replace(nt, elements=elements, upstream=nt.upstream | {s.upstream for s in u.states},
                                timed=frozenset(timed))
+
+
+def state_names(states) -> dict:
+    """Each state's arriving gradient ``g^{h}``, direct one ``G^{h}`` and error term ``\\delta^{c}``, by the
+    names the unrolled derivation gives them (``g``, ``G_h``, ``dc``)."""
+    names = {}
+    for s in states:
+        names[s.upstream] = f"g^{{{name_tex(s.input)}}}"
+        names[s.direct] = f"G^{{{name_tex(s.input)}}}"
+        names[f"d{s.input}"] = rf"\delta^{{{name_tex(s.input)}}}"
+    return names
 
 
 def _elements(u: Unrolled) -> set:

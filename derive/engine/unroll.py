@@ -171,40 +171,61 @@ def certified(u: Unrolled) -> Unrolled:
 
 # -- the check against the cell copied T times ----------------------------------------------------
 
-def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int = 1) -> list[str]:
-    """Every element where the recursion disagrees with the chain rule run element by element on the cell
-    copied ``steps`` times (SymPy's derivative of each element's own definition in the elements it reads,
-    accumulated from the loss back), at exact rational inputs; empty when all agree."""
-    from derive.define.functions import written_out
-    from derive.engine.check import example_sizes, exact_constants, expand_sums
-    from derive.engine.network import _agree, _key, _number, _Unrolled
+@dataclass
+class StepValues:
+    """The unrolled cell at explicit sizes and ``steps``, at exact rational inputs: every input and forward
+    element (``values``), the same with the derivation's arriving gradients and error terms (``derived``),
+    and the gradients (``gradients``, by the input's element: ``(W_hh, (k, j))``, ``(x, (t, n, d))``,
+    ``(h, (0, n, j))``), all keyed ``(name, indices)`` with the step first."""
+
+    sizes: dict
+    values: dict
+    derived: dict
+    gradients: dict
+    local: list  # (key, the element's definition in the elements it reads), in computing order
+
+    def value(self, expr, known: dict, at: dict | None = None) -> sp.Expr:
+        """``expr`` (time-indexed elements, every sum written out at ``sizes``) at the index values ``at``,
+        from the elements ``known``; nan where it reads an element no step computes."""
+        from derive.engine.network import _key, _number
+        found = self.concrete(expr, at or {})
+        leaves = {e for e in sp.preorder_traversal(found) if isinstance(e, sp.Indexed)}
+        if any(_key(e) not in known for e in leaves):
+            return sp.nan
+        return _number(found.xreplace({e: known[_key(e)] for e in leaves}), {})
+
+    def concrete(self, expr, at: dict) -> sp.Expr:
+        """``expr`` written out and at the sizes once (kept, for all its elements and steps), at ``at``."""
+        from derive.define.functions import written_out
+        from derive.engine.check import exact_constants, expand_sums
+        prepared = self.__dict__.setdefault("_prepared", {})
+        if expr not in prepared:
+            prepared[expr] = written_out(exact_constants(expr)).xreplace(self.sizes)
+        return expand_sums(prepared[expr].xreplace({k: sp.Integer(v) for k, v in at.items()}))
+
+
+def cells(shape, sizes: dict):
+    """Every index of an array of ``shape`` at ``sizes``."""
+    return itertools.product(*(range(int(sp.sympify(n).xreplace(sizes))) for n in shape))
+
+
+def step_values(u: Unrolled, steps: int, sizes: dict | None = None, seed: int = 1) -> StepValues:
+    """The forward pass and the derivation's recursion run at ``steps`` steps, at exact rational inputs drawn
+    with ``seed`` (two decimals, in [-1.5, 1.5)); the loss's direct gradients ``G`` drawn the same way."""
+    from derive.engine.check import example_sizes
     op = u.op
     sizes = {s: sp.Integer(v) for s, v in (sizes or example_sizes(op)).items()}  # distinct, none 1: W^T shows
     sizes[STEPS] = sp.Integer(steps)
     rng = np.random.default_rng(seed)
     values = {}  # (name, index) -> value: inputs, the forward, then the derived gradients
-
-    def cells(shape):
-        return itertools.product(*(range(int(sp.sympify(n).xreplace(sizes))) for n in shape))
+    at = StepValues(sizes, values, {}, {}, [])
 
     def draw(name, shape, lead=()):
-        for idx in cells(shape):
+        for idx in cells(shape, sizes):
             values[(name, (*lead, *idx))] = sp.Rational(int(rng.integers(-150, 150)), 100)
 
-    prepared = {}  # each formula written out and at the sizes once, for all its elements and steps
-
-    def concrete(expr, letters, idx, step):
-        if expr not in prepared:
-            prepared[expr] = written_out(exact_constants(expr)).xreplace(sizes)
-        at = dict(zip(letters, idx)) | ({} if step is None else {STEP: step})  # a weight's sum runs over t itself
-        return expand_sums(prepared[expr].xreplace({k: sp.Integer(v) for k, v in at.items()}))
-
-    def value(expr, letters, idx, step, known):
-        found = concrete(expr, letters, idx, step)
-        leaves = {e for e in sp.preorder_traversal(found) if isinstance(e, sp.Indexed)}
-        if any(_key(e) not in known for e in leaves):  # an element no step computes: no agreement
-            return sp.nan
-        return _number(found.xreplace({e: known[_key(e)] for e in leaves}), {})
+    def letters(index, idx, step=None):
+        return dict(zip(index, idx)) | ({} if step is None else {STEP: step})  # a weight's sum runs over t itself
 
     kinds = {inp.name: kind for _, _, inp, kind in u.gradients}
     for inp in op.inputs:
@@ -214,18 +235,47 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
     for s in u.states:
         for step in range(1, steps + 1):
             draw(s.direct, op.input(s.input).shape, (step,))
-    local = []  # (key, the element's definition in the elements it reads), in computing order
     for step in range(1, steps + 1):
         for element, definition, node in u.forward:
-            for idx in cells(node.shape):
+            for idx in cells(node.shape, sizes):
                 key = (str(element.base.label), (step, *idx))
-                local.append((key, concrete(definition, node.index, idx, step)))
-                values[key] = value(definition, node.index, idx, step, values)
-    graph = _Unrolled(local)
-    brute = graph.accumulate({graph.symbol(key): v for key, v in values.items()},
-                             {(s.input, (step, *idx)): values[(s.direct, (step, *idx))]
-                              for s in u.states for step in range(1, steps + 1) for idx in cells(op.input(s.input).shape)})
-    derived, wrong = dict(values), []
+                at.local.append((key, at.concrete(definition, letters(node.index, idx, step))))
+                values[key] = at.value(definition, values, letters(node.index, idx, step))
+    derived = at.derived
+    derived.update(values)
+    for step in range(steps, 0, -1):
+        for (element, direct, later), s in zip(u.arriving, u.states):
+            for idx in cells(op.input(s.input).shape, sizes):
+                where = letters(element.indices[1:], idx, step)
+                got = at.value(direct, derived, where)
+                if step < steps:
+                    got += at.value(later, derived, where)
+                derived[(s.upstream, (step, *idx))] = got
+        for element, node, rhs, cell_node in u.errors:
+            for idx in cells(cell_node.shape, sizes):
+                derived[(str(element.base.label), (step, *idx))] = at.value(rhs, derived,
+                                                                            letters(cell_node.index, idx, step))
+    for element, rhs, inp, kind in u.gradients:
+        index = element.indices[1:] if kind != "weight" else element.indices
+        for step in range(1, steps + 1) if kind == "step" else [None]:
+            for idx in cells(inp.shape, sizes):
+                lead = {"step": (step,), "first": (0,), "weight": ()}[kind]
+                at.gradients[(inp.name, (*lead, *idx))] = at.value(rhs, derived, letters(index, idx, step))
+    return at
+
+
+def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int = 1) -> list[str]:
+    """Every element where the recursion disagrees with the chain rule run element by element on the cell
+    copied ``steps`` times (SymPy's derivative of each element's own definition in the elements it reads,
+    accumulated from the loss back), at exact rational inputs; empty when all agree."""
+    from derive.engine.network import _agree, _Unrolled
+    at = step_values(u, steps, sizes, seed)
+    graph = _Unrolled(at.local)
+    brute = graph.accumulate({graph.symbol(key): v for key, v in at.values.items()},
+                             {(s.input, (step, *idx)): at.values[(s.direct, (step, *idx))]
+                              for s in u.states for step in range(1, steps + 1)
+                              for idx in cells(u.op.input(s.input).shape, at.sizes)})
+    wrong = []
 
     def compare(key, got):
         want = brute.get(key, sp.S.Zero)
@@ -235,23 +285,13 @@ def check_unrolled(u: Unrolled, steps: int, sizes: dict | None = None, seed: int
 
     read_inside = {str(node.base.label) for _, node, _, _ in u.errors}
     for step in range(steps, 0, -1):
-        for (element, direct, later), s in zip(u.arriving, u.states):
-            for idx in cells(op.input(s.input).shape):
-                got = value(direct, element.indices[1:], idx, step, derived)
-                if step < steps:
-                    got += value(later, element.indices[1:], idx, step, derived)
-                derived[(s.upstream, (step, *idx))] = got
-                if s.input not in read_inside:  # no error term of s_t inside the cell: this is all of dE/ds_t
-                    compare((s.input, (step, *idx)), got)
-        for element, node, rhs, cell_node in u.errors:
-            for idx in cells(cell_node.shape):
-                got = value(rhs, cell_node.index, idx, step, derived)
-                derived[(str(element.base.label), (step, *idx))] = got
-                compare((str(node.base.label), (step, *idx)), got)
-    for element, rhs, inp, kind in u.gradients:
-        letters = element.indices[1:] if kind != "weight" else element.indices
-        for step in range(1, steps + 1) if kind == "step" else [None]:
-            for idx in cells(inp.shape):
-                lead = {"step": (step,), "first": (0,), "weight": ()}[kind]
-                compare((inp.name, (*lead, *idx)), value(rhs, letters, idx, step, derived))
+        for s in u.states:
+            if s.input not in read_inside:  # no error term of s_t inside the cell: this is all of dE/ds_t
+                for idx in cells(u.op.input(s.input).shape, at.sizes):
+                    compare((s.input, (step, *idx)), at.derived[(s.upstream, (step, *idx))])
+        for element, node, _, cell_node in u.errors:
+            for idx in cells(cell_node.shape, at.sizes):
+                compare((str(node.base.label), (step, *idx)), at.derived[(str(element.base.label), (step, *idx))])
+    for key, got in at.gradients.items():
+        compare(key, got)
     return wrong

@@ -299,6 +299,9 @@ SPACING: /\\(,|;|!|:| |quad|qquad|displaystyle|textstyle|left\.|right\.)/ | "~"
 %ignore /\s+/
 """
 
+#: One name in the plain syntax: a network's tensors by their code names too (``W_5``, ``dy_4``, ``W_h``).
+PLAIN_NAME = r"[A-Za-z][A-Za-z0-9']*(_[A-Za-z0-9]+)*"
+
 PLAIN_GRAMMAR = r"""
 start: expr (EQ expr)*
 
@@ -341,7 +344,7 @@ LPAR: "("
 RPAR: ")"
 LBRACK: "["
 RBRACK: "]"
-NAME: /[A-Za-z][A-Za-z0-9']*(_([0-9]+|[A-Za-z][A-Za-z0-9]+|[A-Z]))*/
+NAME: /""" + PLAIN_NAME + r"""/
 NUMBER: /\d+(\.\d+)?/
 %ignore /\s+/
 """
@@ -917,9 +920,13 @@ def parse(text: str, syntax: str = "auto") -> Equation:
     except FormulaError as error:
         other = "plain" if first == "latex" else "latex"
         try:
-            return _parse(text, other)
+            tree = _parse(text, other)
         except FormulaError:
             raise error from None
+        if other == "plain" and not re.search(r"@|\*\*|\.T\b", text) and \
+                re.search(r"[A-Za-z]_[a-z](?![A-Za-z0-9])", text):
+            raise error  # y_j is LaTeX's subscript, wrongly written, unless the rest is plain (W_h @ X)
+        return tree
 
 
 def _strip_math_delimiters(text: str) -> str:

@@ -94,6 +94,10 @@ class Table:
     #: The ops that make a sample's result depend on its batch (batch norm): with any, a formula
     #: without the batch index has no meaning, and the single-sample form is refused.
     coupled_by: tuple = ()
+    #: An unrolled cell's time letter and the steps it runs over, ``("t", 1, T)``: a sum over it runs over the
+    #: steps as written (``\\sum_{t=1}^{T}``, ``\\sum_{t=1}^{T-1}``; ``\\sum_t`` all of them), and its
+    #: indices are steps (``h_{t-1}``, ``h_{0}``), not counted from 0.
+    time: tuple | None = None
 
     def named(self, word: str) -> list:
         return [e for e in self.entries if word in e.names]
@@ -301,13 +305,20 @@ class Resolver:
         if len(node.indices) != rank:
             expected = "".join(entry.letters_in(self.sample))
             raise self.error(f"{F.name_text(node.word)} takes {rank} {'index' if rank == 1 else 'indices'} "
-                             f"(like {entry.tex()}_{{{expected}}}), got {len(node.indices)}", node)
+                             f"(like {entry.head()}_{{{expected}}}), got {len(node.indices)}", node)
         return self._element(entry, node, node.indices)
 
     def _element(self, entry: Entry, node: F.Name, indices) -> Value:
         """One element; a letter's range is the axis's size, an index expression (``i s + p``) ties nothing."""
         idx = []
         for item, size in zip(indices, entry.shape_in(self.sample)):
+            if isinstance(item, str) and item.isdigit():  # a fixed step, h_{0,nj}
+                idx.append(sp.Integer(item))
+                continue
+            if isinstance(item, str) and item not in self.table.index_letters \
+                    and any(e.kind == "size" for e in self.table.named(item)):  # the last step, h_{T,nj}
+                idx.append(self._index_expr(F.Name(node.pos, item)))
+                continue
             if isinstance(item, F.IndexExpr):
                 idx.append(self._index_expr(item.expr))
                 continue
@@ -636,12 +647,14 @@ class Resolver:
             raise self.error(f"too many sums (at most {MAX_SUMS})", node)
         if sum(map(len, self.scopes)) + len(node.indices) > MAX_SUM_DEPTH:
             raise self.error(f"too many sums inside each other (at most {MAX_SUM_DEPTH})", node)
-        scope = {}
+        scope, steps = {}, None
         for letter in node.indices:
             if letter in scope:
                 raise self.error(f"the sum names {letter} twice", node)
             scope[letter] = self._letter_class(letter)
-        if node.upper is not None:
+        if self.table.time is not None and node.indices == (self.table.time[0],):
+            steps = self._steps(node)
+        elif node.upper is not None:
             self._limits(node, scope)
         self.scopes.append(scope)
         try:
@@ -653,9 +666,18 @@ class Resolver:
             if not self.classes.sizes(key) and size is not None:
                 self.classes.union(key, self.classes.of_size(size, f"the range of {letter} in {self.table.title}"))
         expr = body.expr
+        if steps is not None:
+            return Value(sp.Sum(expr, (index(node.indices[0]), *steps)), body.axes, body.vec)
         for letter in reversed(node.indices):
             expr = sp.Sum(expr, (index(letter), 0, self._placeholder(scope[letter]) - 1))
         return Value(expr, body.axes, body.vec)
+
+    def _steps(self, node: F.Sum) -> tuple:
+        """A sum over the time letter: the steps it runs over, as written (numbers and T), else all of them."""
+        _, first, last = self.table.time
+        if node.upper is None:
+            return first, last
+        return tuple(self._index_expr(limit) for limit in (node.lower, node.upper))
 
     def _limits(self, node: F.Sum, scope: dict):
         """``\\sum_{k=1}^{K}`` or ``\\sum_{k=0}^{K-1}``: the full range, written out."""
@@ -908,8 +930,8 @@ def name_key_of(node) -> str | None:
 
 def canonical(table: Table, tree: F.Node) -> F.Node:
     """``\\sigma^{2}_{c}`` as the name ``sigma^2`` (the variance) where the table has such a name and
-    no ``sigma``, ``\\delta^{a}_{nk}`` as the name ``delta^a`` (a named gradient); anything else stays
-    as written."""
+    no ``sigma``, ``\\delta^{a}_{nk}`` as the name ``delta^a`` (a named gradient), ``W_5`` as the name
+    ``W_5`` where no layer 5 has a ``W`` (a network's tensor); anything else stays as written."""
     def visit(node):
         if isinstance(node, F.Pow) and not node.elementwise and isinstance(node.exp, F.Num) \
                 and isinstance(node.base, F.Name) and not table.named(node.base.word):
@@ -920,6 +942,10 @@ def canonical(table: Table, tree: F.Node) -> F.Node:
             word = f"{node.base.word}^{_tag(node.exp)}"  # \delta^{a}: the gradient arriving at a
             if table.named(word):
                 return dataclasses.replace(node.base, word=word)
+        if isinstance(node, F.Name) and node.layer is not None:
+            word = f"{node.word}_{node.layer}"  # a network's tensor by its code name: W_5, dy_4, y_1
+            if table.named(word) and not any(e.layer == node.layer for e in table.named(node.word)):
+                return dataclasses.replace(node, word=word, layer=None)
         return node
     return transform(tree, visit)
 

@@ -35,6 +35,7 @@ class Target:
     expr: sp.Expr | None = None  # in terms of the named quantities (the upstream of a loss is 1)
     expanded: sp.Expr | None = None  # every error term written out (equal to expr for one op)
     is_gradient: bool = True  # False for an error term, which names itself
+    steps: bool = False  # a quantity of a cell unrolled over the steps (``derive.verifier.unrolled``)
 
     def letters(self, sample: bool) -> tuple:
         return tuple(str(i) for i in self.index if not (sample and i == BATCH_INDEX))

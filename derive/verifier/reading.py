@@ -20,6 +20,7 @@ from derive.verifier.meaning import Meaning, Resolver, ShapeMismatch, canonical,
 from derive.verifier.names import Names, Target, chain_names, op_names
 
 ARTICLE = ("linear", "sigmoid", "linear", "sigmoid", "half_sse")
+MAX_STEPS = 6  # an unrolled cell checked at a given number of steps: every element of every step
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,20 @@ class Reading:
     sample: bool  # the one-sample form
     parts: tuple  # the syntax trees to check
     meanings: tuple  # for each part, its Meaning, or the ShapeMismatch that makes it wrong
+    steps: tuple = ()  # an unrolled cell: the numbers of steps to check at (empty: unroll.CHECKED_STEPS)
 
 
 def read_formula(formula: str, op: str | None = None, wrt: str | None = None, chain=None,
-                 syntax: str = "auto") -> Reading:
-    """Read ``formula`` for a gradient of ``op`` or of ``chain`` (as ``verify`` takes them), or refuse it."""
+                 syntax: str = "auto", unroll=False) -> Reading:
+    """Read ``formula`` for a gradient of ``op`` or of ``chain`` (as ``verify`` takes them), or of the
+    recurrent cell ``op`` unrolled over the steps (``unroll``: True, or a number of steps to check at), or
+    refuse it."""
+    if unroll is not True and unroll is not False and not (isinstance(unroll, int) and 1 <= unroll <= MAX_STEPS):
+        raise ValueError(f"unroll: True (T steps, checked at T = 2 and 3) or a number of steps from 1 to {MAX_STEPS}, "
+                         f"got {unroll!r}")
     tree = F.parse(formula, syntax)  # malformed text first: it needs no names
-    where = source(op, chain)
-    names = _op_names(where[1]) if where[0] == "op" else _chain_names(where[1])
+    where = source(op, chain, unroll)
+    names = _names(where)
     tree = canonical(names.table, tree)
     sample = sample_mode(names.table, tree)
     designators, parts = [], []
@@ -54,12 +61,18 @@ def read_formula(formula: str, op: str | None = None, wrt: str | None = None, ch
             designators.append(found)
     quantity, letters = _choose_target(names, wrt, designators, sample, formula)
     meanings = tuple(_reading(names, quantity, letters, part, sample, formula) for part in parts)
-    return Reading(formula, where, names, quantity, letters, sample, tuple(parts), meanings)
+    steps = (unroll,) if unroll is not True and unroll is not False else ()
+    return Reading(formula, where, names, quantity, letters, sample, tuple(parts), meanings, steps)
 
 
-def source(op, chain) -> tuple:
-    """``("op", Op)`` or ``("chain", (names...))``: what a formula is about (``article`` is the article's chain;
-    ``op`` is a name or an ``Op``)."""
+def source(op, chain, unroll: bool = False) -> tuple:
+    """``("op", Op)``, ``("unrolled", Op)`` or ``("chain", (names...))``: what a formula is about (``article``
+    is the article's chain; ``op`` is a name or an ``Op``)."""
+    if unroll:
+        from derive.define.registry import get
+        if op is None or chain is not None or op == "article":
+            raise ValueError("unroll: give one recurrent cell (rnn_cell, gru_cell, lstm_cell), not a chain")
+        return "unrolled", get(op)
     if op == "article" and chain is None:
         chain, op = ARTICLE, None
     if (op is None) == (chain is None):
@@ -74,15 +87,23 @@ def source(op, chain) -> tuple:
     return "chain", tuple(chain)
 
 
-def names_of(op, chain) -> Names:
-    """The names and quantities of ``op`` or ``chain``, nothing derived."""
-    kind, key = source(op, chain)
+def names_of(op, chain, unroll: bool = False) -> Names:
+    """The names and quantities of ``op`` or ``chain`` (or of the cell ``op`` unrolled), nothing derived."""
+    return _names(source(op, chain, unroll))
+
+
+def _names(where) -> Names:
+    kind, key = where
+    if kind == "unrolled":
+        from derive.verifier.unrolled import names_of_unrolled
+        return names_of_unrolled(key)
     return _op_names(key) if kind == "op" else _chain_names(key)
 
 
-def symbols(op: str | None = None, chain=None) -> str:
-    """The names a formula may use for ``op`` or ``chain``, with their meaning and index ranges."""
-    names = names_of(op, chain)
+def symbols(op: str | None = None, chain=None, unroll: bool = False) -> str:
+    """The names a formula may use for ``op`` or ``chain`` (or the cell ``op`` unrolled), with their meaning
+    and index ranges."""
+    names = names_of(op, chain, unroll)
     table = names.table
     sample = table.default_sample
     lines = [f"Symbols for {names.title}" + (" (the article's single-sample form; add the batch index n "
@@ -92,7 +113,15 @@ def symbols(op: str | None = None, chain=None) -> str:
             continue
         ranges = ", ".join(f"{c} < {s}" for c, s in zip(e.letters_in(sample), e.shape_in(sample)))
         whole = _array_name(e, sample, table)
-        lines.append(f"  {e.tex(sample):16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else ""))
+        plain = plain_element(e, sample)
+        tex = e.tex(sample)
+        if table.time is not None and e.letters[:1] == (table.time[0],):  # the step first: h_{t,nj}, t = 0..T
+            first = 0 if e.kind == "input" and e.value.label in {t.entry.value.label for t in names.targets
+                                                                 if t.index[:1] == (0,)} else 1
+            tex = f"{e.head()}_{{t,{''.join(e.letters_in(sample)[1:])}}}"
+            ranges = ranges.replace(f"t < {table.time[2]}", f"t = {first}..{table.time[2]}")
+        lines.append(f"  {tex:16} {e.meaning}; {ranges}" + (f"; as a whole: {whole}" if whole else "")
+                     + (f"; plain: {plain}" if plain else ""))
     sizes = [e for e in table.entries if e.kind == "size"]
     lines.append("  sizes: " + "; ".join(f"{e.names[0]} ({e.meaning})" for e in sizes))
     consts = [e for e in table.entries if e.kind == "constant"]
@@ -105,6 +134,12 @@ def symbols(op: str | None = None, chain=None) -> str:
                      f"else it is a scalar; \\vec{{a}}^{{T}} \\vec{{b}} and \\mathbf{{1}}^{{T}} \\vec{{a}} sum along "
                      f"{along}; \\odot is elementwise.")
     lines.append("Quantities (--wrt): " + ", ".join(_wrt_name(t, sample) for t in names.targets))
+    if table.time is not None:
+        lines.append("Steps: t is the step (1 to T); write the time index first, as the derivation prints it: "
+                     "h_{t-1,nj}, \\delta^{a}_{t+1,nk}, h_{0,nj} (plain: h[t-1, n, j], da[t+1, n, k], by the plain "
+                     "words above); "
+                     "\\sum_{t=1}^{T} (plain: sum(..., t)) sums over the steps; an element beyond the last step "
+                     "(\\delta^{a}_{T+1,nk}, f_{T+1,nk}) is 0.")
     if table.coupled_by:
         lines.append(f"No one-sample form: {', '.join(table.coupled_by)} couples the samples of a batch, "
                      "so every batched quantity keeps its batch index n.")
@@ -114,7 +149,8 @@ def symbols(op: str | None = None, chain=None) -> str:
                  "\\sqrt, \\operatorname{erf}, \\Phi and \\varphi (the standard normal's distribution and density), "
                  "\\operatorname{softplus}, \\operatorname{sign}, |x| (or \\left| x \\right|), \\pi; [x > 0] and "
                  "[0 \\le a \\le K - 1] are 1 where they hold, else 0.")
-    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0); "
+    lines.append("Plain syntax: delta[k]*y[j], sum(delta[k]*w[k,j], k), delta.T @ X, sum(delta, axis=0); a name "
+                 "printed with a tag or an accent by its plain word above (W_5[k, j], dy_4[n, f], W_h @ X); "
                  "functions exp, log, tanh, sigmoid, sqrt, erf, Phi, phi, softplus, sign, abs.")
     return "\n".join(lines)
 
@@ -128,6 +164,17 @@ def _op_names(op) -> Names:
 def _chain_names(names: tuple) -> Names:
     from derive.engine.chain import chain as make_chain
     return chain_names(make_chain(names, backward=False))
+
+
+def plain_element(entry, sample: bool) -> str:
+    """How the plain syntax writes an element whose printed name it cannot spell (``w^{(5)}_{kj}`` is
+    ``W_5[k, j]``, ``\\delta^{y^{(4)}}_{nf}`` is ``dy_4[n, f]``, ``\\hat{x}_{ncs}`` is ``xhat[n, c, s]``): its first
+    name that is a plain word; empty where the printed name is one already, or none is."""
+    words = [w for w in entry.names if re.fullmatch(F.PLAIN_NAME, w)]
+    if not words or re.fullmatch(F.PLAIN_NAME, entry.head()):
+        return ""
+    letters = entry.letters_in(sample)
+    return f"{words[0]}[{', '.join(letters)}]" if letters else words[0]
 
 
 def _array_name(entry, sample, table) -> str:
@@ -161,6 +208,9 @@ def _wrt_name(target: Target, sample: bool) -> str:
     """What --wrt accepts for a target: the op's input name, or the chain's quantity (delta_j, w_kj)."""
     entry = target.entry
     letters = "".join(target.letters(sample))
+    if target.steps:  # an unrolled cell's quantity: its name in the code (W_hh, da, g_h, h for h_0)
+        word = str(entry.value.label) if target.is_gradient else plain_element(entry, sample).split("[")[0]
+        return f"{word or entry.names[0]} ({target.short(sample)})"
     if entry.layer is None and hasattr(entry.value, "label") and target.is_gradient:
         name = str(entry.value.label)
         return f"{name} ({entry.names[0]}_{letters})" if name != entry.names[0] else f"{name}_{letters}"
@@ -242,6 +292,9 @@ def _wrt_target(names: Names, wrt: str, sample: bool):
     text = wrt.strip()
     for t in names.targets:  # an op input by name: W, x, b
         if text in (t.entry.value.name if hasattr(t.entry.value, "name") else "",) and t.entry.layer is None:
+            return t, None
+    for t in names.targets:  # a quantity by its plain word: da, g_h, dy_4
+        if text in t.entry.names and re.fullmatch(F.PLAIN_NAME, text) and t.entry.layer is None:
             return t, None
     match = re.fullmatch(r"(\\?[A-Za-z]+)_([A-Za-z']+)", text)
     if match:

@@ -76,11 +76,12 @@ class Counterexample:
     inputs: dict  # tensor name -> value (nested lists of numbers)
     expected: object  # an mpmath number, good to 50 digits (complex(...) for a Python number)
     got: object  # the same, or None: undefined there
+    note: str = "indices count from 0"
 
     def lines(self) -> list[str]:
         sizes = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.sizes.items())
         at = ", ".join(f"{k}={v}" for k, v in self.at.items()) or "-"
-        out = [f"  sizes: {sizes}", f"  element: {at} (indices count from 0)"]
+        out = [f"  sizes: {sizes}", f"  element: {at} ({self.note})"]
         for name, value in self.inputs.items():
             out.append(f"  {name} = {value}")
         digits = _digits_to_tell(self.expected, self.got)
@@ -106,6 +107,8 @@ class Verdict:
     reason: str = ""  # why not equivalent (or undecided), when there is no counterexample or more to say
     seconds: float = 0.0
     decided: bool = True  # False: neither the numbers nor a proof could tell (``equivalent`` is then False)
+    tried: str = ("sign, transposed index, activation derivative, 1/N or another count, sum index, one term missing, "
+                  "extra or wrong")  # the typical mistakes the hints try
 
     @property
     def exit_code(self) -> int:
@@ -128,19 +131,19 @@ class Verdict:
             for hint in self.hints:
                 lines.append(f"hint: {hint}")
             if not self.hints:
-                lines.append("hint: none of the typical mistakes (sign, transposed index, activation derivative, "
-                             "1/N or another count, sum index, one term missing, extra or wrong) explains the "
-                             "difference")
+                lines.append(f"hint: none of the typical mistakes ({self.tried}) explains the difference")
         return "\n".join(lines)
 
 
 # -- the API ---------------------------------------------------------------------------
 
 def verify(formula: str, op=None, wrt: str | None = None, chain=None, syntax: str = "auto",
-           seed: int = 0) -> Verdict:
+           seed: int = 0, unroll: bool = False) -> Verdict:
     """Check a hand-derived ``formula`` for a gradient of ``op`` (a name or an ``Op``; ``wrt``: an input,
     e.g. ``"W"``) or of a
-    ``chain`` (op names, or ``"article"``; ``wrt``: a quantity such as ``"delta_j"`` or ``"w_kj"``).
+    ``chain`` (op names, or ``"article"``; ``wrt``: a quantity such as ``"delta_j"`` or ``"w_kj"``); with
+    ``unroll``, of the recurrent cell ``op`` unrolled over T steps (``wrt``: ``"W_hh"``, ``"x"``, ``"h"`` for
+    the first state, ``"da"`` or ``"g_h"``; ``derive.verifier.unrolled``).
 
     ``wrt`` may be left out when the formula names its left-hand side
     (``\\frac{\\partial E}{\\partial w_{kj}} = ...``). Malformed input raises
@@ -148,13 +151,16 @@ def verify(formula: str, op=None, wrt: str | None = None, chain=None, syntax: st
     is derived.
     """
     start = time.perf_counter()
-    verdict = judge(read_formula(formula, op, wrt, chain, syntax), seed)
+    verdict = judge(read_formula(formula, op, wrt, chain, syntax, unroll), seed)
     return dataclasses.replace(verdict, seconds=time.perf_counter() - start)
 
 
 def judge(reading: Reading, seed: int = 0) -> Verdict:
     """The verdict on a formula read (``derive.verifier.reading.read_formula``): here the derivation starts."""
     start = time.perf_counter()
+    if reading.source[0] == "unrolled":
+        from derive.verifier.unrolled import judge_unrolled
+        return dataclasses.replace(judge_unrolled(reading, seed), seconds=time.perf_counter() - start)
     world = _op_world(reading.source[1]) if reading.source[0] == "op" else _chain_world(reading.source[1])
     target = world.target(reading.quantity.entry)
     verdicts = [_check_part(world, target, reading.letters, part, meaning, reading.sample, reading.text, seed)
