@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sympy as sp
 
@@ -13,6 +14,7 @@ from derive.engine.rewrite import normalize
 from derive.define.symbols import IntermediateElement
 
 from codegen.ir import Leaf, Lowering, subtrees, without_axis
+from codegen.latex.arrays import Statement, check_points, convention, whole_array
 from codegen.latex.breaking import fit
 from codegen.latex.explain import full_convolution
 from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, name_tex, words
@@ -134,7 +136,16 @@ def forward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list
             + known_function_blocks(d, lang)
     if vector_indices(d.op):
         return _vector_blocks(d, nt, lang, words(lang), forward=True)
-    return [Block(text=words(lang)["layout"])] + _matrix_blocks(d, nt, printer, words(lang), forward=True)
+    return [Block(text=words(lang)["layout"])] + image_convention(d, image_statements(d), lang) \
+        + _matrix_blocks(d, nt, printer, words(lang), forward=True)
+
+
+def image_statements(d: Derivation) -> list:
+    """(expr, index, shape) of every forward definition and gradient, for the whole-array convention."""
+    found = [(n.definition, n.index, n.shape) for n in d.op.intermediates if n.index]
+    found += [(display(d, g.expr), g.index, g.input.shape) for g in d.gradients] if d.written_out else []
+    found += [(display(d, a.expr), a.index, a.node.shape) for a in d.adjoints]
+    return found + [(display(d, g.expr), g.index, g.input.shape) for g in d.backprop]
 
 
 def known_function_blocks(d: Derivation, lang: str) -> list[Block]:
@@ -220,18 +231,42 @@ def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index
     ranks = {name: len(t.shape) if hasattr(t, "shape") and t.shape is not None else 0 for t, name in names.items()}
     try:
         tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
-    except NotImplementedError:  # no whole-array form at all (a crop of the padded input)
-        return None, False
+    except NotImplementedError:  # no matrix form (a crop of the padded input): perhaps an image operation
+        return image_text(d, printer, expr, index, shape), False
     text = MatrixForm(nt, ranks, printer).print(tree, tuple(index))
     if text is not None:
         return text, False
     batch = index[0] if index else None
     if batch is None or not all(n.axes and n.axes[0] == batch for n in subtrees(tree) if isinstance(n, Leaf)):
-        return None, False
+        return image_text(d, printer, expr, index, shape), False
     tree = without_axis(tree, batch)
     ranks = {name: rank - 1 for name, rank in ranks.items()}
-    return MatrixForm(nt, ranks, printer).print(tree, tuple(index[1:])), True
+    text = MatrixForm(nt, ranks, printer).print(tree, tuple(index[1:]))
+    return (text, True) if text is not None else (image_text(d, printer, expr, index, shape), False)
 
+
+
+def image_form(op: Op, expr, index, shape):
+    """The whole-array form of an image statement (``codegen.latex.arrays``), checked at the op's sizes;
+    None where there is none."""
+    return _image_form(op, Statement(expr, tuple(index), tuple(shape)))
+
+
+@lru_cache(maxsize=None)
+def _image_form(op: Op, statement: Statement):
+    return whole_array(statement, check_points(op))  # (each check evaluates the statement at several sizes)
+
+
+def image_text(d: Derivation, printer: ArticleLatex, expr, index, shape) -> str | None:
+    form = image_form(d.op, expr, index, shape)
+    return form.tex(printer) if form is not None else None
+
+
+def image_convention(d: Derivation, statements, lang: str) -> list[Block]:
+    """The sentence defining the whole-array operations these statements (expr, index, shape) print with."""
+    forms = [f for f in (image_form(d.op, *st) for st in statements) if f is not None]
+    text = convention(forms, lang)
+    return [Block(text=text)] if text else []
 
 
 def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
@@ -345,7 +380,8 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
             blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
             continue
         tex = matrix.print(lowering.statement(node.definition, tuple(node.index), tuple(node.shape)),
-                           tuple(node.index))
+                           tuple(node.index)) \
+            or image_text(d, printer, node.definition, node.index, node.shape)
         if tex is not None:
             lhs = nt.matrix(node.name, len(node.index))
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
@@ -356,6 +392,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
                                tuple(grad.index))
         except NotImplementedError:  # an index the vector IR has no operation for: no matrix form
             tex = None
+        tex = tex or image_text(d, printer, expr, grad.index, grad.input.shape)
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:

@@ -452,6 +452,7 @@ class MatrixForm:
 
     def _broadcast(self, tex, have, axes) -> str:
         if len(have) == 1 and len(axes) == 2:
+            tex = f"{{{tex}}}" if "^" in tex else tex  # b^{(5)} transposed: {b^{(5)}}^{T}
             if have[0] == axes[0]:
                 return rf"{tex}\mathbf{{1}}^{{T}}"
             if have[0] == axes[1]:
