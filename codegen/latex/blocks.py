@@ -136,16 +136,9 @@ def forward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list
             + known_function_blocks(d, lang)
     if vector_indices(d.op):
         return _vector_blocks(d, nt, lang, words(lang), forward=True)
-    return [Block(text=words(lang)["layout"])] + image_convention(d, image_statements(d), lang) \
-        + _matrix_blocks(d, nt, printer, words(lang), forward=True)
-
-
-def image_statements(d: Derivation) -> list:
-    """(expr, index, shape) of every forward definition and gradient, for the whole-array convention."""
-    found = [(n.definition, n.index, n.shape) for n in d.op.intermediates if n.index]
-    found += [(display(d, g.expr), g.index, g.input.shape) for g in d.gradients] if d.written_out else []
-    found += [(display(d, a.expr), a.index, a.node.shape) for a in d.adjoints]
-    return found + [(display(d, g.expr), g.index, g.input.shape) for g in d.backprop]
+    blocks = _matrix_blocks(d, nt, printer, words(lang), forward=True)
+    stated = image_convention(blocks + backward_blocks(d, lang, "matrix"), lang)  # once, for both passes
+    return [Block(text=words(lang)["layout"])] + stated + blocks
 
 
 def known_function_blocks(d: Derivation, lang: str) -> list[Block]:
@@ -220,8 +213,11 @@ def adjoint_matrix_blocks(d: Derivation, lang: str) -> list[Block]:
         [Block(equation=Equation(f"{lhs} = {text}", sp.Symbol(lhs), ())) for lhs, (text, _) in rows]
 
 
-def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index, shape):
-    """(matrix form, whether the batch axis was set aside) of one statement, or (None, False)."""
+def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index, shape, images: bool = True):
+    """(matrix form, whether the batch axis was set aside) of one statement, or (None, False); ``images``:
+    an image statement that has no matrix form as its whole-array form."""
+    def fallback(*statement):
+        return image_text(*statement) if images else None
     op = d.op
     names = {i.tensor: i.name for i in op.inputs}
     names.update({n: n.name for n in op.intermediates})
@@ -232,17 +228,17 @@ def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index
     try:
         tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
     except NotImplementedError:  # no matrix form (a crop of the padded input): perhaps an image operation
-        return image_text(d, printer, expr, index, shape), False
+        return fallback(d, printer, expr, index, shape), False
     text = MatrixForm(nt, ranks, printer).print(tree, tuple(index))
     if text is not None:
         return text, False
     batch = index[0] if index else None
     if batch is None or not all(n.axes and n.axes[0] == batch for n in subtrees(tree) if isinstance(n, Leaf)):
-        return image_text(d, printer, expr, index, shape), False
+        return fallback(d, printer, expr, index, shape), False
     tree = without_axis(tree, batch)
     ranks = {name: rank - 1 for name, rank in ranks.items()}
     text = MatrixForm(nt, ranks, printer).print(tree, tuple(index[1:]))
-    return (text, True) if text is not None else (image_text(d, printer, expr, index, shape), False)
+    return (text, True) if text is not None else (fallback(d, printer, expr, index, shape), False)
 
 
 
@@ -257,14 +253,23 @@ def _image_form(op: Op, statement: Statement):
     return whole_array(statement, check_points(op))  # (each check evaluates the statement at several sizes)
 
 
+#: Each whole-array form printed, by its TeX: the convention names the operations of those it finds.
+_PRINTED: dict = {}
+
+
 def image_text(d: Derivation, printer: ArticleLatex, expr, index, shape) -> str | None:
     form = image_form(d.op, expr, index, shape)
-    return form.tex(printer) if form is not None else None
+    if form is None:
+        return None
+    text = form.tex(printer)
+    _PRINTED[text] = form
+    return text
 
 
-def image_convention(d: Derivation, statements, lang: str) -> list[Block]:
-    """The sentence defining the whole-array operations these statements (expr, index, shape) print with."""
-    forms = [f for f in (image_form(d.op, *st) for st in statements) if f is not None]
+def image_convention(blocks, lang: str) -> list[Block]:
+    """The sentence defining the whole-array operations these blocks print with."""
+    shown = [b.equation.tex for b in blocks if b.equation]
+    forms = [form for tex, form in _PRINTED.items() if any(tex in eq for eq in shown)]
     text = convention(forms, lang)
     return [Block(text=text)] if text else []
 

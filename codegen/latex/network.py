@@ -44,14 +44,11 @@ def network_blocks(composed: Composed, d, lang: str = "en", form: str = "index")
     blocks.append(Block(text=f"{words(lang)['backward']}{colon}"))
     statements = error_terms(d) + gradients(d)
     if form == "matrix":
-        blocks.append(Block(text=f"{w['matrix']}{colon}"))
-        blocks += image_convention(d, [(n.definition, n.index, n.shape) for n in d.op.intermediates if n.index]
-                                   + [(expr, index, shape) for _, expr, index, shape in matrix_statements(d, nt)], lang)
-        blocks += forward_matrix_blocks(d, nt, printer)
+        matrix = forward_matrix_blocks(d, nt, printer)
         for (lhs, text), (element, rhs) in zip(matrix_rows(d, nt, printer), statements):
-            blocks.append(Block(equation=_matrix_equation(lhs, text)) if text else
+            matrix.append(Block(equation=_matrix_equation(lhs, text)) if text else
                           _eq(printer, element, (rhs,)))
-        return blocks
+        return blocks + [Block(text=f"{w['matrix']}{colon}")] + image_convention(matrix, lang) + matrix
     blocks.append(Block(text=f"{w['errors']}{colon}"))
     blocks += [_eq(printer, lhs, (_partial(of), rhs)) for lhs, of, rhs in error_rows(d)]
     blocks.append(Block(text=f"{w['gradients']}{colon}"))
