@@ -44,7 +44,7 @@ def test_every_image_statement_of_the_cnn_has_its_whole_array_form(cnn):
     assert tex[r"\boldsymbol{\delta}^{y^{(3)}}"].startswith(r"\mathrm{reshape}")
     assert tex[r"\boldsymbol{\delta}^{\bar{x}^{(3)}}"].startswith(r"\mathrm{win}^{T}")  # the upsampling
     assert r"\mathrm{rot180}\left(W^{(1)}\right)" in tex[r"\boldsymbol{\delta}^{\bar{x}^{(1)}}"]
-    assert tex[r"\frac{\partial E}{\partial W^{(1)}}"].startswith(r"\mathbf{\bar{x}^{(1)}} \star")
+    assert tex[r"\frac{\partial E}{\partial W^{(1)}}"].startswith(r"\bar{X}^{(1)} \star")
     assert tex[r"\frac{\partial E}{\partial b^{(1)}}"] == r"\sum_{n, i, j} \boldsymbol{\delta}^{y^{(1)}}"
     padded = dict(composed.net.layers[0].hyper).get("padding", 0)
     assert (r"\mathrm{pad}_{1}" in tex["xp_1"]) == (padded == 1)
@@ -86,6 +86,19 @@ def test_a_wrong_recognition_is_caught_and_falls_back_to_the_index_form():
     assert not agrees(swapped, weights, points[0])
 
 
+def test_groups_that_pair_the_wrong_channels_are_caught():
+    """The grouped correlation checked at groups = 2: the same form without its groups disagrees."""
+    from dataclasses import replace
+    op = get("conv2d")
+    y = op.output
+    st = Statement(y.definition, tuple(y.index), tuple(y.shape))
+    points = check_points(op)
+    found = whole_array(st, points)
+    assert found is not None and found.arg.groups is not None
+    grouped = [pt for pt in points if any(str(k) == "groups" and v == 2 for k, v in pt.items())]
+    assert grouped and not agrees(replace(found, arg=replace(found.arg, groups=None)), st, grouped[0])
+
+
 def test_a_statement_that_only_looks_like_a_correlation_is_refused():
     """The kernel read flipped in one direction only: no proposal matches, so there is no whole-array form."""
     N, C, H, W, O, K = sizes("N C H W O K")
@@ -106,7 +119,10 @@ def test_a_statement_that_only_looks_like_a_correlation_is_refused():
 
 
 @pytest.mark.parametrize("name, wanted", [
-    ("conv2d", [r"\mathrm{pad}_{(P_H, P_W)}\left(X\right)", r"\sum_{n, i, j} \boldsymbol{\delta}"]),
+    ("conv2d", [r"\bar{X} = \mathrm{pad}_{(P_H, P_W)}\left(X\right)", r"\sum_{n, i, j} \boldsymbol{\delta}",
+                r"Y = \bar{X} \star_{(s_H, s_W), (d_H, d_W)}^{G} W + \vec{b}",  # in groups: checked at groups = 2
+                r"\frac{\partial E}{\partial W} = \bar{X} \star_{(d_H, d_W), (s_H, s_W)}^{G} \boldsymbol{\delta}",
+                r"\star_{1, (d_H, d_W)}^{G} \mathrm{rot180}\left(W\right)"]),
     ("max_pool2d", [r"\mathrm{argmax}_{p, q}", r"\mathrm{win}^{T}_{(s_H, s_W), (d_H, d_W)}",
                     r"\mathrm{crop}_{(P_H, P_W)}\left(\boldsymbol{\delta}^{\bar{x}}\right)"]),
     ("avg_pool2d", [r"\frac{1}{K_H K_W} \mathrm{crop}_{(P_H, P_W)}\left(\mathrm{win}^{T}"]),

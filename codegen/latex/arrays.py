@@ -10,7 +10,7 @@ computes element by element (``agrees``). Anything else stays in index form.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -186,6 +186,10 @@ class Correlate(Form):
     kernel_axes: str  # "bc" or "cb": where the shared axis is in the kernel
     image_axes: str  # "ac" or "ca"
     swap: bool  # the output is (b, a, ...) rather than (a, b, ...)
+    #: channels in groups: (how many, which of the image's, the kernel's and the output's first two axes hold
+    #: every group's channels, each axis then (group, channel in the group)); None: one group
+    groups: tuple | None = None
+    letters: tuple = ()  # the index letters of the image's and the kernel's first two axes
     uses = ("correlate",)
 
     @property
@@ -195,6 +199,9 @@ class Correlate(Form):
     def tex(self, p):
         sub = _pair(p, self.stride) + ", " + _pair(p, self.dilation)
         star = r"\star" if sub == "1, 1" else rf"\star_{{{sub}}}"
+        if self.groups is not None:
+            count = self.groups[0]
+            star += f"^{{{'G' if isinstance(count, sp.Symbol) else p.doprint(count)}}}"
         return rf"{_wrapped(self.image, p)} {star} {_wrapped(self.kernel, p)}"
 
     def value(self, env):
@@ -202,8 +209,31 @@ class Correlate(Form):
         (sh, sw), (dh, dw) = _ints(self.stride, env), _ints(self.dilation, env)
         count = [(size - d * (kk - 1) - 1) // s + 1 for size, kk, s, d in zip(x.shape[-2:], k.shape[-2:], (sh, sw), (dh, dw))]
         win = windows(x, (sh, sw), (dh, dw), k.shape[-2:], count)
-        spec = f"{self.image_axes}ijpq,{self.kernel_axes}pq->" + ("baij" if self.swap else "abij")
-        return np.einsum(spec, win, k)
+        out = "ba" if self.swap else "ab"
+        if self.groups is None:
+            return np.einsum(f"{self.image_axes}ijpq,{self.kernel_axes}pq->{out}ij", win, k)
+        count, image_full, kernel_full, out_full = self.groups
+        count = _ints((count,), env)[0]
+        win, image = _in_groups(win, self.image_axes, image_full, count)
+        k, kernel = _in_groups(k, self.kernel_axes, kernel_full, count)
+        spec = "".join(("g" if full else "") + letter for letter, full in zip(out, out_full))
+        y = np.einsum(f"{image}ijpq,{kernel}pq->{spec}ij", win, k)
+        shape, at = list(y.shape), 0
+        for full in out_full:  # (group, channel in the group) back to one axis
+            if full:
+                shape[at:at + 2] = [shape[at] * shape[at + 1]]
+            at += 1
+        return y.reshape(shape)
+
+
+def _in_groups(a: np.ndarray, letters: str, full: tuple, count: int):
+    """The array with each of its first two axes that holds every group's channels split into (group,
+    channel in the group), and its einsum letters (the group's is g)."""
+    for axis in (1, 0):
+        if full[axis]:
+            a = a.reshape(a.shape[:axis] + (count, a.shape[axis] // count) + a.shape[axis + 1:])
+            letters = letters[:axis] + "g" + letters[axis:]
+    return a, letters
 
 
 def _wrapped(form: Form, p) -> str:
@@ -421,7 +451,8 @@ CONVENTION = {
         "crop": r"$\mathrm{crop}_{P}(A)$ takes the cells from offset $P$ on, at the left-hand side's size (zero beyond $A$)",
         "correlate": r"$X \star_{s,d} K$ is cross-correlation: every window of $X$ (windows $s$ cells apart, their "
                      r"cells $d$ apart) times $K$, summed over the window and over the axis the two share, the other "
-                     r"axes kept in the left-hand side's order (zero where no window reaches)",
+                     r"axes kept in the left-hand side's order (zero where no window reaches); with $G$ groups, "
+                     r"$\star^{G}$ pairs each group of the one array's channels with the same group of the other's",
         "rot180": r"$\mathrm{rot180}(K)$ flips $K$ in both directions",
         "dil": r"$\mathrm{dil}_{s}(A)$ puts $s - 1$ zeros between neighbouring cells",
         "win": r"$\mathrm{win}_{s,d}(X)_{\ldots ijpq} = X_{\ldots,s i + d p,s j + d q}$ are the windows",
@@ -438,7 +469,8 @@ CONVENTION = {
         "pad": r"$\mathrm{pad}_{P}(X)$ 在四周各补 $P$ 个零",
         "crop": r"$\mathrm{crop}_{P}(A)$ 从偏移 $P$ 处起取出与左边同样大小的格子（超出 $A$ 处为0）",
         "correlate": r"$X \star_{s,d} K$ 是互相关：$X$ 的每个窗口（窗口相隔 $s$ 格，窗口内取值相隔 $d$ 格）与 $K$ 相乘，"
-                     r"对窗口和两者共有的那一维求和，其余维按左边的顺序保留（没有窗口到达处为0）",
+                     r"对窗口和两者共有的那一维求和，其余维按左边的顺序保留（没有窗口到达处为0）；分 $G$ 组时，"
+                     r"$\star^{G}$ 让一方的每组通道只与另一方的同一组通道相乘",
         "rot180": r"$\mathrm{rot180}(K)$ 把 $K$ 上下左右翻转",
         "dil": r"$\mathrm{dil}_{s}(A)$ 在相邻格子之间插入 $s - 1$ 个零",
         "win": r"$\mathrm{win}_{s,d}(X)_{\ldots ijpq} = X_{\ldots,s i + d p,s j + d q}$ 是各个窗口",
@@ -567,9 +599,89 @@ def recognise(st: Statement) -> list[Form]:
     found = []
     for proposal in (_shifted, _reshaped, _axis_sum, _argmax, _windowed, _windowed_product, _windowed_back):
         found += proposal(parts, st)
+    grouped = _ungrouped(parts)
+    if grouped is not None:
+        plain, (count, letters, full_axes) = grouped
+        for proposal in (_windowed, _windowed_back):
+            for form in proposal(plain, st):
+                found += [f for f in [_with_groups(form, count, letters, full_axes, st)] if f is not None]
     if parts.factor != 1:
         found = [Scaled(parts.factor, f) for f in found]
     return found
+
+
+def _ungrouped(parts: Parts):
+    """A sum over groups g, ``[0 <= o - O_g g <= O_g - 1]`` saying which group a channel o is in, and
+    channel indices ``C_g g + c`` (a group's channel c) or ``c - C_g g``: the same statement in one group,
+    with (how many groups, the letters that run over every group's channels, the array axes that do);
+    None if there is no such sum."""
+    for g, lo, hi in parts.limits:
+        if lo != 0:
+            continue
+        letters, kept = set(), []
+        for b in parts.brackets:
+            found = _range_of(b) if b.has(g) else None
+            aff = affine(found[0], [g]) if found else None
+            if aff and g in aff[0] and isinstance(aff[1], sp.Symbol) and sp.expand(aff[0][g] + found[1] + 1) == 0:
+                letters.add(aff[1])  # [0 <= o - K g <= K - 1]
+            else:
+                kept.append(b)
+        if not letters or any(b.has(g) for b in kept):
+            continue
+        arrays, full_axes, local_axes = [], set(), set()
+        for a in parts.arrays:
+            if not isinstance(a, sp.Indexed):
+                arrays.append(a)
+                continue
+            new = []
+            for axis, index in enumerate(a.indices):
+                if not index.has(g):
+                    new.append(index)
+                    continue
+                aff = affine(index, [g])
+                rest = aff[1] if aff else None
+                if rest is None or not isinstance(rest, sp.Symbol):
+                    return None
+                if aff[0][g].could_extract_minus_sign():  # c - C_g g: the channel within its group
+                    if rest not in letters:
+                        return None
+                    local_axes.add((str(a.base.label), axis))
+                else:  # C_g g + c: the whole axis, read by group
+                    full_axes.add((str(a.base.label), axis))
+                new.append(rest)
+            arrays.append(a.base[tuple(new)])
+        if any(a.has(g) for a in arrays):
+            return None
+        limits = tuple(limit for limit in parts.limits if limit[0] != g)
+        return Parts(parts.factor, limits, tuple(kept), tuple(arrays)), \
+            (hi + 1, frozenset(letters), (full_axes, local_axes))
+    return None
+
+
+def _with_groups(form: Form, count, letters, full_axes, st: Statement):
+    """The correlation inside ``form`` in groups (which of its axes hold every group's channels)."""
+    inner, outer = form, []
+    while isinstance(inner, (Crop, Scaled)):
+        outer.append(inner)
+        inner = inner.arg
+    if not isinstance(inner, Correlate):
+        return None
+
+    whole, within = full_axes
+
+    def full(operand: Form, symbols) -> tuple:
+        base = operand
+        while not isinstance(base, Array):
+            base = base.arg
+        return tuple((base.name, k) in whole or ((base.name, k) not in within and letter in letters)
+                     for k, letter in enumerate(symbols))
+
+    image_letters, kernel_letters = inner.letters
+    grouped = replace(inner, groups=(count, full(inner.image, image_letters), full(inner.kernel, kernel_letters),
+                                     tuple(v in letters for v in st.index[:2])))
+    for wrapper in reversed(outer):
+        grouped = replace(wrapper, arg=grouped)
+    return grouped
 
 
 def _array(e: sp.Indexed) -> Array:
@@ -721,7 +833,7 @@ def _windowed(parts: Parts, st: Statement) -> list[Form]:
         return []
     return [Correlate(_array(image), _array(other), stride, dilation,
                       "bc" if kernel[1] == c else "cb", "ac" if image.indices[1] == c else "ca",
-                      tuple(st.index[:2]) == (b, a))]
+                      tuple(st.index[:2]) == (b, a), letters=(tuple(image.indices[:2]), tuple(kernel[:2])))]
 
 
 def _guards(brackets, array: sp.Indexed) -> bool:
@@ -809,12 +921,12 @@ def _windowed_back(parts: Parts, st: Statement) -> list[Form]:
         b = next(v for v in k[:2] if v != o)
         if tuple(st.index[:2]) not in ((a, b), (b, a)):
             return []
-        reach = tuple(sp.expand(d * (kk - 1)) for d, kk in zip(dilation, kernel.base.shape[-2:]))
+        reach = tuple(d * (kk - 1) for d, kk in zip(dilation, kernel.base.shape[-2:]))
         spread = _array(up) if all(v == 1 for v in stride) else Dilate(_array(up), stride)
         padded = Pad(spread, reach, reach)
         forms.append(Correlate(padded, Rot180(_array(kernel)), (1, 1), dilation,
                                "bc" if k[1] == o else "cb", "ac" if up.indices[1] == o else "ca",
-                               tuple(st.index[:2]) == (b, a)))
+                               tuple(st.index[:2]) == (b, a), letters=(tuple(up.indices[:2]), tuple(k[:2]))))
     if any(sp.simplify(p) != 0 for p in offset):
         forms = [Crop(f, offset) for f in forms]
     return forms
