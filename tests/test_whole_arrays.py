@@ -4,9 +4,8 @@ statement computes, and compiled and rendered where they are printed."""
 import sympy as sp
 import pytest
 
-from codegen.latex import arrays
 from codegen.latex.arrays import Array, Correlate, Crop, Pad, Rot180, Statement, agrees, check_points, whole_array
-from codegen.latex.blocks import blocks_latex, display, notation, op_blocks
+from codegen.latex.blocks import blocks_latex, notation, op_blocks
 from codegen.latex.network import matrix_statements, network_blocks
 from codegen.latex.notation import ArticleLatex
 from derive.define import Iverson, Tensor, indices, sizes

@@ -10,7 +10,7 @@ computes element by element (``agrees``). Anything else stays in index form.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -573,7 +573,7 @@ def _trivial(bracket: Iverson, index, shape) -> bool:
 
 @dataclass(frozen=True)
 class Statement:
-    """``lhs[index] = expr`` over ``shape``; ``ranks`` gives each array name its rank."""
+    """``lhs[index] = expr``, the left-hand side of this (symbolic) shape."""
 
     expr: sp.Expr
     index: tuple
@@ -877,7 +877,6 @@ def _windowed_back(parts: Parts, st: Statement) -> list[Form]:
         return []
     h, w = st.index[-2:]
     bound = [v for v, *_ in parts.limits]
-    size = {v: hi - lo + 1 for v, lo, hi in parts.limits}
     geometry = []  # per axis: (position letter, stride, dilation, offset P)
     kernel = None
     for a in parts.arrays:
@@ -899,7 +898,7 @@ def _windowed_back(parts: Parts, st: Statement) -> list[Form]:
                 return []
             kernel, geometry = a, found
     if kernel is None:
-        return _spread_back(parts, st, bound, size)
+        return _spread_back(parts, st, bound)
     positions = tuple(g[0] for g in geometry)
     stride, dilation, offset = tuple(g[1] for g in geometry), tuple(g[2] for g in geometry), \
         tuple(g[3] for g in geometry)
@@ -932,7 +931,7 @@ def _windowed_back(parts: Parts, st: Statement) -> list[Form]:
     return forms
 
 
-def _spread_back(parts: Parts, st: Statement, bound, size) -> list[Form]:
+def _spread_back(parts: Parts, st: Statement, bound) -> list[Form]:
     """Average pooling's gradient: ``δ[n, c, i, j]`` summed over the windows whose range brackets
     ``[0 <= h + P - s i <= K - 1]`` hold: ``crop_P(win^T_{s,1}(δ))``, δ spread over each window."""
     if len(parts.arrays) != 1 or not isinstance(parts.arrays[0], sp.Indexed):
