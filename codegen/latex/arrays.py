@@ -196,6 +196,9 @@ class Correlate(Form):
     def children(self):
         return (self.image, self.kernel)
 
+    def primitives(self) -> set:
+        return super().primitives() | ({"groups"} if self.groups is not None else set())
+
     def tex(self, p):
         sub = _pair(p, self.stride) + ", " + _pair(p, self.dilation)
         star = r"\star" if sub == "1, 1" else rf"\star_{{{sub}}}"
@@ -451,8 +454,9 @@ CONVENTION = {
         "crop": r"$\mathrm{crop}_{P}(A)$ takes the cells from offset $P$ on, at the left-hand side's size (zero beyond $A$)",
         "correlate": r"$X \star_{s,d} K$ is cross-correlation: every window of $X$ (windows $s$ cells apart, their "
                      r"cells $d$ apart) times $K$, summed over the window and over the axis the two share, the other "
-                     r"axes kept in the left-hand side's order (zero where no window reaches); with $G$ groups, "
-                     r"$\star^{G}$ pairs each group of the one array's channels with the same group of the other's",
+                     r"axes kept in the left-hand side's order (zero where no window reaches)",
+        "groups": r"with $G$ groups, $\star^{G}$ pairs each group of the one array's channels with the same group "
+                  "of the other's",
         "rot180": r"$\mathrm{rot180}(K)$ flips $K$ in both directions",
         "dil": r"$\mathrm{dil}_{s}(A)$ puts $s - 1$ zeros between neighbouring cells",
         "win": r"$\mathrm{win}_{s,d}(X)_{\ldots ijpq} = X_{\ldots,s i + d p,s j + d q}$ are the windows",
@@ -469,8 +473,8 @@ CONVENTION = {
         "pad": r"$\mathrm{pad}_{P}(X)$ 在四周各补 $P$ 个零",
         "crop": r"$\mathrm{crop}_{P}(A)$ 从偏移 $P$ 处起取出与左边同样大小的格子（超出 $A$ 处为0）",
         "correlate": r"$X \star_{s,d} K$ 是互相关：$X$ 的每个窗口（窗口相隔 $s$ 格，窗口内取值相隔 $d$ 格）与 $K$ 相乘，"
-                     r"对窗口和两者共有的那一维求和，其余维按左边的顺序保留（没有窗口到达处为0）；分 $G$ 组时，"
-                     r"$\star^{G}$ 让一方的每组通道只与另一方的同一组通道相乘",
+                     r"对窗口和两者共有的那一维求和，其余维按左边的顺序保留（没有窗口到达处为0）",
+        "groups": r"分 $G$ 组时，$\star^{G}$ 让一方的每组通道只与另一方的同一组通道相乘",
         "rot180": r"$\mathrm{rot180}(K)$ 把 $K$ 上下左右翻转",
         "dil": r"$\mathrm{dil}_{s}(A)$ 在相邻格子之间插入 $s - 1$ 个零",
         "win": r"$\mathrm{win}_{s,d}(X)_{\ldots ijpq} = X_{\ldots,s i + d p,s j + d q}$ 是各个窗口",
@@ -482,7 +486,7 @@ CONVENTION = {
     },
 }
 
-ORDER = ("pad", "crop", "correlate", "rot180", "dil", "win", "win back", "argmax", "axis sum", "reshape", "bias")
+ORDER = ("pad", "crop", "correlate", "groups", "rot180", "dil", "win", "win back", "argmax", "axis sum", "reshape", "bias")
 
 
 def convention(forms, lang: str) -> str:
