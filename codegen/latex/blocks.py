@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sympy as sp
 
@@ -13,6 +14,7 @@ from derive.engine.rewrite import normalize
 from derive.define.symbols import IntermediateElement
 
 from codegen.ir import Leaf, Lowering, subtrees, without_axis
+from codegen.latex.arrays import Statement, check_points, convention, whole_array
 from codegen.latex.breaking import fit
 from codegen.latex.explain import full_convolution
 from codegen.latex.notation import ArticleLatex, MatrixForm, Notation, VectorLatex, name_tex, words
@@ -134,7 +136,9 @@ def forward_blocks(d: Derivation, lang: str = "en", form: str = "index") -> list
             + known_function_blocks(d, lang)
     if vector_indices(d.op):
         return _vector_blocks(d, nt, lang, words(lang), forward=True)
-    return [Block(text=words(lang)["layout"])] + _matrix_blocks(d, nt, printer, words(lang), forward=True)
+    blocks = _matrix_blocks(d, nt, printer, words(lang), forward=True)
+    stated = image_convention(blocks + backward_blocks(d, lang, "matrix"), lang)  # once, for both passes
+    return [Block(text=words(lang)["layout"])] + stated + blocks
 
 
 def known_function_blocks(d: Derivation, lang: str) -> list[Block]:
@@ -209,8 +213,11 @@ def adjoint_matrix_blocks(d: Derivation, lang: str) -> list[Block]:
         [Block(equation=Equation(f"{lhs} = {text}", sp.Symbol(lhs), ())) for lhs, (text, _) in rows]
 
 
-def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index, shape):
-    """(matrix form, whether the batch axis was set aside) of one statement, or (None, False)."""
+def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index, shape, images: bool = True):
+    """(matrix form, whether the batch axis was set aside) of one statement, or (None, False); ``images``:
+    an image statement that has no matrix form as its whole-array form."""
+    def fallback(*statement):
+        return image_text(*statement) if images else None
     op = d.op
     names = {i.tensor: i.name for i in op.inputs}
     names.update({n: n.name for n in op.intermediates})
@@ -220,18 +227,51 @@ def _matrix_text(d: Derivation, nt: Notation, printer: ArticleLatex, expr, index
     ranks = {name: len(t.shape) if hasattr(t, "shape") and t.shape is not None else 0 for t, name in names.items()}
     try:
         tree = Lowering(names).statement(expr, tuple(index), tuple(shape))
-    except NotImplementedError:  # no whole-array form at all (a crop of the padded input)
-        return None, False
+    except NotImplementedError:  # no matrix form (a crop of the padded input): perhaps an image operation
+        return fallback(d, printer, expr, index, shape), False
     text = MatrixForm(nt, ranks, printer).print(tree, tuple(index))
     if text is not None:
         return text, False
     batch = index[0] if index else None
     if batch is None or not all(n.axes and n.axes[0] == batch for n in subtrees(tree) if isinstance(n, Leaf)):
-        return None, False
+        return fallback(d, printer, expr, index, shape), False
     tree = without_axis(tree, batch)
     ranks = {name: rank - 1 for name, rank in ranks.items()}
-    return MatrixForm(nt, ranks, printer).print(tree, tuple(index[1:])), True
+    text = MatrixForm(nt, ranks, printer).print(tree, tuple(index[1:]))
+    return (text, True) if text is not None else (fallback(d, printer, expr, index, shape), False)
 
+
+
+def image_form(op: Op, expr, index, shape):
+    """The whole-array form of an image statement (``codegen.latex.arrays``), checked at the op's sizes;
+    None where there is none."""
+    return _image_form(op, Statement(expr, tuple(index), tuple(shape)))
+
+
+@lru_cache(maxsize=None)
+def _image_form(op: Op, statement: Statement):
+    return whole_array(statement, check_points(op))  # (each check evaluates the statement at several sizes)
+
+
+#: Each whole-array form printed, by its TeX: the convention names the operations of those it finds.
+_PRINTED: dict = {}
+
+
+def image_text(d: Derivation, printer: ArticleLatex, expr, index, shape) -> str | None:
+    form = image_form(d.op, expr, index, shape)
+    if form is None:
+        return None
+    text = form.tex(printer)
+    _PRINTED[text] = form
+    return text
+
+
+def image_convention(blocks, lang: str) -> list[Block]:
+    """The sentence defining the whole-array operations these blocks print with."""
+    shown = [b.equation.tex for b in blocks if b.equation]
+    forms = [form for tex, form in _PRINTED.items() if any(tex in eq for eq in shown)]
+    text = convention(forms, lang)
+    return [Block(text=text)] if text else []
 
 
 def full_convolution_blocks(d: Derivation, lang: str) -> list[Block]:
@@ -345,7 +385,8 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
             blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
             continue
         tex = matrix.print(lowering.statement(node.definition, tuple(node.index), tuple(node.shape)),
-                           tuple(node.index))
+                           tuple(node.index)) \
+            or image_text(d, printer, node.definition, node.index, node.shape)
         if tex is not None:
             lhs = nt.matrix(node.name, len(node.index))
             blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
@@ -356,6 +397,7 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
                                tuple(grad.index))
         except NotImplementedError:  # an index the vector IR has no operation for: no matrix form
             tex = None
+        tex = tex or image_text(d, printer, expr, grad.index, grad.input.shape)
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
         if tex is None:

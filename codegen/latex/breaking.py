@@ -236,6 +236,8 @@ def _atoms(items, groups=(), depth=0) -> list[_Atom]:
             nxt = next((n for n in items[k + 1:] if not (isinstance(n, str) and n.isspace())), None)
             if nxt in ("+", "-") and previous not in ("", "=", "(", "+", "-", r"\leftarrow", "&"):
                 out.append(_Atom(" ", 0.0, groups, 2 * depth))
+            elif nxt in (r"\star", r"\odot", r"\oslash") and previous not in ("", "=", "(", r"\leftarrow", "&"):
+                out.append(_Atom(" ", 0.0, groups, 2 * depth + 3))  # as between factors, with no \cdot
             elif previous == r"\quad," or nxt == r"\quad":
                 out.append(_Atom(" ", 0.0, groups, -1))
             elif (previous and nxt is not None and previous not in ("+", "-", "=", r"\leftarrow", "&", "big")

@@ -7,7 +7,8 @@ import sympy as sp
 
 from derive.define.network import Add, Concat
 from derive.engine.network import Composed
-from codegen.latex.blocks import Block, _eq, _matrix_text, _partial, blocks_latex, display, forward_blocks, notation
+from codegen.latex.blocks import Block, _eq, _matrix_text, _partial, blocks_latex, display, forward_blocks, \
+    image_convention, notation
 from codegen.latex.notation import ArticleLatex, Notation, name_tex, words
 
 WORDS = {
@@ -43,11 +44,11 @@ def network_blocks(composed: Composed, d, lang: str = "en", form: str = "index")
     blocks.append(Block(text=f"{words(lang)['backward']}{colon}"))
     statements = error_terms(d) + gradients(d)
     if form == "matrix":
-        blocks.append(Block(text=f"{w['matrix']}{colon}"))
+        matrix = forward_matrix_blocks(d, nt, printer)
         for (lhs, text), (element, rhs) in zip(matrix_rows(d, nt, printer), statements):
-            blocks.append(Block(equation=_matrix_equation(lhs, text)) if text else
+            matrix.append(Block(equation=_matrix_equation(lhs, text)) if text else
                           _eq(printer, element, (rhs,)))
-        return blocks
+        return blocks + [Block(text=f"{w['matrix']}{colon}")] + image_convention(matrix, lang) + matrix
     blocks.append(Block(text=f"{w['errors']}{colon}"))
     blocks += [_eq(printer, lhs, (_partial(of), rhs)) for lhs, of, rhs in error_rows(d)]
     blocks.append(Block(text=f"{w['gradients']}{colon}"))
@@ -59,6 +60,19 @@ def matrix_rows(d, nt: Notation, printer: ArticleLatex) -> list:
     """(left-hand side, its matrix form or None) for every error term and gradient."""
     return [(lhs, _matrix_text(d, nt, printer, expr, index, shape)[0])
             for lhs, expr, index, shape in matrix_statements(d, nt)]
+
+
+def forward_matrix_blocks(d, nt: Notation, printer: ArticleLatex) -> list[Block]:
+    """The forward pass in matrix form: each node's whole-array form, or its index form where it has none."""
+    blocks = []
+    for node in d.op.intermediates:
+        if not node.index:
+            blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
+            continue
+        text, _ = _matrix_text(d, nt, printer, node.definition, node.index, node.shape)
+        blocks.append(Block(equation=_matrix_equation(nt.matrix(node.name, len(node.index)), text)) if text
+                      else _eq(printer, node[node.index], (node.definition,)))
+    return blocks
 
 
 def _matrix_equation(lhs, text):

@@ -120,6 +120,9 @@ class Notation:
             return rf"\vec{{{tex}}}"
         if len(label) == 1 and label.isalpha():
             return label.upper()
+        barred = re.fullmatch(r"\\bar\{([a-z])\}(.*)", tex)
+        if barred:  # the padded input x̄: X̄ (a bar under \mathbf has no glyph in XeLaTeX's fonts)
+            return rf"\bar{{{barred.group(1).upper()}}}{barred.group(2)}"
         if re.fullmatch(r"[a-z]'+", tex):  # h': H'
             return tex.upper()
         if re.fullmatch(r"[a-z]\^\{[a-z]+\}", tex):  # a^{r}: A^{r}
@@ -452,6 +455,7 @@ class MatrixForm:
 
     def _broadcast(self, tex, have, axes) -> str:
         if len(have) == 1 and len(axes) == 2:
+            tex = f"{{{tex}}}" if "^" in tex and _atomic(tex) else tex  # b^{(5)} transposed: {b^{(5)}}^{T}
             if have[0] == axes[0]:
                 return rf"{tex}\mathbf{{1}}^{{T}}"
             if have[0] == axes[1]:
