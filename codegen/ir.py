@@ -26,6 +26,7 @@ import numpy as np
 import sympy as sp
 
 from derive.define.symbols import FirstMax, Iverson, Maximum, index_symbols, is_index
+from derive.engine.deltas import implied
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class Mask(Node):
 
     window: Node
     candidates: Node | None = None
+    #: Hyper-parameter values, ((symbol, value), ...), at which every window cell is a candidate (a pool's
+    #: padding 0): the candidates need not be computed there.
+    all_candidates_at: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,17 @@ class Gather(Node):
     along: bool = False
 
 
+def gather(name: str, others: tuple, position: int, index: Node) -> Gather | None:
+    """The array ``name`` read at ``index`` along axis ``position`` (its other axes ``others``): a lookup
+    laid out with index's axes there, or one value per row when the index runs along the others
+    (``z[n, t[n]]``); None when neither (an index along some of them only, or a repeated axis)."""
+    if not set(index.axes) & set(others):
+        return Gather(others[:position] + tuple(index.axes) + others[position:], name, position, index)
+    if set(index.axes) <= set(others) and len(set(others)) == len(others):
+        return Gather(others, name, position, index, along=True)
+    return None
+
+
 @dataclass(frozen=True)
 class IndexAdd(Node):
     """``out[v, ...] = sum over the positions i with index[i] = v of values[i, ...]``: a scatter-add, the
@@ -196,8 +211,9 @@ def is_scalar_expr(expr: sp.Expr) -> bool:
 class Lowering:
     """Lowers index expressions, naming arrays through ``names`` (a base -> variable name map)."""
 
-    def __init__(self, names):
+    def __init__(self, names, defaults=None):
         self.names = names
+        self.defaults = defaults or {}  # hyper-parameter symbol -> its default value
         self.ranges: dict = {}  # index symbol -> size, for the statement being lowered
         self.sizes: dict = {}  # index symbol -> size, for every statement lowered so far
 
@@ -207,6 +223,24 @@ class Lowering:
         node = self.lower(expr, tuple(index))
         self.sizes.update(self.ranges)
         return node
+
+    def defaults_implying(self, condition) -> tuple | None:
+        """The fewest hyper-parameters, at their defaults, under which ``condition`` holds at every index of
+        the statement (a pool's window cells all inside the image at padding 0), as ((symbol, value),
+        ...) sorted; None if their defaults do not make it hold."""
+        def holds(values) -> bool:
+            ranges = {a: (0, sp.sympify(size - 1).xreplace(values)) for a, size in self.ranges.items()}
+            return implied(condition.xreplace(values), ranges)
+
+        used = set().union(condition.free_symbols, *(sp.sympify(s).free_symbols for s in self.ranges.values()))
+        chosen = {s: v for s, v in self.defaults.items() if s in used}
+        if not holds(chosen):
+            return None
+        for symbol in sorted(chosen, key=str):  # each one that is not needed left free
+            fewer = {s: v for s, v in chosen.items() if s != symbol}
+            if holds(fewer):
+                chosen = fewer
+        return tuple(sorted(chosen.items(), key=lambda sv: str(sv[0])))
 
     def order(self, axes, first=(), expr=None) -> tuple:
         """A deterministic axis order: ``first`` as given, then as the arrays in ``expr`` store them."""
@@ -227,8 +261,10 @@ class Lowering:
             self.ranges.update({u: k, v: m})
             window = self.lower(expr.window, first)
             candidates = None if expr.candidates is sp.true else self.lower(Iverson(expr.candidates), first)
+            everywhere = self.defaults_implying(expr.candidates) if candidates is not None else None
             rename = {u: p, v: q}
-            return Mask(tuple(rename.get(a, a) for a in window.axes), window, candidates)
+            return Mask(tuple(rename.get(a, a) for a in window.axes), window, candidates,
+                        () if everywhere is None else everywhere)
         if isinstance(expr, Maximum):
             self.ranges[expr.bound] = expr.limits[2] - expr.limits[1] + 1
             arg = self.lower(expr.body, first)
@@ -255,13 +291,10 @@ class Lowering:
         gathered = [pos for pos, i in enumerate(idx) if isinstance(i, sp.Indexed)]
         if len(gathered) == 1 and all(isinstance(i, sp.Symbol) for p, i in enumerate(idx) if p != gathered[0]):
             (pos,) = gathered
-            index = self.leaf(idx[pos])
-            others = tuple(idx[:pos]) + tuple(idx[pos + 1:])
-            if set(index.axes) & set(others):
-                if not set(index.axes) <= set(others) or len(set(others)) != len(others):
-                    raise NotImplementedError(f"cannot vectorise the index {expr}")
-                return Gather(others, self.names[expr.base], pos, index, along=True)
-            return Gather(others[:pos] + tuple(index.axes) + others[pos:], self.names[expr.base], pos, index)
+            found = gather(self.names[expr.base], tuple(idx[:pos]) + tuple(idx[pos + 1:]), pos, self.leaf(idx[pos]))
+            if found is None:
+                raise NotImplementedError(f"cannot vectorise the index {expr}")
+            return found
         windows = [_window_position(i) for i in idx]
         plain = [i for i, w in zip(idx, windows) if w is None]
         inner = [w for w in windows if w is not None]
@@ -773,7 +806,8 @@ def canonical(node: Node) -> Node:
             for a, b in zip(n.window.axes, n.axes):
                 if a != b:
                     local[a] = mapping.get(b, b)
-            return Mask(axes, visit(n.window, local), visit(n.candidates, local) if n.candidates else None)
+            return dataclasses.replace(n, axes=axes, window=visit(n.window, local),
+                                       candidates=visit(n.candidates, local) if n.candidates else None)
         if isinstance(n, Gather):
             return dataclasses.replace(n, axes=axes, index=visit(n.index, mapping))
         if isinstance(n, Stack):

@@ -42,12 +42,12 @@ Backward (derived by SymPy):
 Form reduction='mean', target='labels', weight=None, t_grad=False, forward (index form):
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'([Ne(t[n'], ignore_index)]*[t[n'] <= K - 1]))
+    dE/dy[n, k] = -dout*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'([Ne(t[n'], ignore_index)]))
 
 Form reduction='mean', target='labels', weight='given', t_grad=False, forward (index form):
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])*log(y[n, k])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]*[t[n'] <= K - 1]))
+    dE/dy[n, k] = -dout*weight[k]*[Ne(t[n], ignore_index)]*KroneckerDelta(k, t[n])/(y[n, k]*sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]))
 
 Form reduction='sum', target='probabilities', weight=None, t_grad=False, forward (index form):
     E = -sum_n(sum_k(t[n, k]*log(y[n, k])))
@@ -436,7 +436,8 @@ def _backward_reduction_mean__target_labels__without_weight__t_grad_False(dout=1
     t = cache["t"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = np.where(ignore_index != t[:, None], ((np.arange(K) == t[:, None])/y)*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
+    dy = np.zeros((t.shape[0], K), dtype=cache["dtype"])
+    dy[np.arange(dy.shape[0]), np.where(t == ignore_index, 0, t)] = np.where(ignore_index != t, _over_count(-dout/np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0], ((t != ignore_index)).astype(cache["dtype"]).sum()), 0)
     return {"y": dy}
 
 
@@ -481,7 +482,8 @@ def _backward_reduction_mean__target_labels__with_weight__t_grad_False(dout=1.0,
     weight = cache["weight"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None])/y)*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
+    dy = np.zeros((t.shape[0], K), dtype=cache["dtype"])
+    dy[np.arange(dy.shape[0]), np.where(t == ignore_index, 0, t)] = np.where(ignore_index != t, _over_count(-dout*weight[np.where(t == ignore_index, 0, t)]/np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0], np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))), 0)
     return {"y": dy}
 
 
@@ -679,7 +681,8 @@ def _backward_reduction_sum__target_labels__without_weight__t_grad_False(dout=1.
     t = cache["t"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = (((np.arange(K) == t[:, None])/y)*(-dout))*(ignore_index != t[:, None])
+    dy = np.zeros((t.shape[0], K), dtype=cache["dtype"])
+    dy[np.arange(dy.shape[0]), np.where(t == ignore_index, 0, t)] = (-dout/np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])*(ignore_index != t)
     return {"y": dy}
 
 
@@ -722,7 +725,8 @@ def _backward_reduction_sum__target_labels__with_weight__t_grad_False(dout=1.0, 
     weight = cache["weight"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = ((weight*(np.arange(K) == t[:, None])/y)*(-dout))*(ignore_index != t[:, None])
+    dy = np.zeros((t.shape[0], K), dtype=cache["dtype"])
+    dy[np.arange(dy.shape[0]), np.where(t == ignore_index, 0, t)] = (-dout*weight[np.where(t == ignore_index, 0, t)]/np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])*(ignore_index != t)
     return {"y": dy}
 
 
@@ -910,7 +914,8 @@ def _backward_reduction_none__target_labels__without_weight__t_grad_False(dout, 
     t = cache["t"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = (-dout[:, None]*(np.arange(K) == t[:, None])/y)*(ignore_index != t[:, None])
+    dy = np.zeros((t.shape[0], K), dtype=cache["dtype"])
+    dy[np.arange(dy.shape[0]), np.where(t == ignore_index, 0, t)] = (-dout/np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])*(ignore_index != t)
     return {"y": dy}
 
 
@@ -951,7 +956,8 @@ def _backward_reduction_none__target_labels__with_weight__t_grad_False(dout, cac
     weight = cache["weight"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dy = (-dout[:, None]*weight*(np.arange(K) == t[:, None])/y)*(ignore_index != t[:, None])
+    dy = np.zeros((t.shape[0], K), dtype=cache["dtype"])
+    dy[np.arange(dy.shape[0]), np.where(t == ignore_index, 0, t)] = (-dout*weight[np.where(t == ignore_index, 0, t)]/np.take_along_axis(y, np.where(t == ignore_index, 0, t)[:, None], axis=1)[:, 0])*(ignore_index != t)
     return {"y": dy}
 
 

@@ -83,27 +83,27 @@ Form reduction='mean', target='labels', weight=None, smoothed=False, t_grad=Fals
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(y[n, k]*[t[n] <= K - 1] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(q[n, j]) - q[n, k])*[Ne(t[n], ignore_index)]/sum_n'([Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='labels', weight='given', smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k]*[t[n] <= K - 1] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     q[n, k] = (1 - label_smoothing)*KroneckerDelta(k, t[n]) + label_smoothing/K
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*q[n, k]))/sum_n([Ne(t[n], ignore_index)]*sum_k(weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)]*[t[n'] <= K - 1])
+    dE/dz[n, k] = dout*(y[n, k]*sum_j(weight[j]*q[n, j]) - weight[k]*q[n, k])*[Ne(t[n], ignore_index)]/sum_n'(weight[t[n']]*[Ne(t[n'], ignore_index)])
 
 Form reduction='mean', target='unnormalized', weight=None, smoothed=False, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -229,7 +229,7 @@ Form reduction='sum', target='labels', weight=None, smoothed=False, t_grad=False
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(y[n, k]*[t[n] <= K - 1] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
+    dE/dz[n, k] = dout*(y[n, k] - KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
 
 Form reduction='sum', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -242,7 +242,7 @@ Form reduction='sum', target='labels', weight='given', smoothed=False, t_grad=Fa
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     E = -sum_n([Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n])))
 Backward (derived by SymPy):
-    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k]*[t[n] <= K - 1] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
+    dE/dz[n, k] = dout*(weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*[Ne(t[n], ignore_index)]
 
 Form reduction='sum', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -375,7 +375,7 @@ Form reduction='none', target='labels', weight=None, smoothed=False, t_grad=Fals
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*KroneckerDelta(k, t[n]))
 Backward (derived by SymPy; dout = dE/dL):
-    dE/dz[n, k] = (y[n, k]*[t[n] <= K - 1] - KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
+    dE/dz[n, k] = (y[n, k] - KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
 
 Form reduction='none', target='labels', weight=None, smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -388,7 +388,7 @@ Form reduction='none', target='labels', weight='given', smoothed=False, t_grad=F
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
     L[n] = -[Ne(t[n], ignore_index)]*sum_k((z[n, k] - log(sum_j(exp(z[n, j]))))*weight[k]*KroneckerDelta(k, t[n]))
 Backward (derived by SymPy; dout = dE/dL):
-    dE/dz[n, k] = (weight[t[n]]*y[n, k]*[t[n] <= K - 1] - weight[k]*KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
+    dE/dz[n, k] = (weight[t[n]]*y[n, k] - weight[k]*KroneckerDelta(k, t[n]))*dout[n]*[Ne(t[n], ignore_index)]
 
 Form reduction='none', target='labels', weight='given', smoothed=True, t_grad=False, forward (index form):
     y[n, k] = exp(z[n, k])/sum_j(exp(z[n, j]))
@@ -1213,7 +1213,9 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_False__t_g
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), (y - (np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (np.arange(K) == t[:, None])*_over_count(-dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
+    u = np.where(ignore_index != t, _over_count(dout, ((t != ignore_index)).astype(cache["dtype"]).sum()), 0)
+    dz = u[:, None]*y
+    dz[np.arange(dz.shape[0]), np.where(t == ignore_index, 0, t)] -= u
     return {"z": dz}
 
 
@@ -1243,7 +1245,7 @@ def _forward_reduction_mean__target_labels__without_weight__smoothed_True__t_gra
     q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
     u2 = ((t != ignore_index)).astype(z.dtype)
     E = _over_count(-(np.einsum('nk,nk,n->', u, q, u2) - np.einsum('n,nk,n->', np.log(s), q, u2)), u2.sum())
-    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "y": y, "q": q, "ignore_index": ignore_index}
     return E, cache
 
 
@@ -1261,9 +1263,9 @@ def _backward_reduction_mean__target_labels__without_weight__smoothed_True__t_gr
     t = cache["t"]
     y = cache["y"]
     q = cache["q"]
-    K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(ignore_index != t[:, None], (q.sum(axis=1, keepdims=True)*y - q)*_over_count(dout, np.einsum('n,n->', ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
+    dz = (np.where(ignore_index != t, _over_count(dout*q.sum(axis=1), ((t != ignore_index)).astype(cache["dtype"]).sum()), 0))[:, None]*y
+    _add_product(dz, q, -(np.where(ignore_index != t, _over_count(dout, ((t != ignore_index)).astype(cache["dtype"]).sum()), 0))[:, None])
     return {"z": dz}
 
 
@@ -1316,7 +1318,9 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_False__t_grad
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), (weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None]))*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), np.where(t[:, None] <= K - 1, 0, np.where(ignore_index != t[:, None], (weight*(np.arange(K) == t[:, None]))*_over_count(-dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)))
+    u = np.where(ignore_index != t, _over_count(dout*weight[np.where(t == ignore_index, 0, t)], np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))), 0)
+    dz = u[:, None]*y
+    dz[np.arange(dz.shape[0]), np.where(t == ignore_index, 0, t)] -= u
     return {"z": dz}
 
 
@@ -1348,7 +1352,7 @@ def _forward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_F
     q = ((1 - label_smoothing)*(np.arange(K) == t[:, None]) + label_smoothing/K).astype(z.dtype)
     u2 = ((t != ignore_index)).astype(z.dtype)
     E = _over_count(-(np.einsum('nk,k,nk,n->', u, weight, q, u2) - np.einsum('k,k->', weight, np.einsum('nk,n->k', q, np.log(s)*u2))), np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], u2))
-    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "K": K, "ignore_index": ignore_index}
+    cache = {"dtype": z.dtype, "shape": np.shape(E), "t": t, "weight": weight, "y": y, "q": q, "ignore_index": ignore_index}
     return E, cache
 
 
@@ -1367,9 +1371,9 @@ def _backward_reduction_mean__target_labels__with_weight__smoothed_True__t_grad_
     weight = cache["weight"]
     y = cache["y"]
     q = cache["q"]
-    K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(ignore_index != t[:, None], (np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight)*_over_count(dout, np.einsum('n,n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]), ((t <= K - 1)).astype(cache["dtype"]))), 0)
+    dz = (np.where(ignore_index != t, _over_count(dout*np.einsum('j,nj->n', weight, q), np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))), 0))[:, None]*y
+    dz -= np.where(ignore_index != t[:, None], (q*weight)*_over_count(dout, np.einsum('n,n->', weight[np.where(t == ignore_index, 0, t)], ((t != ignore_index)).astype(cache["dtype"]))), 0)
     return {"z": dz}
 
 
@@ -2221,7 +2225,9 @@ def _backward_reduction_sum__target_labels__without_weight__smoothed_False__t_gr
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((np.arange(K) == t[:, None])*(-dout))*(ignore_index != t[:, None])))
+    u = (dout*(ignore_index != t)).astype(cache["dtype"])
+    dz = u[:, None]*y
+    dz[np.arange(dz.shape[0]), np.where(t == ignore_index, 0, t)] -= u
     return {"z": dz}
 
 
@@ -2270,7 +2276,8 @@ def _backward_reduction_sum__target_labels__without_weight__smoothed_True__t_gra
     y = cache["y"]
     q = cache["q"]
     ignore_index = cache["ignore_index"]
-    dz = (dout*(q.sum(axis=1, keepdims=True)*y - q))*(ignore_index != t[:, None])
+    dz = ((dout*q.sum(axis=1))*(ignore_index != t))[:, None]*y
+    _add_product(dz, q, -((dout*(ignore_index != t)).astype(cache["dtype"]))[:, None])
     return {"z": dz}
 
 
@@ -2321,7 +2328,9 @@ def _backward_reduction_sum__target_labels__with_weight__smoothed_False__t_grad_
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, ((weight*(np.arange(K) == t[:, None]))*(-dout))*(ignore_index != t[:, None])))
+    u = (dout*weight[np.where(t == ignore_index, 0, t)])*(ignore_index != t)
+    dz = u[:, None]*y
+    dz[np.arange(dz.shape[0]), np.where(t == ignore_index, 0, t)] -= u
     return {"z": dz}
 
 
@@ -2373,7 +2382,8 @@ def _backward_reduction_sum__target_labels__with_weight__smoothed_True__t_grad_F
     y = cache["y"]
     q = cache["q"]
     ignore_index = cache["ignore_index"]
-    dz = (dout*(np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight))*(ignore_index != t[:, None])
+    dz = ((dout*np.einsum('j,nj->n', weight, q))*(ignore_index != t))[:, None]*y
+    dz -= (dout*q*weight)*(ignore_index != t[:, None])
     return {"z": dz}
 
 
@@ -3199,7 +3209,9 @@ def _backward_reduction_none__target_labels__without_weight__smoothed_False__t_g
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout[:, None]*(y - (np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
+    u = dout*(ignore_index != t)
+    dz = u[:, None]*y
+    dz[np.arange(dz.shape[0]), np.where(t == ignore_index, 0, t)] -= u
     return {"z": dz}
 
 
@@ -3245,7 +3257,8 @@ def _backward_reduction_none__target_labels__without_weight__smoothed_True__t_gr
     y = cache["y"]
     q = cache["q"]
     ignore_index = cache["ignore_index"]
-    dz = (dout[:, None]*(q.sum(axis=1, keepdims=True)*y - q))*(ignore_index != t[:, None])
+    dz = ((dout*q.sum(axis=1))*(ignore_index != t))[:, None]*y
+    _add_product(dz, q, -(dout*(ignore_index != t))[:, None])
     return {"z": dz}
 
 
@@ -3294,7 +3307,9 @@ def _backward_reduction_none__target_labels__with_weight__smoothed_False__t_grad
     y = cache["y"]
     K = cache["K"]
     ignore_index = cache["ignore_index"]
-    dz = np.where(np.logical_and(ignore_index != t[:, None], t[:, None] <= K - 1), dout[:, None]*(weight[np.where(t == ignore_index, 0, t)][:, None]*y - weight*(np.arange(K) == t[:, None])), np.where(t[:, None] <= K - 1, 0, (-dout[:, None]*weight*(np.arange(K) == t[:, None]))*(ignore_index != t[:, None])))
+    u = (dout*weight[np.where(t == ignore_index, 0, t)])*(ignore_index != t)
+    dz = u[:, None]*y
+    dz[np.arange(dz.shape[0]), np.where(t == ignore_index, 0, t)] -= u
     return {"z": dz}
 
 
@@ -3343,7 +3358,8 @@ def _backward_reduction_none__target_labels__with_weight__smoothed_True__t_grad_
     y = cache["y"]
     q = cache["q"]
     ignore_index = cache["ignore_index"]
-    dz = (dout[:, None]*(np.einsum('j,nj->n', weight, q)[:, None]*y - q*weight))*(ignore_index != t[:, None])
+    dz = ((dout*np.einsum('j,nj->n', weight, q))*(ignore_index != t))[:, None]*y
+    dz -= (dout[:, None]*q*weight)*(ignore_index != t[:, None])
     return {"z": dz}
 
 

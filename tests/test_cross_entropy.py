@@ -1,10 +1,14 @@
 """The cross-entropies' options (issue 13 part B): targets read as PyTorch reads them (integer class
 labels or probabilities, the form chosen by t's dtype), each form derived from its own definition."""
+import inspect
+
 import numpy as np
 import pytest
+import sympy as sp
 
 from derive.define import Option, forms
 from derive.define.registry import get
+from derive.define.symbols import Iverson
 from derive.engine.derivation import derive
 
 CROSS_ENTROPIES = ["softmax_cross_entropy", "cross_entropy"]
@@ -45,6 +49,25 @@ def test_the_labels_form_is_derived_from_its_one_hot_definition(name):
     assert labels.gradients[0].steps[0].expr != probabilities.gradients[0].steps[0].expr
     assert "KroneckerDelta(k, t[n])" in str(labels.gradients[0].expr)
     assert labels.gradients[0].index == probabilities.gradients[0].index
+
+
+@pytest.mark.parametrize("name", CROSS_ENTROPIES)
+def test_a_label_is_known_to_be_a_class_wherever_it_is_not_ignored(name):
+    """The forward checks each label (0 <= t_n < K or ignore_index): the one-hot row's range bracket
+    [t_n <= K - 1] is 1 beside [t_n != ignore_index], and only that bracket is left."""
+    gradient = derive(get(name).form(target="labels")).gradients[0].expr
+    assert {type(b.condition) for b in gradient.atoms(Iverson)} == {sp.Ne}
+
+
+@pytest.mark.parametrize("name", CROSS_ENTROPIES)
+def test_the_labels_backward_makes_no_full_size_one_hot(name):
+    """A label's one-hot row is added one entry per row (dz[n, t_n]), never compared against every class."""
+    module = __import__(f"generated.{name}", fromlist=["forward"])
+    labels = [f for f in vars(module) if f.startswith("_backward_") and "target_labels" in f]
+    assert labels
+    for function in labels:
+        source = inspect.getsource(getattr(module, function))
+        assert "np.arange(K) ==" not in source and "<= K - 1" not in source, function
 
 
 def test_an_option_read_from_an_argument_is_checked():

@@ -3,7 +3,7 @@ import pytest
 import sympy as sp
 
 from derive.engine import rewrite
-from derive.engine.deltas import eliminate_deltas
+from derive.engine.deltas import drop_implied_brackets, eliminate_deltas, implied
 from derive.engine.derivation import derive
 from derive.define.op import Input, Op
 from derive.define.registry import get
@@ -109,3 +109,38 @@ def test_textbook_keeps_signs_in_reading_order():
 def test_unknown_op_is_a_value_error_naming_the_known_ones():
     with pytest.raises(ValueError, match="unknown op 'conv3d'.*linear"):
         get("conv3d")
+
+
+def test_an_index_read_through_an_element_is_bounded_by_the_elements_range():
+    """[t_n <= K - 1] for labels t in 0..K-1 holds, n ranged or not; one class more does not."""
+    n = indices("n")[0]
+    N, K = sizes("N K")
+    t = Tensor("t", N, integer=True)
+    assert implied(t[n] <= K - 1, {t: (0, K - 1), n: (0, N - 1)})
+    assert not implied(t[n] <= K - 2, {t: (0, K - 1), n: (0, N - 1)})
+
+
+def test_a_range_ending_at_a_floor_bounds_what_runs_over_it():
+    """A pool's last window i = floor((H - K)/s) ends inside the image: i s + u <= H - 1; not so for one
+    window more."""
+    i, u = indices("i u")
+    H, K, s = sizes("H K s")
+    inside = i * s + u <= H - 1
+    assert implied(inside, {i: (0, sp.floor((H - K) / s)), u: (0, K - 1)})
+    assert not implied(inside, {i: (0, sp.floor((H - K) / s) + 1), u: (0, K - 1)})
+
+
+def test_a_label_is_a_class_only_where_it_is_not_ignored():
+    """A bracket the labels' range implies is 1 in a product with [t_n != ignore] (the forward checks
+    every other label), and only there: not on its own, not for another sample, not inside a function."""
+    n, m = indices("n m")
+    N, K = sizes("N K")
+    t, x = Tensor("t", N, integer=True), Tensor("x", N)
+    ignore = sp.Symbol("ignore_index", real=True)
+    guarded = {t: (0, K - 1, ignore)}
+    kept, in_range = Iverson(sp.Ne(t[n], ignore)), Iverson(t[n] <= K - 1)
+    assert drop_implied_brackets(in_range * kept * x[n], {}, guarded) == kept * x[n]
+    assert drop_implied_brackets(kept * (in_range * x[n] + 1), {}, guarded) == kept * (x[n] + 1)
+    for alone in (in_range * x[n], Iverson(sp.Ne(t[m], ignore)) * in_range * x[n], kept * sp.exp(in_range),
+                  kept * sp.Sum(in_range * x[n], (n, 0, N - 1))):
+        assert drop_implied_brackets(alone, {}, guarded) == alone

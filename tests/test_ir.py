@@ -152,3 +152,70 @@ def test_add_product_works_in_blocks_of_rows_and_broadcasts_its_coefficient(monk
     expected = out + array * coefficient
     module._add_product(out, array, coefficient)
     np.testing.assert_array_equal(out, expected)  # the same products, the same sums
+
+
+def _one_hot_rows():
+    """dz = (y - [k = t_n] w_k) c_n, the labels form of a softmax cross-entropy's gradient, and its inputs."""
+    from codegen.ir import Arange
+    y, w, labels, scale = Leaf((n, k), "y"), Leaf((k,), "w"), Leaf((n,), "t"), Leaf((n,), "c")
+    d, e, f, g, h = sp.symbols("_h3 _h4 _h5 _h6 _h7")
+    tree = Elementwise((n, k), (d - sp.KroneckerDelta(e, f) * g) * h,
+                       ((d, y), (e, Arange((k,), sp.Symbol("K"))), (f, labels), (g, w), (h, scale)))
+    rng = np.random.default_rng(2)
+    arrays = {"y": rng.random((3, 4)), "w": rng.random(4), "t": np.array([2, 0, 3]), "c": rng.random(3), "K": 4}
+    expected = (arrays["y"] - np.eye(4)[arrays["t"]] * arrays["w"]) * arrays["c"][:, None]
+    return tree, arrays, expected
+
+
+def test_a_one_hot_row_added_to_an_array_is_one_entry_per_row():
+    """No N x K comparison: the one-hot term is subtracted at (n, t_n), its class weight read there (w[t_n])."""
+    tree, arrays, expected = _one_hot_rows()
+    printer = ArrayPrinter("fixed", {"y": (n, k), "w": (k,), "t": (n,), "c": (n,)})
+    printer.assign("dz", tree, (n, k))
+    assert printer.lines == ["dz = c[:, None]*y", "dz[np.arange(dz.shape[0]), t] -= c*w[t]"]
+    np.testing.assert_allclose(_run(printer, arrays)["dz"], expected)
+
+
+def test_a_one_hot_row_alone_is_zeros_but_one_entry_per_row():
+    tree, arrays, expected = _one_hot_rows()
+    d = sp.Symbol("_h3")
+    alone = Elementwise((n, k), -tree.expr.xreplace({d: 0}), tuple((s, c) for s, c in tree.holes if s != d))
+    printer = ArrayPrinter("fixed", {"w": (k,), "t": (n,), "c": (n,)})
+    printer.float_dtype = "np.float64"
+    printer.assign("dz", alone, (n, k))
+    assert not any("==" in line for line in printer.lines)
+    np.testing.assert_allclose(_run(printer, arrays)["dz"], arrays["y"] * arrays["c"][:, None] - expected)
+
+
+def test_a_coefficient_the_terms_share_is_computed_once():
+    """(y - [k = t_n]) c_n r_n: c r once, for the array and the one-hot row alike."""
+    tree, arrays, expected = _one_hot_rows()
+    g, r = sp.Symbol("_h6"), sp.Symbol("_h8")
+    shared = Elementwise((n, k), tree.expr.xreplace({g: 1}) * r, tuple((s, c) for s, c in tree.holes if s != g)
+                         + ((r, Leaf((n,), "r")),))
+    printer = ArrayPrinter("fixed", {"y": (n, k), "t": (n,), "c": (n,), "r": (n,)})
+    printer.assign("dz", shared, (n, k))
+    assert printer.lines == ["u = c*r", "dz = u[:, None]*y", "dz[np.arange(dz.shape[0]), t] -= u"]
+    arrays["r"] = np.random.default_rng(3).random(3)
+    rows = arrays["c"] * arrays["r"]
+    np.testing.assert_allclose(_run(printer, arrays)["dz"], (arrays["y"] - np.eye(4)[arrays["t"]]) * rows[:, None])
+
+
+def test_pool_candidates_are_not_computed_where_the_defaults_make_every_cell_one():
+    """Max pooling's candidates (the window cells inside the image) are all of them at padding 0, whatever
+    the kernel, stride and dilation; with ceil_mode a partial last window has cells outside it."""
+    from codegen.ir import Lowering, Mask
+    from derive.define.registry import get
+
+    def mask_of(op):
+        names = {i.tensor: i.name for i in op.inputs} | {node: node.name for node in op.intermediates}
+        defaults = {s: sp.Integer(v) for h in op.hyper if isinstance(h.default, int) for s, v in h.bind(h.default).items()}
+        node = next(node for node in op.intermediates if node.name == "mask")
+        lowered = Lowering(names, defaults).statement(node.definition, tuple(node.index), tuple(node.shape))
+        assert isinstance(lowered, Mask) and lowered.candidates is not None
+        return lowered
+
+    pool = get("max_pool2d")
+    padding = next(h for h in pool.hyper if h.name == "padding").symbols
+    assert mask_of(pool).all_candidates_at == tuple((s, 0) for s in padding)
+    assert mask_of(pool.form(ceil_mode=True)).all_candidates_at == ()

@@ -117,7 +117,8 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
     for node in _needed(op, cached_nodes):
         definitions += _share_sum_bodies(node, normalize(stabilize(node.definition), split=False), definitions)
     names.update({node: node.name for node, _ in definitions})
-    lowering = Lowering(names)
+    lowering = Lowering(names, {s: sp.sympify(v) for h in op.hyper if isinstance(h.default, (int, float))
+                                and not isinstance(h.default, bool) for s, v in h.bind(h.default).items()})
     split = join_blocks(list(map(split_sums, share_arithmetic(
         [lowering.statement(expr, tuple(node.index), tuple(node.shape)) for node, expr in definitions]))))
     size = _representative_sizes(op, lowering)

@@ -18,7 +18,7 @@ from derive.define.symbols import Iverson, as_piecewise
 
 from codegen.ir import (Arange, Block, Stack, Contract, Crop, Elementwise, Gather, IndexAdd, Leaf, Mask, Merge, Node, Pad, Reduce, Scatter,
                         Split, Window,
-                        canonical, children, subtrees)
+                        canonical, children, gather, subtrees)
 
 
 class ExprPrinter(NumPyPrinter):
@@ -276,6 +276,15 @@ class ArrayPrinter:
         if self.reuse(name, node, axes, reusable):
             self.layouts[name] = axes
             return
+        alone = self.one_hot(node, axes) if isinstance(node, Elementwise) and set(node.axes) == set(axes) \
+            and self.float_dtype else None
+        if alone is not None:  # [k = t_n] c_n alone: zero but for one entry per row
+            sizes = (self.scalar(next(c.size for _, c in node.holes if isinstance(c, Arange))) if a == one_hot_axis(node)
+                     else f"{self.code(alone[0], tuple(alone[0].axes), top=True)}.shape[0]" for a in axes)
+            self.lines.append(f"{name} = np.zeros(({', '.join(sizes)}), dtype={self.float_dtype})")
+            self.lines.append(self.add_one_hot(name, alone, one_hot_axis(node), axes, "="))
+            self.layouts[name] = axes
+            return
         call = self.call_in_place(node, axes) if isinstance(node, Elementwise) else None
         terms = self.accumulation(node, axes) if isinstance(node, Elementwise) and call is None else None
         factors = self.product(node, axes) if terms is None and call is None and isinstance(node, Elementwise) \
@@ -291,13 +300,13 @@ class ArrayPrinter:
         elif terms is None:
             self.lines.append(f"{name} = {self.code(node, axes, top=True)}")
         else:
-            for pos, (sign, term) in enumerate(terms):
-                one_hot = self.one_hot(term, axes) if pos > 0 else None
+            hot = [self.one_hot(term, axes, node.holes) if pos > 0 else None for pos, (_, term) in enumerate(terms)]
+            self.share_coefficients([found[1] if found else dict(getattr(term, "holes", ())).get(COEFFICIENT)
+                                     for found, (_, term) in zip(hot, terms)])
+            for pos, ((sign, term), one_hot) in enumerate(zip(terms, hot)):
                 if one_hot is not None:  # [k = t_n] c_n: one entry per row, not a full-size mask
-                    label, coefficient = one_hot
-                    at = ", ".join(label if a == one_hot_axis(term) else f"np.arange({name}.shape[{p}])"
-                                   for p, a in enumerate(axes))
-                    self.lines.append(f"{name}[{at}] {'-=' if sign < 0 else '+='} {coefficient}")
+                    self.lines.append(self.add_one_hot(name, one_hot, one_hot_axis(term), axes,
+                                                       "-=" if sign < 0 else "+="))
                     continue
                 scaled = self.stored_times_coefficient(term) if pos > 0 else None
                 if scaled is not None:  # no full-size temporary for the product
@@ -312,9 +321,12 @@ class ArrayPrinter:
                     self.lines.append(f"{name} {'-=' if sign < 0 else '+='} {code}")
         self.layouts[name] = axes
 
-    def one_hot(self, term: Node, axes: tuple):
-        """(the label's code, the coefficient's code) for a term ``[k = t_n] c_n`` of an accumulation into
-        an array of two axes (n, k): added at entry (n, t_n) of each row alone. Else None."""
+    def one_hot(self, term: Node, axes: tuple, known=()):
+        """(the label, the coefficient) for a term ``[k = t_n] c_n`` of an accumulation into an array of
+        two axes (n, k): added at entry (n, t_n) of each row alone. A coefficient read along k (a class's
+        weight w_k) is read at k = t_n, as the delta says (w[t_n]), under the name ``known`` (the
+        statement's holes) has for that value if any, so that a coefficient equal to another term's is
+        seen to be one. Else None."""
         axis = one_hot_axis(term)
         if axis is None or len(axes) != 2:
             return None
@@ -322,12 +334,30 @@ class ArrayPrinter:
         delta = next(f for f in sp.Mul.make_args(term.expr) if isinstance(f, sp.KroneckerDelta))
         label = next(holes[a] for a in delta.args if not isinstance(holes[a], Arange))
         rest = term.expr / delta
-        used = tuple((k, c) for k, c in holes.items() if k in rest.free_symbols)
         row = tuple(a for a in axes if a != axis)
-        if tuple(label.axes) != row or any(axis in c.axes for _, c in used):
+        if tuple(label.axes) != row:
             return None
-        coefficient = Elementwise(row if used else (), rest, used)
-        return self.align(self.label(label), tuple(label.axes), row), self.code(coefficient, row, top=True)
+        used = tuple((k, at_label(c, axis, label)) for k, c in holes.items() if k in rest.free_symbols)
+        if any(c is None for _, c in used):
+            return None
+        names = {canonical(c): k for k, c in known}
+        renamed = {k: names.get(canonical(c), k) for k, c in used}
+        used = tuple(dict((renamed[k], c) for k, c in used).items())
+        return label, Elementwise(row if used else (), rest.xreplace(renamed), used)
+
+    def add_one_hot(self, name: str, one_hot: tuple, axis, axes: tuple, operator: str) -> str:
+        """``name[n, t_n] += c_n`` (or ``-=``, ``=``) for the (label, coefficient) of ``one_hot``."""
+        label, coefficient = one_hot
+        row = tuple(a for a in axes if a != axis)
+        at = ", ".join(self.align(self.label(label), tuple(label.axes), row) if a == axis
+                       else f"np.arange({name}.shape[{p}])" for p, a in enumerate(axes))
+        return f"{name}[{at}] {operator} {self.code(coefficient, row, top=True)}"
+
+    def share_coefficients(self, coefficients):
+        """Compute once a coefficient (per row, per channel) that several terms of an accumulation share
+        (a mean's scale, for the probabilities and the one-hot row alike)."""
+        found = Counter(canonical(c) for c in coefficients if isinstance(c, Elementwise) and c.axes and c.holes)
+        self.shared |= {c for c, count in found.items() if count > 1}
 
     def stored_times_coefficient(self, term: Node):
         """(array, coefficient) for a term ``array * coefficient`` of an accumulation whose array is
@@ -374,8 +404,8 @@ class ArrayPrinter:
         """
         holes = dict(node.holes)
         big = {k for k, child in holes.items() if set(child.axes) == set(axes)}
-        if not big or set(node.axes) != set(axes) or node.expr.has(Iverson):
-            return None  # (bracketed branches print as one np.where)
+        if not big or set(node.axes) != set(axes) or any(b.free_symbols & big for b in node.expr.atoms(Iverson)):
+            return None  # (bracketed branches print as one np.where; a bracket per row is a coefficient)
         groups: dict = {}
         for term in sp.Add.make_args(sp.expand(node.expr)):
             part = sp.Mul(*(f for f in sp.Mul.make_args(term) if f.free_symbols & big))
@@ -724,8 +754,15 @@ class ArrayPrinter:
         return mask if same else None
 
     def candidates(self, mask: Mask) -> str:
-        """The mask's candidates as the helpers' second argument (laid out like its windows), or nothing."""
-        return f", {self.code(mask.candidates, tuple(mask.window.axes), top=True)}" if mask.candidates else ""
+        """The mask's candidates as the helpers' second argument (laid out like its windows), or nothing;
+        None (every cell) at the hyper-parameter values that make them all true, not computed there."""
+        if not mask.candidates:
+            return ""
+        code = self.code(mask.candidates, tuple(mask.window.axes), top=True)
+        if not mask.all_candidates_at:
+            return f", {code}"
+        test = " and ".join(f"{self.scalar(s)} == {self.scalar(v)}" for s, v in mask.all_candidates_at)
+        return f", None if {test} else {code}"
 
     def tensordot(self, args, out) -> str | None:
         """A two-array contraction as one BLAS call (einsum's path search picks worse for windows).
@@ -854,6 +891,17 @@ class ArrayPrinter:
             else:
                 slots.append("None")
         return f"{text}[{', '.join(slots)}]"
+
+
+def at_label(node: Node, axis, label: Node) -> Node | None:
+    """``node`` read at ``axis = label`` (a class's weight w_k at k = t_n: ``w[t_n]``): itself if it does
+    not run along the axis, a gather for an input that does, else None."""
+    if axis not in node.axes:
+        return node
+    if not isinstance(node, Leaf):
+        return None
+    position = node.axes.index(axis)
+    return gather(node.name, tuple(a for a in node.axes if a != axis), position, label)
 
 
 def one_hot_axis(term: Node):

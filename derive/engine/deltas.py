@@ -95,7 +95,7 @@ def _substitute(rest, delta, v, lo, hi, ranges) -> sp.Expr:
     """``sum_v rest [delta]`` with ``v`` solved from the delta, its range condition kept as a bracket."""
     solution, conditions = _solve_affine(delta.args[0] - delta.args[1], v)
     conditions.append(sp.And(solution >= lo, solution <= hi))
-    bracket = sp.Mul(*(Iverson(c) for c in conditions if not _implied(c, ranges)))
+    bracket = sp.Mul(*(Iverson(c) for c in conditions if not implied(c, ranges)))
     return bracket * rest.subs(v, solution)
 
 
@@ -114,7 +114,7 @@ def _solve_affine(expr: sp.Expr, v: sp.Symbol):
     return sp.expand(-c / a), [sp.Eq(sp.Mod(sp.expand(-c * sp.sign(a)), sp.Abs(a)), 0)]  # modulo a positive number
 
 
-def _implied(cond: sp.Basic, ranges: Ranges) -> bool:
+def implied(cond: sp.Basic, ranges: Ranges) -> bool:
     """True when ``cond`` (lo <= e <= hi) follows from the ranges of the indices in it."""
     parts = cond.args if isinstance(cond, sp.And) else (cond,)
     for part in parts:
@@ -129,34 +129,63 @@ def _implied(cond: sp.Basic, ranges: Ranges) -> bool:
 
 def _bound(expr: sp.Expr, ranges: Ranges, lowest: bool):
     """The least (or greatest) value of an expression affine in ranged indices (and in elements of
-    ranged integer inputs, ``t[n]``), else None."""
-    expr = sp.expand(expr)
-    total = expr
-    elements = sorted((a for a in expr.atoms(sp.Indexed) if a.base in ranges), key=str)
-    for v in elements + sorted(expr.free_symbols & set(ranges) - set(elements), key=str):  # t[n] before n
-        coeff = expr.coeff(v)
-        if coeff.free_symbols & set(ranges) or not (coeff.is_positive or coeff.is_negative):
+    ranged integer inputs, ``t[n]``), else None. A range that ends at a floor (a pool's last window
+    floor(a/s)) is bounded through it: floor(y) lies in (y - 1, y]."""
+    total = sp.expand(expr)
+    elements = sorted((a for a in total.atoms(sp.Indexed) if a in ranges or a.base in ranges), key=str)
+    for v in elements + sorted(total.free_symbols & set(ranges) - set(elements), key=str):  # t[n] before n
+        if v not in total.free_symbols:
+            continue  # an index seen only inside an element already bounded (n of t[n])
+        coeff = total.coeff(v)
+        if coeff.free_symbols & set(ranges) or not (coeff.is_positive or coeff.is_negative) \
+                or (total - coeff * v).has(v):
             return None  # a coefficient of known sign (a number, a size: flatten's c S + s) bounds it
-        lo, hi = ranges[v.base if isinstance(v, sp.Indexed) else v]
+        lo, hi = ranges[v] if v in ranges else ranges[v.base]
         pick = lo if bool(coeff.is_positive) == lowest else hi
-        total = total.subs(v, pick)
-    return sp.expand(total)
+        total = sp.expand(total.subs(v, pick))
+    for f in sorted(total.atoms(sp.floor), key=str):  # a range's end such as a pool's OH - 1 = floor(a/s)
+        coeff = total.coeff(f)
+        if (coeff.is_positive or coeff.is_negative) and not (total - coeff * f).has(f):  # a term of its own
+            y = f.args[0]
+            total = sp.expand(total.subs(f, y if bool(coeff.is_positive) != lowest else y - 1))
+    return total
 
 
-def drop_implied_brackets(expr: sp.Expr, ranges: Ranges) -> sp.Expr:
+def drop_implied_brackets(expr: sp.Expr, ranges: Ranges, guarded: dict | None = None) -> sp.Expr:
     """Remove Iverson brackets whose condition the index ranges already guarantee.
 
     ``[0 <= h <= H - 1]`` around the gradient of the input pixel h says
     nothing new: h only runs over 0..H-1. Ranges of enclosing sums count.
+    ``guarded``: integer inputs in range except where they hold a given value (a label ``t`` is a class
+    wherever it is not ``ignore_index``), as ``{tensor: (lo, hi, value)}``: inside a product with the
+    bracket ``[t_n != value]``, ``t_n`` lies in lo..hi (elsewhere the product is 0), so ``[t_n <= K - 1]``
+    there is 1. Only sums and products carry that range to their terms, which then stay finite.
     """
+    guarded = guarded or {}
+
+    def guard(factor):
+        """The element ``t_n`` a factor ``[t_n != value]`` keeps in range, else None."""
+        if not (isinstance(factor, Iverson) and isinstance(factor.condition, sp.Ne)):
+            return None
+        for element, value in (factor.condition.args, reversed(factor.condition.args)):
+            if isinstance(element, sp.Indexed) and element.base in guarded and value == guarded[element.base][2]:
+                return element
+        return None
+
     def visit(node, ranges):
-        if isinstance(node, Iverson) and _implied(node.condition, ranges):
+        if isinstance(node, Iverson) and implied(node.condition, ranges):
             return sp.S.One
         if isinstance(node, sp.Sum):
-            inner = dict(ranges)
+            bound = {v for v, _, _ in node.limits}
+            inner = {k: r for k, r in ranges.items() if not (isinstance(k, sp.Indexed) and k.free_symbols & bound)}
             inner.update({v: (lo, hi) for v, lo, hi in node.limits})
             return sp.Sum(visit(node.function, inner), *node.limits)
         if not node.args or isinstance(node, sp.Indexed):
             return node
+        if isinstance(node, sp.Mul):
+            ranges = dict(ranges)
+            ranges.update({e: guarded[e.base][:2] for e in map(guard, node.args) if e is not None})
+        elif not isinstance(node, sp.Add):
+            ranges = {k: r for k, r in ranges.items() if not isinstance(k, sp.Indexed)}
         return rebuild(node, (visit(a, ranges) for a in node.args))
     return visit(expr, ranges)

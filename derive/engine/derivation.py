@@ -180,10 +180,19 @@ def _derive_gradient(op: Op, inp: Input, g: sp.Expr, identities) -> Gradient:
 
 
 def index_ranges(op: Op) -> dict:
-    """The values an integer input takes, by its tensor (``t[n]`` in 0..K - 1 for labels of K classes):
-    the range a label read through a bracket keeps is no condition at all."""
+    """The values an integer input takes, by its tensor (token ids in 0..V - 1 for a vocabulary of V):
+    the range an index read through a bracket keeps is no condition at all. The forward checks them."""
     from derive.engine.check import index_bound
-    return {i.tensor: (0, index_bound(op, i) - 1) for i in op.inputs if i.domain == "index"}
+    return {i.tensor: (0, index_bound(op, i) - 1) for i in op.inputs if i.domain == "index" and not i.outside}
+
+
+def guarded_ranges(op: Op) -> dict:
+    """The integer inputs that may also hold one value out of range (labels, ``ignore_index``), as
+    ``{tensor: (lo, hi, value)}``: in range wherever they do not hold it, as the forward checks."""
+    from derive.engine.check import index_bound
+    value = {h.name: h.symbol for h in op.hyper}
+    return {i.tensor: (0, index_bound(op, i) - 1, value[i.outside]) for i in op.inputs
+            if i.domain == "index" and i.outside}
 
 
 def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict, identities,
@@ -198,7 +207,7 @@ def vector_jacobian(op: Op, objective: sp.Expr, element: sp.Indexed, sizes: dict
     try:
         with budget.bounded():
             raw = iverson_form(rewrite.drop_empty_sums(sp.diff(iverson_form(objective), element)))
-            eliminated = [drop_implied_brackets(_eliminate(raw, ranges, keep_shape), ranges)
+            eliminated = [drop_implied_brackets(_eliminate(raw, ranges, keep_shape), ranges, guarded_ranges(op))
                           for keep_shape in (False, True)]
     except budget.Overrun as overrun:
         raise ValueError(f"{op.name}: differentiating by {element} took over {overrun.what}; "
