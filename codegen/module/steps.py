@@ -216,10 +216,12 @@ def split_forward(texts: list, kinds: dict, batch: str, sliceable, taken: set) -
         hoisted, step, known, writers, parts = [], [], dict(kinds), {}, {}
         names = set(taken)
         for pos, st in enumerate(statements):
-            kind, before, lines = _placed(st, known, pos in demoted, names)
-            if before:
-                parts[line(before).writes and next(iter(line(before).writes))] = st.name
-            for text, of in [(before, FOLDED)] * bool(before) + [(t, kind) for t in lines]:
+            kind, part, lines = _placed(st, known, pos in demoted, names)
+            placed = [(t, kind) for t in lines]
+            if part:  # a sum's terms that read no state, added up once: laid out as the sum is
+                parts[part[0]] = st.name
+                placed.insert(0, (part[1], FOLDED))
+            for text, of in placed:
                 for name in line(text).writes:
                     known[name] = of
                     writers.setdefault(name, set()).add(pos)
@@ -232,14 +234,14 @@ def split_forward(texts: list, kinds: dict, batch: str, sliceable, taken: set) -
     for _, text in step:
         for name in sorted(line(text).reads):
             if known.get(name) == FOLDED and name not in rows:
-                rows[name] = _free(f"{name}_t", names)
+                rows[name] = free_name(f"{name}_t", names)
     taken |= names
     return Forward([t for _, t in hoisted], [renamed(t, rows) for _, t in step], rows, known)
 
 
 def _placed(st: _Statement, known: dict, demoted: bool, taken: set):
-    """(kind, a hoisted line or None, the lines of that kind) for a statement: a sum with terms of both
-    kinds is split in two, the terms that read no state added up once."""
+    """(kind, (name, hoisted line) or None, the lines of that kind) for a statement: a sum with terms of
+    both kinds is split in two, the terms that read no state added up once, under a name of their own."""
     kind = max((known.get(n, STATIC) for text in st.lines for n in line(text).reads), default=STATIC)
     if demoted or kind != STEP or st.name is None:
         return (STEP if demoted else kind), None, st.lines
@@ -248,14 +250,14 @@ def _placed(st: _Statement, known: dict, demoted: bool, taken: set):
     kept = [t for t, k in zip(st.terms, read) if k == STEP]
     if FOLDED not in read:
         return STEP, None, st.lines
-    part = _free(f"{st.name}_x", taken)
+    part = free_name(f"{st.name}_x", taken)
     (sign, first, node), rest = kept[0], kept[1:]
     if sign > 0 and not isinstance(node, (ast.Name, ast.Subscript, ast.Attribute)):  # a new array: add in place
         lines = [f"{st.name} = {first}", f"{st.name} += {part}"]
     else:
         lines = [f"{st.name} = {part} {'-' if sign < 0 else '+'} {first}"]
     lines += [f"{st.name} {'-=' if s < 0 else '+='} {text}" for s, text, _ in rest]
-    return STEP, f"{part} = {_joined(free)}", lines
+    return STEP, (part, f"{part} = {_joined(free)}"), lines
 
 
 def _forward_hazards(hoisted, step, known, writers, batch, sliceable) -> set:
@@ -280,11 +282,14 @@ def _forward_hazards(hoisted, step, known, writers, batch, sliceable) -> set:
     return wrong
 
 
-def _free(name: str, taken: set) -> str:
+def free_name(name: str, taken: set) -> str:
+    """``name``, or with underscores after it until no other name is the same; then taken."""
     while name in taken:
         name += "_"
     taken.add(name)
     return name
+
+
 # -- the backward pass ---------------------------------------------------------------------------
 
 class Unsplittable(ValueError):
@@ -324,7 +329,7 @@ def split_backward(texts: list, kinds: dict, upstreams: set, recurring: set, onc
         if changed:
             raise Unsplittable(f"{sorted(changed)[0]} is read once after the steps but changed at each")
     read_by_step = set().union(*(s.reads for s in step)) - computed
-    rows = {n: _free(f"{n}_t", taken) for n in sorted(read_by_step) if kinds.get(n) == FOLDED}
+    rows = {n: free_name(f"{n}_t", taken) for n in sorted(read_by_step) if kinds.get(n) == FOLDED}
     loaded = sorted(n for n in read_by_step if kinds.get(n) == STEP and n not in upstreams)
     written, outside = set(), []
     for _, parsed_line in after:

@@ -31,9 +31,13 @@ def unrolled_context(u: Unrolled) -> dict:
     names = [i.name for i in op.inputs]
     states = [s.input for s in u.states]
     step_inputs = [n for n in names if n not in moved.weights and n not in states]
-    taken = set(names) | {str(s) for s in op.sizes} | {n for t in cell["forward_lines"] + cell["backward_lines"]
-                                                       for n in split.line(t).reads | split.line(t).writes}
-    taken |= {"np", "cache", "dout", "doutput", "t", "rows", "output"}
+    parsed = [split.line(t) for t in cell["forward_lines"] + cell["backward_lines"]]
+    own = set(names) | {str(s) for s in op.sizes} | {n for p in parsed for n in p.writes}
+    taken = own | {n for p in parsed for n in p.reads}
+    clash = sorted(own & ({"np", "cache", "doutput", "expected", "T"} | {f"g_{s}" for s in states}))
+    if clash:
+        raise _refused(op, f"a name of its own, {clash[0]}, is one the module over a sequence takes")
+    step, rows = split.free_name("t", taken), split.free_name("rows", taken)
     of_output = {s.output: s.input for s in u.states}
     upstreams = dict(zip(_upstream_names(op), (of_output[y.name] for y in op.outputs)))  # dout -> h
     batch_index = {node.index[0] for node in op.intermediates if batch in node.shape} \
@@ -62,8 +66,8 @@ def unrolled_context(u: Unrolled) -> dict:
         raise _refused(op, str(error)) from None
     main = of_output[op.output.name]
     kept_forward = [n for n in cell["cache"] if cached[n] == split.STEP]
-    lists = {n: split._free(f"{n}_steps", taken) for n in dict.fromkeys(kept_forward + [op.output.name])}
-    kept_backward = {n: split._free(f"{n}_steps", taken) for n in backward.kept}
+    lists = {n: split.free_name(f"{n}_steps", taken) for n in dict.fromkeys(kept_forward + [op.output.name])}
+    kept_backward = {n: split.free_name(f"{n}_steps", taken) for n in backward.kept}
     several = len(states) > 1
 
     def group(items):
@@ -80,7 +84,7 @@ def unrolled_context(u: Unrolled) -> dict:
         "gradients": cell["gradients"], "finals": group([f"{s}_n" for s in states]), "finals_now": group(states),
         "dfinals": group([f"d{s}_last" for s in states]), "several_outputs": several,
         "certificate": u.certificate, "recursion": recursion_lines(u),
-        "validation": _validation(cell, step_inputs), "batch": str(batch), "steps": "T",
+        "validation": _validation(cell, step_inputs), "batch": str(batch), "steps": "T", "t": step, "rows_name": rows,
         "hoisted": forward.hoisted, "step_lines": forward.step, "rows": forward.rows, "lists": lists,
         "next_states": [(s.input, s.output) for s in u.states],
         "cache": [(n, lists.get(n, n)) for n in cell["cache"]], "backward_sizes": cell["backward_sizes"],
