@@ -50,6 +50,7 @@ def forward(x, h, W_ih, W_hh, b_ih, b_hh):
     a_z_x = c2[:, H:2*H] + b_hh[H:2*H] + b_ih[H:2*H]
     a_r_x = c2[:, :H] + b_hh[:H] + b_ih[:H]
     a_n_x = c2[:, 2*H:3*H] + b_ih[2*H:3*H]
+    W_hh_T = np.ascontiguousarray(W_hh.T)
     h_steps = []
     z_steps = []
     m_steps = []
@@ -61,7 +62,7 @@ def forward(x, h, W_ih, W_hh, b_ih, b_hh):
         a_z_x_t = a_z_x[rows]
         a_r_x_t = a_r_x[rows]
         a_n_x_t = a_n_x[rows]
-        c = h @ W_hh.T
+        c = h @ W_hh_T
         a_z = a_z_x_t + c[:, H:2*H]
         z = _sigmoid(a_z)
         m = c[:, 2*H:3*H] + b_hh[2*H:3*H]

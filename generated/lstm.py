@@ -57,6 +57,7 @@ def forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     a_g_x = c3[:, 2*H:3*H] + b_hh[2*H:3*H] + b_ih[2*H:3*H]
     a_i_x = c3[:, :H] + b_hh[:H] + b_ih[:H]
     a_o_x = c3[:, 3*H:4*H] + b_hh[3*H:4*H] + b_ih[3*H:4*H]
+    W_hh_T = np.ascontiguousarray(W_hh.T)
     h_steps = []
     c_steps = []
     f_steps = []
@@ -71,7 +72,7 @@ def forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
         a_g_x_t = a_g_x[rows]
         a_i_x_t = a_i_x[rows]
         a_o_x_t = a_o_x[rows]
-        c2 = h @ W_hh.T
+        c2 = h @ W_hh_T
         a_f = a_f_x_t + c2[:, H:2*H]
         f = _sigmoid(a_f)
         a_g = a_g_x_t + c2[:, 2*H:3*H]

@@ -41,12 +41,13 @@ def forward(x, h, W_ih, W_hh, b_ih, b_hh):
     N, T, D, H = _sizes(("x", x, "N T D"), ("h", h, "N H"), ("W_ih", W_ih, "H D"), ("W_hh", W_hh, "H H"), ("b_ih", b_ih, "H"), ("b_hh", b_hh, "H"))
     x = _steps_first(x)
     a_x = x @ W_ih.T + b_hh + b_ih
+    W_hh_T = np.ascontiguousarray(W_hh.T)
     h_steps = []
     hn_steps = []
     for t in range(T):
         rows = slice(t * N, (t + 1) * N)
         a_x_t = a_x[rows]
-        a = h @ W_hh.T
+        a = h @ W_hh_T
         a += a_x_t
         hn = np.tanh(a)
         h_steps.append(h)

@@ -93,4 +93,12 @@ def test_the_batch_size_is_never_read_with_the_steps_folded_into_the_batch():
 
 
 def test_renaming_leaves_attributes_and_keywords_alone():
-    assert steps.renamed("y = x.T @ x + f(x=x)", {"x": "x_t"}) == "y = x_t.T @ x_t + f(x=x_t)"
+    assert steps.renamed("y = x.T @ x + f(x=x) + z.x", {"x": "x_t"}) == "y = x_t.T @ x_t + f(x=x_t) + z.x"
+    assert steps.renamed("y = h @ W.T + W.shape[0]", {"W.T": "W_T"}) == "y = h @ W_T + W.shape[0]"
+
+
+def test_a_weight_a_step_reads_transposed_is_transposed_once_before_the_steps():
+    kinds = {"x": steps.FOLDED, "h": steps.STEP, "U": steps.STATIC}
+    forward = steps.split_forward(["a = h @ U.T", "y = np.tanh(a)"], kinds, "N", lambda name: True, set(kinds))
+    assert forward.hoisted == ["U_T = np.ascontiguousarray(U.T)"]
+    assert forward.step == ["a = h @ U_T", "y = np.tanh(a)"]

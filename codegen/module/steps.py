@@ -125,16 +125,23 @@ def line(text: str) -> Line:
 
 
 def renamed(text: str, names: dict) -> str:
-    """``text`` with each variable in ``names`` renamed (attributes and keyword names left alone)."""
+    """``text`` with each variable in ``names`` renamed (attributes and keyword names left alone); a key
+    ``W.T`` renames that transpose."""
     tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     rows = text.split("\n")
     for pos in range(len(tokens) - 1, -1, -1):
         tok = tokens[pos]
         before = tokens[pos - 1].string if pos else ""
         after = tokens[pos + 1].string if pos + 1 < len(tokens) else ""
-        if tok.type == tokenize.NAME and tok.string in names and before != "." and after != "=":
-            (row, start), (_, end) = tok.start, tok.end
-            rows[row - 1] = rows[row - 1][:start] + names[tok.string] + rows[row - 1][end:]
+        end = tok.end
+        key = tok.string
+        if after == "." and pos + 2 < len(tokens) and f"{key}.{tokens[pos + 2].string}" in names:
+            key, end = f"{key}.{tokens[pos + 2].string}", tokens[pos + 2].end
+        elif after == "=":  # a keyword argument's name
+            continue
+        if tok.type == tokenize.NAME and key in names and before != ".":
+            (row, start), (_, stop) = tok.start, end
+            rows[row - 1] = rows[row - 1][:start] + names[key] + rows[row - 1][stop:]
     return "\n".join(rows)
 
 
@@ -235,8 +242,19 @@ def split_forward(texts: list, kinds: dict, batch: str, sliceable, taken: set) -
         for name in sorted(line(text).reads):
             if known.get(name) == FOLDED and name not in rows:
                 rows[name] = free_name(f"{name}_t", names)
+    step = [renamed(t, rows) for _, t in step]
+    # a weight's transpose a step reads, laid out once: a matrix product reads it contiguous
+    transposed = {n: free_name(f"{n}_T", names) for t in step for n in sorted(_transposes(t))
+                  if known.get(n, STATIC) == STATIC and n in kinds}
     taken |= names
-    return Forward([t for _, t in hoisted], [renamed(t, rows) for _, t in step], rows, known)
+    return Forward([t for _, t in hoisted] + [f"{t} = np.ascontiguousarray({n}.T)" for n, t in transposed.items()],
+                   [renamed(t, {f"{n}.T": tn for n, tn in transposed.items()}) for t in step], rows, known)
+
+
+def _transposes(text: str) -> set:
+    """The names read transposed in ``text`` (``W.T``)."""
+    return {n.value.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Attribute) and n.attr == "T"
+            and isinstance(n.value, ast.Name)}
 
 
 def _placed(st: _Statement, known: dict, demoted: bool, taken: set):
