@@ -102,3 +102,14 @@ def test_a_weight_a_step_reads_transposed_is_transposed_once_before_the_steps():
     forward = steps.split_forward(["a = h @ U.T", "y = np.tanh(a)"], kinds, "N", lambda name: True, set(kinds))
     assert forward.hoisted == ["U_T = np.ascontiguousarray(U.T)"]
     assert forward.step == ["a = h @ U_T", "y = np.tanh(a)"]
+
+
+def test_a_weights_gradient_must_be_a_sum_over_the_samples_of_their_own_terms():
+    """Folded, a sum over n runs over (t, n): right for a sum of per-sample terms, wrong for a product of
+    two such sums, a term outside them (T times too few) or a sum over pairs of samples."""
+    batched = {x}
+    own = sp.Sum(x[n, k] * W[k, j], (n, 0, N - 1))
+    assert steps._summed_over_samples(2 * own + W[k, j] * own, batched, N) is None
+    assert "no sum over the samples" in steps._summed_over_samples(own ** 2, batched, N)
+    assert "no sum over the samples" in steps._summed_over_samples(own + W[k, j], batched, N)
+    assert "pairs" in steps._summed_over_samples(sp.Sum(x[n, k] * x[j, k], (n, 0, N - 1), (j, 0, N - 1)), batched, N)

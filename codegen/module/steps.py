@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from derive.engine.backprop import upstream_of
 from derive.engine.derivation import Derivation
 from derive.engine.rewrite import nodes
 
@@ -35,21 +36,20 @@ def refusal(d: Derivation, batch: sp.Symbol, weights: set) -> str | None:
     op = d.op
     batched = {i.tensor for i in op.inputs if batch in i.shape} | {n for n in op.intermediates if batch in n.shape}
     for i in op.inputs:
-        if batch in i.shape[1:] or (i.name in weights) == (batch in i.shape):
-            return f"{i.name}'s batch axis {batch} is not its first"
+        if batch in i.shape[1:] or (i.name not in weights and tuple(i.shape[:1]) != (batch,)):
+            return f"{i.name} has no batch axis {batch} first"
     for node in op.intermediates:
         if batch in node.shape[1:]:
-            return f"{node.name}'s batch axis {batch} is not its first"
+            return f"{node.name} has no batch axis {batch} first"
         why = _mixed(node.definition, node.index[0] if batch in node.shape else None, batched, batch)
         if why:
             return f"{node.name} {why}"
-    gradients = list(d.backprop) + (list(d.gradients) if d.written_out else [])
+    reads = batched | {a.tensor for a in d.adjoints} | {upstream_of(op, y) for y in op.outputs}
     for a in d.adjoints:
-        why = _mixed(a.expr, a.index[0], batched | {a.tensor for a in d.adjoints} | _upstreams(d), batch)
+        why = _mixed(a.expr, a.index[0], reads, batch)
         if why:
             return f"the error term of {a.node.name} {why}"
-    for g in gradients:
-        reads = batched | {a.tensor for a in d.adjoints} | _upstreams(d)
+    for g in list(d.backprop) + (list(d.gradients) if d.written_out else []):
         if g.input.name in weights:
             why = _summed_over_samples(g.expr, reads, batch)
         else:
@@ -57,11 +57,6 @@ def refusal(d: Derivation, batch: sp.Symbol, weights: set) -> str | None:
         if why:
             return f"the gradient of {g.input.name} {why}"
     return None
-
-
-def _upstreams(d: Derivation) -> set:
-    from derive.engine.backprop import upstream_of
-    return {upstream_of(d.op, y) for y in d.op.outputs}
 
 
 def _mixed(expr, sample, batched, batch) -> str | None:
@@ -81,7 +76,10 @@ def _summed_over_samples(expr, batched, batch) -> str | None:
     sums = {e for e in nodes(expr) if isinstance(e, sp.Sum) and any(hi - lo + 1 == batch for _, lo, hi in e.limits)}
     atoms = {s: sp.Dummy(f"sum{k}") for k, s in enumerate(sorted(sums, key=sp.default_sort_key))}
     for total in atoms:
-        (sample,) = [v for v, lo, hi in total.limits if hi - lo + 1 == batch]
+        over = [v for v, lo, hi in total.limits if hi - lo + 1 == batch]
+        if len(over) > 1:
+            return "sums over pairs of samples"
+        (sample,) = over
         inner = sp.Sum(total.function, *[lim for lim in total.limits if lim[0] != sample]) \
             if len(total.limits) > 1 else total.function
         why = _mixed(inner, sample, batched, batch)
