@@ -24,55 +24,223 @@ and checked before it was written: every error term, arriving gradient and gradi
     dE/dW_hh[k, j] = sum_t([0 <= k <= H - 1]*sum_n(da_r[t, n, k]*h[t - 1, n, j]) + [0 <= k - 2*H <= H - 1]*sum_n(dm[t, n, k - 2*H]*h[t - 1, n, j]) + [0 <= k - H <= H - 1]*sum_n(da_z[t, n, k - H]*h[t - 1, n, j]))
     dE/db_ih[k] = sum_t([0 <= k <= H - 1]*sum_n(da_r[t, n, k]) + [0 <= k - 2*H <= H - 1]*sum_n(da_n[t, n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n(da_z[t, n, k - H]))
     dE/db_hh[k] = sum_t([0 <= k <= H - 1]*sum_n(da_r[t, n, k]) + [0 <= k - 2*H <= H - 1]*sum_n(dm[t, n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n(da_z[t, n, k - H]))
-Each step runs generated.gru_cell, whose backward is the cell's derived gradient. What the loss sends
-the states directly: G_h[t] is doutput[:, t] (plus dh_last at the last step).
+What the loss sends the states directly: G_h[t] is doutput[:, t] (plus dh_last at the last
+step).
+
+The code is generated.gru_cell's, split by what each statement reads. Forward: what reads no state runs
+once for every step, the steps folded into the batch (x as (T N, ...): step t's samples in rows
+t N to t N + N - 1); the rest step by step. Backward: step by step, the last first, only what the states'
+gradients need; the rest once after the steps, on every step's arrays stacked alike, where the sum over
+the samples n of a weight's gradient runs over (t, n): the sum over t above.
 """
 import numpy as np
-
-from generated import gru_cell as _cell
 
 
 def forward(x, h, W_ih, W_hh, b_ih, b_hh):
     """Run the cell over the steps of x; returns ((output, h_n), cache)."""
-    x = _sequence("x", x)
-    steps = x.shape[1]
-    outputs, caches = [], []
-    for t in range(steps):
-        h, cache = _cell.forward(x[:, t], h, W_ih, W_hh, b_ih, b_hh)
-        outputs.append(h)
-        caches.append(cache)
-    return (np.stack(outputs, axis=1), h), {"steps": caches}
+    x = _float_array("x", x)
+    h = _float_array("h", h, x.dtype)
+    W_ih = _float_array("W_ih", W_ih, x.dtype)
+    W_hh = _float_array("W_hh", W_hh, x.dtype)
+    b_ih = _float_array("b_ih", b_ih, x.dtype)
+    b_hh = _float_array("b_hh", b_hh, x.dtype)
+    N, T, D, H = _sizes(("x", x, "N T D"), ("h", h, "N H"), ("W_ih", W_ih, "3*H D"), ("W_hh", W_hh, "3*H H"), ("b_ih", b_ih, "3*H"), ("b_hh", b_hh, "3*H"))
+    x = _steps_first(x)
+    c2 = x @ W_ih.T
+    a_z_x = c2[:, H:2*H] + b_hh[H:2*H] + b_ih[H:2*H]
+    a_r_x = c2[:, :H] + b_hh[:H] + b_ih[:H]
+    a_n_x = c2[:, 2*H:3*H] + b_ih[2*H:3*H]
+    W_hh_T = np.ascontiguousarray(W_hh.T)
+    h_steps = []
+    z_steps = []
+    m_steps = []
+    r_steps = []
+    ht_steps = []
+    hn_steps = []
+    for t in range(T):
+        rows = slice(t * N, (t + 1) * N)
+        a_z_x_t = a_z_x[rows]
+        a_r_x_t = a_r_x[rows]
+        a_n_x_t = a_n_x[rows]
+        c = h @ W_hh_T
+        a_z = a_z_x_t + c[:, H:2*H]
+        z = _sigmoid(a_z)
+        m = c[:, 2*H:3*H] + b_hh[2*H:3*H]
+        a_r = a_r_x_t + c[:, :H]
+        r = _sigmoid(a_r)
+        a_n = m*r
+        a_n += a_n_x_t
+        ht = np.tanh(a_n)
+        hn = h*z + ht*(1 - z)
+        h_steps.append(h)
+        z_steps.append(z)
+        m_steps.append(m)
+        r_steps.append(r)
+        ht_steps.append(ht)
+        hn_steps.append(hn)
+        h = hn
+    cache = {"dtype": x.dtype, "shape": (h.shape,), "N": N, "T": T, "x": x, "h": h_steps, "W_ih": W_ih, "W_hh": W_hh, "z": z_steps, "m": m_steps, "r": r_steps, "ht": ht_steps}
+    return (np.stack(hn_steps, axis=1), h), cache
 
 
 def backward(dout, cache):
     """Gradients by backpropagation through time, last step first; one per differentiable input."""
     doutput, dh_last = dout
-    caches = cache["steps"]
-    steps = len(caches)
-    doutput = np.asarray(doutput)
-    expected = (caches[0]["shape"][0], steps) + tuple(caches[0]["shape"][1:])
+    N, T = cache["N"], cache["T"]
+    doutput = _float_array("doutput", doutput).astype(cache["dtype"], copy=False)
+    expected = (N, T) + cache["shape"][0][1:]
     if doutput.shape != expected:
         raise ValueError(f"dout: expected doutput of shape {expected} (N, T, ...), got {doutput.shape}")
-    last = caches[-1]["shape"]
-    g_h = doutput[:, -1] + (np.zeros(last, caches[-1]["dtype"]) if dh_last is None else np.asarray(dh_last))
-    dx = [None] * steps
-    for t in range(steps - 1, -1, -1):
-        grads = _cell.backward(g_h, caches[t])
-        dx[t] = grads["x"]
-        dW_ih = grads["W_ih"] if t == steps - 1 else dW_ih + grads["W_ih"]
-        dW_hh = grads["W_hh"] if t == steps - 1 else dW_hh + grads["W_hh"]
-        db_ih = grads["b_ih"] if t == steps - 1 else db_ih + grads["b_ih"]
-        db_hh = grads["b_hh"] if t == steps - 1 else db_hh + grads["b_hh"]
-        if t:  # what step t sends back arrives at step t - 1's outputs, beside the loss's own
-            g_h = doutput[:, t - 1] + grads["h"]
-    return {"x": np.stack(dx, axis=1), "h": grads["h"], "W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh}
+    g_h = _last_gradient("dh_last", dh_last, cache["shape"][0], cache["dtype"])
+    x = cache["x"]
+    h_steps = cache["h"]
+    W_ih = cache["W_ih"]
+    W_hh = cache["W_hh"]
+    z_steps = cache["z"]
+    m_steps = cache["m"]
+    r_steps = cache["r"]
+    ht_steps = cache["ht"]
+    da_n_steps = [None] * T
+    da_r_steps = [None] * T
+    da_z_steps = [None] * T
+    stacked2_steps = [None] * T
+    for t in range(T - 1, -1, -1):
+        dout = doutput[:, t] + g_h
+        h = h_steps[t]
+        ht = ht_steps[t]
+        m = m_steps[t]
+        r = r_steps[t]
+        z = z_steps[t]
+        u = 1 - z
+        dht = dout*u
+        da_n = 1 - ht**2
+        da_n *= dht
+        dr = da_n*m
+        da_r = 1 - r
+        da_r *= r
+        da_r *= dr
+        dm = da_n*r
+        dz = h - ht
+        dz *= dout
+        da_z = dz*u*z
+        stacked2 = np.concatenate((da_r, da_z, dm), axis=1)
+        dh = stacked2 @ W_hh
+        dh += dout*z
+        da_n_steps[t] = da_n
+        da_r_steps[t] = da_r
+        da_z_steps[t] = da_z
+        stacked2_steps[t] = stacked2
+        g_h = dh  # what step t sends back to step t - 1
+    da_n = np.concatenate(da_n_steps)
+    da_r = np.concatenate(da_r_steps)
+    da_z = np.concatenate(da_z_steps)
+    h = np.concatenate(h_steps)
+    stacked2 = np.concatenate(stacked2_steps)
+    stacked = np.concatenate((da_r, da_z, da_n), axis=1)
+    dx = stacked @ W_ih
+    dW_ih = stacked.T @ x
+    dW_hh = stacked2.T @ h
+    db_ih = stacked.sum(axis=0)
+    db_hh = stacked2.sum(axis=0)
+    return {"x": _batch_first(dx, T), "h": dh, "W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh}
 
 
-def _sequence(name, value):
-    """A per-step input as an (N, T, ...) float array with at least one step."""
+def _steps_first(array):
+    """(N, T, ...) as (T N, ...): step t's samples in rows t N to t N + N - 1, each step's rows together."""
+    return np.ascontiguousarray(array.swapaxes(0, 1)).reshape(-1, *array.shape[2:])
+
+
+def _batch_first(array, steps):
+    """(T N, ...) back to (N, T, ...)."""
+    return np.ascontiguousarray(array.reshape(steps, -1, *array.shape[1:]).swapaxes(0, 1))
+
+
+def _last_gradient(name, value, shape, dtype):
+    """dE/d(a last state): zeros for None, else an array of the state's shape in the forward's dtype."""
+    if value is None:
+        return np.zeros(shape, dtype)
+    value = _float_array(name, value).astype(dtype, copy=False)
+    if value.shape != shape:
+        raise ValueError(f"{name}: expected the last state's shape {shape}, got {value.shape}")
+    return value
+
+
+def _float_array(name, value, dtype=None):
+    """The argument as a float32 or float64 array, of the same dtype as the first input."""
     array = np.asarray(value)
     if array.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {array.dtype}")
-    if array.ndim < 3 or array.shape[1] < 1:
-        raise ValueError(f"{name}: expected a sequence (N, T, ...) with T >= 1, batch first, got shape {array.shape}")
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} like the first input, got {array.dtype}")
     return array
+
+
+def _number(name, value, kind, condition="", holds=None):
+    """A hyper-parameter as a plain Python number (so that float32 arrays stay float32), checked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or kind is int and not float(value).is_integer():
+        raise TypeError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    value = kind(value)
+    if not np.isfinite(value) or holds is not None and not holds(value):
+        raise ValueError(f"{name}: expected {condition or 'a finite number'}, got {value!r}")
+    return value
+
+
+def _sizes(*specs):
+    """Check each (name, array, spec) against the others; return the sizes by first appearance.
+
+    A spec names each axis ("N D", "3*H" for three blocks of H stacked); "*"
+    stands for any shape, the same for every such argument.
+    """
+    sizes, shared = {}, None
+    for name, array, spec in specs:
+        names = spec.split()
+        if names == ["*"]:
+            shared = array.shape if shared is None else shared
+            if array.shape != shared:
+                raise ValueError(f"{name}: expected shape {shared} like the first input, got {array.shape}")
+            continue
+        if array.ndim != len(names):
+            raise ValueError(f"{name}: expected shape ({', '.join(names)}), got {array.shape}")
+        for size, length in zip(names, array.shape):
+            blocks, _, size = size.rpartition("*")
+            blocks = int(blocks or 1)
+            if length == 0:
+                raise ValueError(f"{name}: axis {size} of shape {array.shape} is empty")
+            if length % blocks or sizes.setdefault(size, length // blocks) != length // blocks:
+                expected = tuple(_expected(s, sizes) for s in names)
+                raise ValueError(f"{name}: expected shape ({', '.join(names)}) = {expected}, got {array.shape}")
+    return tuple(sizes.values())
+
+
+def _expected(spec, sizes):
+    """An axis's expected length, from the sizes known so far ("?" where its size is not yet known)."""
+    blocks, _, size = spec.rpartition("*")
+    return int(blocks or 1) * sizes[size] if size in sizes else "?"
+
+
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) without overflow: exp only ever sees -|a|.
+
+    With e = exp(-|a|) in (0, 1]: 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0. The numerator,
+    1 or e, is max(e, a >= 0): chosen without a branch per element, and NaN stays NaN. One exp,
+    _CHUNK elements at a time, so that the scratch array stays in cache.
+    """
+    a = np.asarray(a)
+    y = np.empty(a.shape, a.dtype)
+    flat, out = a.reshape(-1), y.reshape(-1)
+    scratch = np.empty(min(a.size, _CHUNK), a.dtype)
+    for start in range(0, a.size, _CHUNK):
+        part, result = flat[start:start + _CHUNK], out[start:start + _CHUNK]
+        e = scratch[:part.size]
+        np.abs(part, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.maximum(e, part >= 0, out=result)
+        e += 1
+        result /= e
+    return y
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
+

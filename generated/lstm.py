@@ -29,58 +29,233 @@ and checked before it was written: every error term, arriving gradient and gradi
     dE/dW_hh[k, j] = sum_t([0 <= k <= H - 1]*sum_n(da_i[t, n, k]*h[t - 1, n, j]) + [0 <= k - 3*H <= H - 1]*sum_n(da_o[t, n, k - 3*H]*h[t - 1, n, j]) + [0 <= k - 2*H <= H - 1]*sum_n(da_g[t, n, k - 2*H]*h[t - 1, n, j]) + [0 <= k - H <= H - 1]*sum_n(da_f[t, n, k - H]*h[t - 1, n, j]))
     dE/db_ih[k] = sum_t([0 <= k <= H - 1]*sum_n(da_i[t, n, k]) + [0 <= k - 3*H <= H - 1]*sum_n(da_o[t, n, k - 3*H]) + [0 <= k - 2*H <= H - 1]*sum_n(da_g[t, n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n(da_f[t, n, k - H]))
     dE/db_hh[k] = sum_t([0 <= k <= H - 1]*sum_n(da_i[t, n, k]) + [0 <= k - 3*H <= H - 1]*sum_n(da_o[t, n, k - 3*H]) + [0 <= k - 2*H <= H - 1]*sum_n(da_g[t, n, k - 2*H]) + [0 <= k - H <= H - 1]*sum_n(da_f[t, n, k - H]))
-Each step runs generated.lstm_cell, whose backward is the cell's derived gradient. What the loss sends
-the states directly: G_h[t] is doutput[:, t] (plus dh_last at the last step), G_c[t] is 0
-but dc_last at the last step.
+What the loss sends the states directly: G_h[t] is doutput[:, t] (plus dh_last at the last
+step), G_c[t] is 0 but dc_last at the last step.
+
+The code is generated.lstm_cell's, split by what each statement reads. Forward: what reads no state runs
+once for every step, the steps folded into the batch (x as (T N, ...): step t's samples in rows
+t N to t N + N - 1); the rest step by step. Backward: step by step, the last first, only what the states'
+gradients need; the rest once after the steps, on every step's arrays stacked alike, where the sum over
+the samples n of a weight's gradient runs over (t, n): the sum over t above.
 """
 import numpy as np
-
-from generated import lstm_cell as _cell
 
 
 def forward(x, h, c, W_ih, W_hh, b_ih, b_hh):
     """Run the cell over the steps of x; returns ((output, (h_n, c_n)), cache)."""
-    x = _sequence("x", x)
-    steps = x.shape[1]
-    outputs, caches = [], []
-    for t in range(steps):
-        (h, c), cache = _cell.forward(x[:, t], h, c, W_ih, W_hh, b_ih, b_hh)
-        outputs.append(h)
-        caches.append(cache)
-    return (np.stack(outputs, axis=1), (h, c)), {"steps": caches}
+    x = _float_array("x", x)
+    h = _float_array("h", h, x.dtype)
+    c = _float_array("c", c, x.dtype)
+    W_ih = _float_array("W_ih", W_ih, x.dtype)
+    W_hh = _float_array("W_hh", W_hh, x.dtype)
+    b_ih = _float_array("b_ih", b_ih, x.dtype)
+    b_hh = _float_array("b_hh", b_hh, x.dtype)
+    N, T, D, H = _sizes(("x", x, "N T D"), ("h", h, "N H"), ("c", c, "N H"), ("W_ih", W_ih, "4*H D"), ("W_hh", W_hh, "4*H H"), ("b_ih", b_ih, "4*H"), ("b_hh", b_hh, "4*H"))
+    x = _steps_first(x)
+    c3 = x @ W_ih.T
+    a_f_x = c3[:, H:2*H] + b_hh[H:2*H] + b_ih[H:2*H]
+    a_g_x = c3[:, 2*H:3*H] + b_hh[2*H:3*H] + b_ih[2*H:3*H]
+    a_i_x = c3[:, :H] + b_hh[:H] + b_ih[:H]
+    a_o_x = c3[:, 3*H:4*H] + b_hh[3*H:4*H] + b_ih[3*H:4*H]
+    W_hh_T = np.ascontiguousarray(W_hh.T)
+    h_steps = []
+    c_steps = []
+    f_steps = []
+    ct_steps = []
+    i_steps = []
+    o_steps = []
+    tanh_cn_steps = []
+    hn_steps = []
+    for t in range(T):
+        rows = slice(t * N, (t + 1) * N)
+        a_f_x_t = a_f_x[rows]
+        a_g_x_t = a_g_x[rows]
+        a_i_x_t = a_i_x[rows]
+        a_o_x_t = a_o_x[rows]
+        c2 = h @ W_hh_T
+        a_f = a_f_x_t + c2[:, H:2*H]
+        f = _sigmoid(a_f)
+        a_g = a_g_x_t + c2[:, 2*H:3*H]
+        ct = np.tanh(a_g)
+        a_i = a_i_x_t + c2[:, :H]
+        i = _sigmoid(a_i)
+        cn = c*f
+        cn += ct*i
+        a_o = a_o_x_t + c2[:, 3*H:4*H]
+        o = _sigmoid(a_o)
+        tanh_cn = np.tanh(cn)
+        hn = o*tanh_cn
+        h_steps.append(h)
+        c_steps.append(c)
+        f_steps.append(f)
+        ct_steps.append(ct)
+        i_steps.append(i)
+        o_steps.append(o)
+        tanh_cn_steps.append(tanh_cn)
+        hn_steps.append(hn)
+        h, c = hn, cn
+    cache = {"dtype": x.dtype, "shape": (h.shape, c.shape), "N": N, "T": T, "x": x, "h": h_steps, "c": c_steps, "W_ih": W_ih, "W_hh": W_hh, "f": f_steps, "ct": ct_steps, "i": i_steps, "o": o_steps, "tanh_cn": tanh_cn_steps}
+    return (np.stack(hn_steps, axis=1), (h, c)), cache
 
 
 def backward(dout, cache):
     """Gradients by backpropagation through time, last step first; one per differentiable input."""
     doutput, (dh_last, dc_last) = dout
-    caches = cache["steps"]
-    steps = len(caches)
-    doutput = np.asarray(doutput)
-    expected = (caches[0]["shape"][0][0], steps) + tuple(caches[0]["shape"][0][1:])
+    N, T = cache["N"], cache["T"]
+    doutput = _float_array("doutput", doutput).astype(cache["dtype"], copy=False)
+    expected = (N, T) + cache["shape"][0][1:]
     if doutput.shape != expected:
         raise ValueError(f"dout: expected doutput of shape {expected} (N, T, ...), got {doutput.shape}")
-    last = caches[-1]["shape"]
-    g_h = doutput[:, -1] + (np.zeros(last[0], caches[-1]["dtype"]) if dh_last is None else np.asarray(dh_last))
-    g_c = (np.zeros(last[1], caches[-1]["dtype"]) if dc_last is None else np.asarray(dc_last))
-    dx = [None] * steps
-    for t in range(steps - 1, -1, -1):
-        grads = _cell.backward((g_h, g_c), caches[t])
-        dx[t] = grads["x"]
-        dW_ih = grads["W_ih"] if t == steps - 1 else dW_ih + grads["W_ih"]
-        dW_hh = grads["W_hh"] if t == steps - 1 else dW_hh + grads["W_hh"]
-        db_ih = grads["b_ih"] if t == steps - 1 else db_ih + grads["b_ih"]
-        db_hh = grads["b_hh"] if t == steps - 1 else db_hh + grads["b_hh"]
-        if t:  # what step t sends back arrives at step t - 1's outputs, beside the loss's own
-            g_h = doutput[:, t - 1] + grads["h"]
-            g_c = grads["c"]
-    return {"x": np.stack(dx, axis=1), "h": grads["h"], "c": grads["c"], "W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh}
+    g_h = _last_gradient("dh_last", dh_last, cache["shape"][0], cache["dtype"])
+    g_c = _last_gradient("dc_last", dc_last, cache["shape"][1], cache["dtype"])
+    x = cache["x"]
+    h_steps = cache["h"]
+    c_steps = cache["c"]
+    W_ih = cache["W_ih"]
+    W_hh = cache["W_hh"]
+    f_steps = cache["f"]
+    ct_steps = cache["ct"]
+    i_steps = cache["i"]
+    o_steps = cache["o"]
+    tanh_cn_steps = cache["tanh_cn"]
+    stacked_steps = [None] * T
+    for t in range(T - 1, -1, -1):
+        dout = doutput[:, t] + g_h
+        dout_cn = g_c
+        c = c_steps[t]
+        ct = ct_steps[t]
+        f = f_steps[t]
+        i = i_steps[t]
+        o = o_steps[t]
+        tanh_cn = tanh_cn_steps[t]
+        do = dout*tanh_cn
+        da_o = 1 - o
+        da_o *= o
+        da_o *= do
+        dcn = dout*(o - o*tanh_cn**2) + dout_cn
+        di = ct*dcn
+        da_i = 1 - i
+        da_i *= i
+        da_i *= di
+        dct = dcn*i
+        da_g = 1 - ct**2
+        da_g *= dct
+        df = c*dcn
+        da_f = 1 - f
+        da_f *= f
+        da_f *= df
+        stacked = np.concatenate((da_i, da_f, da_g, da_o), axis=1)
+        dh = stacked @ W_hh
+        dc = dcn*f
+        stacked_steps[t] = stacked
+        g_h, g_c = dh, dc  # what step t sends back to step t - 1
+    stacked = np.concatenate(stacked_steps)
+    h = np.concatenate(h_steps)
+    dx = stacked @ W_ih
+    dW_ih = stacked.T @ x
+    dW_hh = stacked.T @ h
+    s = stacked.sum(axis=0)
+    db_ih = s
+    db_hh = s.copy()
+    return {"x": _batch_first(dx, T), "h": dh, "c": dc, "W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh}
 
 
-def _sequence(name, value):
-    """A per-step input as an (N, T, ...) float array with at least one step."""
+def _steps_first(array):
+    """(N, T, ...) as (T N, ...): step t's samples in rows t N to t N + N - 1, each step's rows together."""
+    return np.ascontiguousarray(array.swapaxes(0, 1)).reshape(-1, *array.shape[2:])
+
+
+def _batch_first(array, steps):
+    """(T N, ...) back to (N, T, ...)."""
+    return np.ascontiguousarray(array.reshape(steps, -1, *array.shape[1:]).swapaxes(0, 1))
+
+
+def _last_gradient(name, value, shape, dtype):
+    """dE/d(a last state): zeros for None, else an array of the state's shape in the forward's dtype."""
+    if value is None:
+        return np.zeros(shape, dtype)
+    value = _float_array(name, value).astype(dtype, copy=False)
+    if value.shape != shape:
+        raise ValueError(f"{name}: expected the last state's shape {shape}, got {value.shape}")
+    return value
+
+
+def _float_array(name, value, dtype=None):
+    """The argument as a float32 or float64 array, of the same dtype as the first input."""
     array = np.asarray(value)
     if array.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {array.dtype}")
-    if array.ndim < 3 or array.shape[1] < 1:
-        raise ValueError(f"{name}: expected a sequence (N, T, ...) with T >= 1, batch first, got shape {array.shape}")
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} like the first input, got {array.dtype}")
     return array
+
+
+def _number(name, value, kind, condition="", holds=None):
+    """A hyper-parameter as a plain Python number (so that float32 arrays stay float32), checked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or kind is int and not float(value).is_integer():
+        raise TypeError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    value = kind(value)
+    if not np.isfinite(value) or holds is not None and not holds(value):
+        raise ValueError(f"{name}: expected {condition or 'a finite number'}, got {value!r}")
+    return value
+
+
+def _sizes(*specs):
+    """Check each (name, array, spec) against the others; return the sizes by first appearance.
+
+    A spec names each axis ("N D", "3*H" for three blocks of H stacked); "*"
+    stands for any shape, the same for every such argument.
+    """
+    sizes, shared = {}, None
+    for name, array, spec in specs:
+        names = spec.split()
+        if names == ["*"]:
+            shared = array.shape if shared is None else shared
+            if array.shape != shared:
+                raise ValueError(f"{name}: expected shape {shared} like the first input, got {array.shape}")
+            continue
+        if array.ndim != len(names):
+            raise ValueError(f"{name}: expected shape ({', '.join(names)}), got {array.shape}")
+        for size, length in zip(names, array.shape):
+            blocks, _, size = size.rpartition("*")
+            blocks = int(blocks or 1)
+            if length == 0:
+                raise ValueError(f"{name}: axis {size} of shape {array.shape} is empty")
+            if length % blocks or sizes.setdefault(size, length // blocks) != length // blocks:
+                expected = tuple(_expected(s, sizes) for s in names)
+                raise ValueError(f"{name}: expected shape ({', '.join(names)}) = {expected}, got {array.shape}")
+    return tuple(sizes.values())
+
+
+def _expected(spec, sizes):
+    """An axis's expected length, from the sizes known so far ("?" where its size is not yet known)."""
+    blocks, _, size = spec.rpartition("*")
+    return int(blocks or 1) * sizes[size] if size in sizes else "?"
+
+
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) without overflow: exp only ever sees -|a|.
+
+    With e = exp(-|a|) in (0, 1]: 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0. The numerator,
+    1 or e, is max(e, a >= 0): chosen without a branch per element, and NaN stays NaN. One exp,
+    _CHUNK elements at a time, so that the scratch array stays in cache.
+    """
+    a = np.asarray(a)
+    y = np.empty(a.shape, a.dtype)
+    flat, out = a.reshape(-1), y.reshape(-1)
+    scratch = np.empty(min(a.size, _CHUNK), a.dtype)
+    for start in range(0, a.size, _CHUNK):
+        part, result = flat[start:start + _CHUNK], out[start:start + _CHUNK]
+        e = scratch[:part.size]
+        np.abs(part, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.maximum(e, part >= 0, out=result)
+        e += 1
+        result /= e
+    return y
+
+
+_CHUNK = 32768  # elements at a time: 256 KiB in float64, scratch arrays that stay in the processor's cache
+

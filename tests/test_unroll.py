@@ -224,12 +224,18 @@ def test_the_sequence_module_matches_pytorch(name, shape, dtype, tol, rng):
 def test_the_sequence_module_refuses_bad_input_naming_the_argument(name, rng):
     module = _module(name)
     inputs, states = _inputs(name, rng, np.float64)
-    with pytest.raises(ValueError, match=r"^x: expected a sequence \(N, T, \.\.\.\)"):
+    with pytest.raises(ValueError, match=r"^x: expected shape \(N, T, D\)"):
         module.forward(inputs["x"][:, 0], *list(inputs.values())[1:])
+    with pytest.raises(ValueError, match=r"^x: axis T of shape \(3, 0, 5\) is empty"):
+        module.forward(inputs["x"][:, :0], *list(inputs.values())[1:])
     out, cache = module.forward(*inputs.values())
     doutput, dfinals = _dout(out, states, rng)
     with pytest.raises(ValueError, match=r"^dout: expected doutput of shape"):
         module.backward((doutput[:, :-1], dfinals), cache)
+    first, *others = dfinals if len(states) > 1 else (dfinals,)
+    wrong = (first[:-1], *others) if len(states) > 1 else first[:-1]
+    with pytest.raises(ValueError, match=rf"^d{states[0]}_last: expected the last state's shape"):
+        module.backward((doutput, wrong), cache)
     finals_none = tuple(None for _ in states) if len(states) > 1 else None
     grads = module.backward((doutput, finals_none), cache)  # no gradient at the last states: zeros
     assert all(np.isfinite(g).all() for g in grads.values())

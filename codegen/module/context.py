@@ -210,6 +210,7 @@ def _context(d: Derivation, program: list[Statement]) -> dict:
         "reshape_helper": {"leading": "_rows", "channels": "_channels"}.get(op.shape_kind),
         "flat_size": (str(op.inputs[0].shape[0]), op.inputs[0].name) if flat else None,
         "_work": work([tree for _, tree in backward_trees], size),
+        "_layouts": (dict(fwd.layouts), dict(bwd.layouts)),  # each array's axes, for the split over time
     }
 
 
@@ -442,8 +443,11 @@ def _read_at(op, size):
     return None if inp is None else (inp.name, ", ".join(str(s) for s in inp.shape))
 
 
-def _spec(op, inp) -> str:
-    return "*" if op.shape_kind == "flat" else " ".join(str(s) for s in inp.shape)
+def _spec(op, inp, steps="") -> str:
+    if op.shape_kind == "flat":
+        return "*"
+    shape = [str(s) for s in inp.shape]
+    return " ".join(shape[:1] + [steps] * bool(steps) + shape[1:])
 
 
 def _has_leading(op, inp) -> bool:
@@ -465,10 +469,16 @@ def _input_doc(op, inp) -> dict:
             "mask": inp.domain == "mask", "index": inp.domain == "index"}
 
 
-def _sizes_line(op) -> str:
-    specs = ", ".join(f'("{i.name}", {i.name}, "{_spec(op, i)}")' for i in op.inputs)
+def _sizes_line(op, sequences=(), steps="") -> str:
+    """The line that checks the inputs' shapes and names the sizes; ``sequences``: inputs given an axis
+    ``steps`` after their first (a cell's per-step inputs, over a sequence)."""
+    specs = [(i.name, _spec(op, i, steps if i.name in sequences else "")) for i in op.inputs]
     read = [s for i in op.inputs for s in i.shape if s in op.derived_sizes]  # checked against their rule after
     names = [] if op.shape_kind == "flat" else [str(s) for s in _by_appearance(op, op.sizes + tuple(read))]
+    if steps:  # _sizes names them in the order the specs first do
+        order = dict.fromkeys(part.rpartition("*")[2] for _, spec in specs for part in spec.split())
+        names = [name for name in order if name in names or name == steps]
+    specs = ", ".join(f'("{name}", {name}, "{spec}")' for name, spec in specs)
     if not names:
         return f"_sizes({specs})"
     return f"{', '.join(names)}{',' if len(names) == 1 else ''} = _sizes({specs})"
