@@ -61,10 +61,11 @@ def main() -> int:
     if blas.overridden() and "numpy" in sys.modules:
         raise SystemExit("benchmarks.sequence: run it in a fresh process (NumPy has read OPENBLAS_CORETYPE already)")
     blas.set_aside()
+    from benchmarks.timing import interleaved, quiet_blas
+    quiet_blas()  # before NumPy loads: its idle BLAS threads would spin on the cores torch runs on next
     import numpy as np
     import torch  # noqa: F401  (an optional extra: fail here, before any timing, where it is missing)
 
-    from benchmarks.timing import interleaved
     rng = np.random.default_rng(0)
     print(f"Sequences at N={SIZES['N']}, T={SIZES['T']}, D={SIZES['D']}, H={SIZES['H']}, forward + backward. "
           + "; ".join(blas.describe()))
