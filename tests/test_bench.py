@@ -4,7 +4,6 @@ No test here times anything against a limit: floors belong to ``derive bench``, 
 PyTorch and HIPS autograd are optional; tests that need them skip without them.
 """
 import dataclasses
-import importlib
 import io
 import os
 import platform

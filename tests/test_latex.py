@@ -12,7 +12,6 @@ from derive.engine import check
 from derive.engine.chain import chain
 from derive.engine.backprop import expanded, upstream_of
 from derive.engine.rewrite import inline
-from derive.define.symbols import Tensor
 
 
 def _evaluate(expr, op, sizes, values, at):

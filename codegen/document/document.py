@@ -22,7 +22,7 @@ import sympy as sp
 from derive.engine.chain import BATCH_SIZE, ChainDerivation, chain
 from derive.engine.derivation import derive
 from derive.define.registry import get
-from derive.engine.rewrite import normalize, textbook
+from derive.engine.rewrite import textbook
 
 from codegen.latex import chain as chain_tex
 
@@ -729,7 +729,7 @@ def example_section(c: ChainDerivation, writer: _Writer, lang: str, nodes, sampl
         section.items.append(_para(
             f"取学习率$\\eta = {step.lr}$，" + (f"一个批次{samples}个样本，" if samples > 1 else "一个样本，") +
             "输入、权重和目标值取两位小数。表中的每个数都由生成的代码（", *code, "）算出；"
-            f"同一组数代入式", Ref(first), "–", Ref(last), f"所得的值与之相同（比较了{step.checked}个数，"
+            "同一组数代入式", Ref(first), "–", Ref(last), f"所得的值与之相同（比较了{step.checked}个数，"
             "相对误差不超过$10^{-9}$）。"))
     else:
         section.items.append(_para(

@@ -32,7 +32,6 @@ import sympy as sp
 from sympy.printing.repr import ReprPrinter
 
 from derive.define.op import Op
-from derive.define.symbols import Intermediate, Tensor
 
 ENGINE = Path(__file__).resolve().parent.parent  # the derive package: definitions, engine, ops
 

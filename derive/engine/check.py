@@ -19,7 +19,7 @@ import sympy as sp
 from derive.define.forms import keywords
 from derive.define.functions import written_out
 from derive.define.op import Op
-from derive.define.symbols import FirstMax, Iverson, Tensor, as_piecewise
+from derive.define.symbols import FirstMax, Iverson, as_piecewise
 from derive.engine import Mismatch
 from derive.engine.backprop import expanded
 from derive.engine.budget import attempt

@@ -15,7 +15,7 @@ from functools import lru_cache
 import sympy as sp
 
 from derive.define.op import Input, Op
-from derive.define.symbols import (Intermediate, Tensor, avoid_capture, fresh_scope, index_symbols, is_index,
+from derive.define.symbols import (Intermediate, avoid_capture, fresh_scope, index_symbols, is_index,
                                    iverson_form, rebuild)
 from derive.engine import budget, cache, rewrite
 from derive.engine.backprop import backward_pass, expanded, output_objective, upstream_of
