@@ -27,6 +27,7 @@ class Equation:
     tex: str
     lhs: sp.Expr
     rhs: tuple
+    whole_array: bool = False  # printed with codegen.latex.arrays' operations (pad, crop, ⋆), which verify does not read
 
     def __post_init__(self):
         object.__setattr__(self, "tex", fit(self.tex))  # nothing runs off the page
@@ -385,11 +386,12 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
             blocks.append(_eq(printer, sp.Symbol(node.name), (node.definition,)))
             continue
         tex = matrix.print(lowering.statement(node.definition, tuple(node.index), tuple(node.shape)),
-                           tuple(node.index)) \
-            or image_text(d, printer, node.definition, node.index, node.shape)
-        if tex is not None:
+                           tuple(node.index))
+        image = tex is None and image_text(d, printer, node.definition, node.index, node.shape)
+        if tex or image:
             lhs = nt.matrix(node.name, len(node.index))
-            blocks.append(Block(equation=Equation(f"{lhs} = {tex}", sp.Symbol(node.name), (node.definition,))))
+            blocks.append(Block(equation=Equation(f"{lhs} = {tex or image}", sp.Symbol(node.name),
+                                                  (node.definition,), whole_array=bool(image))))
     for grad in d.gradients if d.written_out and not forward else ():
         expr = display(d, grad.expr)
         try:
@@ -397,12 +399,13 @@ def _matrix_blocks(d: Derivation, nt: Notation, printer: ArticleLatex, w, forwar
                                tuple(grad.index))
         except NotImplementedError:  # an index the vector IR has no operation for: no matrix form
             tex = None
-        tex = tex or image_text(d, printer, expr, grad.index, grad.input.shape)
+        image = tex is None and image_text(d, printer, expr, grad.index, grad.input.shape)
         wrt = nt.matrix(grad.input.name, grad.input.tensor.rank)
         lhs = rf"\frac{{\partial {nt.objective}}}{{\partial {wrt}}}"
-        if tex is None:
+        if not (tex or image):
             blocks.append(Block(text=f"${lhs}$: {w['no matrix form']}"))
         else:
-            blocks.append(Block(equation=Equation(f"{lhs} = {tex}", _partial(grad.element), (expr,))))
+            blocks.append(Block(equation=Equation(f"{lhs} = {tex or image}", _partial(grad.element), (expr,),
+                                                  whole_array=bool(image))))
     return blocks
 
