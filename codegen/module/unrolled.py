@@ -103,18 +103,19 @@ def _refused(op, why: str) -> ValueError:
 
 def _validation(cell: dict, step_inputs: list) -> str:
     """The cell module's checks of its inputs, each per-step input with a step axis after its batch axis."""
-    from codegen.render import environment
-    template = environment().get_template("module.py.j2")
-    context = dict(cell, sizes_line=_sizes_line(cell["op"], step_inputs, "T"))
-    return "".join(template.blocks["validation"](template.new_context(context)))
+    return _cell_block("validation", dict(cell, sizes_line=_sizes_line(cell["op"], step_inputs, "T")))
 
 
 def _helpers(cell: dict) -> str:
     """The cell module's helpers the statements call (not its check of a tuple of upstream gradients)."""
+    return _cell_block("helpers", dict(cell, helpers=[h for h in cell["helpers"] if h != "upstreams"]))
+
+
+def _cell_block(name: str, context: dict) -> str:
+    """One block of the cell module's template, rendered as the cell's module would render it."""
     from codegen.render import environment
     template = environment().get_template("module.py.j2")
-    context = dict(cell, helpers=[h for h in cell["helpers"] if h != "upstreams"])
-    return "".join(template.blocks["helpers"](template.new_context(context)))
+    return "".join(template.blocks[name](template.new_context(context)))
 
 
 def recursion_lines(u: Unrolled) -> list[str]:
